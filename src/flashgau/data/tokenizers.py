@@ -1,0 +1,156 @@
+"""Tokenizers: raw UTF-8 bytes, or byte-level BPE trained with the HF `tokenizers` library.
+
+Both map any text to ids and back exactly (`decode(encode(text)) == text`), and both know how many bytes of
+UTF-8 each id stands for (`token_byte_lengths()`), which turns a per-token loss into bits per byte.
+
+One save/load format for both: `tok.to_dict()` is a JSON-able dict ({"kind": "bytes"} or {"kind": "bpe",
+"tokenizer_json": ...}); `tokenizer_from_dict(d)` rebuilds it. Checkpoints store this dict; `save_tokenizer`
+and `load_tokenizer` write and read it as a JSON file.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Sequence, Union
+
+from ..errors import TokenizerError
+
+TOKENIZER_KINDS = ("bytes", "bpe")
+
+
+class ByteTokenizer:
+    """One id per UTF-8 byte (V = 256)."""
+
+    kind = "bytes"
+    vocab_size = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(_utf8(text))
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+
+    def token_byte_lengths(self) -> list[int]:
+        return [1] * 256
+
+    def to_dict(self) -> dict:
+        return {"kind": "bytes"}
+
+
+class BPETokenizer:
+    """Byte-level BPE (GPT-2 style) over the HF `tokenizers` library; every byte is in the vocabulary, so any
+    text can be encoded and decodes back exactly."""
+
+    kind = "bpe"
+
+    def __init__(self, hf_tokenizer) -> None:
+        self._tok = hf_tokenizer
+        self.vocab_size = hf_tokenizer.get_vocab_size()
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int = 4096) -> "BPETokenizer":
+        """Learn merges from `texts` (pass the training split only) up to `vocab_size` ids (>= 257)."""
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        if vocab_size <= 256:
+            raise TokenizerError(f"BPE vocabulary size must be > 256 (the byte alphabet), got {vocab_size}")
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                      special_tokens=[], show_progress=False)
+        tok.train_from_iterator(texts, trainer=trainer)
+        return cls(tok)
+
+    def encode(self, text: str) -> list[int]:
+        _utf8(text)  # same clear error as ByteTokenizer for text that is not valid Unicode
+        return self._tok.encode(text).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Many texts at once (in parallel inside the HF library)."""
+        for text in texts:
+            _utf8(text)
+        return [enc.ids for enc in self._tok.encode_batch(list(texts))]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return b"".join(self._token_bytes(int(i)) for i in ids).decode("utf-8", errors="replace")
+
+    def token_byte_lengths(self) -> list[int]:
+        return [len(self._token_bytes(i)) for i in range(self.vocab_size)]
+
+    def to_dict(self) -> dict:
+        return {"kind": "bpe", "tokenizer_json": self._tok.to_str()}
+
+    def _token_bytes(self, i: int) -> bytes:
+        piece = self._tok.id_to_token(i)
+        if piece is None:
+            raise TokenizerError(f"token id {i} is outside the vocabulary (size {self.vocab_size})")
+        decoder = _byte_decoder()
+        return bytes(decoder[c] for c in piece)
+
+
+Tokenizer = Union[ByteTokenizer, BPETokenizer]
+
+
+def make_tokenizer(kind: str, train_texts: Iterable[str] = (), vocab_size: int = 4096) -> Tokenizer:
+    """"bytes", or "bpe" trained on `train_texts`."""
+    if kind == "bytes":
+        return ByteTokenizer()
+    if kind == "bpe":
+        return BPETokenizer.train(train_texts, vocab_size=vocab_size)
+    raise TokenizerError(f"unknown tokenizer {kind!r}; choose one of {', '.join(TOKENIZER_KINDS)}")
+
+
+def tokenizer_from_dict(data: dict) -> Tokenizer:
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind == "bytes":
+        return ByteTokenizer()
+    if kind == "bpe":
+        from tokenizers import Tokenizer as HFTokenizer
+
+        try:
+            return BPETokenizer(HFTokenizer.from_str(data["tokenizer_json"]))
+        except Exception as err:  # the HF library raises its own exception types
+            raise TokenizerError(f"saved BPE tokenizer cannot be read: {err}") from None
+    raise TokenizerError(f"saved tokenizer has unknown kind {kind!r}")
+
+
+def save_tokenizer(tok: Tokenizer, path: Union[str, Path]) -> None:
+    Path(path).write_text(json.dumps(tok.to_dict()), encoding="utf-8")
+
+
+def load_tokenizer(path: Union[str, Path]) -> Tokenizer:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise TokenizerError(f"cannot read tokenizer file {path}: {err}") from None
+    return tokenizer_from_dict(data)
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = text[err.start:err.end].encode("unicode_escape").decode("ascii")
+        raise TokenizerError(f"text cannot be encoded: it is not valid Unicode at character {err.start} "
+                             f"({bad}); check the input's encoding") from None
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """Inverse of GPT-2's bytes_to_unicode: the printable character the byte-level BPE uses for each byte."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
+        + list(range(ord("®"), ord("ÿ") + 1))
+    chars = list(printable)
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, chars)}
