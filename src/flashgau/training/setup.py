@@ -1,0 +1,74 @@
+"""What a run needs before its first step, built the same way for a fresh run, a resumed run and `eval`:
+the split corpus and its token windows, the tokenizer, and the model."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from ..config import ModelConfig
+from ..data.batching import HeldoutWindows, WindowSampler, tokenize_documents
+from ..data.corpus import CorpusSplit, load_split
+from ..data.tokenizers import Tokenizer, make_tokenizer
+from ..errors import ConfigError, CorpusError
+from ..model import LanguageModel
+from .config import TrainConfig
+
+
+@dataclass
+class RunData:
+    split: CorpusSplit
+    tokenizer: Tokenizer
+    train_docs: list[torch.Tensor]
+    heldout_docs: list[torch.Tensor]
+    fingerprint: str
+
+    def sampler(self, context: int, seed: int) -> WindowSampler:
+        return WindowSampler(self.train_docs, context, seed)
+
+    def heldout(self, context: int) -> HeldoutWindows:
+        return HeldoutWindows(self.heldout_docs, context)
+
+
+def prepare_data(cfg: TrainConfig, tokenizer: Optional[Tokenizer] = None) -> RunData:
+    """Read and split the corpus, make the tokenizer (BPE: trained on the training split only) unless one is
+    given, and tokenize both sides. Raises CorpusError / ConfigError for unusable data."""
+    split = load_split(cfg.data, cfg.heldout_fraction)
+    if tokenizer is None:
+        tokenizer = make_tokenizer(cfg.tokenizer, [d.text for d in split.train], cfg.bpe_vocab_size)
+    train_docs = tokenize_documents([d.text for d in split.train], tokenizer)
+    heldout_docs = tokenize_documents([d.text for d in split.heldout], tokenizer)
+    if not train_docs or not heldout_docs:
+        raise CorpusError("the corpus is too small: training or held-out text has fewer than 2 tokens")
+    return RunData(split, tokenizer, train_docs, heldout_docs, split_fingerprint(split))
+
+
+def split_fingerprint(split: CorpusSplit) -> str:
+    """SHA-256 over the names and texts of both sides of the split: changes if the data changes."""
+    digest = hashlib.sha256()
+    for side, docs in (("train", split.train), ("heldout", split.heldout)):
+        for doc in docs:
+            digest.update(f"{side}\0{doc.name}\0{len(doc.text)}\0".encode("utf-8"))
+            digest.update(doc.text.encode("utf-8"))
+    return digest.hexdigest()
+
+
+def model_config_for(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
+    """The preset of `cfg` as a causal language model over `vocab_size` ids."""
+    try:
+        model_cfg = ModelConfig.preset(cfg.preset, arch=cfg.arch, vocab_size=vocab_size, causal=True)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if cfg.context > model_cfg.max_seq_len:
+        raise ConfigError(f"--context {cfg.context} exceeds the {cfg.preset} preset's max_seq_len "
+                          f"{model_cfg.max_seq_len}")
+    return model_cfg
+
+
+def build_model(model_cfg: ModelConfig, seed: int) -> LanguageModel:
+    """A freshly initialised model; the same seed gives the same weights."""
+    torch.manual_seed(seed)
+    return LanguageModel(model_cfg)
