@@ -202,11 +202,18 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line ("flashgau train: error: ... (see flashgau train --help)"), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flashgau", description="FLASH language models (Hua et al. 2022, "
+    parser = _Parser(prog="flashgau", description="FLASH language models (Hua et al. 2022, "
                                      "'Transformer Quality in Linear Time'; not FlashAttention): train, evaluate, "
                                      "sample.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     for name, command in COMMANDS.items():
         p = sub.add_parser(name, help=command.help, description=command.help)
         command.add_arguments(p)

@@ -70,10 +70,16 @@ def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
     """Read and check a checkpoint; raises CheckpointError (one clear line) if it is missing, corrupt or
     incompatible with this version of flashgau."""
     path = resolve_checkpoint_path(path)
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is not a readable flashgau checkpoint (not a PyTorch archive: corrupt, "
+                              "truncated or another kind of file)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError,
-            UnicodeDecodeError, AttributeError, KeyError, IndexError, TypeError) as err:
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path} is not a readable flashgau checkpoint: it holds Python objects that "
+                              "flashgau checkpoints never contain (refusing to unpickle them)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, UnicodeDecodeError, AttributeError,
+            KeyError, IndexError, TypeError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path} is not a readable flashgau checkpoint (corrupt or truncated?): "
                               f"{reason[:200]}") from None

@@ -1,0 +1,15 @@
+"""Training, evaluation and sampling of language models: what `flashgau train | eval | sample` call.
+
+    from flashgau.training import TrainConfig, train, evaluate_checkpoint, load_trained, sample_text
+    result = train(TrainConfig(arch="flash", preset="small", steps=1000, out="runs/mine"))
+    print(result.final.bits_per_byte)
+"""
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .evaluate import EvalResult, evaluate
+from .inference import evaluate_checkpoint, load_trained, sample_text
+from .loop import TrainResult, train
+
+__all__ = ["TrainConfig", "train", "TrainResult", "evaluate", "EvalResult", "evaluate_checkpoint", "load_trained",
+           "sample_text", "load_checkpoint", "save_checkpoint"]
