@@ -1,0 +1,245 @@
+"""FAVOR+ (Choromanski et al., ICLR 2021, "Rethinking Attention with Performers"): softmax attention estimated
+with positive orthogonal random features, in linear time and memory.
+
+The estimator. With x' = x * sqrt(scale) (scale = 1/sqrt(dh) by default, so q'.k' = q.k * scale) and m random
+directions w_r (rows of `projection`), the positive random features
+
+    phi(x)_r = exp(w_r . x' - |x'|^2 / 2) / sqrt(m)
+
+satisfy E[phi(q) . phi(k)] = exp(q.k * scale) when each w_r ~ N(0, I). Softmax attention
+o_i = sum_j exp(q_i.k_j * scale) v_j / sum_j exp(q_i.k_j * scale) is estimated by putting phi(q_i) . phi(k_j) in
+place of the exponential; by associativity, o_i = phi(q_i) S / phi(q_i) . z with S = sum_j phi(k_j)^T v_j (m x dh)
+and z = sum_j phi(k_j) (m): linear in T. Orthogonal directions (blocks of dh mutually orthogonal rows, each row
+rescaled to a chi-distributed norm so it is marginally Gaussian) lower the variance (the paper's "+ORF").
+
+Forms (one state type, `FavorState`):
+
+- `favor_attention` (parallel: training and prefill). Bidirectional: one S and z over all real keys. Causal,
+  chunk-wise (chunks of C tokens):
+    1. features of every query and key (B, H, T, m);
+    2. inside a chunk: the masked C x C matrix phi(Q_g) phi(K_g)^T, times V_g (exact prefix sums within the chunk);
+    3. across chunks: one summary phi(K_h)^T V_h (m x dh) and sum phi(K_h) per chunk, combined for chunk g over
+       the chunks h < g by one (G x G) lower-triangular matrix product (an exclusive prefix sum);
+    4. o = (intra + inter numerator) / (intra + inter denominator).
+  Memory O(T m + T C + G m dh): never a per-token (B, H, T, m, dh) prefix-sum tensor.
+- `favor_attention_step` (decoding one token): the running sums S and z, updated and read; fixed size.
+
+Numerical stability. phi(x) can overflow fp32 (the exponent reaches |w|^2 / 2, about dh / 2 and more). Every
+exponent is shifted by a constant that cancels between numerator and denominator, and the sums are kept in fp32:
+a query by the largest of its own m exponents (as the paper's reference code does); a key by the largest exponent
+among the keys its query can see (bidirectional: all real keys, as the reference; causal: the running maximum up
+to the query, so no future key can change a past output, not even through rounding or underflow). The decoding
+state stores its sums at the scale of the running maximum (`FavorState.shift`) and rescales when it grows. The
+shifts are detached: they cancel exactly, so gradients are exact. Unlike the reference code, no epsilon is added to
+the features (it would not cancel and would make outputs depend on the shift); a denominator of exactly 0 (no
+visible real key) gives an output of 0.
+
+Shapes: B batch, H heads, T tokens, G chunks, C chunk length, dh head width, m random features.
+q, k, v: (B, H, T, dh); projection: (m, dh), shared by the heads (as in the reference implementation);
+key_mask: (B, T) bool, True for real tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_NEG_INF = float("-inf")
+
+
+@dataclass
+class FavorState:
+    """Decoding state of one FAVOR+ attention layer; its size does not depend on the position.
+
+    kv:    (B, H, m, dh) fp32, sum over seen keys of exp(a(k_j) - shift) (x) v_j, a(k) the key's log-features.
+    z:     (B, H, m) fp32, sum over seen keys of exp(a(k_j) - shift).
+    shift: (B, H) fp32, the largest key log-feature seen so far (-inf before any key); the scale of kv and z.
+    """
+
+    kv: Tensor
+    z: Tensor
+    shift: Tensor
+
+    def nbytes(self) -> int:
+        return sum(getattr(self, f.name).nelement() * getattr(self, f.name).element_size() for f in fields(self))
+
+    def clone(self) -> "FavorState":
+        return FavorState(**{f.name: getattr(self, f.name).clone() for f in fields(self)})
+
+
+def empty_favor_state(batch: int, heads: int, num_features: int, head_dim: int, *, device=None) -> FavorState:
+    """The state before any token."""
+    return FavorState(
+        kv=torch.zeros(batch, heads, num_features, head_dim, device=device, dtype=torch.float32),
+        z=torch.zeros(batch, heads, num_features, device=device, dtype=torch.float32),
+        shift=torch.full((batch, heads), _NEG_INF, device=device, dtype=torch.float32),
+    )
+
+
+def draw_orthogonal_features(num_features: int, head_dim: int, *, generator: Optional[torch.Generator] = None,
+                             scaling: str = "chi", device=None, dtype=torch.float32) -> Tensor:
+    """Draw an (m, dh) matrix of random directions for FAVOR+: blocks of dh mutually orthogonal rows.
+
+    Each block is the orthogonal factor of a dh x dh Gaussian matrix (sign-corrected, so it is Haar distributed);
+    the last block is cut to the rows still needed. scaling "chi": each row is rescaled to the norm of an
+    independent dh-dimensional Gaussian vector, so every row is marginally N(0, I) and the estimator is unbiased
+    (the reference's default, scaling=0); "sqrt": every row has norm sqrt(dh) (the reference's scaling=1).
+    Randomness comes only from `generator` (a CPU generator), so a seed fixes the matrix.
+    """
+    if num_features < 1 or head_dim < 1:
+        raise ValueError(f"num_features and head_dim must be >= 1, got {num_features} and {head_dim}")
+    if scaling not in ("chi", "sqrt"):
+        raise ValueError(f"scaling must be 'chi' or 'sqrt', got {scaling!r}")
+    blocks = []
+    for _ in range(-(-num_features // head_dim)):
+        gaussian = torch.randn(head_dim, head_dim, generator=generator, dtype=torch.float64)
+        q, r = torch.linalg.qr(gaussian)
+        q = q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, torch.ones(()))[None, :]
+        blocks.append(q.T)                                                   # rows orthonormal
+    directions = torch.cat(blocks, dim=0)[:num_features]
+    if scaling == "chi":
+        norms = torch.randn(num_features, head_dim, generator=generator, dtype=torch.float64).norm(dim=1)
+    else:
+        norms = torch.full((num_features,), math.sqrt(head_dim), dtype=torch.float64)
+    return (directions * norms[:, None]).to(device=device, dtype=dtype)
+
+
+def favor_logits(x: Tensor, projection: Tensor, *, scale: Optional[float] = None) -> Tensor:
+    """Log of the positive random features, fp32: a(x)_r = w_r . x' - |x'|^2 / 2 - log(m) / 2, x' = x sqrt(scale).
+
+    exp(a(x)) are the unbiased FAVOR+ features: E[exp(a(q)) . exp(a(k))] = exp(q.k * scale).
+    x: (..., dh); projection: (m, dh). Returns (..., m).
+    """
+    dh = x.shape[-1]
+    m = projection.shape[0]
+    if projection.shape[-1] != dh:
+        raise ValueError(f"projection has width {projection.shape[-1]}, inputs have width {dh}")
+    scale = dh ** -0.5 if scale is None else scale
+    xs = x.float() * math.sqrt(scale)
+    return xs @ projection.float().T - 0.5 * xs.square().sum(-1, keepdim=True) - 0.5 * math.log(m)
+
+
+def favor_features(x: Tensor, projection: Tensor, *, scale: Optional[float] = None) -> Tensor:
+    """The raw (unstabilised) positive random features exp(a(x)), fp32. For tests and analysis: may overflow."""
+    return favor_logits(x, projection, scale=scale).exp()
+
+
+def _query_features(aq: Tensor) -> Tensor:
+    """exp(a(q) - max_r a(q)_r): the query's features up to a per-query factor that cancels."""
+    return (aq - aq.detach().amax(-1, keepdim=True)).exp()
+
+
+def _safe_divide(num: Tensor, den: Tensor) -> Tensor:
+    return num / torch.where(den > 0, den, torch.ones_like(den))[..., None]
+
+
+def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor, *, causal: bool,
+                    key_mask: Optional[Tensor] = None, chunk_size: int = 64, scale: Optional[float] = None,
+                    return_state: bool = False):
+    """Parallel FAVOR+ attention. Returns o (B, H, T, dh) in v's dtype, or (o, FavorState) when return_state.
+
+    return_state (causal only) gives the state after each row's real tokens (key_mask must then be a right
+    padding: real tokens first), ready for `favor_attention_step` to continue from.
+    """
+    if return_state and not causal:
+        raise ValueError("a decoding state exists only for causal attention")
+    B, H, T, _ = q.shape
+    km = torch.ones(B, T, dtype=torch.bool, device=q.device) if key_mask is None else key_mask.bool()
+    aq = favor_logits(q, projection, scale=scale)                       # (B, H, T, m)
+    ak = favor_logits(k, projection, scale=scale)
+    ak = ak.masked_fill(~km[:, None, :, None], _NEG_INF)                # padded keys: features exactly 0
+    vf = v.float()
+    phq = _query_features(aq)
+    if causal:
+        out = _causal_chunked(phq, ak, vf, chunk_size)
+    else:
+        shift = ak.detach().amax(dim=(-1, -2))                          # (B, H): largest real key exponent
+        phk = (ak - _finite_or_zero(shift)[..., None, None]).exp()
+        num = phq @ (phk.transpose(-1, -2) @ vf)
+        den = phq @ phk.sum(-2)[..., None]
+        out = _safe_divide(num, den[..., 0])
+    out = out.to(v.dtype)
+    if not return_state:
+        return out
+    shift = ak.detach().amax(dim=(-1, -2))
+    phk = (ak - _finite_or_zero(shift)[..., None, None]).exp()
+    state = FavorState(kv=phk.transpose(-1, -2) @ vf, z=phk.sum(-2), shift=shift)
+    return out, state
+
+
+def _finite_or_zero(x: Tensor) -> Tensor:
+    return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
+
+
+def _causal_chunked(phq: Tensor, ak: Tensor, v: Tensor, C: int) -> Tensor:
+    """Causal linear attention, chunk by chunk. phq (B, H, T, m) query features; ak (B, H, T, m) key log-features
+    (-inf for padded keys); v (B, H, T, dh) fp32. Returns (B, H, T, dh) fp32."""
+    B, H, T, m = phq.shape
+    dh = v.shape[-1]
+    G = -(-T // C)
+    pad = G * C - T
+    if pad:
+        phq = F.pad(phq, (0, 0, 0, pad))
+        ak = F.pad(ak, (0, 0, 0, pad), value=_NEG_INF)
+        v = F.pad(v, (0, 0, 0, pad))
+    phq = phq.reshape(B, H, G, C, m)
+    ak = ak.reshape(B, H, G, C, m)
+    v = v.reshape(B, H, G, C, dh)
+
+    # Shifts (all detached; they cancel between numerator and denominator):
+    #   c_j     the largest log-feature of key j;             c_h = max_j in h c_j  (chunk h)
+    #   R_g     max over chunks h < g of c_h;                 r_i = max(R_g, c_j for j <= i in i's chunk)
+    # Key j contributes exp(a(k_j) - r_i) to query i: every factor below is <= 1, and r_i depends on keys <= i.
+    ck = ak.detach().amax(-1)                                           # (B, H, G, C)
+    c_chunk = ck.amax(-1)                                               # (B, H, G)
+    r_prev = torch.cat([c_chunk.new_full((B, H, 1), _NEG_INF), c_chunk.cummax(-1).values[..., :-1]], dim=-1)
+    r = torch.maximum(r_prev[..., None], ck.cummax(-1).values)         # (B, H, G, C)
+    phk = (ak - _finite_or_zero(ck)[..., None]).exp()                   # (B, H, G, C, m), max feature 1
+
+    # 2. intra-chunk: weights phq_i . phk_j * exp(c_j - r_i) for j <= i
+    tril = torch.ones(C, C, dtype=torch.bool, device=phq.device).tril()
+    log_rescale = (ck[..., None, :] - _finite_or_zero(r)[..., :, None]).masked_fill(~tril, _NEG_INF)
+    weights = (phq @ phk.transpose(-1, -2)) * log_rescale.exp()        # (B, H, G, C, C)
+    num = weights @ v
+    den = weights.sum(-1)
+
+    # 3. inter-chunk: per-chunk summaries at scale c_h, combined at scale R_g over h < g, read at scale r_i
+    own = (ck - _finite_or_zero(c_chunk)[..., None]).exp()              # exp(c_j - c_h) <= 1, 0 for padded keys
+    phk_own = phk * own[..., None]
+    kv = phk_own.transpose(-1, -2) @ v                                  # (B, H, G, m, dh)
+    ksum = phk_own.sum(-2)                                              # (B, H, G, m)
+    earlier = torch.ones(G, G, dtype=torch.bool, device=phq.device).tril(-1)   # [g, h]: h < g
+    log_w = (c_chunk[..., None, :] - _finite_or_zero(r_prev)[..., :, None]).masked_fill(~earlier, _NEG_INF)
+    w = log_w.exp()                                                     # (B, H, G, G), 0 where h >= g
+    kv_seen = torch.einsum("bhgk,bhkmd->bhgmd", w, kv)                   # (B, H, G, m, dh)
+    ksum_seen = torch.einsum("bhgk,bhkm->bhgm", w, ksum)                 # (B, H, G, m)
+    read = (r_prev[..., None] - _finite_or_zero(r)).exp()               # exp(R_g - r_i) <= 1, 0 when R_g = -inf
+    num = num + read[..., None] * (phq @ kv_seen)
+    den = den + read * (phq @ ksum_seen[..., None])[..., 0]
+
+    out = _safe_divide(num, den)
+    return out.reshape(B, H, G * C, dh)[:, :, :T]
+
+
+def favor_attention_step(q: Tensor, k: Tensor, v: Tensor, projection: Tensor, state: FavorState, *,
+                         scale: Optional[float] = None) -> tuple[Tensor, FavorState]:
+    """One decoding step, one token per row: q, k, v (B, H, 1, dh). The token attends to itself and every earlier
+    token. Updates `state` (its fields are replaced) and returns (o (B, H, 1, dh) in v's dtype, state)."""
+    aq = favor_logits(q, projection, scale=scale)                       # (B, H, 1, m)
+    ak = favor_logits(k, projection, scale=scale)
+    c_new = ak.amax(-1)[..., 0]                                         # (B, H)
+    shift = torch.maximum(state.shift, c_new)
+    decay = (state.shift - shift).exp()                                 # 0 for an empty state
+    phk = (ak - shift[..., None, None]).exp()                           # (B, H, 1, m)
+    state.kv = state.kv * decay[..., None, None] + phk.transpose(-1, -2) @ v.float()
+    state.z = state.z * decay[..., None] + phk[:, :, 0]
+    state.shift = shift
+    phq = _query_features(aq)
+    num = phq @ state.kv
+    den = (phq[:, :, 0] * state.z).sum(-1)[..., None]
+    return _safe_divide(num, den).to(v.dtype), state
