@@ -1,0 +1,43 @@
+"""Dense reference of MC-TFM++'s mixed chunk attention (softmax inside chunks, linear across chunks).
+
+Chunks are position // C. For query i in chunk g:
+    L_ij = softmax over the visible keys of chunk g (real, and j <= i when causal) of q_i.k_j * scale
+    N_ij = lq_i.lk_j / N_i for real keys j of chunks before g (causal) or of every chunk (bidirectional),
+           N_i = the number of those keys (no key: 0)
+and o = (L + N) v, with both T x T matrices built in float64.
+Shapes: q, k, lq, lk (B, H, T, s); v (B, H, T, e); key_mask (B, T) bool, True = real token.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+
+def mixed_chunk_softmax_attention_reference(q: Tensor, k: Tensor, lq: Tensor, lk: Tensor, v: Tensor, *,
+                                            chunk_size: int, causal: bool, key_mask: Optional[Tensor] = None,
+                                            scale: Optional[float] = None) -> Tensor:
+    B, H, T, s = q.shape
+    scale = s ** -0.5 if scale is None else scale
+    pos = torch.arange(T, device=q.device)
+    chunk = pos // chunk_size
+    real = torch.ones(B, T, dtype=torch.bool, device=q.device) if key_mask is None else key_mask.bool()
+    real = real[:, None, None, :]                                                   # (B, 1, 1, T)
+
+    local_ok = (chunk[:, None] == chunk[None, :])[None, None] & real
+    if causal:
+        local_ok = local_ok & (pos[None, :] <= pos[:, None])
+    scores = (q.double() @ k.double().transpose(-1, -2)) * scale
+    scores = scores.masked_fill(~local_ok, float("-inf"))
+    empty = ~local_ok.any(-1, keepdim=True)
+    local = torch.softmax(scores.masked_fill(empty, 0.0), dim=-1) * ~empty
+
+    if causal:
+        global_ok = (chunk[None, :] < chunk[:, None])[None, None] & real
+    else:
+        global_ok = torch.ones(T, T, dtype=torch.bool, device=q.device)[None, None] & real
+    count = global_ok.sum(-1, keepdim=True).clamp_min(1).double()
+    linear = (lq.double() @ lk.double().transpose(-1, -2)) * global_ok / count
+    return ((local + linear) @ v.double()).to(v.dtype)
