@@ -1,0 +1,10 @@
+"""flashgau: FLASH ("Transformer Quality in Linear Time", Hua et al., ICML 2022) in PyTorch.
+
+Not FlashAttention: FLASH is a model architecture (the Gated Attention Unit with mixed chunk attention).
+"""
+
+from .config import ARCHS, ModelConfig
+from .model import LanguageModel, LMOutput
+
+__all__ = ["ARCHS", "ModelConfig", "LanguageModel", "LMOutput"]
+__version__ = "0.1.0"

@@ -1,0 +1,64 @@
+"""Blocks (one per layer) and the registry from arch name to block.
+
+Every block maps x (B, T, d) -> (B, T, d) and has three entry points:
+    forward(x, ctx)            training / scoring
+    prefill(x, ctx)            the same output plus its decoding state
+    step(x_t, state)           one token per row (x_t: (B, 1, d)), updating the state
+and a `supports_cache` flag (False when the state cannot reproduce the parallel output).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from .attention import MultiHeadAttention
+from .context import Context
+from .feedforward import GLU, MLP
+from .flash import FlashLayer
+from .gau import GAU
+from .norms import make_norm
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm: x + attn(norm(x)), then x + ffn(norm(x))."""
+
+    def __init__(self, cfg: ModelConfig, attention: nn.Module, ffn: nn.Module):
+        super().__init__()
+        self.norm1, self.norm2 = make_norm(cfg.norm, cfg.d_model), make_norm(cfg.norm, cfg.d_model)
+        self.attn, self.ffn = attention, ffn
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    @property
+    def supports_cache(self) -> bool:
+        return getattr(self.attn, "supports_cache", False)
+
+    def _ffn(self, x: Tensor) -> Tensor:
+        return x + self.dropout(self.ffn(self.norm2(x)))
+
+    def forward(self, x: Tensor, ctx: Context) -> Tensor:
+        return self._ffn(x + self.dropout(self.attn(self.norm1(x), ctx)))
+
+    def prefill(self, x: Tensor, ctx: Context):
+        a, state = self.attn.prefill(self.norm1(x), ctx)
+        return self._ffn(x + self.dropout(a)), state
+
+    def step(self, x: Tensor, state):
+        a, state = self.attn.step(self.norm1(x), state)
+        return self._ffn(x + self.dropout(a)), state
+
+
+BLOCKS: dict[str, Callable[[ModelConfig], nn.Module]] = {
+    "transformer+": lambda cfg: TransformerBlock(cfg, MultiHeadAttention(cfg), MLP(cfg)),
+    "transformer++": lambda cfg: TransformerBlock(cfg, MultiHeadAttention(cfg), GLU(cfg)),
+    "flash-quad": GAU,
+    "flash": FlashLayer,
+}
+
+
+def make_block(cfg: ModelConfig) -> nn.Module:
+    if cfg.arch not in BLOCKS:
+        raise ValueError(f"no block registered for arch {cfg.arch!r}")
+    return BLOCKS[cfg.arch](cfg)

@@ -1,0 +1,40 @@
+"""Feed-forward sublayers: the MLP of Transformer+ and the GLU of Transformer++."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+
+
+class MLP(nn.Module):
+    """W_2 gelu(W_1 x), hidden width 4d by default."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        hidden = cfg.ffn_dim or 4 * cfg.d_model
+        self.fc1 = nn.Linear(cfg.d_model, hidden)
+        self.fc2 = nn.Linear(hidden, cfg.d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+def glu_hidden(d_model: int) -> int:
+    """8d/3 rounded to a multiple of 8: the GLU then has the MLP's 8d^2 parameters."""
+    return max(8, int(round(8 * d_model / 3 / 8)) * 8)
+
+
+class GLU(nn.Module):
+    """W_o (silu(W_u x) * W_v x) (SwiGLU), hidden width 8d/3 by default; u and v in one fused projection."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.hidden = cfg.ffn_dim or glu_hidden(cfg.d_model)
+        self.fc_uv = nn.Linear(cfg.d_model, 2 * self.hidden)
+        self.fc_out = nn.Linear(self.hidden, cfg.d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        u, v = self.fc_uv(x).split(self.hidden, dim=-1)
+        return self.fc_out(F.silu(u) * v)

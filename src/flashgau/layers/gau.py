@@ -1,0 +1,95 @@
+"""The Gated Attention Unit (GAU), the FLASH-Quad layer (paper Code 1):
+
+    h = norm(x);  u, v, z = silu(h W_uvz)              u, v: (B, T, e), z: (B, T, s), one fused projection
+    q, k = rope(z * gamma_i + beta_i)                  cheap per-dimension scale and offset of the shared z
+    A = relu(q k^T / n + b)^2                          one head, no softmax, b = relative position bias
+    out = x + (u * (A v)) W_o
+
+Normaliser n (see docs/normalisers.md): "fixed" uses the constant cfg.quad_norm_len, so a causal output at t depends
+only on tokens <= t; "paper" uses each row's real length, exactly as Code 1.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from ..ops import KVCache, relu2_attention, relu2_attention_step
+from .context import Context
+from .norms import make_norm
+from .positions import RelPosBias, apply_rope
+
+
+class GAUBase(nn.Module):
+    """Projection and output shared by FLASH-Quad and FLASH; subclasses choose the attention."""
+
+    n_maps = 2  # number of scale/offset maps of z
+
+    def __init__(self, cfg: ModelConfig, bias_span: int):
+        super().__init__()
+        d, e, s = cfg.d_model, cfg.expanded_dim, cfg.qk_dim
+        self.e, self.s = e, s
+        self.norm = make_norm(cfg.norm, d)
+        self.to_uvz = nn.Linear(d, 2 * e + s)
+        self.gamma = nn.Parameter(torch.randn(self.n_maps, s) * cfg.init_std)
+        self.beta = nn.Parameter(torch.zeros(self.n_maps, s))
+        self.rel = RelPosBias(cfg.resolved_rel_pos(), bias_span, s, cfg.init_std)
+        self.to_out = nn.Linear(e, d)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def project(self, x: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """x (B, T, d), pos (T,) or (B, T) -> u (B, T, e), v (B, 1, T, e), n_maps tensors (B, 1, T, s)."""
+        u, v, z = F.silu(self.to_uvz(self.norm(x))).split([self.e, self.e, self.s], dim=-1)
+        zs = z.unsqueeze(-2) * self.gamma.to(z.dtype) + self.beta.to(z.dtype)     # (B, T, n_maps, s)
+        maps = [apply_rope(zs[:, None, :, i], pos) for i in range(self.n_maps)]
+        return u, v[:, None], maps
+
+    def finish(self, x: Tensor, u: Tensor, o: Tensor) -> Tensor:
+        """x + W_o(u * o), o (B, 1, T, e)."""
+        return x + self.dropout(self.to_out(u * o[:, 0].to(u.dtype)))
+
+
+class GAU(GAUBase):
+    """FLASH-Quad layer: quadratic relu^2 attention over the whole sequence."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg, bias_span=cfg.max_seq_len)
+        self.normalizer = cfg.normalizer
+        self.norm_len = cfg.quad_norm_len
+
+    @property
+    def supports_cache(self) -> bool:
+        """The paper's length normaliser changes every past output as the sequence grows: no cache for it."""
+        return self.normalizer == "fixed"
+
+    def _norm(self, ctx: Context, batch: int) -> Union[float, Tensor]:
+        if self.normalizer == "fixed":
+            return float(self.norm_len)
+        return ctx.lengths(batch).clamp_min(1)
+
+    def _attend(self, x: Tensor, ctx: Context):
+        u, v, (q, k) = self.project(x, ctx.positions)
+        bias = self.rel(ctx.positions, ctx.positions).to(q.dtype)
+        o = relu2_attention(q, k, v, bias, norm=self._norm(ctx, x.shape[0]), causal=ctx.causal,
+                            key_mask=ctx.key_mask)
+        return self.finish(x, u, o), k, v
+
+    def forward(self, x: Tensor, ctx: Context) -> Tensor:
+        return self._attend(x, ctx)[0]
+
+    def prefill(self, x: Tensor, ctx: Context) -> tuple[Tensor, KVCache]:
+        y, k, v = self._attend(x, ctx)
+        return y, KVCache.from_prefill(k, v, ctx.lengths(x.shape[0]))
+
+    def step(self, x: Tensor, cache: KVCache) -> tuple[Tensor, KVCache]:
+        """x (B, 1, d): one token per row at position cache.pos."""
+        pos = cache.pos.clone()
+        u, v, (q, k) = self.project(x, pos[:, None])
+        valid = cache.append(k, v)
+        bias = self.rel(pos[:, None], torch.arange(cache.capacity, device=x.device)).to(q.dtype)
+        o = relu2_attention_step(q, cache.k, cache.v, bias, valid, norm=float(self.norm_len))
+        return self.finish(x, u, o), cache

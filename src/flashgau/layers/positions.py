@@ -1,0 +1,84 @@
+"""Position signals: RoPE, the scaled absolute sinusoid, and GAU's relative position bias.
+
+Positions are explicit integer tensors, so the same code serves training (positions 0..T-1) and decoding (one
+position per row).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def _angles(pos: Tensor, dim: int) -> Tensor:
+    """pos (...,) integers -> angles (..., dim/2) in fp32, inv_freq_i = 10000^(-i/(dim/2))."""
+    half = dim // 2
+    inv_freq = torch.pow(10000.0, -torch.arange(half, device=pos.device, dtype=torch.float32) / half)
+    return pos.to(torch.float32)[..., None] * inv_freq
+
+
+def apply_rope(x: Tensor, pos: Tensor) -> Tensor:
+    """Rotate the last dim of x (B, H, T, dim) by positions pos (T,) or (B, T); half-split layout
+    [x1 cos - x2 sin, x2 cos + x1 sin]."""
+    ang = _angles(pos, x.shape[-1])
+    if pos.dim() == 2:          # (B, T, half) -> (B, 1, T, half)
+        ang = ang[:, None]
+    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
+class ScaledSinusoid(nn.Module):
+    """cat[sin(p f), cos(p f)] times one learnable scalar initialised to 1/sqrt(d), added to the embeddings."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.d_model = d_model
+        self.scale = nn.Parameter(torch.tensor(1.0 / math.sqrt(d_model)))
+
+    def forward(self, pos: Tensor) -> Tensor:
+        """pos (T,) or (B, T) -> (T, d) or (B, T, d) in fp32."""
+        ang = _angles(pos, self.d_model - self.d_model % 2)
+        emb = torch.cat([ang.sin(), ang.cos()], dim=-1)
+        if self.d_model % 2:
+            emb = torch.nn.functional.pad(emb, (0, 1))
+        return emb * self.scale
+
+
+class RelPosBias(nn.Module):
+    """The paper's relative position bias b[i, j], a function of j - i only.
+
+    "toeplitz": one learned weight per offset, offsets clipped to +-(span - 1) with span = min(max_span, 512)
+    (the table is centred, so an offset keeps its weight at every length). "rope": b = rope(a, i) . rope(b, j)
+    with two learned vectors a, b of width qk_dim. "none": zero.
+    """
+
+    def __init__(self, kind: str, max_span: int, qk_dim: int, init_std: float = 0.02):
+        super().__init__()
+        self.kind = kind
+        if kind == "toeplitz":
+            self.span = min(max_span, 512)
+            self.weight = nn.Parameter(torch.randn(2 * self.span - 1) * init_std)
+        elif kind == "rope":
+            self.a = nn.Parameter(torch.randn(qk_dim) * init_std)
+            self.b = nn.Parameter(torch.randn(qk_dim) * init_std)
+        elif kind != "none":
+            raise ValueError(f"unknown relative position bias {kind!r}")
+
+    def forward(self, pos_q: Tensor, pos_k: Tensor) -> Tensor:
+        """pos_q (Tq,) or (B, Tq), pos_k (Tk,) -> bias (Tq, Tk) or (B, 1, Tq, Tk); fp32."""
+        if self.kind == "none":
+            shape = (*pos_q.shape, pos_k.shape[-1])
+            bias = torch.zeros(shape, device=pos_q.device)
+        elif self.kind == "toeplitz":
+            offset = (pos_k - pos_q[..., None]).clamp(-(self.span - 1), self.span - 1) + self.span - 1
+            bias = self.weight.float()[offset]
+        else:
+            qa = apply_rope(self.a.float().expand(*pos_q.shape, -1)[None, None] if pos_q.dim() == 1
+                            else self.a.float().expand(*pos_q.shape, -1)[:, None], pos_q)
+            kb = apply_rope(self.b.float().expand(pos_k.shape[-1], -1)[None, None], pos_k)
+            bias = (qa @ kb.transpose(-1, -2))
+            return bias[0, 0] if pos_q.dim() == 1 else bias
+        return bias if pos_q.dim() == 1 else bias[:, None]

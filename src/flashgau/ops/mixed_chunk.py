@@ -1,0 +1,166 @@
+"""FLASH's mixed chunk attention: exact relu^2 attention inside chunks of C tokens, linear attention across chunks.
+
+Two forms share one state type, `FlashState`:
+
+- `mixed_chunk_attention` (parallel: training and prefill). Steps:
+    1. pad T up to G*C tokens (padded keys are masked out, so real outputs do not depend on the padding);
+    2. local part, per chunk: relu(qq qk^T / C + bias)^2 (lower-triangular when causal), times v;
+    3. global part: one summary lk^T v (s x e) per chunk and a count of its real tokens; causal: an exclusive
+       cumulative sum over the chunk axis (chunk g sees chunks < g), bidirectional: the sum over all chunks;
+       lq times the summary, divided by the number of real tokens summarised (0 tokens: 0);
+    4. output = local + global, unpadded.
+  Memory is O(T C) for the local part and O(G s e) for the summaries: never a per-token s x e state, never T x T.
+- `mixed_chunk_step` (decoding one token): the same arithmetic for one query, against the open chunk's buffer
+  and the running sum of finished chunks' summaries; the buffer is folded into the sum when its chunk completes.
+
+Shapes: B batch, H heads (1 in FLASH), T tokens, G chunks, C chunk length, s query/key width, e value width.
+qq, qk (local query/key), lq, lk (global query/key): (B, H, T, s); v: (B, H, T, e).
+bias: (C, C) relative position bias for (query slot, key slot) inside a chunk.
+key_mask: (B, T) bool, True for real tokens. Summaries and counts are accumulated in fp32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass
+class FlashState:
+    """Decoding state of one mixed-chunk attention layer; its size does not depend on the position.
+
+    kv:    (B, H, s, e) fp32, sum over finished chunks of lk^T v (real tokens only).
+    count: (B,) fp32, number of real tokens summarised in kv.
+    qk, lk, v: (B, H, C, s|s|e), the open chunk's local keys, global keys and values; slot = position % C.
+    pos:   (B,) int64, position of the next token of each row.
+    """
+
+    kv: Tensor
+    count: Tensor
+    qk: Tensor
+    lk: Tensor
+    v: Tensor
+    pos: Tensor
+
+    def nbytes(self) -> int:
+        return sum(getattr(self, f.name).nelement() * getattr(self, f.name).element_size() for f in fields(self))
+
+    def clone(self) -> "FlashState":
+        return FlashState(**{f.name: getattr(self, f.name).clone() for f in fields(self)})
+
+
+def _pad_time(x: Tensor, pad: int) -> Tensor:
+    return F.pad(x, (0, 0, 0, pad)) if pad else x
+
+
+def mixed_chunk_attention(qq: Tensor, qk: Tensor, lq: Tensor, lk: Tensor, v: Tensor, bias: Tensor, *,
+                          chunk_size: int, causal: bool, key_mask: Optional[Tensor] = None,
+                          return_state: bool = False):
+    """Parallel mixed chunk attention. Returns o (B, H, T, e), or (o, FlashState) when return_state.
+
+    return_state (causal only) gives the state after each row's last real token (key_mask's row sum), ready for
+    `mixed_chunk_step` to continue from.
+    """
+    B, H, T, s = qq.shape
+    e = v.shape[-1]
+    C = chunk_size
+    G = -(-T // C)
+    pad = G * C - T
+    if key_mask is None:
+        km = torch.ones(B, T, dtype=torch.bool, device=qq.device)
+    else:
+        km = key_mask.bool()
+    km = F.pad(km, (0, pad), value=False)  # (B, G*C)
+    qq, qk, lq, lk, v = (_pad_time(t, pad).reshape(B, H, G, C, -1) for t in (qq, qk, lq, lk, v))
+    kmf = km.reshape(B, 1, G, 1, C)
+
+    # 2. local: exact relu^2 attention inside each chunk
+    scores = qq @ qk.transpose(-1, -2) / C + bias
+    weights = torch.relu(scores).square()
+    visible = kmf if not causal else kmf & torch.ones(C, C, dtype=torch.bool, device=qq.device).tril()
+    out = (weights * visible) @ v
+
+    # 3. global: one summary per chunk, averaged over the real tokens it holds
+    lk_real = lk * kmf.transpose(-1, -2).to(lk.dtype)                    # zero the padded keys
+    kv = (lk_real.transpose(-1, -2) @ v).float()                          # (B, H, G, s, e)
+    count = km.reshape(B, G, C).sum(-1).float()                           # (B, G)
+    if causal:
+        kv_seen = torch.cat([kv.new_zeros(B, H, 1, s, e), kv.cumsum(2)[:, :, :-1]], dim=2)  # exclusive
+        count_seen = torch.cat([count.new_zeros(B, 1), count.cumsum(1)[:, :-1]], dim=1)
+    else:
+        kv_seen = kv.sum(2, keepdim=True)
+        count_seen = count.sum(1, keepdim=True)
+    denom = count_seen.clamp_min(1.0).reshape(B, 1, -1, 1, 1)
+    out = out + (lq @ (kv_seen / denom).to(lq.dtype))
+
+    out = out.reshape(B, H, G * C, e)[:, :, :T]
+    if not return_state:
+        return out
+    if not causal:
+        raise ValueError("a decoding state exists only for causal attention")
+    return out, _state_after_prefill(qk, lk, v, kv, count, km, G, C)
+
+
+def _state_after_prefill(qk, lk, v, kv, count, km, G, C) -> FlashState:
+    """State after each row's real tokens: sum of its finished chunks and its open chunk as the buffer."""
+    B, H = qk.shape[:2]
+    length = km.sum(1)                                                   # (B,) real tokens per row
+    open_chunk = length // C                                             # (B,) in [0, G]
+    kv_before = torch.cat([kv.new_zeros(B, H, 1, *kv.shape[-2:]), kv.cumsum(2)], dim=2)  # (B, H, G+1, s, e)
+    count_before = torch.cat([count.new_zeros(B, 1), count.cumsum(1)], dim=1)            # (B, G+1)
+    rows = torch.arange(B, device=km.device)
+    state_kv = kv_before[rows, :, open_chunk]                             # (B, H, s, e)
+    state_count = count_before[rows, open_chunk]
+
+    def buffer(t: Tensor) -> Tensor:
+        t = torch.cat([t, t.new_zeros(B, H, 1, C, t.shape[-1])], dim=2)  # chunk G: an empty one
+        return t[rows, :, open_chunk].contiguous()                       # (B, H, C, width)
+
+    return FlashState(kv=state_kv.contiguous(), count=state_count, qk=buffer(qk), lk=buffer(lk), v=buffer(v),
+                      pos=length.to(torch.long))
+
+
+def empty_flash_state(batch: int, heads: int, chunk_size: int, qk_dim: int, v_dim: int, *, device=None,
+                      dtype=torch.float32) -> FlashState:
+    """The state before any token."""
+    return FlashState(
+        kv=torch.zeros(batch, heads, qk_dim, v_dim, device=device, dtype=torch.float32),
+        count=torch.zeros(batch, device=device, dtype=torch.float32),
+        qk=torch.zeros(batch, heads, chunk_size, qk_dim, device=device, dtype=dtype),
+        lk=torch.zeros(batch, heads, chunk_size, qk_dim, device=device, dtype=dtype),
+        v=torch.zeros(batch, heads, chunk_size, v_dim, device=device, dtype=dtype),
+        pos=torch.zeros(batch, device=device, dtype=torch.long),
+    )
+
+
+def mixed_chunk_step(qq: Tensor, qk: Tensor, lq: Tensor, lk: Tensor, v: Tensor, bias_row: Tensor,
+                     state: FlashState) -> tuple[Tensor, FlashState]:
+    """One decoding step for one token per row; updates `state` in place and returns (o (B, H, 1, e), state).
+
+    Inputs are (B, H, 1, s|e) for the token at position state.pos; bias_row (B, 1, 1, C) holds the bias of this
+    query against each slot of its chunk (slots after the query are masked here).
+    """
+    B, H, C, _ = state.qk.shape
+    slot = state.pos % C                                                 # (B,)
+    rows = torch.arange(B, device=slot.device)
+    state.qk[rows, :, slot] = qk[:, :, 0].to(state.qk.dtype)
+    state.lk[rows, :, slot] = lk[:, :, 0].to(state.lk.dtype)
+    state.v[rows, :, slot] = v[:, :, 0].to(state.v.dtype)
+
+    visible = (torch.arange(C, device=slot.device)[None, :] <= slot[:, None]).reshape(B, 1, 1, C)
+    weights = torch.relu(qq @ state.qk.transpose(-1, -2).to(qq.dtype) / C + bias_row).square() * visible
+    out = weights @ state.v.to(qq.dtype)
+    denom = state.count.clamp_min(1.0).reshape(B, 1, 1, 1)
+    out = out + lq @ (state.kv / denom).to(lq.dtype)
+
+    full = slot == C - 1                                                 # chunk complete: fold it in
+    if bool(full.any()):
+        chunk_kv = state.lk.float().transpose(-1, -2) @ state.v.float()  # (B, H, s, e)
+        state.kv += chunk_kv * full.reshape(B, 1, 1, 1)
+        state.count += full.float() * C
+    state.pos += 1
+    return out, state
