@@ -4,7 +4,8 @@ Not FlashAttention: FLASH is a model architecture (the Gated Attention Unit with
 """
 
 from .config import ARCHS, ModelConfig
+from .generation import DecodeState
 from .model import LanguageModel, LMOutput
 
-__all__ = ["ARCHS", "ModelConfig", "LanguageModel", "LMOutput"]
+__all__ = ["ARCHS", "DecodeState", "ModelConfig", "LanguageModel", "LMOutput"]
 __version__ = "0.1.0"

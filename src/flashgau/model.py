@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import generation
 from .config import ModelConfig
 from .layers import Context, make_block
 from .layers.gau import GAUBase
@@ -154,3 +155,20 @@ class LanguageModel(nn.Module):
     def supports_cache(self) -> bool:
         """Whether every block can decode from a state (False only for FLASH-Quad with the paper normaliser)."""
         return all(getattr(b, "supports_cache", False) for b in self.blocks)
+
+    # ------------------------------------------------------------------ decoding (see generation.py)
+    def prefill(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None, *, capacity: int = 0):
+        """(logits (B, T, V), DecodeState) after the prompt; causal models with a decoding state only."""
+        return generation.prefill(self, input_ids, attention_mask, capacity=capacity)
+
+    def decode_step(self, token_ids: Tensor, state: "generation.DecodeState"):
+        """Feed one token per row; (logits (B, V), state)."""
+        return generation.decode_step(self, token_ids, state)
+
+    def generate(self, input_ids: Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: Optional[int] = None, top_p: Optional[float] = None, eos_token_id: Optional[int] = None,
+                 generator: Optional[torch.Generator] = None, attention_mask: Optional[Tensor] = None, **kwargs):
+        """Prefill the prompt in parallel, then sample one token per step; see generation.generate."""
+        return generation.generate(self, input_ids, max_new_tokens, temperature=temperature, top_k=top_k,
+                                   top_p=top_p, eos_token_id=eos_token_id, generator=generator,
+                                   attention_mask=attention_mask, **kwargs)

@@ -1,0 +1,205 @@
+"""Decoding: prefill a prompt in parallel, then one token per step from explicit per-layer states.
+
+FLASH keeps a fixed-size FlashState per layer (running sum of finished chunks' summaries + the open chunk's
+buffer); FLASH-Quad and the Transformers keep a KVCache. Rows of a batch may sit at different positions (prompts of
+different lengths, right-padded). A DecodeState is plain data: keep it and pass it back to continue a stream.
+Shapes: B batch, T tokens, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+
+from .layers import Context
+
+
+@dataclass
+class DecodeState:
+    """layers: one state per block (FlashState, KVCache, ...); pos: (B,) int64, position of each row's next token;
+    last_logits: (B, V) logits of each row's last token (what the next token is sampled from)."""
+
+    layers: list[Any]
+    pos: Tensor
+    last_logits: Tensor
+    finished: Optional[Tensor] = field(default=None)
+
+    def nbytes(self) -> int:
+        """Bytes held by the layer states (what grows, or does not, with the position)."""
+        return sum(s.nbytes() for s in self.layers)
+
+
+def _check_cache(model) -> None:
+    if not model.supports_cache:
+        raise ValueError(f"arch {model.config.arch!r} with normalizer={model.config.normalizer!r} has no decoding "
+                         "state: its outputs depend on the final length. Use normalizer='fixed' (see "
+                         "docs/normalisers.md); generate() falls back to re-running the sequence")
+
+
+def prefill(model, input_ids: Tensor, attention_mask: Optional[Tensor] = None, *,
+            capacity: int = 0) -> tuple[Tensor, DecodeState]:
+    """Run the prompt in parallel; returns (logits (B, T, V), DecodeState after each row's last real token).
+    capacity reserves room in growing caches for that many positions."""
+    if not model.config.causal:
+        raise ValueError("decoding needs a causal model (ModelConfig(causal=True))")
+    _check_cache(model)
+    mask = model._check_inputs(input_ids, attention_mask, None)
+    B, T = input_ids.shape
+    ctx = Context(positions=torch.arange(T, device=input_ids.device), key_mask=mask, causal=True)
+    x = model.embed_tokens(input_ids, ctx.positions)
+    states = []
+    for block in model.blocks:
+        x, s = block.prefill(x, ctx)
+        if capacity and hasattr(s, "reserve"):
+            s.reserve(capacity)
+        states.append(s)
+    logits = model.logits_from_hidden(x)
+    lengths = ctx.lengths(B)
+    last = logits[torch.arange(B, device=logits.device), lengths - 1]
+    return logits, DecodeState(layers=states, pos=lengths.to(torch.long).clone(), last_logits=last)
+
+
+def decode_step(model, token_ids: Tensor, state: DecodeState) -> tuple[Tensor, DecodeState]:
+    """Feed one token per row (token_ids (B,) or (B, 1)); returns (logits (B, V), state updated in place)."""
+    token_ids = token_ids.reshape(-1)
+    if token_ids.shape[0] != state.pos.shape[0]:
+        raise ValueError(f"decode_step got {token_ids.shape[0]} tokens for a state of {state.pos.shape[0]} rows")
+    if int(state.pos.max()) >= model.config.max_seq_len:
+        raise ValueError(f"position {int(state.pos.max())} reaches max_seq_len {model.config.max_seq_len}")
+    lo, hi = int(token_ids.min()), int(token_ids.max())
+    if lo < 0 or hi >= model.config.vocab_size:
+        raise ValueError(f"token ids must lie in [0, {model.config.vocab_size}), got values in [{lo}, {hi}]")
+    x = model.embed_tokens(token_ids[:, None], state.pos[:, None])
+    for i, block in enumerate(model.blocks):
+        x, state.layers[i] = block.step(x, state.layers[i])
+    state.pos += 1
+    state.last_logits = model.logits_from_hidden(x)[:, 0]
+    return state.last_logits, state
+
+
+def sample_next(logits: Tensor, *, temperature: float = 1.0, top_k: Optional[int] = None,
+                top_p: Optional[float] = None, generator: Optional[torch.Generator] = None) -> Tensor:
+    """(B, V) logits -> (B,) token ids. temperature 0 is greedy (argmax)."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs > top_p            # keep the smallest prefix whose mass reaches top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = logits.softmax(-1)
+    if generator is not None:
+        probs = probs.to(generator.device)
+    return torch.multinomial(probs, 1, generator=generator).reshape(-1).to(logits.device)
+
+
+def _check_sampling(max_new_tokens, temperature, top_k, top_p) -> None:
+    if not (isinstance(max_new_tokens, int) and max_new_tokens >= 0):
+        raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+    if not (isinstance(temperature, (int, float)) and temperature >= 0):
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
+        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+    if top_p is not None and not (0.0 < top_p <= 1.0):
+        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
+
+
+@torch.no_grad()
+def generate(model, input_ids: Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+             top_k: Optional[int] = None, top_p: Optional[float] = None, eos_token_id: Optional[int] = None,
+             generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
+             attention_mask: Optional[Tensor] = None, pad_token_id: Optional[int] = None,
+             state: Optional[DecodeState] = None, return_state: bool = False):
+    """Continue each row of input_ids (B, T) by up to max_new_tokens tokens.
+
+    Rows of different lengths: right-pad and pass attention_mask; row b's output is its real prompt tokens, then its
+    new tokens, then pad_token_id (default: eos_token_id, else 0) to the common width T + max_new_tokens. A row stops
+    after it emits eos_token_id; generation stops when every row has. temperature 0 is greedy; generator (or seed)
+    makes sampling reproducible. With `state` (from an earlier call with return_state=True), input_ids are fed on top
+    of that state instead of being prefilled (continuing a stream), and must not be padded.
+    Returns the tokens, or (tokens, DecodeState) with return_state.
+    """
+    _check_sampling(max_new_tokens, temperature, top_k, top_p)
+    if generator is None and seed is not None:
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+    pad = pad_token_id if pad_token_id is not None else (eos_token_id if eos_token_id is not None else 0)
+    was_training = model.training
+    model.eval()
+    try:
+        if not model.supports_cache:
+            if state is not None or return_state:
+                _check_cache(model)
+            return _generate_by_recompute(model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id,
+                                          generator, attention_mask, pad)
+        mask = model._check_inputs(input_ids, attention_mask, None)
+        B, T = input_ids.shape
+        lengths = mask.sum(1) if mask is not None else torch.full((B,), T, device=input_ids.device)
+        if state is None:
+            need = T + max_new_tokens
+            if need > model.config.max_seq_len:
+                raise ValueError(f"prompt ({T} tokens) + max_new_tokens {max_new_tokens} exceeds max_seq_len "
+                                 f"{model.config.max_seq_len}")
+            _, state = prefill(model, input_ids, mask, capacity=need)
+        else:
+            if mask is not None:
+                raise ValueError("continuing from a state takes unpadded input_ids (no attention_mask)")
+            if int(state.pos.max()) + T + max_new_tokens > model.config.max_seq_len:
+                raise ValueError("the stream would exceed max_seq_len")
+            for t in range(T):
+                decode_step(model, input_ids[:, t], state)
+        out = torch.full((B, T + max_new_tokens), pad, dtype=torch.long, device=input_ids.device)
+        out[:, :T] = input_ids if mask is None else input_ids.masked_fill(~mask, pad)
+        finished = state.finished if state.finished is not None else torch.zeros(B, dtype=torch.bool,
+                                                                                 device=input_ids.device)
+        rows = torch.arange(B, device=input_ids.device)
+        for i in range(max_new_tokens):
+            nxt = sample_next(state.last_logits, temperature=temperature, top_k=top_k, top_p=top_p,
+                              generator=generator)
+            nxt = nxt.masked_fill(finished, pad)
+            out[rows, lengths + i] = nxt
+            if eos_token_id is not None:
+                finished = finished | (nxt == eos_token_id)
+            if i + 1 < max_new_tokens or return_state:   # the returned state covers every output token
+                decode_step(model, nxt, state)
+            if bool(finished.all()):
+                break
+        state.finished = finished
+        return (out, state) if return_state else out
+    finally:
+        model.train(was_training)
+
+
+def _generate_by_recompute(model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id, generator,
+                           attention_mask, pad) -> Tensor:
+    """Fallback for models without a decoding state: re-run the whole sequence for every new token."""
+    mask = model._check_inputs(input_ids, attention_mask, None)
+    B, T = input_ids.shape
+    if T + max_new_tokens > model.config.max_seq_len:
+        raise ValueError(f"prompt ({T} tokens) + max_new_tokens {max_new_tokens} exceeds max_seq_len "
+                         f"{model.config.max_seq_len}")
+    lengths = mask.sum(1) if mask is not None else torch.full((B,), T, device=input_ids.device)
+    out = torch.full((B, T + max_new_tokens), pad, dtype=torch.long, device=input_ids.device)
+    out[:, :T] = input_ids if mask is None else input_ids.masked_fill(~mask, pad)
+    finished = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
+    rows = torch.arange(B, device=input_ids.device)
+    for i in range(max_new_tokens):
+        width = int(lengths.max()) + i
+        cols = torch.arange(width, device=input_ids.device)
+        real = cols[None, :] < (lengths + i)[:, None]
+        logits = model(out[:, :width], attention_mask=real)
+        nxt = sample_next(logits[rows, lengths + i - 1], temperature=temperature, top_k=top_k, top_p=top_p,
+                          generator=generator).masked_fill(finished, pad)
+        out[rows, lengths + i] = nxt
+        if eos_token_id is not None:
+            finished = finished | (nxt == eos_token_id)
+            if bool(finished.all()):
+                break
+    return out

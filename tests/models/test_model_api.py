@@ -1,0 +1,130 @@
+"""The public model API: config validation, presets with matched sizes, loss, clear errors for bad input,
+weight-decay grouping, and the normaliser choice (docs/normalisers.md)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from flashgau import ARCHS, LanguageModel, ModelConfig
+from flashgau.config import GAU_ARCHS
+from conftest import VOCAB, tokens
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small", "base"])
+def test_presets_match_parameter_counts_within_ten_percent(preset):
+    with torch.device("meta"):   # sizes only: no memory, no init time
+        counts = {arch: LanguageModel(ModelConfig.preset(preset, arch=arch, vocab_size=256)).num_parameters()
+                  for arch in ARCHS}
+    assert max(counts.values()) <= 1.10 * min(counts.values()), counts
+
+
+def test_gau_archs_stack_two_layers_per_transformer_layer():
+    for preset, layers in (("small", 4), ("base", 12)):
+        for arch in ARCHS:
+            cfg = ModelConfig.preset(preset, arch=arch)
+            assert cfg.n_layers == (2 * layers if arch in GAU_ARCHS else layers)
+    small = ModelConfig.preset("small", arch="flash")
+    assert (small.d_model, small.n_layers, small.chunk_size, small.qk_dim) == (256, 8, 256, 128)
+    assert ModelConfig.preset("base", arch="flash", n_layers=3).n_layers == 3   # overrides win
+
+
+def test_config_round_trip_and_public_example():
+    cfg = ModelConfig(arch="flash", vocab_size=256, d_model=64, n_layers=2, causal=True, chunk_size=8, qk_dim=16)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    model = LanguageModel(cfg)
+    x = torch.randint(0, 256, (2, 20))
+    assert model(x).shape == (2, 20, 256)
+    out = model(x, attention_mask=torch.ones(2, 20), labels=x)
+    assert out.logits.shape == (2, 20, 256) and out.loss.ndim == 0
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("arch", "gpt", "unknown arch"), ("d_model", 0, "d_model"), ("n_heads", 3, "divisible"),
+    ("qk_dim", 15, "even"), ("norm", "rms", "norm"), ("normalizer", "softmax", "normalizer"),
+    ("chunk_size", 0, "chunk_size"), ("dropout", 1.0, "dropout"), ("vocab_size", 2.5, "vocab_size"),
+])
+def test_bad_config_says_what_to_change(field, value, message):
+    with pytest.raises(ValueError, match="invalid ModelConfig") as err:
+        ModelConfig(**{field: value})
+    assert message in str(err.value)
+    with pytest.raises(ValueError, match="unknown preset"):
+        ModelConfig.preset("huge")
+    with pytest.raises(ValueError, match="unknown ModelConfig field"):
+        ModelConfig.from_dict({"widht": 3})
+
+
+def test_loss_is_mean_cross_entropy_over_counted_labels(build):
+    model = build("flash")
+    x = tokens(2, 10)
+    labels = torch.roll(x, -1, 1)
+    labels[0, 3] = -100
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[1, 7:] = False
+    out = model(x, attention_mask=mask, labels=labels)
+    keep = (labels != -100) & mask
+    expected = F.cross_entropy(out.logits[keep], labels[keep])
+    torch.testing.assert_close(out.loss, expected)
+
+
+@pytest.mark.parametrize("make_args, message", [
+    (lambda x: (x.float(),), "integer tensor"),
+    (lambda x: (x[0],), "2-D tensor"),
+    (lambda x: (x + VOCAB,), "token ids must lie in"),
+    (lambda x: (x[:, :0],), "empty"),
+    (lambda x: (torch.randint(0, VOCAB, (1, 65)),), "exceeds max_seq_len"),
+    (lambda x: (x, torch.ones(2, 5)), "shape of input_ids"),
+    (lambda x: (x, torch.full((2, 8), 2)), "0/1"),
+    (lambda x: (x, torch.tensor([[0, 1, 1, 1, 1, 1, 1, 1]] * 2)), "right padding"),
+    (lambda x: (x, torch.zeros(2, 8)), "at least one real token"),
+    (lambda x: (x, None, x.float()), "labels must be integer"),
+    (lambda x: (x, None, x[:, :3]), "labels must have the shape"),
+    (lambda x: (x, None, x + VOCAB), "labels must lie in"),
+])
+def test_bad_input_raises_a_clear_error(make_args, message, build):
+    model = build("flash")
+    with pytest.raises(ValueError, match=message):
+        model(*make_args(tokens(2, 8)))
+
+
+def test_no_weight_decay_names_cover_norms_biases_gains_and_position_tables():
+    for arch in ARCHS:
+        model = LanguageModel(ModelConfig.preset("tiny", arch=arch, vocab_size=VOCAB))
+        names = model.no_weight_decay_names()
+        params = dict(model.named_parameters())
+        assert names <= set(params)
+        for name, p in params.items():
+            leaf = name.rsplit(".", 1)[-1]
+            expected_no_decay = (p.dim() < 2 or leaf in ("gamma", "beta") or ".rel." in name
+                                 or "norm" in name or name.startswith("sinusoid"))
+            assert (name in names) == expected_no_decay, name
+
+
+def test_paper_normaliser_is_length_dependent_and_fixed_is_not(build):
+    """Pitfalls P1/P2: dividing by the sequence length changes a causal model's past outputs as it grows."""
+    x = tokens(1, 20)
+    paper = build("flash-quad", normalizer="paper")
+    fixed = build("flash-quad", normalizer="fixed", quad_norm_len=20)
+    # at the full length both divide by 20, so they agree ...
+    torch.testing.assert_close(paper(x), fixed(x))
+    # ... but only the fixed one keeps its past outputs when the sequence is cut
+    torch.testing.assert_close(fixed(x[:, :10]), fixed(x)[:, :10], atol=2e-5, rtol=1e-5)
+    assert (paper(x[:, :10]) - paper(x)[:, :10]).abs().max() > 1e-2
+
+
+def test_paper_normaliser_generates_by_recomputing(build):
+    model = build("flash-quad", normalizer="paper")
+    assert not model.supports_cache
+    with pytest.raises(ValueError, match="no decoding state"):
+        model.prefill(tokens(1, 4))
+    prompt = tokens(1, 5)
+    seq = prompt.clone()
+    with torch.no_grad():
+        for _ in range(6):
+            seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(model.generate(prompt, 6, temperature=0), seq)
+
+
+def test_rel_pos_auto_follows_the_papers_512_rule():
+    assert ModelConfig(arch="flash", chunk_size=256).resolved_rel_pos() == "toeplitz"
+    assert ModelConfig(arch="flash-quad", max_seq_len=512).resolved_rel_pos() == "toeplitz"
+    assert ModelConfig(arch="flash-quad", max_seq_len=4096).resolved_rel_pos() == "rope"
