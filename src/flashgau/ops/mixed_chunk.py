@@ -86,7 +86,8 @@ def mixed_chunk_attention(qq: Tensor, qk: Tensor, lq: Tensor, lk: Tensor, v: Ten
 
     # 3. global: one summary per chunk, averaged over the real tokens it holds
     lk_real = lk * kmf.transpose(-1, -2).to(lk.dtype)                    # zero the padded keys
-    kv = (lk_real.transpose(-1, -2) @ v).float()                          # (B, H, G, s, e)
+    acc = torch.promote_types(v.dtype, torch.float32)                     # fp32, or fp64 for fp64 inputs
+    kv = (lk_real.transpose(-1, -2) @ v).to(acc)                          # (B, H, G, s, e)
     count = km.reshape(B, G, C).sum(-1).float()                           # (B, G)
     if causal:
         kv_seen = torch.cat([kv.new_zeros(B, H, 1, s, e), kv.cumsum(2)[:, :, :-1]], dim=2)  # exclusive
@@ -128,7 +129,7 @@ def empty_flash_state(batch: int, heads: int, chunk_size: int, qk_dim: int, v_di
                       dtype=torch.float32) -> FlashState:
     """The state before any token."""
     return FlashState(
-        kv=torch.zeros(batch, heads, qk_dim, v_dim, device=device, dtype=torch.float32),
+        kv=torch.zeros(batch, heads, qk_dim, v_dim, device=device, dtype=torch.promote_types(dtype, torch.float32)),
         count=torch.zeros(batch, device=device, dtype=torch.float32),
         qk=torch.zeros(batch, heads, chunk_size, qk_dim, device=device, dtype=dtype),
         lk=torch.zeros(batch, heads, chunk_size, qk_dim, device=device, dtype=dtype),
@@ -159,7 +160,8 @@ def mixed_chunk_step(qq: Tensor, qk: Tensor, lq: Tensor, lk: Tensor, v: Tensor, 
 
     full = slot == C - 1                                                 # chunk complete: fold it in
     if bool(full.any()):
-        chunk_kv = state.lk.float().transpose(-1, -2) @ state.v.float()  # (B, H, s, e)
+        acc = state.kv.dtype
+        chunk_kv = state.lk.to(acc).transpose(-1, -2) @ state.v.to(acc)  # (B, H, s, e)
         state.kv += chunk_kv * full.reshape(B, 1, 1, 1)
         state.count += full.float() * C
     state.pos += 1
