@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 # Every arch the package knows, in the order tables list them. model.py maps each to its block.
-ARCHS: tuple[str, ...] = ("transformer+", "transformer++", "flash-quad", "flash")
+ARCHS: tuple[str, ...] = ("transformer+", "transformer++", "flash-quad", "flash", "performer", "combiner",
+                          "mc-transformer++")
 
 # GAU-based archs stack two layers for each Transformer layer of a preset.
 GAU_ARCHS: frozenset[str] = frozenset({"flash", "flash-quad"})
@@ -58,6 +59,9 @@ class ModelConfig:
     quad_norm_len:   the constant n of the "fixed" normaliser (the paper trains FLASH-Quad at n = 512).
     scaled_sinusoid: add the paper's absolute sinusoid (one learnable scale, init 1/sqrt(d)) to embeddings.
     tie_embeddings:  share the input embedding and the output head.
+    random_features: m, random features per layer of FAVOR+ ("performer"); a fixed buffer drawn at init.
+    feature_redraw_interval: "performer" redraws its random features every this many training-mode forward
+                     passes (0: never); never in eval mode or while decoding. See docs/baselines.md.
     dropout:         dropout on block outputs (the paper uses 0).
     init_std:        std of the normal initialisation of weights.
     """
@@ -81,6 +85,8 @@ class ModelConfig:
     tie_embeddings: bool = True
     dropout: float = 0.0
     init_std: float = 0.02
+    random_features: int = 256
+    feature_redraw_interval: int = 1000
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -107,6 +113,11 @@ class ModelConfig:
         need(self.normalizer in NORMALIZERS, f"normalizer must be one of {NORMALIZERS}, got {self.normalizer!r}")
         need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
         need(self.init_std > 0, f"init_std must be > 0, got {self.init_std}")
+        need(isinstance(self.random_features, int) and not isinstance(self.random_features, bool)
+             and self.random_features >= 1, f"random_features must be a positive integer, got {self.random_features!r}")
+        need(isinstance(self.feature_redraw_interval, int) and not isinstance(self.feature_redraw_interval, bool)
+             and self.feature_redraw_interval >= 0,
+             f"feature_redraw_interval must be an integer >= 0 (0: never), got {self.feature_redraw_interval!r}")
 
     @property
     def expanded_dim(self) -> int:

@@ -15,11 +15,14 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from .attention import MultiHeadAttention
+from .combiner import CombinerAttention
 from .context import Context
 from .feedforward import GLU, MLP
 from .flash import FlashLayer
 from .gau import GAU
+from .mixed_chunk_softmax import MixedChunkSoftmaxAttention
 from .norms import make_norm
+from .performer import PerformerAttention
 
 
 class TransformerBlock(nn.Module):
@@ -55,6 +58,9 @@ BLOCKS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "transformer++": lambda cfg: TransformerBlock(cfg, MultiHeadAttention(cfg), GLU(cfg)),
     "flash-quad": GAU,
     "flash": FlashLayer,
+    "performer": lambda cfg: TransformerBlock(cfg, PerformerAttention(cfg), GLU(cfg)),
+    "combiner": lambda cfg: TransformerBlock(cfg, CombinerAttention(cfg), GLU(cfg)),
+    "mc-transformer++": lambda cfg: TransformerBlock(cfg, MixedChunkSoftmaxAttention(cfg), GLU(cfg)),
 }
 
 

@@ -74,8 +74,10 @@ class CombinerState:
     def chunk_size(self) -> int:
         return self.k.shape[2]
 
-    def reserve(self, count: int) -> None:
-        """Grow the summary axis (doubling) so that at least `count` summaries fit."""
+    def reserve(self, positions: int) -> None:
+        """Grow the summary axis (doubling) so that the summaries of `positions` tokens fit (one per C tokens);
+        generate() calls it once with the final length, so decoding then never reallocates."""
+        count = -(-positions // self.chunk_size)
         have = self.sum_k.shape[2]
         if count <= have:
             return
@@ -202,7 +204,7 @@ def combiner_attention_step(q: Tensor, k: Tensor, v: Tensor, state: CombinerStat
     fresh = (slot == 0).reshape(B, 1, 1)
     state.q_max = torch.where(fresh, qf[:, :, 0], torch.maximum(state.q_max, qf[:, :, 0]))
 
-    state.reserve(int(done.max()) + 1)
+    state.reserve((int(done.max()) + 1) * C)
     N = state.sum_k.shape[2]
     local = (qf @ state.k.float().transpose(-1, -2)) * scale                 # (B, H, 1, C)
     local_ok = (torch.arange(C, device=q.device)[None, :] <= slot[:, None]).reshape(B, 1, 1, C)

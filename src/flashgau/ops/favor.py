@@ -59,11 +59,13 @@ class FavorState:
     kv:    (B, H, m, dh) fp32, sum over seen keys of exp(a(k_j) - shift) (x) v_j, a(k) the key's log-features.
     z:     (B, H, m) fp32, sum over seen keys of exp(a(k_j) - shift).
     shift: (B, H) fp32, the largest key log-feature seen so far (-inf before any key); the scale of kv and z.
+    pos:   (B,) int64, position of each row's next token (what a layer needs for RoPE while decoding).
     """
 
     kv: Tensor
     z: Tensor
     shift: Tensor
+    pos: Tensor
 
     def nbytes(self) -> int:
         return sum(getattr(self, f.name).nelement() * getattr(self, f.name).element_size() for f in fields(self))
@@ -78,6 +80,7 @@ def empty_favor_state(batch: int, heads: int, num_features: int, head_dim: int, 
         kv=torch.zeros(batch, heads, num_features, head_dim, device=device, dtype=torch.float32),
         z=torch.zeros(batch, heads, num_features, device=device, dtype=torch.float32),
         shift=torch.full((batch, heads), _NEG_INF, device=device, dtype=torch.float32),
+        pos=torch.zeros(batch, device=device, dtype=torch.long),
     )
 
 
@@ -89,7 +92,8 @@ def draw_orthogonal_features(num_features: int, head_dim: int, *, generator: Opt
     the last block is cut to the rows still needed. scaling "chi": each row is rescaled to the norm of an
     independent dh-dimensional Gaussian vector, so every row is marginally N(0, I) and the estimator is unbiased
     (the reference's default, scaling=0); "sqrt": every row has norm sqrt(dh) (the reference's scaling=1).
-    Randomness comes only from `generator` (a CPU generator), so a seed fixes the matrix.
+    Randomness comes only from `generator` (a CPU generator; the draw happens on the CPU whatever the default
+    device), so a seed fixes the matrix.
     """
     if num_features < 1 or head_dim < 1:
         raise ValueError(f"num_features and head_dim must be >= 1, got {num_features} and {head_dim}")
@@ -97,15 +101,17 @@ def draw_orthogonal_features(num_features: int, head_dim: int, *, generator: Opt
         raise ValueError(f"scaling must be 'chi' or 'sqrt', got {scaling!r}")
     blocks = []
     for _ in range(-(-num_features // head_dim)):
-        gaussian = torch.randn(head_dim, head_dim, generator=generator, dtype=torch.float64)
+        gaussian = torch.randn(head_dim, head_dim, generator=generator, dtype=torch.float64, device="cpu")
         q, r = torch.linalg.qr(gaussian)
-        q = q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, torch.ones(()))[None, :]
+        q = q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, torch.ones((), dtype=q.dtype,
+                                                                                      device="cpu"))[None, :]
         blocks.append(q.T)                                                   # rows orthonormal
     directions = torch.cat(blocks, dim=0)[:num_features]
     if scaling == "chi":
-        norms = torch.randn(num_features, head_dim, generator=generator, dtype=torch.float64).norm(dim=1)
+        norms = torch.randn(num_features, head_dim, generator=generator, dtype=torch.float64,
+                            device="cpu").norm(dim=1)
     else:
-        norms = torch.full((num_features,), math.sqrt(head_dim), dtype=torch.float64)
+        norms = torch.full((num_features,), math.sqrt(head_dim), dtype=torch.float64, device="cpu")
     return (directions * norms[:, None]).to(device=device, dtype=dtype)
 
 
@@ -168,7 +174,7 @@ def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor, *, caus
         return out
     shift = ak.detach().amax(dim=(-1, -2))
     phk = (ak - _finite_or_zero(shift)[..., None, None]).exp()
-    state = FavorState(kv=phk.transpose(-1, -2) @ vf, z=phk.sum(-2), shift=shift)
+    state = FavorState(kv=phk.transpose(-1, -2) @ vf, z=phk.sum(-2), shift=shift, pos=km.sum(1).to(torch.long))
     return out, state
 
 
@@ -239,6 +245,7 @@ def favor_attention_step(q: Tensor, k: Tensor, v: Tensor, projection: Tensor, st
     state.kv = state.kv * decay[..., None, None] + phk.transpose(-1, -2) @ v.float()
     state.z = state.z * decay[..., None] + phk[:, :, 0]
     state.shift = shift
+    state.pos = state.pos + 1
     phq = _query_features(aq)
     num = phq @ state.kv
     den = (phq[:, :, 0] * state.z).sum(-1)[..., None]
