@@ -94,7 +94,7 @@ def test_no_weight_decay_names_cover_norms_biases_gains_and_position_tables():
         assert names <= set(params)
         for name, p in params.items():
             leaf = name.rsplit(".", 1)[-1]
-            expected_no_decay = (p.dim() < 2 or leaf in ("gamma", "beta") or ".rel." in name
+            expected_no_decay = (p.dim() < 2 or leaf in ("gamma", "beta", "bias") or ".rel." in name
                                  or "norm" in name or name.startswith("sinusoid"))
             assert (name in names) == expected_no_decay, name
 

@@ -31,11 +31,12 @@ class KVCache:
     def capacity(self) -> int:
         return self.k.shape[2]
 
-    def reserve(self, capacity: int) -> None:
-        """Grow the slot axis (doubling) so at least `capacity` slots exist."""
+    def reserve(self, capacity: int, *, exact: bool = True) -> None:
+        """Grow the slot axis so at least `capacity` slots exist: to exactly that many, or (exact=False, used when
+        appending past the end) to at least twice the current size, so appends cost amortised O(1)."""
         if capacity <= self.capacity:
             return
-        new = max(capacity, 2 * self.capacity, 16)
+        new = capacity if exact else max(capacity, 2 * self.capacity, 16)
         grow = new - self.capacity
         self.k = torch.cat([self.k, self.k.new_zeros(*self.k.shape[:2], grow, self.k.shape[-1])], dim=2)
         self.v = torch.cat([self.v, self.v.new_zeros(*self.v.shape[:2], grow, self.v.shape[-1])], dim=2)
@@ -43,7 +44,7 @@ class KVCache:
     def append(self, k: Tensor, v: Tensor) -> Tensor:
         """Write one token per row (k, v: (B, H, 1, d)) at slot pos; return the (B, 1, 1, capacity) bool mask of
         the slots the new query may attend to (slots <= its position). Advances pos."""
-        self.reserve(int(self.pos.max()) + 1)
+        self.reserve(int(self.pos.max()) + 1, exact=False)
         rows = torch.arange(self.k.shape[0], device=self.k.device)
         self.k[rows, :, self.pos] = k[:, :, 0].to(self.k.dtype)
         self.v[rows, :, self.pos] = v[:, :, 0].to(self.v.dtype)

@@ -156,7 +156,7 @@ def mixed_chunk_step(qq: Tensor, qk: Tensor, lq: Tensor, lk: Tensor, v: Tensor, 
     weights = torch.relu(qq @ state.qk.transpose(-1, -2).to(qq.dtype) / C + bias_row).square() * visible
     out = weights @ state.v.to(qq.dtype)
     denom = state.count.clamp_min(1.0).reshape(B, 1, 1, 1)
-    out = out + lq @ (state.kv / denom).to(lq.dtype)
+    out = out + (lq @ state.kv.to(lq.dtype)) / denom.to(lq.dtype)       # divide the (1, e) row, not the s x e sum
 
     full = slot == C - 1                                                 # chunk complete: fold it in
     if bool(full.any()):
