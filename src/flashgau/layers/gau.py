@@ -45,8 +45,8 @@ class GAUBase(nn.Module):
         """x (B, T, d), pos (T,) or (B, T) -> u (B, T, e), v (B, 1, T, e), n_maps tensors (B, 1, T, s)."""
         u, v, z = F.silu(self.to_uvz(self.norm(x))).split([self.e, self.e, self.s], dim=-1)
         zs = z.unsqueeze(-2) * self.gamma.to(z.dtype) + self.beta.to(z.dtype)     # (B, T, n_maps, s)
-        maps = [apply_rope(zs[:, None, :, i], pos) for i in range(self.n_maps)]
-        return u, v[:, None], maps
+        maps = apply_rope(zs.transpose(1, 2), pos).unsqueeze(2)                    # all maps in one rotation
+        return u, v[:, None], list(maps.unbind(1))
 
     def finish(self, x: Tensor, u: Tensor, o: Tensor) -> Tensor:
         """x + W_o(u * o), o (B, 1, T, e)."""
