@@ -1,0 +1,201 @@
+"""`flashgau bench decode`: per-token decode latency and decoding-state memory against position.
+
+For each position p (up to 16K) and each arch, interleaved: prefill p real tokens in parallel (batch 1 by default),
+then time `--steps` single-token decode steps after `--warmup` untimed ones; the latency at p is their median.
+State memory is the bytes held by the per-layer decoding states (FlashState or KV cache) after the steps.
+Writes benchmarks/results/decode.{md,json,png}. Targets (issue 4): FLASH latency at 16K within 1.2x of its latency
+at 256; FLASH >= 2x the tokens/s of Transformer++ (KV cache) at 8K.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..config import ModelConfig
+from ..model import LanguageModel
+from .machine import describe_machine
+
+DEFAULT_ARCHS = ("flash", "flash-quad", "transformer++")
+DEFAULT_POSITIONS = (256, 1024, 2048, 4096, 8192, 16384)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--archs", nargs="+", default=list(DEFAULT_ARCHS), help="archs to compare")
+    parser.add_argument("--preset", default="small", help="model size shared by every arch (default: small)")
+    parser.add_argument("--positions", nargs="+", type=int, default=list(DEFAULT_POSITIONS),
+                        help="prompt lengths at which to time decoding")
+    parser.add_argument("--steps", type=int, default=16, help="timed decode steps per point")
+    parser.add_argument("--warmup", type=int, default=4, help="untimed decode steps before timing")
+    parser.add_argument("--batch", type=int, default=1, help="rows decoded together")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 = CPU autocast")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/results", help="folder for decode.md/.json/.png")
+    parser.add_argument("--quick", action="store_true", help="positions 256..2048, tiny steps: a smoke run")
+
+
+def _measure(model: LanguageModel, position: int, args) -> dict:
+    gen = torch.Generator().manual_seed(args.seed + position)
+    vocab = model.config.vocab_size
+    prompt = torch.randint(0, vocab, (args.batch, position), generator=gen)
+    total = args.warmup + args.steps
+    feed = torch.randint(0, vocab, (total, args.batch), generator=gen)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    with torch.no_grad(), autocast:
+        t0 = time.perf_counter()
+        _, state = model.prefill(prompt, capacity=position + total)
+        prefill_s = time.perf_counter() - t0
+        times = []
+        for i in range(total):
+            t0 = time.perf_counter()
+            model.decode_step(feed[i], state)
+            if i >= args.warmup:
+                times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    return dict(position=position, latency_ms=1e3 * med, latency_min_ms=1e3 * min(times),
+                latency_max_ms=1e3 * max(times), tokens_per_s=args.batch / med, state_bytes=state.nbytes(),
+                prefill_s=prefill_s)
+
+
+def run(args) -> int:
+    if args.quick:
+        args.positions = [p for p in args.positions if p <= 2048] or [256]
+        args.steps, args.warmup = min(args.steps, 8), min(args.warmup, 2)
+    bad = [p for p in args.positions if p < 1]
+    if bad or args.steps < 1 or args.batch < 1 or args.warmup < 0:
+        print("flashgau bench decode: error: positions, --steps and --batch must be positive", file=sys.stderr)
+        return 2
+    max_len = max(args.positions) + args.warmup + args.steps
+    models = {}
+    for arch in args.archs:
+        try:
+            cfg = ModelConfig.preset(args.preset, arch=arch, vocab_size=256, causal=True,
+                                     max_seq_len=max(max_len, 512))
+        except ValueError as err:
+            print(f"flashgau bench decode: error: {err}", file=sys.stderr)
+            return 2
+        torch.manual_seed(args.seed)
+        models[arch] = LanguageModel(cfg).eval()
+        print(f"{arch}: {models[arch].num_parameters():,} parameters", flush=True)
+    results = {arch: [] for arch in args.archs}
+    for position in sorted(args.positions):          # archs interleaved at every position
+        for arch, model in models.items():
+            row = _measure(model, position, args)
+            results[arch].append(row)
+            print(f"  position {position:>6}  {arch:<15} {row['latency_ms']:8.2f} ms/token  "
+                  f"{row['tokens_per_s']:8.1f} tok/s  state {row['state_bytes'] / 2**20:8.2f} MiB", flush=True)
+    report = dict(benchmark="decode", command=_command(args),
+                  preset=args.preset, batch=args.batch, precision=args.precision, steps=args.steps,
+                  warmup=args.warmup, seed=args.seed, machine=describe_machine(), results=results,
+                  targets=_targets(results))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = report["stem"] = "decode-quick" if args.quick else "decode"
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(_markdown(report))
+    _plot(report, out / f"{stem}.png")
+    print(f"wrote {out / stem}.md, .json, .png")
+    for line in report["targets"]:
+        print(line["text"])
+    return 0
+
+
+def _command(args) -> str:
+    """The command line that reproduces this run."""
+    return (f"flashgau bench decode --archs {' '.join(args.archs)} --preset {args.preset} --positions "
+            f"{' '.join(map(str, args.positions))} --steps {args.steps} --warmup {args.warmup} --batch {args.batch} "
+            f"--precision {args.precision} --seed {args.seed}")
+
+
+def _at(rows: list[dict], position: int):
+    for row in rows:
+        if row["position"] == position:
+            return row
+    return None
+
+
+def _targets(results: dict) -> list[dict]:
+    out = []
+    flash = results.get("flash", [])
+    if flash:
+        lo, hi = flash[0], flash[-1]
+        ratio = hi["latency_ms"] / lo["latency_ms"]
+        out.append(dict(name="flash_latency_flat", value=ratio, target=1.2, met=ratio <= 1.2,
+                        text=f"FLASH latency at {hi['position']} / at {lo['position']}: {ratio:.2f}x "
+                             f"(target <= 1.2x): {'met' if ratio <= 1.2 else 'MISSED'}"))
+    f8, t8 = _at(flash, 8192), _at(results.get("transformer++", []), 8192)
+    if f8 and t8:
+        speed = f8["tokens_per_s"] / t8["tokens_per_s"]
+        out.append(dict(name="flash_vs_tfmpp_8k", value=speed, target=2.0, met=speed >= 2.0,
+                        text=f"FLASH tokens/s / Transformer++ tokens/s at 8192: {speed:.2f}x (target >= 2x): "
+                             f"{'met' if speed >= 2.0 else 'MISSED'}"))
+    return out
+
+
+def _markdown(report: dict) -> str:
+    archs = list(report["results"])
+    positions = [r["position"] for r in report["results"][archs[0]]]
+    m = report["machine"]
+    lines = [f"# Decode latency and state memory against position ({report['preset']} preset)", "",
+             f"Command: `{report['command']}`  ",
+             f"Machine: {m['cpu']}, {m['threads']} torch threads, torch {m['torch']}, flashgau {m['flashgau']}, "
+             f"{m['date']}  ",
+             f"Batch {report['batch']}, {report['precision']}, median of {report['steps']} steps after "
+             f"{report['warmup']} warm-up steps, seed {report['seed']}. One run, archs interleaved per position.", "",
+             "## Per-token latency (ms; min-max in brackets) and tokens/s", "",
+             "| position | " + " | ".join(archs) + " | " + " | ".join(f"{a} tok/s" for a in archs) + " |",
+             "|---:|" + "---:|" * (2 * len(archs))]
+    for i, p in enumerate(positions):
+        cells = [f"{r['latency_ms']:.2f} [{r['latency_min_ms']:.2f}-{r['latency_max_ms']:.2f}]"
+                 for r in (report["results"][a][i] for a in archs)]
+        tps = [f"{report['results'][a][i]['tokens_per_s']:.0f}" for a in archs]
+        lines.append(f"| {p} | " + " | ".join(cells) + " | " + " | ".join(tps) + " |")
+    lines += ["", "## Decoding state per sequence (MiB, all layers)", "",
+              "| position | " + " | ".join(archs) + " |", "|---:|" + "---:|" * len(archs)]
+    for i, p in enumerate(positions):
+        cells = [f"{report['results'][a][i]['state_bytes'] / report['batch'] / 2**20:.2f}" for a in archs]
+        lines.append(f"| {p} | " + " | ".join(cells) + " |")
+    lines += ["", "## Targets (issue 4)", ""] + [f"- {t['text']}" for t in report["targets"]]
+    lines += ["", f"![decode latency and state memory]({report['stem']}.png)", ""]
+    return "\n".join(lines)
+
+
+def _plot(report: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for arch, rows in report["results"].items():
+        pos = [r["position"] for r in rows]
+        ax1.plot(pos, [r["latency_ms"] for r in rows], marker="o", label=arch)
+        ax2.plot(pos, [r["state_bytes"] / report["batch"] / 2**20 for r in rows], marker="o", label=arch)
+    for ax, title, unit in ((ax1, "per-token decode latency", "ms / token"),
+                            (ax2, "decoding state per sequence", "MiB")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("position (tokens already in the sequence)")
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"Decoding, {report['preset']} preset, batch {report['batch']}, {report['precision']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="flashgau bench decode", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
