@@ -23,7 +23,8 @@ class KVCache:
     @classmethod
     def from_prefill(cls, k: Tensor, v: Tensor, lengths: Tensor, capacity: int = 0) -> "KVCache":
         """Cache holding the first lengths[r] positions of row r of k, v (B, H, T, d)."""
-        cache = cls(k=k.contiguous(), v=v.contiguous(), pos=lengths.to(torch.long).clone())
+        own = torch.contiguous_format   # copies: append writes in place and must never touch the caller's k, v
+        cache = cls(k=k.clone(memory_format=own), v=v.clone(memory_format=own), pos=lengths.to(torch.long).clone())
         cache.reserve(max(capacity, k.shape[2]))
         return cache
 
