@@ -3,6 +3,7 @@
 FLASH keeps a fixed-size FlashState per layer (running sum of finished chunks' summaries + the open chunk's
 buffer); FLASH-Quad and the Transformers keep a KVCache. Rows of a batch may sit at different positions (prompts of
 different lengths, right-padded). A DecodeState is plain data: keep it and pass it back to continue a stream.
+Decoding runs in torch.inference_mode (no autograd bookkeeping: the per-token cost is many small ops).
 Shapes: B batch, T tokens, V vocabulary.
 """
 
@@ -39,6 +40,7 @@ def _check_cache(model) -> None:
                          "docs/normalisers.md); generate() falls back to re-running the sequence")
 
 
+@torch.inference_mode()
 def prefill(model, input_ids: Tensor, attention_mask: Optional[Tensor] = None, *,
             capacity: int = 0) -> tuple[Tensor, DecodeState]:
     """Run the prompt in parallel; returns (logits (B, T, V), DecodeState after each row's last real token).
@@ -62,6 +64,7 @@ def prefill(model, input_ids: Tensor, attention_mask: Optional[Tensor] = None, *
     return logits, DecodeState(layers=states, pos=lengths.to(torch.long).clone(), last_logits=last)
 
 
+@torch.inference_mode()
 def decode_step(model, token_ids: Tensor, state: DecodeState) -> tuple[Tensor, DecodeState]:
     """Feed one token per row (token_ids (B,) or (B, 1)); returns (logits (B, V), state updated in place)."""
     token_ids = token_ids.reshape(-1)
@@ -125,8 +128,19 @@ def generate(model, input_ids: Tensor, max_new_tokens: int, *, temperature: floa
     after it emits eos_token_id; generation stops when every row has. temperature 0 is greedy; generator (or seed)
     makes sampling reproducible. With `state` (from an earlier call with return_state=True), input_ids are fed on top
     of that state instead of being prefilled (continuing a stream), and must not be padded.
-    Returns the tokens, or (tokens, DecodeState) with return_state.
+    Returns the tokens, or (tokens, DecodeState) with return_state. The tokens are an ordinary tensor (usable in
+    autograd later); the state's tensors are inference tensors, for further decoding only.
     """
+    with torch.inference_mode():
+        result = _generate(model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id, generator,
+                           seed, attention_mask, pad_token_id, state, return_state)
+    if return_state:
+        return result[0].clone(), result[1]
+    return result.clone()
+
+
+def _generate(model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id, generator, seed,
+              attention_mask, pad_token_id, state, return_state):
     _check_sampling(max_new_tokens, temperature, top_k, top_p)
     if generator is None and seed is not None:
         generator = torch.Generator(device="cpu").manual_seed(seed)

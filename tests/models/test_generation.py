@@ -6,7 +6,7 @@ import torch
 
 from flashgau import ARCHS, DecodeState
 from flashgau.ops import FlashState, KVCache
-from conftest import VOCAB, tokens
+from model_helpers import VOCAB, tokens
 
 
 def test_flash_state_size_does_not_grow_with_position(build):

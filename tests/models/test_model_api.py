@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from flashgau import ARCHS, LanguageModel, ModelConfig
 from flashgau.config import GAU_ARCHS
-from conftest import VOCAB, tokens
+from model_helpers import VOCAB, tokens
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small", "base"])

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from flashgau import ARCHS
-from conftest import VOCAB, tokens
+from model_helpers import VOCAB, tokens
 
 TOL = dict(atol=2e-5, rtol=1e-5)
 

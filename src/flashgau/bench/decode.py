@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prompt lengths at which to time decoding")
     parser.add_argument("--steps", type=int, default=16, help="timed decode steps per point")
     parser.add_argument("--warmup", type=int, default=4, help="untimed decode steps before timing")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --steps per arch, archs taking turns")
     parser.add_argument("--batch", type=int, default=1, help="rows decoded together")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 = CPU autocast")
     parser.add_argument("--seed", type=int, default=0)
@@ -40,38 +41,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="positions 256..2048, tiny steps: a smoke run")
 
 
-def _measure(model: LanguageModel, position: int, args) -> dict:
+def _prefill(model: LanguageModel, position: int, args):
     gen = torch.Generator().manual_seed(args.seed + position)
-    vocab = model.config.vocab_size
-    prompt = torch.randint(0, vocab, (args.batch, position), generator=gen)
-    total = args.warmup + args.steps
-    feed = torch.randint(0, vocab, (total, args.batch), generator=gen)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
-    with torch.no_grad(), autocast:
+    prompt = torch.randint(0, model.config.vocab_size, (args.batch, position), generator=gen)
+    with _autocast(args):
         t0 = time.perf_counter()
-        _, state = model.prefill(prompt, capacity=position + total)
-        prefill_s = time.perf_counter() - t0
-        times = []
-        for i in range(total):
+        _, state = model.prefill(prompt, capacity=position + args.warmup + args.rounds * args.steps)
+    return state, time.perf_counter() - t0
+
+
+def _autocast(args):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
+
+
+def _time_steps(model: LanguageModel, state, n: int, args) -> list[float]:
+    tokens = torch.randint(0, model.config.vocab_size, (n, args.batch), generator=torch.Generator().manual_seed(n))
+    times = []
+    with _autocast(args):
+        for i in range(n):
             t0 = time.perf_counter()
-            model.decode_step(feed[i], state)
-            if i >= args.warmup:
-                times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
-    return dict(position=position, latency_ms=1e3 * med, latency_min_ms=1e3 * min(times),
-                latency_max_ms=1e3 * max(times), tokens_per_s=args.batch / med, state_bytes=state.nbytes(),
-                prefill_s=prefill_s)
+            model.decode_step(tokens[i], state)
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def _measure_position(models: dict, position: int, args) -> dict:
+    """Prefill every arch to `position`, then time decode steps in rounds, archs taking turns within each round,
+    so a slow spell on the shared machine hits every arch alike. Latency = median over all timed steps."""
+    states, prefill_s, times = {}, {}, {arch: [] for arch in models}
+    for arch, model in models.items():
+        states[arch], prefill_s[arch] = _prefill(model, position, args)
+        _time_steps(model, states[arch], args.warmup, args)
+    for _ in range(args.rounds):
+        for arch, model in models.items():
+            times[arch] += _time_steps(model, states[arch], args.steps, args)
+    rows = {}
+    for arch, ts in times.items():
+        ts = sorted(ts)
+        med = statistics.median(ts)
+        rows[arch] = dict(position=position, latency_ms=1e3 * med, latency_p10_ms=1e3 * ts[len(ts) // 10],
+                          latency_p90_ms=1e3 * ts[(9 * len(ts)) // 10], latency_min_ms=1e3 * ts[0],
+                          latency_max_ms=1e3 * ts[-1], tokens_per_s=args.batch / med,
+                          state_bytes=states[arch].nbytes(), prefill_s=prefill_s[arch])
+    return rows
 
 
 def run(args) -> int:
     if args.quick:
         args.positions = [p for p in args.positions if p <= 2048] or [256]
-        args.steps, args.warmup = min(args.steps, 8), min(args.warmup, 2)
+        args.steps, args.warmup, args.rounds = min(args.steps, 8), min(args.warmup, 2), min(args.rounds, 2)
     bad = [p for p in args.positions if p < 1]
-    if bad or args.steps < 1 or args.batch < 1 or args.warmup < 0:
+    if bad or args.steps < 1 or args.batch < 1 or args.warmup < 0 or args.rounds < 1:
         print("flashgau bench decode: error: positions, --steps and --batch must be positive", file=sys.stderr)
         return 2
-    max_len = max(args.positions) + args.warmup + args.steps
+    max_len = max(args.positions) + args.warmup + args.rounds * args.steps
     models = {}
     for arch in args.archs:
         try:
@@ -85,13 +108,14 @@ def run(args) -> int:
         print(f"{arch}: {models[arch].num_parameters():,} parameters", flush=True)
     results = {arch: [] for arch in args.archs}
     for position in sorted(args.positions):          # archs interleaved at every position
-        for arch, model in models.items():
-            row = _measure(model, position, args)
+        rows = _measure_position(models, position, args)
+        for arch, row in rows.items():
             results[arch].append(row)
             print(f"  position {position:>6}  {arch:<15} {row['latency_ms']:8.2f} ms/token  "
                   f"{row['tokens_per_s']:8.1f} tok/s  state {row['state_bytes'] / 2**20:8.2f} MiB", flush=True)
     report = dict(benchmark="decode", command=_command(args),
                   preset=args.preset, batch=args.batch, precision=args.precision, steps=args.steps,
+                  rounds=args.rounds,
                   warmup=args.warmup, seed=args.seed, machine=describe_machine(), results=results,
                   targets=_targets(results))
     out = Path(args.out)
@@ -110,7 +134,7 @@ def _command(args) -> str:
     """The command line that reproduces this run."""
     return (f"flashgau bench decode --archs {' '.join(args.archs)} --preset {args.preset} --positions "
             f"{' '.join(map(str, args.positions))} --steps {args.steps} --warmup {args.warmup} --batch {args.batch} "
-            f"--precision {args.precision} --seed {args.seed}")
+            f"--rounds {args.rounds} --precision {args.precision} --seed {args.seed}")
 
 
 def _at(rows: list[dict], position: int):
@@ -146,13 +170,14 @@ def _markdown(report: dict) -> str:
              f"Command: `{report['command']}`  ",
              f"Machine: {m['cpu']}, {m['threads']} torch threads, torch {m['torch']}, flashgau {m['flashgau']}, "
              f"{m['date']}  ",
-             f"Batch {report['batch']}, {report['precision']}, median of {report['steps']} steps after "
-             f"{report['warmup']} warm-up steps, seed {report['seed']}. One run, archs interleaved per position.", "",
-             "## Per-token latency (ms; min-max in brackets) and tokens/s", "",
+             f"Batch {report['batch']}, {report['precision']}, median of {report['rounds']} rounds x "
+             f"{report['steps']} steps after {report['warmup']} warm-up steps, seed {report['seed']}. One run; at each "
+             "position every arch is prefilled, then the archs take turns round by round.", "",
+             "## Per-token latency (ms, median [10th-90th percentile]) and tokens/s", "",
              "| position | " + " | ".join(archs) + " | " + " | ".join(f"{a} tok/s" for a in archs) + " |",
              "|---:|" + "---:|" * (2 * len(archs))]
     for i, p in enumerate(positions):
-        cells = [f"{r['latency_ms']:.2f} [{r['latency_min_ms']:.2f}-{r['latency_max_ms']:.2f}]"
+        cells = [f"{r['latency_ms']:.2f} [{r['latency_p10_ms']:.2f}-{r['latency_p90_ms']:.2f}]"
                  for r in (report["results"][a][i] for a in archs)]
         tps = [f"{report['results'][a][i]['tokens_per_s']:.0f}" for a in archs]
         lines.append(f"| {p} | " + " | ".join(cells) + " | " + " | ".join(tps) + " |")

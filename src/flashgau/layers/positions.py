@@ -6,17 +6,23 @@ position per row).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from torch import Tensor, nn
 
 
+@functools.lru_cache(maxsize=32)
+def _inv_freq(half: int, device: torch.device) -> Tensor:
+    """inv_freq_i = 10000^(-i/half), i = 0..half-1 (decreasing): computed once per width and device."""
+    with torch.inference_mode(False), torch.no_grad():
+        return torch.pow(10000.0, -torch.arange(half, device=device, dtype=torch.float32) / half)
+
+
 def _angles(pos: Tensor, dim: int) -> Tensor:
-    """pos (...,) integers -> angles (..., dim/2) in fp32, inv_freq_i = 10000^(-i/(dim/2))."""
-    half = dim // 2
-    inv_freq = torch.pow(10000.0, -torch.arange(half, device=pos.device, dtype=torch.float32) / half)
-    return pos.to(torch.float32)[..., None] * inv_freq
+    """pos (...,) integers -> angles (..., dim/2) in fp32."""
+    return pos.to(torch.float32)[..., None] * _inv_freq(dim // 2, pos.device)
 
 
 def apply_rope(x: Tensor, pos: Tensor) -> Tensor:
