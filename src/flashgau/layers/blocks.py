@@ -32,7 +32,7 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.norm1, self.norm2 = make_norm(cfg.norm, cfg.d_model), make_norm(cfg.norm, cfg.d_model)
         self.attn, self.ffn = attention, ffn
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
 
     @property
     def supports_cache(self) -> bool:

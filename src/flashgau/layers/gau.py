@@ -39,7 +39,7 @@ class GAUBase(nn.Module):
         self.beta = nn.Parameter(torch.zeros(self.n_maps, s))
         self.rel = RelPosBias(cfg.resolved_rel_pos(), bias_span, s, cfg.init_std)
         self.to_out = nn.Linear(e, d)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
 
     def project(self, x: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
         """x (B, T, d), pos (T,) or (B, T) -> u (B, T, e), v (B, 1, T, e), n_maps tensors (B, 1, T, s)."""

@@ -121,7 +121,10 @@ def _state_after_prefill(qk, lk, v, kv, count, km, G, C) -> FlashState:
         t = torch.cat([t, t.new_zeros(B, H, 1, C, t.shape[-1])], dim=2)  # chunk G: an empty one
         return t[rows, :, open_chunk].contiguous()                       # (B, H, C, width)
 
-    return FlashState(kv=state_kv.contiguous(), count=state_count, qk=buffer(qk), lk=buffer(lk), v=buffer(v),
+    filled = torch.arange(C, device=km.device)[None, :] < (length - open_chunk * C)[:, None]   # (B, C)
+    values = buffer(v) * filled[:, None, :, None].to(v.dtype)            # zero after the last real token
+
+    return FlashState(kv=state_kv.contiguous(), count=state_count, qk=buffer(qk), lk=buffer(lk), v=values,
                       pos=length.to(torch.long))
 
 
@@ -143,7 +146,8 @@ def mixed_chunk_step(qq: Tensor, qk: Tensor, lq: Tensor, lk: Tensor, v: Tensor, 
     """One decoding step for one token per row; updates `state` in place and returns (o (B, H, 1, e), state).
 
     Inputs are (B, H, 1, s|e) for the token at position state.pos; bias_row (B, 1, 1, C) holds the bias of this
-    query against each slot of its chunk (slots after the query are masked here).
+    query against each slot of its chunk. Invariant: the value buffer is zero in the slots after the newest token
+    (prefill and the fold keep it so), which masks them.
     """
     B, H, C, _ = state.qk.shape
     slot = state.pos % C                                                 # (B,)
@@ -152,8 +156,8 @@ def mixed_chunk_step(qq: Tensor, qk: Tensor, lq: Tensor, lk: Tensor, v: Tensor, 
     state.lk[rows, :, slot] = lk[:, :, 0].to(state.lk.dtype)
     state.v[rows, :, slot] = v[:, :, 0].to(state.v.dtype)
 
-    visible = (torch.arange(C, device=slot.device)[None, :] <= slot[:, None]).reshape(B, 1, 1, C)
-    weights = torch.relu(qq @ state.qk.transpose(-1, -2).to(qq.dtype) / C + bias_row).square() * visible
+    # slots after the query hold zero values (the buffer's invariant), so they add nothing: no mask needed
+    weights = torch.relu(qq @ state.qk.transpose(-1, -2).to(qq.dtype) / C + bias_row).square()
     out = weights @ state.v.to(qq.dtype)
     denom = state.count.clamp_min(1.0).reshape(B, 1, 1, 1)
     out = out + (lq @ state.kv.to(lq.dtype)) / denom.to(lq.dtype)       # divide the (1, e) row, not the s x e sum
@@ -164,5 +168,6 @@ def mixed_chunk_step(qq: Tensor, qk: Tensor, lq: Tensor, lk: Tensor, v: Tensor, 
         chunk_kv = state.lk.to(acc).transpose(-1, -2) @ state.v.to(acc)  # (B, H, s, e)
         state.kv += chunk_kv * full.reshape(B, 1, 1, 1)
         state.count += full.float() * C
+        state.v.masked_fill_(full.reshape(B, 1, 1, 1), 0)                # the next chunk starts empty
     state.pos += 1
     return out, state
