@@ -1,0 +1,104 @@
+"""Model FLOPs of a training step, counted two ways.
+
+1. `analytic_flops(cfg, batch, context)`: matrix-multiply FLOPs (2 per multiply-add) of one training step =
+   3 x the forward pass (backward = 2 x forward), for the archs whose math is written out here. Convention:
+   FLOPs the implementation executes in matmuls. Causal softmax attention (torch SDPA's fused CPU kernel skips the
+   blocks above the diagonal) counts half of the T x T products; relu^2 attention (FLASH-Quad, FLASH's local part)
+   computes the full square and masks it, so it counts the full square. Elementwise work (norms, activations,
+   relu^2, masks, RoPE, softmax, optimizer) is not counted: it is the part MFU charges for.
+
+   Per token and layer (d width, e = 2d, s query/key width, C chunk, T context, h GLU hidden, f MLP hidden,
+   V vocabulary):
+     Transformer+   8d^2 (q, k, v, out) + 4 d f (MLP)   + 2 T d (causal q k^T and a v, half of 4 T d)
+     Transformer++  8d^2                + 6 d h (GLU)   + 2 T d
+     FLASH-Quad     2 d (2e + s) + 2 e d                + 2 T (s + e)
+     FLASH          2 d (2e + s) + 2 e d                + 2 C (s + e) (local) + 4 s e (chunk summaries, global)
+   plus the output head 2 d V per token.
+
+2. `counted_flops(model, ...)`: torch.utils.flop_counter.FlopCounterMode around one real forward + backward, for
+   every arch (including those without a formula here). The CPU SDPA kernel has no formula in torch, so one is
+   registered here with the same causal-half convention.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ..config import ModelConfig
+
+FORMULA_ARCHS = ("transformer+", "transformer++", "flash-quad", "flash")
+
+
+def _glu_hidden(d: int) -> int:
+    from ..layers.feedforward import glu_hidden
+    return glu_hidden(d)
+
+
+def forward_flops_per_token(cfg: ModelConfig, context: int) -> Optional[dict]:
+    """Forward matmul FLOPs per token, split into "dense" (projections, FFN, head) and "attention"; None when the
+    arch has no formula here."""
+    d, T, V = cfg.d_model, context, cfg.vocab_size
+    head = 2 * d * V
+    if cfg.arch in ("transformer+", "transformer++"):
+        if cfg.arch == "transformer+":
+            ffn = 4 * d * (cfg.ffn_dim or 4 * d)
+        else:
+            ffn = 6 * d * (cfg.ffn_dim or _glu_hidden(d))
+        dense = 8 * d * d + ffn
+        attn = 2 * T * d if cfg.causal else 4 * T * d
+    elif cfg.arch in ("flash-quad", "flash"):
+        e, s = cfg.expanded_dim, cfg.qk_dim
+        dense = 2 * d * (2 * e + s) + 2 * e * d
+        if cfg.arch == "flash-quad":
+            attn = 2 * T * (s + e)
+        else:
+            C = min(cfg.chunk_size, T)
+            attn = 2 * C * (s + e) + 4 * s * e
+    else:
+        return None
+    return {"dense": cfg.n_layers * dense + head, "attention": cfg.n_layers * attn}
+
+
+def analytic_flops(cfg: ModelConfig, batch: int, context: int) -> Optional[dict]:
+    """FLOPs of one training step (forward + backward = 3 x forward) on batch x context tokens; None if unknown."""
+    per = forward_flops_per_token(cfg, context)
+    if per is None:
+        return None
+    tokens = batch * context
+    return {"dense": 3 * tokens * per["dense"], "attention": 3 * tokens * per["attention"],
+            "total": 3 * tokens * (per["dense"] + per["attention"])}
+
+
+_REGISTERED = False
+
+
+def _register_cpu_sdpa() -> None:
+    """FlopCounterMode formulas for torch's fused CPU attention kernel (forward and backward), causal = half."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    import torch
+    from torch.utils import flop_counter as fc
+
+    aten = torch.ops.aten
+    fwd = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    bwd = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+    if fwd is not None and fwd not in fc.flop_registry:
+        @fc.register_flop_formula(fwd)
+        def _fwd(q, k, v, dropout_p=0.0, is_causal=False, *args, out_shape=None, **kwargs):
+            flops = fc.sdpa_flop_count(q, k, v)
+            return flops // 2 if is_causal else flops
+    if bwd is not None and bwd not in fc.flop_registry:
+        @fc.register_flop_formula(bwd)
+        def _bwd(grad_out, q, k, v, out, lse, dropout_p=0.0, is_causal=False, *args, out_shape=None, **kwargs):
+            flops = fc.sdpa_backward_flop_count(grad_out, q, k, v)
+            return flops // 2 if is_causal else flops
+    _REGISTERED = True
+
+
+def flop_counter():
+    """A FlopCounterMode (quiet) that also knows the CPU SDPA kernel."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _register_cpu_sdpa()
+    return FlopCounterMode(display=False)

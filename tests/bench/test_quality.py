@@ -1,0 +1,68 @@
+"""`flashgau bench quality` at tiny size: runs train through the training loop, reports have the right fields,
+finished runs are skipped, interrupted runs resume. No assertion on wall-clock time."""
+
+import json
+
+import pytest
+
+from flashgau.bench import quality
+
+
+def _args(parse, out, corpus, *extra):
+    return parse(quality, ["--preset", "tiny", "--archs", "transformer+", "flash", "--contexts", 32, "--seeds", 0,
+                           "--steps", 3, "--batch-tokens", 64, "--micro-batch-tokens", 64, "--precision", "fp32",
+                           "--eval-tokens", 64, "--heldout-fraction", 0.25, "--data", corpus, "--out", out, *extra])
+
+
+def test_quality_writes_reports_and_skips_finished_runs(tmp_path, bench_corpus, capsys, parse):
+    assert quality.run(_args(parse, tmp_path, bench_corpus)) == 0
+    rep = json.loads((tmp_path / "quality.json").read_text())
+    assert (tmp_path / "quality.md").read_text().startswith("# Quality at equal training budget")
+    assert (tmp_path / "quality.png").stat().st_size > 0
+    assert {"command", "packages", "machine"} <= set(rep["env"])
+    assert {r["arch"] for r in rep["runs"]} == {"transformer+", "flash"}
+    run = next(r for r in rep["runs"] if r["arch"] == "flash")
+    assert run["steps"] == 3 and run["tokens"] == 3 * 64 and run["seed"] == 0
+    assert run["train_config"]["seed"] == 0 and run["train_config"]["arch"] == "flash"
+    assert {"loss", "perplexity", "bits_per_byte"} <= set(run["final"])
+    assert [p["step"] for p in run["curve"]] == sorted(p["step"] for p in run["curve"])
+    assert all(p["train_time"] >= 0 for p in run["curve"])
+    assert {"flash@32", "transformer+@32"} == set(rep["summary"])
+    (cmp,) = rep["comparisons"]
+    assert cmp["rows"]["transformer+"]["speedup"] == pytest.approx(1.0)
+    assert not list(tmp_path.rglob("checkpoint.pt"))          # removed once a run is saved
+    saved = sorted((tmp_path / "runs" / "quality").glob("*.json"))
+    stamps = {p: p.stat().st_mtime_ns for p in saved}
+    capsys.readouterr()
+
+    assert quality.run(_args(parse, tmp_path, bench_corpus)) == 0
+    assert capsys.readouterr().out.count("done, skipped") == 2
+    assert {p: p.stat().st_mtime_ns for p in saved} == stamps
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, bench_corpus, capsys, parse):
+    from flashgau.training.loop import train
+
+    args = _args(parse, tmp_path, bench_corpus, "--archs", "flash")
+    s = quality._settings(args)
+    key = quality.run_key("flash", 32, 0, s)
+    folder = tmp_path / "runs" / "quality" / key
+    train(quality.train_config("flash", 32, 0, s, folder), stop_after=1, progress=False, log=lambda m: None)
+    assert quality.run(args) == 0
+    assert "resuming" in capsys.readouterr().out
+    rec = json.loads((tmp_path / "runs" / "quality" / f"{key}.json").read_text())
+    assert rec["steps"] == 3 and rec["final"] is not None
+
+
+def test_curve_and_interpolation():
+    records = [{"kind": "train", "step": 1, "tokens": 10, "elapsed": 5.0},
+               {"kind": "eval", "step": 1, "elapsed": 6.0, "heldout_loss": 3.0, "heldout_bpb": 4.0},
+               {"kind": "train", "step": 2, "tokens": 20, "elapsed": 7.0},
+               {"kind": "train", "step": 3, "tokens": 30, "elapsed": 8.0},
+               {"kind": "eval", "step": 3, "elapsed": 10.0, "heldout_loss": 2.0, "heldout_bpb": 3.0}]
+    pts = quality.curve(records)
+    # step time 1 s (from the gap 2 -> 3), so the clock starts at 4 s; evaluation time (1 s) is removed
+    assert [p["train_time"] for p in pts] == [1.0, 3.0]
+    assert quality.interp_time_to(pts, 2.5) == pytest.approx(2.0)
+    assert quality.interp_time_to(pts, 1.0) is None
+    assert quality.interp_loss_at(pts, 2.0) == pytest.approx(2.5)

@@ -1,0 +1,49 @@
+"""`flashgau bench speed` at tiny size: reports written with the right fields, resume skips finished groups.
+No assertion on wall-clock time."""
+
+import json
+
+from flashgau.bench import speed
+
+
+def _args(parse, out, *extra):
+    return parse(speed, ["--preset", "tiny", "--archs", "transformer++", "flash", "--contexts", 32, 64,
+                         "--tokens-per-step", 64, "--batch-contexts", 32, "--precisions", "fp32", "--warmup", 0,
+                         "--repeats", 2, "--out", out, *extra])
+
+
+def test_speed_writes_reports_and_resumes(tmp_path, capsys, parse):
+    assert speed.run(_args(parse, tmp_path)) == 0
+    rep = json.loads((tmp_path / "speed.json").read_text())
+    assert (tmp_path / "speed.md").read_text().startswith("# Training-step speed")
+    assert (tmp_path / "speed.png").stat().st_size > 0
+    assert {"command", "packages", "machine"} <= set(rep["env"])
+    assert rep["settings"]["seed"] == 0
+    rows = {(r["arch"], r["series"], r["context"]): r for r in rep["rows"]}
+    # fixed tokens: 64 tokens per step -> batch 2 at 32, batch 1 at 64; fixed batch 1 at 32
+    assert set(rows) == {(a, s, t) for a in ("transformer++", "flash")
+                         for s, t in (("tokens", 32), ("tokens", 64), ("batch", 32))}
+    r = rows[("flash", "tokens", 32)]
+    assert r["batch"] == 2 and len(r["times"]) == 2 and r["min"] <= r["median"] <= r["max"]
+    assert r["flops_source"] == "analytic" and r["flops"] > 0 and r["mfu"] > 0
+    assert r["counted_flops"] > 0 and r["peak_bytes"] > 0
+    assert rep["matmul_peaks_gflops"]
+    runs = sorted((tmp_path / "runs" / "speed").glob("*.json"))
+    assert len(runs) == 3
+    stamps = {p: p.stat().st_mtime_ns for p in runs}
+    capsys.readouterr()
+
+    assert speed.run(_args(parse, tmp_path)) == 0          # everything is saved: nothing is measured again
+    out = capsys.readouterr().out
+    assert out.count("done, skipped") == 3 and "matmul peak" not in out
+    assert {p: p.stat().st_mtime_ns for p in runs} == stamps
+
+
+def test_groups_and_skips(tmp_path, parse):
+    s = speed._settings(_args(parse, tmp_path, "--max-attention-gib", 1e-9))
+    plan = speed.groups(s)
+    assert [(g["series"], g["context"], g["batch"]) for g in plan] == [("tokens", 64, 1), ("tokens", 32, 2),
+                                                                     ("batch", 32, 1)]
+    cfg = speed.model_config("flash-quad", "tiny", 64)
+    assert speed.attention_bytes_estimate(cfg, 1, 64) > 0
+    assert speed.attention_bytes_estimate(speed.model_config("flash", "tiny", 64), 1, 64) == 0
