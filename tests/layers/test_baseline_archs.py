@@ -1,0 +1,350 @@
+"""The paper's baselines as first-class archs: "performer" (FAVOR+), "combiner" (Combiner-Fixed), "mc-transformer++"
+(mixed chunk attention in Transformer++). docs/baselines.md describes them.
+
+Model-level properties (causality, padding invariance, decode equals forward with ragged rows, finite gradients,
+parameter parity) and layer-level checks: each attention module equals the dense reference of its op on the module's
+own q, k, v; FAVOR+ approaches exact softmax attention as the random features grow; Combiner and MC-TFM++ with one
+chunk are exact softmax attention; FAVOR+'s random features are a fixed, seeded, saved buffer, redrawn only on the
+training schedule. Tiny models: chunk size 4, up to 23 tokens (several chunks, a partial last chunk, prefills ending
+mid-chunk and on a boundary), weights scaled up so that attention matters.
+"""
+
+import pytest
+import torch
+
+from flashgau import LanguageModel, ModelConfig
+from flashgau.layers import Context
+from flashgau.layers.attention import MultiHeadAttention
+from flashgau.layers.combiner import CombinerAttention
+from flashgau.layers.mixed_chunk_softmax import MixedChunkSoftmaxAttention
+from flashgau.layers.performer import PerformerAttention
+from flashgau.ops.reference.combiner import combiner_attention_reference
+from flashgau.ops.reference.mixed_chunk_softmax import mixed_chunk_softmax_attention_reference
+from flashgau.ops.reference.performer import favor_attention_reference
+
+BASELINES = ("performer", "combiner", "mc-transformer++")
+LAYERS = {"performer": PerformerAttention, "combiner": CombinerAttention,
+          "mc-transformer++": MixedChunkSoftmaxAttention}
+VOCAB = 50
+TOL = dict(atol=2e-5, rtol=1e-5)
+
+
+def _sharpen(module: torch.nn.Module, seed: int) -> None:
+    """Weights at std 0.1 (attention scores of order 1) and nonzero MC-TFM++ scale/offset maps."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("lin.weight") or name.endswith("lin.bias"):
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+            elif p.dim() == 2:
+                p.mul_(5.0)
+
+
+def build(arch: str, causal: bool = True, seed: int = 0, **overrides) -> LanguageModel:
+    fields = dict(vocab_size=VOCAB, causal=causal, chunk_size=4, max_seq_len=64, random_features=64)
+    fields.update(overrides)
+    torch.manual_seed(seed)
+    model = LanguageModel(ModelConfig.preset("tiny", arch=arch, **fields))
+    _sharpen(model, seed)
+    return model.eval()
+
+
+def tokens(batch: int, length: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def right_padding(lengths, width: int) -> torch.Tensor:
+    return torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
+
+
+# ---------------------------------------------------------------------------------------------------- model level
+@pytest.mark.parametrize("arch", BASELINES)
+def test_registered_everywhere(arch):
+    import flashgau
+    from flashgau.layers import BLOCKS
+    assert arch in flashgau.ARCHS and arch in BLOCKS
+    model = build(arch)
+    assert model.supports_cache
+    assert all(isinstance(b.attn, LAYERS[arch]) for b in model.blocks)
+
+
+@pytest.mark.parametrize("arch", BASELINES)
+def test_causal_output_depends_only_on_earlier_tokens(arch):
+    model = build(arch)
+    x = tokens(2, 23)
+    fx = model(x)
+    for t0 in (0, 3, 4, 9, 16, 22):                    # chunk starts, ends and middles
+        y = x.clone()
+        y[:, t0] = (y[:, t0] + 1) % VOCAB
+        fy = model(y)
+        torch.testing.assert_close(fx[:, :t0], fy[:, :t0], atol=0, rtol=0)
+        assert (fx[:, t0:] - fy[:, t0:]).abs().max() > 1e-3, "changing a token changed nothing after it"
+
+
+@pytest.mark.parametrize("arch", BASELINES)
+def test_causal_output_does_not_depend_on_total_length(arch):
+    model = build(arch)
+    x = tokens(2, 23)
+    full = model(x)
+    for t in (1, 4, 6, 13):
+        torch.testing.assert_close(model(x[:, :t]), full[:, :t], **TOL)
+
+
+@pytest.mark.parametrize("arch", BASELINES)
+def test_bidirectional_outputs_see_later_tokens_in_other_chunks(arch):
+    model = build(arch, causal=False)
+    x = tokens(1, 23)
+    y = x.clone()
+    y[:, 21] = (y[:, 21] + 1) % VOCAB                 # chunk 5; positions 0..3 (chunk 0) must see it
+    assert (model(x)[:, :4] - model(y)[:, :4]).abs().amax(-1).min() > 1e-4
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("arch", BASELINES)
+def test_right_padding_does_not_change_real_outputs(arch, causal):
+    model = build(arch, causal=causal)
+    lengths = [23, 6, 13, 8]
+    x = tokens(4, 23)
+    mask = right_padding(lengths, 23)
+    padded = model(x, attention_mask=mask)
+    padded_other = model(torch.where(mask, x, tokens(4, 23, seed=7)), attention_mask=mask)
+    for b, n in enumerate(lengths):
+        alone = model(x[b:b + 1, :n])[0]
+        torch.testing.assert_close(padded[b, :n], alone, **TOL)
+        torch.testing.assert_close(padded_other[b, :n], alone, **TOL)
+
+
+@pytest.mark.parametrize("arch", BASELINES)
+@pytest.mark.parametrize("prefill_len", [1, 4, 6])
+def test_prefill_then_steps_equal_the_forward_pass(arch, prefill_len):
+    """Teacher forcing in fp32 at every position, across chunk boundaries, from a prefill ending on a boundary (4)
+    or mid-chunk (1, 6)."""
+    model = build(arch)
+    x = tokens(2, 23)
+    with torch.no_grad():
+        full = model(x)
+        logits, state = model.prefill(x[:, :prefill_len])
+        torch.testing.assert_close(logits, full[:, :prefill_len], **TOL)
+        for t in range(prefill_len, 23):
+            step, state = model.decode_step(x[:, t], state)
+            torch.testing.assert_close(step, full[:, t], **TOL)
+
+
+@pytest.mark.parametrize("arch", BASELINES)
+def test_decode_rows_of_different_lengths(arch):
+    """A right-padded prefill (rows ending on a chunk boundary, mid-chunk, after one token), then each row steps on
+    from its own position; every step equals that row's own full forward pass."""
+    model = build(arch)
+    lengths = torch.tensor([8, 3, 6, 1])
+    extra = 10
+    x = tokens(4, 8 + extra)
+    with torch.no_grad():
+        logits, state = model.prefill(x[:, :8], right_padding(lengths.tolist(), 8))
+        assert state.pos.tolist() == lengths.tolist()
+        steps = [model.decode_step(x[torch.arange(4), lengths + i], state)[0] for i in range(extra)]
+        for b in range(4):
+            n = int(lengths[b])
+            full = model(x[b:b + 1, :n + extra])[0]
+            torch.testing.assert_close(logits[b, :n], full[:n], **TOL)
+            for i in range(extra):
+                torch.testing.assert_close(steps[i][b], full[n + i], **TOL)
+
+
+@pytest.mark.parametrize("arch", BASELINES)
+def test_greedy_generate_equals_a_naive_loop(arch):
+    model = build(arch)
+    prompt = tokens(2, 5)
+    seq = prompt.clone()
+    with torch.no_grad():
+        for _ in range(9):
+            seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(model.generate(prompt, 9, temperature=0), seq)
+
+
+@pytest.mark.parametrize("arch", ["performer", "mc-transformer++"])
+def test_decoding_state_has_a_fixed_size(arch):
+    model = build(arch)
+    with torch.no_grad():
+        _, state = model.prefill(tokens(2, 3))
+        size = state.nbytes()
+        for t in range(17):
+            model.decode_step(tokens(2, 1, seed=t)[:, 0], state)
+            assert state.nbytes() == size
+
+
+def test_combiner_state_grows_by_one_summary_per_chunk_and_generate_reserves_once():
+    model = build("combiner")
+    with torch.no_grad():
+        _, state = model.prefill(tokens(1, 5))
+        first = state.layers[0]
+        assert first.sum_k.shape[2] >= 1 and torch.equal(first.pos, torch.tensor([5]))
+        first.reserve(40)
+        assert first.sum_k.shape[2] == 10                                   # 40 positions / C = 4
+        _, kept = model.generate(tokens(1, 5), 30, temperature=0, return_state=True)
+        assert kept.layers[0].sum_k.shape[2] == -(-35 // 4)                 # reserved for the final length only
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("arch", BASELINES)
+def test_every_parameter_gets_a_finite_gradient(arch, causal):
+    model = build(arch, causal=causal).train()
+    x = tokens(2, 11)
+    mask = right_padding([11, 7], 11)
+    model(x, attention_mask=mask, labels=torch.roll(x, -1, 1)).loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, f"{name} gets no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name} has a non-finite gradient"
+        assert p.grad.abs().sum() > 0, f"{name} has an all-zero gradient"
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small", "base"])
+def test_presets_match_transformer_pp_parameter_count(preset):
+    with torch.device("meta"):                                             # sizes only
+        counts = {arch: LanguageModel(ModelConfig.preset(preset, arch=arch, vocab_size=256)).num_parameters()
+                  for arch in ("transformer++",) + BASELINES}
+    for arch in BASELINES:
+        assert abs(counts[arch] / counts["transformer++"] - 1) <= 0.10, counts
+
+
+def test_config_validates_the_performer_fields():
+    for field, value in (("random_features", 0), ("random_features", 2.0), ("feature_redraw_interval", -1)):
+        with pytest.raises(ValueError, match=field):
+            ModelConfig(arch="performer", **{field: value})
+    cfg = ModelConfig(arch="performer", random_features=32, feature_redraw_interval=0)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+# ---------------------------------------------------------------------------------------------------- layer level
+def _layer(arch: str, seed: int = 0, qkv_std: float = 0.15, **overrides):
+    fields = dict(chunk_size=4, max_seq_len=64, random_features=64)
+    fields.update(overrides)
+    torch.manual_seed(seed)
+    layer = LAYERS[arch](ModelConfig.preset("tiny", arch=arch, **fields))
+    gen = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():                                 # scores q.k / sqrt(dh) of order 1 for x ~ N(0, I)
+        layer.qkv.weight.copy_(torch.randn(layer.qkv.weight.shape, generator=gen) * qkv_std)
+        if arch == "mc-transformer++":
+            for p in layer.lin.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    return layer.eval()
+
+
+def _ctx(T: int, causal: bool, mask=None) -> Context:
+    return Context(positions=torch.arange(T), key_mask=mask, causal=causal)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("arch", BASELINES)
+def test_layer_equals_the_dense_reference_of_its_op(arch, causal):
+    layer = _layer(arch)
+    x = torch.randn(3, 15, 64, generator=torch.Generator().manual_seed(2))
+    mask = right_padding([15, 9, 4], 15)
+    ctx = _ctx(15, causal, mask)
+    with torch.no_grad():
+        if arch == "mc-transformer++":
+            q, k, lq, lk, v = layer.heads(x, ctx.positions)
+            ref = mixed_chunk_softmax_attention_reference(q, k, lq, lk, v, chunk_size=4, causal=causal,
+                                                          key_mask=mask)
+        else:
+            q, k, v = layer.qkv_heads(x, ctx.positions)
+            if arch == "performer":
+                ref = favor_attention_reference(q, k, v, layer.projection, causal=causal, key_mask=mask)
+            else:
+                ref = combiner_attention_reference(q, k, v, chunk_size=4, causal=causal, key_mask=mask)
+        out = layer(x, ctx)
+    real = mask[..., None]
+    torch.testing.assert_close(out * real, layer.merge(ref) * real, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_performer_approaches_exact_softmax_attention_as_features_grow(causal):
+    """Same weights in MultiHeadAttention (exact softmax, RoPE) and in PerformerAttention with m random features:
+    the mean error over several draws shrinks as m grows. (Scores of std ~0.5: FAVOR+'s variance grows as
+    exp(|q|^2 + |k|^2), so at large scores it needs far more features.)"""
+    x = torch.randn(2, 12, 64, generator=torch.Generator().manual_seed(3))
+    ctx = _ctx(12, causal)
+    exact_layer = _layer("performer", seed=0, qkv_std=0.07)
+    exact = MultiHeadAttention.forward(exact_layer, x, ctx).detach()
+    errors = []
+    for m in (4, 64, 1024):
+        err = 0.0
+        for seed in range(3):
+            layer = _layer("performer", seed=seed, random_features=m)
+            layer.load_state_dict({k: v for k, v in exact_layer.state_dict().items()
+                                   if k.startswith(("qkv.", "out."))}, strict=False)
+            with torch.no_grad():
+                err += (layer(x, ctx) - exact).abs().mean().item() / 3
+        errors.append(err)
+    assert errors[0] > 1.5 * errors[1] > 1.5 * 1.5 * errors[2], errors
+    assert errors[2] < 0.1 * exact.abs().mean().item(), errors
+
+
+@pytest.mark.parametrize("arch", ["combiner", "mc-transformer++"])
+def test_one_chunk_is_exact_softmax_attention(arch):
+    """With one chunk covering the sequence, Combiner and causal MC-TFM++ are Transformer++'s attention."""
+    layer = _layer(arch, chunk_size=16)
+    x = torch.randn(2, 13, 64, generator=torch.Generator().manual_seed(4))
+    causal_list = [True, False] if arch == "combiner" else [True]     # bidirectional MC adds its own chunk's sum
+    for causal in causal_list:
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x, _ctx(13, causal)),
+                                       MultiHeadAttention.forward(layer, x, _ctx(13, causal)), **TOL)
+
+
+def test_mc_transformer_linear_part_reaches_only_later_chunks():
+    """Causal MC-TFM++: the linear maps (lin) do not touch the first chunk, and do change every later one."""
+    layer = _layer("mc-transformer++")
+    x = torch.randn(1, 13, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        before = layer(x, _ctx(13, True))
+        layer.lin.bias.add_(0.5)
+        after = layer(x, _ctx(13, True))
+    torch.testing.assert_close(before[:, :4], after[:, :4], atol=0, rtol=0)
+    assert (before[:, 4:] - after[:, 4:]).abs().amax(-1).min() > 1e-4
+
+
+def test_performer_features_are_a_seeded_saved_buffer():
+    a, b, c = build("performer", seed=3), build("performer", seed=3), build("performer", seed=4)
+    pa = [blk.attn.projection for blk in a.blocks]
+    assert torch.equal(pa[0], b.blocks[0].attn.projection)
+    assert not torch.equal(pa[0], c.blocks[0].attn.projection)
+    assert pa[0].shape == (64, a.config.head_dim)
+    assert "blocks.0.attn.projection" in a.state_dict()
+    assert "blocks.0.attn.projection" not in dict(a.named_parameters())
+    c.load_state_dict(a.state_dict())                                     # features travel with the weights
+    x = tokens(1, 9)
+    assert torch.equal(a(x), c(x))
+    two = build("performer", n_layers=2)
+    assert not torch.equal(two.blocks[0].attn.projection, two.blocks[1].attn.projection)
+
+
+def test_performer_features_never_change_in_eval_or_decoding():
+    model = build("performer", feature_redraw_interval=1)
+    before = model.blocks[0].attn.projection.clone()
+    x = tokens(2, 9)
+    with torch.no_grad():
+        for _ in range(3):
+            model(x)
+        model.generate(x, 4, temperature=0)
+    assert torch.equal(model.blocks[0].attn.projection, before)
+
+
+def test_performer_redraw_schedule_is_reproducible_across_a_resume():
+    """Training-mode forwards redraw every `feature_redraw_interval` calls; a model rebuilt from a state_dict
+    mid-way redraws exactly as the uninterrupted one."""
+    run = build("performer", feature_redraw_interval=2).train()
+    attn = run.blocks[0].attn
+    x = tokens(1, 6)
+    seen = []
+    for i in range(5):
+        run(x)
+        seen.append(attn.projection.clone())
+        if i == 1:
+            saved = {k: v.clone() for k, v in run.state_dict().items()}
+    assert torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])
+    assert torch.equal(seen[2], seen[3]) and not torch.equal(seen[3], seen[4])
+    resumed = build("performer", seed=9, feature_redraw_interval=2).train()
+    resumed.load_state_dict(saved)
+    for i in range(2, 5):
+        resumed(x)
+        assert torch.equal(resumed.blocks[0].attn.projection, seen[i])
