@@ -160,3 +160,48 @@ def test_real_process_exit_code_and_stderr(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [f"flashgau eval: error: no checkpoint at {tmp_path / 'none.pt'}"]
+
+
+@pytest.mark.parametrize("signame", ["SIGKILL", "SIGINT"])
+def test_a_real_process_interrupted_mid_run_resumes_to_the_same_curve(signame, corpus, tmp_path, capsys):
+    """The process gets the signal in the middle of step 6 (checkpoints every 2 steps). SIGKILL: nothing runs, the
+    step-4 checkpoint is what is left. SIGINT (Ctrl-C): step 6 finishes, is saved, exit status 130. Either way
+    --resume reaches the same loss curve and weights as an uninterrupted run."""
+    import signal
+
+    import torch
+
+    from flashgau.training.checkpoint import load_checkpoint
+
+    base = ["train", *TINY, "--steps", "8", "--save-every", "2", "--data", str(corpus), "--sample-tokens", "0"]
+    assert main(base + ["--out", str(tmp_path / "full")]) == 0
+    script = (
+        "import os, signal, sys\n"
+        "from flashgau.training import loop\n"
+        "real, calls = loop._optimizer_step, [0]\n"
+        "def step(*a, **k):\n"
+        "    calls[0] += 1\n"
+        f"    if calls[0] == 6: os.kill(os.getpid(), signal.{signame})\n"
+        "    return real(*a, **k)\n"
+        "loop._optimizer_step = step\n"
+        "from flashgau.cli import main\n"
+        f"sys.exit(main({base + ['--out', str(tmp_path / 'cut')]!r}))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    if signame == "SIGKILL":
+        assert proc.returncode == -signal.SIGKILL
+        assert load_checkpoint(tmp_path / "cut")["step"] == 4
+    else:
+        assert proc.returncode == 130, proc.stderr
+        assert "stopped at step 6/8" in proc.stdout and "--resume" in proc.stdout
+        assert load_checkpoint(tmp_path / "cut")["step"] == 6
+    assert main(["train", "--resume", str(tmp_path / "cut"), "--no-progress", "--sample-tokens", "0"]) == 0
+    capsys.readouterr()
+
+    def curve(d):
+        records = [json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+        return [r["loss"] for r in records if r["kind"] == "train"]
+
+    assert len(curve("full")) == 8 and curve("cut") == pytest.approx(curve("full"), abs=1e-6)
+    a, b = load_checkpoint(tmp_path / "full")["model"], load_checkpoint(tmp_path / "cut")["model"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert [p.name for p in (tmp_path / "cut").iterdir() if p.name.startswith(".")] == []

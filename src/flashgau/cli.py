@@ -124,7 +124,7 @@ def run_train(args: argparse.Namespace) -> int:
     if result.final:
         print(f"held-out bits per byte: {result.final.bits_per_byte:.4f} | wall time {wall / 60:.1f} min | "
               f"output in {result.out_dir}/ (checkpoint.pt, metrics.jsonl, loss.png, summary.json)")
-    return 0
+    return 130 if result.interrupted else 0
 
 
 def _sample_after_training(result, args: argparse.Namespace) -> Optional[str]:
@@ -150,7 +150,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                    "the held-out split of the training data")
     p.add_argument("--context", type=int, metavar="T", help="window length (default: the training context)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="windows per forward pass (default: 8)")
-    p.add_argument("--precision", choices=("bf16", "fp32"), default="fp32", help="compute precision (default: fp32)")
+    p.add_argument("--precision", choices=("bf16", "fp32"), help="compute precision (default: the precision the "
+                   "model was trained in, so the default evaluation repeats the training run's final score)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
@@ -194,11 +195,23 @@ def run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    from .bench.cli import add_arguments
+    add_arguments(p)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from .bench.cli import run
+    return run(args)
+
+
 COMMANDS: dict[str, Command] = {
     "train": Command("train a language model (default: small FLASH on Shakespeare, bytes, ~5 minutes)",
                      add_train_arguments, run_train),
     "eval": Command("held-out loss, bits per byte and perplexity of a checkpoint", add_eval_arguments, run_eval),
     "sample": Command("continue a prompt with a trained checkpoint", add_sample_arguments, run_sample),
+    "bench": Command("benchmarks: speed, quality, decode, all (reports under benchmarks/results)",
+                     add_bench_arguments, run_bench),
 }
 
 

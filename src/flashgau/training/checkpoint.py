@@ -53,6 +53,8 @@ def save_checkpoint(state: dict[str, Any], path: Union[str, Path]) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a process killed while saving
+        stale.unlink(missing_ok=True)
     return path
 
 

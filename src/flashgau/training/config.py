@@ -47,9 +47,9 @@ class TrainConfig:
     context: int = 512
     steps: Optional[int] = None
     time_budget: Optional[float] = None
-    batch_tokens: int = 16384
+    batch_tokens: int = 4096
     micro_batch_tokens: int = 8192
-    lr: float = 2e-3
+    lr: float = 4e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 50
     weight_decay: float = 0.1

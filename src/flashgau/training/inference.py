@@ -50,12 +50,15 @@ def load_trained(path: Union[str, Path]) -> TrainedModel:
 
 def evaluate_checkpoint(path: Union[str, Path], *, data: Optional[Union[str, Path]] = None,
                         context: Optional[int] = None, batch_size: int = 8,
-                        precision: str = "fp32") -> tuple[EvalResult, str]:
+                        precision: Optional[str] = None) -> tuple[EvalResult, str]:
     """Score a checkpoint on fixed windows: by default the held-out documents of the data it was trained on
     (the same split as in training); with `data`, every document at that path. Returns the result and a
-    description of what was scored."""
+    description of what was scored. `precision` None: the precision the model was trained in."""
     trained = load_trained(path)
     cfg = trained.train_config
+    precision = precision if precision is not None else cfg.precision
+    if precision not in ("bf16", "fp32"):
+        raise ConfigError(f"--precision must be bf16 or fp32, got {precision!r}")
     context = context if context is not None else cfg.context
     if not (isinstance(context, int) and context >= 1):
         raise ConfigError(f"--context must be a positive integer, got {context!r}")
@@ -71,7 +74,7 @@ def evaluate_checkpoint(path: Union[str, Path], *, data: Optional[Union[str, Pat
     windows = HeldoutWindows(docs, context)
     result = evaluate(trained.model, windows, trained.tokenizer.token_byte_lengths(), batch_size=batch_size,
                       precision=precision)
-    return result, f"{what}, context {context}"
+    return result, f"{what}, context {context}, {precision}"
 
 
 def sample_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str, *, max_new_tokens: int = 200,

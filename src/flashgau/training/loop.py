@@ -55,6 +55,7 @@ class TrainResult:
     model: torch.nn.Module
     tokenizer: object
     data: RunData
+    interrupted: bool = False       # stopped by Ctrl-C (SIGINT) before the last step
 
     @property
     def finished(self) -> bool:
@@ -157,6 +158,7 @@ def train(config: Optional[TrainConfig] = None, *, resume: Optional[Union[str, P
     bar = Progress(total, initial=step, enabled=progress)
     params = [p for p in model.parameters() if p.requires_grad]
     speed = None
+    interrupted = False
     model.train()
     try:
         with _stop_on_ctrl_c(bar.write) as stop:
@@ -183,6 +185,7 @@ def train(config: Optional[TrainConfig] = None, *, resume: Optional[Union[str, P
                               f"({config.eval_windows} fixed windows)")
                 if step % save_every == 0 and step < total:
                     checkpoint()
+            interrupted = stop.requested and step < total
     finally:
         bar.close()
     checkpoint()
@@ -200,7 +203,7 @@ def train(config: Optional[TrainConfig] = None, *, resume: Optional[Union[str, P
                 title=f"{model_cfg.arch} {config.preset}, {config.tokenizer}, context {config.context}")
     return TrainResult(out_dir=out_dir, checkpoint=ckpt_file, step=step, total_steps=total, tokens_seen=tokens_seen,
                        elapsed=elapsed(), num_parameters=model.num_parameters(), final=final, model=model,
-                       tokenizer=data.tokenizer, data=data)
+                       tokenizer=data.tokenizer, data=data, interrupted=interrupted)
 
 
 def _optimizer_step(forward, optimizer, params, sampler, config: TrainConfig) -> tuple[float, float, int]:
