@@ -1,0 +1,444 @@
+"""FLASH's mixed chunk attention (ops/mixed_chunk.py) against its dense reference and the paper (§3, §4, P6-P8).
+
+The fast op takes a (C, C) in-chunk bias; the dense reference takes a (T, T) one. `_dense_bias` tiles the chunk bias
+onto the diagonal blocks (built from the same leaf, so bias gradients compare too); off-block entries are never used.
+"""
+
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from flashgau.ops.mixed_chunk import (
+    FlashState,
+    empty_flash_state,
+    mixed_chunk_attention,
+    mixed_chunk_step,
+)
+from flashgau.ops.reference.flash import mixed_chunk_attention_reference
+
+TOL = dict(atol=2e-5, rtol=2e-4)
+
+
+def _inputs(B=2, H=1, T=11, s=8, e=6, C=4, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    qq, qk, lq, lk = (torch.randn(B, H, T, s, generator=g) for _ in range(4))
+    v = torch.randn(B, H, T, e, generator=g)
+    bias = torch.randn(C, C, generator=g) * 0.5
+    return [t.to(dtype) for t in (qq, qk, lq, lk, v, bias)]
+
+
+def _dense_bias(bias, T):
+    C = bias.shape[0]
+    slot = torch.arange(T) % C
+    return bias[slot[:, None], slot[None, :]]
+
+
+def _right_padding(lengths, T):
+    return torch.arange(T)[None, :] < torch.as_tensor(lengths)[:, None]
+
+
+def _fast(xs, C, causal, key_mask=None, **kw):
+    return mixed_chunk_attention(*xs, chunk_size=C, causal=causal, key_mask=key_mask, **kw)
+
+
+def _ref(xs, C, causal, key_mask=None):
+    *qkv, bias = xs
+    T = qkv[0].shape[-2]
+    return mixed_chunk_attention_reference(*qkv, _dense_bias(bias, T), chunk_size=C, causal=causal,
+                                           key_mask=key_mask)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The reference itself, against the paper's formulas written out element by element (§3.1, §3.3 net normalisation)
+
+
+def _paper_loop(qq, qk, lq, lk, v, bias, C, causal):
+    """One row, one head, no padding: o_i = sum_{j in chunk(i), j<=i if causal} relu(qq_i.qk_j/C + b)^2 v_j
+    + lq_i . (sum over visible chunks h of lk_h^T v_h) / (number of tokens in those chunks)."""
+    T = qq.shape[0]
+    out = torch.zeros(T, v.shape[-1], dtype=torch.float64)
+    for i in range(T):
+        g = i // C
+        for j in range(g * C, min((g + 1) * C, T)):
+            if causal and j > i:
+                continue
+            w = max(float(qq[i] @ qk[j]) / C + float(bias[i % C, j % C]), 0.0) ** 2
+            out[i] += w * v[j]
+        keys = range(0, g * C) if causal else range(T)
+        if len(keys):
+            S = sum(torch.outer(lk[j], v[j]) for j in keys)
+            out[i] += (lq[i] @ S) / len(keys)
+    return out
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_reference_matches_paper_formula(causal):
+    qq, qk, lq, lk, v, bias = _inputs(B=1, T=10, C=4, dtype=torch.float64)
+    want = _paper_loop(qq[0, 0], qk[0, 0], lq[0, 0], lk[0, 0], v[0, 0], bias, 4, causal)
+    got = _ref([qq, qk, lq, lk, v, bias], 4, causal)[0, 0]
+    torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+    fast = _fast([qq, qk, lq, lk, v, bias], 4, causal)[0, 0]
+    torch.testing.assert_close(fast, want, atol=1e-10, rtol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fast vs dense reference, forward and backward
+
+SHAPES = [  # (T, C): T = 1, T < C, T = C, T not a multiple of C, many chunks, C = 1
+    (1, 4), (3, 4), (4, 4), (11, 4), (9, 8), (37, 4), (64, 4), (6, 1),
+]
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+@pytest.mark.parametrize("T,C", SHAPES, ids=[f"T{t}-C{c}" for t, c in SHAPES])
+def test_forward_backward_match_reference_fp32(causal, T, C):
+    xs = _inputs(B=2, H=2, T=T, C=C)
+    fast_leaves = [t.clone().requires_grad_() for t in xs]
+    ref_leaves = [t.clone().requires_grad_() for t in xs]
+    out = _fast(fast_leaves, C, causal)
+    ref = _ref(ref_leaves, C, causal)
+    assert out.shape == ref.shape == (2, 2, T, 6)
+    torch.testing.assert_close(out, ref, **TOL)
+    grad = torch.randn_like(out)
+    (out * grad).sum().backward()
+    (ref * grad).sum().backward()
+    for name, a, b in zip(["qq", "qk", "lq", "lk", "v", "bias"], fast_leaves, ref_leaves):
+        assert a.grad is not None, name
+        torch.testing.assert_close(a.grad, b.grad, **TOL, msg=lambda m, n=name: f"grad of {n}: {m}")
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+def test_gradcheck_fp64(causal):
+    xs = [t.requires_grad_() for t in _inputs(B=1, T=6, s=3, e=2, C=4, dtype=torch.float64)]
+    assert torch.autograd.gradcheck(lambda *a: _fast(a, 4, causal), xs)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+@pytest.mark.parametrize("T,C", [(5, 8), (19, 4), (48, 8)])
+def test_bf16_close_to_fp32_reference(causal, T, C):
+    xs = _inputs(B=2, T=T, C=C)
+    ref = _ref([t.bfloat16().double() for t in xs], C, causal)      # same rounded inputs, exact arithmetic
+    out = _fast([t.bfloat16() for t in xs], C, causal)
+    assert out.dtype == torch.bfloat16
+    err = (out.double() - ref).norm() / ref.norm()
+    assert err < 2e-2, f"relative error {err:.3g}"
+    grad_out = [t.bfloat16().requires_grad_() for t in xs]
+    _fast(grad_out, C, causal).float().square().sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in grad_out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Padding
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+@pytest.mark.parametrize("C", [1, 4, 5])
+def test_key_mask_matches_reference_on_real_tokens(causal, C):
+    T = 17
+    lengths = [17, 1, 4, 9, 13]
+    xs = _inputs(B=5, H=2, T=T, C=C)
+    mask = _right_padding(lengths, T)
+    fast_leaves = [t.clone().requires_grad_() for t in xs]
+    ref_leaves = [t.clone().requires_grad_() for t in xs]
+    out = _fast(fast_leaves, C, causal, mask)
+    ref = _ref(ref_leaves, C, causal, mask)
+    real = mask[:, None, :, None].expand_as(out)
+    torch.testing.assert_close(out[real], ref[real], **TOL)
+    grad = torch.randn_like(out) * real           # padded outputs are ignored
+    (out * grad).sum().backward()
+    (ref * grad).sum().backward()
+    for name, a, b in zip(["qq", "qk", "lq", "lk", "v", "bias"], fast_leaves, ref_leaves):
+        torch.testing.assert_close(a.grad, b.grad, **TOL, msg=lambda m, n=name: f"grad of {n}: {m}")
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+@pytest.mark.parametrize("T,extra", [(1, 3), (3, 1), (4, 4), (6, 11), (13, 7)])
+def test_padding_invariance(causal, T, extra):
+    """Appending padded tokens (with garbage values) changes no real output, and the padded inputs get no gradient
+    from real outputs (P6: padded keys are zeroed before lk^T v and not counted in the normaliser)."""
+    C = 4
+    xs = _inputs(B=2, T=T, C=C)
+    base = _fast(xs, C, causal)
+    g = torch.Generator().manual_seed(9)
+    padded = [torch.cat([t, 50 * torch.randn(*t.shape[:2], extra, t.shape[-1], generator=g)], dim=2)
+              for t in xs[:5]] + [xs[5]]
+    padded = [t.requires_grad_() for t in padded]
+    mask = _right_padding([T, T], T + extra)
+    out = _fast(padded, C, causal, mask)
+    torch.testing.assert_close(out[:, :, :T], base, atol=1e-5, rtol=1e-5)
+    out[:, :, :T].sum().backward()
+    for t in padded[:5]:
+        assert t.grad[:, :, T:].abs().max() == 0
+
+
+def test_rows_of_different_lengths_equal_separate_runs():
+    C, T = 4, 14
+    lengths = [14, 2, 8, 11]
+    xs = _inputs(B=4, T=T, C=C, seed=5)
+    mask = _right_padding(lengths, T)
+    for causal in (True, False):
+        out = _fast(xs, C, causal, mask)
+        for r, n in enumerate(lengths):
+            alone = _fast([t[r:r + 1, :, :n] for t in xs[:5]] + [xs[5]], C, causal)
+            torch.testing.assert_close(out[r:r + 1, :, :n], alone, atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Causality and the exclusive global part
+
+
+@pytest.mark.parametrize("j", [0, 3, 4, 5, 9, 15])
+def test_causal_no_leakage(j):
+    """Perturb every input at token j: outputs before j are bit-identical, outputs from j on change."""
+    C, T = 4, 16
+    xs = _inputs(T=T, C=C)
+    base = _fast(xs, C, True)
+    moved = [t.clone() for t in xs]
+    for t in moved[:5]:
+        t[:, :, j] += 3.0
+    out = _fast(moved, C, True)
+    assert torch.equal(out[:, :, :j], base[:, :, :j])
+    assert (out[:, :, j] - base[:, :, j]).abs().max() > 1e-3
+
+
+def test_causal_jacobian_is_lower_triangular():
+    C, T = 4, 10
+    xs = [t.double() for t in _inputs(B=1, T=T, s=3, e=2, C=C)]
+    for idx in range(5):
+        def f(x, idx=idx):
+            args = list(xs)
+            args[idx] = x
+            return _fast(args, C, True)[0, 0].sum(-1)           # (T,)
+        jac = torch.autograd.functional.jacobian(f, xs[idx])[:, 0, 0].abs().sum(-1)   # (T out, T in)
+        assert jac.triu(1).max() == 0, f"input {idx} leaks from the future"
+        assert jac.tril().max() > 0
+
+
+@pytest.mark.parametrize("g", [0, 1, 2, 3])
+def test_causal_global_part_uses_only_earlier_chunks(g):
+    """Perturb only the global key of a token in chunk g. Chunk g itself must not change at all (the current chunk
+    reaches its tokens through the local part only: exclusive cumsum); chunks < g unchanged; chunk g+1 changes."""
+    C, T = 4, 16
+    xs = _inputs(T=T, C=C)
+    base = _fast(xs, C, True)
+    for j in (g * C, g * C + 2, g * C + C - 1):
+        moved = [t.clone() for t in xs]
+        moved[3][:, :, j] += 5.0                               # lk only
+        out = _fast(moved, C, True)
+        end = (g + 1) * C
+        assert torch.equal(out[:, :, :end], base[:, :, :end]), f"token {j} reaches its own chunk globally"
+        if end < T:
+            assert (out[:, :, end:] - base[:, :, end:]).abs().min() > 0
+
+
+def test_bidirectional_global_part_sees_every_chunk():
+    """P5: the non-causal global part reduces over ALL chunks, including later and the query's own."""
+    C, T = 4, 12
+    xs = _inputs(T=T, C=C)
+    base = _fast(xs, C, False)
+    moved = [t.clone() for t in xs]
+    moved[3][:, :, T - 1] += 5.0
+    out = _fast(moved, C, False)
+    assert ((out - base).abs().amax(-1) > 0).all()
+
+
+def test_first_causal_chunk_global_term_is_exactly_zero():
+    """P8: chunk 0 sees no earlier chunk; 0/0 := 0, not NaN, whatever lq is."""
+    C, T = 4, 10
+    qq, qk, lq, lk, v, bias = _inputs(T=T, C=C)
+    lq = lq * 1e6
+    local_off = torch.full((C, C), -1.0)                      # relu(0 - 1)^2 = 0
+    xs = [torch.zeros_like(qq).requires_grad_(), torch.zeros_like(qk), lq.requires_grad_(), lk, v, local_off]
+    out = _fast(xs, C, True)
+    assert torch.equal(out[:, :, :C], torch.zeros_like(out[:, :, :C]))
+    assert out[:, :, C:].abs().min() > 0
+    out.sum().backward()
+    assert torch.isfinite(xs[2].grad).all() and xs[2].grad[:, :, :C].abs().max() == 0
+    # bidirectional, a row with no real key at all: 0, not NaN
+    mask = _right_padding([T, 0], T)
+    out = _fast([x.detach() for x in xs[:5]] + [local_off], C, False, mask)
+    assert torch.isfinite(out).all() and out[1].abs().max() == 0
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+def test_global_normaliser_counts_real_tokens(causal):
+    """With the local part off and lk^T v the same for every token, the global term is lq . S exactly: an
+    average (paper §3.3), not a sum and not a per-padded-length mean."""
+    C, T, s, e = 4, 11, 3, 2
+    lk = torch.zeros(1, 1, T, s)
+    lk[..., 0] = 1.0
+    v = torch.zeros(1, 1, T, e)
+    v[..., 1] = 1.0
+    lq = torch.ones(1, 1, T, s)
+    zeros = torch.zeros(1, 1, T, s)
+    for n in (T, 7):
+        mask = _right_padding([n], T)
+        lk_n, v_n = lk.clone(), v.clone()
+        lk_n[:, :, n:] = 30.0                                   # garbage in the padding
+        v_n[:, :, n:] = -70.0
+        out = _fast([zeros, zeros, lq, lk_n, v_n, torch.full((C, C), -1.0)], C, causal, mask)[0, 0]
+        want = torch.zeros(T, e)
+        want[:, 1] = 1.0
+        if causal:
+            want[:C] = 0.0
+        torch.testing.assert_close(out[:n], want[:n], atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Memory: no T x T tensor, no per-token s x e state (P7)
+
+
+class _LargestTensor(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+        self.shape = None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.numel() > self.largest:
+                self.largest, self.shape = t.numel(), tuple(t.shape)
+        return out
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+def test_no_quadratic_or_per_token_state_tensor(causal):
+    """Every intermediate of forward and backward is at most max(T*max(C, s, e), G*s*e) elements (B = H = 1), while a
+    T x T matrix would hold 16384 and a per-token cumsum of lk^T v T*s*e = 8192."""
+    T, C, s, e = 128, 4, 8, 8
+    G = T // C
+    xs = [t.requires_grad_() for t in _inputs(B=1, H=1, T=T, s=s, e=e, C=C)]
+    mask = _right_padding([T - 3], T)
+    bound = max(T * max(C, s, e), G * s * e)
+    assert bound < min(T * T, T * s * e)
+    with _LargestTensor() as probe:
+        out = _fast(xs, C, causal, mask)
+        out.sum().backward()
+    assert probe.largest <= bound, f"intermediate of shape {probe.shape}"
+    with _LargestTensor() as probe_ref:                      # the probe does see a T x T tensor when one exists
+        _ref([x.detach() for x in xs], C, causal, mask)
+    assert probe_ref.largest >= T * T
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Step form: prefill state + token-by-token decoding == parallel form
+
+
+def _step_inputs(xs, pos, bias):
+    """Token at per-row positions pos (B,) -> the step's inputs (B, H, 1, .) and its bias row (B, 1, 1, C)."""
+    rows = torch.arange(pos.shape[0])
+    token = [t[rows, :, pos][:, :, None] for t in xs[:5]]
+    C = bias.shape[0]
+    return token, bias[pos % C][:, None, None, :]
+
+
+def test_step_from_empty_state_reproduces_parallel():
+    C, T = 4, 14
+    xs = _inputs(B=2, H=2, T=T, C=C, seed=2)
+    want = _fast(xs, C, True)
+    state = empty_flash_state(2, 2, C, 8, 6)
+    for t in range(T):
+        token, bias_row = _step_inputs(xs, torch.full((2,), t), xs[5])
+        o, state = mixed_chunk_step(*token, bias_row, state)
+        assert o.shape == (2, 2, 1, 6)
+        torch.testing.assert_close(o[:, :, 0], want[:, :, t], **TOL, msg=lambda m, t=t: f"position {t}: {m}")
+    assert state.pos.tolist() == [T, T]
+    assert state.count.tolist() == [12.0, 12.0]
+
+
+def test_fp64_stays_fp64():
+    """Summaries are accumulated in at least fp32: fp64 inputs must not be rounded to fp32 in the parallel form, the
+    prefill state or the step form (gradcheck and exact comparisons rely on it)."""
+    C, T = 4, 13
+    xs = _inputs(B=2, T=T, C=C, dtype=torch.float64)
+    want = _ref(xs, C, True)
+    torch.testing.assert_close(_fast(xs, C, True), want, atol=1e-12, rtol=1e-12)
+    _, pre = _fast([t[:, :, :5] for t in xs[:5]] + [xs[5]], C, True, return_state=True)
+    state = empty_flash_state(2, 1, C, 8, 6, dtype=torch.float64)
+    assert pre.kv.dtype == state.kv.dtype == torch.float64
+    for t in range(T):
+        token, bias_row = _step_inputs(xs, torch.full((2,), t), xs[5])
+        o, state = mixed_chunk_step(*token, bias_row, state)
+        torch.testing.assert_close(o[:, :, 0], want[:, :, t], atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("C", [1, 4, 5])
+def test_prefill_then_steps_rows_of_different_lengths(C):
+    """Rows prefilled with 1, C-1, C, C+1, 2C+3 tokens (right padding), then stepped together across >= 2 chunk
+    boundaries; every step equals the parallel output at that row's position."""
+    lengths = torch.tensor([1, max(C - 1, 1), C, C + 1, 2 * C + 3])
+    steps = 2 * C + 3
+    T = int(lengths.max()) + steps
+    xs = _inputs(B=5, H=2, T=T, C=C, seed=1)
+    want = _fast(xs, C, True)
+    mask = _right_padding(lengths, T)
+    pre, state = _fast(xs, C, True, mask, return_state=True)
+    assert isinstance(state, FlashState)
+    real = mask[:, None, :, None].expand_as(pre)
+    torch.testing.assert_close(pre[real], want[real], **TOL)
+    assert state.pos.tolist() == lengths.tolist()
+    size = state.nbytes()
+    for k in range(steps):
+        pos = lengths + k
+        token, bias_row = _step_inputs(xs, pos, xs[5])
+        o, state = mixed_chunk_step(*token, bias_row, state)
+        rows = torch.arange(5)
+        torch.testing.assert_close(o[:, :, 0], want[rows, :, pos], **TOL, msg=lambda m, k=k: f"step {k}: {m}")
+        assert state.nbytes() == size
+    assert state.pos.tolist() == (lengths + steps).tolist()
+
+
+def test_prefill_state_equals_stepped_state():
+    """The state after a prefill of n tokens equals the state after n steps from empty (kv, count, and the filled
+    part of the open-chunk buffer)."""
+    C, T = 4, 11
+    xs = _inputs(B=1, T=T, C=C, seed=4)
+    for n in (1, 3, 4, 5, 8, 11):
+        mask = _right_padding([n], T)
+        _, pre = _fast(xs, C, True, mask, return_state=True)
+        st = empty_flash_state(1, 1, C, 8, 6)
+        for t in range(n):
+            token, bias_row = _step_inputs(xs, torch.tensor([t]), xs[5])
+            _, st = mixed_chunk_step(*token, bias_row, st)
+        torch.testing.assert_close(pre.kv, st.kv, **TOL)
+        assert pre.count.tolist() == st.count.tolist() == [float(n // C * C)]
+        assert pre.pos.tolist() == st.pos.tolist() == [n]
+        filled = n % C
+        for name in ("qk", "lk", "v"):
+            torch.testing.assert_close(getattr(pre, name)[:, :, :filled], getattr(st, name)[:, :, :filled])
+
+
+def test_state_size_is_constant_over_many_chunks():
+    C = 4
+    xs = _inputs(B=1, T=1, C=C)
+    sizes = set()
+    for T in (1, 3, 4, 9, 40):
+        big = _inputs(B=1, T=T, C=C)
+        _, st = _fast(big, C, True, return_state=True)
+        sizes.add(st.nbytes())
+    state = empty_flash_state(1, 1, C, 8, 6)
+    sizes.add(state.nbytes())
+    for _ in range(5 * C):
+        token, bias_row = _step_inputs(xs, torch.zeros(1, dtype=torch.long), xs[5])
+        _, state = mixed_chunk_step(*token, bias_row, state)
+        sizes.add(state.nbytes())
+    assert len(sizes) == 1
+    assert sizes.pop() == 4 * (8 * 6 + 1 + C * (8 + 8 + 6)) + 8
+
+
+def test_state_clone_is_independent():
+    C = 4
+    xs = _inputs(B=1, T=3, C=C)
+    _, st = _fast(xs, C, True, return_state=True)
+    copy = st.clone()
+    token, bias_row = _step_inputs(xs, torch.tensor([0]), xs[5])
+    mixed_chunk_step(*token, bias_row, st)
+    assert copy.pos.tolist() == [3] and st.pos.tolist() == [4]
+    assert not torch.equal(copy.kv, st.kv)
+
+
+def test_return_state_rejected_when_bidirectional():
+    with pytest.raises(ValueError, match="causal"):
+        _fast(_inputs(T=5), 4, False, return_state=True)
