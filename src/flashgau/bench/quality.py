@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"seeds; every (arch, context) is trained once per seed (default: {' '.join(map(str, SEEDS))})")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                        help="wall seconds per run, evaluation included, the same for every arch (default: 60)")
+                        help="wall seconds per run, evaluation included, the same for every arch (default: 60; --quick: 6)")
     budget.add_argument("--steps", type=int, default=None, help="optimizer steps per run (same tokens for every "
                         "arch) instead of a time budget")
     p.add_argument("--batch-tokens", type=int, default=8192, metavar="N", help="tokens per step (default: 8192)")
@@ -67,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's checkpoint.pt")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"results folder (default: {DEFAULT_OUT})")
     p.add_argument("--quick", action="store_true", help="a reduced version: tiny preset, contexts 128 and 512, "
-                   "one seed, 10 s per run")
+                   "one seed, 6 s per run")
     p.add_argument("--report-only", action="store_true", help="rebuild the reports from saved runs; train nothing")
 
 
@@ -76,14 +76,16 @@ def _settings(args) -> dict:
     quick = bool(getattr(args, "quick", False))
     budget = args.time_budget
     if args.steps is None and budget is None:
-        budget = 10.0 if quick else 60.0
+        budget = 6.0 if quick else 60.0
     return dict(archs=list(args.archs or ARCHS), preset="tiny" if quick and args.preset == "small" else args.preset,
                 contexts=sorted(args.contexts or ((128, 512) if quick else CONTEXTS)),
                 seeds=list(args.seeds if args.seeds is not None else ((0,) if quick else SEEDS)),
                 time_budget=budget if args.steps is None else None, steps=args.steps,
                 batch_tokens=args.batch_tokens if not quick or args.batch_tokens != 8192 else 2048,
                 micro_batch_tokens=args.micro_batch_tokens, lr=args.lr, warmup_steps=args.warmup_steps,
-                precision=args.precision, eval_tokens=args.eval_tokens, heldout_fraction=args.heldout_fraction,
+                precision=args.precision,
+                eval_tokens=4096 if quick and args.eval_tokens == 16384 else args.eval_tokens,
+                heldout_fraction=args.heldout_fraction,
                 data=args.data, quick=quick)
 
 
