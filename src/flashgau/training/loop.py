@@ -239,16 +239,18 @@ def _steps_for_budget(config: TrainConfig, data: RunData, forward, model, heldou
             out.loss.float().backward()
         model.zero_grad(set_to_none=True)
 
+    def timed(fn) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    # The median of three timings: one moment of competition for the CPU (another process) must not shrink the run.
     rng = torch.get_rng_state()
     passes()  # warm-up (and compilation)
-    t0 = time.perf_counter()
-    for _ in range(2):
-        passes()
-    step_time = (time.perf_counter() - t0) / 2 * 1.03  # + optimizer step and logging
-    t0 = time.perf_counter()
-    evaluate(model, heldout, data.tokenizer.token_byte_lengths(), batch_size=eval_batch,
-             precision=config.precision, limit=eval_batch)
-    per_window = (time.perf_counter() - t0) / min(eval_batch, len(heldout))
+    step_time = sorted(timed(passes) for _ in range(3))[1] * 1.1  # + optimizer step, logging, saves
+    score = lambda: evaluate(model, heldout, data.tokenizer.token_byte_lengths(),  # noqa: E731
+                             batch_size=eval_batch, precision=config.precision, limit=eval_batch)
+    per_window = min(timed(score) for _ in range(2)) / min(eval_batch, len(heldout))
     torch.set_rng_state(rng)
     eval_time = per_window * (len(heldout) + 10 * min(config.eval_windows, len(heldout)))
     left = config.time_budget - (time.perf_counter() - t_start) - eval_time - 3.0  # 3 s: saves and the plot
