@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of --steps per arch, archs taking turns")
     parser.add_argument("--batch", type=int, default=1, help="rows decoded together")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 = CPU autocast")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: a token's work is many small ops, where a second OpenMP "
+                             "thread adds synchronisation and stalls badly on a busy machine)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results", help="folder for decode.md/.json/.png")
     parser.add_argument("--quick", action="store_true", help="positions 256..2048, tiny steps: a smoke run")
@@ -91,10 +94,11 @@ def run(args) -> int:
         args.positions = [p for p in args.positions if p <= 2048] or [256]
         args.steps, args.warmup, args.rounds = min(args.steps, 8), min(args.warmup, 2), min(args.rounds, 2)
     bad = [p for p in args.positions if p < 1]
-    if bad or args.steps < 1 or args.batch < 1 or args.warmup < 0 or args.rounds < 1:
+    if bad or args.steps < 1 or args.batch < 1 or args.warmup < 0 or args.rounds < 1 or args.threads < 1:
         print("flashgau bench decode: error: positions, --steps and --batch must be positive", file=sys.stderr)
         return 2
     max_len = max(args.positions) + args.warmup + args.rounds * args.steps
+    torch.set_num_threads(args.threads)
     models = {}
     for arch in args.archs:
         try:
@@ -134,7 +138,7 @@ def _command(args) -> str:
     """The command line that reproduces this run."""
     return (f"flashgau bench decode --archs {' '.join(args.archs)} --preset {args.preset} --positions "
             f"{' '.join(map(str, args.positions))} --steps {args.steps} --warmup {args.warmup} --batch {args.batch} "
-            f"--rounds {args.rounds} --precision {args.precision} --seed {args.seed}")
+            f"--rounds {args.rounds} --threads {args.threads} --precision {args.precision} --seed {args.seed}")
 
 
 def _at(rows: list[dict], position: int):
