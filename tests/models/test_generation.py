@@ -4,9 +4,9 @@ different lengths, end-of-sequence handling, continuing a stream from a kept sta
 import pytest
 import torch
 
-from flashgau import ARCHS, DecodeState
+from flashgau import DecodeState
 from flashgau.ops import FlashState, KVCache
-from model_helpers import VOCAB, tokens
+from model_helpers import tokens
 
 
 def test_flash_state_size_does_not_grow_with_position(build):
