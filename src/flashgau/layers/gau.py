@@ -44,9 +44,13 @@ class GAUBase(nn.Module):
     def project(self, x: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
         """x (B, T, d), pos (T,) or (B, T) -> u (B, T, e), v (B, 1, T, e), n_maps tensors (B, 1, T, s)."""
         u, v, z = F.silu(self.to_uvz(self.norm(x))).split([self.e, self.e, self.s], dim=-1)
-        zs = z.unsqueeze(-2) * self.gamma.to(z.dtype) + self.beta.to(z.dtype)     # (B, T, n_maps, s)
-        maps = apply_rope(zs.transpose(1, 2), pos).unsqueeze(2)                    # all maps in one rotation
-        return u, v[:, None], list(maps.unbind(1))
+        gamma, beta = (p.to(z.dtype)[:, None, None] for p in (self.gamma, self.beta))
+        zs = torch.addcmul(beta, z[None], gamma)                        # (n_maps, B, T, s): each map contiguous
+        if pos.dim() == 1:
+            maps = apply_rope(zs, pos)                                   # all maps in one rotation
+        else:                                                            # per-row positions (decoding)
+            maps = apply_rope(zs.transpose(0, 1), pos).transpose(0, 1)
+        return u, v[:, None], [m[:, None] for m in maps.unbind(0)]
 
     def finish(self, x: Tensor, u: Tensor, o: Tensor) -> Tensor:
         """x + W_o(u * o), o (B, 1, T, e)."""

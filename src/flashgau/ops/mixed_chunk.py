@@ -3,7 +3,8 @@
 Two forms share one state type, `FlashState`:
 
 - `mixed_chunk_attention` (parallel: training and prefill). Steps:
-    1. pad T up to G*C tokens (padded keys are masked out, so real outputs do not depend on the padding);
+    1. pad T up to G*C tokens with zeros and zero the values of masked keys (a zero value adds nothing anywhere,
+       so real outputs do not depend on padding or masked tokens);
     2. local part, per chunk: relu(qq qk^T / C + bias)^2 (lower-triangular when causal), times v;
     3. global part: one summary lk^T v (s x e) per chunk and a count of its real tokens; causal: an exclusive
        cumulative sum over the chunk axis (chunk g sees chunks < g), bidirectional: the sum over all chunks;
@@ -64,56 +65,65 @@ def mixed_chunk_attention(qq: Tensor, qk: Tensor, lq: Tensor, lk: Tensor, v: Ten
 
     return_state (causal only) gives the state after each row's last real token (key_mask's row sum), ready for
     `mixed_chunk_step` to continue from.
+
+    Masking costs no pass over the attention weights: a masked key's value is zeroed (so it adds nothing to the
+    local part nor to any chunk summary, and gets no gradient), padded tokens are zeros, and the causal mask is
+    -inf in the bias (relu(-inf)^2 = 0, gradient 0). The /C scale and the bias ride in one baddbmm, and the global
+    term is accumulated into the local output by another.
     """
     B, H, T, s = qq.shape
     e = v.shape[-1]
     C = chunk_size
     G = -(-T // C)
     pad = G * C - T
-    if key_mask is None:
-        km = torch.ones(B, T, dtype=torch.bool, device=qq.device)
-    else:
-        km = key_mask.bool()
-    km = F.pad(km, (0, pad), value=False)  # (B, G*C)
-    qq, qk, lq, lk, v = (_pad_time(t, pad).reshape(B, H, G, C, -1) for t in (qq, qk, lq, lk, v))
-    kmf = km.reshape(B, 1, G, 1, C)
+    km = None if key_mask is None else key_mask.bool()
+    if km is not None:
+        v = v * km[:, None, :, None].to(v.dtype)                         # masked keys contribute nothing
+    qq, qk, lq, lk, v = (_pad_time(t, pad).reshape(B * H * G, C, t.shape[-1]) for t in (qq, qk, lq, lk, v))
 
     # 2. local: exact relu^2 attention inside each chunk
-    scores = qq @ qk.transpose(-1, -2) / C + bias
-    weights = torch.relu(scores).square()
-    visible = kmf if not causal else kmf & torch.ones(C, C, dtype=torch.bool, device=qq.device).tril()
-    out = (weights * visible) @ v
+    if causal:
+        bias = bias.masked_fill(~torch.ones(C, C, dtype=torch.bool, device=bias.device).tril(), float("-inf"))
+    scores = torch.baddbmm(bias.to(qq.dtype), qq, qk.transpose(1, 2), alpha=1.0 / C)
+    out = torch.relu(scores).square() @ v                                # (B*H*G, C, e)
 
     # 3. global: one summary per chunk, averaged over the real tokens it holds
-    lk_real = lk * kmf.transpose(-1, -2).to(lk.dtype)                    # zero the padded keys
     acc = torch.promote_types(v.dtype, torch.float32)                     # fp32, or fp64 for fp64 inputs
-    kv = (lk_real.transpose(-1, -2) @ v).to(acc)                          # (B, H, G, s, e)
-    count = km.reshape(B, G, C).sum(-1).float()                           # (B, G)
-    if causal:
-        kv_seen = torch.cat([kv.new_zeros(B, H, 1, s, e), kv.cumsum(2)[:, :, :-1]], dim=2)  # exclusive
-        count_seen = torch.cat([count.new_zeros(B, 1), count.cumsum(1)[:, :-1]], dim=1)
+    kv = (lk.transpose(1, 2) @ v).to(acc).reshape(B, H, G, s, e)         # masked/padded tokens have v = 0
+    if km is None:                                                        # real tokens per chunk: (B or 1, G)
+        count = (T - C * torch.arange(G, device=qq.device)).clamp(max=C).to(torch.float32)[None]
     else:
-        kv_seen = kv.sum(2, keepdim=True)
-        count_seen = count.sum(1, keepdim=True)
-    denom = count_seen.clamp_min(1.0).reshape(B, 1, -1, 1, 1)
-    out = out + (lq @ (kv_seen / denom).to(lq.dtype))
+        count = F.pad(km, (0, pad)).reshape(B, G, C).sum(-1).float()
+    if causal:
+        kv_seen = torch.cat([kv.new_zeros(B, H, 1, s, e), kv[:, :, :-1].cumsum(2)], dim=2)   # exclusive
+        count_seen = torch.cat([count.new_zeros(count.shape[0], 1), count[:, :-1].cumsum(1)], dim=1)
+        denom = count_seen.clamp_min(1.0).expand(B, G).reshape(B, 1, G, 1, 1).expand(B, H, G, 1, 1)
+        lq = lq / denom.reshape(B * H * G, 1, 1).to(lq.dtype)
+        out = torch.baddbmm(out, lq, kv_seen.to(lq.dtype).reshape(B * H * G, s, e))
+    else:
+        kv_all = kv.sum(2) / count.sum(1).clamp_min(1.0).expand(B).reshape(B, 1, 1, 1)
+        out = torch.baddbmm(out.reshape(B * H, G * C, e), lq.reshape(B * H, G * C, s),
+                            kv_all.to(lq.dtype).reshape(B * H, s, e))
 
     out = out.reshape(B, H, G * C, e)[:, :, :T]
     if not return_state:
         return out
     if not causal:
         raise ValueError("a decoding state exists only for causal attention")
-    return out, _state_after_prefill(qk, lk, v, kv, count, km, G, C)
+    length = torch.full((B,), T, device=qq.device) if km is None else km.sum(1)
+    shape = (B, H, G, C)
+    return out, _state_after_prefill(qk.reshape(*shape, s), lk.reshape(*shape, s), v.reshape(*shape, e), kv,
+                                     count.expand(B, G), length, C)
 
 
-def _state_after_prefill(qk, lk, v, kv, count, km, G, C) -> FlashState:
-    """State after each row's real tokens: sum of its finished chunks and its open chunk as the buffer."""
+def _state_after_prefill(qk, lk, v, kv, count, length, C) -> FlashState:
+    """State after each row's real tokens (length (B,)): sum of its finished chunks and its open chunk as the
+    buffer. qk, lk, v: (B, H, G, C, width); kv (B, H, G, s, e); count (B, G)."""
     B, H = qk.shape[:2]
-    length = km.sum(1)                                                   # (B,) real tokens per row
     open_chunk = length // C                                             # (B,) in [0, G]
     kv_before = torch.cat([kv.new_zeros(B, H, 1, *kv.shape[-2:]), kv.cumsum(2)], dim=2)  # (B, H, G+1, s, e)
     count_before = torch.cat([count.new_zeros(B, 1), count.cumsum(1)], dim=1)            # (B, G+1)
-    rows = torch.arange(B, device=km.device)
+    rows = torch.arange(B, device=length.device)
     state_kv = kv_before[rows, :, open_chunk]                             # (B, H, s, e)
     state_count = count_before[rows, open_chunk]
 
@@ -121,7 +131,7 @@ def _state_after_prefill(qk, lk, v, kv, count, km, G, C) -> FlashState:
         t = torch.cat([t, t.new_zeros(B, H, 1, C, t.shape[-1])], dim=2)  # chunk G: an empty one
         return t[rows, :, open_chunk].contiguous()                       # (B, H, C, width)
 
-    filled = torch.arange(C, device=km.device)[None, :] < (length - open_chunk * C)[:, None]   # (B, C)
+    filled = torch.arange(C, device=length.device)[None, :] < (length - open_chunk * C)[:, None]   # (B, C)
     values = buffer(v) * filled[:, None, :, None].to(v.dtype)            # zero after the last real token
 
     return FlashState(kv=state_kv.contiguous(), count=state_count, qk=buffer(qk), lk=buffer(lk), v=values,
