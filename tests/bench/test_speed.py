@@ -3,13 +3,16 @@ No assertion on wall-clock time."""
 
 import json
 
+import pytest
+
 from flashgau.bench import speed
+from flashgau.model import LanguageModel
 
 
 def _args(parse, out, *extra):
     return parse(speed, ["--preset", "tiny", "--archs", "transformer++", "flash", "--contexts", 32, 64,
                          "--tokens-per-step", 64, "--batch-contexts", 32, "--precisions", "fp32", "--warmup", 0,
-                         "--repeats", 2, "--out", out, *extra])
+                         "--repeats", 2, "--out", out, "--compile-contexts", *extra])
 
 
 def test_speed_writes_reports_and_resumes(tmp_path, capsys, parse):
@@ -47,3 +50,35 @@ def test_groups_and_skips(tmp_path, parse):
     cfg = speed.model_config("flash-quad", "tiny", 64)
     assert speed.attention_bytes_estimate(cfg, 1, 64) > 0
     assert speed.attention_bytes_estimate(speed.model_config("flash", "tiny", 64), 1, 64) == 0
+
+
+def _compiled_args(parse, out):
+    return parse(speed, ["--preset", "tiny", "--archs", "transformer++", "flash", "--contexts", 32,
+                         "--tokens-per-step", 32, "--batch-contexts", "--precisions", "fp32", "--warmup", 0,
+                         "--repeats", 2, "--no-memory", "--out", out, "--compile-contexts", 32,
+                         "--compile-archs", "transformer++", "flash"])
+
+
+def test_compiled_series_compiles_each_arch_and_reports_it(tmp_path, parse, monkeypatch):
+    """Plumbing of the compiled series, with Module.compile recorded instead of run (the real compile is the
+    slow test below): one compile per arch, a forced warm-up step, its own table and targets."""
+    compiled = []
+    monkeypatch.setattr(LanguageModel, "compile", lambda self, *a, **k: compiled.append(self.config.arch))
+    args = _compiled_args(parse, tmp_path)
+    assert [(g["series"], g["context"]) for g in speed.groups(speed._settings(args))] == [("tokens", 32),
+                                                                                      ("compiled", 32)]
+    assert speed.run(args) == 0
+    assert compiled == ["transformer++", "flash"]
+    rep = json.loads((tmp_path / "speed.json").read_text())
+    rows = {(r["arch"], r["series"]): r for r in rep["rows"]}
+    r = rows[("flash", "compiled")]
+    assert len(r["times"]) == 2 and r["first_step"] > 0 and r["mfu"] > 0
+    assert "## Compiled (torch.compile" in (tmp_path / "speed.md").read_text()
+
+
+@pytest.mark.slow
+def test_compiled_series_real_compile(tmp_path, parse):
+    assert speed.run(_compiled_args(parse, tmp_path)) == 0
+    rep = json.loads((tmp_path / "speed.json").read_text())
+    assert {(r["arch"], r["series"]) for r in rep["rows"]} == {(a, s) for a in ("transformer++", "flash")
+                                                               for s in ("tokens", "compiled")}

@@ -4,7 +4,10 @@ What is measured (see docs/benchmarks.md):
 - step time: forward, backward (loss on random byte tokens), gradient clipping and an AdamW step (the training
   loop's optimizer), in fp32 and in bf16 autocast. Two series: "tokens" keeps the tokens per step fixed
   (--tokens-per-step, batch = tokens / context, the paper's latency column) and "batch" keeps the batch fixed at 1
-  (tokens grow with context). All archs of one (series, context, precision) group are timed in one process,
+  (tokens grow with context). A third, "compiled", repeats the fixed-tokens step under torch.compile (inductor) for
+  --compile-archs at --compile-contexts: the paper's timings are of XLA-compiled programs, and FLASH's many
+  elementwise passes over wide activations are exactly what a compiler fuses (eager PyTorch runs each as its own pass
+  over memory, while the baselines' attention is one fused SDPA kernel either way). All archs of one (series, context, precision) group are timed in one process,
   interleaved: warm-up steps, then `repeats` rounds that each time one step of every arch. Median, min, max, IQR.
 - memory: in a separate process (one per group) with glibc's mmap threshold fixed at 128 KiB, so freed tensors go
   back to the OS and the resident set tracks live memory; the resident-set high-water mark (VmHWM, reset through
@@ -38,7 +41,9 @@ from .common import (DEFAULT_OUT, ResultStore, env_markdown, environment, fmt_by
 
 CONTEXTS = (512, 1024, 2048, 4096, 8192, 16384)
 BATCH_CONTEXTS = (4096, 8192, 16384)
-QUICK = dict(contexts=(512, 2048), tokens_per_step=2048, batch_contexts=(), warmup=1, repeats=2)
+COMPILE_CONTEXTS = (4096, 8192, 16384)
+COMPILE_ARCHS = ("transformer+", "transformer++", "flash")
+QUICK = dict(contexts=(512, 2048), tokens_per_step=2048, batch_contexts=(), compile_contexts=(), warmup=1, repeats=2)
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -57,6 +62,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="contexts of the fixed-batch (batch 1) series; those where batch 1 is already the "
                         f"fixed-tokens configuration are taken from it (default: {' '.join(map(str, BATCH_CONTEXTS))})")
     p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    p.add_argument("--compile-contexts", nargs="*", type=int, default=None, metavar="T",
+                   help="contexts of the compiled series: fixed tokens per step, fp32, under torch.compile "
+                        f"(default: {' '.join(map(str, COMPILE_CONTEXTS))}; --quick: none; empty: none)")
+    p.add_argument("--compile-archs", nargs="+", choices=ARCHS, default=list(COMPILE_ARCHS), metavar="ARCH",
+                   help=f"archs of the compiled series (default: {' '.join(COMPILE_ARCHS)})")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per arch before timing (default: 1)")
     p.add_argument("--repeats", type=int, default=3, help="timed steps per arch (default: 3)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory/FLOP-count processes")
@@ -80,7 +90,11 @@ def _settings(args) -> dict:
              else args.tokens_per_step,
              batch_contexts=sorted(QUICK["batch_contexts"] if quick and args.batch_contexts is None
                                    else (BATCH_CONTEXTS if args.batch_contexts is None else args.batch_contexts)),
-             precisions=list(args.precisions), warmup=QUICK["warmup"] if quick else args.warmup,
+             precisions=list(args.precisions),
+             compile_contexts=sorted(QUICK["compile_contexts"] if quick and args.compile_contexts is None
+                                     else (COMPILE_CONTEXTS if args.compile_contexts is None
+                                           else args.compile_contexts)),
+             compile_archs=[a for a in (args.archs or ARCHS) if a in args.compile_archs], warmup=QUICK["warmup"] if quick else args.warmup,
              repeats=QUICK["repeats"] if quick else args.repeats, memory=not args.no_memory,
              max_attention_gib=args.max_attention_gib, seed=args.seed, quick=quick)
     return s
@@ -100,6 +114,11 @@ def groups(s: dict) -> list[dict]:
             continue  # batch 1 at this context is the fixed-tokens group
         for prec in s["precisions"]:
             out.append(dict(series="batch", context=T, batch=1, precision=prec))
+    for T in sorted(s["compile_contexts"], reverse=True):
+        if s["tokens_per_step"] % T:
+            raise ValueError(f"--tokens-per-step {s['tokens_per_step']} is not a multiple of context {T}")
+        if s["compile_archs"]:
+            out.append(dict(series="compiled", context=T, batch=s["tokens_per_step"] // T, precision="fp32"))
     return out
 
 
@@ -157,7 +176,8 @@ def time_group(g: dict, s: dict, peaks: dict, log=print) -> dict:
 
     archs, skipped, steps, info = [], {}, {}, {}
     cap = s["max_attention_gib"] * 2**30
-    for arch in s["archs"]:
+    compiled = g["series"] == "compiled"
+    for arch in s["compile_archs"] if compiled else s["archs"]:
         cfg = model_config(arch, s["preset"], g["context"])
         est = attention_bytes_estimate(cfg, g["batch"], g["context"])
         if est > cap:
@@ -166,22 +186,26 @@ def time_group(g: dict, s: dict, peaks: dict, log=print) -> dict:
             continue
         torch.manual_seed(s["seed"])
         model = LanguageModel(cfg)
+        if compiled:
+            model.compile()             # in place: parameter names (weight-decay groups) unchanged
         steps[arch] = make_step(model, g["precision"], g["batch"], g["context"], s["seed"])
         info[arch] = dict(params=model.num_parameters(), n_layers=cfg.n_layers,
                           analytic_flops=analytic_flops(cfg, g["batch"], g["context"]))
         archs.append(arch)
     times = {a: [] for a in archs}
     util = {a: [] for a in archs}
-    losses = {}
+    losses, first = {}, {}
     threads = torch.get_num_threads()
     load_before = os.getloadavg()
-    for r in range(s["warmup"] + s["repeats"]):
+    warmup = max(s["warmup"], 1) if compiled else s["warmup"]      # the first compiled step compiles
+    for r in range(warmup + s["repeats"]):
         for arch in archs:            # interleaved: one step of every arch per round
             gc.collect()
             c0, t0 = time.process_time(), time.perf_counter()
             losses[arch] = steps[arch]()
             dt = time.perf_counter() - t0
-            if r >= s["warmup"]:
+            first.setdefault(arch, dt)
+            if r >= warmup:
                 times[arch].append(dt)
                 # CPU seconds this process got per wall second per thread: well below 1 means another process
                 # took cores during the step (the time is then not trustworthy)
@@ -193,7 +217,8 @@ def time_group(g: dict, s: dict, peaks: dict, log=print) -> dict:
         med = statistics.median(ts)
         fl = info[arch]["analytic_flops"]
         res = dict(times=times[arch], cpu_utilisation=util[arch], median=med, min=ts[0], max=ts[-1], q1=q[0], q3=q[2],
-                   tokens_per_s=g["batch"] * g["context"] / med, loss=losses[arch], **info[arch])
+                   tokens_per_s=g["batch"] * g["context"] / med, loss=losses[arch], first_step=first[arch],
+                   **info[arch])
         if fl:
             res["mfu"] = fl["total"] / med / peaks[g["precision"]]["flops_per_s"]
             res["mfu_vs_fp32_peak"] = fl["total"] / med / peaks["fp32"]["flops_per_s"]
@@ -203,7 +228,7 @@ def time_group(g: dict, s: dict, peaks: dict, log=print) -> dict:
             + (f"  MFU {res['mfu']:.0%}" if "mfu" in res else ""))
     for arch, why in skipped.items():
         log(f"  {g['series']:>6} T={g['context']:>5} B={g['batch']:>2} {g['precision']} {arch:<16} skipped: {why}")
-    return dict(group=g, preset=s["preset"], warmup=s["warmup"], repeats=s["repeats"], seed=s["seed"],
+    return dict(group=g, preset=s["preset"], warmup=warmup, repeats=s["repeats"], seed=s["seed"],
                 results=results, skipped=skipped, peaks=peaks, env=environment(), torch_threads=threads,
                 loadavg_before=load_before, loadavg_after=os.getloadavg())
 
@@ -292,7 +317,8 @@ def run(args) -> int:
         for g in plan:
             key = group_key(g, s["preset"])
             rec = store.load(key)
-            if rec is not None and set(s["archs"]) <= set(rec["results"]) | set(rec["skipped"]):
+            wanted = s["compile_archs"] if g["series"] == "compiled" else s["archs"]
+            if rec is not None and set(wanted) <= set(rec["results"]) | set(rec["skipped"]):
                 print(f"  {key}: done, skipped (delete {store.path(key)} to measure again)")
             else:
                 if peaks is None:
@@ -301,7 +327,7 @@ def run(args) -> int:
                                                       for p, v in peaks.items()), flush=True)
                 rec = time_group(g, s, peaks)
                 store.save(key, rec)
-            if s["memory"] and "memory" not in rec and rec["results"]:
+            if s["memory"] and "memory" not in rec and rec["results"] and g["series"] != "compiled":
                 rec["memory"] = measure_memory(g, list(rec["results"]), s)
                 store.save(key, rec)
                 for arch, m in rec["memory"].items() if "error" not in rec["memory"] else ():
@@ -337,7 +363,7 @@ def build_report(store: ResultStore, s: dict, stem: str) -> dict:
             flops = fl["total"] if fl else m.get("counted_flops")
             peak = rec["peaks"][g["precision"]]["flops_per_s"]
             rows.append(dict(arch=arch, **g, median=res["median"], min=res["min"], max=res["max"], q1=res["q1"],
-                             q3=res["q3"], times=res["times"], params=res["params"],
+                             q3=res["q3"], times=res["times"], params=res["params"], first_step=res.get("first_step"),
                              cpu_utilisation=min(res["cpu_utilisation"]) if res.get("cpu_utilisation") else None,
                              flops=flops, flops_source="analytic" if fl else ("counted" if flops else None),
                              analytic_flops=fl["total"] if fl else None, counted_flops=m.get("counted_flops"),
@@ -401,20 +427,20 @@ def targets(rows, s) -> list[dict]:
         ratio = b["median"] / a["median"]
         add("flash_linear_4k_16k", ratio, 4.4, ratio <= 4.4,
             f"FLASH fp32 step time 16K / 4K at batch 1: {ratio:.2f}x (target <= 4.4x; tokens grow 4x)")
-    for T, goal in ((8192, 1.8), (16384, 3.0)):
-        f, t = find(rows, "flash", "tokens", T, "fp32"), find(rows, "transformer++", "tokens", T, "fp32")
-        if f and t:
-            sp = t["median"] / f["median"]
-            fr = (t["flops"] / f["flops"]) if f.get("flops") and t.get("flops") else None
-            add(f"flash_vs_tfmpp_{T}", sp, goal, sp >= goal,
-                f"FLASH vs Transformer++ fp32 step at {fmt_ctx(T)} ({s['tokens_per_step']} tokens/step): "
-                f"{sp:.2f}x faster (target >= {goal}x; model-FLOP ratio {fr:.2f}x)" if fr else
-                f"FLASH vs Transformer++ fp32 step at {fmt_ctx(T)}: {sp:.2f}x faster (target >= {goal}x)")
-    f = find(rows, "flash", "tokens", 8192, "fp32")
-    if f and f.get("mfu") is not None:
-        add("flash_mfu_8k", f["mfu"], 0.40, f["mfu"] >= 0.40,
-            f"FLASH fp32 MFU at 8K: {f['mfu']:.1%} of the measured fp32 matmul peak "
-            f"({f['peak_fp32'] / 1e9:.0f} GFLOP/s) (target >= 40%)")
+    for series, mode in (("tokens", "eager"), ("compiled", "torch.compile")):
+        for T, goal in ((8192, 1.8), (16384, 3.0)):
+            f, t = find(rows, "flash", series, T, "fp32"), find(rows, "transformer++", series, T, "fp32")
+            if f and t:
+                sp = t["median"] / f["median"]
+                fr = (t["flops"] / f["flops"]) if f.get("flops") and t.get("flops") else None
+                add(f"flash_vs_tfmpp_{T}" + ("_compiled" if series == "compiled" else ""), sp, goal, sp >= goal,
+                    f"FLASH vs Transformer++ fp32 step at {fmt_ctx(T)}, {mode} ({s['tokens_per_step']} tokens/step): "
+                    f"{sp:.2f}x faster (target >= {goal}x" + (f"; model-FLOP ratio {fr:.2f}x)" if fr else ")"))
+        f = find(rows, "flash", series, 8192, "fp32")
+        if f and f.get("mfu") is not None:
+            add("flash_mfu_8k" + ("_compiled" if series == "compiled" else ""), f["mfu"], 0.40, f["mfu"] >= 0.40,
+                f"FLASH fp32 MFU at 8K, {mode}: {f['mfu']:.1%} of the measured fp32 matmul peak "
+                f"({f['peak_fp32'] / 1e9:.0f} GFLOP/s) (target >= 40%)")
     for T in (8192, 16384, 4096):
         f32, f16 = find(rows, "flash", "tokens", T, "fp32"), find(rows, "flash", "tokens", T, "bf16")
         if f32 and f16:
@@ -513,6 +539,28 @@ def markdown(rep: dict) -> str:
                 rs = [fixed_batch(rows, a, T, prec) for T in bctx]
                 growth = f"{rs[-1]['median'] / rs[0]['median']:.2f}×" if rs[0] and rs[-1] else "–"
                 L.append(f"| {a} | {prec} | " + " | ".join(cell(r) for r in rs) + f" | {growth} |")
+    cctx = sorted({r["context"] for r in rows if r["series"] == "compiled" and "skipped" not in r})
+    if cctx:
+        L += ["", f"## Compiled (torch.compile, inductor): fixed {s['tokens_per_step']} tokens per step, fp32", "",
+              "Each arch compiled, then timed like the eager series (compile time = the first step, not counted). "
+              "× is the speedup of this compiled step over the same arch's eager fp32 step at the same context; "
+              "vs T++ is Transformer++'s compiled step time over this one's.", "",
+              "| Model | " + " | ".join(f"{fmt_ctx(T)} lat. | × eager | vs T++ | MFU" for T in cctx)
+              + " | compile |", "|---|" + "---:|---:|---:|---:|" * len(cctx) + "---:|"]
+        for a in s.get("compile_archs", []):
+            cells, comp = [], []
+            for T in cctx:
+                r, e, t = (find(rows, a, "compiled", T, "fp32"), find(rows, a, "tokens", T, "fp32"),
+                           find(rows, "transformer++", "compiled", T, "fp32"))
+                if r is None:
+                    cells.append("– | – | – | –")
+                    continue
+                comp.append(r.get("first_step") or 0)
+                cells.append(f"{cell(r)} [{r['min']:.2f}–{r['max']:.2f}] | "
+                             + (f"{e['median'] / r['median']:.2f}×" if e else "–") + " | "
+                             + (f"{t['median'] / r['median']:.2f}×" if t else "–") + " | "
+                             + (f"{r['mfu']:.0%}" if r.get("mfu") else "–"))
+            L.append(f"| {a} | " + " | ".join(cells) + (f" | ≤ {max(comp):.0f} s |" if comp else " | – |"))
     sk = [r for r in rows if "skipped" in r]
     if sk:
         L += ["", "## Skipped configurations", ""] + [f"- {r['arch']} {r['key']}: {r['skipped']}" for r in sk]
@@ -552,6 +600,11 @@ def plot(rep: dict, path: Path) -> None:
             pts = [(T, r["median"]) for T, r in pts if r]
             if len(pts) >= 1:
                 axes[1].plot(*zip(*pts), styles[prec], marker="o", color=colors[a], label=f"{a} {prec}")
+        rs = sorted((r for r in rows if r["arch"] == a and r["series"] == "compiled" and "skipped" not in r),
+                    key=lambda r: r["context"])
+        if rs:
+            axes[0].plot([r["context"] for r in rs], [r["median"] for r in rs], ":", marker="s", color=colors[a],
+                         label=f"{a} fp32 compiled")
     titles = (f"step time, {s['tokens_per_step']} tokens/step", "step time, batch 1", "peak memory of a step")
     for ax, title, unit in zip(axes, titles, ("seconds", "seconds", "MiB")):
         ax.set_xscale("log", base=2)
@@ -561,7 +614,7 @@ def plot(rep: dict, path: Path) -> None:
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7, ncol=2)
-    fig.suptitle(f"Training step against context ({s['preset']} preset; solid fp32, dashed bf16 autocast)")
+    fig.suptitle(f"Training step against context ({s['preset']} preset; solid fp32, dashed bf16 autocast, dotted fp32 torch.compile)")
     fig.tight_layout()
     save_figure(fig, path)
 
