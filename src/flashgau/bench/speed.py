@@ -94,7 +94,8 @@ def _settings(args) -> dict:
              compile_contexts=sorted(QUICK["compile_contexts"] if quick and args.compile_contexts is None
                                      else (COMPILE_CONTEXTS if args.compile_contexts is None
                                            else args.compile_contexts)),
-             compile_archs=[a for a in (args.archs or ARCHS) if a in args.compile_archs], warmup=QUICK["warmup"] if quick else args.warmup,
+             compile_archs=[a for a in (args.archs or ARCHS) if a in args.compile_archs],
+             warmup=QUICK["warmup"] if quick else args.warmup,
              repeats=QUICK["repeats"] if quick else args.repeats, memory=not args.no_memory,
              max_attention_gib=args.max_attention_gib, seed=args.seed, quick=quick)
     return s
@@ -177,6 +178,10 @@ def time_group(g: dict, s: dict, peaks: dict, log=print) -> dict:
     archs, skipped, steps, info = [], {}, {}, {}
     cap = s["max_attention_gib"] * 2**30
     compiled = g["series"] == "compiled"
+    if compiled:
+        # a fresh compile cache per group: code compiled for another context would otherwise be recompiled with
+        # dynamic (symbolic) shapes, whose generic kernels are slower than the static ones measured here
+        torch._dynamo.reset()
     for arch in s["compile_archs"] if compiled else s["archs"]:
         cfg = model_config(arch, s["preset"], g["context"])
         est = attention_bytes_estimate(cfg, g["batch"], g["context"])
@@ -187,7 +192,7 @@ def time_group(g: dict, s: dict, peaks: dict, log=print) -> dict:
         torch.manual_seed(s["seed"])
         model = LanguageModel(cfg)
         if compiled:
-            model.compile()             # in place: parameter names (weight-decay groups) unchanged
+            model.compile(dynamic=False)    # in place: parameter names (weight-decay groups) unchanged
         steps[arch] = make_step(model, g["precision"], g["batch"], g["context"], s["seed"])
         info[arch] = dict(params=model.num_parameters(), n_layers=cfg.n_layers,
                           analytic_flops=analytic_flops(cfg, g["batch"], g["context"]))
@@ -613,9 +618,14 @@ def plot(rep: dict, path: Path) -> None:
         ax.set_ylabel(unit)
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=7, ncol=2)
-    fig.suptitle(f"Training step against context ({s['preset']} preset; solid fp32, dashed bf16 autocast, dotted fp32 torch.compile)")
-    fig.tight_layout()
+    # one legend under the panels: colour = arch, line style = precision / compiled (not over the curves)
+    from matplotlib.lines import Line2D
+    handles = [Line2D([], [], color=colors[a], marker="o", label=a) for a in s["archs"]]
+    handles += [Line2D([], [], color="black", linestyle=ls, label=lab)
+                for ls, lab in (("-", "fp32"), ("--", "bf16 autocast"), (":", "fp32 torch.compile (squares)"))]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False, handlelength=3)
+    fig.suptitle(f"Training step against context ({s['preset']} preset)")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     save_figure(fig, path)
 
 
