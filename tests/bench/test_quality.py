@@ -66,3 +66,31 @@ def test_curve_and_interpolation():
     assert quality.interp_time_to(pts, 2.5) == pytest.approx(2.0)
     assert quality.interp_time_to(pts, 1.0) is None
     assert quality.interp_loss_at(pts, 2.0) == pytest.approx(2.5)
+
+
+def test_equal_time_comparison_is_pairwise_with_transformerpp_and_feeds_the_4k_target():
+    def run(arch, losses, times):
+        return dict(arch=arch, train_time=times[-1],
+                    curve=[dict(train_time=t, heldout_loss=x) for t, x in zip(times, losses)])
+    seed0 = {"flash": run("flash", [3.0, 2.0], [10.0, 80.0]),
+             "transformer++": run("transformer++", [3.0, 2.4], [10.0, 60.0]),
+             "transformer+": run("transformer+", [3.0, 2.2], [10.0, 70.0]),
+             "performer": run("performer", [3.5, 3.4], [10.0, 20.0])}     # a short run sets only its own time
+    rows = quality.compare(seed0)
+    f = rows["flash"]
+    assert f["equal_time"] == 60.0 and f["baseline_loss_at_equal_time"] == 2.4
+    assert f["delta_vs_tfmpp"] == pytest.approx((3.0 - 50 / 70) - 2.4)   # FLASH interpolated at 60 s
+    assert rows["performer"]["equal_time"] == 20.0
+    assert rows["performer"]["delta_vs_tfmpp"] == pytest.approx(3.4 - (3.0 - 0.6 * 10 / 50))
+    assert f["time_to_target"] == pytest.approx(10 + 70 * 0.8) and f["speedup"] == pytest.approx(70 / 66)
+    assert rows["transformer++"]["speedup"] is None                     # never reaches 2.2
+    seed1 = {"flash": run("flash", [3.0, 2.9], [10.0, 50.0]),
+             "transformer++": run("transformer++", [3.0, 2.5], [10.0, 50.0])}
+    comparisons = [dict(context=4096, seed=0, rows=rows), dict(context=4096, seed=1, rows=quality.compare(seed1)),
+                   dict(context=512, seed=0, rows=rows)]                  # other contexts are not the target
+    got = {t["name"]: t for t in quality.targets(dict(comparisons=comparisons))}
+    assert set(got) == {"flash_vs_tfmpp_quality_4k_seed0", "flash_vs_tfmpp_quality_4k_seed1"}
+    assert got["flash_vs_tfmpp_quality_4k_seed0"]["met"] and "equal training time 60 s" in \
+        got["flash_vs_tfmpp_quality_4k_seed0"]["text"]
+    assert not got["flash_vs_tfmpp_quality_4k_seed1"]["met"]
+    assert got["flash_vs_tfmpp_quality_4k_seed1"]["value"] == pytest.approx(0.4)
