@@ -66,35 +66,40 @@ class LanguageModel(nn.Module):
         if T > cfg.max_seq_len:
             raise ValueError(f"sequence of {T} tokens exceeds max_seq_len {cfg.max_seq_len}; "
                              "raise ModelConfig.max_seq_len or feed shorter windows")
-        lo, hi = int(input_ids.min()), int(input_ids.max())
-        if lo < 0 or hi >= cfg.vocab_size:
-            raise ValueError(f"token ids must lie in [0, {cfg.vocab_size}), got values in [{lo}, {hi}]")
+        # the value checks read tensor data: under torch.compile they would split the graph, so they run eagerly only
+        values = not torch.compiler.is_compiling()
+        if values:
+            lo, hi = int(input_ids.min()), int(input_ids.max())
+            if lo < 0 or hi >= cfg.vocab_size:
+                raise ValueError(f"token ids must lie in [0, {cfg.vocab_size}), got values in [{lo}, {hi}]")
         mask = None
         if attention_mask is not None:
             if not isinstance(attention_mask, Tensor) or attention_mask.shape != input_ids.shape:
                 shape = tuple(attention_mask.shape) if isinstance(attention_mask, Tensor) else attention_mask
                 raise ValueError(f"attention_mask must have the shape of input_ids {(B, T)}, got {shape}")
-            if attention_mask.dtype != torch.bool:
+            if values and attention_mask.dtype != torch.bool:
                 if bool(((attention_mask != 0) & (attention_mask != 1)).any()):
                     raise ValueError("attention_mask must hold only 0/1 (or bool): 1 = real token, 0 = padding")
             mask = attention_mask.to(device=input_ids.device, dtype=torch.bool)
-            if not bool(mask.any(1).all()):
-                raise ValueError("every row needs at least one real token (attention_mask all zero in a row)")
-            if cfg.causal and bool((mask[:, 1:] & ~mask[:, :-1]).any()):
-                raise ValueError("a causal model needs right padding: in each row of attention_mask the 1s must "
-                                 "come first, then the 0s")
-            if bool(mask.all()):
-                mask = None
+            if values:
+                if not bool(mask.any(1).all()):
+                    raise ValueError("every row needs at least one real token (attention_mask all zero in a row)")
+                if cfg.causal and bool((mask[:, 1:] & ~mask[:, :-1]).any()):
+                    raise ValueError("a causal model needs right padding: in each row of attention_mask the 1s "
+                                     "must come first, then the 0s")
+                if bool(mask.all()):
+                    mask = None         # no padding: the unmasked fast path
         if labels is not None:
             if not isinstance(labels, Tensor) or labels.shape != input_ids.shape:
                 shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
                 raise ValueError(f"labels must have the shape of input_ids {(B, T)}, got {shape}")
             if labels.dtype.is_floating_point or labels.dtype == torch.bool:
                 raise ValueError(f"labels must be integer token ids (-100 = ignore), got dtype {labels.dtype}")
-            bad = (labels != -100) & ((labels < 0) | (labels >= cfg.vocab_size))
-            if bool(bad.any()):
-                raise ValueError(f"labels must lie in [0, {cfg.vocab_size}) or be -100 (ignored), got "
-                                 f"{int(labels[bad][0])}")
+            if values:
+                bad = (labels != -100) & ((labels < 0) | (labels >= cfg.vocab_size))
+                if bool(bad.any()):
+                    raise ValueError(f"labels must lie in [0, {cfg.vocab_size}) or be -100 (ignored), got "
+                                     f"{int(labels[bad][0])}")
         return mask
 
     # ------------------------------------------------------------------ forward

@@ -13,16 +13,23 @@ import torch
 from torch import Tensor, nn
 
 
-@functools.lru_cache(maxsize=32)
 def _inv_freq(half: int, device: torch.device) -> Tensor:
-    """inv_freq_i = 10000^(-i/half), i = 0..half-1 (decreasing): computed once per width and device."""
+    """inv_freq_i = 10000^(-i/half), i = 0..half-1 (decreasing)."""
+    return torch.pow(10000.0, -torch.arange(half, device=device, dtype=torch.float32) / half)
+
+
+@functools.lru_cache(maxsize=32)
+def _inv_freq_cached(half: int, device: torch.device) -> Tensor:
+    """_inv_freq computed once per width and device (eager mode)."""
     with torch.inference_mode(False), torch.no_grad():
-        return torch.pow(10000.0, -torch.arange(half, device=device, dtype=torch.float32) / half)
+        return _inv_freq(half, device)
 
 
 def _angles(pos: Tensor, dim: int) -> Tensor:
-    """pos (...,) integers -> angles (..., dim/2) in fp32."""
-    return pos.to(torch.float32)[..., None] * _inv_freq(dim // 2, pos.device)
+    """pos (...,) integers -> angles (..., dim/2) in fp32. Under torch.compile the frequencies are computed in the
+    graph (a constant the compiler folds) instead of read from the cache, which it cannot trace."""
+    inv = _inv_freq if torch.compiler.is_compiling() else _inv_freq_cached
+    return pos.to(torch.float32)[..., None] * inv(dim // 2, pos.device)
 
 
 def apply_rope(x: Tensor, pos: Tensor) -> Tensor:
