@@ -394,19 +394,17 @@ def plot(rep: dict, path: Path) -> None:
         # mark clipped evaluations at the top edge
         ys_all = sorted(p["heldout_loss"] for r in rep["runs"] if r["context"] == T for p in r["curve"])
         top = ys_all[int(0.98 * (len(ys_all) - 1))] + 0.2 if ys_all else None
+        clipped = top is not None and ys_all[-1] > top
         for ax, xl in zip(axes[row], ("training wall time (s, evaluation excluded)", "training tokens (M)")):
-            if top is not None and ys_all[-1] > top:
+            if clipped:
                 for line in list(ax.get_lines()):
-                    xs, ys = line.get_xdata(), line.get_ydata()
-                    hi = [(x, top) for x, y in zip(xs, ys) if y > top]
+                    hi = [(x, top) for x, y in zip(line.get_xdata(), line.get_ydata()) if y > top]
                     if hi:
                         ax.plot(*zip(*hi), "^", color=line.get_color(), clip_on=False)
                 ax.set_ylim(top=top)
-                ax.set_title(f"context {fmt_ctx(T)} (▲: evaluation above the axis)")
+            ax.set_title(f"context {fmt_ctx(T)}" + (" (▲: evaluation above the axis)" if clipped else ""))
             ax.set_xlabel(xl)
             ax.set_ylabel("held-out loss (nats/byte)")
-            if not ax.get_title():
-                ax.set_title(f"context {fmt_ctx(T)}")
             ax.grid(alpha=0.3)
         axes[row][0].legend(fontsize=7)
     fig.suptitle(f"Held-out loss vs cost ({s['preset']} preset; solid seed {s['seeds'][0]}, dotted other seeds)")
