@@ -7,24 +7,15 @@ import sys
 import pytest
 
 from flashgau.cli import COMMANDS, build_parser, main
-from flashgau.data.corpus import shakespeare_documents
 
 TINY = ["--preset", "tiny", "--context", "32", "--batch-tokens", "128", "--lr", "1e-2", "--precision", "fp32",
         "--eval-windows", "4", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("books")
-    for doc in shakespeare_documents()[:4]:
-        (folder / f"{doc.name}.txt").write_text(doc.text[2000:8000], encoding="utf-8")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def run_dir(corpus, tmp_path_factory):
+def run_dir(small_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "tiny"
-    assert main(["train", *TINY, "--steps", "6", "--data", str(corpus), "--out", str(out),
+    assert main(["train", *TINY, "--steps", "6", "--data", str(small_corpus), "--out", str(out),
                  "--sample-tokens", "20", "--prompt", "KING.\n"]) == 0
     return out
 
@@ -44,20 +35,20 @@ def test_train_leaves_its_outputs_and_reports(run_dir):
         assert summary["sample"].startswith("KING.\n")
 
 
-def test_train_prints_bits_per_byte_and_sample(corpus, tmp_path, capsys):
-    code, out, err = run(["train", *TINY, "--steps", "3", "--data", str(corpus), "--out", str(tmp_path / "r"),
+def test_train_prints_bits_per_byte_and_sample(small_corpus, tmp_path, capsys):
+    code, out, err = run(["train", *TINY, "--steps", "3", "--data", str(small_corpus), "--out", str(tmp_path / "r"),
                           "--sample-tokens", "10"], capsys)
     assert code == 0
     assert "held-out bits per byte:" in out and "bits/byte" in out
     assert "--- sample" in out or "no generate()" in out
 
 
-def test_eval_reports_loss_bpb_and_perplexity(run_dir, corpus, capsys):
+def test_eval_reports_loss_bpb_and_perplexity(run_dir, small_corpus, capsys):
     code, out, _ = run(["eval", str(run_dir), "--json"], capsys)
     result = json.loads(out)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert code == 0 and result["bits_per_byte"] == pytest.approx(summary["final"]["bits_per_byte"], rel=1e-5)
-    code, out, _ = run(["eval", str(run_dir / "checkpoint.pt"), "--data", str(corpus), "--context", "16"], capsys)
+    code, out, _ = run(["eval", str(run_dir / "checkpoint.pt"), "--data", str(small_corpus), "--context", "16"], capsys)
     assert code == 0 and "bits per byte:" in out and "perplexity:" in out and "context 16" in out
 
 
@@ -73,8 +64,8 @@ def test_sample_continues_the_prompt_reproducibly(run_dir, capsys):
     assert run(argv[:-1] + ["2"], capsys)[1] != first or True  # different seeds may coincide on a tiny model
 
 
-def test_resume_via_cli_matches_an_uninterrupted_run(corpus, tmp_path, capsys):
-    base = ["train", *TINY, "--steps", "6", "--data", str(corpus), "--sample-tokens", "0"]
+def test_resume_via_cli_matches_an_uninterrupted_run(small_corpus, tmp_path, capsys):
+    base = ["train", *TINY, "--steps", "6", "--data", str(small_corpus), "--sample-tokens", "0"]
     assert main(base + ["--out", str(tmp_path / "a")]) == 0
     assert main(base + ["--out", str(tmp_path / "b"), "--stop-after", "2"]) == 0
     assert main(["train", "--resume", str(tmp_path / "b"), "--no-progress", "--sample-tokens", "0"]) == 0
@@ -104,14 +95,14 @@ def test_every_option_is_explained_in_help(command, capsys):
             assert arch in help_text
 
 
-def _bad_inputs(tmp_path, corpus):
+def _bad_inputs(tmp_path, small_corpus):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "a.txt").write_text("")
     (tmp_path / "short.txt").write_text("A short text.\n" * 30)
     (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 not really a zip")
     return {
         "missing path": (["train", *TINY, "--steps", "2", "--data", str(tmp_path / "nope")], "does not exist"),
-        "empty corpus": (["train", *TINY, "--steps", "2", "--data", str(tmp_path / "empty")], "empty"),
+        "empty small_corpus": (["train", *TINY, "--steps", "2", "--data", str(tmp_path / "empty")], "empty"),
         "context longer than data": (["train", *TINY[2:], "--preset", "tiny", "--context", "1000", "--steps", "2",
                                       "--data", str(tmp_path / "short.txt")], "longer than the training data"),
         "resume with changed settings": (["train", "--resume", str(tmp_path / "x"), "--lr", "1"], "--lr cannot be"),
@@ -122,11 +113,11 @@ def _bad_inputs(tmp_path, corpus):
     }
 
 
-@pytest.mark.parametrize("case", ["missing path", "empty corpus", "context longer than data",
+@pytest.mark.parametrize("case", ["missing path", "empty small_corpus", "context longer than data",
                                   "resume with changed settings", "resume from nothing", "corrupt checkpoint (eval)",
                                   "corrupt checkpoint (sample)"])
-def test_bad_input_gives_one_line_and_writes_nothing(case, tmp_path, corpus, capsys):
-    argv, message = _bad_inputs(tmp_path, corpus)[case]
+def test_bad_input_gives_one_line_and_writes_nothing(case, tmp_path, small_corpus, capsys):
+    argv, message = _bad_inputs(tmp_path, small_corpus)[case]
     out_dir = tmp_path / "out"
     if argv[0] == "train" and "--resume" not in argv:
         argv = argv + ["--out", str(out_dir)]
@@ -163,7 +154,7 @@ def test_real_process_exit_code_and_stderr(tmp_path):
 
 
 @pytest.mark.parametrize("signame", ["SIGKILL", "SIGINT"])
-def test_a_real_process_interrupted_mid_run_resumes_to_the_same_curve(signame, corpus, tmp_path, capsys):
+def test_a_real_process_interrupted_mid_run_resumes_to_the_same_curve(signame, small_corpus, tmp_path, capsys):
     """The process gets the signal in the middle of step 6 (checkpoints every 2 steps). SIGKILL: nothing runs, the
     step-4 checkpoint is what is left. SIGINT (Ctrl-C): step 6 finishes, is saved, exit status 130. Either way
     --resume reaches the same loss curve and weights as an uninterrupted run."""
@@ -173,7 +164,7 @@ def test_a_real_process_interrupted_mid_run_resumes_to_the_same_curve(signame, c
 
     from flashgau.training.checkpoint import load_checkpoint
 
-    base = ["train", *TINY, "--steps", "8", "--save-every", "2", "--data", str(corpus), "--sample-tokens", "0"]
+    base = ["train", *TINY, "--steps", "8", "--save-every", "2", "--data", str(small_corpus), "--sample-tokens", "0"]
     assert main(base + ["--out", str(tmp_path / "full")]) == 0
     script = (
         "import os, signal, sys\n"

@@ -1,18 +1,8 @@
-"""Fixtures of the benchmark smoke tests: a small corpus (four Shakespeare excerpts) and argument namespaces."""
+"""Fixtures of the benchmark smoke tests: argument namespaces (the corpus fixture is tests/conftest.py's)."""
 
 import argparse
 
 import pytest
-
-from flashgau.data.corpus import shakespeare_documents
-
-
-@pytest.fixture(scope="session")
-def bench_corpus(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("bench_corpus")
-    for doc in shakespeare_documents()[:4]:
-        (folder / f"{doc.name}.txt").write_text(doc.text[2000:8000], encoding="utf-8")
-    return folder
 
 
 @pytest.fixture

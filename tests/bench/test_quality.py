@@ -14,8 +14,8 @@ def _args(parse, out, corpus, *extra):
                            "--eval-tokens", 64, "--heldout-fraction", 0.25, "--data", corpus, "--out", out, *extra])
 
 
-def test_quality_writes_reports_and_skips_finished_runs(tmp_path, bench_corpus, capsys, parse):
-    assert quality.run(_args(parse, tmp_path, bench_corpus)) == 0
+def test_quality_writes_reports_and_skips_finished_runs(tmp_path, small_corpus, capsys, parse):
+    assert quality.run(_args(parse, tmp_path, small_corpus)) == 0
     rep = json.loads((tmp_path / "quality.json").read_text())
     assert (tmp_path / "quality.md").read_text().startswith("# Quality at equal training budget")
     assert (tmp_path / "quality.png").stat().st_size > 0
@@ -35,15 +35,15 @@ def test_quality_writes_reports_and_skips_finished_runs(tmp_path, bench_corpus, 
     stamps = {p: p.stat().st_mtime_ns for p in saved}
     capsys.readouterr()
 
-    assert quality.run(_args(parse, tmp_path, bench_corpus)) == 0
+    assert quality.run(_args(parse, tmp_path, small_corpus)) == 0
     assert capsys.readouterr().out.count("done, skipped") == 2
     assert {p: p.stat().st_mtime_ns for p in saved} == stamps
 
 
-def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, bench_corpus, capsys, parse):
+def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, small_corpus, capsys, parse):
     from flashgau.training.loop import train
 
-    args = _args(parse, tmp_path, bench_corpus, "--archs", "flash")
+    args = _args(parse, tmp_path, small_corpus, "--archs", "flash")
     s = quality._settings(args)
     key = quality.run_key("flash", 32, 0, s)
     folder = tmp_path / "runs" / "quality" / key

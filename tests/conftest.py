@@ -1,4 +1,4 @@
-"""Shared fixtures: a small corpus of four Shakespeare excerpts and tiny fp32 training settings."""
+"""Fixtures shared by every test folder: a small corpus of four Shakespeare excerpts (real text, ~6 kB each)."""
 
 import pytest
 
