@@ -32,7 +32,19 @@ class Command:
 # with the settings saved in its checkpoint).
 TRAIN_FIELDS = ("arch", "preset", "context", "steps", "time_budget", "batch_tokens", "micro_batch_tokens", "lr",
                 "warmup_steps", "weight_decay", "grad_clip", "precision", "data", "tokenizer", "bpe_vocab_size",
-                "eval_every", "eval_windows", "save_every", "seed")
+                "eval_every", "eval_windows", "save_every", "sample_tokens", "sample_prompt", "seed")
+CLI_SAMPLE_TOKENS = 300   # the command writes a sample after training unless told otherwise (the library: none)
+
+
+def add_runtime_arguments(p: argparse.ArgumentParser, *, precision_default: str = "auto") -> None:
+    """--device and --precision, the same on every command."""
+    from .runtime import PRECISIONS
+
+    p.add_argument("--device", default="auto", metavar="DEVICE", help="auto (a CUDA GPU when PyTorch sees one, "
+                   "else the CPU), cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 autocast where this device is fast at it "
+                   "(a GPU with bf16, a CPU with AMX/AVX512-BF16 that a sub-second probe confirms), fp32 elsewhere; "
+                   f"fp16 needs a CUDA device (default: {precision_default})")
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -72,10 +84,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     opt.add_argument("--weight-decay", type=float, help="decoupled weight decay of weight matrices (never norms, "
                      f"biases, scale/offset) {default('weight_decay')}")
     opt.add_argument("--grad-clip", type=float, help=f"max global gradient norm, 0 = off {default('grad_clip')}")
-    opt.add_argument("--precision", choices=("bf16", "fp32"), help="bf16 autocast (fp32 weights and optimizer) or "
-                     f"plain fp32 {default('precision')}")
     opt.add_argument("--compile", action="store_true", default=None, help="run the model under torch.compile")
     opt.add_argument("--seed", type=int, help=f"seed of initialisation and window order {default('seed')}")
+    add_runtime_arguments(p.add_argument_group("hardware (may change on --resume)"))
     run = p.add_argument_group("run")
     run.add_argument("--out", metavar="DIR", help="output folder: checkpoint.pt, metrics.jsonl, loss.png, "
                      "summary.json (default: runs/<arch>-<preset>)")
@@ -88,58 +99,38 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--eval-windows", type=int, metavar="N", help="fixed held-out windows per check "
                      f"{default('eval_windows')}; the final evaluation uses all of them")
     run.add_argument("--save-every", type=int, metavar="N", help="steps between checkpoints (default: ~5 per run)")
-    run.add_argument("--sample-tokens", type=int, default=300, metavar="N", help="tokens to generate after "
-                     "training, 0 = none (default: 300)")
-    run.add_argument("--prompt", help="prompt of that sample (default: the first line of a held-out document)")
+    run.add_argument("--sample-tokens", type=int, metavar="N", help="tokens to generate after training, 0 = none "
+                     f"(default: {CLI_SAMPLE_TOKENS}); checked, with its prompt, before training starts")
+    run.add_argument("--prompt", dest="sample_prompt", metavar="TEXT", help="prompt of that sample (default: the "
+                     "first line of a held-out document)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
 
 
 def run_train(args: argparse.Namespace) -> int:
     from .training.config import TrainConfig
     from .training.loop import train
+    from .training.state import RESUME_CHANGES
 
     t0 = time.perf_counter()
     given = {name: getattr(args, name) for name in TRAIN_FIELDS if getattr(args, name) is not None}
+    common = dict(device=args.device, stop_after=args.stop_after, progress=not args.no_progress)
     if args.resume is not None:
+        changes = {name: given.pop(name) for name in RESUME_CHANGES if name in given}
         if given:
             names = ", ".join("--" + n.replace("_", "-") for n in given)
             raise ConfigError(f"{names} cannot be given with --resume: a resumed run keeps the settings saved in "
-                              "its checkpoint")
+                              "its checkpoint (--device, --compile, --sample-tokens and --prompt may change)")
         path = args.resume or args.out or TrainConfig().out_dir
-        result = train(resume=path, compile=args.compile, stop_after=args.stop_after,
-                       progress=not args.no_progress)
+        result = train(resume=path, changes=changes, compile=args.compile, **common)
     else:
+        given.setdefault("sample_tokens", CLI_SAMPLE_TOKENS)
         cfg = TrainConfig(**given, compile=bool(args.compile), out=args.out)
-        result = train(cfg, stop_after=args.stop_after, overwrite=args.overwrite, progress=not args.no_progress)
-
-    sample = None
-    if result.finished and args.sample_tokens > 0:
-        sample = _sample_after_training(result, args)
-    wall = time.perf_counter() - t0
-    summary = {"step": result.step, "total_steps": result.total_steps, "tokens_seen": result.tokens_seen,
-               "num_parameters": result.num_parameters, "train_elapsed_s": round(result.elapsed, 1),
-               "command_wall_s": round(wall, 1), "final": result.final.to_dict() if result.final else None,
-               "sample": sample}
-    (result.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        result = train(cfg, overwrite=args.overwrite, **common)
     if result.final:
-        print(f"held-out bits per byte: {result.final.bits_per_byte:.4f} | wall time {wall / 60:.1f} min | "
-              f"output in {result.out_dir}/ (checkpoint.pt, metrics.jsonl, loss.png, summary.json)")
+        print(f"held-out bits per byte: {result.final.bits_per_byte:.4f} | wall time "
+              f"{(time.perf_counter() - t0) / 60:.1f} min | output in {result.out_dir}/ (checkpoint.pt, "
+              "metrics.jsonl, loss.png, summary.json)")
     return 130 if result.interrupted else 0
-
-
-def _sample_after_training(result, args: argparse.Namespace) -> Optional[str]:
-    from .training.inference import sample_text
-
-    if not hasattr(result.model, "generate"):
-        print("(no sample: this version of the model has no generate())")
-        return None
-    prompt = args.prompt
-    if prompt is None:
-        first = result.data.split.heldout[0].text.lstrip()
-        prompt = first.splitlines()[0][:80] + "\n"
-    text = sample_text(result.model, result.tokenizer, prompt, max_new_tokens=args.sample_tokens, seed=0)
-    print(f"--- sample (prompt, then {args.sample_tokens} generated tokens) ---\n{prompt}{text}\n---")
-    return prompt + text
 
 
 # ------------------------------------------------------------------------------------------------------ eval
@@ -150,18 +141,18 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                    "the held-out split of the training data")
     p.add_argument("--context", type=int, metavar="T", help="window length (default: the training context)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="windows per forward pass (default: 8)")
-    p.add_argument("--precision", choices=("bf16", "fp32"), help="compute precision (default: the precision the "
-                   "model was trained in, so the default evaluation repeats the training run's final score)")
+    add_runtime_arguments(p, precision_default="the precision the run trained in, so the default evaluation "
+                          "repeats the run's final score; auto on another kind of device")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from .training.inference import evaluate_checkpoint
+    from .training.trained import evaluate_checkpoint
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     result, what = evaluate_checkpoint(args.checkpoint, data=args.data, context=args.context,
-                                       batch_size=args.batch_size, precision=args.precision)
+                                       batch_size=args.batch_size, precision=args.precision, device=args.device)
     if args.json:
         print(json.dumps({**result.to_dict(), "evaluated": what}))
     else:
@@ -181,16 +172,19 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, metavar="P", help="sample only from the smallest set of tokens whose "
                    "probability reaches P (nucleus sampling)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed; same seed, same text (default: 0)")
+    add_runtime_arguments(p)
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from .training.inference import load_trained, sample_text
+    from .runtime import resolve_device, resolve_precision
+    from .training.trained import load_trained, sample_text
 
-    trained = load_trained(args.checkpoint)
-    if not hasattr(trained.model, "generate"):
-        raise ConfigError("this version of flashgau's model has no generate(); sampling is unavailable")
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision or "auto", device)
+    trained = load_trained(args.checkpoint, device=device)
     text = sample_text(trained.model, trained.tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
-                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                       precision=precision)
     print(args.prompt + text)
     return 0
 

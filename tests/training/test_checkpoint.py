@@ -86,7 +86,7 @@ def test_foreign_old_and_incomplete_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="is not a flashgau checkpoint"):
         load_checkpoint(path)
     torch.save({"format": "flashgau-checkpoint", "version": 99}, path)
-    with pytest.raises(CheckpointError, match="format version 99; this flashgau reads version 1"):
+    with pytest.raises(CheckpointError, match="format version 99; this flashgau reads versions 1, 2"):
         load_checkpoint(path)
     torch.save({"format": "flashgau-checkpoint", "version": 1, "model": {}}, path)
     with pytest.raises(CheckpointError, match="incomplete: it lacks model_config"):

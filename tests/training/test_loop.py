@@ -9,7 +9,7 @@ from flashgau.errors import CheckpointError, ConfigError, CorpusError
 from flashgau.training import loop as loop_mod
 from flashgau.training.checkpoint import load_checkpoint
 from flashgau.training.config import TrainConfig
-from flashgau.training.inference import evaluate_checkpoint
+from flashgau.training.trained import evaluate_checkpoint
 from flashgau.training.loop import train
 from flashgau.training.metrics import read_metrics
 
@@ -122,10 +122,23 @@ def test_bad_input_writes_nothing(small_corpus, tmp_path, overrides, error, mess
 
 def test_time_budget_sets_the_step_count(small_corpus, tmp_path):
     logs = []
-    result = train(tiny(small_corpus, tmp_path, steps=None, time_budget=4.0), progress=False, log=logs.append)
+    result = train(tiny(small_corpus, tmp_path, steps=None, time_budget=6.0), progress=False, log=logs.append)
     assert result.finished and result.total_steps >= 1
     assert len(losses(tmp_path)) == result.total_steps == load_checkpoint(tmp_path)["schedule"]["total_steps"]
-    assert any("time budget" in line for line in logs)
+    plans = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "plan"]
+    assert plans and plans[0]["step"] == loop_mod.TIMED_STEPS + 1     # planned after timing the first steps
+    saved = load_checkpoint(tmp_path)["plan"]
+    assert saved["total_steps"] == result.total_steps and saved["step_seconds"] > 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["plan"]["total_steps"] == result.total_steps and summary["time_budget_s"] == 6.0
+
+
+def test_a_step_that_cannot_fit_the_budget_is_refused_before_training(small_corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(loop_mod, "_one_window_seconds", lambda run: 10.0)      # 4 windows/step: ~40 s a step
+    with pytest.raises(ConfigError, match=r"one training step takes about 40 s .* raise --time-budget to 100"):
+        train(tiny(small_corpus, tmp_path / "run", steps=None, time_budget=60.0), progress=False,
+              log=lambda s: None)
+    assert not (tmp_path / "run").exists()
 
 
 def test_bf16_and_bpe(small_corpus, tmp_path):

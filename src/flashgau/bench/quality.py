@@ -63,7 +63,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
     p.add_argument("--warmup-steps", type=int, default=20, help="warm-up steps, at most a fifth of a run "
                    "(default: 20)")
-    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="(default: bf16 autocast)")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto", help="(default: auto: bf16 "
+                   "autocast where this machine is fast at it, else fp32)")
     p.add_argument("--eval-tokens", type=int, default=16384, metavar="N",
                    help="tokens of the fixed held-out subset scored during training (default: 16384)")
     p.add_argument("--heldout-fraction", type=float, default=0.02, help="share of the corpus held out, whole "

@@ -146,7 +146,7 @@ def make_step(model, precision: str, batch: int, context: int, seed: int):
     """A closure running one full training step (forward, backward, clip, AdamW) on fixed random tokens."""
     import torch
 
-    from ..training.evaluate import autocast
+    from ..runtime import resolve_precision
     from ..training.optim import make_optimizer
 
     gen = torch.Generator().manual_seed(seed)
@@ -155,9 +155,10 @@ def make_step(model, precision: str, batch: int, context: int, seed: int):
     opt = make_optimizer(model, lr=1e-4, weight_decay=0.1, betas=(0.9, 0.98))
     params = [p for p in model.parameters() if p.requires_grad]
     model.train()
+    autocast = resolve_precision(precision, torch.device("cpu")).autocast
 
     def step() -> float:
-        with autocast(precision):
+        with autocast():
             out = model(x, labels=y)
         out.loss.float().backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

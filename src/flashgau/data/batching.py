@@ -39,6 +39,13 @@ class Batch:
     def num_targets(self) -> int:
         return int((self.labels != IGNORE_INDEX).sum())
 
+    def to(self, device) -> "Batch":
+        """The same batch on `device` (itself when already there)."""
+        if self.input_ids.device == torch.device(device):
+            return self
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(move(self.input_ids), move(self.labels), move(self.attention_mask))
+
 
 def tokenize_documents(texts: Sequence[str], tokenizer) -> list[torch.Tensor]:
     """One 1-D int32 tensor of token ids per text (documents with fewer than 2 tokens are dropped: they have

@@ -1,21 +1,10 @@
-"""Checkpoints: one file holding everything needed to continue a run, written atomically, read with clear errors.
+"""Checkpoint files: one file holding everything needed to continue a run, written atomically, read with clear
+errors. What goes inside is the run state's business (training/state.py); this module knows the file.
 
-Contents (a dict, saved with torch.save and read back with `weights_only=True`, so loading runs no pickled code):
-
-    format, version       "flashgau-checkpoint", CHECKPOINT_VERSION
-    model_config          ModelConfig.to_dict()
-    model                 the model's state_dict (fp32 master weights)
-    tokenizer             the tokenizer's to_dict() (a trained BPE included)
-    train_config          TrainConfig.to_dict()
-    optimizer             AdamW state_dict
-    schedule              WarmupCosine state_dict (peak, total steps, warm-up, floor)
-    step, tokens_seen, elapsed    optimizer steps done, training tokens consumed, wall seconds so far
-    sampler               the training-window sampler's generator state and windows drawn (position in the data)
-    rng                   torch's global CPU RNG state
-    data                  fingerprint of the training/held-out split, and the held-out document names
-
-`save_checkpoint` writes to a temporary file in the same folder, flushes it to disk, then renames it over the
-target (`os.replace`, atomic on POSIX and Windows): a crash or kill during a save leaves the previous file intact.
+The file is a dict saved with torch.save (plus "format" and "version") and read back with `weights_only=True`, so
+loading runs no pickled code. `save_checkpoint` writes to a temporary file in the same folder, flushes it to disk,
+then renames it over the target (`os.replace`, atomic on POSIX and Windows): a crash or kill during a save leaves the
+previous file intact.
 """
 
 from __future__ import annotations
@@ -31,7 +20,8 @@ import torch
 from ..errors import CheckpointError
 
 CHECKPOINT_FORMAT = "flashgau-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2          # 2 added the time-budget plan, the precision that ran and the gradient scaler
+READABLE_VERSIONS = (1, 2)      # a version-1 file reads as a run with no plan, its precision chosen afresh
 CHECKPOINT_NAME = "checkpoint.pt"
 REQUIRED_KEYS = ("model_config", "model", "tokenizer", "train_config", "optimizer", "schedule", "step",
                  "tokens_seen", "elapsed", "sampler", "rng", "data")
@@ -87,9 +77,9 @@ def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
                               f"{reason[:200]}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a flashgau checkpoint")
-    if state.get("version") != CHECKPOINT_VERSION:
+    if state.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(f"{path} has checkpoint format version {state.get('version')!r}; this flashgau "
-                              f"reads version {CHECKPOINT_VERSION}")
+                              f"reads versions {', '.join(map(str, READABLE_VERSIONS))}")
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"{path} is incomplete: it lacks {', '.join(missing)}")

@@ -6,14 +6,18 @@ It is stored in the checkpoint, so `--resume` continues with exactly the setting
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..errors import ConfigError
+from ..runtime import PRECISIONS
 
-PRECISIONS = ("bf16", "fp32")
 TOKENIZERS = ("bytes", "bpe")
 DEFAULT_TIME_BUDGET = 300.0  # seconds, used when neither steps nor time_budget is given
+MAX_INT = 2 ** 31 - 1          # counts and sizes become tensor shapes and loop bounds
+MAX_SEED = 2 ** 62             # seeds feed torch generators (64-bit), offset by small constants for side streams
+MAX_SECONDS = 1e8              # about three years
 
 
 @dataclass
@@ -22,22 +26,26 @@ class TrainConfig:
 
     arch, preset:       the model (flashgau.ARCHS; a ModelConfig preset name).
     context:            T, tokens per training and held-out window.
-    steps:              optimizer steps; or time_budget: seconds for the whole run (training, held-out evaluation
-                        and saving), turned into a step count by timing a few steps before training starts.
-                        Neither given: time_budget = 300.
+    steps:              optimizer steps; or time_budget: seconds for the whole run (setup, training, held-out
+                        evaluation, the sample and saving), turned into a step count by timing the first steps
+                        (training/budget.py). Neither given: time_budget = 300.
     batch_tokens:       tokens per optimizer step (rounded up to whole windows); reached with gradient
                         accumulation over micro-batches of at most micro_batch_tokens.
     lr, min_lr_ratio:   peak learning rate; the cosine decays it to lr * min_lr_ratio at the last step.
     warmup_steps:       linear warm-up length (capped at a fifth of the run).
     weight_decay:       decoupled AdamW decay of weight matrices (never of norms, biases, scale/offset).
     beta1, beta2, grad_clip: AdamW betas and the global gradient-norm clip (0 = off).
-    precision:          "bf16" (autocast; master weights and optimizer stay fp32) or "fp32".
+    precision:          "auto" (bf16 autocast where the device is fast at it, else fp32; see flashgau.runtime),
+                        "fp32", "bf16", or "fp16" (CUDA only, with a gradient scaler). Weights and optimizer
+                        state stay fp32 in every precision.
     compile:            wrap the model in torch.compile.
     data:               None for the default corpus (Shakespeare), else a text file or a folder.
     heldout_fraction:   share of the corpus (by characters, whole documents) held out.
     tokenizer:          "bytes" or "bpe" (trained on the training split, bpe_vocab_size ids).
     eval_every:         steps between held-out evaluations on eval_windows fixed windows (None: ~10 per run).
     save_every:         steps between checkpoints (None: ~5 per run); one is always written at the end.
+    sample_tokens:      tokens generated after training (0: none), continuing sample_prompt (None: the first
+                        line of the first held-out document); part of the run, so the time budget covers it.
     seed:               model initialisation and the order of training windows.
     out:                output folder (checkpoint.pt, metrics.jsonl, loss.png); None: runs/<arch>-<preset>.
     """
@@ -56,7 +64,7 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.98
     grad_clip: float = 1.0
-    precision: str = "bf16"
+    precision: str = "auto"
     compile: bool = False
     data: Optional[str] = None
     heldout_fraction: float = 0.1
@@ -65,44 +73,63 @@ class TrainConfig:
     eval_every: Optional[int] = None
     eval_windows: int = 32
     save_every: Optional[int] = None
+    sample_tokens: int = 0
+    sample_prompt: Optional[str] = None
     seed: int = 0
     out: Optional[str] = None
 
     def __post_init__(self) -> None:
-        from .. import config as model_config  # only the names of archs and presets
+        from ..config import ARCHS, PRESETS
 
         def need(ok: bool, msg: str) -> None:
             if not ok:
                 raise ConfigError(msg)
 
-        archs = getattr(model_config, "ARCHS", ())
-        need(self.arch in archs, f"unknown arch {self.arch!r}; choose one of {', '.join(archs)}")
-        presets = getattr(model_config, "PRESETS", {})
-        need(self.preset in presets, f"unknown preset {self.preset!r}; choose one of {', '.join(presets)}")
+        def positive_int(name: str, optional: bool = False) -> None:
+            value = getattr(self, name)
+            if optional and value is None:
+                return
+            need(_is_int(value) and 1 <= value <= MAX_INT, f"{name} must be an integer in [1, {MAX_INT}], "
+                 f"got {value!r}")
+
+        def number(name: str, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> None:
+            value = getattr(self, name)
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                  and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi))
+            need(ok, f"{name} must be a finite number in {'(' if lo_open else '['}{lo:g}, {hi:g}"
+                     f"{')' if hi_open else ']'}, got {value!r}")
+
+        need(self.arch in ARCHS, f"unknown arch {self.arch!r}; choose one of {', '.join(ARCHS)}")
+        need(self.preset in PRESETS, f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         for name in ("context", "batch_tokens", "micro_batch_tokens", "eval_windows", "bpe_vocab_size"):
-            value = getattr(self, name)
-            need(_is_int(value) and value >= 1, f"{_opt(name)} must be a positive integer, got {value!r}")
+            positive_int(name)
         for name in ("steps", "eval_every", "save_every"):
-            value = getattr(self, name)
-            need(value is None or (_is_int(value) and value >= 1),
-                 f"{_opt(name)} must be a positive integer, got {value!r}")
-        need(_is_int(self.warmup_steps) and self.warmup_steps >= 0, f"--warmup-steps must be >= 0")
-        need(_is_int(self.seed), f"--seed must be an integer, got {self.seed!r}")
+            positive_int(name, optional=True)
+        need(_is_int(self.warmup_steps) and 0 <= self.warmup_steps <= MAX_INT,
+             f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+        need(_is_int(self.sample_tokens) and 0 <= self.sample_tokens <= MAX_INT,
+             f"sample_tokens must be an integer >= 0, got {self.sample_tokens!r}")
+        need(self.sample_prompt is None or isinstance(self.sample_prompt, str),
+             f"sample_prompt must be text or None, got {type(self.sample_prompt).__name__}")
+        need(_is_int(self.seed) and 0 <= self.seed < MAX_SEED, f"seed must be an integer in [0, 2**62), "
+             f"got {self.seed!r}")
         need(not (self.steps is not None and self.time_budget is not None),
-             "give either --steps or --time-budget, not both")
-        need(self.time_budget is None or self.time_budget > 0, f"--time-budget must be > 0 seconds")
-        need(self.lr > 0, f"--lr must be > 0, got {self.lr}")
-        need(0.0 <= self.min_lr_ratio <= 1.0, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        need(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
-        need(0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0, "AdamW betas must be in [0, 1)")
-        need(self.grad_clip >= 0, f"--grad-clip must be >= 0 (0 turns it off), got {self.grad_clip}")
-        need(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, "
-                                           f"got {self.precision!r}")
-        need(self.tokenizer in TOKENIZERS, f"--tokenizer must be one of {', '.join(TOKENIZERS)}, "
-                                           f"got {self.tokenizer!r}")
+             "give either steps or time_budget, not both")
+        if self.time_budget is not None:
+            number("time_budget", 0.0, MAX_SECONDS, lo_open=True)
+        number("lr", 0.0, 1e3, lo_open=True)
+        number("min_lr_ratio", 0.0, 1.0)
+        number("weight_decay", 0.0, 1e3)
+        number("beta1", 0.0, 1.0, hi_open=True)
+        number("beta2", 0.0, 1.0, hi_open=True)
+        number("grad_clip", 0.0, 1e9)
+        number("heldout_fraction", 0.0, 1.0, lo_open=True, hi_open=True)
+        need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got "
+                                           f"{self.precision!r}")
+        need(self.tokenizer in TOKENIZERS, f"tokenizer must be one of {', '.join(TOKENIZERS)}, got "
+                                           f"{self.tokenizer!r}")
         need(self.tokenizer != "bpe" or self.bpe_vocab_size > 256,
-             f"--bpe-vocab-size must be > 256, got {self.bpe_vocab_size}")
-        need(0.0 < self.heldout_fraction < 1.0, f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
+             f"bpe_vocab_size must be > 256 (the byte alphabet), got {self.bpe_vocab_size}")
         if self.steps is None and self.time_budget is None:
             self.time_budget = DEFAULT_TIME_BUDGET
 
@@ -138,7 +165,3 @@ class TrainConfig:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _opt(name: str) -> str:
-    return "--" + name.replace("_", "-")

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.batching import IGNORE_INDEX, HeldoutWindows
+from ..runtime import Precision
 
 
 @dataclass
@@ -26,6 +27,7 @@ class EvalResult:
     tokens: int            # scored tokens
     bytes: int             # UTF-8 bytes those tokens stand for
     windows: int
+    all_windows: bool = True   # False: a fixed subset of the held-out windows was scored
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -33,14 +35,7 @@ class EvalResult:
     def describe(self) -> str:
         return (f"held-out loss {self.loss:.4f} nats/token | {self.bits_per_byte:.4f} bits/byte | "
                 f"perplexity {self.perplexity:.2f} per token ({self.tokens:,} tokens, {self.bytes:,} bytes, "
-                f"{self.windows:,} windows)")
-
-
-def autocast(precision: str):
-    """bf16 autocast on CPU (fp32 master weights), or nothing for fp32."""
-    if precision == "bf16":
-        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+                f"{self.windows:,} windows{'' if self.all_windows else ', a fixed subset of the held-out set'})")
 
 
 def logits_of(output) -> torch.Tensor:
@@ -50,21 +45,24 @@ def logits_of(output) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, windows: HeldoutWindows, byte_lengths: Sequence[int], *,
-             batch_size: int = 8, precision: str = "fp32", limit: Optional[int] = None) -> EvalResult:
-    """Score `windows` (all of them, or a fixed evenly spaced subset of `limit`) with `model` in eval mode."""
+             batch_size: int = 8, precision: Optional[Precision] = None, limit: Optional[int] = None) -> EvalResult:
+    """Score `windows` (all of them, or a fixed evenly spaced subset of `limit`) with `model` in eval mode, on the
+    device the model's parameters are on, in `precision` (None: the model's own dtype, no autocast)."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters(), torch.empty(0)).device
     table = torch.tensor(list(byte_lengths), dtype=torch.long)
     nats, tokens, nbytes, count = 0.0, 0, 0, 0
     try:
         for batch in windows.batches(batch_size, limit=limit):
-            with autocast(precision):
+            batch = batch.to(device)
+            with precision.autocast() if precision is not None else contextlib.nullcontext():
                 out = model(batch.input_ids, attention_mask=batch.attention_mask)
             logits = logits_of(out).float()
             labels = batch.labels
             nats += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                           ignore_index=IGNORE_INDEX, reduction="sum"))
-            scored = labels[labels != IGNORE_INDEX]
+            scored = labels[labels != IGNORE_INDEX].cpu()
             tokens += scored.numel()
             nbytes += int(table[scored].sum())
             count += labels.shape[0]
@@ -72,4 +70,5 @@ def evaluate(model: torch.nn.Module, windows: HeldoutWindows, byte_lengths: Sequ
         model.train(was_training)
     loss = nats / max(tokens, 1)
     return EvalResult(loss=loss, bits_per_byte=nats / math.log(2) / max(nbytes, 1),
-                      perplexity=math.exp(min(loss, 700.0)), tokens=tokens, bytes=nbytes, windows=count)
+                      perplexity=math.exp(min(loss, 700.0)), tokens=tokens, bytes=nbytes, windows=count,
+                      all_windows=limit is None or limit >= len(windows))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Iterable, Optional
 
 import torch
 from torch import nn
@@ -35,18 +35,31 @@ def make_optimizer(model: nn.Module, *, lr: float, weight_decay: float, betas: t
 
 class WarmupCosine:
     """Learning rate at step s (0-based, the step about to be taken): linear warm-up from peak/warmup to peak over
-    `warmup` steps, then cosine decay to peak * min_ratio at the last step. A pure function of the step, so its
-    state is just these four numbers."""
+    `warmup` steps, then cosine decay to peak * min_ratio at the last step. A pure function of the step and these
+    numbers, so its state is just them.
 
-    def __init__(self, peak: float, total_steps: int, warmup: int, min_ratio: float = 0.1) -> None:
+    The run's length may be unknown at first (`total_steps` None: a time-budgeted run times its first steps before
+    fixing it): until `set_total`, steps follow the warm-up, which does not depend on the length. The warm-up is
+    capped at a fifth of the run when the length is first set, and kept when a time-budgeted run refits it."""
+
+    def __init__(self, peak: float, total_steps: Optional[int], warmup: int, min_ratio: float = 0.1) -> None:
+        self.peak, self.min_ratio, self.warmup = peak, min_ratio, warmup
+        self.total_steps: Optional[int] = None
+        if total_steps is not None:
+            self.set_total(total_steps)
+
+    def set_total(self, total_steps: int) -> None:
         if total_steps < 1:
             raise ValueError(f"total_steps must be >= 1, got {total_steps}")
-        self.peak, self.total_steps, self.min_ratio = peak, total_steps, min_ratio
-        self.warmup = min(warmup, total_steps // 5)
+        if self.total_steps is None:
+            self.warmup = min(self.warmup, total_steps // 5)
+        self.total_steps = total_steps
 
     def __call__(self, step: int) -> float:
         if step < self.warmup:
             return self.peak * (step + 1) / self.warmup
+        if self.total_steps is None:
+            return self.peak
         decay_steps = max(self.total_steps - 1 - self.warmup, 1)
         progress = min(max(step - self.warmup, 0) / decay_steps, 1.0)
         return self.peak * (self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
@@ -63,6 +76,6 @@ class WarmupCosine:
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "WarmupCosine":
-        sched = cls(state["peak"], state["total_steps"], state["warmup"], state["min_ratio"])
-        sched.warmup = state["warmup"]
+        sched = cls(state["peak"], None, state["warmup"], state["min_ratio"])
+        sched.total_steps = state["total_steps"]
         return sched

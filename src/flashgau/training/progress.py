@@ -9,9 +9,10 @@ from typing import Optional, TextIO
 
 
 class Progress:
-    """`update(step, loss, tokens_per_s)` after each optimizer step; `write(text)` prints above the bar."""
+    """`update(step, loss, tokens_per_s)` after each optimizer step; `write(text)` prints above the bar. The total may
+    be unknown at first (None, while a time-budgeted run times its first steps) and set later (`set_total`)."""
 
-    def __init__(self, total: int, initial: int = 0, *, enabled: bool = True, stream: Optional[TextIO] = None,
+    def __init__(self, total: Optional[int], initial: int = 0, *, enabled: bool = True, stream: Optional[TextIO] = None,
                  every_seconds: float = 15.0) -> None:
         self.total, self.initial, self.enabled = total, initial, enabled
         self.stream = stream if stream is not None else sys.stderr
@@ -25,6 +26,12 @@ class Progress:
             self._bar = tqdm(total=total, initial=initial, file=self.stream, unit="step", dynamic_ncols=True,
                              bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
 
+    def set_total(self, total: int) -> None:
+        self.total = total
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.refresh()
+
     def update(self, step: int, loss: float, tokens_per_s: float) -> None:
         if not self.enabled:
             return
@@ -37,6 +44,9 @@ class Progress:
             self._last_line = now
             done = step - self.initial
             elapsed = now - self._start
+            if self.total is None:
+                self.write(f"step {step} (timing the first steps) | loss {loss:.4f} | {tokens_per_s:,.0f} tok/s")
+                return
             left = elapsed / done * (self.total - step) if done else 0.0
             self.write(f"step {step}/{self.total} ({100 * step / self.total:.0f}%) | loss {loss:.4f} | "
                        f"{tokens_per_s:,.0f} tok/s | elapsed {_clock(elapsed)} | left {_clock(left)}")

@@ -1,7 +1,9 @@
-"""Use a trained checkpoint: rebuild its model and tokenizer, score held-out text, continue a prompt."""
+"""Use a trained run: rebuild its model and tokenizer from the checkpoint, score held-out text, continue a prompt.
+What `flashgau eval` and `flashgau sample` call."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -14,6 +16,7 @@ from ..data.corpus import read_documents
 from ..data.tokenizers import Tokenizer, tokenizer_from_dict
 from ..errors import CheckpointError, ConfigError, TokenizerError
 from ..model import LanguageModel
+from ..runtime import Precision, resolve_device, resolve_precision
 from .checkpoint import load_checkpoint, load_model_state, resolve_checkpoint_path
 from .config import TrainConfig
 from .evaluate import EvalResult, evaluate
@@ -27,10 +30,11 @@ class TrainedModel:
     train_config: TrainConfig
     step: int
     path: Path
+    precision: Optional[dict]       # the precision the run trained in (name, reason, ...), if recorded
 
 
-def load_trained(path: Union[str, Path]) -> TrainedModel:
-    """The model (eval mode, fp32) and tokenizer of a checkpoint file or run folder."""
+def load_trained(path: Union[str, Path], *, device: Union[str, torch.device, None] = "cpu") -> TrainedModel:
+    """The model (eval mode, fp32 weights, on `device`) and tokenizer of a checkpoint file or run folder."""
     path = resolve_checkpoint_path(path)
     state = load_checkpoint(path)
     try:
@@ -44,21 +48,22 @@ def load_trained(path: Union[str, Path]) -> TrainedModel:
         raise CheckpointError(f"{path}: {err}") from None
     model = LanguageModel(model_cfg)
     load_model_state(model, state["model"], path)
-    model.eval()
-    return TrainedModel(model, tokenizer, train_cfg, int(state["step"]), path)
+    model.to(resolve_device(device)).eval()
+    precision = (state.get("runtime") or {}).get("precision")
+    return TrainedModel(model, tokenizer, train_cfg, int(state["step"]), path, precision)
 
 
 def evaluate_checkpoint(path: Union[str, Path], *, data: Optional[Union[str, Path]] = None,
-                        context: Optional[int] = None, batch_size: int = 8,
-                        precision: Optional[str] = None) -> tuple[EvalResult, str]:
+                        context: Optional[int] = None, batch_size: int = 8, precision: Optional[str] = None,
+                        device: Union[str, torch.device, None] = "auto") -> tuple[EvalResult, str]:
     """Score a checkpoint on fixed windows: by default the held-out documents of the data it was trained on
     (the same split as in training); with `data`, every document at that path. Returns the result and a
-    description of what was scored. `precision` None: the precision the model was trained in."""
-    trained = load_trained(path)
+    description of what was scored. `precision` None: the precision the run trained in where this device is of the
+    same kind (so the default repeats the run's final score), else "auto"."""
+    device = resolve_device(device)
+    trained = load_trained(path, device=device)
     cfg = trained.train_config
-    precision = precision if precision is not None else cfg.precision
-    if precision not in ("bf16", "fp32"):
-        raise ConfigError(f"--precision must be bf16 or fp32, got {precision!r}")
+    prec = _precision(precision, trained, device)
     context = context if context is not None else cfg.context
     if not (isinstance(context, int) and context >= 1):
         raise ConfigError(f"--context must be a positive integer, got {context!r}")
@@ -73,15 +78,23 @@ def evaluate_checkpoint(path: Union[str, Path], *, data: Optional[Union[str, Pat
         docs, what = tokenize_documents(texts, trained.tokenizer), f"all of {data} ({len(texts)} documents)"
     windows = HeldoutWindows(docs, context)
     result = evaluate(trained.model, windows, trained.tokenizer.token_byte_lengths(), batch_size=batch_size,
-                      precision=precision)
-    return result, f"{what}, context {context}, {precision}"
+                      precision=prec)
+    return result, f"{what}, context {context}, {prec.name} on {device}"
+
+
+def _precision(requested: Optional[str], trained: TrainedModel, device: torch.device) -> Precision:
+    saved = trained.precision
+    if requested is None and isinstance(saved, dict) and saved.get("device_type") == device.type:
+        return Precision(**{**saved, "reason": "the precision the run trained in"})
+    return resolve_precision(requested or "auto", device)
 
 
 def sample_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str, *, max_new_tokens: int = 200,
                 temperature: float = 0.8, top_k: Optional[int] = None, top_p: Optional[float] = None,
-                seed: int = 0) -> str:
-    """The text the model writes after `prompt` (the prompt itself not included). Same seed, same text."""
-    if not prompt:
+                seed: int = 0, precision: Optional[Precision] = None) -> str:
+    """The text the model writes after `prompt` (the prompt itself not included), on the model's device, in
+    `precision` (None: the model's dtype). Same seed, same text."""
+    if not isinstance(prompt, str) or not prompt:
         raise TokenizerError("the prompt is empty; give at least one character to start from")
     ids = tokenizer.encode(prompt)
     if not ids:
@@ -94,17 +107,13 @@ def sample_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str, *, max_
         raise ConfigError(f"--top-k must be >= 1, got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ConfigError(f"--top-p must be in (0, 1], got {top_p}")
-    limit = model.config.max_seq_len if hasattr(model, "config") else None
-    if limit is not None and len(ids) + max_new_tokens > limit:
+    limit = model.config.max_seq_len
+    if len(ids) + max_new_tokens > limit:
         raise ConfigError(f"prompt ({len(ids)} tokens) + --max-new-tokens {max_new_tokens} exceeds the model's "
                           f"max_seq_len {limit}")
+    device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model.generate(torch.tensor([ids], dtype=torch.long), max_new_tokens, temperature=temperature,
-                                 top_k=top_k, top_p=top_p, generator=generator)
-    finally:
-        model.train(was_training)
+    with precision.autocast() if precision is not None else contextlib.nullcontext():
+        out = model.generate(torch.tensor([ids], dtype=torch.long, device=device), max_new_tokens,
+                             temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
     return tokenizer.decode(out[0, len(ids):].tolist())

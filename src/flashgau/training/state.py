@@ -1,0 +1,224 @@
+"""One run's state: what a training run carries from step to step, how a fresh run and a resumed run produce it, and
+the checkpoint layout (written by `RunState.checkpoint_dict`, read by `resume_run`, both here and nowhere else).
+
+Checkpoint contents (a dict; flashgau.training.checkpoint writes it atomically and reads it safely):
+
+    model_config, train_config    ModelConfig / TrainConfig as dicts
+    model                         the model's state_dict (fp32 master weights)
+    tokenizer                     the tokenizer's to_dict() (a trained BPE included)
+    optimizer, grad_scaler        AdamW state_dict; the fp16 gradient scaler's state (None otherwise)
+    schedule                      WarmupCosine state_dict (peak, total steps, warm-up, floor)
+    plan                          the time-budget plan (training/budget.py), None for a run given in steps
+    step, tokens_seen, elapsed    optimizer steps done, training tokens consumed, wall seconds so far
+    sampler                       the training-window sampler's generator state and windows drawn
+    rng                           torch's global CPU RNG state (and the CUDA one when the run used a GPU)
+    data                          fingerprint of the training/held-out split, the held-out document names
+    runtime                       the precision that ran (name, reason) and the device it ran on
+
+Everything that can fail on bad input (data, settings, the output folder, the sample prompt) is checked by
+`start_run` / `resume_run` before anything is written.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+from ..config import ModelConfig
+from ..data.batching import HeldoutWindows, WindowSampler
+from ..data.tokenizers import Tokenizer, tokenizer_from_dict
+from ..errors import CheckpointError, ConfigError, TokenizerError
+from ..model import LanguageModel
+from ..runtime import Precision, resolve_precision
+from .budget import BudgetPlan
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model_state, resolve_checkpoint_path
+from .config import TrainConfig
+from .optim import WarmupCosine, make_optimizer
+from .setup import RunData, build_model, model_config_for, prepare_data
+
+
+@dataclass
+class RunState:
+    """A run between two steps. Persistent parts go into the checkpoint; `data`, `heldout`, `forward`, `device`
+    and `out_dir` are rebuilt from them."""
+
+    config: TrainConfig
+    model_config: ModelConfig
+    data: RunData
+    heldout: HeldoutWindows
+    sampler: WindowSampler
+    model: LanguageModel
+    forward: Any                       # the model, or its torch.compile wrapper
+    optimizer: torch.optim.Optimizer
+    scaler: Optional[torch.amp.GradScaler]
+    schedule: WarmupCosine
+    precision: Precision
+    device: torch.device
+    out_dir: Path
+    sample_prompt: str
+    plan: Optional[BudgetPlan] = None
+    step: int = 0
+    tokens_seen: int = 0
+    elapsed_before: float = 0.0        # wall seconds of the earlier sessions of this run
+    resumed: bool = False
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT_NAME
+
+    @property
+    def total_steps(self) -> Optional[int]:
+        """The run's length; None while a time-budgeted run is still timing its first steps."""
+        return self.schedule.total_steps
+
+    def checkpoint_dict(self, elapsed: float) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "model_config": self.model_config.to_dict(), "train_config": self.config.to_dict(),
+            "model": self.model.state_dict(), "tokenizer": self.data.tokenizer.to_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "schedule": self.schedule.state_dict(), "plan": self.plan.to_dict() if self.plan else None,
+            "step": self.step, "tokens_seen": self.tokens_seen, "elapsed": elapsed,
+            "sampler": self.sampler.state_dict(), "rng": rng,
+            "data": {"fingerprint": self.data.fingerprint,
+                     "heldout_documents": [d.name for d in self.data.split.heldout]},
+            "runtime": {"precision": self.precision.to_dict(), "device": str(self.device)},
+        }
+
+
+def start_run(config: TrainConfig, *, device: torch.device, overwrite: bool = False) -> RunState:
+    """A fresh run: data, tokenizer, model, optimizer; the schedule's length is None for a time budget."""
+    data = prepare_data(config)
+    model_cfg = model_config_for(config, data.tokenizer.vocab_size)
+    out_dir = Path(config.out_dir)
+    if (out_dir / CHECKPOINT_NAME).exists() and not overwrite:
+        raise ConfigError(f"{out_dir} already holds a run; continue it with --resume {out_dir}, start over with "
+                          "--overwrite, or choose another --out")
+    precision = resolve_precision(config.precision, device)
+    sampler, heldout = data.sampler(config.context, config.seed), data.heldout(config.context)
+    prompt = _sample_prompt(config, data, model_cfg)
+    model = build_model(model_cfg, config.seed).to(device)
+    return RunState(config=config, model_config=model_cfg, data=data, heldout=heldout, sampler=sampler, model=model,
+                    forward=_compiled(model, config.compile), optimizer=_optimizer(model, config),
+                    scaler=precision.grad_scaler(), precision=precision, device=device, out_dir=out_dir,
+                    sample_prompt=prompt,
+                    schedule=WarmupCosine(config.lr, config.steps, config.warmup_steps, config.min_lr_ratio))
+
+
+# settings a resumed run may change: they do not change what the run computes
+RESUME_CHANGES = ("compile", "sample_tokens", "sample_prompt")
+
+
+def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optional[dict] = None) -> RunState:
+    """The run saved at `path` (a checkpoint or its folder), on `device`, with its saved settings but for `changes`
+    (only RESUME_CHANGES). Its data must be the data it was trained on (checked by fingerprint)."""
+    changes = dict(changes or {})
+    refused = sorted(set(changes) - set(RESUME_CHANGES))
+    if refused:
+        raise ConfigError(f"{', '.join(refused)} cannot change on resume: a resumed run keeps the settings saved in "
+                          f"its checkpoint (may change: {', '.join(RESUME_CHANGES)})")
+    ckpt_path = resolve_checkpoint_path(path)
+    state = load_checkpoint(ckpt_path)
+    where = str(ckpt_path)
+    try:
+        config = TrainConfig.from_dict(state["train_config"])
+        model_cfg = ModelConfig.from_dict(state["model_config"])
+    except (ConfigError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{where}: saved settings are not valid for this flashgau: {err}") from None
+    try:
+        config = TrainConfig.from_dict({**config.to_dict(), **changes, "out": str(ckpt_path.parent)})
+    except ConfigError as err:
+        raise ConfigError(f"resuming {where}: {err}") from None
+    try:
+        tokenizer = tokenizer_from_dict(state["tokenizer"])
+    except TokenizerError as err:
+        raise CheckpointError(f"{where}: {err}") from None
+    data = prepare_data(config, tokenizer)
+    if _get(state, "data", dict, where).get("fingerprint") != data.fingerprint:
+        raise CheckpointError(f"the data ({config.data or 'default corpus'}) differs from the data this run was "
+                              "trained on; resume needs the same text")
+    precision = _resumed_precision(state, config, device, where)
+    sampler, heldout = data.sampler(config.context, config.seed), data.heldout(config.context)
+    model = build_model(model_cfg, config.seed)
+    load_model_state(model, state["model"], ckpt_path)
+    model.to(device)
+    optimizer = _optimizer(model, config)
+    scaler = precision.grad_scaler()
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("grad_scaler"):
+            scaler.load_state_dict(state["grad_scaler"])
+        schedule = WarmupCosine.from_state_dict(_get(state, "schedule", dict, where))
+        plan = BudgetPlan.from_dict(state["plan"]) if state.get("plan") else None
+        sampler.load_state_dict(_get(state, "sampler", dict, where))
+        torch.set_rng_state(_get(state, "rng", dict, where)["torch"])
+        if device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+    except (ValueError, KeyError, TypeError, RuntimeError) as err:
+        raise CheckpointError(f"{where}: saved training state does not fit this run: {err}") from None
+    step, tokens, elapsed = (_get(state, "step", int, where), _get(state, "tokens_seen", int, where),
+                             _get(state, "elapsed", (int, float), where))
+    total = schedule.total_steps
+    if step < 0 or (total is not None and step > total) or tokens < 0 or not 0 <= elapsed < math.inf:
+        raise CheckpointError(f"{where}: saved progress is out of range (step {step} of {total}, {tokens} tokens, "
+                              f"{elapsed} s)")
+    return RunState(config=config, model_config=model_cfg, data=data, heldout=heldout, sampler=sampler, model=model,
+                    forward=_compiled(model, config.compile), optimizer=optimizer, scaler=scaler,
+                    schedule=schedule, precision=precision, device=device, out_dir=ckpt_path.parent,
+                    sample_prompt=_sample_prompt(config, data, model_cfg), plan=plan, step=step, tokens_seen=tokens,
+                    elapsed_before=float(elapsed), resumed=True)
+
+
+def _optimizer(model: LanguageModel, config: TrainConfig) -> torch.optim.Optimizer:
+    return make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay, betas=(config.beta1, config.beta2))
+
+
+def _compiled(model: LanguageModel, compile: bool):
+    return torch.compile(model) if compile else model
+
+
+def _resumed_precision(state: dict, config: TrainConfig, device: torch.device, where: str) -> Precision:
+    """The precision the run ran in, on the same kind of device; chosen afresh (from the saved request) on
+    another kind."""
+    saved = (state.get("runtime") or {}).get("precision")
+    if isinstance(saved, dict) and saved.get("device_type") == device.type:
+        try:
+            return Precision(**saved)
+        except TypeError:
+            raise CheckpointError(f"{where}: saved precision is not readable: {saved!r}") from None
+    return resolve_precision(config.precision, device)
+
+
+def _sample_prompt(config: TrainConfig, data: RunData, model_cfg: ModelConfig) -> str:
+    """The prompt of the end-of-run sample, checked now so that a bad one cannot waste a finished run."""
+    if config.sample_tokens == 0:
+        return ""
+    prompt = config.sample_prompt
+    if prompt is None:
+        first = data.split.heldout[0].text.lstrip()
+        prompt = first.splitlines()[0][:80] + "\n"
+    if not prompt:
+        raise ConfigError("the sample prompt is empty; give at least one character, or sample_tokens 0 for no "
+                          "sample")
+    ids = data.tokenizer.encode(prompt)
+    if not ids:
+        raise ConfigError(f"the tokenizer turns the sample prompt {prompt!r} into no tokens")
+    if len(ids) + config.sample_tokens > model_cfg.max_seq_len:
+        raise ConfigError(f"the sample prompt ({len(ids)} tokens) + {config.sample_tokens} sample tokens exceed the "
+                          f"model's max_seq_len {model_cfg.max_seq_len}; ask for fewer sample tokens")
+    return prompt
+
+
+def _get(state: dict, key: str, kind, where: str):
+    value = state.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise CheckpointError(f"{where}: checkpoint field {key!r} is {type(value).__name__}, not what flashgau "
+                              "writes there (hand-edited or corrupt?)")
+    return value
