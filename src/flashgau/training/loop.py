@@ -126,8 +126,10 @@ def train(config: Optional[TrainConfig] = None, *, resume: Optional[Union[str, P
                         precision=run.precision, limit=limit)
 
     bar = Progress(run.total_steps, initial=run.step, enabled=progress)
+    note = bar.write if progress else log          # what the run decides on the way (plans, early stops)
     intervals = _Intervals(cfg, run.total_steps)
-    step_times: list[float] = []
+    step_times: list[float] = []     # seconds per optimizer step, this session
+    eval_times: list[float] = []     # seconds per held-out window in the periodic checks, this session
     interrupted = False
     run.model.train()
     try:
@@ -154,22 +156,25 @@ def train(config: Optional[TrainConfig] = None, *, resume: Optional[Union[str, P
                     bar.set_total(run.total_steps)
                     metrics.append({"kind": "plan", "step": run.step, "elapsed": round(elapsed(), 3),
                                     **run.plan.to_dict()})
-                    bar.write(run.plan.describe(budget, len(run.heldout)))
+                    note(run.plan.describe(budget, len(run.heldout)))
                 if run.plan is not None and elapsed() + statistics.median(step_times[-20:]) > run.plan.deadline:
                     if run.step < run.total_steps:
-                        bar.write(f"time budget: training stops at step {run.step} of {run.total_steps} planned "
-                                  "(steps took longer than timed)")
+                        note(f"time budget: training stops at step {run.step} of {run.total_steps} planned "
+                             "(steps took longer than timed)")
                         run.schedule.total_steps = run.plan.total_steps = run.step
                         bar.set_total(run.step)
                 if intervals.eval_due(run.step, run.total_steps):
+                    t_eval = time.perf_counter()
                     result = score(run.plan.periodic_windows if run.plan else cfg.eval_windows)
+                    eval_times.append((time.perf_counter() - t_eval) / result.windows)
                     _check_finite(result, run.step)
                     metrics.append({"kind": "eval", "step": run.step, "elapsed": round(elapsed(), 3),
                                     "heldout_loss": result.loss, "heldout_bpb": result.bits_per_byte})
                     bar.write(f"step {run.step}: held-out loss {result.loss:.4f}, {result.bits_per_byte:.4f} "
                               f"bits/byte ({result.windows} fixed windows)")
                     if run.plan is not None and run.step < run.total_steps:
-                        _refit(run, step_times, elapsed(), intervals, bar, metrics)
+                        _refit(run, step_times, eval_times, elapsed(), intervals, note, metrics)
+                        bar.set_total(run.total_steps)
                 if intervals.save_due(run.step, run.total_steps):
                     checkpoint()
             interrupted = stop.requested and (run.total_steps is None or run.step < run.total_steps)
@@ -285,19 +290,24 @@ def _plan(run: RunState, budget: float, step_times: list[float], elapsed, score,
                        save_seconds=save_seconds)
 
 
-def _refit(run: RunState, step_times: list[float], now: float, intervals: "_Intervals", bar, metrics) -> None:
-    """Re-fit the step count to the measured step time (steps since the plan, the last 50 at most)."""
-    recent = step_times[-50:]
+def _refit(run: RunState, step_times: list[float], eval_times: list[float], now: float, intervals: "_Intervals",
+           note: Callable[[str], None], metrics: MetricsLog) -> None:
+    """Re-fit the plan to what the machine does now: the held-out scoring time measured in the checks moves the
+    deadline (the final score must still fit), the step time of the last 50 steps sets the step count."""
+    plan = run.plan
+    plan.window_seconds = statistics.median(eval_times)
+    final_seconds = (plan.final_windows or len(run.heldout)) * plan.window_seconds
+    plan.deadline += plan.final_seconds - final_seconds
+    plan.final_seconds = final_seconds
+    recent = statistics.median(step_times[-50:])
     checks_left = max(0, (run.total_steps - run.step) // intervals.eval_every)
-    total = refit_steps(run.plan, step=run.step, elapsed=now, step_seconds=statistics.median(recent),
-                        checks_left=checks_left)
+    total = refit_steps(plan, step=run.step, elapsed=now, step_seconds=recent, checks_left=checks_left)
     if total != run.total_steps and total > run.step:
-        bar.write(f"time budget: {total} steps instead of {run.total_steps} (steps take "
-                  f"{statistics.median(recent):.2f} s, not {run.plan.step_seconds:.2f})")
-        run.plan.total_steps = total
+        note(f"time budget: {total} steps instead of {run.total_steps} (steps take {recent:.2f} s, planned "
+             f"{plan.step_seconds:.2f} s)")
+        plan.total_steps = total
         run.schedule.set_total(total)
-        bar.set_total(total)
-        metrics.append({"kind": "plan", "step": run.step, "elapsed": round(now, 3), **run.plan.to_dict()})
+        metrics.append({"kind": "plan", "step": run.step, "elapsed": round(now, 3), **plan.to_dict()})
 
 
 def _check_finite(result: EvalResult, step: int) -> None:
