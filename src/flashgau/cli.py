@@ -119,7 +119,8 @@ def run_train(args: argparse.Namespace) -> int:
         if given:
             names = ", ".join("--" + n.replace("_", "-") for n in given)
             raise ConfigError(f"{names} cannot be given with --resume: a resumed run keeps the settings saved in "
-                              "its checkpoint (--device, --compile, --sample-tokens and --prompt may change)")
+                              "its checkpoint (--device, --compile, --sample-tokens, --prompt and --data, the same text in a new "
+                              "place, may change)")
         path = args.resume or args.out or TrainConfig().out_dir
         result = train(resume=path, changes=changes, compile=args.compile, **common)
     else:
@@ -139,6 +140,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint file or a run folder")
     p.add_argument("--data", metavar="PATH", help="score every document at PATH (a file or folder) instead of "
                    "the held-out split of the training data")
+    p.add_argument("--train-data", metavar="PATH", help="where the data the run was trained on is now, if it "
+                   "moved (checked against the run's data fingerprint)")
     p.add_argument("--context", type=int, metavar="T", help="window length (default: the training context)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="windows per forward pass (default: 8)")
     add_runtime_arguments(p, precision_default="the precision the run trained in, so the default evaluation "
@@ -151,8 +154,11 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    result, what = evaluate_checkpoint(args.checkpoint, data=args.data, context=args.context,
-                                       batch_size=args.batch_size, precision=args.precision, device=args.device)
+    if args.data is not None and args.train_data is not None:
+        raise ConfigError("give --data (score other text) or --train-data (the training data's new place), not both")
+    result, what = evaluate_checkpoint(args.checkpoint, data=args.data, train_data=args.train_data,
+                                       context=args.context, batch_size=args.batch_size, precision=args.precision,
+                                       device=args.device)
     if args.json:
         print(json.dumps({**result.to_dict(), "evaluated": what}))
     else:

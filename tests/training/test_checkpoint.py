@@ -38,13 +38,39 @@ def test_crash_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     def crashing_save(obj, handle):
         real_save(obj, handle)
         handle.truncate(handle.tell() // 2)  # half of the new file is on disk ...
-        raise OSError("disk full")          # ... when the write fails
+        # ... when the write fails, as torch reports a full disk
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+                           "data/3: file write failed")
 
     monkeypatch.setattr(ckpt_mod.torch, "save", crashing_save)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(ckpt_mod.shutil, "disk_usage", lambda folder: type("U", (), {"free": 3 * 2**20})())
+    with pytest.raises(CheckpointError, match=r"cannot write .*: the disk is full \(3 MiB free\); the previous "
+                                              "checkpoint is kept"):
         save_checkpoint(_state(2.0), path)
     assert load_checkpoint(path)["step"] == 1
     assert os.listdir(tmp_path) == [CHECKPOINT_NAME]  # the partial temporary file was removed
+
+
+def test_a_flipped_byte_is_caught_by_the_archive_checksums(tmp_path):
+    path = tmp_path / CHECKPOINT_NAME
+    save_checkpoint({**_state(1.0), "model": {"w": torch.arange(4096.0)}}, path)
+    raw = bytearray(path.read_bytes())
+    start = raw.find(torch.arange(4096.0).numpy().tobytes()[:64])     # inside the weights' bytes
+    assert start > 0
+    raw[start + 100] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="fails its checksum"):
+        load_checkpoint(path)
+
+
+def test_only_dead_processes_temporary_files_are_cleaned_up(tmp_path):
+    path = tmp_path / CHECKPOINT_NAME
+    mine = tmp_path / f".{CHECKPOINT_NAME}.tmp-{os.getppid()}"     # a live process's file in the making
+    dead = tmp_path / f".{CHECKPOINT_NAME}.tmp-999999999"           # no such process
+    mine.write_bytes(b"x")
+    dead.write_bytes(b"x")
+    save_checkpoint(_state(1.0), path)
+    assert mine.exists() and not dead.exists()
 
 
 def test_process_killed_during_save_keeps_the_previous_checkpoint(tmp_path):

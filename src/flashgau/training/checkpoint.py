@@ -9,8 +9,10 @@ previous file intact.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any, Union
@@ -28,7 +30,8 @@ REQUIRED_KEYS = ("model_config", "model", "tokenizer", "train_config", "optimize
 
 
 def save_checkpoint(state: dict[str, Any], path: Union[str, Path]) -> Path:
-    """Write `state` (plus format and version) to `path` atomically; returns the path."""
+    """Write `state` (plus format and version) to `path` atomically; returns the path. A write that fails (a full
+    disk, a vanished folder) raises CheckpointError and leaves the previous checkpoint as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
@@ -39,13 +42,41 @@ def save_checkpoint(state: dict[str, Any], path: Union[str, Path]) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write {path}: {_write_failure(err, path.parent)}; the previous checkpoint "
+                              "is kept") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
     for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a process killed while saving
-        stale.unlink(missing_ok=True)
+        if not _alive(stale.name.rsplit("-", 1)[-1]):
+            stale.unlink(missing_ok=True)
     return path
+
+
+def _write_failure(err: BaseException, folder: Path) -> str:
+    """In words: why a write failed (torch reports a full disk as "enforce fail ... file write failed")."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if getattr(err, "errno", None) == errno.ENOSPC or "No space left" in str(err) or (free is not None
+                                                                                      and free < 64 * 2**20):
+        return f"the disk is full ({free / 2**20:.0f} MiB free)" if free is not None else "the disk is full"
+    return str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+
+
+def _alive(pid: str) -> bool:
+    """Whether process `pid` still runs (its temporary file is then its own business)."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def resolve_checkpoint_path(path: Union[str, Path]) -> Path:
@@ -65,6 +96,7 @@ def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path} is not a readable flashgau checkpoint (not a PyTorch archive: corrupt, "
                               "truncated or another kind of file)")
+    _verify_archive(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -84,6 +116,19 @@ def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"{path} is incomplete: it lacks {', '.join(missing)}")
     return state
+
+
+def _verify_archive(path: Path) -> None:
+    """Check every member of the archive against its CRC-32 (torch.load itself does not): flipped bytes in a
+    checkpoint are refused instead of loaded as other numbers."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError, ValueError) as err:
+        raise CheckpointError(f"{path} is corrupt: {str(err)[:200] or type(err).__name__}") from None
+    if bad is not None:
+        raise CheckpointError(f"{path} is corrupt: its member {bad} fails its checksum (bytes changed on disk "
+                              "or in a copy); use another copy or an earlier checkpoint")
 
 
 def load_model_state(model: torch.nn.Module, weights: dict, path: Union[str, Path] = "checkpoint") -> None:

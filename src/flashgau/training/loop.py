@@ -28,12 +28,13 @@ import torch
 
 from ..errors import ConfigError, FlashgauError
 from ..runtime import describe_device, resolve_device
-from .budget import PERIODIC_CHECKS, BudgetPlan, check_first_step, plan_budget, refit_steps
+from .budget import PERIODIC_CHECKS, check_first_step, plan_budget, refit_steps
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
 from .evaluate import EvalResult, evaluate
 from .metrics import MetricsLog, plot_losses, read_metrics
 from .progress import Progress
+from .run_folder import RunFolder
 from .state import RunState, resume_run, start_run
 from .trained import sample_text
 
@@ -73,10 +74,10 @@ def train(config: Optional[TrainConfig] = None, *, resume: Optional[Union[str, P
           compile: Optional[bool] = None, stop_after: Optional[int] = None, overwrite: bool = False,
           progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
     """Train a language model as `config` says, or continue the run saved at `resume` (a checkpoint file or
-    run folder) with its saved settings, but for `changes` (state.RESUME_CHANGES: compile, the sample), on
-    `device` ("auto": a GPU when there is one). `compile` switches torch.compile for either. `stop_after` ends the
-    session after that step with a checkpoint, as an interruption would. Everything is checked before anything
-    is written."""
+    run folder) with its saved settings, but for `changes` (state.RESUME_CHANGES: compile, the sample, the data's
+    new place), on `device` ("auto": a GPU when there is one). `compile` switches torch.compile for either.
+    `stop_after` ends the session after that step with a checkpoint, as an interruption would. Everything is
+    checked before anything is written; the run folder is then owned by this process until train() returns."""
     t_start = time.perf_counter()
     if stop_after is not None and not (isinstance(stop_after, int) and stop_after >= 1):
         raise ConfigError(f"stop_after must be an integer >= 1, got {stop_after!r}")
@@ -89,124 +90,228 @@ def train(config: Optional[TrainConfig] = None, *, resume: Optional[Union[str, P
         if compile is not None:
             config = TrainConfig.from_dict({**config.to_dict(), "compile": compile})
         run = start_run(config, device=device, overwrite=overwrite)
-    cfg = run.config
+    session = _Session(run, t_start, progress=progress, log=log)
+    session.check_first_step()
+    with RunFolder(run.out_dir) as folder:
+        replacing = not run.resumed and run.checkpoint_path.exists()
+        if replacing:
+            folder.set_aside()
+        session.on_first_save = folder.discard_previous if replacing else None
+        try:
+            session.open_log()
+            interrupted = session.steps(stop_after)
+            return session.finish(interrupted)
+        except BaseException:
+            if replacing and session.on_first_save is not None:      # no checkpoint of the new run yet
+                log(folder.restore_previous())
+            raise
 
-    def elapsed() -> float:
-        return run.elapsed_before + time.perf_counter() - t_start
 
-    budget = cfg.time_budget
-    if budget is not None and run.plan is None and run.step == 0:
+class _Session:
+    """One process's stretch of a run: the loop, the time budget's plan, the checks, the saves and the end."""
+
+    def __init__(self, run: RunState, t_start: float, *, progress: bool, log: Callable[[str], None]) -> None:
+        self.run, self.cfg, self.t_start, self.log = run, run.config, t_start, log
+        self.budget = run.config.time_budget
+        self.bar = Progress(run.total_steps, initial=run.step, enabled=progress)
+        self.note = self.bar.write if progress else log     # what the run decides on the way (plans, stops)
+        self.intervals = _Intervals(run.config, run.total_steps)
+        self.eval_batch = max(1, run.config.micro_batch_tokens // run.config.context)
+        self.step_times: list[float] = []     # seconds per optimizer step, this session
+        self.eval_times: list[float] = []     # seconds per held-out window in the periodic checks
+        self.metrics = MetricsLog(run.out_dir / METRICS_NAME)
+        self.on_first_save: Optional[Callable[[], None]] = None
+
+    def elapsed(self) -> float:
+        return self.run.elapsed_before + time.perf_counter() - self.t_start
+
+    def check_first_step(self) -> None:
+        """A time-budgeted run whose first step cannot fit is refused before anything is written."""
+        run, cfg = self.run, self.cfg
+        if self.budget is None or run.plan is not None or run.step > 0:
+            return
         estimate = _one_window_seconds(run) * cfg.windows_per_step
-        if estimate > 0.5 * budget:        # the first pass pays one-time costs (allocations, thread pools): again
+        if estimate > 0.5 * self.budget:     # the first pass pays one-time costs (allocations, thread pools)
             estimate = _one_window_seconds(run) * cfg.windows_per_step
-        check_first_step(estimate, budget, windows_per_step=cfg.windows_per_step, context=cfg.context,
+        check_first_step(estimate, self.budget, windows_per_step=cfg.windows_per_step, context=cfg.context,
                          precision=run.precision.name)
 
-    run.out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = MetricsLog(run.out_dir / METRICS_NAME)
-    if run.resumed:
-        metrics.truncate_after(run.step)
-        log(f"resuming {run.checkpoint_path} at step {run.step}/{run.total_steps}")
-    else:
-        metrics.path.unlink(missing_ok=True)
-    log(f"{cfg.arch} ({cfg.preset}, {run.model.num_parameters():,} parameters) | {run.data.split.describe()} | "
-        f"{cfg.tokenizer} tokenizer (V={run.data.tokenizer.vocab_size}) | context {cfg.context} | "
-        f"{cfg.windows_per_step} windows/step ({cfg.micro_batch_size} x {cfg.accumulation_steps}) | "
-        + (f"{run.total_steps} steps" if run.total_steps else f"time budget {budget:g} s") + f" | out {run.out_dir}")
-    log(f"device {describe_device(device)} | precision {run.precision.describe()}"
-        + (" | torch.compile" if cfg.compile else ""))
+    def open_log(self) -> None:
+        run, cfg = self.run, self.cfg
+        if run.resumed:
+            self.metrics.truncate_after(run.step)
+            self.log(f"resuming {run.checkpoint_path} at step {run.step}/{run.total_steps}")
+        else:
+            self.metrics.path.unlink(missing_ok=True)
+        length = f"{run.total_steps} steps" if run.total_steps else f"time budget {self.budget:g} s"
+        self.log(f"{cfg.arch} ({cfg.preset}, {run.model.num_parameters():,} parameters) | "
+                 f"{run.data.split.describe()} | {cfg.tokenizer} tokenizer (V={run.data.tokenizer.vocab_size}) | "
+                 f"context {cfg.context} | {cfg.windows_per_step} windows/step ({cfg.micro_batch_size} x "
+                 f"{cfg.accumulation_steps}) | {length} | out {run.out_dir}")
+        self.log(f"device {describe_device(run.device)} | precision {run.precision.describe()}"
+                 + (" | torch.compile" if cfg.compile else ""))
 
-    def checkpoint() -> None:
-        save_checkpoint(run.checkpoint_dict(elapsed()), run.checkpoint_path)
+    def checkpoint(self) -> None:
+        if not all(bool(torch.isfinite(p).all()) for p in self.run.model.parameters()):
+            raise TrainingDiverged(f"the weights became NaN or infinite by step {self.run.step}: the model "
+                                   f"diverged; the last checkpoint is kept; {_divergence_hint(self.cfg)}")
+        save_checkpoint(self.run.checkpoint_dict(self.elapsed()), self.run.checkpoint_path)
+        if self.on_first_save is not None:
+            self.on_first_save()
+            self.on_first_save = None
 
-    eval_batch = max(1, cfg.micro_batch_tokens // cfg.context)
+    def score(self, limit: Optional[int]) -> EvalResult:
+        return evaluate(self.run.model, self.run.heldout, self.run.data.tokenizer.token_byte_lengths(),
+                        batch_size=self.eval_batch, precision=self.run.precision, limit=limit)
 
-    def score(limit: Optional[int]) -> EvalResult:
-        return evaluate(run.model, run.heldout, run.data.tokenizer.token_byte_lengths(), batch_size=eval_batch,
-                        precision=run.precision, limit=limit)
+    # ------------------------------------------------------------------------------------------ the loop
+    def steps(self, stop_after: Optional[int]) -> bool:
+        """Train until the last step, a stop request or `stop_after`; True when interrupted before the end."""
+        run = self.run
+        run.model.train()
+        try:
+            with _stop_on_signals(self.bar.write) as stop:
+                while ((run.total_steps is None or run.step < run.total_steps) and not stop.requested
+                       and (stop_after is None or run.step < stop_after)):
+                    self.one_step()
+                    if self.budget is not None:
+                        self.keep_to_budget()
+                    if self.intervals.eval_due(run.step, run.total_steps):
+                        self.periodic_check()
+                    if self.intervals.save_due(run.step, run.total_steps):
+                        self.checkpoint()
+                return stop.requested and (run.total_steps is None or run.step < run.total_steps)
+        finally:
+            self.bar.close()
 
-    bar = Progress(run.total_steps, initial=run.step, enabled=progress)
-    note = bar.write if progress else log          # what the run decides on the way (plans, early stops)
-    intervals = _Intervals(cfg, run.total_steps)
-    step_times: list[float] = []     # seconds per optimizer step, this session
-    eval_times: list[float] = []     # seconds per held-out window in the periodic checks, this session
-    interrupted = False
-    run.model.train()
-    try:
-        with _stop_on_signals(bar.write) as stop:
-            while ((run.total_steps is None or run.step < run.total_steps) and not stop.requested
-                   and (stop_after is None or run.step < stop_after)):
-                t_step = time.perf_counter()
-                lr = run.schedule.apply(run.optimizer, run.step)
-                loss, grad_norm, n_tokens = _optimizer_step(run)
-                if not math.isfinite(loss):
-                    raise TrainingDiverged(f"training diverged at step {run.step + 1} (loss {loss}); the last "
-                                           f"checkpoint is kept; try a lower learning rate (lr {cfg.lr:g})")
-                dt = time.perf_counter() - t_step
-                step_times.append(dt)
-                run.step += 1
-                run.tokens_seen += n_tokens
-                metrics.append({"kind": "train", "step": run.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                                "tokens": run.tokens_seen, "elapsed": round(elapsed(), 3)})
-                bar.update(run.step, loss, n_tokens / dt)
-                if budget is not None and run.plan is None and _timed_enough(step_times, budget):
-                    run.plan = _plan(run, budget, step_times, elapsed, score, checkpoint, eval_batch)
-                    run.schedule.set_total(run.plan.total_steps)
-                    intervals = _Intervals(cfg, run.total_steps)
-                    bar.set_total(run.total_steps)
-                    metrics.append({"kind": "plan", "step": run.step, "elapsed": round(elapsed(), 3),
-                                    **run.plan.to_dict()})
-                    note(run.plan.describe(budget, len(run.heldout)))
-                if run.plan is not None and elapsed() + statistics.median(step_times[-20:]) > run.plan.deadline:
-                    if run.step < run.total_steps:
-                        note(f"time budget: training stops at step {run.step} of {run.total_steps} planned "
-                             "(steps took longer than timed)")
-                        run.schedule.total_steps = run.plan.total_steps = run.step
-                        bar.set_total(run.step)
-                if intervals.eval_due(run.step, run.total_steps):
-                    t_eval = time.perf_counter()
-                    result = score(run.plan.periodic_windows if run.plan else cfg.eval_windows)
-                    eval_times.append((time.perf_counter() - t_eval) / result.windows)
-                    _check_finite(result, run.step)
-                    metrics.append({"kind": "eval", "step": run.step, "elapsed": round(elapsed(), 3),
-                                    "heldout_loss": result.loss, "heldout_bpb": result.bits_per_byte})
-                    bar.write(f"step {run.step}: held-out loss {result.loss:.4f}, {result.bits_per_byte:.4f} "
-                              f"bits/byte ({result.windows} fixed windows)")
-                    if run.plan is not None and run.step < run.total_steps:
-                        _refit(run, step_times, eval_times, elapsed(), intervals, note, metrics)
-                        bar.set_total(run.total_steps)
-                if intervals.save_due(run.step, run.total_steps):
-                    checkpoint()
-            interrupted = stop.requested and (run.total_steps is None or run.step < run.total_steps)
-    finally:
-        bar.close()
-    if run.total_steps is None:          # stopped while still timing the first steps: the length is what ran
-        run.schedule.set_total(max(run.step, 1))
-    checkpoint()
-    final = sample = None
-    if run.step >= run.total_steps:
-        t_eval, end_of_training = time.perf_counter(), elapsed()
-        final = score(run.plan.final_windows if run.plan else None)
-        metrics.append({"kind": "final", "step": run.step, "elapsed": round(end_of_training, 3),
-                        "eval_seconds": round(time.perf_counter() - t_eval, 3), "heldout_loss": final.loss,
-                        "heldout_bpb": final.bits_per_byte, **final.to_dict()})
-        log(final.describe())
-        _check_finite(final, run.step)
+    def one_step(self) -> None:
+        run = self.run
+        t_step = time.perf_counter()
+        lr = run.schedule.apply(run.optimizer, run.step)
+        loss, grad_norm, n_tokens = _optimizer_step(run)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"training diverged at step {run.step + 1} (loss {loss}); the last checkpoint "
+                                   f"is kept; {_divergence_hint(self.cfg)}")
+        dt = time.perf_counter() - t_step
+        self.step_times.append(dt)
+        run.step += 1
+        run.tokens_seen += n_tokens
+        self.metrics.append({"kind": "train", "step": run.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                             "tokens": run.tokens_seen, "elapsed": round(self.elapsed(), 3)})
+        self.bar.update(run.step, loss, n_tokens / dt)
+
+    def periodic_check(self) -> None:
+        run = self.run
+        t_eval = time.perf_counter()
+        result = self.score(run.plan.periodic_windows if run.plan else self.cfg.eval_windows)
+        self.eval_times.append((time.perf_counter() - t_eval) / result.windows)
+        _check_finite(result, run.step, self.cfg)
+        self.metrics.append({"kind": "eval", "step": run.step, "elapsed": round(self.elapsed(), 3),
+                             "heldout_loss": result.loss, "heldout_bpb": result.bits_per_byte})
+        self.bar.write(f"step {run.step}: held-out loss {result.loss:.4f}, {result.bits_per_byte:.4f} bits/byte "
+                       f"({result.windows} fixed windows)")
+        if run.plan is not None and run.step < run.total_steps:
+            self.refit()
+
+    # ------------------------------------------------------------------------------------ the time budget
+    def keep_to_budget(self) -> None:
+        """Plan once the first steps are timed; stop at the deadline whatever the plan said."""
+        run = self.run
+        if run.plan is None:
+            if _timed_enough(self.step_times, self.budget):
+                self.make_plan()
+            return
+        if run.step < run.total_steps and self.elapsed() + statistics.median(self.step_times[-20:]) \
+                > run.plan.deadline:
+            self.note(f"time budget: training stops at step {run.step} of {run.total_steps} planned (steps took "
+                      "longer than timed)")
+            run.schedule.total_steps = run.plan.total_steps = run.step
+            self.bar.set_total(run.step)
+
+    def make_plan(self) -> None:
+        """Time one held-out batch, a short decode and a checkpoint write, then fit the run into the budget."""
+        run, cfg = self.run, self.cfg
+        t0 = time.perf_counter()
+        windows = min(self.eval_batch, len(run.heldout))
+        self.score(windows)
+        window_seconds = (time.perf_counter() - t0) / windows
+        sample_seconds = 0.0
         if cfg.sample_tokens:
-            sample = run.sample_prompt + sample_text(run.model, run.data.tokenizer, run.sample_prompt,
-                                                     max_new_tokens=cfg.sample_tokens, seed=cfg.seed,
-                                                     precision=run.precision)
-            log(f"--- sample (prompt, then {cfg.sample_tokens} generated tokens) ---\n{sample}\n---")
-    else:
-        log(f"stopped at step {run.step}/{run.total_steps}; continue with: flashgau train --resume {run.out_dir}")
-    plot_losses(read_metrics(metrics.path), run.out_dir / PLOT_NAME,
-                title=f"{cfg.arch} {cfg.preset}, {cfg.tokenizer}, context {cfg.context}")
-    result = TrainResult(out_dir=run.out_dir, checkpoint=run.checkpoint_path, step=run.step,
-                         total_steps=run.total_steps, tokens_seen=run.tokens_seen, elapsed=elapsed(),
-                         num_parameters=run.model.num_parameters(), final=final, sample=sample, model=run.model,
-                         tokenizer=run.data.tokenizer, data=run.data, interrupted=interrupted)
-    _write_summary(result, run, time.perf_counter() - t_start)
-    return result
+            t0 = time.perf_counter()
+            probe = min(8, cfg.sample_tokens)
+            sample_text(run.model, run.data.tokenizer, run.sample_prompt, max_new_tokens=probe, seed=0,
+                        precision=run.precision)
+            sample_seconds = (time.perf_counter() - t0) / probe * cfg.sample_tokens
+            run.model.train()
+        t0 = time.perf_counter()
+        self.checkpoint()
+        save_seconds = time.perf_counter() - t0
+        timed = self.step_times[1:] or self.step_times
+        run.plan = plan_budget(budget=self.budget, elapsed=self.elapsed(), steps_done=run.step,
+                               step_seconds=statistics.median(timed), window_seconds=window_seconds,
+                               heldout_windows=len(run.heldout), periodic_windows=cfg.eval_windows,
+                               sample_seconds=sample_seconds, save_seconds=save_seconds)
+        run.schedule.set_total(run.plan.total_steps)
+        self.intervals = _Intervals(cfg, run.total_steps)
+        self.bar.set_total(run.total_steps)
+        self.metrics.append({"kind": "plan", "step": run.step, "elapsed": round(self.elapsed(), 3),
+                             **run.plan.to_dict()})
+        self.note(run.plan.describe(self.budget, len(run.heldout)))
+
+    def refit(self) -> None:
+        """Re-fit the plan to what the machine does now: the held-out scoring time measured in the checks moves
+        the deadline (the final score must still fit), the step time of the last 50 steps sets the step count."""
+        run, plan = self.run, self.run.plan
+        plan.window_seconds = statistics.median(self.eval_times)
+        final_seconds = (plan.final_windows or len(run.heldout)) * plan.window_seconds
+        plan.deadline += plan.final_seconds - final_seconds
+        plan.final_seconds = final_seconds
+        recent = statistics.median(self.step_times[-50:])
+        checks_left = max(0, (run.total_steps - run.step) // self.intervals.eval_every)
+        total = refit_steps(plan, step=run.step, elapsed=self.elapsed(), step_seconds=recent,
+                            checks_left=checks_left)
+        if total != run.total_steps and total > run.step:
+            self.note(f"time budget: {total} steps instead of {run.total_steps} (steps take {recent:.2f} s, "
+                      f"planned {plan.step_seconds:.2f} s)")
+            plan.total_steps = total
+            run.schedule.set_total(total)
+            self.bar.set_total(total)
+            self.metrics.append({"kind": "plan", "step": run.step, "elapsed": round(self.elapsed(), 3),
+                                 **plan.to_dict()})
+
+    # --------------------------------------------------------------------------------------------- the end
+    def finish(self, interrupted: bool) -> TrainResult:
+        """The last checkpoint; then, for a finished run, the final held-out score and the sample; the plot and
+        summary.json either way."""
+        run, cfg = self.run, self.cfg
+        if run.total_steps is None:          # stopped while still timing the first steps: the length is what ran
+            run.schedule.set_total(max(run.step, 1))
+        self.checkpoint()
+        final = sample = None
+        if run.step >= run.total_steps:
+            t_eval, end_of_training = time.perf_counter(), self.elapsed()
+            final = self.score(run.plan.final_windows if run.plan else None)
+            self.metrics.append({"kind": "final", "step": run.step, "elapsed": round(end_of_training, 3),
+                                 "eval_seconds": round(time.perf_counter() - t_eval, 3), "heldout_loss": final.loss,
+                                 "heldout_bpb": final.bits_per_byte, **final.to_dict()})
+            self.log(final.describe())
+            _check_finite(final, run.step, cfg)
+            if cfg.sample_tokens:
+                sample = run.sample_prompt + sample_text(run.model, run.data.tokenizer, run.sample_prompt,
+                                                         max_new_tokens=cfg.sample_tokens, seed=cfg.seed,
+                                                         precision=run.precision)
+                self.log(f"--- sample (prompt, then {cfg.sample_tokens} generated tokens) ---\n{sample}\n---")
+        else:
+            self.log(f"stopped at step {run.step}/{run.total_steps}; continue with: flashgau train --resume "
+                     f"{run.out_dir}")
+        plot_losses(read_metrics(self.metrics.path), run.out_dir / PLOT_NAME,
+                    title=f"{cfg.arch} {cfg.preset}, {cfg.tokenizer}, context {cfg.context}")
+        result = TrainResult(out_dir=run.out_dir, checkpoint=run.checkpoint_path, step=run.step,
+                             total_steps=run.total_steps, tokens_seen=run.tokens_seen, elapsed=self.elapsed(),
+                             num_parameters=run.model.num_parameters(), final=final, sample=sample, model=run.model,
+                             tokenizer=run.data.tokenizer, data=run.data, interrupted=interrupted)
+        _write_summary(result, run, time.perf_counter() - self.t_start)
+        return result
 
 
 # ------------------------------------------------------------------------------------------------ one step
@@ -266,54 +371,16 @@ def _timed_enough(step_times: list[float], budget: float) -> bool:
         or step_times[0] > 0.25 * budget
 
 
-def _plan(run: RunState, budget: float, step_times: list[float], elapsed, score, checkpoint,
-          eval_batch: int) -> BudgetPlan:
-    """Time one held-out batch, a short decode and a checkpoint write, then fit the run into the budget."""
-    t0 = time.perf_counter()
-    windows = min(eval_batch, len(run.heldout))
-    score(windows)
-    window_seconds = (time.perf_counter() - t0) / windows
-    sample_seconds = 0.0
-    if run.config.sample_tokens:
-        t0 = time.perf_counter()
-        probe = min(8, run.config.sample_tokens)
-        sample_text(run.model, run.data.tokenizer, run.sample_prompt, max_new_tokens=probe, seed=0,
-                    precision=run.precision)
-        sample_seconds = (time.perf_counter() - t0) / probe * run.config.sample_tokens
-    t0 = time.perf_counter()
-    checkpoint()
-    save_seconds = time.perf_counter() - t0
-    timed = step_times[1:] or step_times
-    return plan_budget(budget=budget, elapsed=elapsed(), steps_done=run.step, step_seconds=statistics.median(timed),
-                       window_seconds=window_seconds, heldout_windows=len(run.heldout),
-                       periodic_windows=run.config.eval_windows, sample_seconds=sample_seconds,
-                       save_seconds=save_seconds)
-
-
-def _refit(run: RunState, step_times: list[float], eval_times: list[float], now: float, intervals: "_Intervals",
-           note: Callable[[str], None], metrics: MetricsLog) -> None:
-    """Re-fit the plan to what the machine does now: the held-out scoring time measured in the checks moves the
-    deadline (the final score must still fit), the step time of the last 50 steps sets the step count."""
-    plan = run.plan
-    plan.window_seconds = statistics.median(eval_times)
-    final_seconds = (plan.final_windows or len(run.heldout)) * plan.window_seconds
-    plan.deadline += plan.final_seconds - final_seconds
-    plan.final_seconds = final_seconds
-    recent = statistics.median(step_times[-50:])
-    checks_left = max(0, (run.total_steps - run.step) // intervals.eval_every)
-    total = refit_steps(plan, step=run.step, elapsed=now, step_seconds=recent, checks_left=checks_left)
-    if total != run.total_steps and total > run.step:
-        note(f"time budget: {total} steps instead of {run.total_steps} (steps take {recent:.2f} s, planned "
-             f"{plan.step_seconds:.2f} s)")
-        plan.total_steps = total
-        run.schedule.set_total(total)
-        metrics.append({"kind": "plan", "step": run.step, "elapsed": round(now, 3), **plan.to_dict()})
-
-
-def _check_finite(result: EvalResult, step: int) -> None:
+def _check_finite(result: EvalResult, step: int, cfg: TrainConfig) -> None:
     if not math.isfinite(result.loss):
         raise TrainingDiverged(f"the held-out loss is {result.loss} at step {step}: the model diverged; the last "
-                               "checkpoint is kept; try a lower learning rate")
+                               f"checkpoint is kept; {_divergence_hint(cfg)}")
+
+
+def _divergence_hint(cfg: TrainConfig) -> str:
+    """What usually makes a run diverge, with this run's values: the message names no single culprit."""
+    return (f"settings that commonly cause it: lr {cfg.lr:g}, weight_decay {cfg.weight_decay:g}, grad_clip "
+            f"{cfg.grad_clip:g}, warmup_steps {cfg.warmup_steps}, precision {cfg.precision}")
 
 
 class _Intervals:

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
 
 from ..config import ModelConfig
 from ..data.batching import HeldoutWindows, WindowSampler, tokenize_documents
-from ..data.corpus import CorpusSplit, load_split
+from ..data.corpus import DEFAULT_CORPUS, CorpusSplit, load_split
 from ..data.tokenizers import Tokenizer, make_tokenizer
-from ..errors import ConfigError, CorpusError
+from ..errors import CheckpointError, ConfigError, CorpusError
 from ..model import LanguageModel
 from .config import TrainConfig
 
@@ -44,6 +45,30 @@ def prepare_data(cfg: TrainConfig, tokenizer: Optional[Tokenizer] = None) -> Run
     if not train_docs or not heldout_docs:
         raise CorpusError("the corpus is too small: training or held-out text has fewer than 2 tokens")
     return RunData(split, tokenizer, train_docs, heldout_docs, split_fingerprint(split))
+
+
+def prepare_run_data(cfg: TrainConfig, tokenizer: Tokenizer, fingerprint: Optional[str], purpose: str) -> RunData:
+    """The data a saved run was trained on, checked against its fingerprint (`purpose`: "resume" or "eval")."""
+    try:
+        data = prepare_data(cfg, tokenizer)
+    except CorpusError as err:
+        if cfg.data is not None and not Path(cfg.data).exists():
+            hint = ("--resume PATH --data NEW_PLACE" if purpose == "resume" else "--train-data NEW_PLACE (or score "
+                    "other text with --data)")
+            raise CorpusError(f"the data this run was trained on is no longer at {cfg.data}; if it moved, give "
+                              f"its new place: {hint}") from None
+        raise err
+    if fingerprint != data.fingerprint:
+        raise CheckpointError(f"the data at {cfg.data or 'the default corpus'} differs from the data this run was "
+                              f"trained on (its text or split changed); {purpose} needs the same text")
+    return data
+
+
+def absolute_data_path(data: Optional[str]) -> Optional[str]:
+    """A user's data path made absolute (the default corpus stays None / its name)."""
+    if data is None or data == DEFAULT_CORPUS:
+        return data
+    return str(Path(data).expanduser().resolve())
 
 
 def split_fingerprint(split: CorpusSplit) -> str:

@@ -38,7 +38,9 @@ from .budget import BudgetPlan
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model_state, resolve_checkpoint_path
 from .config import TrainConfig
 from .optim import WarmupCosine, make_optimizer
-from .setup import RunData, build_model, model_config_for, prepare_data
+from .run_folder import check_writable
+from .setup import (RunData, absolute_data_path, build_model, model_config_for, prepare_data,
+                    prepare_run_data)
 
 
 @dataclass
@@ -94,7 +96,10 @@ class RunState:
 
 
 def start_run(config: TrainConfig, *, device: torch.device, overwrite: bool = False) -> RunState:
-    """A fresh run: data, tokenizer, model, optimizer; the schedule's length is None for a time budget."""
+    """A fresh run: data, tokenizer, model, optimizer; the schedule's length is None for a time budget. The data
+    path is stored absolute, so `eval` and `--resume` work from any folder."""
+    config = TrainConfig.from_dict({**config.to_dict(), "data": absolute_data_path(config.data)})
+    check_writable(Path(config.out_dir))
     data = prepare_data(config)
     model_cfg = model_config_for(config, data.tokenizer.vocab_size)
     out_dir = Path(config.out_dir)
@@ -112,8 +117,8 @@ def start_run(config: TrainConfig, *, device: torch.device, overwrite: bool = Fa
                     schedule=WarmupCosine(config.lr, config.steps, config.warmup_steps, config.min_lr_ratio))
 
 
-# settings a resumed run may change: they do not change what the run computes
-RESUME_CHANGES = ("compile", "sample_tokens", "sample_prompt")
+# settings a resumed run may change: they do not change what the run computes (moved data must hold the same text)
+RESUME_CHANGES = ("compile", "sample_tokens", "sample_prompt", "data")
 
 
 def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optional[dict] = None) -> RunState:
@@ -132,6 +137,8 @@ def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optiona
         model_cfg = ModelConfig.from_dict(state["model_config"])
     except (ConfigError, ValueError, TypeError) as err:
         raise CheckpointError(f"{where}: saved settings are not valid for this flashgau: {err}") from None
+    if "data" in changes:
+        changes["data"] = absolute_data_path(changes["data"])
     try:
         config = TrainConfig.from_dict({**config.to_dict(), **changes, "out": str(ckpt_path.parent)})
     except ConfigError as err:
@@ -140,10 +147,7 @@ def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optiona
         tokenizer = tokenizer_from_dict(state["tokenizer"])
     except TokenizerError as err:
         raise CheckpointError(f"{where}: {err}") from None
-    data = prepare_data(config, tokenizer)
-    if _get(state, "data", dict, where).get("fingerprint") != data.fingerprint:
-        raise CheckpointError(f"the data ({config.data or 'default corpus'}) differs from the data this run was "
-                              "trained on; resume needs the same text")
+    data = prepare_run_data(config, tokenizer, _get(state, "data", dict, where).get("fingerprint"), "resume")
     precision = _resumed_precision(state, config, device, where)
     sampler, heldout = data.sampler(config.context, config.seed), data.heldout(config.context)
     model = build_model(model_cfg, config.seed)

@@ -4,6 +4,7 @@ What `flashgau eval` and `flashgau sample` call."""
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -20,7 +21,7 @@ from ..runtime import Precision, resolve_device, resolve_precision
 from .checkpoint import load_checkpoint, load_model_state, resolve_checkpoint_path
 from .config import TrainConfig
 from .evaluate import EvalResult, evaluate
-from .setup import prepare_data
+from .setup import absolute_data_path, prepare_run_data
 
 
 @dataclass
@@ -31,6 +32,7 @@ class TrainedModel:
     step: int
     path: Path
     precision: Optional[dict]       # the precision the run trained in (name, reason, ...), if recorded
+    data_fingerprint: Optional[str]  # of the training/held-out split it trained on
 
 
 def load_trained(path: Union[str, Path], *, device: Union[str, torch.device, None] = "cpu") -> TrainedModel:
@@ -48,18 +50,28 @@ def load_trained(path: Union[str, Path], *, device: Union[str, torch.device, Non
         raise CheckpointError(f"{path}: {err}") from None
     model = LanguageModel(model_cfg)
     load_model_state(model, state["model"], path)
+    broken = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if broken:
+        raise CheckpointError(f"{path}: the weights hold NaN or infinite values ({', '.join(broken[:3])}"
+                              f"{' ...' if len(broken) > 3 else ''}): the run diverged before this checkpoint")
     model.to(resolve_device(device)).eval()
     precision = (state.get("runtime") or {}).get("precision")
-    return TrainedModel(model, tokenizer, train_cfg, int(state["step"]), path, precision)
+    fingerprint = state["data"].get("fingerprint") if isinstance(state.get("data"), dict) else None
+    step = state["step"]
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"{path}: checkpoint field 'step' is {step!r}, not a step count (hand-edited?)")
+    return TrainedModel(model, tokenizer, train_cfg, step, path, precision, fingerprint)
 
 
 def evaluate_checkpoint(path: Union[str, Path], *, data: Optional[Union[str, Path]] = None,
-                        context: Optional[int] = None, batch_size: int = 8, precision: Optional[str] = None,
+                        train_data: Optional[Union[str, Path]] = None, context: Optional[int] = None,
+                        batch_size: int = 8, precision: Optional[str] = None,
                         device: Union[str, torch.device, None] = "auto") -> tuple[EvalResult, str]:
     """Score a checkpoint on fixed windows: by default the held-out documents of the data it was trained on
-    (the same split as in training); with `data`, every document at that path. Returns the result and a
-    description of what was scored. `precision` None: the precision the run trained in where this device is of the
-    same kind (so the default repeats the run's final score), else "auto"."""
+    (the same split as in training, checked against the run's data fingerprint; `train_data` gives that data's
+    new place if it moved); with `data`, every document at that path. Returns the result and a description of
+    what was scored. `precision` None: the precision the run trained in where this device is of the same kind
+    (so the default repeats the run's final score), else "auto"."""
     device = resolve_device(device)
     trained = load_trained(path, device=device)
     cfg = trained.train_config
@@ -70,7 +82,9 @@ def evaluate_checkpoint(path: Union[str, Path], *, data: Optional[Union[str, Pat
     if context > trained.model.config.max_seq_len:
         raise ConfigError(f"--context {context} exceeds the model's max_seq_len {trained.model.config.max_seq_len}")
     if data is None:
-        run_data = prepare_data(cfg, trained.tokenizer)
+        if train_data is not None:
+            cfg = TrainConfig.from_dict({**cfg.to_dict(), "data": absolute_data_path(str(train_data))})
+        run_data = prepare_run_data(cfg, trained.tokenizer, trained.data_fingerprint, "eval")
         docs, what = run_data.heldout_docs, (f"held-out split of {cfg.data or 'the default corpus'} "
                                              f"({len(run_data.split.heldout)} documents)")
     else:
@@ -79,6 +93,9 @@ def evaluate_checkpoint(path: Union[str, Path], *, data: Optional[Union[str, Pat
     windows = HeldoutWindows(docs, context)
     result = evaluate(trained.model, windows, trained.tokenizer.token_byte_lengths(), batch_size=batch_size,
                       precision=prec)
+    if not math.isfinite(result.loss):
+        raise ConfigError(f"the held-out loss is {result.loss} in {prec.name}: the model overflows there; try "
+                          "--precision fp32")
     return result, f"{what}, context {context}, {prec.name} on {device}"
 
 
@@ -107,6 +124,8 @@ def sample_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str, *, max_
         raise ConfigError(f"--top-k must be >= 1, got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ConfigError(f"--top-p must be in (0, 1], got {top_p}")
+    if not (isinstance(seed, int) and 0 <= seed < 2 ** 63):
+        raise ConfigError(f"--seed must be an integer in [0, 2**63), got {seed!r}")
     limit = model.config.max_seq_len
     if len(ids) + max_new_tokens > limit:
         raise ConfigError(f"prompt ({len(ids)} tokens) + --max-new-tokens {max_new_tokens} exceeds the model's "

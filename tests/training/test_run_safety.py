@@ -1,0 +1,192 @@
+"""Nothing lost, nothing silently wrong: one process per run folder, replacing a run keeps the old one until the new
+one has a checkpoint, stored artefacts are verified when read, a diverged model is never saved."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from flashgau.errors import CheckpointError, ConfigError, CorpusError, TokenizerError
+from flashgau.training import loop as loop_mod
+from flashgau.training.checkpoint import load_checkpoint, save_checkpoint
+from flashgau.training.config import TrainConfig
+from flashgau.training.loop import TrainingDiverged, train
+from flashgau.training.run_folder import RunFolder
+from flashgau.training.trained import evaluate_checkpoint
+
+
+def tiny(corpus, out, **overrides):
+    settings = dict(arch="flash", preset="tiny", context=32, steps=4, batch_tokens=64, micro_batch_tokens=64,
+                    precision="fp32", data=str(corpus), out=str(out), eval_windows=2)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def quiet(cfg=None, **kwargs):
+    return train(cfg, progress=False, log=lambda s: None, **kwargs)
+
+
+def holder(folder):
+    """A separate process that owns `folder` until killed."""
+    code = ("import sys, time\nfrom flashgau.training.run_folder import RunFolder\n"
+            f"owner = RunFolder({str(folder)!r}).claim()\nprint('ready', flush=True)\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_a_run_folder_has_one_owner_and_a_killed_owner_does_not_keep_it(small_corpus, tmp_path):
+    out = tmp_path / "run"
+    proc = holder(out)
+    try:
+        with pytest.raises(ConfigError, match=rf"{out} is in use by flashgau process {proc.pid}"):
+            quiet(tiny(small_corpus, out))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert quiet(tiny(small_corpus, out)).finished              # the lock died with its process
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(small_corpus, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    quiet(tiny(small_corpus, out))
+    before = {name: (out / name).read_bytes() for name in ("checkpoint.pt", "metrics.jsonl")}
+
+    def broken(run):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(loop_mod, "_optimizer_step", broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        quiet(tiny(small_corpus, out, seed=5), overwrite=True)
+    assert {name: (out / name).read_bytes() for name in before} == before       # the old run, whole
+    assert not (out / ".previous").exists()
+    monkeypatch.undo()
+    quiet(tiny(small_corpus, out, seed=5), overwrite=True)
+    assert load_checkpoint(out)["train_config"]["seed"] == 5 and not (out / ".previous").exists()
+
+
+def test_a_replacement_killed_before_its_first_checkpoint_is_undone_by_the_next_process(small_corpus, tmp_path):
+    out = tmp_path / "run"
+    quiet(tiny(small_corpus, out))
+    old = (out / "checkpoint.pt").read_bytes()
+    folder = RunFolder(out).claim()
+    folder.set_aside()                                   # ... and the process dies here
+    (out / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n')
+    folder.release()
+    with RunFolder(out):
+        assert (out / "checkpoint.pt").read_bytes() == old and not (out / ".previous").exists()
+        assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["kind"] == "final"
+
+
+@pytest.mark.parametrize("where", ["file", "under_file"])
+def test_an_output_folder_that_cannot_be_a_folder_is_refused(small_corpus, tmp_path, where):
+    (tmp_path / "f").write_text("x")
+    out = tmp_path / "f" if where == "file" else tmp_path / "f" / "run"
+    with pytest.raises(ConfigError, match="is a file"):
+        quiet(tiny(small_corpus, out))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes everywhere")
+def test_an_unwritable_output_folder_is_refused(small_corpus, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(ConfigError, match="no permission to write"):
+        quiet(tiny(small_corpus, locked / "run"))
+
+
+def test_eval_checks_that_the_data_is_still_what_the_run_trained_on(small_corpus, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for p in small_corpus.iterdir():
+        (data / p.name).write_bytes(p.read_bytes())
+    quiet(tiny(data, tmp_path / "run"))
+    heldout = load_checkpoint(tmp_path / "run")["data"]["heldout_documents"]
+    (data / heldout[0]).unlink()                              # a held-out file deleted
+    with pytest.raises(CheckpointError, match="differs from the data this run was trained on"):
+        evaluate_checkpoint(tmp_path / "run")
+    for p in small_corpus.iterdir():                          # restored, then the folder moved
+        (data / p.name).write_bytes(p.read_bytes())
+    moved = tmp_path / "moved"
+    data.rename(moved)
+    with pytest.raises(CorpusError, match="no longer at .* --train-data NEW_PLACE"):
+        evaluate_checkpoint(tmp_path / "run")
+    result, _ = evaluate_checkpoint(tmp_path / "run", train_data=moved)
+    assert result.loss > 0
+
+
+def test_data_is_stored_absolute_and_resume_follows_moved_data(small_corpus, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    for p in small_corpus.iterdir():
+        (data / p.name).write_bytes(p.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    quiet(tiny("data", tmp_path / "run", steps=4), stop_after=2)
+    assert load_checkpoint(tmp_path / "run")["train_config"]["data"] == str(data)
+    data.rename(tmp_path / "moved")
+    monkeypatch.chdir("/")
+    with pytest.raises(CorpusError, match="--resume PATH --data NEW_PLACE"):
+        quiet(resume=tmp_path / "run")
+    assert quiet(resume=tmp_path / "run", changes={"data": str(tmp_path / "moved")}).finished
+
+
+def test_a_diverged_model_is_never_saved(small_corpus, tmp_path, monkeypatch):
+    real = loop_mod._optimizer_step
+
+    def poisoned(run):
+        out = real(run)
+        if run.step == 2:                                 # this step's update leaves NaN weights
+            with torch.no_grad():
+                next(run.model.parameters()).fill_(float("nan"))
+        return out
+
+    monkeypatch.setattr(loop_mod, "_optimizer_step", poisoned)
+    with pytest.raises(TrainingDiverged, match="weights became NaN .* lr 0.004, weight_decay 0.1"):
+        quiet(tiny(small_corpus, tmp_path / "run", steps=6, save_every=1, eval_every=100, lr=4e-3))
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt["step"] == 2 and all(torch.isfinite(t).all() for t in ckpt["model"].values())
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_by_eval(small_corpus, tmp_path):
+    quiet(tiny(small_corpus, tmp_path / "run"))
+    state = load_checkpoint(tmp_path / "run")
+    name = next(iter(state["model"]))
+    state["model"][name] = torch.full_like(state["model"][name], float("nan"))
+    save_checkpoint({k: v for k, v in state.items() if k not in ("format", "version")}, tmp_path / "run" / "c.pt")
+    with pytest.raises(CheckpointError, match="weights hold NaN or infinite values"):
+        evaluate_checkpoint(tmp_path / "run" / "c.pt")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("step", "seven", "checkpoint field 'step' is str"),
+    ("elapsed", -5.0, "saved progress is out of range"),
+    ("schedule", {"peak": 1e-3}, "saved training state does not fit this run"),
+    ("sampler", {"generator": torch.zeros(3, dtype=torch.uint8), "windows_drawn": 2},
+     "saved training state does not fit this run"),
+    ("rng", {"torch": torch.zeros(5)}, "saved training state does not fit this run"),
+    ("rng", None, "checkpoint field 'rng' is NoneType"),
+    ("train_config", {"arch": "flash", "lr": "fast"}, "saved settings are not valid"),
+])
+def test_hand_edited_checkpoints_get_one_line_naming_the_problem(small_corpus, tmp_path, field, value, message):
+    quiet(tiny(small_corpus, tmp_path / "run"), stop_after=2)
+    state = load_checkpoint(tmp_path / "run")
+    state[field] = value
+    save_checkpoint({k: v for k, v in state.items() if k not in ("format", "version")}, tmp_path / "run" /
+                    "checkpoint.pt")
+    with pytest.raises(CheckpointError, match=message):
+        quiet(resume=tmp_path / "run")
+
+
+@pytest.mark.parametrize("overrides, error, message", [
+    (dict(sample_tokens=3000), ConfigError, "exceed the model's max_seq_len 2048"),
+    (dict(sample_tokens=5, sample_prompt=""), ConfigError, "the sample prompt is empty"),
+    (dict(sample_tokens=5, sample_prompt="bad \udcff byte"), TokenizerError, "not valid Unicode"),
+])
+def test_a_bad_sample_is_refused_before_training(small_corpus, tmp_path, overrides, error, message):
+    with pytest.raises(error, match=message):
+        quiet(tiny(small_corpus, tmp_path / "run", **overrides))
+    assert not (tmp_path / "run").exists()
