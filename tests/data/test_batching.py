@@ -69,3 +69,98 @@ def test_context_longer_than_the_data_is_a_clear_error():
 def test_tokenize_documents_drops_texts_without_a_target():
     out = tokenize_documents(["ab", "x", "hello"], ByteTokenizer())
     assert [t.tolist() for t in out] == [[97, 98], [104, 101, 108, 108, 111]]
+
+
+def _heldout_before(docs, context):
+    """The held-out windows as they were built before they became lazy (every window materialised): the reference."""
+    from flashgau.data.batching import _pack
+
+    rows, skips = [], []
+    for doc in docs:
+        n = len(doc)
+        if n < context + 1:
+            rows.append(doc)
+            skips.append(0)
+            continue
+        start = 0
+        while start + context + 1 <= n:
+            rows.append(doc[start:start + context + 1])
+            skips.append(0)
+            start += context
+        if start < n - 1:
+            tail = n - context - 1
+            rows.append(doc[tail:])
+            skips.append(start - tail)
+    batch = _pack(rows, context)
+    for r, skip in enumerate(skips):
+        batch.labels[r, :skip] = -100
+    return batch
+
+
+@pytest.mark.parametrize("context", [1, 3, 8, 39, 40, 99, 100])
+def test_lazy_heldout_windows_equal_the_materialised_ones(context):
+    gen = torch.Generator().manual_seed(context)
+    lengths = [2, 5, 9, 40, 41, 100, 101, 237] + torch.randint(2, 300, (12,), generator=gen).tolist()
+    docs = [torch.randint(0, 256, (n,), generator=gen, dtype=torch.int32) for n in lengths]
+    windows = HeldoutWindows(docs, context)
+    reference = _heldout_before(docs, context)
+    assert len(windows) == reference.input_ids.shape[0] and windows.num_targets == reference.num_targets
+    for limit in (None, 7):
+        index = torch.arange(len(windows))
+        if limit is not None:
+            index = torch.linspace(0, len(windows) - 1, limit).round().long().unique()
+        got = list(windows.batches(batch_size=6, limit=limit))
+        for i, batch in enumerate(got):
+            sel = index[6 * i:6 * i + 6]
+            mask = None if reference.attention_mask is None else reference.attention_mask[sel]
+            assert torch.equal(batch.input_ids, reference.input_ids[sel])
+            assert torch.equal(batch.labels, reference.labels[sel])
+            assert (batch.attention_mask is None) == (mask is None or bool(mask.all()))
+            if batch.attention_mask is not None:
+                assert torch.equal(batch.attention_mask, mask)
+
+
+def test_sampler_draws_today_s_windows():
+    # The stream before memory-mapped documents, written out: the same generator, picks and document lookup.
+    docs, context = _docs(), 8
+    sampler = WindowSampler(docs, context, seed=11)
+    gen = torch.Generator().manual_seed(11)
+    starts = torch.tensor([max(len(d) - context, 1) for d in docs])
+    cum = torch.cumsum(starts, 0)
+    for _ in range(4):
+        picks = torch.randint(int(cum[-1]), (5,), generator=gen)
+        doc_idx = torch.searchsorted(cum, picks, right=True)
+        offsets = picks - (cum - starts)[doc_idx]
+        expected = [docs[i][o:o + context + 1] for i, o in zip(doc_idx.tolist(), offsets.tolist())]
+        batch = sampler.next_batch(5)
+        for row, want in zip(batch.input_ids, expected):
+            assert torch.equal(row[:len(want) - 1], want[:-1].long())
+
+
+def test_ranks_draw_disjoint_shares_of_one_stream():
+    single = WindowSampler(_docs(), 8, seed=2)
+    ranks = [WindowSampler(_docs(), 8, seed=2, rank=r, world_size=3) for r in range(3)]
+    for _ in range(3):
+        whole = single.next_batch(6)                      # what one process drawing B * W windows sees
+        parts = [s.next_batch(2) for s in ranks]
+        for r, part in enumerate(parts):
+            assert torch.equal(part.input_ids, whole.input_ids[r::3])
+    assert all(s.windows_drawn == single.windows_drawn == 18 for s in ranks)
+    assert all(torch.equal(s.state_dict()["generator"], single.state_dict()["generator"]) for s in ranks)
+    with pytest.raises(ConfigError, match="rank must be in"):
+        WindowSampler(_docs(), 8, seed=0, rank=3, world_size=3)
+
+
+def test_packed_documents_let_windows_cross_boundaries():
+    from flashgau.data.batching import TokenDocuments
+
+    docs = TokenDocuments.from_tensors(_docs())
+    packed = docs.packed()
+    assert len(packed) == 1 and torch.equal(packed.tokens(0), torch.cat(_docs()).long())
+    sampler = WindowSampler(packed, context=8, seed=0)
+    crossed = False
+    for _ in range(50):
+        rows = sampler.next_batch(4).input_ids
+        crossed |= any(len(set((r // 1000).tolist())) > 1 for r in rows)
+        assert sampler.next_batch(4).attention_mask is None          # every window is full
+    assert crossed

@@ -8,6 +8,9 @@ proportion to their number of windows). A document shorter than T + 1 tokens giv
 padded inputs have attention_mask 0 and labels -100. The sampler draws from its own seeded `torch.Generator`;
 `state_dict()` / `load_state_dict()` save and restore its position exactly.
 
+Documents come as a `TokenDocuments`: spans of memory-mapped token shards (a prepared dataset, prepared.py) or
+tensors in memory; both classes read the tokens of a window only when the window is made.
+
 Held-out (`HeldoutWindows`): each document is cut into consecutive windows with stride T, so every token but a
 document's first is scored exactly once; the last window is aligned to the document's end (its already-scored
 labels set to -100) so that it is full length. The windows depend only on the tokens and T, which makes losses
@@ -54,25 +57,96 @@ def tokenize_documents(texts: Sequence[str], tokenizer) -> list[torch.Tensor]:
     return [torch.tensor(x, dtype=torch.int32) for x in ids if len(x) >= 2]
 
 
-def check_context(docs: Sequence[torch.Tensor], context: int, what: str) -> None:
+class TokenDocuments:
+    """Token documents as spans of flat token tensors: the memory-mapped shards of a prepared dataset
+    (prepared.py) or one tensor per document in memory. Nothing is read until a window asks for it.
+
+    shards: 1-D integer tensors (uint8, uint16, int32, uint32, ...); index (N, 3) long: per document its shard, the
+    offset of its first token in that shard, and its length."""
+
+    def __init__(self, shards: Sequence[torch.Tensor], index: torch.Tensor) -> None:
+        self.shards = list(shards)
+        self.index = index
+        self.lengths = index[:, 2]
+        self._one_per_document = False
+
+    @classmethod
+    def from_tensors(cls, docs: Sequence[torch.Tensor]) -> "TokenDocuments":
+        """Documents held as one tensor each (what tokenize_documents returns)."""
+        docs = list(docs)
+        index = torch.tensor([[i, 0, len(d)] for i, d in enumerate(docs)], dtype=torch.long).reshape(-1, 3)
+        made = cls(docs, index)
+        made._one_per_document = True
+        return made
+
+    @classmethod
+    def concat(cls, parts: Sequence["TokenDocuments"]) -> "TokenDocuments":
+        """The documents of `parts`, one after the other."""
+        shards, rows = [], []
+        for part in parts:
+            rows.append(part.index + torch.tensor([len(shards), 0, 0]))
+            shards += part.shards
+        return cls(shards, torch.cat(rows) if rows else torch.zeros(0, 3, dtype=torch.long))
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.lengths.sum())
+
+    def longest(self) -> int:
+        return int(self.lengths.max()) if len(self) else 0
+
+    def tokens(self, doc: int, start: int = 0, stop: Optional[int] = None) -> torch.Tensor:
+        """Tokens [start, stop) of document `doc` (a view of its shard, in the shard's dtype)."""
+        shard, offset, length = self.index[doc].tolist()
+        stop = length if stop is None else min(stop, length)
+        return self.shards[shard][offset + start:offset + stop]
+
+    def packed(self) -> "TokenDocuments":
+        """The same tokens with the document boundaries removed, for training windows that may cross documents:
+        each shard as one sequence (a prepared shard holds its documents back to back), or, in memory, all
+        documents concatenated."""
+        if self._one_per_document:
+            joined = torch.cat([d.to(torch.int64) for d in self.shards])
+            return TokenDocuments([joined], torch.tensor([[0, 0, len(joined)]], dtype=torch.long))
+        spans = [[i, 0, len(s)] for i, s in enumerate(self.shards) if len(s)]
+        return TokenDocuments(self.shards, torch.tensor(spans, dtype=torch.long).reshape(-1, 3))
+
+
+def as_documents(docs) -> TokenDocuments:
+    return docs if isinstance(docs, TokenDocuments) else TokenDocuments.from_tensors(docs)
+
+
+def check_context(docs, context: int, what: str) -> None:
     """Raise ConfigError unless at least one document holds a full window of `context` + 1 tokens."""
     if context < 1:
         raise ConfigError(f"context must be >= 1, got {context}")
-    longest = max((len(d) for d in docs), default=0)
+    longest = as_documents(docs).longest()
     if longest < context + 1:
         raise ConfigError(f"context {context} is longer than the {what} data: its longest document has "
                           f"{longest} tokens; use --context {max(longest - 1, 1)} or less, or more text")
 
 
 class WindowSampler:
-    """Random training windows inside documents, reproducible from `seed` and resumable from its state."""
+    """Random training windows inside documents, reproducible from `seed` and resumable from its state.
 
-    def __init__(self, docs: Sequence[torch.Tensor], context: int, seed: int) -> None:
-        check_context(docs, context, "training")
-        self.docs = list(docs)
+    `docs`: a TokenDocuments (memory-mapped shards) or a list of 1-D token tensors; the same documents and seed give
+    the same windows either way. Several processes (rank r of world_size W, each with the same documents and seed)
+    share one stream of draws: each `next_batch(B)` draws B * W windows and rank r takes draws r, r + W, r + 2W ...,
+    so the ranks' windows are disjoint parts of what one process drawing B * W windows would see, and their states
+    stay equal. world_size 1 (the default) is the single-process stream."""
+
+    def __init__(self, docs, context: int, seed: int, *, rank: int = 0, world_size: int = 1) -> None:
+        if not (isinstance(world_size, int) and world_size >= 1 and isinstance(rank, int) and 0 <= rank < world_size):
+            raise ConfigError(f"rank must be in [0, world_size), got rank {rank!r} of world_size {world_size!r}")
+        self.docs = as_documents(docs)
+        check_context(self.docs, context, "training")
         self.context = context
+        self.rank, self.world_size = rank, world_size
         # Document i owns the window numbers [self._first[i], self._first[i] + starts[i]).
-        starts = torch.tensor([max(len(d) - context, 1) for d in self.docs], dtype=torch.long)
+        starts = (self.docs.lengths - context).clamp(min=1)
         self._cum = torch.cumsum(starts, 0)
         self._first = self._cum - starts
         self.num_windows = int(self._cum[-1])
@@ -80,11 +154,12 @@ class WindowSampler:
         self.windows_drawn = 0
 
     def next_batch(self, batch_size: int) -> Batch:
-        picks = torch.randint(self.num_windows, (batch_size,), generator=self.generator)
-        self.windows_drawn += batch_size
+        picks = torch.randint(self.num_windows, (batch_size * self.world_size,), generator=self.generator)
+        self.windows_drawn += batch_size * self.world_size
+        picks = picks[self.rank::self.world_size].contiguous()
         doc_idx = torch.searchsorted(self._cum, picks, right=True)
         offsets = picks - self._first[doc_idx]
-        rows = [self.docs[i][o:o + self.context + 1] for i, o in zip(doc_idx.tolist(), offsets.tolist())]
+        rows = [self.docs.tokens(i, o, o + self.context + 1) for i, o in zip(doc_idx.tolist(), offsets.tolist())]
         return _pack(rows, self.context)
 
     def state_dict(self) -> dict:
@@ -96,40 +171,30 @@ class WindowSampler:
 
 
 class HeldoutWindows:
-    """The fixed evaluation windows of a set of documents (see the module docstring)."""
+    """The fixed evaluation windows of a set of documents (see the module docstring). Only an index of windows is
+    kept, (document, first token, already-scored labels), three integers per window; a batch reads its tokens when
+    it is made, so memory does not grow with the held-out text."""
 
-    def __init__(self, docs: Sequence[torch.Tensor], context: int) -> None:
-        check_context(docs, context, "held-out")
+    def __init__(self, docs, context: int) -> None:
+        self.docs = as_documents(docs)
+        check_context(self.docs, context, "held-out")
         self.context = context
-        rows: list[torch.Tensor] = []
-        skips: list[int] = []  # leading labels of each row that were already scored by the previous window
-        for doc in docs:
-            n = len(doc)
-            if n < context + 1:
-                rows.append(doc)
-                skips.append(0)
-                continue
-            start = 0
-            while start + context + 1 <= n:
-                rows.append(doc[start:start + context + 1])
-                skips.append(0)
-                start += context
-            scored_until = start  # last scored target index (targets are tokens 1..n-1)
-            if scored_until < n - 1:
-                tail = n - context - 1
-                rows.append(doc[tail:])
-                skips.append(scored_until - tail)
-        batch = _pack(rows, context)
-        for r, skip in enumerate(skips):
-            batch.labels[r, :skip] = IGNORE_INDEX
-        self._all = batch
+        n = self.docs.lengths
+        full = torch.where(n >= context + 1, (n - 1) // context, torch.zeros_like(n))  # stride-T windows per doc
+        scored_until = full * context                      # last scored target index (targets are 1..n-1)
+        tail = (n >= context + 1) & (scored_until < n - 1)  # one more window aligned to the document's end
+        per_doc = torch.where(n >= context + 1, full + tail.long(), torch.ones_like(n))
+        doc = torch.repeat_interleave(torch.arange(len(n)), per_doc)
+        first_row = torch.cumsum(per_doc, 0) - per_doc
+        k = torch.arange(len(doc)) - first_row[doc]        # window number inside its document
+        is_tail = tail[doc] & (k == full[doc])
+        start = torch.where(is_tail, n[doc] - context - 1, k * context)
+        skip = torch.where(is_tail, scored_until[doc] - start, torch.zeros_like(start))
+        self._doc, self._start, self._skip = doc, start, skip
+        self.num_targets = int((torch.minimum(n[doc], torch.full_like(doc, context + 1)) - 1 - skip).sum())
 
     def __len__(self) -> int:
-        return self._all.input_ids.shape[0]
-
-    @property
-    def num_targets(self) -> int:
-        return self._all.num_targets
+        return int(self._doc.shape[0])
 
     def batches(self, batch_size: int, limit: Optional[int] = None) -> Iterator[Batch]:
         """Batches of at most `batch_size` windows; `limit` keeps an evenly spaced fixed subset of windows."""
@@ -137,13 +202,13 @@ class HeldoutWindows:
         if limit is not None and limit < len(self):
             index = torch.linspace(0, len(self) - 1, max(limit, 1)).round().long().unique()
         for i in range(0, len(index), batch_size):
-            sel = index[i:i + batch_size]
-            mask = None
-            if self._all.attention_mask is not None:
-                mask = self._all.attention_mask[sel]
-                if bool(mask.all()):
-                    mask = None
-            yield Batch(self._all.input_ids[sel], self._all.labels[sel], mask)
+            sel = index[i:i + batch_size].tolist()
+            rows = [self.docs.tokens(int(self._doc[j]), int(self._start[j]), int(self._start[j]) + self.context + 1)
+                    for j in sel]
+            batch = _pack(rows, self.context)
+            for r, j in enumerate(sel):
+                batch.labels[r, :int(self._skip[j])] = IGNORE_INDEX
+            yield batch
 
 
 def _pack(rows: Sequence[torch.Tensor], context: int) -> Batch:
