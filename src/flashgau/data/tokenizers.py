@@ -6,10 +6,17 @@ UTF-8 each id stands for (`token_byte_lengths()`), which turns a per-token loss 
 One save/load format for both: `tok.to_dict()` is a JSON-able dict ({"kind": "bytes"} or {"kind": "bpe",
 "tokenizer_json": ...}); `tokenizer_from_dict(d)` rebuilds it. Checkpoints store this dict; `save_tokenizer`
 and `load_tokenizer` write and read it as a JSON file.
+
+A BPE can also come ready-made: `make_tokenizer("path/to/tokenizer.json")` reads a HF `tokenizers` file (GPT-2,
+RoBERTa, Llama 3 and other byte-level BPEs; `load_tokenizer_file`). It must be byte-level, so that every token
+stands for whole bytes and any text round-trips; others (SentencePiece-style, WordPiece) are refused in one line.
+Text is encoded without the special tokens a file's post-processor would add (no BOS/EOS): flashgau's documents
+carry their own boundaries.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -69,13 +76,13 @@ class BPETokenizer:
 
     def encode(self, text: str) -> list[int]:
         _utf8(text)  # same clear error as ByteTokenizer for text that is not valid Unicode
-        return self._tok.encode(text).ids
+        return self._tok.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """Many texts at once (in parallel inside the HF library)."""
         for text in texts:
             _utf8(text)
-        return [enc.ids for enc in self._tok.encode_batch(list(texts))]
+        return [enc.ids for enc in self._tok.encode_batch(list(texts), add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int]) -> str:
         return b"".join(self._token_bytes(int(i)) for i in ids).decode("utf-8", errors="replace")
@@ -91,19 +98,70 @@ class BPETokenizer:
         if piece is None:
             raise TokenizerError(f"token id {i} is outside the vocabulary (size {self.vocab_size})")
         decoder = _byte_decoder()
-        return bytes(decoder[c] for c in piece)
+        try:
+            return bytes(decoder[c] for c in piece)
+        except KeyError:
+            if piece in self._special():                # an added token such as <|endoftext|>: its literal text
+                return piece.encode("utf-8")
+            raise TokenizerError(f"token {i} ({piece!r}) is not made of byte-level characters") from None
+
+    def _special(self) -> set:
+        if not hasattr(self, "_added"):
+            self._added = {t.content for t in self._tok.get_added_tokens_decoder().values()}
+        return self._added
 
 
 Tokenizer = Union[ByteTokenizer, BPETokenizer]
 
 
 def make_tokenizer(kind: str, train_texts: Iterable[str] = (), vocab_size: int = 4096) -> Tokenizer:
-    """"bytes", or "bpe" trained on `train_texts`."""
+    """"bytes", "bpe" trained on `train_texts`, or a tokenizer file (a path ending in .json)."""
     if kind == "bytes":
         return ByteTokenizer()
     if kind == "bpe":
         return BPETokenizer.train(train_texts, vocab_size=vocab_size)
-    raise TokenizerError(f"unknown tokenizer {kind!r}; choose one of {', '.join(TOKENIZER_KINDS)}")
+    if is_tokenizer_file(kind):
+        return load_tokenizer_file(kind)
+    raise TokenizerError(f"unknown tokenizer {kind!r}; choose one of {', '.join(TOKENIZER_KINDS)} or a path to a "
+                         "tokenizer.json")
+
+
+def is_tokenizer_file(kind: str) -> bool:
+    """Whether a --tokenizer value names a file (rather than "bytes" or "bpe")."""
+    return isinstance(kind, str) and kind.lower().endswith(".json")
+
+
+def load_tokenizer_file(path: Union[str, Path]) -> Tokenizer:
+    """A tokenizer from a JSON file: flashgau's own format (save_tokenizer) or a HF `tokenizers` tokenizer.json of
+    a byte-level BPE (TokenizerError otherwise)."""
+    path = Path(path).expanduser()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise TokenizerError(f"cannot read tokenizer file {path}: {err}") from None
+    if isinstance(data, dict) and "kind" in data:
+        return tokenizer_from_dict(data)
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict) or model.get("type") != "BPE" or "ByteLevel" not in json.dumps(data.get("decoder")):
+        raise TokenizerError(f"{path} is not a byte-level BPE tokenizer.json (model {model.get('type') if isinstance(model, dict) else None!r}, "
+                             "decoder without ByteLevel): flashgau needs tokens that stand for whole bytes, as in "
+                             "GPT-2 or Llama 3 tokenizers")
+    from tokenizers import Tokenizer as HFTokenizer
+
+    try:
+        tok = BPETokenizer(HFTokenizer.from_str(json.dumps(data)))
+    except Exception as err:  # the HF library raises its own exception types
+        raise TokenizerError(f"{path} cannot be read as a tokenizer: {str(err)[:160]}") from None
+    probe = "Probe: héllo  wörld\n\t🙂 x"
+    try:
+        round_trip = tok.decode(tok.encode(probe))
+        tok.token_byte_lengths()
+    except (TokenizerError, KeyError):
+        round_trip = None
+    if round_trip != probe:
+        raise TokenizerError(f"{path} does not round-trip text exactly (a normaliser or non-byte tokens?); flashgau "
+                             "needs a byte-level BPE whose decode(encode(text)) == text")
+    return tok
 
 
 def tokenizer_from_dict(data: dict) -> Tokenizer:
@@ -118,6 +176,11 @@ def tokenizer_from_dict(data: dict) -> Tokenizer:
         except Exception as err:  # the HF library raises its own exception types
             raise TokenizerError(f"saved BPE tokenizer cannot be read: {err}") from None
     raise TokenizerError(f"saved tokenizer has unknown kind {kind!r}")
+
+
+def tokenizer_digest(tok: Tokenizer) -> str:
+    """SHA-256 of a tokenizer's saved form: equal digests, equal tokenizers."""
+    return hashlib.sha256(json.dumps(tok.to_dict(), sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def save_tokenizer(tok: Tokenizer, path: Union[str, Path]) -> None:
