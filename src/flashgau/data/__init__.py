@@ -1,11 +1,16 @@
-"""Text in, token windows out: corpora (corpus.py), tokenizers (tokenizers.py), windows (batching.py).
+"""Text in, token windows out: sources (sources.py: text, folders, JSON lines, Parquet, Arrow), corpora and the
+split (corpus.py), tokenizers (tokenizers.py), preparation into token shards (prepare.py) and the prepared format
+read through memory maps (prepared.py), windows (batching.py). `flashgau.data.prepare.prepare` is the function
+behind `flashgau prepare`.
 
 Nothing here imports the model."""
 
-from .batching import Batch, HeldoutWindows, WindowSampler, tokenize_documents
+from .batching import Batch, HeldoutWindows, TokenDocuments, WindowSampler, tokenize_documents
 from .corpus import CorpusSplit, Document, load_split, read_documents, split_documents
+from .prepared import PreparedData, open_prepared, verify_prepared
+from .sources import open_source
 from .tokenizers import BPETokenizer, ByteTokenizer, load_tokenizer, make_tokenizer, save_tokenizer, tokenizer_from_dict
 
-__all__ = ["Batch", "HeldoutWindows", "WindowSampler", "tokenize_documents", "CorpusSplit", "Document",
-           "load_split", "read_documents", "split_documents", "BPETokenizer", "ByteTokenizer", "load_tokenizer",
-           "make_tokenizer", "save_tokenizer", "tokenizer_from_dict"]
+__all__ = ["Batch", "HeldoutWindows", "TokenDocuments", "WindowSampler", "tokenize_documents", "CorpusSplit",
+           "Document", "load_split", "read_documents", "split_documents", "PreparedData", "open_prepared", "verify_prepared", "open_source", "BPETokenizer", "ByteTokenizer",
+           "load_tokenizer", "make_tokenizer", "save_tokenizer", "tokenizer_from_dict"]
