@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from ..data.tokenizers import is_tokenizer_file
 from ..errors import ConfigError
 from ..runtime import PRECISIONS
 
@@ -39,9 +40,15 @@ class TrainConfig:
                         "fp32", "bf16", or "fp16" (CUDA only, with a gradient scaler). Weights and optimizer
                         state stay fp32 in every precision.
     compile:            wrap the model in torch.compile.
-    data:               None for the default corpus (Shakespeare), else a text file or a folder.
+    data:               None for the default corpus (Shakespeare), a text file, a folder, dataset files (JSON lines,
+                        Parquet, Arrow), or a folder made by `flashgau prepare` (whose tokenizer and split then
+                        replace tokenizer, bpe_vocab_size and heldout_fraction). Anything but a prepared folder is
+                        prepared on the fly into the cache ($FLASHGAU_CACHE) once.
     heldout_fraction:   share of the corpus (by characters, whole documents) held out.
-    tokenizer:          "bytes" or "bpe" (trained on the training split, bpe_vocab_size ids).
+    tokenizer:          "bytes", "bpe" (trained on the training split, bpe_vocab_size ids), or the path of a
+                        tokenizer.json (a byte-level BPE, e.g. GPT-2's).
+    pack_documents:     training windows may cross document boundaries (documents back to back); held-out
+                        windows never do.
     eval_every:         steps between held-out evaluations on eval_windows fixed windows (None: ~10 per run).
     save_every:         steps between checkpoints (None: ~5 per run); one is always written at the end.
     sample_tokens:      tokens generated after training (0: none), continuing sample_prompt (None: the first
@@ -70,6 +77,7 @@ class TrainConfig:
     heldout_fraction: float = 0.1
     tokenizer: str = "bytes"
     bpe_vocab_size: int = 4096
+    pack_documents: bool = False
     eval_every: Optional[int] = None
     eval_windows: int = 32
     save_every: Optional[int] = None
@@ -126,8 +134,11 @@ class TrainConfig:
         number("heldout_fraction", 0.0, 1.0, lo_open=True, hi_open=True)
         need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got "
                                            f"{self.precision!r}")
-        need(self.tokenizer in TOKENIZERS, f"tokenizer must be one of {', '.join(TOKENIZERS)}, got "
-                                           f"{self.tokenizer!r}")
+        need(self.tokenizer in TOKENIZERS or is_tokenizer_file(self.tokenizer),
+             f"tokenizer must be one of {', '.join(TOKENIZERS)} or the path of a tokenizer.json, got "
+             f"{self.tokenizer!r}")
+        need(isinstance(self.pack_documents, bool), f"pack_documents must be true or false, got "
+                                                    f"{self.pack_documents!r}")
         need(self.tokenizer != "bpe" or self.bpe_vocab_size > 256,
              f"bpe_vocab_size must be > 256 (the byte alphabet), got {self.bpe_vocab_size}")
         if self.steps is None and self.time_budget is None:

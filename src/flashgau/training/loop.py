@@ -61,7 +61,7 @@ class TrainResult:
     sample: Optional[str]           # the prompt and its continuation, when one was asked for
     model: torch.nn.Module
     tokenizer: object
-    data: object                    # the RunData (split, tokenizer, token documents)
+    data: object                    # the RunData (prepared data, tokenizer, fingerprint)
     interrupted: bool = False       # stopped by Ctrl-C / SIGTERM before the last step
 
     @property
@@ -84,12 +84,12 @@ def train(config: Optional[TrainConfig] = None, *, resume: Optional[Union[str, P
     device = resolve_device(device)
     if resume is not None:
         changes = {**(changes or {}), **({"compile": compile} if compile is not None else {})}
-        run = resume_run(resume, device=device, changes=changes)
+        run = resume_run(resume, device=device, changes=changes, progress=progress, log=log)
     else:
         config = config if config is not None else TrainConfig()
         if compile is not None:
             config = TrainConfig.from_dict({**config.to_dict(), "compile": compile})
-        run = start_run(config, device=device, overwrite=overwrite)
+        run = start_run(config, device=device, overwrite=overwrite, progress=progress, log=log)
     session = _Session(run, t_start, progress=progress, log=log)
     session.check_first_step()
     with RunFolder(run.out_dir) as folder:
@@ -145,7 +145,7 @@ class _Session:
             self.metrics.path.unlink(missing_ok=True)
         length = f"{run.total_steps} steps" if run.total_steps else f"time budget {self.budget:g} s"
         self.log(f"{cfg.arch} ({cfg.preset}, {run.model.num_parameters():,} parameters) | "
-                 f"{run.data.split.describe()} | {cfg.tokenizer} tokenizer (V={run.data.tokenizer.vocab_size}) | "
+                 f"{run.data.describe()} | {run.data.tokenizer.kind} tokenizer (V={run.data.tokenizer.vocab_size}) | "
                  f"context {cfg.context} | {cfg.windows_per_step} windows/step ({cfg.micro_batch_size} x "
                  f"{cfg.accumulation_steps}) | {length} | out {run.out_dir}")
         self.log(f"device {describe_device(run.device)} | precision {run.precision.describe()}"
@@ -305,7 +305,7 @@ class _Session:
             self.log(f"stopped at step {run.step}/{run.total_steps}; continue with: flashgau train --resume "
                      f"{run.out_dir}")
         plot_losses(read_metrics(self.metrics.path), run.out_dir / PLOT_NAME,
-                    title=f"{cfg.arch} {cfg.preset}, {cfg.tokenizer}, context {cfg.context}")
+                    title=f"{cfg.arch} {cfg.preset}, {run.data.tokenizer.kind}, context {cfg.context}")
         result = TrainResult(out_dir=run.out_dir, checkpoint=run.checkpoint_path, step=run.step,
                              total_steps=run.total_steps, tokens_seen=run.tokens_seen, elapsed=self.elapsed(),
                              num_parameters=run.model.num_parameters(), final=final, sample=sample, model=run.model,

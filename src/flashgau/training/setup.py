@@ -1,56 +1,103 @@
 """What a run needs before its first step, built the same way for a fresh run, a resumed run and `eval`:
-the split corpus and its token windows, the tokenizer, and the model."""
+the split corpus as memory-mapped token documents, the tokenizer, and the model.
+
+The data of a run is always a prepared dataset (data/prepared.py): `--data DIR` naming a prepared folder is opened
+as it is; the default corpus and plain text are prepared on the fly into the cache (data/prepare.py,
+$FLASHGAU_CACHE) the first time, and opened from there afterwards. Start-up then costs time in the number of
+documents, not of tokens."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
 from ..config import ModelConfig
-from ..data.batching import HeldoutWindows, WindowSampler, tokenize_documents
-from ..data.corpus import DEFAULT_CORPUS, CorpusSplit, load_split
-from ..data.tokenizers import Tokenizer, make_tokenizer
+from ..data.batching import HeldoutWindows, TokenDocuments, WindowSampler
+from ..data.corpus import DEFAULT_CORPUS, split_fingerprint  # noqa: F401 (re-exported)
+from ..data.prepare import prepared_cached
+from ..data.prepared import PreparedData, is_prepared, open_prepared
+from ..data.tokenizers import Tokenizer, is_tokenizer_file, tokenizer_digest
 from ..errors import CheckpointError, ConfigError, CorpusError
 from ..model import LanguageModel
 from .config import TrainConfig
 
+HELDOUT_NAMES_KEPT = 1000      # held-out document names a checkpoint records (all of them for smaller corpora)
+
 
 @dataclass
 class RunData:
-    split: CorpusSplit
+    """The data of a run: a prepared dataset, its tokenizer and the fingerprint of its split text."""
+
+    prepared: PreparedData
     tokenizer: Tokenizer
-    train_docs: list[torch.Tensor]
-    heldout_docs: list[torch.Tensor]
     fingerprint: str
 
-    def sampler(self, context: int, seed: int) -> WindowSampler:
-        return WindowSampler(self.train_docs, context, seed)
+    @property
+    def train_docs(self) -> TokenDocuments:
+        return self.prepared.train
+
+    @property
+    def heldout_docs(self) -> TokenDocuments:
+        return self.prepared.heldout
+
+    def sampler(self, context: int, seed: int, *, pack_documents: bool = False, rank: int = 0,
+                world_size: int = 1) -> WindowSampler:
+        docs = self.train_docs.packed() if pack_documents else self.train_docs
+        return WindowSampler(docs, context, seed, rank=rank, world_size=world_size)
 
     def heldout(self, context: int) -> HeldoutWindows:
         return HeldoutWindows(self.heldout_docs, context)
 
+    def describe(self) -> str:
+        return self.prepared.describe()
 
-def prepare_data(cfg: TrainConfig, tokenizer: Optional[Tokenizer] = None) -> RunData:
-    """Read and split the corpus, make the tokenizer (BPE: trained on the training split only) unless one is
-    given, and tokenize both sides. Raises CorpusError / ConfigError for unusable data."""
-    split = load_split(cfg.data, cfg.heldout_fraction)
-    if tokenizer is None:
-        tokenizer = make_tokenizer(cfg.tokenizer, [d.text for d in split.train], cfg.bpe_vocab_size)
-    train_docs = tokenize_documents([d.text for d in split.train], tokenizer)
-    heldout_docs = tokenize_documents([d.text for d in split.heldout], tokenizer)
-    if not train_docs or not heldout_docs:
-        raise CorpusError("the corpus is too small: training or held-out text has fewer than 2 tokens")
-    return RunData(split, tokenizer, train_docs, heldout_docs, split_fingerprint(split))
+    def heldout_names(self, limit: int = HELDOUT_NAMES_KEPT) -> list[str]:
+        return self.prepared.names("heldout", limit)
+
+    def first_heldout_line(self, chars: int = 80) -> str:
+        """The first line (at most `chars` characters) of the first held-out document, leading blanks skipped:
+        decoded from its first tokens, as many as it takes."""
+        doc = self.heldout_docs
+        n = 256
+        while True:
+            text = self.tokenizer.decode(doc.tokens(0, 0, n).tolist()).lstrip()
+            lines = text.splitlines()
+            # a few characters of margin: the last decoded character may be a cut multi-byte one
+            if n >= int(doc.lengths[0]) or len(lines) > 1 or (lines and len(lines[0]) > chars + 4):
+                return lines[0][:chars] if lines else ""
+            n *= 2
 
 
-def prepare_run_data(cfg: TrainConfig, tokenizer: Tokenizer, fingerprint: Optional[str], purpose: str) -> RunData:
+def prepare_data(cfg: TrainConfig, tokenizer: Optional[Tokenizer] = None, *, progress: bool = False,
+                 log: Callable[[str], None] = lambda s: None) -> RunData:
+    """The run's data: `cfg.data` opened if it is a prepared folder, else prepared on the fly (cached) with the
+    tokenizer `cfg.tokenizer` asks for (BPE: trained on the training split), or with `tokenizer` when one is given
+    (a resumed run's). Raises CorpusError / ConfigError for unusable data."""
+    if is_prepared(cfg.data):
+        prepared = open_prepared(cfg.data)
+        if tokenizer is not None and tokenizer_digest(tokenizer) != tokenizer_digest(prepared.tokenizer):
+            raise CheckpointError(f"the prepared data at {cfg.data} was tokenized with another tokenizer than this "
+                                  "run's; give the data prepared for this run (or its text)")
+    else:
+        if tokenizer is None:
+            spec, accept = cfg.tokenizer, None
+        elif cfg.tokenizer == "bpe":               # the cache entry made when the run started has that BPE
+            spec, accept = "bpe", tokenizer
+        else:
+            spec, accept = tokenizer, None
+        prepared = prepared_cached(cfg.data, tokenizer=spec, also_accept=accept, bpe_vocab_size=cfg.bpe_vocab_size,
+                                   heldout_fraction=cfg.heldout_fraction, progress=progress, log=log)
+    return RunData(prepared, prepared.tokenizer, prepared.fingerprint)
+
+
+def prepare_run_data(cfg: TrainConfig, tokenizer: Tokenizer, fingerprint: Optional[str], purpose: str, *,
+                     progress: bool = False, log: Callable[[str], None] = lambda s: None) -> RunData:
     """The data a saved run was trained on, checked against its fingerprint (`purpose`: "resume" or "eval")."""
     try:
-        data = prepare_data(cfg, tokenizer)
+        data = prepare_data(cfg, tokenizer, progress=progress, log=log)
     except CorpusError as err:
         if cfg.data is not None and not Path(cfg.data).exists():
             hint = ("--resume PATH --data NEW_PLACE" if purpose == "resume" else "--train-data NEW_PLACE (or score "
@@ -64,6 +111,17 @@ def prepare_run_data(cfg: TrainConfig, tokenizer: Tokenizer, fingerprint: Option
     return data
 
 
+def config_for_data(cfg: TrainConfig, data: RunData) -> TrainConfig:
+    """`cfg` with the tokenizer and held-out fraction a prepared folder was made with (the folder decides them)."""
+    if not is_prepared(cfg.data):
+        return cfg
+    manifest = data.prepared.manifest
+    kind = data.tokenizer.kind
+    return TrainConfig.from_dict({**cfg.to_dict(), "tokenizer": kind, "heldout_fraction":
+                                  manifest["request"]["heldout_fraction"],
+                                  "bpe_vocab_size": data.tokenizer.vocab_size if kind == "bpe" else cfg.bpe_vocab_size})
+
+
 def absolute_data_path(data: Optional[str]) -> Optional[str]:
     """A user's data path made absolute (the default corpus stays None / its name)."""
     if data is None or data == DEFAULT_CORPUS:
@@ -71,14 +129,9 @@ def absolute_data_path(data: Optional[str]) -> Optional[str]:
     return str(Path(data).expanduser().resolve())
 
 
-def split_fingerprint(split: CorpusSplit) -> str:
-    """SHA-256 over the names and texts of both sides of the split: changes if the data changes."""
-    digest = hashlib.sha256()
-    for side, docs in (("train", split.train), ("heldout", split.heldout)):
-        for doc in docs:
-            digest.update(f"{side}\0{doc.name}\0{len(doc.text)}\0".encode("utf-8"))
-            digest.update(doc.text.encode("utf-8"))
-    return digest.hexdigest()
+def absolute_tokenizer(tokenizer: str) -> str:
+    """A tokenizer file's path made absolute ("bytes" and "bpe" stay)."""
+    return str(Path(tokenizer).expanduser().resolve()) if is_tokenizer_file(tokenizer) else tokenizer
 
 
 def model_config_for(cfg: TrainConfig, vocab_size: int) -> ModelConfig:

@@ -12,7 +12,8 @@ Checkpoint contents (a dict; flashgau.training.checkpoint writes it atomically a
     step, tokens_seen, elapsed    optimizer steps done, training tokens consumed, wall seconds so far
     sampler                       the training-window sampler's generator state and windows drawn
     rng                           torch's global CPU RNG state (and the CUDA one when the run used a GPU)
-    data                          fingerprint of the training/held-out split, the held-out document names
+    data                          fingerprint of the training/held-out split, the held-out document names (the
+                                  first 1000)
     runtime                       the precision that ran (name, reason) and the device it ran on
 
 Everything that can fail on bad input (data, settings, the output folder, the sample prompt) is checked by
@@ -24,7 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 
@@ -39,8 +40,8 @@ from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model_state, reso
 from .config import TrainConfig
 from .optim import WarmupCosine, make_optimizer
 from .run_folder import check_writable
-from .setup import (RunData, absolute_data_path, build_model, model_config_for, prepare_data,
-                    prepare_run_data)
+from .setup import (RunData, absolute_data_path, absolute_tokenizer, build_model, config_for_data, model_config_for,
+                    prepare_data, prepare_run_data)
 
 
 @dataclass
@@ -89,25 +90,28 @@ class RunState:
             "schedule": self.schedule.state_dict(), "plan": self.plan.to_dict() if self.plan else None,
             "step": self.step, "tokens_seen": self.tokens_seen, "elapsed": elapsed,
             "sampler": self.sampler.state_dict(), "rng": rng,
-            "data": {"fingerprint": self.data.fingerprint,
-                     "heldout_documents": [d.name for d in self.data.split.heldout]},
+            "data": {"fingerprint": self.data.fingerprint, "heldout_documents": self.data.heldout_names()},
             "runtime": {"precision": self.precision.to_dict(), "device": str(self.device)},
         }
 
 
-def start_run(config: TrainConfig, *, device: torch.device, overwrite: bool = False) -> RunState:
+def start_run(config: TrainConfig, *, device: torch.device, overwrite: bool = False, progress: bool = False,
+              log: Callable[[str], None] = lambda s: None) -> RunState:
     """A fresh run: data, tokenizer, model, optimizer; the schedule's length is None for a time budget. The data
-    path is stored absolute, so `eval` and `--resume` work from any folder."""
-    config = TrainConfig.from_dict({**config.to_dict(), "data": absolute_data_path(config.data)})
+    and tokenizer-file paths are stored absolute, so `eval` and `--resume` work from any folder. Preparing the data
+    on the fly (the first time) shows its progress when `progress`."""
+    config = TrainConfig.from_dict({**config.to_dict(), "data": absolute_data_path(config.data),
+                                    "tokenizer": absolute_tokenizer(config.tokenizer)})
     check_writable(Path(config.out_dir))
-    data = prepare_data(config)
+    data = prepare_data(config, progress=progress, log=log)
+    config = config_for_data(config, data)
     model_cfg = model_config_for(config, data.tokenizer.vocab_size)
     out_dir = Path(config.out_dir)
     if (out_dir / CHECKPOINT_NAME).exists() and not overwrite:
         raise ConfigError(f"{out_dir} already holds a run; continue it with --resume {out_dir}, start over with "
                           "--overwrite, or choose another --out")
     precision = resolve_precision(config.precision, device)
-    sampler, heldout = data.sampler(config.context, config.seed), data.heldout(config.context)
+    sampler, heldout = _windows(config, data)
     prompt = _sample_prompt(config, data, model_cfg)
     model = build_model(model_cfg, config.seed).to(device)
     return RunState(config=config, model_config=model_cfg, data=data, heldout=heldout, sampler=sampler, model=model,
@@ -121,7 +125,8 @@ def start_run(config: TrainConfig, *, device: torch.device, overwrite: bool = Fa
 RESUME_CHANGES = ("compile", "sample_tokens", "sample_prompt", "data")
 
 
-def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optional[dict] = None) -> RunState:
+def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optional[dict] = None,
+               progress: bool = False, log: Callable[[str], None] = lambda s: None) -> RunState:
     """The run saved at `path` (a checkpoint or its folder), on `device`, with its saved settings but for `changes`
     (only RESUME_CHANGES). Its data must be the data it was trained on (checked by fingerprint)."""
     changes = dict(changes or {})
@@ -147,9 +152,10 @@ def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optiona
         tokenizer = tokenizer_from_dict(state["tokenizer"])
     except TokenizerError as err:
         raise CheckpointError(f"{where}: {err}") from None
-    data = prepare_run_data(config, tokenizer, _get(state, "data", dict, where).get("fingerprint"), "resume")
+    data = prepare_run_data(config, tokenizer, _get(state, "data", dict, where).get("fingerprint"), "resume",
+                            progress=progress, log=log)
     precision = _resumed_precision(state, config, device, where)
-    sampler, heldout = data.sampler(config.context, config.seed), data.heldout(config.context)
+    sampler, heldout = _windows(config, data)
     model = build_model(model_cfg, config.seed)
     load_model_state(model, state["model"], ckpt_path)
     model.to(device)
@@ -180,6 +186,11 @@ def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optiona
                     elapsed_before=float(elapsed), resumed=True)
 
 
+def _windows(config: TrainConfig, data: RunData) -> tuple[WindowSampler, HeldoutWindows]:
+    return (data.sampler(config.context, config.seed, pack_documents=config.pack_documents),
+            data.heldout(config.context))
+
+
 def _optimizer(model: LanguageModel, config: TrainConfig) -> torch.optim.Optimizer:
     return make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay, betas=(config.beta1, config.beta2))
 
@@ -206,8 +217,7 @@ def _sample_prompt(config: TrainConfig, data: RunData, model_cfg: ModelConfig) -
         return ""
     prompt = config.sample_prompt
     if prompt is None:
-        first = data.split.heldout[0].text.lstrip()
-        prompt = first.splitlines()[0][:80] + "\n"
+        prompt = data.first_heldout_line(80) + "\n"
     if not prompt:
         raise ConfigError("the sample prompt is empty; give at least one character, or sample_tokens 0 for no "
                           "sample")

@@ -12,9 +12,10 @@ from typing import Optional, Union
 import torch
 
 from ..config import ModelConfig
-from ..data.batching import HeldoutWindows, tokenize_documents
+from ..data.batching import HeldoutWindows, TokenDocuments, tokenize_documents
 from ..data.corpus import read_documents
-from ..data.tokenizers import Tokenizer, tokenizer_from_dict
+from ..data.prepared import is_prepared, open_prepared
+from ..data.tokenizers import Tokenizer, tokenizer_digest, tokenizer_from_dict
 from ..errors import CheckpointError, ConfigError, TokenizerError
 from ..model import LanguageModel
 from ..runtime import Precision, resolve_device, resolve_precision
@@ -69,7 +70,8 @@ def evaluate_checkpoint(path: Union[str, Path], *, data: Optional[Union[str, Pat
                         device: Union[str, torch.device, None] = "auto") -> tuple[EvalResult, str]:
     """Score a checkpoint on fixed windows: by default the held-out documents of the data it was trained on
     (the same split as in training, checked against the run's data fingerprint; `train_data` gives that data's
-    new place if it moved); with `data`, every document at that path. Returns the result and a description of
+    new place if it moved); with `data`, every document at that path (text, read in memory, or a prepared folder,
+    both of its sides, memory-mapped). Returns the result and a description of
     what was scored. `precision` None: the precision the run trained in where this device is of the same kind
     (so the default repeats the run's final score), else "auto"."""
     device = resolve_device(device)
@@ -86,7 +88,14 @@ def evaluate_checkpoint(path: Union[str, Path], *, data: Optional[Union[str, Pat
             cfg = TrainConfig.from_dict({**cfg.to_dict(), "data": absolute_data_path(str(train_data))})
         run_data = prepare_run_data(cfg, trained.tokenizer, trained.data_fingerprint, "eval")
         docs, what = run_data.heldout_docs, (f"held-out split of {cfg.data or 'the default corpus'} "
-                                             f"({len(run_data.split.heldout)} documents)")
+                                             f"({run_data.prepared.manifest['heldout']['documents']} documents)")
+    elif is_prepared(data):
+        prepared = open_prepared(data)
+        if tokenizer_digest(prepared.tokenizer) != tokenizer_digest(trained.tokenizer):
+            raise ConfigError(f"{data} was prepared with another tokenizer than this model's; prepare that text "
+                              "again with the model's tokenizer, or give the text itself")
+        docs = TokenDocuments.concat([prepared.train, prepared.heldout])
+        what = f"all of the prepared {data} ({len(docs)} documents)"
     else:
         texts = [d.text for d in read_documents(data)]
         docs, what = tokenize_documents(texts, trained.tokenizer), f"all of {data} ({len(texts)} documents)"
