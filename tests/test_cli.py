@@ -110,12 +110,20 @@ def _bad_inputs(tmp_path, small_corpus):
         "corrupt checkpoint (eval)": (["eval", str(tmp_path / "corrupt.pt")], "not a readable flashgau checkpoint"),
         "corrupt checkpoint (sample)": (["sample", str(tmp_path / "corrupt.pt"), "--prompt", "x"],
                                         "not a readable flashgau checkpoint"),
+        "prepare a missing path": (["prepare", str(tmp_path / "nope"), "--out", str(tmp_path / "out")],
+                                   "does not exist"),
+        "prepare an empty corpus": (["prepare", str(tmp_path / "empty"), "--out", str(tmp_path / "out")], "empty"),
+        "prepare a bad shard size": (["prepare", str(small_corpus), "--out", str(tmp_path / "out"), "--shard-mb", "0"],
+                                     "--shard-mb must be > 0"),
+        "prepare with a missing tokenizer file": (["prepare", str(small_corpus), "--out", str(tmp_path / "out"),
+                                                   "--tokenizer", str(tmp_path / "t.json")], "cannot read tokenizer"),
     }
 
 
 @pytest.mark.parametrize("case", ["missing path", "empty small_corpus", "context longer than data",
                                   "resume with changed settings", "resume from nothing", "corrupt checkpoint (eval)",
-                                  "corrupt checkpoint (sample)"])
+                                  "corrupt checkpoint (sample)", "prepare a missing path", "prepare an empty corpus",
+                                  "prepare a bad shard size", "prepare with a missing tokenizer file"])
 def test_bad_input_gives_one_line_and_writes_nothing(case, tmp_path, small_corpus, capsys):
     argv, message = _bad_inputs(tmp_path, small_corpus)[case]
     out_dir = tmp_path / "out"
@@ -126,6 +134,24 @@ def test_bad_input_gives_one_line_and_writes_nothing(case, tmp_path, small_corpu
     assert err.count("\n") == 1 and err.startswith(f"flashgau {argv[0]}: error:") and message in err
     assert "Traceback" not in err
     assert not out_dir.exists()
+
+
+def test_prepare_then_train_and_eval_on_the_prepared_folder(small_corpus, tmp_path, capsys):
+    prepared = tmp_path / "prepared"
+    code, out, _ = run(["prepare", str(small_corpus), "--out", str(prepared), "--tokenizer", "bpe",
+                        "--bpe-vocab-size", "300", "--no-progress"], capsys)
+    assert code == 0 and "prepared " in out and f"flashgau train --data {prepared}" in out
+    code, out, _ = run(["prepare", str(small_corpus), "--out", str(prepared), "--tokenizer", "bpe",
+                        "--bpe-vocab-size", "300", "--no-progress"], capsys)
+    assert code == 0 and "up to date" in out
+    argv = ["train", *TINY, "--steps", "2", "--data", str(prepared), "--out", str(tmp_path / "run"),
+            "--sample-tokens", "0"]
+    code, _, err = run(argv + ["--tokenizer", "bytes"], capsys)
+    assert code == 1 and "was prepared with its own tokenizer (bpe, V=300)" in err and err.count("\n") == 1
+    code, out, _ = run(argv, capsys)
+    assert code == 0 and "bpe tokenizer (V=300)" in out
+    code, out, _ = run(["eval", str(tmp_path / "run"), "--json"], capsys)
+    assert code == 0 and json.loads(out)["bits_per_byte"] > 0
 
 
 @pytest.mark.parametrize("prompt, message", [("bad \udcff byte", "not valid Unicode"), ("", "prompt is empty")])

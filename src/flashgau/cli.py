@@ -1,4 +1,4 @@
-"""The `flashgau` command: train | eval | sample.
+"""The `flashgau` command: prepare | train | eval | sample | bench.
 
 Each subcommand is one entry of COMMANDS: a help line, a function that adds its options to an argparse parser,
 and a function that runs it and returns the exit code. A new subcommand (e.g. `bench`) is one more entry.
@@ -32,7 +32,7 @@ class Command:
 # with the settings saved in its checkpoint).
 TRAIN_FIELDS = ("arch", "preset", "context", "steps", "time_budget", "batch_tokens", "micro_batch_tokens", "lr",
                 "warmup_steps", "weight_decay", "grad_clip", "precision", "data", "tokenizer", "bpe_vocab_size",
-                "eval_every", "eval_windows", "save_every", "sample_tokens", "sample_prompt", "seed")
+                "pack_documents", "eval_every", "eval_windows", "save_every", "sample_tokens", "sample_prompt", "seed")
 CLI_SAMPLE_TOKENS = 300   # the command writes a sample after training unless told otherwise (the library: none)
 
 
@@ -61,13 +61,18 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--arch", choices=ARCHS, help=f"architecture {default('arch')}")
     model.add_argument("--preset", choices=tuple(PRESETS), help=f"model size {default('preset')}")
     data = p.add_argument_group("data")
-    data.add_argument("--data", metavar="PATH", help="a UTF-8 text file or a folder of them; each file is one "
-                      "document, and whole documents are held out for evaluation (default: Shakespeare's works "
-                      "from the 'shakespeare' package)")
-    data.add_argument("--tokenizer", choices=("bytes", "bpe"), help="bytes (V=256) or byte-level BPE trained on the "
-                      f"training split and saved in the checkpoint {default('tokenizer')}")
+    data.add_argument("--data", metavar="PATH", help="a folder made by `flashgau prepare` (read through memory "
+                      "maps), or a UTF-8 text file, a folder of them (each file one document), JSON lines / Parquet "
+                      "/ Arrow files (each record one document), prepared on the fly into the cache "
+                      "($FLASHGAU_CACHE, default ~/.cache/flashgau) the first time; whole documents are held out "
+                      "for evaluation (default: Shakespeare's works from the 'shakespeare' package)")
+    data.add_argument("--tokenizer", metavar="bytes|bpe|FILE.json", help="bytes (V=256), byte-level BPE trained on "
+                      "the training split, or a byte-level BPE tokenizer.json (e.g. GPT-2's); saved in the "
+                      f"checkpoint; a prepared --data brings its own {default('tokenizer')}")
     data.add_argument("--bpe-vocab-size", type=int, metavar="V", help=f"BPE vocabulary {default('bpe_vocab_size')}")
     data.add_argument("--context", type=int, metavar="T", help=f"tokens per window {default('context')}")
+    data.add_argument("--pack-documents", action="store_true", default=None, help="let training windows cross "
+                      "document boundaries (documents back to back); held-out windows never do")
     length = p.add_argument_group("length (give one)").add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="number of optimizer steps")
     length.add_argument("--time-budget", type=float, metavar="SECONDS", help="wall-clock seconds for the whole "
@@ -124,6 +129,7 @@ def run_train(args: argparse.Namespace) -> int:
         path = args.resume or args.out or TrainConfig().out_dir
         result = train(resume=path, changes=changes, compile=args.compile, **common)
     else:
+        _check_prepared_request(args)
         given.setdefault("sample_tokens", CLI_SAMPLE_TOKENS)
         cfg = TrainConfig(**given, compile=bool(args.compile), out=args.out)
         result = train(cfg, overwrite=args.overwrite, **common)
@@ -134,12 +140,72 @@ def run_train(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
+def _check_prepared_request(args: argparse.Namespace) -> None:
+    """A prepared --data decides the tokenizer: an explicit --tokenizer / --bpe-vocab-size that disagrees is refused
+    (the library takes the folder's silently)."""
+    from .data.prepared import is_prepared, open_prepared
+    from .data.tokenizers import is_tokenizer_file, load_tokenizer_file, tokenizer_digest
+
+    if not is_prepared(args.data) or (args.tokenizer is None and args.bpe_vocab_size is None):
+        return
+    prepared = open_prepared(args.data)
+    tok = prepared.tokenizer
+    asked = args.tokenizer or tok.kind
+    same = (tokenizer_digest(load_tokenizer_file(asked)) == tokenizer_digest(tok) if is_tokenizer_file(asked)
+            else asked == tok.kind and args.bpe_vocab_size in (None, tok.vocab_size))
+    if not same:
+        raise ConfigError(f"--data {args.data} was prepared with its own tokenizer ({tok.kind}, V={tok.vocab_size}); "
+                          "leave out --tokenizer / --bpe-vocab-size, or prepare the text again with them")
+
+
+# --------------------------------------------------------------------------------------------------- prepare
+
+def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
+    from .data.prepare import DEFAULT_BPE_SAMPLE_BYTES, DEFAULT_SHARD_BYTES
+
+    p.add_argument("data", metavar="DATA", help="a UTF-8 text file, a folder of them (each file one document), JSON "
+                   "lines / Parquet / Arrow files or a folder of them (each record one document; Parquet and "
+                   "Arrow need pip install 'flashgau[datasets]'), or 'shakespeare' (the default corpus)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the prepared folder: token shards, document index, "
+                   "tokenizer and manifest.json (written last); train on it with flashgau train --data DIR")
+    p.add_argument("--tokenizer", default="bytes", metavar="bytes|bpe|FILE.json", help="bytes (V=256), byte-level "
+                   "BPE trained here on the training split (or a sample of it), or a byte-level BPE tokenizer.json "
+                   "(default: bytes)")
+    p.add_argument("--bpe-vocab-size", type=int, default=4096, metavar="V", help="BPE vocabulary (default: 4096)")
+    p.add_argument("--bpe-sample-mb", type=float, default=DEFAULT_BPE_SAMPLE_BYTES / 2**20, metavar="MB",
+                   help="train the BPE on all training text up to this many MiB, else on a sample of whole "
+                   f"training documents of that size (default: {DEFAULT_BPE_SAMPLE_BYTES / 2**20:g})")
+    p.add_argument("--heldout-fraction", type=float, default=0.1, metavar="F", help="share of the characters held "
+                   "out, in whole documents (default: 0.1)")
+    p.add_argument("--text-field", default="text", metavar="NAME", help="the field (JSON lines) or column "
+                   "(Parquet, Arrow) holding the text (default: text)")
+    p.add_argument("--shard-mb", type=float, default=DEFAULT_SHARD_BYTES / 2**20, metavar="MB", help="close a "
+                   f"token shard after the document that takes it past this size (default: "
+                   f"{DEFAULT_SHARD_BYTES / 2**20:g})")
+    p.add_argument("--overwrite", action="store_true", help="replace a different preparation already in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from .data.prepare import prepare
+
+    for name in ("bpe_sample_mb", "shard_mb"):
+        if not getattr(args, name) > 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    data = prepare(args.data, args.out, tokenizer=args.tokenizer, bpe_vocab_size=args.bpe_vocab_size,
+                   bpe_sample_bytes=max(1, int(args.bpe_sample_mb * 2**20)), heldout_fraction=args.heldout_fraction,
+                   text_field=args.text_field, shard_bytes=max(1, int(args.shard_mb * 2**20)),
+                   overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"ready: flashgau train --data {data.path}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------ eval
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint file or a run folder")
-    p.add_argument("--data", metavar="PATH", help="score every document at PATH (a file or folder) instead of "
-                   "the held-out split of the training data")
+    p.add_argument("--data", metavar="PATH", help="score every document at PATH (a file or folder of text, or a "
+                   "prepared folder: both its sides) instead of the held-out split of the training data")
     p.add_argument("--train-data", metavar="PATH", help="where the data the run was trained on is now, if it "
                    "moved (checked against the run's data fingerprint)")
     p.add_argument("--context", type=int, metavar="T", help="window length (default: the training context)")
@@ -206,6 +272,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Command] = {
+    "prepare": Command("tokenize a corpus once into token shards on disk (any size, bounded memory); train on "
+                       "them with --data DIR", add_prepare_arguments, run_prepare),
     "train": Command("train a language model (default: small FLASH on Shakespeare, bytes, ~5 minutes)",
                      add_train_arguments, run_train),
     "eval": Command("held-out loss, bits per byte and perplexity of a checkpoint", add_eval_arguments, run_eval),
