@@ -249,3 +249,31 @@ def test_records_of_json_lines_are_documents(tmp_path):
     prepared = quiet_prepare(tmp_path / "data.jsonl", tmp_path / "p")
     split = split_documents([Document(f"data.jsonl:{i + 1}", r["text"]) for i, r in enumerate(rows)])
     assert_same_as_in_memory(prepared, split, ByteTokenizer())
+
+
+def test_a_refused_out_folder_is_left_as_it_was(small_corpus, tmp_path):
+    data = tmp_path / "texts"
+    data.mkdir()
+    (data / "a.txt").write_text("my own text\n" * 50)
+    with pytest.raises(ConfigError, match="not empty"):
+        quiet_prepare(small_corpus, data)
+    assert sorted(p.name for p in data.iterdir()) == ["a.txt"]           # no marker: still plain text
+    assert len(quiet_prepare(data, tmp_path / "p").train) == 1
+
+
+def test_two_prepares_never_write_one_folder(small_corpus, tmp_path):
+    out = tmp_path / "p"
+    code = ("import time\nfrom pathlib import Path\nfrom flashgau.data.prepare import _Claim\n"
+            f"claim = _Claim(Path({str(out)!r})).__enter__()\nprint('ready', flush=True)\ntime.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(ConfigError, match="is being prepared by another process"):
+            quiet_prepare(small_corpus, out)
+        with pytest.raises(CorpusError, match="unfinished preparation"):
+            open_prepared(out)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(quiet_prepare(small_corpus, out).heldout) >= 1            # the lock died with its process

@@ -47,9 +47,10 @@ from typing import Callable, Iterable, Iterator, Optional, Union
 from ..errors import ConfigError, CorpusError, FlashgauError, TokenizerError
 from .corpus import (DEFAULT_HELDOUT_FRACTION, empty_corpus, fingerprint_header, heldout_positions,
                      name_order_key, one_document_cut, too_short_to_split)
+from ..files import fsync_folder
 from .prepared import (DTYPES, FORMAT, MANIFEST, MARKER, TOKENIZER_FILE, VERSION, PreparedData, SideWriter,
-                       fsync_folder, open_prepared, prepared_files, read_manifest, sha256_file, token_dtype,
-                       verify_prepared, write_manifest)
+                       open_prepared, prepared_files, read_manifest, sha256_file, token_dtype, verify_prepared,
+                       write_manifest)
 from .sources import DEFAULT_TEXT_FIELD, Source, open_source
 from .tokenizers import ByteTokenizer, Tokenizer, make_tokenizer, save_tokenizer, tokenizer_digest
 
@@ -167,6 +168,7 @@ class _Claim:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.created = not folder.exists()
         self.marker_existed = (folder / MARKER).exists()
         self._handle = None
 
@@ -186,11 +188,11 @@ class _Claim:
         return self
 
     def __exit__(self, kind, value, tb) -> None:
-        if (self.folder / MANIFEST).is_file():
+        finished = (self.folder / MANIFEST).is_file()
+        untouched = kind is not None and not self.marker_existed and not prepared_files(self.folder)
+        if finished or untouched:              # done, or refused before writing: leave no marker behind
             (self.folder / MARKER).unlink(missing_ok=True)
-        elif kind is not None and issubclass(kind, FlashgauError) and not self.marker_existed and \
-                not any(p.name != MARKER for p in self.folder.iterdir()):
-            (self.folder / MARKER).unlink(missing_ok=True)       # refused before anything was written
+        if untouched and self.created:
             try:
                 self.folder.rmdir()
             except OSError:
@@ -235,12 +237,14 @@ def prepared_cached(data: Optional[Union[str, Path]], *, tokenizer: Union[str, T
     log(f"preparing {source.label} into the cache {final} (once; later runs on the same data reuse it)")
     try:
         _write(source, tmp, request, tok, shard_bytes=DEFAULT_SHARD_BYTES, progress=progress, log=log)
-        if final.exists():
-            shutil.rmtree(final)              # a damaged entry (_cached refused it)
-        os.rename(tmp, final)
-    except OSError:
-        if not (final / MANIFEST).is_file():  # another process finished the same entry first: use theirs
-            raise
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            found = _cached(root, request)
+            if found is not None:             # another process finished the same entry first: use theirs
+                return found
+            shutil.rmtree(final, ignore_errors=True)     # a damaged entry (refused above)
+            os.rename(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -45,6 +45,7 @@ from typing import Optional, Union
 import torch
 
 from ..errors import CorpusError, TokenizerError
+from ..files import fsync_folder
 from .batching import TokenDocuments
 from .tokenizers import Tokenizer, tokenizer_from_dict
 
@@ -184,19 +185,6 @@ def write_manifest(folder: Path, manifest: dict) -> None:
         os.fsync(handle.fileno())
     os.replace(tmp, folder / MANIFEST)
     fsync_folder(folder)
-
-
-def fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return                                          # Windows: the rename itself is atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def sha256_file(path: Path, chunk: int = 8 << 20) -> str:

@@ -20,6 +20,7 @@ from typing import Any, Union
 import torch
 
 from ..errors import CheckpointError
+from ..files import fsync_folder
 
 CHECKPOINT_FORMAT = "flashgau-checkpoint"
 CHECKPOINT_VERSION = 2          # 2 added the time-budget plan, the precision that ran and the gradient scaler
@@ -49,7 +50,7 @@ def save_checkpoint(state: dict[str, Any], path: Union[str, Path]) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_folder(path.parent)
     for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a process killed while saving
         if not _alive(stale.name.rsplit("-", 1)[-1]):
             stale.unlink(missing_ok=True)
@@ -143,16 +144,3 @@ def load_model_state(model: torch.nn.Module, weights: dict, path: Union[str, Pat
                  if names]
         raise CheckpointError(f"{path}: weights do not fit the saved model config ({'; '.join(parts)})")
     model.load_state_dict(weights)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # not supported on this platform (Windows); the rename itself is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
