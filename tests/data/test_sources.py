@@ -98,3 +98,9 @@ def test_without_pyarrow_parquet_is_one_line_naming_the_extra(tmp_path, monkeypa
     monkeypatch.setattr(builtins, "__import__", no_pyarrow)
     with pytest.raises(CorpusError, match=r"needs the optional HF datasets extra: pip install 'flashgau\[datasets\]'"):
         read_documents(tmp_path / "d.parquet")
+
+
+def test_a_text_folder_with_a_manifest_json_of_its_own_is_text(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"name": "my web app", "version": 2}')
+    (tmp_path / "story.txt").write_text("Once upon a time.\n")
+    assert [d.name for d in read_documents(tmp_path)] == ["manifest.json", "story.txt"]

@@ -344,7 +344,7 @@ def _write(source: Source, folder: Path, request: Request, tok: Optional[Tokeniz
 def _scan(source: Source, progress: bool) -> _Scan:
     scan = _Scan(bytearray(), bytearray(), array("q"), None)
     seen: set[bytes] = set()
-    meter = _Meter("scan", source.total_bytes, progress)
+    meter = _Meter("scan", source.progress_total, progress)
     for doc in source.documents():
         digest, n, first_nb, last_nb = hashlib.sha256(), 0, -1, -1
         for block in doc.blocks():
@@ -518,7 +518,7 @@ def _tokenize(source: Source, scan: _Scan, cut: Optional[int], tok: Tokenizer, d
     counts = {side: {"documents": 0, "characters": 0} for side in writers}
     fingerprint = hashlib.sha256()
     spool = open(folder / SPOOL, "wb")
-    meter = _Meter("tokenize", source.total_bytes, progress)
+    meter = _Meter("tokenize", source.progress_total, progress)
     queue = _EncodeQueue(tok, DTYPES[dtype][2], meter)
     byte_level = isinstance(tok, ByteTokenizer)
     try:

@@ -70,11 +70,21 @@ def token_dtype(vocab_size: int) -> str:
 
 
 def is_prepared(path: Union[str, Path, None]) -> bool:
-    """Whether `path` is a folder that holds (or was meant to hold) a prepared dataset, finished or not."""
+    """Whether `path` is a folder that holds (or was meant to hold) a prepared dataset, finished or not: it has
+    the `.preparing` marker, or a manifest.json of this format (a text folder may hold a manifest.json of its own)."""
     if path is None:
         return False
     path = Path(path).expanduser()
-    return path.is_dir() and ((path / MANIFEST).is_file() or (path / MARKER).exists())
+    if not path.is_dir():
+        return False
+    if (path / MARKER).exists():
+        return True
+    try:
+        with open(path / MANIFEST, encoding="utf-8") as handle:
+            head = handle.read(4096)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return f'"format": "{FORMAT}"' in head
 
 
 def refuse_prepared_as_text(path: Path) -> None:

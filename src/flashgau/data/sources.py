@@ -71,6 +71,12 @@ class Source:
     def total_bytes(self) -> int:
         return sum(_stat(p).st_size for _, p in self.files)
 
+    @property
+    def progress_total(self) -> Optional[int]:
+        """What RawDocument.size adds up to: the files' bytes (None for Parquet and Arrow, whose documents count
+        their characters, not the compressed bytes they take in the file)."""
+        return None if self.kind in ("parquet", "arrow") else self.total_bytes
+
     def documents(self) -> Iterator[RawDocument]:
         """Every document, in the source's fixed order."""
         for name, path in self.files:
