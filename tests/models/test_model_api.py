@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from flashgau import ARCHS, LanguageModel, ModelConfig
 from flashgau.config import GAU_ARCHS
+from flashgau.errors import ConfigError
 from model_helpers import VOCAB, tokens
 
 
@@ -47,6 +48,7 @@ def test_bad_config_says_what_to_change(field, value, message):
     with pytest.raises(ValueError, match="invalid ModelConfig") as err:
         ModelConfig(**{field: value})
     assert message in str(err.value)
+    assert isinstance(err.value, ConfigError)          # a FlashgauError: the CLI prints it as one line
     with pytest.raises(ValueError, match="unknown preset"):
         ModelConfig.preset("huge")
     with pytest.raises(ValueError, match="unknown ModelConfig field"):
