@@ -64,8 +64,8 @@ class LanguageModel(nn.Module):
         return F.linear(h, self.embed.weight) if self.head is None else self.head(h)
 
     def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None,
-                labels: Optional[Tensor] = None):
-        """Logits (B, T, V) without labels; LMOutput(logits, loss) with labels.
+                labels: Optional[Tensor] = None) -> LMOutput:
+        """LMOutput(logits (B, T, V), loss): loss is None without labels.
 
         labels[b, t] is the target of logits[b, t] (for language modelling pass the inputs shifted by one);
         -100 and padded positions (attention_mask 0) are ignored.
@@ -77,9 +77,7 @@ class LanguageModel(nn.Module):
         for block in self.blocks:
             x = block(x, ctx)
         logits = self.logits_from_hidden(x)
-        if labels is None:
-            return logits
-        return LMOutput(logits=logits, loss=self.loss(logits, labels, mask))
+        return LMOutput(logits=logits, loss=None if labels is None else self.loss(logits, labels, mask))
 
     @staticmethod
     def loss(logits: Tensor, labels: Tensor, mask: Optional[Tensor] = None) -> Tensor:

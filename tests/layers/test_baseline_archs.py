@@ -72,11 +72,11 @@ def test_registered_everywhere(arch):
 def test_causal_output_depends_only_on_earlier_tokens(arch):
     model = build(arch)
     x = tokens(2, 23)
-    fx = model(x)
+    fx = model(x).logits
     for t0 in (0, 3, 4, 9, 16, 22):                    # chunk starts, ends and middles
         y = x.clone()
         y[:, t0] = (y[:, t0] + 1) % VOCAB
-        fy = model(y)
+        fy = model(y).logits
         torch.testing.assert_close(fx[:, :t0], fy[:, :t0], atol=0, rtol=0)
         assert (fx[:, t0:] - fy[:, t0:]).abs().max() > 1e-3, "changing a token changed nothing after it"
 
@@ -85,9 +85,9 @@ def test_causal_output_depends_only_on_earlier_tokens(arch):
 def test_causal_output_does_not_depend_on_total_length(arch):
     model = build(arch)
     x = tokens(2, 23)
-    full = model(x)
+    full = model(x).logits
     for t in (1, 4, 6, 13):
-        torch.testing.assert_close(model(x[:, :t]), full[:, :t], **TOL)
+        torch.testing.assert_close(model(x[:, :t]).logits, full[:, :t], **TOL)
 
 
 @pytest.mark.parametrize("arch", BASELINES)
@@ -96,7 +96,7 @@ def test_bidirectional_outputs_see_later_tokens_in_other_chunks(arch):
     x = tokens(1, 23)
     y = x.clone()
     y[:, 21] = (y[:, 21] + 1) % VOCAB                 # chunk 5; positions 0..3 (chunk 0) must see it
-    assert (model(x)[:, :4] - model(y)[:, :4]).abs().amax(-1).min() > 1e-4
+    assert (model(x).logits[:, :4] - model(y).logits[:, :4]).abs().amax(-1).min() > 1e-4
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -106,10 +106,10 @@ def test_right_padding_does_not_change_real_outputs(arch, causal):
     lengths = [23, 6, 13, 8]
     x = tokens(4, 23)
     mask = right_padding(lengths, 23)
-    padded = model(x, attention_mask=mask)
-    padded_other = model(torch.where(mask, x, tokens(4, 23, seed=7)), attention_mask=mask)
+    padded = model(x, attention_mask=mask).logits
+    padded_other = model(torch.where(mask, x, tokens(4, 23, seed=7)), attention_mask=mask).logits
     for b, n in enumerate(lengths):
-        alone = model(x[b:b + 1, :n])[0]
+        alone = model(x[b:b + 1, :n]).logits[0]
         torch.testing.assert_close(padded[b, :n], alone, **TOL)
         torch.testing.assert_close(padded_other[b, :n], alone, **TOL)
 
@@ -122,7 +122,7 @@ def test_prefill_then_steps_equal_the_forward_pass(arch, prefill_len):
     model = build(arch)
     x = tokens(2, 23)
     with torch.no_grad():
-        full = model(x)
+        full = model(x).logits
         logits, state = model.prefill(x[:, :prefill_len])
         torch.testing.assert_close(logits, full[:, :prefill_len], **TOL)
         for t in range(prefill_len, 23):
@@ -144,7 +144,7 @@ def test_decode_rows_of_different_lengths(arch):
         steps = [model.decode_step(x[torch.arange(4), lengths + i], state)[0] for i in range(extra)]
         for b in range(4):
             n = int(lengths[b])
-            full = model(x[b:b + 1, :n + extra])[0]
+            full = model(x[b:b + 1, :n + extra]).logits[0]
             torch.testing.assert_close(logits[b, :n], full[:n], **TOL)
             for i in range(extra):
                 torch.testing.assert_close(steps[i][b], full[n + i], **TOL)
@@ -157,7 +157,7 @@ def test_greedy_generate_equals_a_naive_loop(arch):
     seq = prompt.clone()
     with torch.no_grad():
         for _ in range(9):
-            seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], dim=1)
+            seq = torch.cat([seq, model(seq).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     assert torch.equal(model.generate(prompt, 9, temperature=0), seq)
 
 
@@ -313,7 +313,7 @@ def test_performer_features_are_a_seeded_saved_buffer():
     assert "blocks.0.attn.projection" not in dict(a.named_parameters())
     c.load_state_dict(a.state_dict())                                     # features travel with the weights
     x = tokens(1, 9)
-    assert torch.equal(a(x), c(x))
+    assert torch.equal(a(x).logits, c(x).logits)
     two = build("performer", n_layers=2)
     assert not torch.equal(two.blocks[0].attn.projection, two.blocks[1].attn.projection)
 

@@ -43,11 +43,6 @@ def autocast(precision: str):
     return contextlib.nullcontext()
 
 
-def logits_of(output) -> torch.Tensor:
-    """The model returns logits, or an output object with .logits when given labels."""
-    return output if torch.is_tensor(output) else output.logits
-
-
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, windows: HeldoutWindows, byte_lengths: Sequence[int], *,
              batch_size: int = 8, precision: str = "fp32", limit: Optional[int] = None) -> EvalResult:
@@ -59,8 +54,7 @@ def evaluate(model: torch.nn.Module, windows: HeldoutWindows, byte_lengths: Sequ
     try:
         for batch in windows.batches(batch_size, limit=limit):
             with autocast(precision):
-                out = model(batch.input_ids, attention_mask=batch.attention_mask)
-            logits = logits_of(out).float()
+                logits = model(batch.input_ids, attention_mask=batch.attention_mask).logits.float()
             labels = batch.labels
             nats += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                           ignore_index=IGNORE_INDEX, reduction="sum"))
