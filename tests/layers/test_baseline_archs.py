@@ -20,7 +20,7 @@ from flashgau.layers.mixed_chunk_softmax import MixedChunkSoftmaxAttention
 from flashgau.layers.performer import PerformerAttention
 from flashgau.ops.reference.combiner import combiner_attention_reference
 from flashgau.ops.reference.mixed_chunk_softmax import mixed_chunk_softmax_attention_reference
-from flashgau.ops.reference.performer import favor_attention_reference
+from flashgau.ops.reference.favor import favor_attention_reference
 
 BASELINES = ("performer", "combiner", "mc-transformer++")
 LAYERS = {"performer": PerformerAttention, "combiner": CombinerAttention,

@@ -14,7 +14,7 @@ from flashgau.ops.favor import (
     favor_attention_step,
     favor_features,
 )
-from flashgau.ops.reference.performer import favor_attention_reference, favor_features_reference
+from flashgau.ops.reference.favor import favor_attention_reference, favor_features_reference
 
 TOL = dict(atol=2e-5, rtol=2e-4)
 

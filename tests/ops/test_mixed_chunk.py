@@ -15,7 +15,7 @@ from flashgau.ops.mixed_chunk import (
     mixed_chunk_attention,
     mixed_chunk_step,
 )
-from flashgau.ops.reference.flash import mixed_chunk_attention_reference
+from flashgau.ops.reference.mixed_chunk import mixed_chunk_attention_reference
 
 TOL = dict(atol=2e-5, rtol=2e-4)
 

@@ -7,7 +7,7 @@ import torch
 
 from flashgau.ops.kv_cache import KVCache
 from flashgau.ops.quad import relu2_attention, relu2_attention_step
-from flashgau.ops.reference.flash import relu2_attention_reference
+from flashgau.ops.reference.quad import relu2_attention_reference
 
 TOL = dict(atol=2e-5, rtol=2e-4)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from flashgau.ops.kv_cache import KVCache
-from flashgau.ops.reference.flash import softmax_attention_reference
+from flashgau.ops.reference.softmax import softmax_attention_reference
 from flashgau.ops.softmax import softmax_attention, softmax_attention_step
 
 TOL = dict(atol=2e-5, rtol=2e-4)
