@@ -242,8 +242,8 @@ def test_layer_equals_the_dense_reference_of_its_op(arch, causal):
     ctx = _ctx(15, causal, mask)
     with torch.no_grad():
         if arch == "mc-transformer++":
-            q, k, lq, lk, v = layer.heads(x, ctx.positions)
-            ref = mixed_chunk_softmax_attention_reference(q, k, lq, lk, v, chunk_size=4, causal=causal,
+            q, k, lin_q, lin_k, v = layer.heads(x, ctx.positions)
+            ref = mixed_chunk_softmax_attention_reference(q, k, lin_q, lin_k, v, chunk_size=4, causal=causal,
                                                           key_mask=mask)
         else:
             q, k, v = layer.qkv_heads(x, ctx.positions)

@@ -22,10 +22,10 @@ TOL = dict(atol=2e-5, rtol=2e-4)
 
 def _inputs(B=2, H=1, T=11, s=8, e=6, C=4, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
-    qq, qk, lq, lk = (torch.randn(B, H, T, s, generator=g) for _ in range(4))
+    quad_q, quad_k, lin_q, lin_k = (torch.randn(B, H, T, s, generator=g) for _ in range(4))
     v = torch.randn(B, H, T, e, generator=g)
     bias = torch.randn(C, C, generator=g) * 0.5
-    return [t.to(dtype) for t in (qq, qk, lq, lk, v, bias)]
+    return [t.to(dtype) for t in (quad_q, quad_k, lin_q, lin_k, v, bias)]
 
 
 def _dense_bias(bias, T):
@@ -53,32 +53,32 @@ def _ref(xs, C, causal, key_mask=None):
 # The reference itself, against the paper's formulas written out element by element (§3.1, §3.3 net normalisation)
 
 
-def _paper_loop(qq, qk, lq, lk, v, bias, C, causal):
-    """One row, one head, no padding: o_i = sum_{j in chunk(i), j<=i if causal} relu(qq_i.qk_j/C + b)^2 v_j
-    + lq_i . (sum over visible chunks h of lk_h^T v_h) / (number of tokens in those chunks)."""
-    T = qq.shape[0]
+def _paper_loop(quad_q, quad_k, lin_q, lin_k, v, bias, C, causal):
+    """One row, one head, no padding: o_i = sum_{j in chunk(i), j<=i if causal} relu(quad_q_i.quad_k_j/C + b)^2 v_j
+    + lin_q_i . (sum over visible chunks h of lin_k_h^T v_h) / (number of tokens in those chunks)."""
+    T = quad_q.shape[0]
     out = torch.zeros(T, v.shape[-1], dtype=torch.float64)
     for i in range(T):
         g = i // C
         for j in range(g * C, min((g + 1) * C, T)):
             if causal and j > i:
                 continue
-            w = max(float(qq[i] @ qk[j]) / C + float(bias[i % C, j % C]), 0.0) ** 2
+            w = max(float(quad_q[i] @ quad_k[j]) / C + float(bias[i % C, j % C]), 0.0) ** 2
             out[i] += w * v[j]
         keys = range(0, g * C) if causal else range(T)
         if len(keys):
-            S = sum(torch.outer(lk[j], v[j]) for j in keys)
-            out[i] += (lq[i] @ S) / len(keys)
+            S = sum(torch.outer(lin_k[j], v[j]) for j in keys)
+            out[i] += (lin_q[i] @ S) / len(keys)
     return out
 
 
 @pytest.mark.parametrize("causal", [True, False])
 def test_reference_matches_paper_formula(causal):
-    qq, qk, lq, lk, v, bias = _inputs(B=1, T=10, C=4, dtype=torch.float64)
-    want = _paper_loop(qq[0, 0], qk[0, 0], lq[0, 0], lk[0, 0], v[0, 0], bias, 4, causal)
-    got = _ref([qq, qk, lq, lk, v, bias], 4, causal)[0, 0]
+    quad_q, quad_k, lin_q, lin_k, v, bias = _inputs(B=1, T=10, C=4, dtype=torch.float64)
+    want = _paper_loop(quad_q[0, 0], quad_k[0, 0], lin_q[0, 0], lin_k[0, 0], v[0, 0], bias, 4, causal)
+    got = _ref([quad_q, quad_k, lin_q, lin_k, v, bias], 4, causal)[0, 0]
     torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
-    fast = _fast([qq, qk, lq, lk, v, bias], 4, causal)[0, 0]
+    fast = _fast([quad_q, quad_k, lin_q, lin_k, v, bias], 4, causal)[0, 0]
     torch.testing.assert_close(fast, want, atol=1e-10, rtol=1e-10)
 
 
@@ -103,7 +103,7 @@ def test_forward_backward_match_reference_fp32(causal, T, C):
     grad = torch.randn_like(out)
     (out * grad).sum().backward()
     (ref * grad).sum().backward()
-    for name, a, b in zip(["qq", "qk", "lq", "lk", "v", "bias"], fast_leaves, ref_leaves):
+    for name, a, b in zip(["quad_q", "quad_k", "lin_q", "lin_k", "v", "bias"], fast_leaves, ref_leaves):
         assert a.grad is not None, name
         torch.testing.assert_close(a.grad, b.grad, **TOL, msg=lambda m, n=name: f"grad of {n}: {m}")
 
@@ -148,7 +148,7 @@ def test_key_mask_matches_reference_on_real_tokens(causal, C):
     grad = torch.randn_like(out) * real           # padded outputs are ignored
     (out * grad).sum().backward()
     (ref * grad).sum().backward()
-    for name, a, b in zip(["qq", "qk", "lq", "lk", "v", "bias"], fast_leaves, ref_leaves):
+    for name, a, b in zip(["quad_q", "quad_k", "lin_q", "lin_k", "v", "bias"], fast_leaves, ref_leaves):
         torch.testing.assert_close(a.grad, b.grad, **TOL, msg=lambda m, n=name: f"grad of {n}: {m}")
 
 
@@ -156,7 +156,7 @@ def test_key_mask_matches_reference_on_real_tokens(causal, C):
 @pytest.mark.parametrize("T,extra", [(1, 3), (3, 1), (4, 4), (6, 11), (13, 7)])
 def test_padding_invariance(causal, T, extra):
     """Appending padded tokens (with garbage values) changes no real output, and the padded inputs get no gradient
-    from real outputs (P6: padded keys are zeroed before lk^T v and not counted in the normaliser)."""
+    from real outputs (P6: padded keys are zeroed before lin_k^T v and not counted in the normaliser)."""
     C = 4
     xs = _inputs(B=2, T=T, C=C)
     base = _fast(xs, C, causal)
@@ -224,7 +224,7 @@ def test_causal_global_part_uses_only_earlier_chunks(g):
     base = _fast(xs, C, True)
     for j in (g * C, g * C + 2, g * C + C - 1):
         moved = [t.clone() for t in xs]
-        moved[3][:, :, j] += 5.0                               # lk only
+        moved[3][:, :, j] += 5.0                               # lin_k only
         out = _fast(moved, C, True)
         end = (g + 1) * C
         assert torch.equal(out[:, :, :end], base[:, :, :end]), f"token {j} reaches its own chunk globally"
@@ -244,12 +244,13 @@ def test_bidirectional_global_part_sees_every_chunk():
 
 
 def test_first_causal_chunk_global_term_is_exactly_zero():
-    """P8: chunk 0 sees no earlier chunk; 0/0 := 0, not NaN, whatever lq is."""
+    """P8: chunk 0 sees no earlier chunk; 0/0 := 0, not NaN, whatever lin_q is."""
     C, T = 4, 10
-    qq, qk, lq, lk, v, bias = _inputs(T=T, C=C)
-    lq = lq * 1e6
+    quad_q, quad_k, lin_q, lin_k, v, bias = _inputs(T=T, C=C)
+    lin_q = lin_q * 1e6
     local_off = torch.full((C, C), -1.0)                      # relu(0 - 1)^2 = 0
-    xs = [torch.zeros_like(qq).requires_grad_(), torch.zeros_like(qk), lq.requires_grad_(), lk, v, local_off]
+    xs = [torch.zeros_like(quad_q).requires_grad_(), torch.zeros_like(quad_k), lin_q.requires_grad_(), lin_k, v,
+          local_off]
     out = _fast(xs, C, True)
     assert torch.equal(out[:, :, :C], torch.zeros_like(out[:, :, :C]))
     assert out[:, :, C:].abs().min() > 0
@@ -263,21 +264,21 @@ def test_first_causal_chunk_global_term_is_exactly_zero():
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
 def test_global_normaliser_counts_real_tokens(causal):
-    """With the local part off and lk^T v the same for every token, the global term is lq . S exactly: an
+    """With the local part off and lin_k^T v the same for every token, the global term is lin_q . S exactly: an
     average (paper §3.3), not a sum and not a per-padded-length mean."""
     C, T, s, e = 4, 11, 3, 2
-    lk = torch.zeros(1, 1, T, s)
-    lk[..., 0] = 1.0
+    lin_k = torch.zeros(1, 1, T, s)
+    lin_k[..., 0] = 1.0
     v = torch.zeros(1, 1, T, e)
     v[..., 1] = 1.0
-    lq = torch.ones(1, 1, T, s)
+    lin_q = torch.ones(1, 1, T, s)
     zeros = torch.zeros(1, 1, T, s)
     for n in (T, 7):
         mask = _right_padding([n], T)
-        lk_n, v_n = lk.clone(), v.clone()
-        lk_n[:, :, n:] = 30.0                                   # garbage in the padding
+        lin_k_n, v_n = lin_k.clone(), v.clone()
+        lin_k_n[:, :, n:] = 30.0                                   # garbage in the padding
         v_n[:, :, n:] = -70.0
-        out = _fast([zeros, zeros, lq, lk_n, v_n, torch.full((C, C), -1.0)], C, causal, mask)[0, 0]
+        out = _fast([zeros, zeros, lin_q, lin_k_n, v_n, torch.full((C, C), -1.0)], C, causal, mask)[0, 0]
         want = torch.zeros(T, e)
         want[:, 1] = 1.0
         if causal:
@@ -306,7 +307,7 @@ class _LargestTensor(TorchDispatchMode):
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
 def test_no_quadratic_or_per_token_state_tensor(causal):
     """Every intermediate of forward and backward is at most max(T*max(C, s, e), G*s*e) elements (B = H = 1), while a
-    T x T matrix would hold 16384 and a per-token cumsum of lk^T v T*s*e = 8192."""
+    T x T matrix would hold 16384 and a per-token cumsum of lin_k^T v T*s*e = 8192."""
     T, C, s, e = 128, 4, 8, 8
     G = T // C
     xs = [t.requires_grad_() for t in _inputs(B=1, H=1, T=T, s=s, e=e, C=C)]
@@ -406,7 +407,7 @@ def test_prefill_state_equals_stepped_state():
         assert pre.count.tolist() == st.count.tolist() == [float(n // C * C)]
         assert pre.pos.tolist() == st.pos.tolist() == [n]
         filled = n % C
-        for name in ("qk", "lk", "v"):
+        for name in ("quad_k", "lin_k", "v"):
             torch.testing.assert_close(getattr(pre, name)[:, :, :filled], getattr(st, name)[:, :, :filled])
 
 

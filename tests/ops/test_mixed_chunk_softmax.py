@@ -18,9 +18,9 @@ TOL = dict(atol=2e-5, rtol=2e-4)
 
 def _inputs(B=2, H=3, T=11, s=8, e=6, seed=0):
     g = torch.Generator().manual_seed(seed)
-    q, k, lq, lk = (torch.randn(B, H, T, s, generator=g) for _ in range(4))
+    q, k, lin_q, lin_k = (torch.randn(B, H, T, s, generator=g) for _ in range(4))
     v = torch.randn(B, H, T, e, generator=g)
-    return q, k, lq, lk, v
+    return q, k, lin_q, lin_k, v
 
 
 def _right_padding(B, T, seed=3):
@@ -68,20 +68,20 @@ def test_key_mask_matches_reference(causal):
 @pytest.mark.parametrize("causal", [True, False])
 def test_global_part_is_flash_linear_part(causal):
     """The linear part is FLASH's, term for term: compare with flashgau.ops.mixed_chunk with its local part off."""
-    q, k, lq, lk, v = _inputs(T=18)
+    q, k, lin_q, lin_k, v = _inputs(T=18)
     mask = _right_padding(2, 18)
-    zero = torch.zeros_like(lq)
-    ours = (mixed_chunk_softmax_attention(q, k, lq, lk, v, chunk_size=4, causal=causal, key_mask=mask)
+    zero = torch.zeros_like(lin_q)
+    ours = (mixed_chunk_softmax_attention(q, k, lin_q, lin_k, v, chunk_size=4, causal=causal, key_mask=mask)
             - mixed_chunk_softmax_attention(q, k, zero, zero, v, chunk_size=4, causal=causal, key_mask=mask))
-    flash = mixed_chunk_attention(zero, zero, lq, lk, v, torch.full((4, 4), -1.0), chunk_size=4, causal=causal,
+    flash = mixed_chunk_attention(zero, zero, lin_q, lin_k, v, torch.full((4, 4), -1.0), chunk_size=4, causal=causal,
                                   key_mask=mask)                         # relu(0 - 1)^2 = 0: local part off
     real = mask[:, None, :, None].expand_as(ours)
     torch.testing.assert_close(ours[real], flash[real], **TOL)
 
 
 def test_one_chunk_is_softmax_attention():
-    q, k, lq, lk, v = _inputs(T=6)
-    out = mixed_chunk_softmax_attention(q, k, lq, lk, v, chunk_size=8, causal=True)
+    q, k, lin_q, lin_k, v = _inputs(T=6)
+    out = mixed_chunk_softmax_attention(q, k, lin_q, lin_k, v, chunk_size=8, causal=True)
     exact = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
     torch.testing.assert_close(out, exact, **TOL)
 

@@ -26,11 +26,11 @@ class FlashLayer(GAUBase):
         self.chunk_size = cfg.chunk_size
 
     def _run(self, x: Tensor, ctx: Context, return_state: bool):
-        u, v, (qq, qk, lq, lk) = self.project(x, ctx.positions)
+        u, v, (quad_q, quad_k, lin_q, lin_k) = self.project(x, ctx.positions)
         slots = torch.arange(self.chunk_size, device=x.device)
-        bias = self.rel(slots, slots).to(qq.dtype)
-        res = mixed_chunk_attention(qq, qk, lq, lk, v, bias, chunk_size=self.chunk_size, causal=ctx.causal,
-                                    key_mask=ctx.key_mask, return_state=return_state)
+        bias = self.rel(slots, slots).to(quad_q.dtype)
+        res = mixed_chunk_attention(quad_q, quad_k, lin_q, lin_k, v, bias, chunk_size=self.chunk_size,
+                                    causal=ctx.causal, key_mask=ctx.key_mask, return_state=return_state)
         if return_state:
             o, state = res
             return self.finish(x, u, o), state
@@ -45,8 +45,8 @@ class FlashLayer(GAUBase):
     def step(self, x: Tensor, state: FlashState) -> tuple[Tensor, FlashState]:
         """x (B, 1, d): one token per row at position state.pos."""
         pos = state.pos.clone()
-        u, v, (qq, qk, lq, lk) = self.project(x, pos[:, None])
+        u, v, (quad_q, quad_k, lin_q, lin_k) = self.project(x, pos[:, None])
         slots = torch.arange(self.chunk_size, device=x.device)
-        bias_row = self.rel((pos % self.chunk_size)[:, None], slots).to(qq.dtype)   # (B, 1, 1, C)
-        o, state = mixed_chunk_step(qq, qk, lq, lk, v, bias_row, state)
+        bias_row = self.rel((pos % self.chunk_size)[:, None], slots).to(quad_q.dtype)   # (B, 1, 1, C)
+        o, state = mixed_chunk_step(quad_q, quad_k, lin_q, lin_k, v, bias_row, state)
         return self.finish(x, u, o), state

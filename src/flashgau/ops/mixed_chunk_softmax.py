@@ -6,8 +6,8 @@ linear attention across chunks. Transformer++ attends with multi-head softmax, s
 exact part and takes FLASH's linear part unchanged:
 
 - local (per chunk, exact): softmax over the visible keys of the query's own chunk of q_i.k_j * scale, times v;
-- global (across chunks, linear): lq_i . (sum over the keys of visible chunks of lk_j^T v_j) / N_i, where the
-  visible chunks are those before the query's chunk (causal; an exclusive prefix sum over one lk^T v summary per
+- global (across chunks, linear): lin_q_i . (sum over the keys of visible chunks of lin_k_j^T v_j) / N_i, where the
+  visible chunks are those before the query's chunk (causal; an exclusive prefix sum over one lin_k^T v summary per
   chunk) or all chunks (bidirectional) and N_i counts the real keys summarised (0 keys: 0), exactly FLASH's
   averaging normaliser;
 - output = local + global.
@@ -20,7 +20,7 @@ Forms (one state type, `SoftmaxChunkState`): `mixed_chunk_softmax_attention` (pa
 and the open chunk's buffer).
 
 Shapes: B batch, H heads, T tokens, G chunks, C chunk length, s query/key width, e value width.
-q, k (local), lq, lk (global): (B, H, T, s); v: (B, H, T, e). key_mask: (B, T) bool, True for real tokens.
+q, k (local), lin_q, lin_k (global): (B, H, T, s); v: (B, H, T, e). key_mask: (B, T) bool, True for real tokens.
 Summaries and counts are accumulated in fp32; the local softmax is computed in fp32.
 """
 
@@ -40,16 +40,16 @@ _NEG_INF = float("-inf")
 class SoftmaxChunkState:
     """Decoding state of one MC-TFM++ attention layer; its size does not depend on the position.
 
-    kv:    (B, H, s, e) fp32, sum over finished chunks of lk^T v (real tokens only).
+    kv:    (B, H, s, e) fp32, sum over finished chunks of lin_k^T v (real tokens only).
     count: (B,) fp32, number of tokens summarised in kv.
-    k, lk, v: (B, H, C, s|s|e), the open chunk's local keys, global keys and values; slot = position % C.
+    k, lin_k, v: (B, H, C, s|s|e), the open chunk's local keys, global keys and values; slot = position % C.
     pos:   (B,) int64, position of each row's next token.
     """
 
     kv: Tensor
     count: Tensor
     k: Tensor
-    lk: Tensor
+    lin_k: Tensor
     v: Tensor
     pos: Tensor
 
@@ -67,7 +67,7 @@ def empty_softmax_chunk_state(batch: int, heads: int, chunk_size: int, qk_dim: i
         kv=torch.zeros(batch, heads, qk_dim, v_dim, device=device, dtype=torch.float32),
         count=torch.zeros(batch, device=device, dtype=torch.float32),
         k=torch.zeros(batch, heads, chunk_size, qk_dim, device=device, dtype=dtype),
-        lk=torch.zeros(batch, heads, chunk_size, qk_dim, device=device, dtype=dtype),
+        lin_k=torch.zeros(batch, heads, chunk_size, qk_dim, device=device, dtype=dtype),
         v=torch.zeros(batch, heads, chunk_size, v_dim, device=device, dtype=dtype),
         pos=torch.zeros(batch, device=device, dtype=torch.long),
     )
@@ -83,12 +83,12 @@ def _masked_softmax(logits: Tensor, allowed: Tensor) -> Tensor:
     return e / torch.where(total > 0, total, torch.ones_like(total))
 
 
-def mixed_chunk_softmax_attention(q: Tensor, k: Tensor, lq: Tensor, lk: Tensor, v: Tensor, *, chunk_size: int,
+def mixed_chunk_softmax_attention(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor, *, chunk_size: int,
                                   causal: bool, key_mask: Optional[Tensor] = None, scale: Optional[float] = None,
                                   return_state: bool = False):
     """Parallel form. Returns o (B, H, T, e) in v's dtype, or (o, SoftmaxChunkState) when return_state.
 
-    scale multiplies the local logits (default 1/sqrt(s)); the global part uses lq . lk as given.
+    scale multiplies the local logits (default 1/sqrt(s)); the global part uses lin_q . lin_k as given.
     return_state (causal only) gives the state after each row's real tokens (key_mask must be a right padding).
     """
     if return_state and not causal:
@@ -101,7 +101,7 @@ def mixed_chunk_softmax_attention(q: Tensor, k: Tensor, lq: Tensor, lk: Tensor, 
     scale = s ** -0.5 if scale is None else scale
     km = torch.ones(B, T, dtype=torch.bool, device=q.device) if key_mask is None else key_mask.bool()
     km = F.pad(km, (0, pad), value=False)
-    qg, kg, lqg, lkg, vg = (F.pad(t, (0, 0, 0, pad)).reshape(B, H, G, C, -1) for t in (q, k, lq, lk, v))
+    qg, kg, lin_q_g, lin_k_g, vg = (F.pad(t, (0, 0, 0, pad)).reshape(B, H, G, C, -1) for t in (q, k, lin_q, lin_k, v))
     real = km.reshape(B, 1, G, C)
 
     # local: exact softmax attention inside each chunk
@@ -111,9 +111,9 @@ def mixed_chunk_softmax_attention(q: Tensor, k: Tensor, lq: Tensor, lk: Tensor, 
     p = _masked_softmax((qg.float() @ kg.float().transpose(-1, -2)) * scale, allowed)
     out = p @ vg.float()                                                       # (B, H, G, C, e)
 
-    # global: one lk^T v summary per chunk, averaged over the real tokens the query may see
-    lk_real = lkg.float() * real[..., None]
-    kv = lk_real.transpose(-1, -2) @ vg.float()                                # (B, H, G, s, e)
+    # global: one lin_k^T v summary per chunk, averaged over the real tokens the query may see
+    lin_k_real = lin_k_g.float() * real[..., None]
+    kv = lin_k_real.transpose(-1, -2) @ vg.float()                                # (B, H, G, s, e)
     count = real[:, 0].sum(-1).float()                                         # (B, G)
     if causal:
         kv_seen = torch.cat([kv.new_zeros(B, H, 1, s, e), kv.cumsum(2)[:, :, :-1]], dim=2)   # exclusive
@@ -122,7 +122,7 @@ def mixed_chunk_softmax_attention(q: Tensor, k: Tensor, lq: Tensor, lk: Tensor, 
         kv_seen = kv.sum(2, keepdim=True)                                      # every chunk, as FLASH
         count_seen = count.sum(1, keepdim=True)
     denom = count_seen.clamp_min(1.0).reshape(B, 1, -1, 1, 1)
-    out = out + lqg.float() @ (kv_seen / denom)
+    out = out + lin_q_g.float() @ (kv_seen / denom)
 
     out = out.reshape(B, H, G * C, e)[:, :, :T].to(v.dtype)
     if not return_state:
@@ -139,11 +139,11 @@ def mixed_chunk_softmax_attention(q: Tensor, k: Tensor, lq: Tensor, lk: Tensor, 
         return t[rows, :, open_chunk].contiguous()
 
     state = SoftmaxChunkState(kv=kv_before[rows, :, open_chunk].contiguous(), count=count_before[rows, open_chunk],
-                              k=buffer(kg), lk=buffer(lkg), v=buffer(vg), pos=length.to(torch.long))
+                              k=buffer(kg), lin_k=buffer(lin_k_g), v=buffer(vg), pos=length.to(torch.long))
     return out, state
 
 
-def mixed_chunk_softmax_step(q: Tensor, k: Tensor, lq: Tensor, lk: Tensor, v: Tensor, state: SoftmaxChunkState,
+def mixed_chunk_softmax_step(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor, state: SoftmaxChunkState,
                              *, scale: Optional[float] = None) -> tuple[Tensor, SoftmaxChunkState]:
     """One decoding step, one token per row: inputs (B, H, 1, s|e) at position state.pos. Updates `state` in place
     and returns (o (B, H, 1, e) in v's dtype, state). A completed chunk is folded into the running summary."""
@@ -152,17 +152,17 @@ def mixed_chunk_softmax_step(q: Tensor, k: Tensor, lq: Tensor, lk: Tensor, v: Te
     slot = state.pos % C
     rows = torch.arange(B, device=q.device)
     state.k[rows, :, slot] = k[:, :, 0].to(state.k.dtype)
-    state.lk[rows, :, slot] = lk[:, :, 0].to(state.lk.dtype)
+    state.lin_k[rows, :, slot] = lin_k[:, :, 0].to(state.lin_k.dtype)
     state.v[rows, :, slot] = v[:, :, 0].to(state.v.dtype)
 
     allowed = (torch.arange(C, device=q.device)[None, :] <= slot[:, None]).reshape(B, 1, 1, C)
     p = _masked_softmax((q.float() @ state.k.float().transpose(-1, -2)) * scale, allowed)
     out = p @ state.v.float()
-    out = out + lq.float() @ (state.kv / state.count.clamp_min(1.0).reshape(B, 1, 1, 1))
+    out = out + lin_q.float() @ (state.kv / state.count.clamp_min(1.0).reshape(B, 1, 1, 1))
 
     full = slot == C - 1
     if bool(full.any()):
-        chunk_kv = state.lk.float().transpose(-1, -2) @ state.v.float()
+        chunk_kv = state.lin_k.float().transpose(-1, -2) @ state.v.float()
         state.kv = state.kv + chunk_kv * full.reshape(B, 1, 1, 1)
         state.count = state.count + full.float() * C
     state.pos = state.pos + 1
