@@ -42,18 +42,20 @@ key_mask: (B, T) bool, True for real tokens (a token's mask also excludes it fro
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .state import State
+
 _NEG_INF = float("-inf")
 
 
 @dataclass
-class CombinerState:
+class CombinerState(State):
     """Decoding state of one causal Combiner attention layer.
 
     k, v:   (B, H, C, dh|dv), the open chunk's keys and values; slot = position % C.
@@ -86,12 +88,6 @@ class CombinerState:
                                                                   self.sum_k.shape[-1])], dim=2)
         self.sum_v = torch.cat([self.sum_v, self.sum_v.new_zeros(*self.sum_v.shape[:2], grow,
                                                                   self.sum_v.shape[-1])], dim=2)
-
-    def nbytes(self) -> int:
-        return sum(getattr(self, f.name).nelement() * getattr(self, f.name).element_size() for f in fields(self))
-
-    def clone(self) -> "CombinerState":
-        return CombinerState(**{f.name: getattr(self, f.name).clone() for f in fields(self)})
 
 
 def empty_combiner_state(batch: int, heads: int, chunk_size: int, head_dim: int, v_dim: Optional[int] = None, *,

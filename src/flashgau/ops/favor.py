@@ -42,18 +42,20 @@ key_mask: (B, T) bool, True for real tokens.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .state import State
+
 _NEG_INF = float("-inf")
 
 
 @dataclass
-class FavorState:
+class FavorState(State):
     """Decoding state of one FAVOR+ attention layer; its size does not depend on the position.
 
     kv:    (B, H, m, dh) fp32, sum over seen keys of exp(a(k_j) - shift) (x) v_j, a(k) the key's log-features.
@@ -66,12 +68,6 @@ class FavorState:
     z: Tensor
     shift: Tensor
     pos: Tensor
-
-    def nbytes(self) -> int:
-        return sum(getattr(self, f.name).nelement() * getattr(self, f.name).element_size() for f in fields(self))
-
-    def clone(self) -> "FavorState":
-        return FavorState(**{f.name: getattr(self, f.name).clone() for f in fields(self)})
 
 
 def empty_favor_state(batch: int, heads: int, num_features: int, head_dim: int, *, device=None) -> FavorState:

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .state import State
+
 
 @dataclass
-class KVCache:
+class KVCache(State):
     """k: (B, H, capacity, dk), v: (B, H, capacity, dv), pos: (B,) int64 = number of tokens held per row."""
 
     k: Tensor
@@ -52,6 +54,3 @@ class KVCache:
         valid = torch.arange(self.capacity, device=self.k.device)[None, :] <= self.pos[:, None]
         self.pos += 1
         return valid[:, None, None, :]
-
-    def nbytes(self) -> int:
-        return sum(t.nelement() * t.element_size() for t in (self.k, self.v, self.pos))

@@ -22,16 +22,18 @@ key_mask: (B, T) bool, True for real tokens. Summaries and counts are accumulate
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .state import State
+
 
 @dataclass
-class FlashState:
+class FlashState(State):
     """Decoding state of one mixed-chunk attention layer; its size does not depend on the position.
 
     kv:    (B, H, s, e) fp32, sum over finished chunks of lin_k^T v (real tokens only).
@@ -46,12 +48,6 @@ class FlashState:
     lin_k: Tensor
     v: Tensor
     pos: Tensor
-
-    def nbytes(self) -> int:
-        return sum(getattr(self, f.name).nelement() * getattr(self, f.name).element_size() for f in fields(self))
-
-    def clone(self) -> "FlashState":
-        return FlashState(**{f.name: getattr(self, f.name).clone() for f in fields(self)})
 
 
 def _pad_time(x: Tensor, pad: int) -> Tensor:

@@ -26,18 +26,20 @@ Summaries and counts are accumulated in fp32; the local softmax is computed in f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .state import State
+
 _NEG_INF = float("-inf")
 
 
 @dataclass
-class SoftmaxChunkState:
+class SoftmaxChunkState(State):
     """Decoding state of one MC-TFM++ attention layer; its size does not depend on the position.
 
     kv:    (B, H, s, e) fp32, sum over finished chunks of lin_k^T v (real tokens only).
@@ -52,12 +54,6 @@ class SoftmaxChunkState:
     lin_k: Tensor
     v: Tensor
     pos: Tensor
-
-    def nbytes(self) -> int:
-        return sum(getattr(self, f.name).nelement() * getattr(self, f.name).element_size() for f in fields(self))
-
-    def clone(self) -> "SoftmaxChunkState":
-        return SoftmaxChunkState(**{f.name: getattr(self, f.name).clone() for f in fields(self)})
 
 
 def empty_softmax_chunk_state(batch: int, heads: int, chunk_size: int, qk_dim: int, v_dim: int, *, device=None,
