@@ -46,9 +46,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from .chunks import chunk_mask, masked_softmax, open_chunk, to_chunks
 from .state import State
 
 _NEG_INF = float("-inf")
@@ -104,16 +104,6 @@ def empty_combiner_state(batch: int, heads: int, chunk_size: int, head_dim: int,
     )
 
 
-def _masked_softmax(logits: Tensor, allowed: Tensor) -> Tensor:
-    """Softmax over the last axis restricted to `allowed`; a row with nothing allowed gives zeros (not NaN)."""
-    logits = logits.masked_fill(~allowed, _NEG_INF)
-    top = logits.detach().amax(-1, keepdim=True)
-    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    e = (logits - top).exp()
-    total = e.sum(-1, keepdim=True)
-    return e / torch.where(total > 0, total, torch.ones_like(total))
-
-
 def _pool_max(x: Tensor, real: Tensor) -> Tensor:
     """Elementwise max over axis -2 of the rows where `real` (broadcastable to x[..., 0]); -inf if none."""
     return x.masked_fill(~real[..., None], _NEG_INF).amax(-2)
@@ -125,7 +115,7 @@ def chunk_summaries(q: Tensor, k: Tensor, v: Tensor, real: Tensor, scale: float)
     any_real = real.any(-1, keepdim=True)
     q_bar = torch.where(any_real, _pool_max(q, real), torch.zeros(()))
     k_bar = torch.where(any_real, _pool_max(k, real), torch.zeros(()))
-    weights = _masked_softmax((k @ q_bar[..., None])[..., 0] * scale, real)       # q(j|r): (..., C)
+    weights = masked_softmax((k @ q_bar[..., None])[..., 0] * scale, real)       # q(j|r): (..., C)
     v_bar = (weights[..., None, :] @ v)[..., 0, :]
     return k_bar, v_bar
 
@@ -142,13 +132,10 @@ def combiner_attention(q: Tensor, k: Tensor, v: Tensor, *, chunk_size: int, caus
         raise ValueError("a decoding state exists only for causal attention")
     B, H, T, dh = q.shape
     C = chunk_size
-    G = -(-T // C)
-    pad = G * C - T
     scale = dh ** -0.5 if scale is None else scale
-    km = torch.ones(B, T, dtype=torch.bool, device=q.device) if key_mask is None else key_mask.bool()
-    km = F.pad(km, (0, pad), value=False)
-    qg, kg, vg = (F.pad(t.float(), (0, 0, 0, pad)).reshape(B, H, G, C, -1) for t in (q, k, v))
-    real = km.reshape(B, 1, G, C)
+    qg, kg, vg = (to_chunks(t.float(), C) for t in (q, k, v))                # (B, H, G, C, dh|dv)
+    G = qg.shape[2]
+    real = chunk_mask(key_mask, B, T, C, q.device)[:, None]                    # (B, 1, G, C)
 
     k_bar, v_bar = chunk_summaries(qg, kg, vg, real, scale)                    # (B, H, G, dh|dv)
     chunk_real = real.any(-1)                                                  # (B, 1, G)
@@ -162,23 +149,16 @@ def combiner_attention(q: Tensor, k: Tensor, v: Tensor, *, chunk_size: int, caus
     other = (g_idx[None, :] < g_idx[:, None]) if causal else (g_idx[None, :] != g_idx[:, None])   # [g, r]
     region_ok = chunk_real[:, :, None, None, :] & other[None, None, :, None, :]
 
-    p = _masked_softmax(torch.cat([local, region], -1),
-                        torch.cat([local_ok.expand(B, 1, G, C, C), region_ok.expand(B, 1, G, C, G)], -1))
+    p = masked_softmax(torch.cat([local, region], -1),
+                       torch.cat([local_ok.expand(B, 1, G, C, C), region_ok.expand(B, 1, G, C, G)], -1))
     out = p[..., :C] @ vg + torch.einsum("bhgcr,bhrd->bhgcd", p[..., C:], v_bar)
     out = out.reshape(B, H, G * C, -1)[:, :, :T].to(v.dtype)
     if not return_state:
         return out
 
-    length = km.sum(1)                                                        # (B,) real tokens per row
-    open_chunk = length // C                                                  # in [0, G]
-    rows = torch.arange(B, device=q.device)
-
-    def open_buffer(t: Tensor) -> Tensor:                                     # (B, H, G, C, w) -> (B, H, C, w)
-        t = torch.cat([t, t.new_zeros(B, H, 1, C, t.shape[-1])], dim=2)
-        return t[rows, :, open_chunk].contiguous()
-
-    q_max = torch.cat([_pool_max(qg, real), qg.new_full((B, H, 1, dh), _NEG_INF)], dim=2)[rows, :, open_chunk]
-    state = CombinerState(k=open_buffer(kg).to(k.dtype), v=open_buffer(vg).to(v.dtype), q_max=q_max,
+    length = real.sum((1, 2, 3))                                              # (B,) real tokens per row
+    state = CombinerState(k=open_chunk(kg, length, C).to(k.dtype), v=open_chunk(vg, length, C).to(v.dtype),
+                          q_max=open_chunk(_pool_max(qg, real), length, C, fill=_NEG_INF),
                           sum_k=k_bar.contiguous(), sum_v=v_bar.contiguous(), pos=length.to(torch.long))
     return out, state
 
@@ -206,7 +186,7 @@ def combiner_attention_step(q: Tensor, k: Tensor, v: Tensor, state: CombinerStat
     local_ok = (torch.arange(C, device=q.device)[None, :] <= slot[:, None]).reshape(B, 1, 1, C)
     region = (qf @ state.sum_k.transpose(-1, -2)) * scale                    # (B, H, 1, N)
     region_ok = (torch.arange(N, device=q.device)[None, :] < done[:, None]).reshape(B, 1, 1, N)
-    p = _masked_softmax(torch.cat([local, region], -1), torch.cat([local_ok, region_ok], -1))
+    p = masked_softmax(torch.cat([local, region], -1), torch.cat([local_ok, region_ok], -1))
     out = p[..., :C] @ state.v.float() + p[..., C:] @ state.sum_v
 
     full = slot == C - 1

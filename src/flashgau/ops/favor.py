@@ -46,9 +46,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from .chunks import to_chunks
 from .state import State
 
 _NEG_INF = float("-inf")
@@ -183,15 +183,8 @@ def _causal_chunked(phq: Tensor, ak: Tensor, v: Tensor, C: int) -> Tensor:
     (-inf for padded keys); v (B, H, T, dh) fp32. Returns (B, H, T, dh) fp32."""
     B, H, T, m = phq.shape
     dh = v.shape[-1]
-    G = -(-T // C)
-    pad = G * C - T
-    if pad:
-        phq = F.pad(phq, (0, 0, 0, pad))
-        ak = F.pad(ak, (0, 0, 0, pad), value=_NEG_INF)
-        v = F.pad(v, (0, 0, 0, pad))
-    phq = phq.reshape(B, H, G, C, m)
-    ak = ak.reshape(B, H, G, C, m)
-    v = v.reshape(B, H, G, C, dh)
+    phq, ak, v = to_chunks(phq, C), to_chunks(ak, C, value=_NEG_INF), to_chunks(v, C)   # (B, H, G, C, .)
+    G = phq.shape[2]
 
     # Shifts (all detached; they cancel between numerator and denominator):
     #   c_j     the largest log-feature of key j;             c_h = max_j in h c_j  (chunk h)

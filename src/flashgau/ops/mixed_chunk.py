@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from .chunks import chunk_mask, open_chunk, pick_rows, sums_before, to_chunks
 from .state import State
 
 
@@ -50,10 +50,6 @@ class FlashState(State):
     pos: Tensor
 
 
-def _pad_time(x: Tensor, pad: int) -> Tensor:
-    return F.pad(x, (0, 0, 0, pad)) if pad else x
-
-
 def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor, bias: Tensor, *,
                           chunk_size: int, causal: bool, key_mask: Optional[Tensor] = None,
                           return_state: bool = False):
@@ -71,11 +67,10 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
     e = v.shape[-1]
     C = chunk_size
     G = -(-T // C)
-    pad = G * C - T
     km = None if key_mask is None else key_mask.bool()
     if km is not None:
         v = v * km[:, None, :, None].to(v.dtype)                         # masked keys contribute nothing
-    quad_q, quad_k, lin_q, lin_k, v = (_pad_time(t, pad).reshape(B * H * G, C, t.shape[-1])
+    quad_q, quad_k, lin_q, lin_k, v = (to_chunks(t, C).reshape(B * H * G, C, t.shape[-1])
                                        for t in (quad_q, quad_k, lin_q, lin_k, v))
 
     # 2. local: exact relu^2 attention inside each chunk
@@ -90,10 +85,10 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
     if km is None:                                                        # real tokens per chunk: (B or 1, G)
         count = (T - C * torch.arange(G, device=quad_q.device)).clamp(max=C).to(torch.float32)[None]
     else:
-        count = F.pad(km, (0, pad)).reshape(B, G, C).sum(-1).float()
+        count = chunk_mask(km, B, T, C, km.device).sum(-1).float()
     if causal:
-        kv_seen = torch.cat([kv.new_zeros(B, H, 1, s, e), kv[:, :, :-1].cumsum(2)], dim=2)   # exclusive
-        count_seen = torch.cat([count.new_zeros(count.shape[0], 1), count[:, :-1].cumsum(1)], dim=1)
+        kv_seen = sums_before(kv[:, :, :-1], 2)                          # chunk g sees the chunks < g
+        count_seen = sums_before(count[:, :-1], 1)
         denom = count_seen.clamp_min(1.0).expand(B, G).reshape(B, 1, G, 1, 1).expand(B, H, G, 1, 1)
         lin_q = lin_q / denom.reshape(B * H * G, 1, 1).to(lin_q.dtype)
         out = torch.baddbmm(out, lin_q, kv_seen.to(lin_q.dtype).reshape(B * H * G, s, e))
@@ -115,24 +110,12 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
 
 def _state_after_prefill(quad_k, lin_k, v, kv, count, length, C) -> FlashState:
     """State after each row's real tokens (length (B,)): sum of its finished chunks and its open chunk as the
-    buffer. quad_k, lin_k, v: (B, H, G, C, width); kv (B, H, G, s, e); count (B, G)."""
-    B, H = quad_k.shape[:2]
-    open_chunk = length // C                                             # (B,) in [0, G]
-    kv_before = torch.cat([kv.new_zeros(B, H, 1, *kv.shape[-2:]), kv.cumsum(2)], dim=2)  # (B, H, G+1, s, e)
-    count_before = torch.cat([count.new_zeros(B, 1), count.cumsum(1)], dim=1)            # (B, G+1)
-    rows = torch.arange(B, device=length.device)
-    state_kv = kv_before[rows, :, open_chunk]                             # (B, H, s, e)
-    state_count = count_before[rows, open_chunk]
-
-    def buffer(t: Tensor) -> Tensor:
-        t = torch.cat([t, t.new_zeros(B, H, 1, C, t.shape[-1])], dim=2)  # chunk G: an empty one
-        return t[rows, :, open_chunk].contiguous()                       # (B, H, C, width)
-
-    filled = torch.arange(C, device=length.device)[None, :] < (length - open_chunk * C)[:, None]   # (B, C)
-    values = buffer(v) * filled[:, None, :, None].to(v.dtype)            # zero after the last real token
-
-    return FlashState(kv=state_kv.contiguous(), count=state_count, quad_k=buffer(quad_k), lin_k=buffer(lin_k), v=values,
-                      pos=length.to(torch.long))
+    buffer. quad_k, lin_k, v: (B, H, G, C, width); kv (B, H, G, s, e); count (B, G). The open chunk's values are
+    already zero after the last real token (masked and padded values are zeroed), the step's invariant."""
+    done = length // C                                                   # finished chunks per row
+    return FlashState(kv=pick_rows(sums_before(kv, 2), done), count=pick_rows(sums_before(count, 1), done, 1),
+                      quad_k=open_chunk(quad_k, length, C), lin_k=open_chunk(lin_k, length, C),
+                      v=open_chunk(v, length, C), pos=length.to(torch.long))
 
 
 def empty_flash_state(batch: int, heads: int, chunk_size: int, qk_dim: int, v_dim: int, *, device=None,

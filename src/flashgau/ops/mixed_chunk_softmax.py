@@ -30,12 +30,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from .chunks import chunk_mask, masked_softmax, open_chunk, pick_rows, sums_before, to_chunks
 from .state import State
-
-_NEG_INF = float("-inf")
 
 
 @dataclass
@@ -69,16 +67,6 @@ def empty_softmax_chunk_state(batch: int, heads: int, chunk_size: int, qk_dim: i
     )
 
 
-def _masked_softmax(logits: Tensor, allowed: Tensor) -> Tensor:
-    """Softmax over the last axis restricted to `allowed`; a row with nothing allowed gives zeros (not NaN)."""
-    logits = logits.masked_fill(~allowed, _NEG_INF)
-    top = logits.detach().amax(-1, keepdim=True)
-    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    e = (logits - top).exp()
-    total = e.sum(-1, keepdim=True)
-    return e / torch.where(total > 0, total, torch.ones_like(total))
-
-
 def mixed_chunk_softmax_attention(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor, *, chunk_size: int,
                                   causal: bool, key_mask: Optional[Tensor] = None, scale: Optional[float] = None,
                                   return_state: bool = False):
@@ -92,28 +80,25 @@ def mixed_chunk_softmax_attention(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Te
     B, H, T, s = q.shape
     e = v.shape[-1]
     C = chunk_size
-    G = -(-T // C)
-    pad = G * C - T
     scale = s ** -0.5 if scale is None else scale
-    km = torch.ones(B, T, dtype=torch.bool, device=q.device) if key_mask is None else key_mask.bool()
-    km = F.pad(km, (0, pad), value=False)
-    qg, kg, lin_q_g, lin_k_g, vg = (F.pad(t, (0, 0, 0, pad)).reshape(B, H, G, C, -1) for t in (q, k, lin_q, lin_k, v))
-    real = km.reshape(B, 1, G, C)
+    qg, kg, lin_q_g, lin_k_g, vg = (to_chunks(t, C) for t in (q, k, lin_q, lin_k, v))   # (B, H, G, C, .)
+    G = qg.shape[2]
+    real = chunk_mask(key_mask, B, T, C, q.device)[:, None]                    # (B, 1, G, C)
 
     # local: exact softmax attention inside each chunk
     allowed = real[..., None, :]
     if causal:
         allowed = allowed & torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-    p = _masked_softmax((qg.float() @ kg.float().transpose(-1, -2)) * scale, allowed)
+    p = masked_softmax((qg.float() @ kg.float().transpose(-1, -2)) * scale, allowed)
     out = p @ vg.float()                                                       # (B, H, G, C, e)
 
     # global: one lin_k^T v summary per chunk, averaged over the real tokens the query may see
     lin_k_real = lin_k_g.float() * real[..., None]
     kv = lin_k_real.transpose(-1, -2) @ vg.float()                                # (B, H, G, s, e)
     count = real[:, 0].sum(-1).float()                                         # (B, G)
+    kv_before, count_before = sums_before(kv, 2), sums_before(count, 1)      # sums of the chunks < g
     if causal:
-        kv_seen = torch.cat([kv.new_zeros(B, H, 1, s, e), kv.cumsum(2)[:, :, :-1]], dim=2)   # exclusive
-        count_seen = torch.cat([count.new_zeros(B, 1), count.cumsum(1)[:, :-1]], dim=1)
+        kv_seen, count_seen = kv_before[:, :, :-1], count_before[:, :-1]
     else:
         kv_seen = kv.sum(2, keepdim=True)                                      # every chunk, as FLASH
         count_seen = count.sum(1, keepdim=True)
@@ -124,18 +109,11 @@ def mixed_chunk_softmax_attention(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Te
     if not return_state:
         return out
 
-    length = km.sum(1)                                                         # (B,)
-    open_chunk = length // C
-    rows = torch.arange(B, device=q.device)
-    kv_before = torch.cat([kv.new_zeros(B, H, 1, s, e), kv.cumsum(2)], dim=2)  # (B, H, G+1, s, e)
-    count_before = torch.cat([count.new_zeros(B, 1), count.cumsum(1)], dim=1)
-
-    def buffer(t: Tensor) -> Tensor:
-        t = torch.cat([t, t.new_zeros(B, H, 1, C, t.shape[-1])], dim=2)
-        return t[rows, :, open_chunk].contiguous()
-
-    state = SoftmaxChunkState(kv=kv_before[rows, :, open_chunk].contiguous(), count=count_before[rows, open_chunk],
-                              k=buffer(kg), lin_k=buffer(lin_k_g), v=buffer(vg), pos=length.to(torch.long))
+    length = real.sum((1, 2, 3))                                               # (B,) real tokens
+    done = length // C                                                         # finished chunks per row
+    state = SoftmaxChunkState(kv=pick_rows(kv_before, done), count=pick_rows(count_before, done, 1),
+                              k=open_chunk(kg, length, C), lin_k=open_chunk(lin_k_g, length, C),
+                              v=open_chunk(vg, length, C), pos=length.to(torch.long))
     return out, state
 
 
@@ -152,7 +130,7 @@ def mixed_chunk_softmax_step(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Tensor,
     state.v[rows, :, slot] = v[:, :, 0].to(state.v.dtype)
 
     allowed = (torch.arange(C, device=q.device)[None, :] <= slot[:, None]).reshape(B, 1, 1, C)
-    p = _masked_softmax((q.float() @ state.k.float().transpose(-1, -2)) * scale, allowed)
+    p = masked_softmax((q.float() @ state.k.float().transpose(-1, -2)) * scale, allowed)
     out = p @ state.v.float()
     out = out + lin_q.float() @ (state.kv / state.count.clamp_min(1.0).reshape(B, 1, 1, 1))
 
