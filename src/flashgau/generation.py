@@ -24,7 +24,9 @@ from .layers import Context
 
 @dataclass
 class DecodeState:
-    """layers: one state per block (FlashState, KVCache, ...); pos: (B,) int64, position of each row's next token;
+    """layers: one state per block (FlashState, KVCache, ...; written in place by each step);
+    pos: (B,) int64, position of each row's next token: the only position, passed to every block's step and
+    advanced once per token (the layer states hold none);
     last_logits: (B, V) logits of each row's last token (what the next token is sampled from)."""
 
     layers: list[Any]
@@ -60,8 +62,7 @@ def prefill(model, input_ids: Tensor, attention_mask: Optional[Tensor] = None, *
     mask = check_inputs(model.config, input_ids, attention_mask)
     logits, states, ctx = _parallel(model, input_ids, mask, want_state=True)
     for s in states:
-        if capacity and hasattr(s, "reserve"):
-            s.reserve(capacity)
+        s.reserve(capacity)                       # growing states only; fixed-size ones ignore it
     B = input_ids.shape[0]
     lengths = ctx.lengths(B)
     last = logits[torch.arange(B, device=logits.device), lengths - 1]
@@ -89,12 +90,15 @@ def decode_step(model, token_ids: Tensor, state: DecodeState) -> tuple[Tensor, D
     token_ids = token_ids.reshape(-1)
     if token_ids.shape[0] != state.pos.shape[0]:
         raise ValueError(f"decode_step got {token_ids.shape[0]} tokens for a state of {state.pos.shape[0]} rows")
-    if int(state.pos.max()) >= model.config.max_seq_len:
-        raise ValueError(f"position {int(state.pos.max())} reaches max_seq_len {model.config.max_seq_len}")
+    last = int(state.pos.max())
+    if last >= model.config.max_seq_len:
+        raise ValueError(f"position {last} reaches max_seq_len {model.config.max_seq_len}")
     check_inputs(model.config, token_ids[:, None])
+    for s in state.layers:
+        s.reserve(last + 1, exact=False)          # room for this token in growing states (doubling)
     x = model.embed_tokens(token_ids[:, None], state.pos[:, None])
     for i, block in enumerate(model.blocks):
-        x, state.layers[i] = block.step(x, state.layers[i])
+        x, state.layers[i] = block.step(x, state.layers[i], state.pos)
     state.pos += 1
     state.last_logits = model.logits_from_hidden(x)[:, 0]
     return state.last_logits, state

@@ -13,7 +13,7 @@ from flashgau.ops.mixed_chunk import (
     FlashState,
     empty_flash_state,
     mixed_chunk_attention,
-    mixed_chunk_step,
+    mixed_chunk_attention_step,
 )
 from flashgau.ops.reference.mixed_chunk import mixed_chunk_attention_reference
 
@@ -38,8 +38,13 @@ def _right_padding(lengths, T):
     return torch.arange(T)[None, :] < torch.as_tensor(lengths)[:, None]
 
 
-def _fast(xs, C, causal, key_mask=None, **kw):
-    return mixed_chunk_attention(*xs, chunk_size=C, causal=causal, key_mask=key_mask, **kw)
+def _fast(xs, C, causal, key_mask=None):
+    return mixed_chunk_attention(*xs, chunk_size=C, causal=causal, key_mask=key_mask)[0]
+
+
+def _prefill(xs, C, key_mask=None):
+    """(o, the state after each row's real tokens)."""
+    return mixed_chunk_attention(*xs, chunk_size=C, causal=True, key_mask=key_mask, output_final_state=True)
 
 
 def _ref(xs, C, causal, key_mask=None):
@@ -342,10 +347,9 @@ def test_step_from_empty_state_reproduces_parallel():
     state = empty_flash_state(2, 2, C, 8, 6)
     for t in range(T):
         token, bias_row = _step_inputs(xs, torch.full((2,), t), xs[5])
-        o, state = mixed_chunk_step(*token, bias_row, state)
+        o, state = mixed_chunk_attention_step(*token, bias_row, state, torch.full((2,), t))
         assert o.shape == (2, 2, 1, 6)
         torch.testing.assert_close(o[:, :, 0], want[:, :, t], **TOL, msg=lambda m, t=t: f"position {t}: {m}")
-    assert state.pos.tolist() == [T, T]
     assert state.count.tolist() == [12.0, 12.0]
 
 
@@ -356,12 +360,13 @@ def test_fp64_stays_fp64():
     xs = _inputs(B=2, T=T, C=C, dtype=torch.float64)
     want = _ref(xs, C, True)
     torch.testing.assert_close(_fast(xs, C, True), want, atol=1e-12, rtol=1e-12)
-    _, pre = _fast([t[:, :, :5] for t in xs[:5]] + [xs[5]], C, True, return_state=True)
+    _, pre = _prefill([t[:, :, :5] for t in xs[:5]] + [xs[5]], C)
     state = empty_flash_state(2, 1, C, 8, 6, dtype=torch.float64)
     assert pre.kv.dtype == state.kv.dtype == torch.float64
     for t in range(T):
-        token, bias_row = _step_inputs(xs, torch.full((2,), t), xs[5])
-        o, state = mixed_chunk_step(*token, bias_row, state)
+        pos = torch.full((2,), t)
+        token, bias_row = _step_inputs(xs, pos, xs[5])
+        o, state = mixed_chunk_attention_step(*token, bias_row, state, pos)
         torch.testing.assert_close(o[:, :, 0], want[:, :, t], atol=1e-12, rtol=1e-12)
 
 
@@ -375,20 +380,18 @@ def test_prefill_then_steps_rows_of_different_lengths(C):
     xs = _inputs(B=5, H=2, T=T, C=C, seed=1)
     want = _fast(xs, C, True)
     mask = _right_padding(lengths, T)
-    pre, state = _fast(xs, C, True, mask, return_state=True)
+    pre, state = _prefill(xs, C, mask)
     assert isinstance(state, FlashState)
     real = mask[:, None, :, None].expand_as(pre)
     torch.testing.assert_close(pre[real], want[real], **TOL)
-    assert state.pos.tolist() == lengths.tolist()
     size = state.nbytes()
     for k in range(steps):
         pos = lengths + k
         token, bias_row = _step_inputs(xs, pos, xs[5])
-        o, state = mixed_chunk_step(*token, bias_row, state)
+        o, state = mixed_chunk_attention_step(*token, bias_row, state, pos)
         rows = torch.arange(5)
         torch.testing.assert_close(o[:, :, 0], want[rows, :, pos], **TOL, msg=lambda m, k=k: f"step {k}: {m}")
         assert state.nbytes() == size
-    assert state.pos.tolist() == (lengths + steps).tolist()
 
 
 def test_prefill_state_equals_stepped_state():
@@ -398,14 +401,13 @@ def test_prefill_state_equals_stepped_state():
     xs = _inputs(B=1, T=T, C=C, seed=4)
     for n in (1, 3, 4, 5, 8, 11):
         mask = _right_padding([n], T)
-        _, pre = _fast(xs, C, True, mask, return_state=True)
+        _, pre = _prefill(xs, C, mask)
         st = empty_flash_state(1, 1, C, 8, 6)
         for t in range(n):
             token, bias_row = _step_inputs(xs, torch.tensor([t]), xs[5])
-            _, st = mixed_chunk_step(*token, bias_row, st)
+            _, st = mixed_chunk_attention_step(*token, bias_row, st, torch.tensor([t]))
         torch.testing.assert_close(pre.kv, st.kv, **TOL)
         assert pre.count.tolist() == st.count.tolist() == [float(n // C * C)]
-        assert pre.pos.tolist() == st.pos.tolist() == [n]
         filled = n % C
         for name in ("quad_k", "lin_k", "v"):
             torch.testing.assert_close(getattr(pre, name)[:, :, :filled], getattr(st, name)[:, :, :filled])
@@ -417,29 +419,13 @@ def test_state_size_is_constant_over_many_chunks():
     sizes = set()
     for T in (1, 3, 4, 9, 40):
         big = _inputs(B=1, T=T, C=C)
-        _, st = _fast(big, C, True, return_state=True)
+        _, st = _prefill(big, C)
         sizes.add(st.nbytes())
     state = empty_flash_state(1, 1, C, 8, 6)
     sizes.add(state.nbytes())
-    for _ in range(5 * C):
+    for t in range(5 * C):
         token, bias_row = _step_inputs(xs, torch.zeros(1, dtype=torch.long), xs[5])
-        _, state = mixed_chunk_step(*token, bias_row, state)
+        _, state = mixed_chunk_attention_step(*token, bias_row, state, torch.tensor([t]))
         sizes.add(state.nbytes())
     assert len(sizes) == 1
-    assert sizes.pop() == 4 * (8 * 6 + 1 + C * (8 + 8 + 6)) + 8
-
-
-def test_state_clone_is_independent():
-    C = 4
-    xs = _inputs(B=1, T=3, C=C)
-    _, st = _fast(xs, C, True, return_state=True)
-    copy = st.clone()
-    token, bias_row = _step_inputs(xs, torch.tensor([0]), xs[5])
-    mixed_chunk_step(*token, bias_row, st)
-    assert copy.pos.tolist() == [3] and st.pos.tolist() == [4]
-    assert not torch.equal(copy.kv, st.kv)
-
-
-def test_return_state_rejected_when_bidirectional():
-    with pytest.raises(ValueError, match="causal"):
-        _fast(_inputs(T=5), 4, False, return_state=True)
+    assert sizes.pop() == 4 * (8 * 6 + 1 + C * (8 + 8 + 6))             # kv, count, the open chunk's buffer

@@ -27,7 +27,7 @@ def _numbered(state):
 
 STATES = {
     "flash": lambda: empty_flash_state(B, 1, 4, 8, 6),
-    "kv_cache": lambda: KVCache.from_prefill(torch.zeros(B, 2, 5, 4), torch.zeros(B, 2, 5, 3), torch.zeros(B)),
+    "kv_cache": lambda: KVCache.from_prefill(torch.zeros(B, 2, 5, 4), torch.zeros(B, 2, 5, 3)),
     "combiner": lambda: _reserved(empty_combiner_state(B, 2, 4, 8), 8),
     "favor": lambda: empty_favor_state(B, 2, 16, 8),
     "softmax_chunk": lambda: empty_softmax_chunk_state(B, 2, 4, 8, 6),

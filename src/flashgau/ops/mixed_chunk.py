@@ -1,9 +1,9 @@
 """FLASH's mixed chunk attention: exact relu^2 attention inside chunks of C tokens, linear attention across chunks.
 
-Two forms share one state type, `FlashState`:
+Two forms share one state type, `FlashState` (the contract of flashgau.ops):
 
-- `mixed_chunk_attention` (parallel: training and prefill). Steps:
-    1. pad T up to G*C tokens with zeros and zero the values of masked keys (a zero value adds nothing anywhere,
+- `mixed_chunk_attention` (parallel: training and prefill) -> (o, FlashState or None). Steps:
+    1. zero the values of masked keys and pad T up to G*C tokens with zeros (a zero value adds nothing anywhere,
        so real outputs do not depend on padding or masked tokens);
     2. local part, per chunk: relu(quad_q quad_k^T / C + bias)^2 (lower-triangular when causal), times v;
     3. global part: one summary lin_k^T v (s x e) per chunk and a count of its real tokens; causal: an exclusive
@@ -11,8 +11,10 @@ Two forms share one state type, `FlashState`:
        lin_q times the summary, divided by the number of real tokens summarised (0 tokens: 0);
     4. output = local + global, unpadded.
   Memory is O(T C) for the local part and O(G s e) for the summaries: never a per-token s x e state, never T x T.
-- `mixed_chunk_step` (decoding one token): the same arithmetic for one query, against the open chunk's buffer
-  and the running sum of finished chunks' summaries; the buffer is folded into the sum when its chunk completes.
+  ops/reference/mixed_chunk.py holds the dense reference and a short einsum listing of the same four steps.
+- `mixed_chunk_attention_step` (decoding one token) -> (o, FlashState): the same arithmetic for one query, against
+  the open chunk's buffer and the running sum of finished chunks' summaries; the buffer is folded into the sum when
+  its chunk completes.
 
 Shapes: B batch, H heads (1 in FLASH), T tokens, G chunks, C chunk length, s query/key width, e value width.
 quad_q, quad_k (local query/key), lin_q, lin_k (global query/key): (B, H, T, s); v: (B, H, T, e).
@@ -29,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .chunks import chunk_mask, open_chunk, pick_rows, sums_before, to_chunks
-from .state import State
+from .state import State, check_final_state
 
 
 @dataclass
@@ -39,7 +41,6 @@ class FlashState(State):
     kv:    (B, H, s, e) fp32, sum over finished chunks of lin_k^T v (real tokens only).
     count: (B,) fp32, number of real tokens summarised in kv.
     quad_k, lin_k, v: (B, H, C, s|s|e), the open chunk's local keys, global keys and values; slot = position % C.
-    pos:   (B,) int64, position of the next token of each row.
     """
 
     kv: Tensor
@@ -47,29 +48,30 @@ class FlashState(State):
     quad_k: Tensor
     lin_k: Tensor
     v: Tensor
-    pos: Tensor
 
 
 def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor, bias: Tensor, *,
                           chunk_size: int, causal: bool, key_mask: Optional[Tensor] = None,
-                          return_state: bool = False):
-    """Parallel mixed chunk attention. Returns o (B, H, T, e), or (o, FlashState) when return_state.
-
-    return_state (causal only) gives the state after each row's last real token (key_mask's row sum), ready for
-    `mixed_chunk_step` to continue from.
+                          output_final_state: bool = False) -> tuple[Tensor, Optional[FlashState]]:
+    """Parallel mixed chunk attention. Returns (o (B, H, T, e), final_state): final_state is None unless
+    output_final_state (causal only), then the state after each row's last real token (key_mask's row sum; right
+    padding), ready for `mixed_chunk_attention_step` to continue from.
 
     Masking costs no pass over the attention weights: a masked key's value is zeroed (so it adds nothing to the
     local part nor to any chunk summary, and gets no gradient), padded tokens are zeros, and the causal mask is
     -inf in the bias (relu(-inf)^2 = 0, gradient 0). The /C scale and the bias ride in one baddbmm, and the global
     term is accumulated into the local output by another.
     """
+    check_final_state(causal, output_final_state)
     B, H, T, s = quad_q.shape
     e = v.shape[-1]
     C = chunk_size
     G = -(-T // C)
+
+    # 1. masked keys get value 0; pad to G*C tokens and cut into chunks, one (C, width) matrix per (row, head, chunk)
     km = None if key_mask is None else key_mask.bool()
     if km is not None:
-        v = v * km[:, None, :, None].to(v.dtype)                         # masked keys contribute nothing
+        v = v * km[:, None, :, None].to(v.dtype)
     quad_q, quad_k, lin_q, lin_k, v = (to_chunks(t, C).reshape(B * H * G, C, t.shape[-1])
                                        for t in (quad_q, quad_k, lin_q, lin_k, v))
 
@@ -81,7 +83,7 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
 
     # 3. global: one summary per chunk, averaged over the real tokens it holds
     acc = torch.promote_types(v.dtype, torch.float32)                     # fp32, or fp64 for fp64 inputs
-    kv = (lin_k.transpose(1, 2) @ v).to(acc).reshape(B, H, G, s, e)         # masked/padded tokens have v = 0
+    kv = (lin_k.transpose(1, 2) @ v).to(acc).reshape(B, H, G, s, e)      # masked/padded tokens have v = 0
     if km is None:                                                        # real tokens per chunk: (B or 1, G)
         count = (T - C * torch.arange(G, device=quad_q.device)).clamp(max=C).to(torch.float32)[None]
     else:
@@ -97,11 +99,10 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
         out = torch.baddbmm(out.reshape(B * H, G * C, e), lin_q.reshape(B * H, G * C, s),
                             kv_all.to(lin_q.dtype).reshape(B * H, s, e))
 
+    # 4. local + global (summed in place above), unpadded
     out = out.reshape(B, H, G * C, e)[:, :, :T]
-    if not return_state:
-        return out
-    if not causal:
-        raise ValueError("a decoding state exists only for causal attention")
+    if not output_final_state:
+        return out, None
     length = torch.full((B,), T, device=quad_q.device) if km is None else km.sum(1)
     shape = (B, H, G, C)
     return out, _state_after_prefill(quad_k.reshape(*shape, s), lin_k.reshape(*shape, s), v.reshape(*shape, e), kv,
@@ -115,7 +116,7 @@ def _state_after_prefill(quad_k, lin_k, v, kv, count, length, C) -> FlashState:
     done = length // C                                                   # finished chunks per row
     return FlashState(kv=pick_rows(sums_before(kv, 2), done), count=pick_rows(sums_before(count, 1), done, 1),
                       quad_k=open_chunk(quad_k, length, C), lin_k=open_chunk(lin_k, length, C),
-                      v=open_chunk(v, length, C), pos=length.to(torch.long))
+                      v=open_chunk(v, length, C))
 
 
 def empty_flash_state(batch: int, heads: int, chunk_size: int, qk_dim: int, v_dim: int, *, device=None,
@@ -127,20 +128,20 @@ def empty_flash_state(batch: int, heads: int, chunk_size: int, qk_dim: int, v_di
         quad_k=torch.zeros(batch, heads, chunk_size, qk_dim, device=device, dtype=dtype),
         lin_k=torch.zeros(batch, heads, chunk_size, qk_dim, device=device, dtype=dtype),
         v=torch.zeros(batch, heads, chunk_size, v_dim, device=device, dtype=dtype),
-        pos=torch.zeros(batch, device=device, dtype=torch.long),
     )
 
 
-def mixed_chunk_step(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor, bias_row: Tensor,
-                     state: FlashState) -> tuple[Tensor, FlashState]:
-    """One decoding step for one token per row; updates `state` in place and returns (o (B, H, 1, e), state).
+def mixed_chunk_attention_step(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor,
+                               bias_row: Tensor, state: FlashState, pos: Tensor) -> tuple[Tensor, FlashState]:
+    """One decoding step for one token per row at positions pos (B,); updates `state` in place and returns
+    (o (B, H, 1, e), state).
 
-    Inputs are (B, H, 1, s|e) for the token at position state.pos; bias_row (B, 1, 1, C) holds the bias of this
-    query against each slot of its chunk. Invariant: the value buffer is zero in the slots after the newest token
-    (prefill and the fold keep it so), which masks them.
+    Inputs are (B, H, 1, s|e); bias_row (B, 1, 1, C) holds the bias of this query against each slot of its chunk.
+    Invariant: the value buffer is zero in the slots after the newest token (prefill and the fold keep it so), which
+    masks them.
     """
     B, H, C, _ = state.quad_k.shape
-    slot = state.pos % C                                                 # (B,)
+    slot = pos % C                                                       # (B,)
     rows = torch.arange(B, device=slot.device)
     state.quad_k[rows, :, slot] = quad_k[:, :, 0].to(state.quad_k.dtype)
     state.lin_k[rows, :, slot] = lin_k[:, :, 0].to(state.lin_k.dtype)
@@ -155,9 +156,8 @@ def mixed_chunk_step(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tenso
     full = slot == C - 1                                                 # chunk complete: fold it in
     if bool(full.any()):
         acc = state.kv.dtype
-        chunk_kv = state.lin_k.to(acc).transpose(-1, -2) @ state.v.to(acc)  # (B, H, s, e)
+        chunk_kv = state.lin_k.to(acc).transpose(-1, -2) @ state.v.to(acc)   # (B, H, s, e)
         state.kv += chunk_kv * full.reshape(B, 1, 1, 1)
         state.count += full.float() * C
         state.v.masked_fill_(full.reshape(B, 1, 1, 1), 0)                # the next chunk starts empty
-    state.pos += 1
     return out, state

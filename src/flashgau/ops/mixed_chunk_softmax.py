@@ -15,9 +15,9 @@ exact part and takes FLASH's linear part unchanged:
 As in FLASH, the bidirectional global part sums over all chunks, the query's own included.
 Memory: O(T C) for the local part and O(G s e) for the summaries; never a per-token s x e state or a T x T matrix.
 
-Forms (one state type, `SoftmaxChunkState`): `mixed_chunk_softmax_attention` (parallel: training, prefill) and
-`mixed_chunk_softmax_step` (decoding one token; fixed-size state: the running sum of finished chunks' summaries
-and the open chunk's buffer).
+Forms (one state type, `SoftmaxChunkState`; the contract of flashgau.ops): `mixed_chunk_softmax_attention`
+(parallel: training, prefill) -> (o, state or None) and `mixed_chunk_softmax_attention_step` (decoding one token)
+-> (o, state); a fixed-size state: the running sum of finished chunks' summaries and the open chunk's buffer.
 
 Shapes: B batch, H heads, T tokens, G chunks, C chunk length, s query/key width, e value width.
 q, k (local), lin_q, lin_k (global): (B, H, T, s); v: (B, H, T, e). key_mask: (B, T) bool, True for real tokens.
@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from .chunks import chunk_mask, masked_softmax, open_chunk, pick_rows, sums_before, to_chunks
-from .state import State
+from .state import State, check_final_state
 
 
 @dataclass
@@ -43,7 +43,6 @@ class SoftmaxChunkState(State):
     kv:    (B, H, s, e) fp32, sum over finished chunks of lin_k^T v (real tokens only).
     count: (B,) fp32, number of tokens summarised in kv.
     k, lin_k, v: (B, H, C, s|s|e), the open chunk's local keys, global keys and values; slot = position % C.
-    pos:   (B,) int64, position of each row's next token.
     """
 
     kv: Tensor
@@ -51,7 +50,6 @@ class SoftmaxChunkState(State):
     k: Tensor
     lin_k: Tensor
     v: Tensor
-    pos: Tensor
 
 
 def empty_softmax_chunk_state(batch: int, heads: int, chunk_size: int, qk_dim: int, v_dim: int, *, device=None,
@@ -63,20 +61,18 @@ def empty_softmax_chunk_state(batch: int, heads: int, chunk_size: int, qk_dim: i
         k=torch.zeros(batch, heads, chunk_size, qk_dim, device=device, dtype=dtype),
         lin_k=torch.zeros(batch, heads, chunk_size, qk_dim, device=device, dtype=dtype),
         v=torch.zeros(batch, heads, chunk_size, v_dim, device=device, dtype=dtype),
-        pos=torch.zeros(batch, device=device, dtype=torch.long),
     )
 
 
 def mixed_chunk_softmax_attention(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor, *, chunk_size: int,
                                   causal: bool, key_mask: Optional[Tensor] = None, scale: Optional[float] = None,
-                                  return_state: bool = False):
-    """Parallel form. Returns o (B, H, T, e) in v's dtype, or (o, SoftmaxChunkState) when return_state.
+                                  output_final_state: bool = False) -> tuple[Tensor, Optional[SoftmaxChunkState]]:
+    """Parallel form. Returns (o (B, H, T, e) in v's dtype, final_state): final_state is None unless
+    output_final_state (causal only), then the state after each row's real tokens (key_mask must be a right padding).
 
     scale multiplies the local logits (default 1/sqrt(s)); the global part uses lin_q . lin_k as given.
-    return_state (causal only) gives the state after each row's real tokens (key_mask must be a right padding).
     """
-    if return_state and not causal:
-        raise ValueError("a decoding state exists only for causal attention")
+    check_final_state(causal, output_final_state)
     B, H, T, s = q.shape
     e = v.shape[-1]
     C = chunk_size
@@ -94,10 +90,10 @@ def mixed_chunk_softmax_attention(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Te
 
     # global: one lin_k^T v summary per chunk, averaged over the real tokens the query may see
     lin_k_real = lin_k_g.float() * real[..., None]
-    kv = lin_k_real.transpose(-1, -2) @ vg.float()                                # (B, H, G, s, e)
+    kv = lin_k_real.transpose(-1, -2) @ vg.float()                             # (B, H, G, s, e)
     count = real[:, 0].sum(-1).float()                                         # (B, G)
-    kv_before, count_before = sums_before(kv, 2), sums_before(count, 1)      # sums of the chunks < g
     if causal:
+        kv_before, count_before = sums_before(kv, 2), sums_before(count, 1)    # entry g: the chunks < g
         kv_seen, count_seen = kv_before[:, :, :-1], count_before[:, :-1]
     else:
         kv_seen = kv.sum(2, keepdim=True)                                      # every chunk, as FLASH
@@ -106,24 +102,24 @@ def mixed_chunk_softmax_attention(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Te
     out = out + lin_q_g.float() @ (kv_seen / denom)
 
     out = out.reshape(B, H, G * C, e)[:, :, :T].to(v.dtype)
-    if not return_state:
-        return out
-
+    if not output_final_state:
+        return out, None
     length = real.sum((1, 2, 3))                                               # (B,) real tokens
     done = length // C                                                         # finished chunks per row
     state = SoftmaxChunkState(kv=pick_rows(kv_before, done), count=pick_rows(count_before, done, 1),
                               k=open_chunk(kg, length, C), lin_k=open_chunk(lin_k_g, length, C),
-                              v=open_chunk(vg, length, C), pos=length.to(torch.long))
+                              v=open_chunk(vg, length, C))
     return out, state
 
 
-def mixed_chunk_softmax_step(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor, state: SoftmaxChunkState,
-                             *, scale: Optional[float] = None) -> tuple[Tensor, SoftmaxChunkState]:
-    """One decoding step, one token per row: inputs (B, H, 1, s|e) at position state.pos. Updates `state` in place
+def mixed_chunk_softmax_attention_step(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor,
+                                       state: SoftmaxChunkState, pos: Tensor, *,
+                                       scale: Optional[float] = None) -> tuple[Tensor, SoftmaxChunkState]:
+    """One decoding step, one token per row: inputs (B, H, 1, s|e) at positions pos (B,). Updates `state` in place
     and returns (o (B, H, 1, e) in v's dtype, state). A completed chunk is folded into the running summary."""
     B, H, C, s = state.k.shape
     scale = s ** -0.5 if scale is None else scale
-    slot = state.pos % C
+    slot = pos % C
     rows = torch.arange(B, device=q.device)
     state.k[rows, :, slot] = k[:, :, 0].to(state.k.dtype)
     state.lin_k[rows, :, slot] = lin_k[:, :, 0].to(state.lin_k.dtype)
@@ -137,7 +133,6 @@ def mixed_chunk_softmax_step(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Tensor,
     full = slot == C - 1
     if bool(full.any()):
         chunk_kv = state.lin_k.float().transpose(-1, -2) @ state.v.float()
-        state.kv = state.kv + chunk_kv * full.reshape(B, 1, 1, 1)
-        state.count = state.count + full.float() * C
-    state.pos = state.pos + 1
+        state.kv += chunk_kv * full.reshape(B, 1, 1, 1)
+        state.count += full.float() * C
     return out.to(v.dtype), state

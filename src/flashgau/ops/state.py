@@ -38,3 +38,9 @@ class State:
         """Make room for `positions` tokens per row. A fixed-size state has room for any number: nothing to do.
         Growing states (KVCache, CombinerState) allocate exactly that much, or with exact=False at least twice
         their current size, so that growing one token at a time costs amortised O(1)."""
+
+
+def check_final_state(causal: bool, output_final_state: bool) -> None:
+    """Raise ValueError when a parallel op is asked for a decoding state it cannot give (bidirectional attention)."""
+    if output_final_state and not causal:
+        raise ValueError("a decoding state exists only for causal attention (output_final_state needs causal=True)")
