@@ -15,7 +15,7 @@ from flashgau.ops.mixed_chunk import (
     mixed_chunk_attention,
     mixed_chunk_attention_step,
 )
-from flashgau.ops.reference.mixed_chunk import mixed_chunk_attention_reference
+from flashgau.ops.reference.mixed_chunk import mixed_chunk_attention_minimal, mixed_chunk_attention_reference
 
 TOL = dict(atol=2e-5, rtol=2e-4)
 
@@ -45,6 +45,10 @@ def _fast(xs, C, causal, key_mask=None):
 def _prefill(xs, C, key_mask=None):
     """(o, the state after each row's real tokens)."""
     return mixed_chunk_attention(*xs, chunk_size=C, causal=True, key_mask=key_mask, output_final_state=True)
+
+
+def _minimal(xs, C, causal, key_mask=None):
+    return mixed_chunk_attention_minimal(*xs, chunk_size=C, causal=causal, key_mask=key_mask)
 
 
 def _ref(xs, C, causal, key_mask=None):
@@ -85,6 +89,8 @@ def test_reference_matches_paper_formula(causal):
     torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
     fast = _fast([quad_q, quad_k, lin_q, lin_k, v, bias], 4, causal)[0, 0]
     torch.testing.assert_close(fast, want, atol=1e-10, rtol=1e-10)
+    minimal = mixed_chunk_attention_minimal(quad_q, quad_k, lin_q, lin_k, v, bias, chunk_size=4, causal=causal)[0, 0]
+    torch.testing.assert_close(minimal, want, atol=1e-10, rtol=1e-10)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -111,6 +117,26 @@ def test_forward_backward_match_reference_fp32(causal, T, C):
     for name, a, b in zip(["quad_q", "quad_k", "lin_q", "lin_k", "v", "bias"], fast_leaves, ref_leaves):
         assert a.grad is not None, name
         torch.testing.assert_close(a.grad, b.grad, **TOL, msg=lambda m, n=name: f"grad of {n}: {m}")
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+@pytest.mark.parametrize("T,C", [(1, 4), (4, 4), (11, 4), (9, 8), (6, 1)], ids=lambda x: str(x))
+def test_minimal_chunked_form_matches_reference_and_fast_op(causal, T, C):
+    """The einsum listing of the four steps (reference/mixed_chunk.py) equals the dense reference and the fast op,
+    outputs and every gradient, with rows of different lengths (right padding)."""
+    xs = _inputs(B=3, H=2, T=T, C=C, seed=6)
+    mask = _right_padding([T, max(T - 3, 1), 1], T)
+    outs, grads = [], []
+    for run in (_fast, _ref, _minimal):
+        leaves = [t.clone().requires_grad_() for t in xs]
+        out = run(leaves, C, causal, mask) * mask[:, None, :, None]      # padded outputs are ignored
+        out.backward(torch.ones_like(out))
+        outs.append(out)
+        grads.append([t.grad for t in leaves])
+    for out, grad in zip(outs[1:], grads[1:]):
+        torch.testing.assert_close(out, outs[0], **TOL)
+        for name, a, b in zip(["quad_q", "quad_k", "lin_q", "lin_k", "v", "bias"], grad, grads[0]):
+            torch.testing.assert_close(a, b, **TOL, msg=lambda m, n=name: f"grad of {n}: {m}")
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
