@@ -10,6 +10,7 @@ from flashgau.ops.combiner import (
     empty_combiner_state,
 )
 from flashgau.ops.reference.combiner import combiner_attention_matrix_reference, combiner_attention_reference
+from op_helpers import assert_forward_backward_close, random_right_padding
 
 TOL = dict(atol=2e-5, rtol=2e-4)
 
@@ -26,12 +27,6 @@ def _inputs(B=2, H=3, T=11, dh=8, dv=6, seed=0, spread=1.0):
     return q, k, v
 
 
-def _right_padding(B, T, seed=3):
-    lengths = torch.randint(1, T + 1, (B,), generator=torch.Generator().manual_seed(seed))
-    lengths[0] = T
-    return torch.arange(T)[None, :] < lengths[:, None]
-
-
 def _softmax(q, k, v, causal):
     s = (q.double() @ k.double().transpose(-1, -2)) * q.shape[-1] ** -0.5
     if causal:
@@ -43,17 +38,9 @@ def _softmax(q, k, v, causal):
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("T,chunk", [(1, 4), (5, 4), (8, 4), (13, 4), (24, 8), (37, 8), (6, 1)])
 def test_forward_backward_match_reference(causal, T, chunk):
-    q, k, v = _inputs(T=T)
-    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
-    ref_leaves = [t.clone().requires_grad_() for t in (q, k, v)]
-    out = _fast(*leaves, chunk_size=chunk, causal=causal)
-    ref = combiner_attention_reference(*ref_leaves, chunk_size=chunk, causal=causal)
-    torch.testing.assert_close(out, ref, **TOL)
-    grad = torch.randn_like(out)
-    (out * grad).sum().backward()
-    (ref * grad).sum().backward()
-    for a, b in zip(leaves, ref_leaves):
-        torch.testing.assert_close(a.grad, b.grad, **TOL)
+    options = dict(chunk_size=chunk, causal=causal)
+    assert_forward_backward_close(lambda *a: _fast(*a, **options),
+                                  lambda *a: combiner_attention_reference(*a, **options), _inputs(T=T), **TOL)
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -84,7 +71,7 @@ def test_key_mask_matches_reference(causal):
     B, T, C = 3, 22, 4
     q, k, v = _inputs(B=B, T=T)
     if causal:
-        mask = _right_padding(B, T)
+        mask = random_right_padding(B, T)
     else:
         mask = torch.rand(B, T, generator=torch.Generator().manual_seed(5)) > 0.45
         mask[:, 0] = True
@@ -153,7 +140,7 @@ def test_reserve_exact_or_doubling():
 def test_prefill_state_then_steps_equal_parallel():
     B, H, T, extra, C = 3, 2, 14, 7, 4
     q, k, v = _inputs(B=B, H=H, T=T + extra)
-    mask = _right_padding(B, T)
+    mask = random_right_padding(B, T)
     mask[1] = torch.arange(T) < 8                                         # a row ending on a chunk boundary
     lengths = mask.sum(1)
     _, state = combiner_attention(q[:, :, :T], k[:, :, :T], v[:, :, :T], chunk_size=C, causal=True,

@@ -15,6 +15,7 @@ from flashgau.ops.favor import (
     favor_features,
 )
 from flashgau.ops.reference.favor import favor_attention_reference, favor_features_reference
+from op_helpers import assert_forward_backward_close, random_right_padding
 
 TOL = dict(atol=2e-5, rtol=2e-4)
 
@@ -31,13 +32,6 @@ def _inputs(B=2, H=3, T=11, dh=8, seed=0, spread=1.0):
 
 def _projection(m=24, dh=8, seed=1, **kw):
     return draw_orthogonal_features(m, dh, generator=torch.Generator().manual_seed(seed), **kw)
-
-
-def _right_padding(B, T, seed=3):
-    g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, T + 1, (B,), generator=g)
-    lengths[0] = T
-    return torch.arange(T)[None, :] < lengths[:, None]
 
 
 def _softmax_attention(q, k, v, causal):
@@ -91,18 +85,9 @@ def test_features_match_reference_and_are_unbiased():
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("T,chunk", [(1, 4), (5, 4), (16, 4), (23, 8), (37, 16), (9, 1)])
 def test_forward_backward_match_reference(causal, T, chunk):
-    q, k, v = _inputs(T=T)
     w = _projection()
-    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
-    ref_leaves = [t.clone().requires_grad_() for t in (q, k, v)]
-    out = _fast(*leaves, w, causal=causal, chunk_size=chunk)
-    ref = favor_attention_reference(*ref_leaves, w, causal=causal)
-    torch.testing.assert_close(out, ref, **TOL)
-    grad = torch.randn_like(out)
-    (out * grad).sum().backward()
-    (ref * grad).sum().backward()
-    for a, b in zip(leaves, ref_leaves):
-        torch.testing.assert_close(a.grad, b.grad, **TOL)
+    assert_forward_backward_close(lambda *a: _fast(*a, w, causal=causal, chunk_size=chunk),
+                                  lambda *a: favor_attention_reference(*a, w, causal=causal), _inputs(T=T), **TOL)
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -111,7 +96,7 @@ def test_key_mask_matches_reference(causal):
     q, k, v = _inputs(B=B, T=T)
     w = _projection()
     if causal:
-        mask = _right_padding(B, T)
+        mask = random_right_padding(B, T)
     else:
         mask = torch.rand(B, T, generator=torch.Generator().manual_seed(4)) > 0.4
         mask[:, 0] = True
@@ -247,7 +232,7 @@ def test_prefill_state_then_steps_equal_parallel():
     B, H, T, dh, extra = 3, 2, 17, 8, 6
     q, k, v = _inputs(B=B, H=H, T=T + extra, dh=dh)
     w = _projection(24, dh)
-    mask = _right_padding(B, T)
+    mask = random_right_padding(B, T)
     lengths = mask.sum(1)
     _, state = favor_attention(q[:, :, :T], k[:, :, :T], v[:, :, :T], w, causal=True, key_mask=mask,
                                chunk_size=4, output_final_state=True)

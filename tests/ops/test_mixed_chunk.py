@@ -16,8 +16,10 @@ from flashgau.ops.mixed_chunk import (
     mixed_chunk_attention_step,
 )
 from flashgau.ops.reference.mixed_chunk import mixed_chunk_attention_minimal, mixed_chunk_attention_reference
+from op_helpers import assert_forward_backward_close, right_padding
 
 TOL = dict(atol=2e-5, rtol=2e-4)
+NAMES = ["quad_q", "quad_k", "lin_q", "lin_k", "v", "bias"]
 
 
 def _inputs(B=2, H=1, T=11, s=8, e=6, C=4, seed=0, dtype=torch.float32):
@@ -32,10 +34,6 @@ def _dense_bias(bias, T):
     C = bias.shape[0]
     slot = torch.arange(T) % C
     return bias[slot[:, None], slot[None, :]]
-
-
-def _right_padding(lengths, T):
-    return torch.arange(T)[None, :] < torch.as_tensor(lengths)[:, None]
 
 
 def _fast(xs, C, causal, key_mask=None):
@@ -105,18 +103,9 @@ SHAPES = [  # (T, C): T = 1, T < C, T = C, T not a multiple of C, many chunks, C
 @pytest.mark.parametrize("T,C", SHAPES, ids=[f"T{t}-C{c}" for t, c in SHAPES])
 def test_forward_backward_match_reference_fp32(causal, T, C):
     xs = _inputs(B=2, H=2, T=T, C=C)
-    fast_leaves = [t.clone().requires_grad_() for t in xs]
-    ref_leaves = [t.clone().requires_grad_() for t in xs]
-    out = _fast(fast_leaves, C, causal)
-    ref = _ref(ref_leaves, C, causal)
-    assert out.shape == ref.shape == (2, 2, T, 6)
-    torch.testing.assert_close(out, ref, **TOL)
-    grad = torch.randn_like(out)
-    (out * grad).sum().backward()
-    (ref * grad).sum().backward()
-    for name, a, b in zip(["quad_q", "quad_k", "lin_q", "lin_k", "v", "bias"], fast_leaves, ref_leaves):
-        assert a.grad is not None, name
-        torch.testing.assert_close(a.grad, b.grad, **TOL, msg=lambda m, n=name: f"grad of {n}: {m}")
+    assert _fast(xs, C, causal).shape == (2, 2, T, 6)
+    assert_forward_backward_close(lambda *a: _fast(a, C, causal), lambda *a: _ref(a, C, causal), xs, names=NAMES,
+                                  **TOL)
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
@@ -125,18 +114,10 @@ def test_minimal_chunked_form_matches_reference_and_fast_op(causal, T, C):
     """The einsum listing of the four steps (reference/mixed_chunk.py) equals the dense reference and the fast op,
     outputs and every gradient, with rows of different lengths (right padding)."""
     xs = _inputs(B=3, H=2, T=T, C=C, seed=6)
-    mask = _right_padding([T, max(T - 3, 1), 1], T)
-    outs, grads = [], []
-    for run in (_fast, _ref, _minimal):
-        leaves = [t.clone().requires_grad_() for t in xs]
-        out = run(leaves, C, causal, mask) * mask[:, None, :, None]      # padded outputs are ignored
-        out.backward(torch.ones_like(out))
-        outs.append(out)
-        grads.append([t.grad for t in leaves])
-    for out, grad in zip(outs[1:], grads[1:]):
-        torch.testing.assert_close(out, outs[0], **TOL)
-        for name, a, b in zip(["quad_q", "quad_k", "lin_q", "lin_k", "v", "bias"], grad, grads[0]):
-            torch.testing.assert_close(a, b, **TOL, msg=lambda m, n=name: f"grad of {n}: {m}")
+    mask = right_padding([T, max(T - 3, 1), 1], T)
+    for other in (_ref, _fast):
+        assert_forward_backward_close(lambda *a: _minimal(a, C, causal, mask), lambda *a: other(a, C, causal, mask),
+                                      xs, names=NAMES, real=mask[:, None, :, None], **TOL)
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
@@ -169,18 +150,9 @@ def test_key_mask_matches_reference_on_real_tokens(causal, C):
     T = 17
     lengths = [17, 1, 4, 9, 13]
     xs = _inputs(B=5, H=2, T=T, C=C)
-    mask = _right_padding(lengths, T)
-    fast_leaves = [t.clone().requires_grad_() for t in xs]
-    ref_leaves = [t.clone().requires_grad_() for t in xs]
-    out = _fast(fast_leaves, C, causal, mask)
-    ref = _ref(ref_leaves, C, causal, mask)
-    real = mask[:, None, :, None].expand_as(out)
-    torch.testing.assert_close(out[real], ref[real], **TOL)
-    grad = torch.randn_like(out) * real           # padded outputs are ignored
-    (out * grad).sum().backward()
-    (ref * grad).sum().backward()
-    for name, a, b in zip(["quad_q", "quad_k", "lin_q", "lin_k", "v", "bias"], fast_leaves, ref_leaves):
-        torch.testing.assert_close(a.grad, b.grad, **TOL, msg=lambda m, n=name: f"grad of {n}: {m}")
+    mask = right_padding(lengths, T)
+    assert_forward_backward_close(lambda *a: _fast(a, C, causal, mask), lambda *a: _ref(a, C, causal, mask), xs,
+                                  names=NAMES, real=mask[:, None, :, None], **TOL)   # padded outputs are ignored
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
@@ -195,7 +167,7 @@ def test_padding_invariance(causal, T, extra):
     padded = [torch.cat([t, 50 * torch.randn(*t.shape[:2], extra, t.shape[-1], generator=g)], dim=2)
               for t in xs[:5]] + [xs[5]]
     padded = [t.requires_grad_() for t in padded]
-    mask = _right_padding([T, T], T + extra)
+    mask = right_padding([T, T], T + extra)
     out = _fast(padded, C, causal, mask)
     torch.testing.assert_close(out[:, :, :T], base, atol=1e-5, rtol=1e-5)
     out[:, :, :T].sum().backward()
@@ -207,7 +179,7 @@ def test_rows_of_different_lengths_equal_separate_runs():
     C, T = 4, 14
     lengths = [14, 2, 8, 11]
     xs = _inputs(B=4, T=T, C=C, seed=5)
-    mask = _right_padding(lengths, T)
+    mask = right_padding(lengths, T)
     for causal in (True, False):
         out = _fast(xs, C, causal, mask)
         for r, n in enumerate(lengths):
@@ -288,7 +260,7 @@ def test_first_causal_chunk_global_term_is_exactly_zero():
     out.sum().backward()
     assert torch.isfinite(xs[2].grad).all() and xs[2].grad[:, :, :C].abs().max() == 0
     # bidirectional, a row with no real key at all: 0, not NaN
-    mask = _right_padding([T, 0], T)
+    mask = right_padding([T, 0], T)
     out = _fast([x.detach() for x in xs[:5]] + [local_off], C, False, mask)
     assert torch.isfinite(out).all() and out[1].abs().max() == 0
 
@@ -305,7 +277,7 @@ def test_global_normaliser_counts_real_tokens(causal):
     lin_q = torch.ones(1, 1, T, s)
     zeros = torch.zeros(1, 1, T, s)
     for n in (T, 7):
-        mask = _right_padding([n], T)
+        mask = right_padding([n], T)
         lin_k_n, v_n = lin_k.clone(), v.clone()
         lin_k_n[:, :, n:] = 30.0                                   # garbage in the padding
         v_n[:, :, n:] = -70.0
@@ -342,7 +314,7 @@ def test_no_quadratic_or_per_token_state_tensor(causal):
     T, C, s, e = 128, 4, 8, 8
     G = T // C
     xs = [t.requires_grad_() for t in _inputs(B=1, H=1, T=T, s=s, e=e, C=C)]
-    mask = _right_padding([T - 3], T)
+    mask = right_padding([T - 3], T)
     bound = max(T * max(C, s, e), G * s * e)
     assert bound < min(T * T, T * s * e)
     with _LargestTensor() as probe:
@@ -405,7 +377,7 @@ def test_prefill_then_steps_rows_of_different_lengths(C):
     T = int(lengths.max()) + steps
     xs = _inputs(B=5, H=2, T=T, C=C, seed=1)
     want = _fast(xs, C, True)
-    mask = _right_padding(lengths, T)
+    mask = right_padding(lengths, T)
     pre, state = _prefill(xs, C, mask)
     assert isinstance(state, FlashState)
     real = mask[:, None, :, None].expand_as(pre)
@@ -426,7 +398,7 @@ def test_prefill_state_equals_stepped_state():
     C, T = 4, 11
     xs = _inputs(B=1, T=T, C=C, seed=4)
     for n in (1, 3, 4, 5, 8, 11):
-        mask = _right_padding([n], T)
+        mask = right_padding([n], T)
         _, pre = _prefill(xs, C, mask)
         st = empty_flash_state(1, 1, C, 8, 6)
         for t in range(n):

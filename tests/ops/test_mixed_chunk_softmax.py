@@ -12,6 +12,7 @@ from flashgau.ops.mixed_chunk_softmax import (
     mixed_chunk_softmax_attention_step,
 )
 from flashgau.ops.reference.mixed_chunk_softmax import mixed_chunk_softmax_attention_reference
+from op_helpers import assert_forward_backward_close, random_right_padding
 
 TOL = dict(atol=2e-5, rtol=2e-4)
 
@@ -27,26 +28,13 @@ def _inputs(B=2, H=3, T=11, s=8, e=6, seed=0):
     return q, k, lin_q, lin_k, v
 
 
-def _right_padding(B, T, seed=3):
-    lengths = torch.randint(1, T + 1, (B,), generator=torch.Generator().manual_seed(seed))
-    lengths[0] = T
-    return torch.arange(T)[None, :] < lengths[:, None]
-
-
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("T,chunk", [(1, 4), (5, 4), (8, 4), (19, 4), (33, 8), (7, 1)])
 def test_forward_backward_match_reference(causal, T, chunk):
-    xs = _inputs(T=T)
-    leaves = [t.clone().requires_grad_() for t in xs]
-    ref_leaves = [t.clone().requires_grad_() for t in xs]
-    out = _fast(*leaves, chunk_size=chunk, causal=causal)
-    ref = mixed_chunk_softmax_attention_reference(*ref_leaves, chunk_size=chunk, causal=causal)
-    torch.testing.assert_close(out, ref, **TOL)
-    grad = torch.randn_like(out)
-    (out * grad).sum().backward()
-    (ref * grad).sum().backward()
-    for a, b in zip(leaves, ref_leaves):
-        torch.testing.assert_close(a.grad, b.grad, **TOL)
+    options = dict(chunk_size=chunk, causal=causal)
+    assert_forward_backward_close(lambda *a: _fast(*a, **options),
+                                  lambda *a: mixed_chunk_softmax_attention_reference(*a, **options), _inputs(T=T),
+                                  **TOL)
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -54,7 +42,7 @@ def test_key_mask_matches_reference(causal):
     B, T = 3, 21
     xs = _inputs(B=B, T=T)
     if causal:
-        mask = _right_padding(B, T)
+        mask = random_right_padding(B, T)
     else:
         mask = torch.rand(B, T, generator=torch.Generator().manual_seed(4)) > 0.4
         mask[:, 0] = True
@@ -73,7 +61,7 @@ def test_key_mask_matches_reference(causal):
 def test_global_part_is_flash_linear_part(causal):
     """The linear part is FLASH's, term for term: compare with flashgau.ops.mixed_chunk with its local part off."""
     q, k, lin_q, lin_k, v = _inputs(T=18)
-    mask = _right_padding(2, 18)
+    mask = random_right_padding(2, 18)
     zero = torch.zeros_like(lin_q)
     ours = (_fast(q, k, lin_q, lin_k, v, chunk_size=4, causal=causal, key_mask=mask)
             - _fast(q, k, zero, zero, v, chunk_size=4, causal=causal, key_mask=mask))
@@ -120,7 +108,7 @@ def test_step_equals_parallel_with_fixed_size_state():
 def test_prefill_state_then_steps_equal_parallel():
     B, H, T, extra, C = 3, 2, 13, 6, 4
     xs = _inputs(B=B, H=H, T=T + extra)
-    mask = _right_padding(B, T)
+    mask = random_right_padding(B, T)
     mask[1] = torch.arange(T) < 8                                         # ends on a chunk boundary
     lengths = mask.sum(1)
     _, state = mixed_chunk_softmax_attention(*(x[:, :, :T] for x in xs), chunk_size=C, causal=True,

@@ -8,6 +8,7 @@ import torch
 from flashgau.ops.kv_cache import KVCache
 from flashgau.ops.quad import relu2_attention, relu2_attention_step
 from flashgau.ops.reference.quad import relu2_attention_reference
+from op_helpers import assert_forward_backward_close, right_padding
 
 TOL = dict(atol=2e-5, rtol=2e-4)
 
@@ -22,10 +23,6 @@ def _inputs(B=2, H=1, T=7, s=8, e=5, seed=0, dtype=torch.float32):
     v = torch.randn(B, H, T, e, generator=g)
     bias = torch.randn(T, T, generator=g) * 0.5
     return [t.to(dtype) for t in (q, k, v, bias)]
-
-
-def _right_padding(lengths, T):
-    return torch.arange(T)[None, :] < torch.as_tensor(lengths)[:, None]
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
@@ -48,18 +45,9 @@ def test_reference_is_the_paper_formula(causal):
 @pytest.mark.parametrize("T", [1, 2, 9, 24])
 @pytest.mark.parametrize("per_row_norm", [False, True])
 def test_forward_backward_match_reference(causal, T, per_row_norm):
-    xs = _inputs(B=3, H=2, T=T)
-    norm = torch.tensor([T, 2.0, 7.5]) if per_row_norm else float(T)
-    fast_leaves = [t.clone().requires_grad_() for t in xs]
-    ref_leaves = [t.clone().requires_grad_() for t in xs]
-    out = _fast(*fast_leaves, norm=norm, causal=causal)
-    ref = relu2_attention_reference(*ref_leaves, norm=norm, causal=causal)
-    torch.testing.assert_close(out, ref, **TOL)
-    grad = torch.randn_like(out)
-    (out * grad).sum().backward()
-    (ref * grad).sum().backward()
-    for name, a, b in zip("qkvb", fast_leaves, ref_leaves):
-        torch.testing.assert_close(a.grad, b.grad, **TOL, msg=lambda m, n=name: f"grad of {n}: {m}")
+    options = dict(norm=torch.tensor([T, 2.0, 7.5]) if per_row_norm else float(T), causal=causal)
+    assert_forward_backward_close(lambda *a: _fast(*a, **options), lambda *a: relu2_attention_reference(*a, **options),
+                                  _inputs(B=3, H=2, T=T), names="qkvb", **TOL)
 
 
 def test_per_row_norm_divides_each_row_by_its_own_n():
@@ -80,7 +68,7 @@ def test_key_mask_matches_reference_and_ignores_padding(causal):
     T = 9
     lengths = [9, 1, 4, 6]
     xs = _inputs(B=4, T=T, seed=3)
-    mask = _right_padding(lengths, T)
+    mask = right_padding(lengths, T)
     out = _fast(*xs, norm=float(T), causal=causal, key_mask=mask)
     ref = relu2_attention_reference(*xs, norm=float(T), causal=causal, key_mask=mask)
     real = mask[:, None, :, None].expand_as(out)

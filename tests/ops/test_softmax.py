@@ -9,6 +9,7 @@ import torch
 from flashgau.ops.kv_cache import KVCache
 from flashgau.ops.reference.softmax import softmax_attention_reference
 from flashgau.ops.softmax import softmax_attention, softmax_attention_step
+from op_helpers import assert_forward_backward_close, right_padding
 
 TOL = dict(atol=2e-5, rtol=2e-4)
 
@@ -20,10 +21,6 @@ def _fast(q, k, v, **kw):
 def _inputs(B=2, H=3, T=7, dh=8, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(B, H, T, dh, generator=g).to(dtype) for _ in range(3)]
-
-
-def _right_padding(lengths, T):
-    return torch.arange(T)[None, :] < torch.as_tensor(lengths)[:, None]
 
 
 def test_reference_is_softmax_over_scaled_scores():
@@ -39,17 +36,8 @@ def test_reference_is_softmax_over_scaled_scores():
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
 @pytest.mark.parametrize("T", [1, 5, 17])
 def test_forward_backward_match_reference(causal, T):
-    xs = _inputs(T=T)
-    fast_leaves = [t.clone().requires_grad_() for t in xs]
-    ref_leaves = [t.clone().requires_grad_() for t in xs]
-    out = _fast(*fast_leaves, causal=causal)
-    ref = softmax_attention_reference(*ref_leaves, causal=causal)
-    torch.testing.assert_close(out, ref, **TOL)
-    grad = torch.randn_like(out)
-    (out * grad).sum().backward()
-    (ref * grad).sum().backward()
-    for a, b in zip(fast_leaves, ref_leaves):
-        torch.testing.assert_close(a.grad, b.grad, **TOL)
+    assert_forward_backward_close(lambda *a: _fast(*a, causal=causal),
+                                  lambda *a: softmax_attention_reference(*a, causal=causal), _inputs(T=T), **TOL)
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
@@ -57,7 +45,7 @@ def test_right_padding_matches_reference_and_ignores_padding(causal):
     T = 9
     lengths = [9, 1, 4, 7]
     xs = _inputs(B=4, T=T, seed=2)
-    mask = _right_padding(lengths, T)
+    mask = right_padding(lengths, T)
     out = _fast(*xs, causal=causal, key_mask=mask)
     ref = softmax_attention_reference(*xs, causal=causal, key_mask=mask)
     real = mask[:, None, :, None].expand_as(out)
