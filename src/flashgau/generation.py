@@ -51,6 +51,21 @@ def _check_cache(model) -> None:
                          "docs/normalisers.md); generate() falls back to re-running the sequence")
 
 
+def _parallel(model, input_ids: Tensor, mask: Optional[Tensor], *, want_state: bool):
+    """One parallel pass: (logits (B, T, V), each block's decoding state (empty unless want_state), Context)."""
+    ctx = Context(positions=torch.arange(input_ids.shape[1], device=input_ids.device), key_mask=mask,
+                  causal=model.config.causal)
+    x = model.embed_tokens(input_ids, ctx.positions)
+    states = []
+    for block in model.blocks:
+        if want_state:
+            x, state = block.prefill(x, ctx)
+            states.append(state)
+        else:
+            x = block(x, ctx)
+    return model.logits_from_hidden(x), states, ctx
+
+
 @torch.inference_mode()
 def prefill(model, input_ids: Tensor, attention_mask: Optional[Tensor] = None, *,
             capacity: int = 0) -> tuple[Tensor, DecodeState]:
@@ -67,21 +82,6 @@ def prefill(model, input_ids: Tensor, attention_mask: Optional[Tensor] = None, *
     lengths = ctx.lengths(B)
     last = logits[torch.arange(B, device=logits.device), lengths - 1]
     return logits, DecodeState(layers=states, pos=lengths.to(torch.long).clone(), last_logits=last)
-
-
-def _parallel(model, input_ids: Tensor, mask: Optional[Tensor], *, want_state: bool):
-    """One parallel pass: (logits (B, T, V), each block's decoding state (empty unless want_state), Context)."""
-    ctx = Context(positions=torch.arange(input_ids.shape[1], device=input_ids.device), key_mask=mask,
-                  causal=model.config.causal)
-    x = model.embed_tokens(input_ids, ctx.positions)
-    states = []
-    for block in model.blocks:
-        if want_state:
-            x, state = block.prefill(x, ctx)
-            states.append(state)
-        else:
-            x = block(x, ctx)
-    return model.logits_from_hidden(x), states, ctx
 
 
 @torch.inference_mode()
