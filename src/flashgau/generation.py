@@ -4,7 +4,10 @@ FLASH keeps a fixed-size FlashState per layer (running sum of finished chunks' s
 buffer); FLASH-Quad and the Transformers keep a KVCache. Rows of a batch may sit at different positions (prompts of
 different lengths, right-padded). A DecodeState is plain data: keep it and pass it back to continue a stream.
 Decoding runs in torch.inference_mode (no autograd bookkeeping: the per-token cost is many small ops).
-Shapes: B batch, T tokens, V vocabulary.
+
+Every function here takes the model as an argument and uses only its `config`, `blocks` (each with forward,
+prefill, step and supports_cache), `embed_tokens` and `logits_from_hidden`; model.py imports this module, never
+the reverse. Shapes: B batch, T tokens, V vocabulary.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from .inputs import check_inputs
 from .layers import Context
 
 
 @dataclass
 class DecodeState:
-    """layers: one state per block (FlashState, KVCache, ...); pos: (B,) int64, position of each row's next token;
+    """layers: one state per block (FlashState, KVCache, ...; written in place by each step);
+    pos: (B,) int64, position of each row's next token: the only position, passed to every block's step and
+    advanced once per token (the layer states hold none);
     last_logits: (B, V) logits of each row's last token (what the next token is sampled from)."""
 
     layers: list[Any]
@@ -33,11 +39,31 @@ class DecodeState:
         return sum(s.nbytes() for s in self.layers)
 
 
+def supports_cache(model) -> bool:
+    """Whether every block can decode from a state (False only for FLASH-Quad with the paper normaliser)."""
+    return all(getattr(b, "supports_cache", False) for b in model.blocks)
+
+
 def _check_cache(model) -> None:
-    if not model.supports_cache:
+    if not supports_cache(model):
         raise ValueError(f"arch {model.config.arch!r} with normalizer={model.config.normalizer!r} has no decoding "
                          "state: its outputs depend on the final length. Use normalizer='fixed' (see "
                          "docs/normalisers.md); generate() falls back to re-running the sequence")
+
+
+def _parallel(model, input_ids: Tensor, mask: Optional[Tensor], *, want_state: bool):
+    """One parallel pass: (logits (B, T, V), each block's decoding state (empty unless want_state), Context)."""
+    ctx = Context(positions=torch.arange(input_ids.shape[1], device=input_ids.device), key_mask=mask,
+                  causal=model.config.causal)
+    x = model.embed_tokens(input_ids, ctx.positions)
+    states = []
+    for block in model.blocks:
+        if want_state:
+            x, state = block.prefill(x, ctx)
+            states.append(state)
+        else:
+            x = block(x, ctx)
+    return model.logits_from_hidden(x), states, ctx
 
 
 @torch.inference_mode()
@@ -48,17 +74,11 @@ def prefill(model, input_ids: Tensor, attention_mask: Optional[Tensor] = None, *
     if not model.config.causal:
         raise ValueError("decoding needs a causal model (ModelConfig(causal=True))")
     _check_cache(model)
-    mask = model._check_inputs(input_ids, attention_mask, None)
-    B, T = input_ids.shape
-    ctx = Context(positions=torch.arange(T, device=input_ids.device), key_mask=mask, causal=True)
-    x = model.embed_tokens(input_ids, ctx.positions)
-    states = []
-    for block in model.blocks:
-        x, s = block.prefill(x, ctx)
-        if capacity and hasattr(s, "reserve"):
-            s.reserve(capacity)
-        states.append(s)
-    logits = model.logits_from_hidden(x)
+    mask = check_inputs(model.config, input_ids, attention_mask)
+    logits, states, ctx = _parallel(model, input_ids, mask, want_state=True)
+    for s in states:
+        s.reserve(capacity)                       # growing states only; fixed-size ones ignore it
+    B = input_ids.shape[0]
     lengths = ctx.lengths(B)
     last = logits[torch.arange(B, device=logits.device), lengths - 1]
     return logits, DecodeState(layers=states, pos=lengths.to(torch.long).clone(), last_logits=last)
@@ -70,14 +90,15 @@ def decode_step(model, token_ids: Tensor, state: DecodeState) -> tuple[Tensor, D
     token_ids = token_ids.reshape(-1)
     if token_ids.shape[0] != state.pos.shape[0]:
         raise ValueError(f"decode_step got {token_ids.shape[0]} tokens for a state of {state.pos.shape[0]} rows")
-    if int(state.pos.max()) >= model.config.max_seq_len:
-        raise ValueError(f"position {int(state.pos.max())} reaches max_seq_len {model.config.max_seq_len}")
-    lo, hi = int(token_ids.min()), int(token_ids.max())
-    if lo < 0 or hi >= model.config.vocab_size:
-        raise ValueError(f"token ids must lie in [0, {model.config.vocab_size}), got values in [{lo}, {hi}]")
+    last = int(state.pos.max())
+    if last >= model.config.max_seq_len:
+        raise ValueError(f"position {last} reaches max_seq_len {model.config.max_seq_len}")
+    check_inputs(model.config, token_ids[:, None])
+    for s in state.layers:
+        s.reserve(last + 1, exact=False)          # room for this token in growing states (doubling)
     x = model.embed_tokens(token_ids[:, None], state.pos[:, None])
     for i, block in enumerate(model.blocks):
-        x, state.layers[i] = block.step(x, state.layers[i])
+        x, state.layers[i] = block.step(x, state.layers[i], state.pos)
     state.pos += 1
     state.last_logits = model.logits_from_hidden(x)[:, 0]
     return state.last_logits, state
@@ -148,12 +169,12 @@ def _generate(model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_t
     was_training = model.training
     model.eval()
     try:
-        if not model.supports_cache:
+        if not supports_cache(model):
             if state is not None or return_state:
                 _check_cache(model)
             return _generate_by_recompute(model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id,
                                           generator, attention_mask, pad)
-        mask = model._check_inputs(input_ids, attention_mask, None)
+        mask = check_inputs(model.config, input_ids, attention_mask)
         B, T = input_ids.shape
         lengths = mask.sum(1) if mask is not None else torch.full((B,), T, device=input_ids.device)
         if state is None:
@@ -194,7 +215,7 @@ def _generate(model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_t
 def _generate_by_recompute(model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id, generator,
                            attention_mask, pad) -> Tensor:
     """Fallback for models without a decoding state: re-run the whole sequence for every new token."""
-    mask = model._check_inputs(input_ids, attention_mask, None)
+    mask = check_inputs(model.config, input_ids, attention_mask)
     B, T = input_ids.shape
     if T + max_new_tokens > model.config.max_seq_len:
         raise ValueError(f"prompt ({T} tokens) + max_new_tokens {max_new_tokens} exceeds max_seq_len "
@@ -208,7 +229,8 @@ def _generate_by_recompute(model, input_ids, max_new_tokens, temperature, top_k,
         width = int(lengths.max()) + i
         cols = torch.arange(width, device=input_ids.device)
         real = cols[None, :] < (lengths + i)[:, None]
-        logits = model(out[:, :width], attention_mask=real)
+        logits = _parallel(model, out[:, :width], check_inputs(model.config, out[:, :width], real),
+                           want_state=False)[0]
         nxt = sample_next(logits[rows, lengths + i - 1], temperature=temperature, top_k=top_k, top_p=top_p,
                           generator=generator).masked_fill(finished, pad)
         out[rows, lengths + i] = nxt

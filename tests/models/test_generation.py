@@ -46,7 +46,7 @@ def test_sampling_is_reproducible_and_controls_work(build):
     assert torch.equal(model.generate(prompt, 15, temperature=1.0, top_p=1e-6, generator=g(5)), greedy)
     # top_k = 3: every sampled token is among the 3 most likely at its step
     out = model.generate(prompt, 10, temperature=1.0, top_k=3, generator=g(2))
-    logits = model(out[:, :-1])[:, 4:]
+    logits = model(out[:, :-1]).logits[:, 4:]
     top3 = logits.topk(3, dim=-1).indices
     assert (top3 == out[:, 5:, None]).any(-1).all()
 

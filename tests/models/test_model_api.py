@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from flashgau import ARCHS, LanguageModel, ModelConfig
 from flashgau.config import GAU_ARCHS
+from flashgau.errors import ConfigError
 from model_helpers import VOCAB, tokens
 
 
@@ -33,7 +34,7 @@ def test_config_round_trip_and_public_example():
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     model = LanguageModel(cfg)
     x = torch.randint(0, 256, (2, 20))
-    assert model(x).shape == (2, 20, 256)
+    assert model(x).logits.shape == (2, 20, 256) and model(x).loss is None
     out = model(x, attention_mask=torch.ones(2, 20), labels=x)
     assert out.logits.shape == (2, 20, 256) and out.loss.ndim == 0
 
@@ -47,6 +48,7 @@ def test_bad_config_says_what_to_change(field, value, message):
     with pytest.raises(ValueError, match="invalid ModelConfig") as err:
         ModelConfig(**{field: value})
     assert message in str(err.value)
+    assert isinstance(err.value, ConfigError)          # a FlashgauError: the CLI prints it as one line
     with pytest.raises(ValueError, match="unknown preset"):
         ModelConfig.preset("huge")
     with pytest.raises(ValueError, match="unknown ModelConfig field"):
@@ -105,10 +107,10 @@ def test_paper_normaliser_is_length_dependent_and_fixed_is_not(build):
     paper = build("flash-quad", normalizer="paper")
     fixed = build("flash-quad", normalizer="fixed", quad_norm_len=20)
     # at the full length both divide by 20, so they agree ...
-    torch.testing.assert_close(paper(x), fixed(x))
+    torch.testing.assert_close(paper(x).logits, fixed(x).logits)
     # ... but only the fixed one keeps its past outputs when the sequence is cut
-    torch.testing.assert_close(fixed(x[:, :10]), fixed(x)[:, :10], atol=2e-5, rtol=1e-5)
-    assert (paper(x[:, :10]) - paper(x)[:, :10]).abs().max() > 1e-2
+    torch.testing.assert_close(fixed(x[:, :10]).logits, fixed(x).logits[:, :10], atol=2e-5, rtol=1e-5)
+    assert (paper(x[:, :10]).logits - paper(x).logits[:, :10]).abs().max() > 1e-2
 
 
 def test_paper_normaliser_generates_by_recomputing(build):
@@ -120,7 +122,7 @@ def test_paper_normaliser_generates_by_recomputing(build):
     seq = prompt.clone()
     with torch.no_grad():
         for _ in range(6):
-            seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], dim=1)
+            seq = torch.cat([seq, model(seq).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     assert torch.equal(model.generate(prompt, 6, temperature=0), seq)
 
 
