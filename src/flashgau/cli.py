@@ -235,14 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    command = "flashgau"
     try:
+        args = build_parser().parse_args(argv)
+        command = f"flashgau {args.command}"
         return args.run(args)
     except FlashgauError as err:
-        print(f"flashgau {args.command}: error: {err}", file=sys.stderr)
+        print(f"{command}: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"flashgau {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:          # also during start-up, while torch is imported
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
 
 

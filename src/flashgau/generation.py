@@ -12,6 +12,7 @@ the reverse. Shapes: B batch, T tokens, V vocabulary.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -33,10 +34,18 @@ class DecodeState:
     pos: Tensor
     last_logits: Tensor
     finished: Optional[Tensor] = field(default=None)
+    model: Optional[str] = field(default=None)      # model_signature() of the model that made it
 
     def nbytes(self) -> int:
         """Bytes held by the layer states (what grows, or does not, with the position)."""
         return sum(s.nbytes() for s in self.layers)
+
+
+def model_signature(model) -> str:
+    """What a decoding state must match to be stepped by `model`: arch and every shape of its layers."""
+    c = model.config
+    return (f"{c.arch}, {c.n_layers} layers, d_model {c.d_model}, vocab {c.vocab_size}, qk_dim {c.qk_dim}, "
+            f"expansion {c.expansion}, heads {c.n_heads}, chunk {c.chunk_size}")
 
 
 def supports_cache(model) -> bool:
@@ -81,12 +90,20 @@ def prefill(model, input_ids: Tensor, attention_mask: Optional[Tensor] = None, *
     B = input_ids.shape[0]
     lengths = ctx.lengths(B)
     last = logits[torch.arange(B, device=logits.device), lengths - 1]
-    return logits, DecodeState(layers=states, pos=lengths.to(torch.long).clone(), last_logits=last)
+    return logits, DecodeState(layers=states, pos=lengths.to(torch.long).clone(), last_logits=last,
+                               model=model_signature(model))
 
 
 @torch.inference_mode()
 def decode_step(model, token_ids: Tensor, state: DecodeState) -> tuple[Tensor, DecodeState]:
     """Feed one token per row (token_ids (B,) or (B, 1)); returns (logits (B, V), state updated in place)."""
+    if not isinstance(state, DecodeState):
+        raise ValueError(f"decode_step takes the DecodeState that prefill() returned, got {type(state).__name__}")
+    if state.model != model_signature(model):
+        raise ValueError(f"this DecodeState belongs to another model ({state.model}), not to this one "
+                         f"({model_signature(model)}); step it with the model that prefilled it")
+    if not isinstance(token_ids, Tensor):
+        raise ValueError(f"token_ids must be a tensor of token ids, got {type(token_ids).__name__}")
     token_ids = token_ids.reshape(-1)
     if token_ids.shape[0] != state.pos.shape[0]:
         raise ValueError(f"decode_step got {token_ids.shape[0]} tokens for a state of {state.pos.shape[0]} rows")
@@ -109,7 +126,9 @@ def sample_next(logits: Tensor, *, temperature: float = 1.0, top_k: Optional[int
     """(B, V) logits -> (B,) token ids. temperature 0 is greedy (argmax)."""
     if temperature == 0:
         return logits.argmax(-1)
-    logits = logits.float() / temperature
+    logits = logits.float()
+    # shift by the row maximum before dividing: at tiny temperatures the quotient would overflow (inf - inf = nan)
+    logits = (logits - logits.amax(-1, keepdim=True)) / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -128,11 +147,11 @@ def sample_next(logits: Tensor, *, temperature: float = 1.0, top_k: Optional[int
 def _check_sampling(max_new_tokens, temperature, top_k, top_p) -> None:
     if not (isinstance(max_new_tokens, int) and max_new_tokens >= 0):
         raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-    if not (isinstance(temperature, (int, float)) and temperature >= 0):
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature!r}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
     if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-    if top_p is not None and not (0.0 < top_p <= 1.0):
+    if top_p is not None and not (isinstance(top_p, (int, float)) and 0.0 < top_p <= 1.0):
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
 
 
@@ -163,6 +182,11 @@ def generate(model, input_ids: Tensor, max_new_tokens: int, *, temperature: floa
 def _generate(model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id, generator, seed,
               attention_mask, pad_token_id, state, return_state):
     _check_sampling(max_new_tokens, temperature, top_k, top_p)
+    if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2 ** 63):
+        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    for name, value in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
+        if value is not None and not (isinstance(value, int) and 0 <= value < model.config.vocab_size):
+            raise ValueError(f"{name} must be a token id in [0, {model.config.vocab_size}) or None, got {value!r}")
     if generator is None and seed is not None:
         generator = torch.Generator(device="cpu").manual_seed(seed)
     pad = pad_token_id if pad_token_id is not None else (eos_token_id if eos_token_id is not None else 0)

@@ -65,4 +65,8 @@ def check_inputs(config: ModelConfig, input_ids: Tensor, attention_mask: Optiona
             if bool(bad.any()):
                 raise ValueError(f"labels must lie in [0, {config.vocab_size}) or be -100 (ignored), got "
                                  f"{int(labels[bad][0])}")
+            scored = labels != -100 if mask is None else (labels != -100) & mask
+            if not bool(scored.any()):
+                raise ValueError("labels score no position (every label is -100 or padding): a loss over no "
+                                 "token is undefined; give at least one target, or call the model without labels")
     return mask

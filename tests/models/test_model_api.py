@@ -144,3 +144,48 @@ def test_training_forward_compiles_as_one_graph(arch):
     explained = torch._dynamo.explain(LanguageModel(cfg))(x, labels=x)
     assert explained.graph_break_count == 0, [str(b.reason) for b in explained.break_reasons]
     assert explained.graph_count == 1
+
+
+def test_labels_that_score_nothing_are_refused(build):
+    model = build("flash")
+    ids = tokens(2, 8)
+    with pytest.raises(ValueError, match="labels score no position"):
+        model(ids, labels=torch.full_like(ids, -100))
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[:, 4:] = False
+    labels = ids.clone()
+    labels[:, :4] = -100                                   # targets only where the mask says padding
+    with pytest.raises(ValueError, match="labels score no position"):
+        model(ids, attention_mask=mask, labels=labels)
+
+
+def test_a_state_from_another_model_is_refused_by_name(build):
+    flash, other = build("flash"), build("transformer++")
+    _, state = flash.prefill(tokens(1, 5))
+    with pytest.raises(ValueError, match=r"belongs to another model \(flash, 2 layers.*\), not to this one "
+                                         r"\(transformer\+\+"):
+        other.decode_step(torch.tensor([1]), state)
+    bigger = build("flash", d_model=128)
+    with pytest.raises(ValueError, match="belongs to another model"):
+        bigger.decode_step(torch.tensor([1]), state)
+    with pytest.raises(ValueError, match="takes the DecodeState that prefill"):
+        flash.decode_step(torch.tensor([1]), state.layers)
+
+
+@pytest.mark.parametrize("temperature", [1e-45, 1e-30, 1e-8])
+def test_tiny_temperatures_sample_the_argmax_instead_of_failing(build, temperature):
+    model = build("flash")
+    ids = tokens(2, 6)
+    greedy = model.generate(ids, 5, temperature=0)
+    assert torch.equal(model.generate(ids, 5, temperature=temperature, seed=0), greedy)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(temperature=float("inf")), "temperature must be a finite number"),
+    (dict(seed=2 ** 70), r"seed must be an integer in \[0, 2\*\*63\)"),
+    (dict(eos_token_id=10 ** 6), "eos_token_id must be a token id"),
+    (dict(top_p="0.5"), "top_p must be in"),
+])
+def test_bad_sampling_arguments_say_what_to_change(build, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build("flash").generate(tokens(1, 4), 3, **kwargs)
