@@ -15,9 +15,9 @@
      FLASH          2 d (2e + s) + 2 e d                + 2 C (s + e) (local) + 4 s e (chunk summaries, global)
    plus the output head 2 d V per token.
 
-2. `counted_flops(model, ...)`: torch.utils.flop_counter.FlopCounterMode around one real forward + backward, for
-   every arch (including those without a formula here). The CPU SDPA kernel has no formula in torch, so one is
-   registered here with the same causal-half convention.
+2. `flop_counter()`: a torch.utils.flop_counter.FlopCounterMode to run around one real training step (the speed
+   benchmark's memory measurement does), for every arch (including those without a formula here). The CPU SDPA
+   kernel has no formula in torch, so one is registered here with the same causal-half convention.
 """
 
 from __future__ import annotations
