@@ -13,7 +13,6 @@ import json
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from .errors import ConfigError, FlashgauError
