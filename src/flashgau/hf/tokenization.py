@@ -62,17 +62,12 @@ class FlashgauByteTokenizer(PreTrainedTokenizer):
 
 
 class FlashgauBPETokenizer(PreTrainedTokenizerFast):
-    """Byte-level BPE (flashgau's BPETokenizer) over the HF `tokenizers` library, saved as tokenizer.json."""
+    """Byte-level BPE (flashgau's BPETokenizer) over the HF `tokenizers` library, saved as tokenizer.json. Make one
+    with to_hf_tokenizer(bpe), which names its pad token. (No __init__ of its own: transformers would then rebuild
+    the backend from the vocabulary instead of loading tokenizer.json as it is.)"""
 
     model_input_names = ["input_ids", "attention_mask"]
     padding_side = "left"
-
-    def __init__(self, *args, pad_token: Optional[str] = None, **kwargs):
-        kwargs.setdefault("clean_up_tokenization_spaces", False)
-        super().__init__(*args, **kwargs)
-        if pad_token is None:       # the token of byte 0: see the module docstring
-            pad_token = _byte_level_char(0)
-        self.pad_token = pad_token
 
     def _add_tokens(self, new_tokens, special_tokens: bool = False) -> int:
         """Tokens already in the vocabulary (the pad token) only get a name: adding them to the backend would make
@@ -97,5 +92,6 @@ def to_hf_tokenizer(tok: Tokenizer, **kwargs):
     if isinstance(tok, BPETokenizer):
         from tokenizers import Tokenizer as HFTokenizer
 
+        kwargs = {"pad_token": _byte_level_char(0), "clean_up_tokenization_spaces": False, **kwargs}
         return FlashgauBPETokenizer(tokenizer_object=HFTokenizer.from_str(tok.to_dict()["tokenizer_json"]), **kwargs)
     raise TypeError(f"no Hugging Face tokenizer for {type(tok).__name__}")
