@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Optional, Union
 
+from transformers.utils import logging as hf_logging
+
 from ..data.tokenizers import Tokenizer
 from ..errors import ConfigError, FlashgauError
 from ..model import LanguageModel
@@ -30,6 +32,8 @@ def save_pretrained_folder(model: LanguageModel, tokenizer: Tokenizer, out: Unio
     hf_tokenizer = to_hf_tokenizer(tokenizer, model_max_length=model.config.max_seq_len)
     cls = FlashgauForCausalLM if model.config.causal else FlashgauForMaskedLM
     hf_model = cls.from_language_model(model, pad_token_id=hf_tokenizer.pad_token_id)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()               # one small file: no "Writing model shards" bar on stderr
     try:
         out.mkdir(parents=True, exist_ok=True)
         hf_model.save_pretrained(out)
@@ -38,6 +42,9 @@ def save_pretrained_folder(model: LanguageModel, tokenizer: Tokenizer, out: Unio
             (out / "README.md").write_text(card, encoding="utf-8")
     except OSError as err:
         raise FlashgauError(f"cannot write {out}: {err.strerror or err}") from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return out
 
 
@@ -64,11 +71,19 @@ def model_card(trained, summary: dict) -> str:
     """README.md of an exported run: what the model is, how it was trained, its held-out score, how to load it."""
     cfg, train = trained.model.config, trained.train_config
     final = summary.get("final") if isinstance(summary.get("final"), dict) else {}
-    bpb = final.get("bits_per_byte")
+    bpb = final.get("bits_per_byte") if summary.get("step") == trained.step else None   # of this very checkpoint
     score = (f"{bpb:.4f} bits per byte on the held-out split (the run's final evaluation)"
-             if isinstance(bpb, (int, float)) else "not recorded (no summary.json with a final evaluation)")
+             if isinstance(bpb, (int, float)) else "not recorded (no summary.json with a final evaluation of this "
+             "checkpoint)")
     task = "AutoModelForCausalLM" if cfg.causal else "AutoModelForMaskedLM"
     pipe = "text-generation" if cfg.causal else "fill-mask"
+    kind = "causal language model" if cfg.causal else "bidirectional (masked) language model"
+    facts = [f"architecture: {cfg.arch}, {cfg.n_layers} layers, d_model {cfg.d_model}, chunk size {cfg.chunk_size}, "
+             f"context up to {cfg.max_seq_len} tokens",
+             f"tokenizer: {trained.tokenizer.kind} ({trained.tokenizer.vocab_size} ids)",
+             f"training: {trained.step} steps on {train.data or 'the default corpus (Shakespeare)'}, windows of "
+             f"{train.context} tokens",
+             f"held-out score: {score}"]
     return f"""---
 library_name: transformers
 pipeline_tag: {pipe}
@@ -77,16 +92,10 @@ tags: [flashgau, flash, gated-attention-unit]
 
 # flashgau {cfg.arch} ({trained.model.num_parameters():,} parameters)
 
-A {'causal language model' if cfg.causal else 'bidirectional (masked) language model'} trained with
-flashgau, an implementation of FLASH (Hua et al. 2022, "Transformer Quality in Linear
-Time": the Gated Attention Unit and mixed chunk attention) and its baselines. FLASH is not FlashAttention.
+A {kind} trained with flashgau, an implementation of FLASH (Hua et al. 2022, "Transformer Quality in Linear Time":
+the Gated Attention Unit and mixed chunk attention) and its baselines. FLASH is not FlashAttention.
 
-- architecture: {cfg.arch}, {cfg.n_layers} layers, d_model {cfg.d_model}, chunk size {cfg.chunk_size}, context
-  up to {cfg.max_seq_len} tokens
-- tokenizer: {trained.tokenizer.kind} ({trained.tokenizer.vocab_size} ids)
-- training: {trained.step} steps on {train.data or "the default corpus (Shakespeare's works)"}, windows of
-  {train.context} tokens
-- held-out score: {score}
+{chr(10).join("- " + fact for fact in facts)}
 
 ## Use
 

@@ -38,9 +38,9 @@ from .cache import FlashgauCache
 from .configuration import FlashgauConfig
 
 # Arguments HF models take that flashgau has no meaning for: refused when set rather than silently ignored.
-_UNSUPPORTED = {"inputs_embeds": "token ids (input_ids)", "position_ids": "each row's own positions, counted from "
-                "its first real token", "token_type_ids": "no token types", "output_attentions": "no attention maps",
-                "output_hidden_states": "no hidden states"}
+_UNSUPPORTED = {"inputs_embeds": "give input_ids", "position_ids": "each row's positions count from its first real "
+                "token", "token_type_ids": "there are no token types", "output_attentions": "not available",
+                "output_hidden_states": "not available"}
 
 
 class FlashgauPreTrainedModel(PreTrainedModel):
@@ -101,12 +101,12 @@ class FlashgauPreTrainedModel(PreTrainedModel):
     # ------------------------------------------------------------------ shared by the forward passes
     @staticmethod
     def _refuse_unsupported(kwargs: dict) -> None:
-        for name, has in _UNSUPPORTED.items():
+        for name, why in _UNSUPPORTED.items():
             if kwargs.get(name) is not None and kwargs.get(name) is not False:
-                raise ValueError(f"flashgau models take no {name}: they use {has}")
+                raise ValueError(f"flashgau models take no {name} ({why})")
 
     @staticmethod
-    def _scaled(loss: Optional[Tensor], targets: Tensor, mask: Optional[Tensor], num_items_in_batch) -> Optional[Tensor]:
+    def _scaled(loss: Optional[Tensor], targets: Tensor, mask: Optional[Tensor], num_items_in_batch):
         """The mean loss, or (HF Trainer's gradient accumulation) its sum over `num_items_in_batch` targets."""
         if loss is None or num_items_in_batch is None:
             return loss
@@ -153,7 +153,7 @@ class FlashgauForCausalLM(FlashgauPreTrainedModel, GenerationMixin):
         if cache is not None and not isinstance(cache, FlashgauCache):
             raise ValueError(f"a flashgau model takes a FlashgauCache, got {type(cache).__name__}")
         if cache is not None and not self.model.supports_cache:
-            self.model.prefill(input_ids)           # raises flashgau's one-line explanation
+            self._refuse_cache()
         if cache is not None and cache.state is not None:
             return self._result(self._decode(input_ids, attention_mask, labels, cache), return_dict)
         if use_cache is None:
@@ -194,10 +194,16 @@ class FlashgauForCausalLM(FlashgauPreTrainedModel, GenerationMixin):
         cache.seen += n
         return CausalLMOutputWithPast(logits=torch.stack(steps, 1).clone(), cache=cache)
 
+    def _refuse_cache(self):
+        c = self.model.config
+        raise ValueError(f"arch {c.arch!r} with normalizer={c.normalizer!r} has no decoding state (its outputs depend "
+                         "on the final length): call it without a cache; generate re-runs the sequence for each "
+                         "token")
+
     def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, cache=None, **kwargs):
         if not self.model.supports_cache:           # no decoding state: re-run the whole sequence every step
             if cache is not None:
-                self.model.prefill(input_ids)       # raises flashgau's one-line explanation
+                self._refuse_cache()
             next_sequence_length, kwargs["use_cache"] = None, False
         return super().prepare_inputs_for_generation(input_ids, next_sequence_length=next_sequence_length,
                                                      cache=cache, **kwargs)
