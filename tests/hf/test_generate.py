@@ -106,3 +106,14 @@ def test_a_model_without_decoding_state_refuses_a_cache(build):
     with torch.no_grad():
         out = hf(prompt, use_cache=True)
     assert out.cache is None
+
+
+def test_generate_continues_from_a_returned_cache(build):
+    hf = hf_causal(build("flash"))
+    prompt = tokens(1, 5).clamp(min=1)
+    with torch.no_grad():
+        whole = hf.generate(prompt, max_new_tokens=12, do_sample=False)
+        first = hf.generate(prompt, max_new_tokens=5, do_sample=False, return_dict_in_generate=True)
+        assert first.cache.get_seq_length() == 9                  # the last token is not fed yet
+        more = hf.generate(first.sequences, cache=first.cache, max_new_tokens=7, do_sample=False)
+    assert torch.equal(more, whole)
