@@ -1,4 +1,4 @@
-"""The `flashgau` command: train | eval | sample.
+"""The `flashgau` command: train | eval | sample | export | bench.
 
 Each subcommand is one entry of COMMANDS: a help line, a function that adds its options to an argparse parser,
 and a function that runs it and returns the exit code. A new subcommand (e.g. `bench`) is one more entry.
@@ -194,6 +194,28 @@ def run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- export
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_path", metavar="RUN", help="a run folder or checkpoint file")
+    p.add_argument("out", metavar="OUT", help="folder to write: config.json, model.safetensors, the tokenizer "
+                   "files and a README.md model card (load with transformers' from_pretrained after "
+                   "`import flashgau.hf`)")
+    p.add_argument("--overwrite", action="store_true", help="write into OUT even if it already holds files")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    try:
+        from .hf.export import export_run
+    except ImportError as err:
+        if "transformers" not in str(err):
+            raise
+        raise FlashgauError(str(err)) from None
+    out = export_run(args.run_path, args.out, overwrite=args.overwrite)
+    print(f"wrote {out}/: config.json, model.safetensors, tokenizer files, README.md")
+    return 0
+
+
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     from .bench.cli import add_arguments
     add_arguments(p)
@@ -209,6 +231,8 @@ COMMANDS: dict[str, Command] = {
                      add_train_arguments, run_train),
     "eval": Command("held-out loss, bits per byte and perplexity of a checkpoint", add_eval_arguments, run_eval),
     "sample": Command("continue a prompt with a trained checkpoint", add_sample_arguments, run_sample),
+    "export": Command("write a run as a Hugging Face folder (transformers' from_pretrained, pipeline, Trainer)",
+                      add_export_arguments, run_export),
     "bench": Command("benchmarks: speed, quality, decode, all (reports under benchmarks/results)",
                      add_bench_arguments, run_bench),
 }
@@ -224,7 +248,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="flashgau", description="FLASH language models (Hua et al. 2022, "
                                      "'Transformer Quality in Linear Time'; not FlashAttention): train, evaluate, "
-                                     "sample.")
+                                     "sample, export to Hugging Face, benchmark.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     for name, command in COMMANDS.items():
         p = sub.add_parser(name, help=command.help, description=command.help)

@@ -40,6 +40,15 @@ class DecodeState:
         """Bytes held by the layer states (what grows, or does not, with the position)."""
         return sum(s.nbytes() for s in self.layers)
 
+    def select(self, rows: Tensor) -> "DecodeState":
+        """A new state holding the rows `rows` (a (B',) int64 tensor, which may reorder, repeat or drop rows, or a
+        (B,) bool mask) of every layer state, pos, last_logits and finished: what beam search needs after it
+        picks the beams to continue. The rows are copies; this state is left as it was."""
+        rows = rows.to(self.pos.device)
+        return DecodeState(layers=[s.select(rows) for s in self.layers], pos=self.pos[rows],
+                           last_logits=self.last_logits[rows],
+                           finished=None if self.finished is None else self.finished[rows], model=self.model)
+
 
 def model_signature(model) -> str:
     """What a decoding state must match to be stepped by `model`: arch and every shape of its layers."""

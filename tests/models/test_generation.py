@@ -87,6 +87,23 @@ def test_continuing_from_a_kept_state_equals_one_long_generation(build):
     assert torch.equal(more[:, 1:], whole[:, 12:18])
 
 
+@pytest.mark.parametrize("arch", ["flash", "transformer++", "performer", "combiner", "mc-transformer++"])
+def test_selected_rows_decode_as_those_rows_alone(arch, build):
+    """DecodeState.select (beam search's reorder): rows picked, repeated and reordered keep decoding as themselves."""
+    model = build(arch)
+    x = tokens(3, 9)
+    mask = torch.arange(9)[None, :] < torch.tensor([9, 5, 7])[:, None]
+    with torch.no_grad():
+        _, state = model.prefill(x, mask)
+        picked = state.select(torch.tensor([2, 0, 2]))
+        assert picked.pos.tolist() == [7, 9, 7] and torch.equal(picked.last_logits[0], state.last_logits[2])
+        for t in range(6):                         # across chunk boundaries
+            step = tokens(3, 1, seed=10 + t)[:, 0]     # one token per original row
+            model.decode_step(step, state)
+            logits, picked = model.decode_step(step[[2, 0, 2]], picked)
+            assert torch.allclose(logits, state.last_logits[[2, 0, 2]], atol=1e-5)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(max_new_tokens=-1), "max_new_tokens"), (dict(temperature=-0.5), "temperature"),
     (dict(top_k=0), "top_k"), (dict(top_p=1.5), "top_p"), (dict(max_new_tokens=100), "max_seq_len"),

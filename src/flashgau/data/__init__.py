@@ -4,8 +4,9 @@ Nothing here imports the model."""
 
 from .batching import Batch, HeldoutWindows, WindowSampler, tokenize_documents
 from .corpus import CorpusSplit, Document, load_split, read_documents, split_documents
-from .tokenizers import BPETokenizer, ByteTokenizer, load_tokenizer, make_tokenizer, save_tokenizer, tokenizer_from_dict
+from .tokenizers import (BPETokenizer, ByteTokenizer, load_tokenizer, load_tokenizer_json, make_tokenizer,
+                         save_tokenizer, tokenizer_from_dict)
 
 __all__ = ["Batch", "HeldoutWindows", "WindowSampler", "tokenize_documents", "CorpusSplit", "Document",
            "load_split", "read_documents", "split_documents", "BPETokenizer", "ByteTokenizer", "load_tokenizer",
-           "make_tokenizer", "save_tokenizer", "tokenizer_from_dict"]
+           "load_tokenizer_json", "make_tokenizer", "save_tokenizer", "tokenizer_from_dict"]

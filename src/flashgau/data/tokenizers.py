@@ -132,6 +132,27 @@ def load_tokenizer(path: Union[str, Path]) -> Tokenizer:
     return tokenizer_from_dict(data)
 
 
+def load_tokenizer_json(path: Union[str, Path]) -> BPETokenizer:
+    """A byte-level BPE tokenizer from a Hugging Face `tokenizer.json` file (one that `flashgau export` wrote, or a
+    GPT-2 style one from elsewhere). Refuses, with TokenizerError, a file that cannot be read or a tokenizer that
+    is not byte-level BPE (its ids would not map back to bytes)."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        data = json.loads(text)
+        tok = HFTokenizer.from_str(text)
+    except (OSError, ValueError) as err:
+        raise TokenizerError(f"cannot read tokenizer file {path}: {err}") from None
+    except Exception as err:  # the HF library raises its own exception types
+        raise TokenizerError(f"{path} is not a tokenizer.json the tokenizers library can read: {err}") from None
+    model = (data.get("model") or {}).get("type") if isinstance(data, dict) else None
+    if model != "BPE" or '"ByteLevel"' not in json.dumps(data.get("pre_tokenizer")):
+        raise TokenizerError(f"{path} holds a {model or 'unknown'} tokenizer without byte-level pre-tokenization; "
+                             "flashgau takes byte-level BPE (GPT-2 style), whose every id maps back to bytes")
+    return BPETokenizer(tok)
+
+
 def _utf8(text: str) -> bytes:
     try:
         return text.encode("utf-8")
