@@ -224,3 +224,17 @@ def test_a_real_process_interrupted_mid_run_resumes_to_the_same_curve(signame, s
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     # no temporary file is left behind (.lock is the run folder's lock file, released but kept)
     assert [p.name for p in (tmp_path / "cut").iterdir() if p.name.startswith(".")] == [".lock"]
+
+
+def test_ctrl_c_while_starting_up_is_one_line(tmp_path):
+    """SIGINT half a second in (torch is still being imported, or the command has just started): no traceback."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "flashgau.cli", "eval", str(tmp_path / "none.pt")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    assert proc.returncode in (130, 1) and len(err.strip().splitlines()) == 1, err

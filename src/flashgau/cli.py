@@ -1,4 +1,4 @@
-"""The `flashgau` command: prepare | train | eval | sample | bench.
+"""The `flashgau` command: prepare | train | eval | sample | export | bench.
 
 Each subcommand is one entry of COMMANDS: a help line, a function that adds its options to an argparse parser,
 and a function that runs it and returns the exit code. A new subcommand (e.g. `bench`) is one more entry.
@@ -13,7 +13,6 @@ import json
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from .errors import ConfigError, FlashgauError
@@ -261,6 +260,28 @@ def run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- export
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_path", metavar="RUN", help="a run folder or checkpoint file")
+    p.add_argument("out", metavar="OUT", help="folder to write: config.json, model.safetensors, the tokenizer "
+                   "files and a README.md model card (load with transformers' from_pretrained after "
+                   "`import flashgau.hf`)")
+    p.add_argument("--overwrite", action="store_true", help="write into OUT even if it already holds files")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    try:
+        from .hf.export import export_run
+    except ImportError as err:
+        if "transformers" not in str(err):
+            raise
+        raise FlashgauError(str(err)) from None
+    out = export_run(args.run_path, args.out, overwrite=args.overwrite)
+    print(f"wrote {out}/: config.json, model.safetensors, tokenizer files, README.md")
+    return 0
+
+
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     from .bench.cli import add_arguments
     add_arguments(p)
@@ -278,6 +299,8 @@ COMMANDS: dict[str, Command] = {
                      add_train_arguments, run_train),
     "eval": Command("held-out loss, bits per byte and perplexity of a checkpoint", add_eval_arguments, run_eval),
     "sample": Command("continue a prompt with a trained checkpoint", add_sample_arguments, run_sample),
+    "export": Command("write a run as a Hugging Face folder (transformers' from_pretrained, pipeline, Trainer)",
+                      add_export_arguments, run_export),
     "bench": Command("benchmarks: speed, quality, decode, all (reports under benchmarks/results)",
                      add_bench_arguments, run_bench),
 }
@@ -293,7 +316,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="flashgau", description="FLASH language models (Hua et al. 2022, "
                                      "'Transformer Quality in Linear Time'; not FlashAttention): train, evaluate, "
-                                     "sample.")
+                                     "sample, export to Hugging Face, benchmark.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     for name, command in COMMANDS.items():
         p = sub.add_parser(name, help=command.help, description=command.help)
@@ -303,14 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    command = "flashgau"
     try:
+        args = build_parser().parse_args(argv)
+        command = f"flashgau {args.command}"
         return args.run(args)
     except FlashgauError as err:
-        print(f"flashgau {args.command}: error: {err}", file=sys.stderr)
+        print(f"{command}: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"flashgau {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:          # also during start-up, while torch is imported
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
 
 

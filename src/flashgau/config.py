@@ -11,7 +11,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
-# Every arch the package knows, in the order tables list them. model.py maps each to its block.
+from .errors import ConfigError
+
+# Every arch the package knows, in the order tables list them. layers/blocks.py maps each to its block.
 ARCHS: tuple[str, ...] = ("transformer+", "transformer++", "flash-quad", "flash", "performer", "combiner",
                           "mc-transformer++")
 
@@ -32,7 +34,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class ModelConfig:
-    """Everything that defines a model's shape; validated on construction.
+    """Everything that defines a model's shape; validated on construction (a bad field raises ConfigError).
 
     arch:            one of ARCHS.
     vocab_size:      V, number of token ids.
@@ -91,7 +93,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
             if not ok:
-                raise ValueError(f"invalid ModelConfig: {msg}")
+                raise ConfigError(f"invalid ModelConfig: {msg}")
 
         need(self.arch in ARCHS, f"unknown arch {self.arch!r}; choose one of {', '.join(ARCHS)}")
         for name in ("vocab_size", "d_model", "n_layers", "max_seq_len", "qk_dim", "expansion", "n_heads",
@@ -125,6 +127,17 @@ class ModelConfig:
         return self.expansion * self.d_model
 
     @property
+    def mlp_hidden(self) -> int:
+        """Hidden width of the MLP (Transformer+): ffn_dim, or 4d."""
+        return self.ffn_dim or 4 * self.d_model
+
+    @property
+    def glu_hidden(self) -> int:
+        """Hidden width of the GLU (Transformer++ and the baselines built on it): ffn_dim, or 8d/3 rounded to a
+        multiple of 8, so that the GLU has the MLP's 8d^2 parameters."""
+        return self.ffn_dim or max(8, int(round(8 * self.d_model / 3 / 8)) * 8)
+
+    @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
 
@@ -146,16 +159,16 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown ModelConfig field(s): {', '.join(unknown)}")
+            raise ConfigError(f"unknown ModelConfig field(s): {', '.join(unknown)}")
         return cls(**data)
 
     @classmethod
     def preset(cls, name: str, *, arch: str = "flash", **overrides: Any) -> "ModelConfig":
         """A named size ("tiny", "small", "base") for `arch`; any field may be overridden."""
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
         if arch not in ARCHS:
-            raise ValueError(f"invalid ModelConfig: unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+            raise ConfigError(f"invalid ModelConfig: unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
         fields = dict(PRESETS[name])
         layers = fields.pop("transformer_layers")
         fields["n_layers"] = 2 * layers if arch in GAU_ARCHS else layers

@@ -17,8 +17,9 @@ class TokenizerError(FlashgauError):
     """Text the tokenizer cannot encode, or a saved tokenizer that cannot be read."""
 
 
-class ConfigError(FlashgauError):
-    """An option that is out of range or inconsistent with another one."""
+class ConfigError(FlashgauError, ValueError):
+    """An option that is out of range or inconsistent with another one (a ValueError too, so callers that catch
+    ValueError for a bad ModelConfig keep working)."""
 
 
 class CheckpointError(FlashgauError):

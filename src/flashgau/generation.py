@@ -4,40 +4,84 @@ FLASH keeps a fixed-size FlashState per layer (running sum of finished chunks' s
 buffer); FLASH-Quad and the Transformers keep a KVCache. Rows of a batch may sit at different positions (prompts of
 different lengths, right-padded). A DecodeState is plain data: keep it and pass it back to continue a stream.
 Decoding runs in torch.inference_mode (no autograd bookkeeping: the per-token cost is many small ops).
-Shapes: B batch, T tokens, V vocabulary.
+
+Every function here takes the model as an argument and uses only its `config`, `blocks` (each with forward,
+prefill, step and supports_cache), `embed_tokens` and `logits_from_hidden`; model.py imports this module, never
+the reverse. Shapes: B batch, T tokens, V vocabulary.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
+from .inputs import check_inputs
 from .layers import Context
 
 
 @dataclass
 class DecodeState:
-    """layers: one state per block (FlashState, KVCache, ...); pos: (B,) int64, position of each row's next token;
+    """layers: one state per block (FlashState, KVCache, ...; written in place by each step);
+    pos: (B,) int64, position of each row's next token: the only position, passed to every block's step and
+    advanced once per token (the layer states hold none);
     last_logits: (B, V) logits of each row's last token (what the next token is sampled from)."""
 
     layers: list[Any]
     pos: Tensor
     last_logits: Tensor
     finished: Optional[Tensor] = field(default=None)
+    model: Optional[str] = field(default=None)      # model_signature() of the model that made it
 
     def nbytes(self) -> int:
         """Bytes held by the layer states (what grows, or does not, with the position)."""
         return sum(s.nbytes() for s in self.layers)
 
+    def select(self, rows: Tensor) -> "DecodeState":
+        """A new state holding the rows `rows` (a (B',) int64 tensor, which may reorder, repeat or drop rows, or a
+        (B,) bool mask) of every layer state, pos, last_logits and finished: what beam search needs after it
+        picks the beams to continue. The rows are copies; this state is left as it was."""
+        rows = rows.to(self.pos.device)
+        return DecodeState(layers=[s.select(rows) for s in self.layers], pos=self.pos[rows],
+                           last_logits=self.last_logits[rows],
+                           finished=None if self.finished is None else self.finished[rows], model=self.model)
+
+
+def model_signature(model) -> str:
+    """What a decoding state must match to be stepped by `model`: arch and every shape of its layers."""
+    c = model.config
+    return (f"{c.arch}, {c.n_layers} layers, d_model {c.d_model}, vocab {c.vocab_size}, qk_dim {c.qk_dim}, "
+            f"expansion {c.expansion}, heads {c.n_heads}, chunk {c.chunk_size}")
+
+
+def supports_cache(model) -> bool:
+    """Whether every block can decode from a state (False only for FLASH-Quad with the paper normaliser)."""
+    return all(getattr(b, "supports_cache", False) for b in model.blocks)
+
 
 def _check_cache(model) -> None:
-    if not model.supports_cache:
+    if not supports_cache(model):
         raise ValueError(f"arch {model.config.arch!r} with normalizer={model.config.normalizer!r} has no decoding "
                          "state: its outputs depend on the final length. Use normalizer='fixed' (see "
                          "docs/normalisers.md); generate() falls back to re-running the sequence")
+
+
+def _parallel(model, input_ids: Tensor, mask: Optional[Tensor], *, want_state: bool):
+    """One parallel pass: (logits (B, T, V), each block's decoding state (empty unless want_state), Context)."""
+    ctx = Context(positions=torch.arange(input_ids.shape[1], device=input_ids.device), key_mask=mask,
+                  causal=model.config.causal)
+    x = model.embed_tokens(input_ids, ctx.positions)
+    states = []
+    for block in model.blocks:
+        if want_state:
+            x, state = block.prefill(x, ctx)
+            states.append(state)
+        else:
+            x = block(x, ctx)
+    return model.logits_from_hidden(x), states, ctx
 
 
 @torch.inference_mode()
@@ -48,36 +92,39 @@ def prefill(model, input_ids: Tensor, attention_mask: Optional[Tensor] = None, *
     if not model.config.causal:
         raise ValueError("decoding needs a causal model (ModelConfig(causal=True))")
     _check_cache(model)
-    mask = model._check_inputs(input_ids, attention_mask, None)
-    B, T = input_ids.shape
-    ctx = Context(positions=torch.arange(T, device=input_ids.device), key_mask=mask, causal=True)
-    x = model.embed_tokens(input_ids, ctx.positions)
-    states = []
-    for block in model.blocks:
-        x, s = block.prefill(x, ctx)
-        if capacity and hasattr(s, "reserve"):
-            s.reserve(capacity)
-        states.append(s)
-    logits = model.logits_from_hidden(x)
+    mask = check_inputs(model.config, input_ids, attention_mask)
+    logits, states, ctx = _parallel(model, input_ids, mask, want_state=True)
+    for s in states:
+        s.reserve(capacity)                       # growing states only; fixed-size ones ignore it
+    B = input_ids.shape[0]
     lengths = ctx.lengths(B)
     last = logits[torch.arange(B, device=logits.device), lengths - 1]
-    return logits, DecodeState(layers=states, pos=lengths.to(torch.long).clone(), last_logits=last)
+    return logits, DecodeState(layers=states, pos=lengths.to(torch.long).clone(), last_logits=last,
+                               model=model_signature(model))
 
 
 @torch.inference_mode()
 def decode_step(model, token_ids: Tensor, state: DecodeState) -> tuple[Tensor, DecodeState]:
     """Feed one token per row (token_ids (B,) or (B, 1)); returns (logits (B, V), state updated in place)."""
+    if not isinstance(state, DecodeState):
+        raise ValueError(f"decode_step takes the DecodeState that prefill() returned, got {type(state).__name__}")
+    if state.model != model_signature(model):
+        raise ValueError(f"this DecodeState belongs to another model ({state.model}), not to this one "
+                         f"({model_signature(model)}); step it with the model that prefilled it")
+    if not isinstance(token_ids, Tensor):
+        raise ValueError(f"token_ids must be a tensor of token ids, got {type(token_ids).__name__}")
     token_ids = token_ids.reshape(-1)
     if token_ids.shape[0] != state.pos.shape[0]:
         raise ValueError(f"decode_step got {token_ids.shape[0]} tokens for a state of {state.pos.shape[0]} rows")
-    if int(state.pos.max()) >= model.config.max_seq_len:
-        raise ValueError(f"position {int(state.pos.max())} reaches max_seq_len {model.config.max_seq_len}")
-    lo, hi = int(token_ids.min()), int(token_ids.max())
-    if lo < 0 or hi >= model.config.vocab_size:
-        raise ValueError(f"token ids must lie in [0, {model.config.vocab_size}), got values in [{lo}, {hi}]")
+    last = int(state.pos.max())
+    if last >= model.config.max_seq_len:
+        raise ValueError(f"position {last} reaches max_seq_len {model.config.max_seq_len}")
+    check_inputs(model.config, token_ids[:, None])
+    for s in state.layers:
+        s.reserve(last + 1, exact=False)          # room for this token in growing states (doubling)
     x = model.embed_tokens(token_ids[:, None], state.pos[:, None])
     for i, block in enumerate(model.blocks):
-        x, state.layers[i] = block.step(x, state.layers[i])
+        x, state.layers[i] = block.step(x, state.layers[i], state.pos)
     state.pos += 1
     state.last_logits = model.logits_from_hidden(x)[:, 0]
     return state.last_logits, state
@@ -88,7 +135,9 @@ def sample_next(logits: Tensor, *, temperature: float = 1.0, top_k: Optional[int
     """(B, V) logits -> (B,) token ids. temperature 0 is greedy (argmax)."""
     if temperature == 0:
         return logits.argmax(-1)
-    logits = logits.float() / temperature
+    logits = logits.float()
+    # shift by the row maximum before dividing: at tiny temperatures the quotient would overflow (inf - inf = nan)
+    logits = (logits - logits.amax(-1, keepdim=True)) / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -107,11 +156,11 @@ def sample_next(logits: Tensor, *, temperature: float = 1.0, top_k: Optional[int
 def _check_sampling(max_new_tokens, temperature, top_k, top_p) -> None:
     if not (isinstance(max_new_tokens, int) and max_new_tokens >= 0):
         raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-    if not (isinstance(temperature, (int, float)) and temperature >= 0):
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature!r}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
     if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-    if top_p is not None and not (0.0 < top_p <= 1.0):
+    if top_p is not None and not (isinstance(top_p, (int, float)) and 0.0 < top_p <= 1.0):
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
 
 
@@ -142,18 +191,23 @@ def generate(model, input_ids: Tensor, max_new_tokens: int, *, temperature: floa
 def _generate(model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id, generator, seed,
               attention_mask, pad_token_id, state, return_state):
     _check_sampling(max_new_tokens, temperature, top_k, top_p)
+    if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2 ** 63):
+        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    for name, value in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
+        if value is not None and not (isinstance(value, int) and 0 <= value < model.config.vocab_size):
+            raise ValueError(f"{name} must be a token id in [0, {model.config.vocab_size}) or None, got {value!r}")
     if generator is None and seed is not None:
         generator = torch.Generator(device="cpu").manual_seed(seed)
     pad = pad_token_id if pad_token_id is not None else (eos_token_id if eos_token_id is not None else 0)
     was_training = model.training
     model.eval()
     try:
-        if not model.supports_cache:
+        if not supports_cache(model):
             if state is not None or return_state:
                 _check_cache(model)
             return _generate_by_recompute(model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id,
                                           generator, attention_mask, pad)
-        mask = model._check_inputs(input_ids, attention_mask, None)
+        mask = check_inputs(model.config, input_ids, attention_mask)
         B, T = input_ids.shape
         lengths = mask.sum(1) if mask is not None else torch.full((B,), T, device=input_ids.device)
         if state is None:
@@ -194,7 +248,7 @@ def _generate(model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_t
 def _generate_by_recompute(model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id, generator,
                            attention_mask, pad) -> Tensor:
     """Fallback for models without a decoding state: re-run the whole sequence for every new token."""
-    mask = model._check_inputs(input_ids, attention_mask, None)
+    mask = check_inputs(model.config, input_ids, attention_mask)
     B, T = input_ids.shape
     if T + max_new_tokens > model.config.max_seq_len:
         raise ValueError(f"prompt ({T} tokens) + max_new_tokens {max_new_tokens} exceeds max_seq_len "
@@ -208,7 +262,8 @@ def _generate_by_recompute(model, input_ids, max_new_tokens, temperature, top_k,
         width = int(lengths.max()) + i
         cols = torch.arange(width, device=input_ids.device)
         real = cols[None, :] < (lengths + i)[:, None]
-        logits = model(out[:, :width], attention_mask=real)
+        logits = _parallel(model, out[:, :width], check_inputs(model.config, out[:, :width], real),
+                           want_state=False)[0]
         nxt = sample_next(logits[rows, lengths + i - 1], temperature=temperature, top_k=top_k, top_p=top_p,
                           generator=generator).masked_fill(finished, pad)
         out[rows, lengths + i] = nxt

@@ -1,28 +1,38 @@
-"""`flashgau bench quality` at tiny size: runs train through the training loop, reports have the right fields,
-finished runs are skipped, interrupted runs resume. No assertion on wall-clock time."""
+"""`flashgau bench quality` at tiny size: runs train through the training loop on the chosen device, reports have
+the right fields, finished runs are skipped, interrupted runs resume. No assertion on wall-clock time."""
 
 import json
 
 import pytest
 
 from flashgau.bench import quality
+from flashgau.bench.quality import report
 
 
 def _args(parse, out, corpus, *extra):
     return parse(quality, ["--preset", "tiny", "--archs", "transformer+", "flash", "--contexts", 32, "--seeds", 0,
                            "--steps", 3, "--batch-tokens", 64, "--micro-batch-tokens", 64, "--precision", "fp32",
-                           "--eval-tokens", 64, "--heldout-fraction", 0.25, "--data", corpus, "--out", out, *extra])
+                           "--eval-tokens", 64, "--heldout-fraction", 0.25, "--data", corpus, "--device", "cpu",
+                           "--out", out, *extra])
 
 
-def test_quality_writes_reports_and_skips_finished_runs(tmp_path, small_corpus, capsys, parse):
+def test_quality_writes_reports_and_skips_finished_runs(tmp_path, small_corpus, capsys, parse, monkeypatch):
+    import flashgau.training.loop as loop
+
+    devices = []
+    real_train = loop.train
+    monkeypatch.setattr(loop, "train", lambda *a, **k: devices.append(k.get("device")) or real_train(*a, **k))
     assert quality.run(_args(parse, tmp_path, small_corpus)) == 0
+    assert devices == ["cpu", "cpu"]                          # the chosen device reaches the training loop
     rep = json.loads((tmp_path / "quality.json").read_text())
-    assert (tmp_path / "quality.md").read_text().startswith("# Quality at equal training budget")
+    md = (tmp_path / "quality.md").read_text()
+    assert md.startswith("# Quality at equal training budget") and "device cpu" in md
     assert (tmp_path / "quality.png").stat().st_size > 0
     assert {"command", "packages", "machine"} <= set(rep["env"])
+    assert rep["settings"]["device"] == "cpu" and rep["settings"]["precision_reason"].startswith("fp32")
     assert {r["arch"] for r in rep["runs"]} == {"transformer+", "flash"}
     run = next(r for r in rep["runs"] if r["arch"] == "flash")
-    assert run["steps"] == 3 and run["tokens"] == 3 * 64 and run["seed"] == 0
+    assert run["steps"] == 3 and run["tokens"] == 3 * 64 and run["seed"] == 0 and run["device"] == "cpu"
     assert run["train_config"]["seed"] == 0 and run["train_config"]["arch"] == "flash"
     assert {"loss", "perplexity", "bits_per_byte"} <= set(run["final"])
     assert [p["step"] for p in run["curve"]] == sorted(p["step"] for p in run["curve"])
@@ -44,7 +54,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, small_corpus, cap
     from flashgau.training.loop import train
 
     args = _args(parse, tmp_path, small_corpus, "--archs", "flash")
-    s = quality._settings(args)
+    s = quality.settings_from_args(args)
     key = quality.run_key("flash", 32, 0, s)
     folder = tmp_path / "runs" / "quality" / key
     train(quality.train_config("flash", 32, 0, s, folder), stop_after=1, progress=False, log=lambda m: None)
@@ -52,6 +62,16 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, small_corpus, cap
     assert "resuming" in capsys.readouterr().out
     rec = json.loads((tmp_path / "runs" / "quality" / f"{key}.json").read_text())
     assert rec["steps"] == 3 and rec["final"] is not None
+
+
+def test_quick_settings_yield_to_explicit_options(parse):
+    s = quality.settings_from_args(parse(quality, ["--quick"]))
+    assert (s.preset, s.contexts, s.seeds, s.time_budget, s.batch_tokens, s.eval_tokens) == (
+        "tiny", [128, 512], [0], 6.0, 2048, 4096)
+    s = quality.settings_from_args(parse(quality, ["--quick", "--preset", "small", "--batch-tokens", 8192,
+                                                   "--steps", 5]))
+    assert (s.preset, s.batch_tokens, s.time_budget, s.steps) == ("small", 8192, None, 5)
+    assert quality.run_key("flash", 128, 0, s) == "small-T128-5steps-seed0-flash"
 
 
 def test_curve_and_interpolation():
@@ -63,12 +83,12 @@ def test_curve_and_interpolation():
     pts = quality.curve(records)
     # step time 1 s (from the gap 2 -> 3), so the clock starts at 4 s; evaluation time (1 s) is removed
     assert [p["train_time"] for p in pts] == [1.0, 3.0]
-    assert quality.interp_time_to(pts, 2.5) == pytest.approx(2.0)
-    assert quality.interp_time_to(pts, 1.0) is None
-    assert quality.interp_loss_at(pts, 2.0) == pytest.approx(2.5)
+    assert report.interp_time_to(pts, 2.5) == pytest.approx(2.0)
+    assert report.interp_time_to(pts, 1.0) is None
+    assert report.interp_loss_at(pts, 2.0) == pytest.approx(2.5)
 
 
-def test_equal_time_comparison_is_pairwise_with_transformerpp_and_feeds_the_4k_target():
+def test_equal_time_comparison_is_pairwise_with_transformerpp_and_feeds_the_headline():
     def run(arch, losses, times):
         return dict(arch=arch, train_time=times[-1],
                     curve=[dict(train_time=t, heldout_loss=x) for t, x in zip(times, losses)])
@@ -76,7 +96,7 @@ def test_equal_time_comparison_is_pairwise_with_transformerpp_and_feeds_the_4k_t
              "transformer++": run("transformer++", [3.0, 2.4], [10.0, 60.0]),
              "transformer+": run("transformer+", [3.0, 2.2], [10.0, 70.0]),
              "performer": run("performer", [3.5, 3.4], [10.0, 20.0])}     # a short run sets only its own time
-    rows = quality.compare(seed0)
+    rows = report.compare(seed0)
     f = rows["flash"]
     assert f["equal_time"] == 60.0 and f["baseline_loss_at_equal_time"] == 2.4
     assert f["delta_vs_tfmpp"] == pytest.approx((3.0 - 50 / 70) - 2.4)   # FLASH interpolated at 60 s
@@ -86,11 +106,11 @@ def test_equal_time_comparison_is_pairwise_with_transformerpp_and_feeds_the_4k_t
     assert rows["transformer++"]["speedup"] is None                     # never reaches 2.2
     seed1 = {"flash": run("flash", [3.0, 2.9], [10.0, 50.0]),
              "transformer++": run("transformer++", [3.0, 2.5], [10.0, 50.0])}
-    comparisons = [dict(context=4096, seed=0, rows=rows), dict(context=4096, seed=1, rows=quality.compare(seed1)),
-                   dict(context=512, seed=0, rows=rows)]                  # other contexts are not the target
-    got = {t["name"]: t for t in quality.targets(dict(comparisons=comparisons))}
-    assert set(got) == {"flash_vs_tfmpp_quality_4k_seed0", "flash_vs_tfmpp_quality_4k_seed1"}
-    assert got["flash_vs_tfmpp_quality_4k_seed0"]["met"] and "equal training time 60 s" in \
-        got["flash_vs_tfmpp_quality_4k_seed0"]["text"]
-    assert not got["flash_vs_tfmpp_quality_4k_seed1"]["met"]
-    assert got["flash_vs_tfmpp_quality_4k_seed1"]["value"] == pytest.approx(0.4)
+    comparisons = [dict(context=4096, seed=0, rows=rows), dict(context=4096, seed=1, rows=report.compare(seed1)),
+                   dict(context=512, seed=0, rows={"transformer+": {}})]        # no FLASH: no line
+    got = {h["name"]: h for h in report.headline(comparisons)}
+    assert set(got) == {"flash_vs_tfmpp_loss_4096_seed0", "flash_vs_tfmpp_loss_4096_seed1"}
+    assert got["flash_vs_tfmpp_loss_4096_seed0"]["text"] == (
+        "4K context, seed 0, equal training time 60 s: FLASH held-out loss 2.2857 vs Transformer++ 2.4000 "
+        "(difference -0.1143 nats)")
+    assert got["flash_vs_tfmpp_loss_4096_seed1"]["value"] == pytest.approx(0.4)

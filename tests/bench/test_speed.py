@@ -1,27 +1,40 @@
-"""`flashgau bench speed` at tiny size: reports written with the right fields, resume skips finished groups.
-No assertion on wall-clock time."""
+"""`flashgau bench speed` at tiny size: reports written with the right fields, resume skips finished groups, the
+plan, the precisions "auto" picks, the compiled series' plumbing. Matmul peaks are timed at --peak-sizes 64 (the
+default sizes take minutes in bf16 on a CPU without bf16 units). No assertion on wall-clock time."""
 
 import json
 
 import pytest
 
 from flashgau.bench import speed
+from flashgau.bench.speed import plan as speed_plan
 from flashgau.model import LanguageModel
+from flashgau.runtime import precision as precision_mod
+
+TINY = ["--preset", "tiny", "--archs", "transformer++", "flash", "--tokens-per-step", 64, "--warmup", 0,
+        "--repeats", 2, "--peak-sizes", 64, "--compile-contexts"]
 
 
 def _args(parse, out, *extra):
-    return parse(speed, ["--preset", "tiny", "--archs", "transformer++", "flash", "--contexts", 32, 64,
-                         "--tokens-per-step", 64, "--batch-contexts", 32, "--precisions", "fp32", "--warmup", 0,
-                         "--repeats", 2, "--out", out, "--compile-contexts", *extra])
+    return parse(speed, [*TINY, "--contexts", 32, 64, "--batch-contexts", 32, "--precisions", "fp32", "--out", out,
+                         *extra])
+
+
+@pytest.fixture
+def slow_bf16(monkeypatch):
+    """This CPU runs bf16 products 50x slower than fp32 (as an AVX2-only CPU does), without timing anything."""
+    monkeypatch.setattr(precision_mod, "cpu_bf16_probe", lambda: dict(
+        fp32_gflops=100.0, bf16_gflops=2.0, bf16_speedup=0.02, size=256, bf16_flags=[]))
 
 
 def test_speed_writes_reports_and_resumes(tmp_path, capsys, parse):
-    assert speed.run(_args(parse, tmp_path)) == 0
+    assert speed.run(_args(parse, tmp_path, "--no-memory")) == 0
     rep = json.loads((tmp_path / "speed.json").read_text())
-    assert (tmp_path / "speed.md").read_text().startswith("# Training-step speed")
+    md = (tmp_path / "speed.md").read_text()
+    assert md.startswith("# Training-step speed") and "device cpu" in md and "CPU capability" in md
     assert (tmp_path / "speed.png").stat().st_size > 0
-    assert {"command", "packages", "machine"} <= set(rep["env"])
-    assert rep["settings"]["seed"] == 0
+    assert {"command", "packages", "machine"} <= set(rep["env"]) and rep["env"]["machine"]["device"] == "cpu"
+    assert rep["settings"]["seed"] == 0 and rep["settings"]["peak_sizes"] == [64]
     rows = {(r["arch"], r["series"], r["context"]): r for r in rep["rows"]}
     # fixed tokens: 64 tokens per step -> batch 2 at 32, batch 1 at 64; fixed batch 1 at 32
     assert set(rows) == {(a, s, t) for a in ("transformer++", "flash")
@@ -29,33 +42,92 @@ def test_speed_writes_reports_and_resumes(tmp_path, capsys, parse):
     r = rows[("flash", "tokens", 32)]
     assert r["batch"] == 2 and len(r["times"]) == 2 and r["min"] <= r["median"] <= r["max"]
     assert r["flops_source"] == "analytic" and r["flops"] > 0 and r["mfu"] > 0
-    assert r["counted_flops"] > 0 and r["peak_bytes"] > 0
-    assert rep["matmul_peaks_gflops"]
+    assert 0 < r["cpu_utilisation"] and r["peak_bytes"] is None          # --no-memory
+    assert rep["matmul_peaks_gflops"] and set(rep["peak_used"]) == {"fp32"}
+    (ratio,) = [h for h in rep["headline"] if h["name"] == "flash_vs_tfmpp_tokens_fp32"]
+    assert set(ratio["values"]) == {"32", "64"}                 # context -> ratio (JSON keys are strings)
+    assert "FLASH vs Transformer++ step time, fp32, eager" in md and "model-FLOP ratio" in md
+    assert "target" not in md.lower() and "issue" not in md.lower()
     runs = sorted((tmp_path / "runs" / "speed").glob("*.json"))
-    assert len(runs) == 3
+    assert [p.stem for p in runs] == ["tiny-batch-T32-B1-fp32", "tiny-tokens-T32-B2-fp32", "tiny-tokens-T64-B1-fp32"]
     stamps = {p: p.stat().st_mtime_ns for p in runs}
     capsys.readouterr()
 
-    assert speed.run(_args(parse, tmp_path)) == 0          # everything is saved: nothing is measured again
+    assert speed.run(_args(parse, tmp_path, "--no-memory")) == 0   # everything is saved: nothing is measured again
     out = capsys.readouterr().out
     assert out.count("done, skipped") == 3 and "matmul peak" not in out
     assert {p: p.stat().st_mtime_ns for p in runs} == stamps
 
 
+def test_memory_and_counted_flops_of_a_step_in_a_separate_process(tmp_path, parse):
+    args = parse(speed, [*TINY, "--contexts", 32, "--batch-contexts", "--precisions", "fp32", "--out", tmp_path])
+    assert speed.run(args) == 0
+    rep = json.loads((tmp_path / "speed.json").read_text())
+    for r in rep["rows"]:
+        assert r["counted_flops"] > 0 and r["peak_bytes"] > 0 and r["steady_bytes"] > 0
+        assert r["counted_flops"] == pytest.approx(r["analytic_flops"], rel=0.03)
+    assert [g["memory"] for g in rep["log"]] == [True]
+    assert "resident-set high-water mark" in (tmp_path / "speed.md").read_text()
+
+
 def test_groups_and_skips(tmp_path, parse):
-    s = speed._settings(_args(parse, tmp_path, "--max-attention-gib", 1e-9))
-    plan = speed.groups(s)
-    assert [(g["series"], g["context"], g["batch"]) for g in plan] == [("tokens", 64, 1), ("tokens", 32, 2),
-                                                                     ("batch", 32, 1)]
+    s = speed.settings_from_args(_args(parse, tmp_path, "--max-attention-gib", 1e-9))
+    assert [(g.series, g.context, g.batch) for g in speed.groups(s)] == [("tokens", 64, 1), ("tokens", 32, 2),
+                                                                         ("batch", 32, 1)]
     cfg = speed.model_config("flash-quad", "tiny", 64)
-    assert speed.attention_bytes_estimate(cfg, 1, 64) > 0
-    assert speed.attention_bytes_estimate(speed.model_config("flash", "tiny", 64), 1, 64) == 0
+    assert speed_plan.attention_bytes_estimate(cfg, 1, 64) > 0
+    assert speed_plan.attention_bytes_estimate(speed.model_config("flash", "tiny", 64), 1, 64) == 0
+
+
+def test_skipped_arch_is_reported_and_bf16_runs_on_tiny_shapes(tmp_path, parse, slow_bf16):
+    args = parse(speed, [*TINY, "--archs", "flash-quad", "flash", "--contexts", 32, "--batch-contexts",
+                         "--precisions", "fp32", "bf16", "--max-attention-gib", 1e-9, "--no-memory", "--out",
+                         tmp_path])
+    assert speed.run(args) == 0
+    rep = json.loads((tmp_path / "speed.json").read_text())
+    assert {(r["arch"], r["precision"], bool(r["skipped"])) for r in rep["rows"]} == {
+        ("flash-quad", "fp32", True), ("flash-quad", "bf16", True), ("flash", "fp32", False), ("flash", "bf16", False)}
+    assert set(rep["peak_used"]) == {"fp32", "bf16"}
+    assert "50x slower" in rep["settings"]["precision_reasons"]["bf16"]
+    md = (tmp_path / "speed.md").read_text()
+    assert "## Skipped configurations" in md and "fixed 64 tokens per step, bf16" in md and "MFU bf16" in md
+
+
+def test_precisions_auto_follow_the_device(parse, tmp_path, slow_bf16, monkeypatch):
+    s = speed.settings_from_args(parse(speed, ["--out", tmp_path]))          # default: auto
+    assert s.precisions == ["fp32"] and "50x slower" in s.precision_reasons["fp32"]
+    assert speed.settings_from_args(parse(speed, ["--precisions", "auto", "bf16"])).precisions == ["fp32", "bf16"]
+    monkeypatch.setattr(precision_mod, "cpu_bf16_probe", lambda: dict(
+        fp32_gflops=100.0, bf16_gflops=300.0, bf16_speedup=3.0, size=256, bf16_flags=["amx_bf16"]))
+    s = speed.settings_from_args(parse(speed, []))
+    assert s.precisions == ["fp32", "bf16"] and "faster" in s.precision_reasons["bf16"]
+
+
+def test_quick_settings_yield_to_explicit_options(parse, tmp_path, slow_bf16):
+    s = speed.settings_from_args(parse(speed, ["--quick"]))
+    assert (s.contexts, s.tokens_per_step, s.repeats, s.batch_contexts, s.compile_contexts) == (
+        [512, 2048], 2048, 2, [], [])
+    assert all(g.series != "compiled" for g in speed.groups(s))
+    # an option given explicitly wins over --quick, also when it equals the full run's default
+    s = speed.settings_from_args(parse(speed, ["--quick", "--tokens-per-step", 16384, "--repeats", 3]))
+    assert (s.tokens_per_step, s.repeats, s.contexts) == (16384, 3, [512, 2048])
+    s = speed.settings_from_args(parse(speed, []))
+    assert (s.contexts[-1], s.tokens_per_step, s.repeats, s.peak_sizes) == (16384, 16384, 3, [1024, 2048])
+
+
+def test_options_that_cannot_run_are_one_line_errors(tmp_path, capsys):
+    assert speed.main(["--preset", "tiny", "--contexts", "48", "--tokens-per-step", "64", "--out", str(tmp_path)]) == 2
+    assert "not a multiple of context 48" in capsys.readouterr().err
+    assert speed.main(["--precisions", "fp16", "--device", "cpu", "--out", str(tmp_path)]) == 2
+    assert "fp16 needs a CUDA device" in capsys.readouterr().err
+    assert speed.main(["--device", "tpu", "--out", str(tmp_path)]) == 2
+    assert "--device must be" in capsys.readouterr().err
 
 
 def _compiled_args(parse, out, *compile_contexts):
     return parse(speed, ["--preset", "tiny", "--archs", "transformer++", "flash", "--contexts", 32,
                          "--tokens-per-step", 64, "--batch-contexts", "--precisions", "fp32", "--warmup", 0,
-                         "--repeats", 2, "--no-memory", "--out", out,
+                         "--repeats", 2, "--no-memory", "--peak-sizes", 64, "--out", out,
                          "--compile-contexts", *(compile_contexts or [32]),
                          "--compile-archs", "transformer++", "flash"])
 
@@ -64,21 +136,22 @@ def test_compiled_series_compiles_each_arch_and_reports_it(tmp_path, parse, monk
     """Plumbing of the compiled series, with Module.compile recorded instead of run (the real compile is the
     slow test below): per compiled group a fresh compile cache, then one static-shape compile per arch (code
     compiled for one context must not be recompiled with dynamic shapes for the next), a forced warm-up step, its
-    own table and targets."""
+    own table and ratio line."""
     import torch._dynamo
     calls = []
     monkeypatch.setattr(LanguageModel, "compile", lambda self, *a, **k: calls.append((self.config.arch, k)))
     monkeypatch.setattr(torch._dynamo, "reset", lambda: calls.append("reset"))
     args = _compiled_args(parse, tmp_path, 32, 64)
-    assert [(g["series"], g["context"]) for g in speed.groups(speed._settings(args))] == [
+    assert [(g.series, g.context) for g in speed.groups(speed.settings_from_args(args))] == [
         ("tokens", 32), ("compiled", 64), ("compiled", 32)]
     assert speed.run(args) == 0
     assert calls == ["reset", ("transformer++", {"dynamic": False}), ("flash", {"dynamic": False})] * 2
     rep = json.loads((tmp_path / "speed.json").read_text())
-    rows = {(r["arch"], r["series"]): r for r in rep["rows"]}
-    r = rows[("flash", "compiled")]
+    rows = {(r["arch"], r["series"], r["context"]): r for r in rep["rows"]}
+    r = rows[("flash", "compiled", 32)]
     assert len(r["times"]) == 2 and r["first_step"] > 0 and r["mfu"] > 0
-    assert "## Compiled (torch.compile" in (tmp_path / "speed.md").read_text()
+    md = (tmp_path / "speed.md").read_text()
+    assert "## Compiled (torch.compile" in md and "fp32, torch.compile, 64 tokens per step: 32: " in md
 
 
 @pytest.mark.slow
@@ -87,22 +160,3 @@ def test_compiled_series_real_compile(tmp_path, parse):
     rep = json.loads((tmp_path / "speed.json").read_text())
     assert {(r["arch"], r["series"]) for r in rep["rows"]} == {(a, s) for a in ("transformer++", "flash")
                                                                for s in ("tokens", "compiled")}
-
-
-def test_targets_report_eager_and_compiled_with_flop_ratio():
-    def row(arch, series, T, median, flops, mfu=None):
-        return dict(arch=arch, series=series, context=T, precision="fp32", batch=16384 // T, median=median,
-                    flops=flops, mfu=mfu, peak_fp32=300e9)
-    rows = [row("flash", "tokens", 8192, 4.0, 573e9, 0.3), row("transformer++", "tokens", 8192, 6.0, 1140e9),
-            row("flash", "compiled", 8192, 3.0, 573e9, 0.45), row("transformer++", "compiled", 8192, 6.0, 1140e9)]
-    got = {t["name"]: t for t in speed.targets(rows, dict(tokens_per_step=16384))}
-    assert got["flash_vs_tfmpp_8192"]["value"] == 1.5 and not got["flash_vs_tfmpp_8192"]["met"]
-    assert got["flash_vs_tfmpp_8192_compiled"]["value"] == 2.0 and got["flash_vs_tfmpp_8192_compiled"]["met"]
-    assert "model-FLOP ratio 1.99x" in got["flash_vs_tfmpp_8192_compiled"]["text"]
-    assert not got["flash_mfu_8k"]["met"] and got["flash_mfu_8k_compiled"]["met"]
-    assert "flash_vs_tfmpp_16384" not in got                   # no rows, no claim
-
-
-def test_quick_has_no_compiled_series(parse, tmp_path):
-    s = speed._settings(parse(speed, ["--quick", "--out", tmp_path]))
-    assert s["compile_contexts"] == [] and all(g["series"] != "compiled" for g in speed.groups(s))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from flashgau.data.tokenizers import (BPETokenizer, ByteTokenizer, load_tokenizer, make_tokenizer,
+from flashgau.data.tokenizers import (BPETokenizer, ByteTokenizer, load_tokenizer, load_tokenizer_json, make_tokenizer,
                                       save_tokenizer, tokenizer_from_dict)
 from flashgau.errors import TokenizerError
 
@@ -61,3 +61,27 @@ def test_bad_kind_and_corrupt_saved_tokenizer(tmp_path):
     (tmp_path / "t.json").write_text("garbage")
     with pytest.raises(TokenizerError, match="cannot read tokenizer file"):
         load_tokenizer(tmp_path / "t.json")
+
+
+def test_a_tokenizer_json_loads_as_the_same_bpe(tmp_path, bpe):
+    """What `flashgau export` writes (and GPT-2 style files from elsewhere) read back as flashgau's BPETokenizer."""
+    path = tmp_path / "tokenizer.json"
+    path.write_text(bpe.to_dict()["tokenizer_json"], encoding="utf-8")
+    again = load_tokenizer_json(path)
+    assert isinstance(again, BPETokenizer) and again.vocab_size == bpe.vocab_size
+    assert again.encode(ODD + TRAIN[0]) == bpe.encode(ODD + TRAIN[0]) and again.decode(bpe.encode(ODD)) == ODD
+
+
+def test_a_tokenizer_json_that_is_not_byte_level_bpe_is_refused(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    wordpiece = Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+    wordpiece.pre_tokenizer = pre_tokenizers.Whitespace()
+    wordpiece.save(str(tmp_path / "wp.json"))
+    with pytest.raises(TokenizerError, match="byte-level BPE"):
+        load_tokenizer_json(tmp_path / "wp.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(TokenizerError, match="cannot read tokenizer file"):
+        load_tokenizer_json(tmp_path / "bad.json")
+    with pytest.raises(TokenizerError, match="cannot read tokenizer file"):
+        load_tokenizer_json(tmp_path / "missing.json")

@@ -1,5 +1,6 @@
-"""Helpers for the model tests. Tiny models whose attention matters: at the paper's init (gamma ~ N(0, 0.02)) q.k is ~0 and a test comparing
-outputs could pass with the attention switched off, so `build` re-draws the attention-shaping parameters larger."""
+"""Helpers for the model tests. Tiny models whose attention matters: at the paper's init (gamma ~ N(0, 0.02)) q.k is
+~0 and a test comparing outputs could pass with the attention switched off, so `build` re-draws the attention-shaping
+parameters larger (and MC-TFM++'s linear scale/offset maps, zero at init, away from the identity)."""
 
 import torch
 
@@ -15,6 +16,8 @@ def _sharpen(model: LanguageModel, seed: int) -> None:
             leaf = name.rsplit(".", 1)[-1]
             if leaf in ("gamma", "beta", "a", "b") or name.endswith("rel.weight"):
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.7)
+            elif name.endswith(("lin.weight", "lin.bias")):
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
             elif p.dim() == 2:
                 p.mul_(5.0)          # weights at std 0.1: attention scores of order 1
 

@@ -46,7 +46,7 @@ def test_sampling_is_reproducible_and_controls_work(build):
     assert torch.equal(model.generate(prompt, 15, temperature=1.0, top_p=1e-6, generator=g(5)), greedy)
     # top_k = 3: every sampled token is among the 3 most likely at its step
     out = model.generate(prompt, 10, temperature=1.0, top_k=3, generator=g(2))
-    logits = model(out[:, :-1])[:, 4:]
+    logits = model(out[:, :-1]).logits[:, 4:]
     top3 = logits.topk(3, dim=-1).indices
     assert (top3 == out[:, 5:, None]).any(-1).all()
 
@@ -85,6 +85,23 @@ def test_continuing_from_a_kept_state_equals_one_long_generation(build):
     # feed nothing new: just keep sampling from where the stream stopped
     more, state = model.generate(whole[:, 11:12], 6, temperature=0, state=state, return_state=True)
     assert torch.equal(more[:, 1:], whole[:, 12:18])
+
+
+@pytest.mark.parametrize("arch", ["flash", "transformer++", "performer", "combiner", "mc-transformer++"])
+def test_selected_rows_decode_as_those_rows_alone(arch, build):
+    """DecodeState.select (beam search's reorder): rows picked, repeated and reordered keep decoding as themselves."""
+    model = build(arch)
+    x = tokens(3, 9)
+    mask = torch.arange(9)[None, :] < torch.tensor([9, 5, 7])[:, None]
+    with torch.no_grad():
+        _, state = model.prefill(x, mask)
+        picked = state.select(torch.tensor([2, 0, 2]))
+        assert picked.pos.tolist() == [7, 9, 7] and torch.equal(picked.last_logits[0], state.last_logits[2])
+        for t in range(6):                         # across chunk boundaries
+            step = tokens(3, 1, seed=10 + t)[:, 0]     # one token per original row
+            model.decode_step(step, state)
+            logits, picked = model.decode_step(step[[2, 0, 2]], picked)
+            assert torch.allclose(logits, state.last_logits[[2, 0, 2]], atol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from flashgau import ARCHS, LanguageModel, ModelConfig
 from flashgau.config import GAU_ARCHS
+from flashgau.errors import ConfigError
 from model_helpers import VOCAB, tokens
 
 
@@ -33,7 +34,7 @@ def test_config_round_trip_and_public_example():
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     model = LanguageModel(cfg)
     x = torch.randint(0, 256, (2, 20))
-    assert model(x).shape == (2, 20, 256)
+    assert model(x).logits.shape == (2, 20, 256) and model(x).loss is None
     out = model(x, attention_mask=torch.ones(2, 20), labels=x)
     assert out.logits.shape == (2, 20, 256) and out.loss.ndim == 0
 
@@ -47,6 +48,7 @@ def test_bad_config_says_what_to_change(field, value, message):
     with pytest.raises(ValueError, match="invalid ModelConfig") as err:
         ModelConfig(**{field: value})
     assert message in str(err.value)
+    assert isinstance(err.value, ConfigError)          # a FlashgauError: the CLI prints it as one line
     with pytest.raises(ValueError, match="unknown preset"):
         ModelConfig.preset("huge")
     with pytest.raises(ValueError, match="unknown ModelConfig field"):
@@ -105,10 +107,10 @@ def test_paper_normaliser_is_length_dependent_and_fixed_is_not(build):
     paper = build("flash-quad", normalizer="paper")
     fixed = build("flash-quad", normalizer="fixed", quad_norm_len=20)
     # at the full length both divide by 20, so they agree ...
-    torch.testing.assert_close(paper(x), fixed(x))
+    torch.testing.assert_close(paper(x).logits, fixed(x).logits)
     # ... but only the fixed one keeps its past outputs when the sequence is cut
-    torch.testing.assert_close(fixed(x[:, :10]), fixed(x)[:, :10], atol=2e-5, rtol=1e-5)
-    assert (paper(x[:, :10]) - paper(x)[:, :10]).abs().max() > 1e-2
+    torch.testing.assert_close(fixed(x[:, :10]).logits, fixed(x).logits[:, :10], atol=2e-5, rtol=1e-5)
+    assert (paper(x[:, :10]).logits - paper(x).logits[:, :10]).abs().max() > 1e-2
 
 
 def test_paper_normaliser_generates_by_recomputing(build):
@@ -120,7 +122,7 @@ def test_paper_normaliser_generates_by_recomputing(build):
     seq = prompt.clone()
     with torch.no_grad():
         for _ in range(6):
-            seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], dim=1)
+            seq = torch.cat([seq, model(seq).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     assert torch.equal(model.generate(prompt, 6, temperature=0), seq)
 
 
@@ -142,3 +144,48 @@ def test_training_forward_compiles_as_one_graph(arch):
     explained = torch._dynamo.explain(LanguageModel(cfg))(x, labels=x)
     assert explained.graph_break_count == 0, [str(b.reason) for b in explained.break_reasons]
     assert explained.graph_count == 1
+
+
+def test_labels_that_score_nothing_are_refused(build):
+    model = build("flash")
+    ids = tokens(2, 8)
+    with pytest.raises(ValueError, match="labels score no position"):
+        model(ids, labels=torch.full_like(ids, -100))
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[:, 4:] = False
+    labels = ids.clone()
+    labels[:, :4] = -100                                   # targets only where the mask says padding
+    with pytest.raises(ValueError, match="labels score no position"):
+        model(ids, attention_mask=mask, labels=labels)
+
+
+def test_a_state_from_another_model_is_refused_by_name(build):
+    flash, other = build("flash"), build("transformer++")
+    _, state = flash.prefill(tokens(1, 5))
+    with pytest.raises(ValueError, match=r"belongs to another model \(flash, 2 layers.*\), not to this one "
+                                         r"\(transformer\+\+"):
+        other.decode_step(torch.tensor([1]), state)
+    bigger = build("flash", d_model=128)
+    with pytest.raises(ValueError, match="belongs to another model"):
+        bigger.decode_step(torch.tensor([1]), state)
+    with pytest.raises(ValueError, match="takes the DecodeState that prefill"):
+        flash.decode_step(torch.tensor([1]), state.layers)
+
+
+@pytest.mark.parametrize("temperature", [1e-45, 1e-30, 1e-8])
+def test_tiny_temperatures_sample_the_argmax_instead_of_failing(build, temperature):
+    model = build("flash")
+    ids = tokens(2, 6)
+    greedy = model.generate(ids, 5, temperature=0)
+    assert torch.equal(model.generate(ids, 5, temperature=temperature, seed=0), greedy)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(temperature=float("inf")), "temperature must be a finite number"),
+    (dict(seed=2 ** 70), r"seed must be an integer in \[0, 2\*\*63\)"),
+    (dict(eos_token_id=10 ** 6), "eos_token_id must be a token id"),
+    (dict(top_p="0.5"), "top_p must be in"),
+])
+def test_bad_sampling_arguments_say_what_to_change(build, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build("flash").generate(tokens(1, 4), 3, **kwargs)

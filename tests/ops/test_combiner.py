@@ -10,8 +10,13 @@ from flashgau.ops.combiner import (
     empty_combiner_state,
 )
 from flashgau.ops.reference.combiner import combiner_attention_matrix_reference, combiner_attention_reference
+from op_helpers import assert_forward_backward_close, random_right_padding
 
 TOL = dict(atol=2e-5, rtol=2e-4)
+
+
+def _fast(q, k, v, **kw):
+    return combiner_attention(q, k, v, **kw)[0]
 
 
 def _inputs(B=2, H=3, T=11, dh=8, dv=6, seed=0, spread=1.0):
@@ -20,12 +25,6 @@ def _inputs(B=2, H=3, T=11, dh=8, dv=6, seed=0, spread=1.0):
     k = torch.randn(B, H, T, dh, generator=g) * spread
     v = torch.randn(B, H, T, dv, generator=g)
     return q, k, v
-
-
-def _right_padding(B, T, seed=3):
-    lengths = torch.randint(1, T + 1, (B,), generator=torch.Generator().manual_seed(seed))
-    lengths[0] = T
-    return torch.arange(T)[None, :] < lengths[:, None]
 
 
 def _softmax(q, k, v, causal):
@@ -39,23 +38,15 @@ def _softmax(q, k, v, causal):
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("T,chunk", [(1, 4), (5, 4), (8, 4), (13, 4), (24, 8), (37, 8), (6, 1)])
 def test_forward_backward_match_reference(causal, T, chunk):
-    q, k, v = _inputs(T=T)
-    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
-    ref_leaves = [t.clone().requires_grad_() for t in (q, k, v)]
-    out = combiner_attention(*leaves, chunk_size=chunk, causal=causal)
-    ref = combiner_attention_reference(*ref_leaves, chunk_size=chunk, causal=causal)
-    torch.testing.assert_close(out, ref, **TOL)
-    grad = torch.randn_like(out)
-    (out * grad).sum().backward()
-    (ref * grad).sum().backward()
-    for a, b in zip(leaves, ref_leaves):
-        torch.testing.assert_close(a.grad, b.grad, **TOL)
+    options = dict(chunk_size=chunk, causal=causal)
+    assert_forward_backward_close(lambda *a: _fast(*a, **options),
+                                  lambda *a: combiner_attention_reference(*a, **options), _inputs(T=T), **TOL)
 
 
 @pytest.mark.parametrize("causal", [True, False])
 def test_one_chunk_is_exact_softmax_attention(causal):
     q, k, v = _inputs(T=7)
-    out = combiner_attention(q, k, v, chunk_size=8, causal=causal)
+    out = _fast(q, k, v, chunk_size=8, causal=causal)
     torch.testing.assert_close(out, _softmax(q, k, v, causal), **TOL)
 
 
@@ -80,19 +71,19 @@ def test_key_mask_matches_reference(causal):
     B, T, C = 3, 22, 4
     q, k, v = _inputs(B=B, T=T)
     if causal:
-        mask = _right_padding(B, T)
+        mask = random_right_padding(B, T)
     else:
         mask = torch.rand(B, T, generator=torch.Generator().manual_seed(5)) > 0.45
         mask[:, 0] = True
         mask[1, 4:8] = False                                              # a whole chunk of padding
-    out = combiner_attention(q, k, v, chunk_size=C, causal=causal, key_mask=mask)
+    out = _fast(q, k, v, chunk_size=C, causal=causal, key_mask=mask)
     ref = combiner_attention_reference(q, k, v, chunk_size=C, causal=causal, key_mask=mask)
     real = mask[:, None, :, None].expand_as(out)
     torch.testing.assert_close(out[real], ref[real], **TOL)
     q2, k2, v2 = q.clone(), k.clone(), v.clone()
     for x in (q2, k2, v2):
         x[~mask[:, None, :, None].expand_as(x)] = 9.0                    # padding values must not matter
-    out2 = combiner_attention(q2, k2, v2, chunk_size=C, causal=causal, key_mask=mask)
+    out2 = _fast(q2, k2, v2, chunk_size=C, causal=causal, key_mask=mask)
     torch.testing.assert_close(out2[real], out[real], atol=1e-6, rtol=1e-6)
 
 
@@ -100,7 +91,7 @@ def test_all_masked_gives_zero_not_nan():
     q, k, v = (t.requires_grad_() for t in _inputs(B=1, T=9))
     mask = torch.zeros(1, 9, dtype=torch.bool)
     for causal in (True, False):
-        out = combiner_attention(q, k, v, chunk_size=4, causal=causal, key_mask=mask)
+        out = _fast(q, k, v, chunk_size=4, causal=causal, key_mask=mask)
         assert torch.equal(out, torch.zeros_like(out))
         out.sum().backward()
         assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
@@ -109,53 +100,59 @@ def test_all_masked_gives_zero_not_nan():
 def test_causal_outputs_ignore_the_future():
     T, t0, C = 30, 11, 4
     q, k, v = _inputs(T=T)
-    out = combiner_attention(q, k, v, chunk_size=C, causal=True)
+    out = _fast(q, k, v, chunk_size=C, causal=True)
     q2, k2, v2 = q.clone(), k.clone(), v.clone()
     for x in (q2, k2, v2):
         x[:, :, t0:] = torch.randn_like(x[:, :, t0:]) * 5
-    out2 = combiner_attention(q2, k2, v2, chunk_size=C, causal=True)
+    out2 = _fast(q2, k2, v2, chunk_size=C, causal=True)
     torch.testing.assert_close(out2[:, :, :t0], out[:, :, :t0], atol=1e-6, rtol=1e-6)
-    short = combiner_attention(q[:, :, :t0], k[:, :, :t0], v[:, :, :t0], chunk_size=C, causal=True)
+    short = _fast(q[:, :, :t0], k[:, :, :t0], v[:, :, :t0], chunk_size=C, causal=True)
     torch.testing.assert_close(short, out[:, :, :t0], atol=1e-6, rtol=1e-6)
 
 
 def test_step_equals_parallel_and_state_grows_per_chunk():
     B, H, T, dh, dv, C = 2, 3, 23, 8, 6, 4
     q, k, v = _inputs(B=B, H=H, T=T, dh=dh, dv=dv)
-    full = combiner_attention(q, k, v, chunk_size=C, causal=True)
+    full = _fast(q, k, v, chunk_size=C, causal=True)
     state = empty_combiner_state(B, H, C, dh, dv)
     outs = []
     for t in range(T):
-        o, state = combiner_attention_step(q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], state)
+        state.reserve(t + 1, exact=False)                                 # room for this token's summary
+        o, state = combiner_attention_step(q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], state,
+                                           torch.full((B,), t))
         outs.append(o)
         assert state.sum_k.shape[2] >= (t + 1) // C
     torch.testing.assert_close(torch.cat(outs, dim=2), full, **TOL)
-    assert isinstance(state, CombinerState) and torch.equal(state.pos, torch.full((B,), T))
+    assert isinstance(state, CombinerState)
     assert state.sum_k.shape[2] < 2 * (T // C) + 4                        # one summary per chunk, not per token
+
+
+def test_reserve_exact_or_doubling():
+    state = empty_combiner_state(1, 1, 4, 8)
+    state.reserve(9)
+    assert state.sum_k.shape[2] == state.sum_v.shape[2] == 3              # ceil(9 / 4) summaries, exactly
+    state.reserve(12)
+    assert state.sum_k.shape[2] == 3                                      # already enough: nothing to do
+    state.reserve(13, exact=False)
+    assert state.sum_k.shape[2] == 6                                      # growing one token at a time: doubling
 
 
 def test_prefill_state_then_steps_equal_parallel():
     B, H, T, extra, C = 3, 2, 14, 7, 4
     q, k, v = _inputs(B=B, H=H, T=T + extra)
-    mask = _right_padding(B, T)
+    mask = random_right_padding(B, T)
     mask[1] = torch.arange(T) < 8                                         # a row ending on a chunk boundary
     lengths = mask.sum(1)
     _, state = combiner_attention(q[:, :, :T], k[:, :, :T], v[:, :, :T], chunk_size=C, causal=True,
-                                  key_mask=mask, return_state=True)
+                                  key_mask=mask, output_final_state=True)
     snapshot = state.clone()
     idx = lengths[:, None] + torch.arange(extra)[None, :]
     for j in range(extra):
         pick = lambda x: x.gather(2, idx[:, j].reshape(B, 1, 1, 1).expand(B, H, 1, x.shape[-1]))
-        o, state = combiner_attention_step(pick(q), pick(k), pick(v), state)
+        state.reserve(int(idx[:, j].max()) + 1, exact=False)
+        o, state = combiner_attention_step(pick(q), pick(k), pick(v), state, idx[:, j])
         for b in range(B):
             n = int(idx[b, j]) + 1
-            row = combiner_attention(q[b:b + 1, :, :n], k[b:b + 1, :, :n], v[b:b + 1, :, :n], chunk_size=C,
-                                     causal=True)
+            row = _fast(q[b:b + 1, :, :n], k[b:b + 1, :, :n], v[b:b + 1, :, :n], chunk_size=C, causal=True)
             torch.testing.assert_close(o[b:b + 1], row[:, :, -1:], **TOL)
-    assert not torch.equal(snapshot.pos, state.pos)
-
-
-def test_return_state_needs_causal():
-    q, k, v = _inputs(T=4)
-    with pytest.raises(ValueError):
-        combiner_attention(q, k, v, chunk_size=2, causal=False, return_state=True)
+    assert not torch.equal(snapshot.k, state.k)                           # the steps wrote into state only

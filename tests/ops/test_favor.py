@@ -14,9 +14,14 @@ from flashgau.ops.favor import (
     favor_attention_step,
     favor_features,
 )
-from flashgau.ops.reference.performer import favor_attention_reference, favor_features_reference
+from flashgau.ops.reference.favor import favor_attention_reference, favor_features_reference
+from op_helpers import assert_forward_backward_close, random_right_padding
 
 TOL = dict(atol=2e-5, rtol=2e-4)
+
+
+def _fast(q, k, v, projection, **kw):
+    return favor_attention(q, k, v, projection, **kw)[0]
 
 
 def _inputs(B=2, H=3, T=11, dh=8, seed=0, spread=1.0):
@@ -27,13 +32,6 @@ def _inputs(B=2, H=3, T=11, dh=8, seed=0, spread=1.0):
 
 def _projection(m=24, dh=8, seed=1, **kw):
     return draw_orthogonal_features(m, dh, generator=torch.Generator().manual_seed(seed), **kw)
-
-
-def _right_padding(B, T, seed=3):
-    g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, T + 1, (B,), generator=g)
-    lengths[0] = T
-    return torch.arange(T)[None, :] < lengths[:, None]
 
 
 def _softmax_attention(q, k, v, causal):
@@ -87,18 +85,9 @@ def test_features_match_reference_and_are_unbiased():
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("T,chunk", [(1, 4), (5, 4), (16, 4), (23, 8), (37, 16), (9, 1)])
 def test_forward_backward_match_reference(causal, T, chunk):
-    q, k, v = _inputs(T=T)
     w = _projection()
-    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
-    ref_leaves = [t.clone().requires_grad_() for t in (q, k, v)]
-    out = favor_attention(*leaves, w, causal=causal, chunk_size=chunk)
-    ref = favor_attention_reference(*ref_leaves, w, causal=causal)
-    torch.testing.assert_close(out, ref, **TOL)
-    grad = torch.randn_like(out)
-    (out * grad).sum().backward()
-    (ref * grad).sum().backward()
-    for a, b in zip(leaves, ref_leaves):
-        torch.testing.assert_close(a.grad, b.grad, **TOL)
+    assert_forward_backward_close(lambda *a: _fast(*a, w, causal=causal, chunk_size=chunk),
+                                  lambda *a: favor_attention_reference(*a, w, causal=causal), _inputs(T=T), **TOL)
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -107,11 +96,11 @@ def test_key_mask_matches_reference(causal):
     q, k, v = _inputs(B=B, T=T)
     w = _projection()
     if causal:
-        mask = _right_padding(B, T)
+        mask = random_right_padding(B, T)
     else:
         mask = torch.rand(B, T, generator=torch.Generator().manual_seed(4)) > 0.4
         mask[:, 0] = True
-    out = favor_attention(q, k, v, w, causal=causal, key_mask=mask, chunk_size=8)
+    out = _fast(q, k, v, w, causal=causal, key_mask=mask, chunk_size=8)
     ref = favor_attention_reference(q, k, v, w, causal=causal, key_mask=mask)
     real = mask[:, None, :, None].expand_as(out)
     torch.testing.assert_close(out[real], ref[real], **TOL)
@@ -119,7 +108,7 @@ def test_key_mask_matches_reference(causal):
     k2, v2 = k.clone(), v.clone()
     k2[~mask[:, None, :, None].expand_as(k)] = 50.0
     v2[~mask[:, None, :, None].expand_as(v)] = -7.0
-    out2 = favor_attention(q, k2, v2, w, causal=causal, key_mask=mask, chunk_size=8)
+    out2 = _fast(q, k2, v2, w, causal=causal, key_mask=mask, chunk_size=8)
     torch.testing.assert_close(out2[real], out[real], atol=1e-6, rtol=1e-6)
 
 
@@ -128,7 +117,7 @@ def test_all_keys_masked_gives_zero_not_nan():
     w = _projection()
     mask = torch.zeros(1, 6, dtype=torch.bool)
     for causal in (True, False):
-        out = favor_attention(q, k, v, w, causal=causal, key_mask=mask, chunk_size=4)
+        out = _fast(q, k, v, w, causal=causal, key_mask=mask, chunk_size=4)
         assert torch.equal(out, torch.zeros_like(out))
 
 
@@ -136,13 +125,13 @@ def test_causal_outputs_ignore_the_future():
     T, t0 = 29, 13
     q, k, v = _inputs(T=T)
     w = _projection()
-    out = favor_attention(q, k, v, w, causal=True, chunk_size=8)
+    out = _fast(q, k, v, w, causal=True, chunk_size=8)
     q2, k2, v2 = q.clone(), k.clone(), v.clone()
     for x in (q2, k2, v2):
         x[:, :, t0:] = torch.randn_like(x[:, :, t0:]) * 6       # large values also move no shift of the past
-    out2 = favor_attention(q2, k2, v2, w, causal=True, chunk_size=8)
+    out2 = _fast(q2, k2, v2, w, causal=True, chunk_size=8)
     torch.testing.assert_close(out2[:, :, :t0], out[:, :, :t0], atol=1e-6, rtol=1e-6)
-    short = favor_attention(q[:, :, :t0], k[:, :, :t0], v[:, :, :t0], w, causal=True, chunk_size=8)
+    short = _fast(q[:, :, :t0], k[:, :, :t0], v[:, :, :t0], w, causal=True, chunk_size=8)
     torch.testing.assert_close(short, out[:, :, :t0], atol=1e-6, rtol=1e-6)
 
 
@@ -161,7 +150,7 @@ def test_extreme_logits_stay_finite_and_exact(causal):
     v = torch.randn(1, 2, T, 8, generator=g)
     raw = favor_features(k, w)
     assert torch.isinf(raw).any() and (raw == 0).any()
-    out = favor_attention(q, k, v, w, causal=causal, chunk_size=4)
+    out = _fast(q, k, v, w, causal=causal, chunk_size=4)
     assert torch.isfinite(out).all()
     ref = favor_attention_reference(q, k, v, w, causal=causal)
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-3)
@@ -174,7 +163,7 @@ def test_extreme_logits_stay_finite_and_exact(causal):
 
 def test_half_precision_inputs_keep_their_dtype():
     q, k, v = (t.to(torch.bfloat16) for t in _inputs(T=10))
-    out = favor_attention(q, k, v, _projection(), causal=True, chunk_size=4)
+    out = _fast(q, k, v, _projection(), causal=True, chunk_size=4)
     assert out.dtype == torch.bfloat16
     ref = favor_attention_reference(q.float(), k.float(), v.float(), _projection(), causal=True)
     torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=3e-2)
@@ -192,7 +181,7 @@ def test_causal_memory_has_no_per_token_state():
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = favor_attention(q, k, v, w, causal=True, chunk_size=C)
+        out = _fast(q, k, v, w, causal=True, chunk_size=C)
     out.sum().backward()
     assert max(sizes) <= B * H * T * m * dh // 8
 
@@ -212,7 +201,7 @@ def test_error_against_softmax_shrinks_with_more_features(causal):
         errs = []
         for seed in range(16):
             w = draw_orthogonal_features(m, 16, generator=torch.Generator().manual_seed(100 + seed))
-            out = favor_attention(q, k, v, w, causal=causal, chunk_size=8).double()
+            out = _fast(q, k, v, w, causal=causal, chunk_size=8).double()
             errs.append(((out - exact).norm() / exact.norm()).item())
         errors[m] = sum(errs) / len(errs)
     values = [errors[m] for m in sorted(errors)]
@@ -228,7 +217,7 @@ def test_step_equals_parallel():
     B, H, T, dh = 2, 3, 13, 8
     q, k, v = _inputs(B=B, H=H, T=T, dh=dh, spread=2.0)
     w = _projection(24, dh)
-    full = favor_attention(q, k, v, w, causal=True, chunk_size=4)
+    full = _fast(q, k, v, w, causal=True, chunk_size=4)
     state = empty_favor_state(B, H, 24, dh)
     outs = []
     for t in range(T):
@@ -243,10 +232,10 @@ def test_prefill_state_then_steps_equal_parallel():
     B, H, T, dh, extra = 3, 2, 17, 8, 6
     q, k, v = _inputs(B=B, H=H, T=T + extra, dh=dh)
     w = _projection(24, dh)
-    mask = _right_padding(B, T)
+    mask = random_right_padding(B, T)
     lengths = mask.sum(1)
     _, state = favor_attention(q[:, :, :T], k[:, :, :T], v[:, :, :T], w, causal=True, key_mask=mask,
-                               chunk_size=4, return_state=True)
+                               chunk_size=4, output_final_state=True)
     snapshot = state.clone()
     # each row continues from its own length; compare with one parallel pass over its real tokens
     idx = lengths[:, None] + torch.arange(extra)[None, :]            # (B, extra) positions to decode
@@ -255,13 +244,6 @@ def test_prefill_state_then_steps_equal_parallel():
         o, state = favor_attention_step(q.gather(2, pick), k.gather(2, pick), v.gather(2, pick), w, state)
         for b in range(B):
             n = int(idx[b, j]) + 1
-            row = favor_attention(q[b:b + 1, :, :n], k[b:b + 1, :, :n], v[b:b + 1, :, :n], w, causal=True,
-                                  chunk_size=4)
+            row = _fast(q[b:b + 1, :, :n], k[b:b + 1, :, :n], v[b:b + 1, :, :n], w, causal=True, chunk_size=4)
             torch.testing.assert_close(o[b:b + 1], row[:, :, -1:], **TOL)
     assert not torch.equal(snapshot.kv, state.kv)                    # clone() is a real copy
-
-
-def test_return_state_needs_causal():
-    q, k, v = _inputs(T=4)
-    with pytest.raises(ValueError):
-        favor_attention(q, k, v, _projection(), causal=False, return_state=True)

@@ -13,19 +13,21 @@ from flashgau.ops.mixed_chunk import (
     FlashState,
     empty_flash_state,
     mixed_chunk_attention,
-    mixed_chunk_step,
+    mixed_chunk_attention_step,
 )
-from flashgau.ops.reference.flash import mixed_chunk_attention_reference
+from flashgau.ops.reference.mixed_chunk import mixed_chunk_attention_minimal, mixed_chunk_attention_reference
+from op_helpers import assert_forward_backward_close, right_padding
 
 TOL = dict(atol=2e-5, rtol=2e-4)
+NAMES = ["quad_q", "quad_k", "lin_q", "lin_k", "v", "bias"]
 
 
 def _inputs(B=2, H=1, T=11, s=8, e=6, C=4, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
-    qq, qk, lq, lk = (torch.randn(B, H, T, s, generator=g) for _ in range(4))
+    quad_q, quad_k, lin_q, lin_k = (torch.randn(B, H, T, s, generator=g) for _ in range(4))
     v = torch.randn(B, H, T, e, generator=g)
     bias = torch.randn(C, C, generator=g) * 0.5
-    return [t.to(dtype) for t in (qq, qk, lq, lk, v, bias)]
+    return [t.to(dtype) for t in (quad_q, quad_k, lin_q, lin_k, v, bias)]
 
 
 def _dense_bias(bias, T):
@@ -34,12 +36,17 @@ def _dense_bias(bias, T):
     return bias[slot[:, None], slot[None, :]]
 
 
-def _right_padding(lengths, T):
-    return torch.arange(T)[None, :] < torch.as_tensor(lengths)[:, None]
+def _fast(xs, C, causal, key_mask=None):
+    return mixed_chunk_attention(*xs, chunk_size=C, causal=causal, key_mask=key_mask)[0]
 
 
-def _fast(xs, C, causal, key_mask=None, **kw):
-    return mixed_chunk_attention(*xs, chunk_size=C, causal=causal, key_mask=key_mask, **kw)
+def _prefill(xs, C, key_mask=None):
+    """(o, the state after each row's real tokens)."""
+    return mixed_chunk_attention(*xs, chunk_size=C, causal=True, key_mask=key_mask, output_final_state=True)
+
+
+def _minimal(xs, C, causal, key_mask=None):
+    return mixed_chunk_attention_minimal(*xs, chunk_size=C, causal=causal, key_mask=key_mask)
 
 
 def _ref(xs, C, causal, key_mask=None):
@@ -53,33 +60,35 @@ def _ref(xs, C, causal, key_mask=None):
 # The reference itself, against the paper's formulas written out element by element (§3.1, §3.3 net normalisation)
 
 
-def _paper_loop(qq, qk, lq, lk, v, bias, C, causal):
-    """One row, one head, no padding: o_i = sum_{j in chunk(i), j<=i if causal} relu(qq_i.qk_j/C + b)^2 v_j
-    + lq_i . (sum over visible chunks h of lk_h^T v_h) / (number of tokens in those chunks)."""
-    T = qq.shape[0]
+def _paper_loop(quad_q, quad_k, lin_q, lin_k, v, bias, C, causal):
+    """One row, one head, no padding: o_i = sum_{j in chunk(i), j<=i if causal} relu(quad_q_i.quad_k_j/C + b)^2 v_j
+    + lin_q_i . (sum over visible chunks h of lin_k_h^T v_h) / (number of tokens in those chunks)."""
+    T = quad_q.shape[0]
     out = torch.zeros(T, v.shape[-1], dtype=torch.float64)
     for i in range(T):
         g = i // C
         for j in range(g * C, min((g + 1) * C, T)):
             if causal and j > i:
                 continue
-            w = max(float(qq[i] @ qk[j]) / C + float(bias[i % C, j % C]), 0.0) ** 2
+            w = max(float(quad_q[i] @ quad_k[j]) / C + float(bias[i % C, j % C]), 0.0) ** 2
             out[i] += w * v[j]
         keys = range(0, g * C) if causal else range(T)
         if len(keys):
-            S = sum(torch.outer(lk[j], v[j]) for j in keys)
-            out[i] += (lq[i] @ S) / len(keys)
+            S = sum(torch.outer(lin_k[j], v[j]) for j in keys)
+            out[i] += (lin_q[i] @ S) / len(keys)
     return out
 
 
 @pytest.mark.parametrize("causal", [True, False])
 def test_reference_matches_paper_formula(causal):
-    qq, qk, lq, lk, v, bias = _inputs(B=1, T=10, C=4, dtype=torch.float64)
-    want = _paper_loop(qq[0, 0], qk[0, 0], lq[0, 0], lk[0, 0], v[0, 0], bias, 4, causal)
-    got = _ref([qq, qk, lq, lk, v, bias], 4, causal)[0, 0]
+    quad_q, quad_k, lin_q, lin_k, v, bias = _inputs(B=1, T=10, C=4, dtype=torch.float64)
+    want = _paper_loop(quad_q[0, 0], quad_k[0, 0], lin_q[0, 0], lin_k[0, 0], v[0, 0], bias, 4, causal)
+    got = _ref([quad_q, quad_k, lin_q, lin_k, v, bias], 4, causal)[0, 0]
     torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
-    fast = _fast([qq, qk, lq, lk, v, bias], 4, causal)[0, 0]
+    fast = _fast([quad_q, quad_k, lin_q, lin_k, v, bias], 4, causal)[0, 0]
     torch.testing.assert_close(fast, want, atol=1e-10, rtol=1e-10)
+    minimal = mixed_chunk_attention_minimal(quad_q, quad_k, lin_q, lin_k, v, bias, chunk_size=4, causal=causal)[0, 0]
+    torch.testing.assert_close(minimal, want, atol=1e-10, rtol=1e-10)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -94,18 +103,21 @@ SHAPES = [  # (T, C): T = 1, T < C, T = C, T not a multiple of C, many chunks, C
 @pytest.mark.parametrize("T,C", SHAPES, ids=[f"T{t}-C{c}" for t, c in SHAPES])
 def test_forward_backward_match_reference_fp32(causal, T, C):
     xs = _inputs(B=2, H=2, T=T, C=C)
-    fast_leaves = [t.clone().requires_grad_() for t in xs]
-    ref_leaves = [t.clone().requires_grad_() for t in xs]
-    out = _fast(fast_leaves, C, causal)
-    ref = _ref(ref_leaves, C, causal)
-    assert out.shape == ref.shape == (2, 2, T, 6)
-    torch.testing.assert_close(out, ref, **TOL)
-    grad = torch.randn_like(out)
-    (out * grad).sum().backward()
-    (ref * grad).sum().backward()
-    for name, a, b in zip(["qq", "qk", "lq", "lk", "v", "bias"], fast_leaves, ref_leaves):
-        assert a.grad is not None, name
-        torch.testing.assert_close(a.grad, b.grad, **TOL, msg=lambda m, n=name: f"grad of {n}: {m}")
+    assert _fast(xs, C, causal).shape == (2, 2, T, 6)
+    assert_forward_backward_close(lambda *a: _fast(a, C, causal), lambda *a: _ref(a, C, causal), xs, names=NAMES,
+                                  **TOL)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+@pytest.mark.parametrize("T,C", [(1, 4), (4, 4), (11, 4), (9, 8), (6, 1)], ids=lambda x: str(x))
+def test_minimal_chunked_form_matches_reference_and_fast_op(causal, T, C):
+    """The einsum listing of the four steps (reference/mixed_chunk.py) equals the dense reference and the fast op,
+    outputs and every gradient, with rows of different lengths (right padding)."""
+    xs = _inputs(B=3, H=2, T=T, C=C, seed=6)
+    mask = right_padding([T, max(T - 3, 1), 1], T)
+    for other in (_ref, _fast):
+        assert_forward_backward_close(lambda *a: _minimal(a, C, causal, mask), lambda *a: other(a, C, causal, mask),
+                                      xs, names=NAMES, real=mask[:, None, :, None], **TOL)
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
@@ -138,25 +150,16 @@ def test_key_mask_matches_reference_on_real_tokens(causal, C):
     T = 17
     lengths = [17, 1, 4, 9, 13]
     xs = _inputs(B=5, H=2, T=T, C=C)
-    mask = _right_padding(lengths, T)
-    fast_leaves = [t.clone().requires_grad_() for t in xs]
-    ref_leaves = [t.clone().requires_grad_() for t in xs]
-    out = _fast(fast_leaves, C, causal, mask)
-    ref = _ref(ref_leaves, C, causal, mask)
-    real = mask[:, None, :, None].expand_as(out)
-    torch.testing.assert_close(out[real], ref[real], **TOL)
-    grad = torch.randn_like(out) * real           # padded outputs are ignored
-    (out * grad).sum().backward()
-    (ref * grad).sum().backward()
-    for name, a, b in zip(["qq", "qk", "lq", "lk", "v", "bias"], fast_leaves, ref_leaves):
-        torch.testing.assert_close(a.grad, b.grad, **TOL, msg=lambda m, n=name: f"grad of {n}: {m}")
+    mask = right_padding(lengths, T)
+    assert_forward_backward_close(lambda *a: _fast(a, C, causal, mask), lambda *a: _ref(a, C, causal, mask), xs,
+                                  names=NAMES, real=mask[:, None, :, None], **TOL)   # padded outputs are ignored
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
 @pytest.mark.parametrize("T,extra", [(1, 3), (3, 1), (4, 4), (6, 11), (13, 7)])
 def test_padding_invariance(causal, T, extra):
     """Appending padded tokens (with garbage values) changes no real output, and the padded inputs get no gradient
-    from real outputs (P6: padded keys are zeroed before lk^T v and not counted in the normaliser)."""
+    from real outputs (P6: padded keys are zeroed before lin_k^T v and not counted in the normaliser)."""
     C = 4
     xs = _inputs(B=2, T=T, C=C)
     base = _fast(xs, C, causal)
@@ -164,7 +167,7 @@ def test_padding_invariance(causal, T, extra):
     padded = [torch.cat([t, 50 * torch.randn(*t.shape[:2], extra, t.shape[-1], generator=g)], dim=2)
               for t in xs[:5]] + [xs[5]]
     padded = [t.requires_grad_() for t in padded]
-    mask = _right_padding([T, T], T + extra)
+    mask = right_padding([T, T], T + extra)
     out = _fast(padded, C, causal, mask)
     torch.testing.assert_close(out[:, :, :T], base, atol=1e-5, rtol=1e-5)
     out[:, :, :T].sum().backward()
@@ -176,7 +179,7 @@ def test_rows_of_different_lengths_equal_separate_runs():
     C, T = 4, 14
     lengths = [14, 2, 8, 11]
     xs = _inputs(B=4, T=T, C=C, seed=5)
-    mask = _right_padding(lengths, T)
+    mask = right_padding(lengths, T)
     for causal in (True, False):
         out = _fast(xs, C, causal, mask)
         for r, n in enumerate(lengths):
@@ -224,7 +227,7 @@ def test_causal_global_part_uses_only_earlier_chunks(g):
     base = _fast(xs, C, True)
     for j in (g * C, g * C + 2, g * C + C - 1):
         moved = [t.clone() for t in xs]
-        moved[3][:, :, j] += 5.0                               # lk only
+        moved[3][:, :, j] += 5.0                               # lin_k only
         out = _fast(moved, C, True)
         end = (g + 1) * C
         assert torch.equal(out[:, :, :end], base[:, :, :end]), f"token {j} reaches its own chunk globally"
@@ -244,40 +247,41 @@ def test_bidirectional_global_part_sees_every_chunk():
 
 
 def test_first_causal_chunk_global_term_is_exactly_zero():
-    """P8: chunk 0 sees no earlier chunk; 0/0 := 0, not NaN, whatever lq is."""
+    """P8: chunk 0 sees no earlier chunk; 0/0 := 0, not NaN, whatever lin_q is."""
     C, T = 4, 10
-    qq, qk, lq, lk, v, bias = _inputs(T=T, C=C)
-    lq = lq * 1e6
+    quad_q, quad_k, lin_q, lin_k, v, bias = _inputs(T=T, C=C)
+    lin_q = lin_q * 1e6
     local_off = torch.full((C, C), -1.0)                      # relu(0 - 1)^2 = 0
-    xs = [torch.zeros_like(qq).requires_grad_(), torch.zeros_like(qk), lq.requires_grad_(), lk, v, local_off]
+    xs = [torch.zeros_like(quad_q).requires_grad_(), torch.zeros_like(quad_k), lin_q.requires_grad_(), lin_k, v,
+          local_off]
     out = _fast(xs, C, True)
     assert torch.equal(out[:, :, :C], torch.zeros_like(out[:, :, :C]))
     assert out[:, :, C:].abs().min() > 0
     out.sum().backward()
     assert torch.isfinite(xs[2].grad).all() and xs[2].grad[:, :, :C].abs().max() == 0
     # bidirectional, a row with no real key at all: 0, not NaN
-    mask = _right_padding([T, 0], T)
+    mask = right_padding([T, 0], T)
     out = _fast([x.detach() for x in xs[:5]] + [local_off], C, False, mask)
     assert torch.isfinite(out).all() and out[1].abs().max() == 0
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
 def test_global_normaliser_counts_real_tokens(causal):
-    """With the local part off and lk^T v the same for every token, the global term is lq . S exactly: an
+    """With the local part off and lin_k^T v the same for every token, the global term is lin_q . S exactly: an
     average (paper §3.3), not a sum and not a per-padded-length mean."""
     C, T, s, e = 4, 11, 3, 2
-    lk = torch.zeros(1, 1, T, s)
-    lk[..., 0] = 1.0
+    lin_k = torch.zeros(1, 1, T, s)
+    lin_k[..., 0] = 1.0
     v = torch.zeros(1, 1, T, e)
     v[..., 1] = 1.0
-    lq = torch.ones(1, 1, T, s)
+    lin_q = torch.ones(1, 1, T, s)
     zeros = torch.zeros(1, 1, T, s)
     for n in (T, 7):
-        mask = _right_padding([n], T)
-        lk_n, v_n = lk.clone(), v.clone()
-        lk_n[:, :, n:] = 30.0                                   # garbage in the padding
+        mask = right_padding([n], T)
+        lin_k_n, v_n = lin_k.clone(), v.clone()
+        lin_k_n[:, :, n:] = 30.0                                   # garbage in the padding
         v_n[:, :, n:] = -70.0
-        out = _fast([zeros, zeros, lq, lk_n, v_n, torch.full((C, C), -1.0)], C, causal, mask)[0, 0]
+        out = _fast([zeros, zeros, lin_q, lin_k_n, v_n, torch.full((C, C), -1.0)], C, causal, mask)[0, 0]
         want = torch.zeros(T, e)
         want[:, 1] = 1.0
         if causal:
@@ -306,11 +310,11 @@ class _LargestTensor(TorchDispatchMode):
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
 def test_no_quadratic_or_per_token_state_tensor(causal):
     """Every intermediate of forward and backward is at most max(T*max(C, s, e), G*s*e) elements (B = H = 1), while a
-    T x T matrix would hold 16384 and a per-token cumsum of lk^T v T*s*e = 8192."""
+    T x T matrix would hold 16384 and a per-token cumsum of lin_k^T v T*s*e = 8192."""
     T, C, s, e = 128, 4, 8, 8
     G = T // C
     xs = [t.requires_grad_() for t in _inputs(B=1, H=1, T=T, s=s, e=e, C=C)]
-    mask = _right_padding([T - 3], T)
+    mask = right_padding([T - 3], T)
     bound = max(T * max(C, s, e), G * s * e)
     assert bound < min(T * T, T * s * e)
     with _LargestTensor() as probe:
@@ -341,10 +345,9 @@ def test_step_from_empty_state_reproduces_parallel():
     state = empty_flash_state(2, 2, C, 8, 6)
     for t in range(T):
         token, bias_row = _step_inputs(xs, torch.full((2,), t), xs[5])
-        o, state = mixed_chunk_step(*token, bias_row, state)
+        o, state = mixed_chunk_attention_step(*token, bias_row, state, torch.full((2,), t))
         assert o.shape == (2, 2, 1, 6)
         torch.testing.assert_close(o[:, :, 0], want[:, :, t], **TOL, msg=lambda m, t=t: f"position {t}: {m}")
-    assert state.pos.tolist() == [T, T]
     assert state.count.tolist() == [12.0, 12.0]
 
 
@@ -355,12 +358,13 @@ def test_fp64_stays_fp64():
     xs = _inputs(B=2, T=T, C=C, dtype=torch.float64)
     want = _ref(xs, C, True)
     torch.testing.assert_close(_fast(xs, C, True), want, atol=1e-12, rtol=1e-12)
-    _, pre = _fast([t[:, :, :5] for t in xs[:5]] + [xs[5]], C, True, return_state=True)
+    _, pre = _prefill([t[:, :, :5] for t in xs[:5]] + [xs[5]], C)
     state = empty_flash_state(2, 1, C, 8, 6, dtype=torch.float64)
     assert pre.kv.dtype == state.kv.dtype == torch.float64
     for t in range(T):
-        token, bias_row = _step_inputs(xs, torch.full((2,), t), xs[5])
-        o, state = mixed_chunk_step(*token, bias_row, state)
+        pos = torch.full((2,), t)
+        token, bias_row = _step_inputs(xs, pos, xs[5])
+        o, state = mixed_chunk_attention_step(*token, bias_row, state, pos)
         torch.testing.assert_close(o[:, :, 0], want[:, :, t], atol=1e-12, rtol=1e-12)
 
 
@@ -373,21 +377,19 @@ def test_prefill_then_steps_rows_of_different_lengths(C):
     T = int(lengths.max()) + steps
     xs = _inputs(B=5, H=2, T=T, C=C, seed=1)
     want = _fast(xs, C, True)
-    mask = _right_padding(lengths, T)
-    pre, state = _fast(xs, C, True, mask, return_state=True)
+    mask = right_padding(lengths, T)
+    pre, state = _prefill(xs, C, mask)
     assert isinstance(state, FlashState)
     real = mask[:, None, :, None].expand_as(pre)
     torch.testing.assert_close(pre[real], want[real], **TOL)
-    assert state.pos.tolist() == lengths.tolist()
     size = state.nbytes()
     for k in range(steps):
         pos = lengths + k
         token, bias_row = _step_inputs(xs, pos, xs[5])
-        o, state = mixed_chunk_step(*token, bias_row, state)
+        o, state = mixed_chunk_attention_step(*token, bias_row, state, pos)
         rows = torch.arange(5)
         torch.testing.assert_close(o[:, :, 0], want[rows, :, pos], **TOL, msg=lambda m, k=k: f"step {k}: {m}")
         assert state.nbytes() == size
-    assert state.pos.tolist() == (lengths + steps).tolist()
 
 
 def test_prefill_state_equals_stepped_state():
@@ -396,17 +398,16 @@ def test_prefill_state_equals_stepped_state():
     C, T = 4, 11
     xs = _inputs(B=1, T=T, C=C, seed=4)
     for n in (1, 3, 4, 5, 8, 11):
-        mask = _right_padding([n], T)
-        _, pre = _fast(xs, C, True, mask, return_state=True)
+        mask = right_padding([n], T)
+        _, pre = _prefill(xs, C, mask)
         st = empty_flash_state(1, 1, C, 8, 6)
         for t in range(n):
             token, bias_row = _step_inputs(xs, torch.tensor([t]), xs[5])
-            _, st = mixed_chunk_step(*token, bias_row, st)
+            _, st = mixed_chunk_attention_step(*token, bias_row, st, torch.tensor([t]))
         torch.testing.assert_close(pre.kv, st.kv, **TOL)
         assert pre.count.tolist() == st.count.tolist() == [float(n // C * C)]
-        assert pre.pos.tolist() == st.pos.tolist() == [n]
         filled = n % C
-        for name in ("qk", "lk", "v"):
+        for name in ("quad_k", "lin_k", "v"):
             torch.testing.assert_close(getattr(pre, name)[:, :, :filled], getattr(st, name)[:, :, :filled])
 
 
@@ -416,29 +417,13 @@ def test_state_size_is_constant_over_many_chunks():
     sizes = set()
     for T in (1, 3, 4, 9, 40):
         big = _inputs(B=1, T=T, C=C)
-        _, st = _fast(big, C, True, return_state=True)
+        _, st = _prefill(big, C)
         sizes.add(st.nbytes())
     state = empty_flash_state(1, 1, C, 8, 6)
     sizes.add(state.nbytes())
-    for _ in range(5 * C):
+    for t in range(5 * C):
         token, bias_row = _step_inputs(xs, torch.zeros(1, dtype=torch.long), xs[5])
-        _, state = mixed_chunk_step(*token, bias_row, state)
+        _, state = mixed_chunk_attention_step(*token, bias_row, state, torch.tensor([t]))
         sizes.add(state.nbytes())
     assert len(sizes) == 1
-    assert sizes.pop() == 4 * (8 * 6 + 1 + C * (8 + 8 + 6)) + 8
-
-
-def test_state_clone_is_independent():
-    C = 4
-    xs = _inputs(B=1, T=3, C=C)
-    _, st = _fast(xs, C, True, return_state=True)
-    copy = st.clone()
-    token, bias_row = _step_inputs(xs, torch.tensor([0]), xs[5])
-    mixed_chunk_step(*token, bias_row, st)
-    assert copy.pos.tolist() == [3] and st.pos.tolist() == [4]
-    assert not torch.equal(copy.kv, st.kv)
-
-
-def test_return_state_rejected_when_bidirectional():
-    with pytest.raises(ValueError, match="causal"):
-        _fast(_inputs(T=5), 4, False, return_state=True)
+    assert sizes.pop() == 4 * (8 * 6 + 1 + C * (8 + 8 + 6))             # kv, count, the open chunk's buffer

@@ -7,9 +7,14 @@ import torch
 
 from flashgau.ops.kv_cache import KVCache
 from flashgau.ops.quad import relu2_attention, relu2_attention_step
-from flashgau.ops.reference.flash import relu2_attention_reference
+from flashgau.ops.reference.quad import relu2_attention_reference
+from op_helpers import assert_forward_backward_close, right_padding
 
 TOL = dict(atol=2e-5, rtol=2e-4)
+
+
+def _fast(q, k, v, bias, **kw):
+    return relu2_attention(q, k, v, bias, **kw)[0]
 
 
 def _inputs(B=2, H=1, T=7, s=8, e=5, seed=0, dtype=torch.float32):
@@ -18,10 +23,6 @@ def _inputs(B=2, H=1, T=7, s=8, e=5, seed=0, dtype=torch.float32):
     v = torch.randn(B, H, T, e, generator=g)
     bias = torch.randn(T, T, generator=g) * 0.5
     return [t.to(dtype) for t in (q, k, v, bias)]
-
-
-def _right_padding(lengths, T):
-    return torch.arange(T)[None, :] < torch.as_tensor(lengths)[:, None]
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
@@ -35,7 +36,7 @@ def test_reference_is_the_paper_formula(causal):
             if causal and j > i:
                 continue
             want[i] += max(float(q[0, 0, i] @ k[0, 0, j]) / n + float(bias[i, j]), 0.0) ** 2 * v[0, 0, j]
-    for op in (relu2_attention, relu2_attention_reference):
+    for op in (_fast, relu2_attention_reference):
         got = op(q, k, v, bias, norm=n, causal=causal)[0, 0]
         torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
 
@@ -44,31 +45,22 @@ def test_reference_is_the_paper_formula(causal):
 @pytest.mark.parametrize("T", [1, 2, 9, 24])
 @pytest.mark.parametrize("per_row_norm", [False, True])
 def test_forward_backward_match_reference(causal, T, per_row_norm):
-    xs = _inputs(B=3, H=2, T=T)
-    norm = torch.tensor([T, 2.0, 7.5]) if per_row_norm else float(T)
-    fast_leaves = [t.clone().requires_grad_() for t in xs]
-    ref_leaves = [t.clone().requires_grad_() for t in xs]
-    out = relu2_attention(*fast_leaves, norm=norm, causal=causal)
-    ref = relu2_attention_reference(*ref_leaves, norm=norm, causal=causal)
-    torch.testing.assert_close(out, ref, **TOL)
-    grad = torch.randn_like(out)
-    (out * grad).sum().backward()
-    (ref * grad).sum().backward()
-    for name, a, b in zip("qkvb", fast_leaves, ref_leaves):
-        torch.testing.assert_close(a.grad, b.grad, **TOL, msg=lambda m, n=name: f"grad of {n}: {m}")
+    options = dict(norm=torch.tensor([T, 2.0, 7.5]) if per_row_norm else float(T), causal=causal)
+    assert_forward_backward_close(lambda *a: _fast(*a, **options), lambda *a: relu2_attention_reference(*a, **options),
+                                  _inputs(B=3, H=2, T=T), names="qkvb", **TOL)
 
 
 def test_per_row_norm_divides_each_row_by_its_own_n():
     q, k, v, bias = _inputs(B=2, T=6)
-    out = relu2_attention(q, k, v, bias, norm=torch.tensor([6.0, 2.0]), causal=False)
+    out = _fast(q, k, v, bias, norm=torch.tensor([6.0, 2.0]), causal=False)
     for r, n in enumerate((6.0, 2.0)):
-        alone = relu2_attention(q[r:r + 1], k[r:r + 1], v[r:r + 1], bias, norm=n, causal=False)
+        alone = _fast(q[r:r + 1], k[r:r + 1], v[r:r + 1], bias, norm=n, causal=False)
         torch.testing.assert_close(out[r:r + 1], alone, **TOL)
 
 
 def test_gradcheck_fp64():
     xs = [t.requires_grad_() for t in _inputs(B=1, T=4, s=3, e=2, dtype=torch.float64)]
-    assert torch.autograd.gradcheck(lambda *a: relu2_attention(*a, norm=4.0, causal=True), xs)
+    assert torch.autograd.gradcheck(lambda *a: _fast(*a, norm=4.0, causal=True), xs)
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
@@ -76,15 +68,15 @@ def test_key_mask_matches_reference_and_ignores_padding(causal):
     T = 9
     lengths = [9, 1, 4, 6]
     xs = _inputs(B=4, T=T, seed=3)
-    mask = _right_padding(lengths, T)
-    out = relu2_attention(*xs, norm=float(T), causal=causal, key_mask=mask)
+    mask = right_padding(lengths, T)
+    out = _fast(*xs, norm=float(T), causal=causal, key_mask=mask)
     ref = relu2_attention_reference(*xs, norm=float(T), causal=causal, key_mask=mask)
     real = mask[:, None, :, None].expand_as(out)
     torch.testing.assert_close(out[real], ref[real], **TOL)
     garbage = [t.clone() for t in xs[:3]]
     for t in garbage:
         t[~mask[:, None, :, None].expand_as(t)] = 40.0
-    out2 = relu2_attention(*garbage, xs[3], norm=float(T), causal=causal, key_mask=mask)
+    out2 = _fast(*garbage, xs[3], norm=float(T), causal=causal, key_mask=mask)
     torch.testing.assert_close(out2[real], out[real], atol=1e-6, rtol=1e-6)
 
 
@@ -93,7 +85,7 @@ def test_bidirectional_arbitrary_key_mask():
     T = 8
     xs = _inputs(B=2, T=T, seed=4)
     mask = torch.rand(2, T, generator=torch.Generator().manual_seed(1)) > 0.5
-    out = relu2_attention(*xs, norm=8.0, causal=False, key_mask=mask)
+    out = _fast(*xs, norm=8.0, causal=False, key_mask=mask)
     ref = relu2_attention_reference(*xs, norm=8.0, causal=False, key_mask=mask)
     torch.testing.assert_close(out, ref, **TOL)
 
@@ -102,11 +94,11 @@ def test_bidirectional_arbitrary_key_mask():
 def test_causal_no_leakage(j):
     T = 7
     xs = _inputs(T=T)
-    base = relu2_attention(*xs, norm=float(T), causal=True)
+    base = _fast(*xs, norm=float(T), causal=True)
     moved = [t.clone() for t in xs[:3]]
     for t in moved:
         t[:, :, j] += 2.0
-    out = relu2_attention(*moved, xs[3], norm=float(T), causal=True)
+    out = _fast(*moved, xs[3], norm=float(T), causal=True)
     assert torch.equal(out[:, :, :j], base[:, :, :j])
     assert (out[:, :, j] - base[:, :, j]).abs().max() > 1e-4
 
@@ -114,7 +106,7 @@ def test_causal_no_leakage(j):
 def test_bf16_close_to_reference():
     xs = _inputs(B=2, T=16)
     ref = relu2_attention_reference(*[t.bfloat16().double() for t in xs], norm=16.0, causal=True)
-    out = relu2_attention(*[t.bfloat16() for t in xs], norm=16.0, causal=True)
+    out = _fast(*[t.bfloat16() for t in xs], norm=16.0, causal=True)
     assert out.dtype == torch.bfloat16
     assert (out.double() - ref).norm() / ref.norm() < 2e-2
 
@@ -129,28 +121,29 @@ def test_step_over_kv_cache_equals_parallel(lengths):
     T = int(lengths.max()) + steps
     q, k, v, bias = _inputs(B=B, H=2, T=T, seed=7)
     n = 32.0                                                   # fixed normaliser, as in causal decoding (P2)
-    want = relu2_attention(q, k, v, bias, norm=n, causal=True)
+    want = _fast(q, k, v, bias, norm=n, causal=True)
     P = int(lengths.max())
-    cache = KVCache.from_prefill(k[:, :, :P].clone(), v[:, :, :P].clone(), lengths)
+    cache = KVCache.from_prefill(k[:, :, :P], v[:, :, :P])
     rows = torch.arange(B)
     for step in range(steps):
         pos = lengths + step
-        valid = cache.append(k[rows, :, pos][:, :, None], v[rows, :, pos][:, :, None])
-        assert valid.shape == (B, 1, 1, cache.capacity)
+        cache.reserve(int(pos.max()) + 1, exact=False)          # room for this token (generation does this)
         S = cache.capacity
-        bias_row = torch.full((B, 1, 1, S), -1e4)              # slots past T are masked by `valid` anyway
+        bias_row = torch.full((B, 1, 1, S), -1e4)              # slots past T are masked anyway
         width = min(S, T)
         bias_row[..., :width] = bias[pos][:, None, None, :width]
-        o = relu2_attention_step(q[rows, :, pos][:, :, None], cache.k, cache.v, bias_row, valid, norm=n)
+        token = [t[rows, :, pos][:, :, None] for t in (q, k, v)]
+        o, state = relu2_attention_step(*token, bias_row, cache, pos, norm=n)
+        assert state is cache                                   # written in place
         torch.testing.assert_close(o[:, :, 0], want[rows, :, pos], **TOL, msg=lambda m, s=step: f"step {s}: {m}")
-    assert cache.pos.tolist() == (lengths + steps).tolist()
     assert cache.capacity >= T
 
 
 def test_step_per_row_norm():
     q, k, v, bias = _inputs(B=2, T=5)
     norm = torch.tensor([5.0, 3.0])
-    want = relu2_attention(q, k, v, bias, norm=norm, causal=True)[:, :, -1:]
-    valid = torch.ones(2, 1, 1, 5, dtype=torch.bool)
-    got = relu2_attention_step(q[:, :, -1:], k, v, bias[-1].expand(2, 1, 1, 5), valid, norm=norm)
+    want = _fast(q, k, v, bias, norm=norm, causal=True)[:, :, -1:]
+    cache = KVCache.from_prefill(k[:, :, :4], v[:, :, :4], capacity=5)
+    got, _ = relu2_attention_step(q[:, :, -1:], k[:, :, -1:], v[:, :, -1:], bias[-1].expand(2, 1, 1, 5), cache,
+                                  torch.tensor([4, 4]), norm=norm)
     torch.testing.assert_close(got, want, **TOL)

@@ -7,19 +7,20 @@ import pytest
 import torch
 
 from flashgau.ops.kv_cache import KVCache
-from flashgau.ops.reference.flash import softmax_attention_reference
+from flashgau.ops.reference.softmax import softmax_attention_reference
 from flashgau.ops.softmax import softmax_attention, softmax_attention_step
+from op_helpers import assert_forward_backward_close, right_padding
 
 TOL = dict(atol=2e-5, rtol=2e-4)
+
+
+def _fast(q, k, v, **kw):
+    return softmax_attention(q, k, v, **kw)[0]
 
 
 def _inputs(B=2, H=3, T=7, dh=8, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(B, H, T, dh, generator=g).to(dtype) for _ in range(3)]
-
-
-def _right_padding(lengths, T):
-    return torch.arange(T)[None, :] < torch.as_tensor(lengths)[:, None]
 
 
 def test_reference_is_softmax_over_scaled_scores():
@@ -29,23 +30,14 @@ def test_reference_is_softmax_over_scaled_scores():
         w = torch.tensor([math.exp(float(q[0, 0, i] @ k[0, 0, j]) / 2.0) for j in range(i + 1)], dtype=torch.float64)
         want[i] = (w / w.sum()) @ v[0, 0, :i + 1]
     torch.testing.assert_close(softmax_attention_reference(q, k, v, causal=True)[0, 0], want)
-    torch.testing.assert_close(softmax_attention(q, k, v, causal=True)[0, 0], want)
+    torch.testing.assert_close(_fast(q, k, v, causal=True)[0, 0], want)
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
 @pytest.mark.parametrize("T", [1, 5, 17])
 def test_forward_backward_match_reference(causal, T):
-    xs = _inputs(T=T)
-    fast_leaves = [t.clone().requires_grad_() for t in xs]
-    ref_leaves = [t.clone().requires_grad_() for t in xs]
-    out = softmax_attention(*fast_leaves, causal=causal)
-    ref = softmax_attention_reference(*ref_leaves, causal=causal)
-    torch.testing.assert_close(out, ref, **TOL)
-    grad = torch.randn_like(out)
-    (out * grad).sum().backward()
-    (ref * grad).sum().backward()
-    for a, b in zip(fast_leaves, ref_leaves):
-        torch.testing.assert_close(a.grad, b.grad, **TOL)
+    assert_forward_backward_close(lambda *a: _fast(*a, causal=causal),
+                                  lambda *a: softmax_attention_reference(*a, causal=causal), _inputs(T=T), **TOL)
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
@@ -53,18 +45,18 @@ def test_right_padding_matches_reference_and_ignores_padding(causal):
     T = 9
     lengths = [9, 1, 4, 7]
     xs = _inputs(B=4, T=T, seed=2)
-    mask = _right_padding(lengths, T)
-    out = softmax_attention(*xs, causal=causal, key_mask=mask)
+    mask = right_padding(lengths, T)
+    out = _fast(*xs, causal=causal, key_mask=mask)
     ref = softmax_attention_reference(*xs, causal=causal, key_mask=mask)
     real = mask[:, None, :, None].expand_as(out)
     torch.testing.assert_close(out[real], ref[real], **TOL)
     garbage = [t.clone() for t in xs]
     for t in garbage:
         t[~mask[:, None, :, None].expand_as(t)] = 30.0
-    out2 = softmax_attention(*garbage, causal=causal, key_mask=mask)
+    out2 = _fast(*garbage, causal=causal, key_mask=mask)
     torch.testing.assert_close(out2[real], out[real], atol=1e-6, rtol=1e-6)
     for r, n in enumerate(lengths):                            # each row alone, unpadded
-        alone = softmax_attention(*[t[r:r + 1, :, :n] for t in xs], causal=causal)
+        alone = _fast(*[t[r:r + 1, :, :n] for t in xs], causal=causal)
         torch.testing.assert_close(out[r:r + 1, :, :n], alone, **TOL)
 
 
@@ -72,7 +64,7 @@ def test_bidirectional_arbitrary_key_mask():
     xs = _inputs(B=2, T=8, seed=3)
     mask = torch.rand(2, 8, generator=torch.Generator().manual_seed(0)) > 0.5
     mask[:, 0] = True
-    out = softmax_attention(*xs, causal=False, key_mask=mask)
+    out = _fast(*xs, causal=False, key_mask=mask)
     ref = softmax_attention_reference(*xs, causal=False, key_mask=mask)
     torch.testing.assert_close(out, ref, **TOL)
 
@@ -80,11 +72,11 @@ def test_bidirectional_arbitrary_key_mask():
 @pytest.mark.parametrize("j", [0, 4, 8])
 def test_causal_no_leakage(j):
     xs = _inputs(T=9)
-    base = softmax_attention(*xs, causal=True)
+    base = _fast(*xs, causal=True)
     moved = [t.clone() for t in xs]
     for t in moved:
         t[:, :, j] += 2.0
-    out = softmax_attention(*moved, causal=True)
+    out = _fast(*moved, causal=True)
     torch.testing.assert_close(out[:, :, :j], base[:, :, :j], atol=0, rtol=0)
     assert (out[:, :, j] - base[:, :, j]).abs().max() > 1e-4
 
@@ -92,7 +84,7 @@ def test_causal_no_leakage(j):
 def test_bf16_close_to_reference():
     xs = _inputs(T=16)
     ref = softmax_attention_reference(*[t.bfloat16().double() for t in xs], causal=True)
-    out = softmax_attention(*[t.bfloat16() for t in xs], causal=True)
+    out = _fast(*[t.bfloat16() for t in xs], causal=True)
     assert out.dtype == torch.bfloat16
     assert (out.double() - ref).norm() / ref.norm() < 2e-2
 
@@ -104,12 +96,13 @@ def test_step_over_kv_cache_equals_parallel(lengths):
     lengths = torch.tensor(lengths)
     T = int(lengths.max()) + steps
     q, k, v = _inputs(B=B, T=T, seed=5)
-    want = softmax_attention(q, k, v, causal=True)
+    want = _fast(q, k, v, causal=True)
     P = int(lengths.max())
-    cache = KVCache.from_prefill(k[:, :, :P].clone(), v[:, :, :P].clone(), lengths)
+    cache = KVCache.from_prefill(k[:, :, :P], v[:, :, :P])
     rows = torch.arange(B)
     for step in range(steps):
         pos = lengths + step
-        valid = cache.append(k[rows, :, pos][:, :, None], v[rows, :, pos][:, :, None])
-        o = softmax_attention_step(q[rows, :, pos][:, :, None], cache.k, cache.v, valid)
+        cache.reserve(int(pos.max()) + 1, exact=False)          # room for this token (generation does this)
+        o, state = softmax_attention_step(*(t[rows, :, pos][:, :, None] for t in (q, k, v)), cache, pos)
+        assert state is cache                                   # written in place
         torch.testing.assert_close(o[:, :, 0], want[rows, :, pos], **TOL, msg=lambda m, s=step: f"step {s}: {m}")

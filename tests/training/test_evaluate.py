@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from flashgau import LMOutput
 from flashgau.data.batching import HeldoutWindows, tokenize_documents
 from flashgau.data.tokenizers import BPETokenizer, ByteTokenizer
 from flashgau.training.evaluate import evaluate
@@ -23,7 +24,7 @@ class Uniform(nn.Module):
 
     def forward(self, input_ids, attention_mask=None):
         self.calls.append(attention_mask)
-        return torch.zeros(*input_ids.shape, self.vocab)
+        return LMOutput(logits=torch.zeros(*input_ids.shape, self.vocab))
 
 
 class Oracle(nn.Module):
@@ -42,7 +43,7 @@ class Oracle(nn.Module):
         for idx in range(input_ids.shape[0]):
             for t in range(input_ids.shape[1]):
                 logits[idx, t, self.next.get(int(input_ids[idx, t]), 0)] = 1e4
-        return logits
+        return LMOutput(logits=logits)
 
 
 @pytest.mark.parametrize("kind", ["bytes", "bpe"])

@@ -3,7 +3,7 @@
 A benchmark module (see bench/__init__.py) exposes add_arguments(parser) and run(args) -> int. Modules are imported
 only when their subcommand runs (or its parser is built), and `decode` is registered only when bench/decode.py
 exists. Hook into the top-level parser with `add_arguments(parser)` + `run(args)` (the shape of flashgau.cli's
-commands) or with `add_bench_parser(subparsers)`.
+commands).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from .common import DEFAULT_OUT
+from .common import add_common_arguments, results_folder, run_checked
 
 HELP = {
     "speed": "training-step time, peak memory, FLOPs and MFU of every arch against context length",
@@ -28,11 +28,8 @@ HELP = {
 
 def available() -> list[str]:
     """Benchmark modules present in this installation, in the order `all` runs them."""
-    names = []
-    for name in ("speed", "quality", "decode"):
-        if importlib.util.find_spec(f"{__package__}.{name}") is not None:
-            names.append(name)
-    return names
+    return [name for name in ("speed", "quality", "decode")
+            if importlib.util.find_spec(f"{__package__}.{name}") is not None]
 
 
 def load(name: str):
@@ -45,25 +42,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name in available():
         p = sub.add_parser(name, help=HELP.get(name), description=HELP.get(name))
         load(name).add_arguments(p)
-        p.set_defaults(bench_run=load(name).run)
+        p.set_defaults(bench_run=load(name).run, bench_name=name)
     p = sub.add_parser("all", help=HELP["all"], description=HELP["all"])
-    p.add_argument("--quick", action="store_true", help="reduced settings of every benchmark (under 5 minutes)")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"results folder (default: {DEFAULT_OUT})")
+    p.add_argument("--quick", action="store_true", help="reduced settings of every benchmark (a few minutes)")
     p.add_argument("--only", nargs="+", choices=available(), metavar="NAME", help="run only these benchmarks")
-    p.set_defaults(bench_run=run_all)
-
-
-def add_bench_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `bench` in a top-level subparsers object."""
-    p = subparsers.add_parser("bench", help="benchmarks: speed, quality, decode, all",
-                              description="benchmarks: speed, quality, decode, all")
-    add_arguments(p)
-    p.set_defaults(run=run)
-    return p
+    add_common_arguments(p, precision_default="each benchmark's own")
+    p.set_defaults(bench_run=run_all, bench_name="all")
 
 
 def run(args: argparse.Namespace) -> int:
-    return args.bench_run(args)
+    return run_checked(args.bench_name, args.bench_run, args)
 
 
 def defaults(name: str, **overrides) -> argparse.Namespace:
@@ -78,19 +66,25 @@ def defaults(name: str, **overrides) -> argparse.Namespace:
 
 
 def run_all(args: argparse.Namespace) -> int:
-    """Every available benchmark with its defaults (or its --quick settings), one after the other; each one is
-    resumable, so an interrupted `all` continues where it stopped."""
+    """Every available benchmark with its defaults (or its --quick settings) on one device, one after the other;
+    each one is resumable, so an interrupted `all` continues where it stopped."""
+    from ..runtime import resolve_device
+
+    names = args.only or available()
+    out = results_folder(args.out, resolve_device(args.device))
+    precision = dict(precision=args.precision, precisions=[args.precision]) if args.precision else {}
     status = 0
     t_all = time.perf_counter()
-    for name in args.only or available():
+    for name in names:
         print(f"=== flashgau bench {name}{' --quick' if args.quick else ''} ===", flush=True)
         t0 = time.perf_counter()
-        code = load(name).run(defaults(name, quick=args.quick, out=args.out))
+        code = run_checked(name, load(name).run, defaults(name, quick=args.quick, out=str(out), device=args.device,
+                                                          **precision))
         print(f"=== {name}: exit {code}, {time.perf_counter() - t0:.0f} s ===", flush=True)
         status = status or code
-    if "quality" in (args.only or available()) and "speed" in (args.only or available()):
+    if "quality" in names and "speed" in names:
         from .summary import write_summary
-        write_summary(args.out, quick=args.quick)
+        write_summary(out, quick=args.quick)
     print(f"bench all: {time.perf_counter() - t_all:.0f} s")
     return status
 

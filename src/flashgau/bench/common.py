@@ -1,8 +1,11 @@
-"""What every benchmark shares: the record of where and how it ran, a resumable store of finished runs, the
-machine's measured matrix-multiply peak, and small report helpers."""
+"""What every benchmark shares: its options for device and precision, settings resolved against the defaults or the
+--quick set, the record of where and how it ran (and the report header that names the machine), a resumable store
+of finished runs, atomic writes, the device's measured matrix-multiply peak, and the Markdown table of every
+report."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -12,36 +15,101 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import torch
+
+from ..errors import FlashgauError
+from ..runtime import PRECISIONS
+from ..runtime.device import machine_record
 
 DEFAULT_OUT = "benchmarks/results"
 PACKAGES = ("torch", "numpy", "matplotlib", "tokenizers", "flashgau")
 
 
+# ------------------------------------------------------------------------------------------------ options
+
+def add_common_arguments(p: argparse.ArgumentParser, *, precision_default: str, several: bool = False) -> None:
+    """--device, --precision (--precisions with `several`) and --out, as every bench command takes them."""
+    p.add_argument("--device", default="auto", metavar="DEVICE", help="auto (a CUDA GPU when PyTorch sees one, "
+                   "else the CPU), cpu, cuda or cuda:N (default: auto)")
+    what = ("auto: bf16 autocast where this device is fast at it (a GPU with bf16, a CPU whose bf16 products a "
+            "sub-second probe finds fast), fp32 elsewhere; fp16 needs a CUDA device")
+    if several:
+        p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=None, metavar="PRECISION",
+                       help=f"{what} (default: {precision_default})")
+    else:
+        p.add_argument("--precision", choices=PRECISIONS, default=None, help=f"{what} (default: {precision_default})")
+    p.add_argument("--out", default=None, help=f"results folder (default: {DEFAULT_OUT}; {DEFAULT_OUT}/gpu on a "
+                   "CUDA device)")
+
+
+def options(args: argparse.Namespace, defaults: dict, quick: dict) -> dict:
+    """The value of every option named in `defaults`: the one given on the command line (options default to None,
+    so "not given" is plain), else the --quick value when --quick is on and it has one, else the default."""
+    use_quick = bool(getattr(args, "quick", False))
+    out = {}
+    for name, default in defaults.items():
+        given = getattr(args, name, None)
+        out[name] = given if given is not None else (quick.get(name, default) if use_quick else default)
+    return out
+
+
+def results_folder(out: Optional[str], device) -> Path:
+    """--out, or the default: benchmarks/results for the CPU, benchmarks/results/gpu for a CUDA device."""
+    if out is not None:
+        return Path(out)
+    return Path(DEFAULT_OUT) / ("gpu" if device.type == "cuda" else "")
+
+
+def device_tag(device) -> str:
+    """Suffix of saved-run keys: none for the CPU (the keys of earlier runs), "-cuda" for a GPU, so runs of both
+    kinds in one results folder never stand in for each other."""
+    return "" if device.type == "cpu" else f"-{device.type}"
+
+
+def main(name: str, add_arguments: Callable, run: Callable, argv: Optional[Sequence[str]] = None) -> int:
+    """`python -m flashgau.bench.<name>`: parse, run, and turn a user error into one line and exit status 2."""
+    p = argparse.ArgumentParser(prog=f"flashgau bench {name}")
+    add_arguments(p)
+    return run_checked(name, run, p.parse_args(argv))
+
+
+def run_checked(name: str, run: Callable, args: argparse.Namespace) -> int:
+    try:
+        return run(args)
+    except FlashgauError as err:
+        print(f"flashgau bench {name}: error: {err}", file=sys.stderr)
+        return 2
+
+
+# ------------------------------------------------------------------------------------ where and how it ran
+
 def command_line() -> str:
-    """The command as the user typed it (best effort: `flashgau ...` when run through the entry point)."""
-    argv = list(sys.argv)
-    prog = os.path.basename(argv[0]) if argv else ""
-    if prog in ("flashgau", "__main__.py", "cli.py"):
+    """The command as the user typed it (best effort: `flashgau ...` through the entry point or flashgau.cli,
+    `python -m flashgau.bench.speed ...` for a module of the package)."""
+    argv = [shlex.quote(a) for a in sys.argv] or [""]
+    package = Path(__file__).resolve().parents[1]
+    script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else Path()
+    if script.name == "flashgau":
         argv[0] = "flashgau"
-    return " ".join(shlex.quote(a) for a in argv)
+    elif package in script.parents:
+        parts = script.relative_to(package.parent).with_suffix("").parts
+        parts = parts[:-1] if parts[-1] == "__main__" else parts
+        argv[0] = "flashgau" if parts == ("flashgau", "cli") else "python -m " + ".".join(parts)
+    return " ".join(argv)
 
 
-def environment() -> dict[str, Any]:
-    """Command, package versions and machine: recorded in every report."""
-    import torch
-
+def environment(device=None) -> dict[str, Any]:
+    """Command, package versions, the machine and device (flashgau.runtime), the code: recorded in every report."""
     versions = {}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    machine = dict(cpu=_cpu_name(), cores=os.cpu_count(), threads=torch.get_num_threads(),
-                   platform=platform.platform(), mkldnn=torch.backends.mkldnn.is_available(),
-                   cpu_capability=_cpu_capability(), memory_gib=_memory_gib())
     return {"command": command_line(), "python": platform.python_version(), "packages": versions,
-            "machine": machine, "code": code_state(), "time": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+            "machine": machine_record(device), "code": code_state(), "time": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
 def code_state() -> dict:
@@ -63,35 +131,40 @@ def code_state() -> dict:
     return {"git_commit": commit, "source_sha256": digest.hexdigest()[:16]}
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def machine_line(m: dict) -> str:
+    """The machine in one line: CPU, its capability and ISA flags, cores, threads, memory, and the device (with the
+    GPU's name where one ran). Records written before the device was recorded read as the CPU."""
+    flags = f" ({', '.join(m['cpu_flags'])})" if m.get("cpu_flags") else ""
+    line = (f"{m.get('cpu')}, CPU capability {m.get('cpu_capability')}{flags}, {m.get('cores')} cores, "
+            f"{m.get('threads')} torch threads, {m.get('memory_gib')} GiB RAM; device {m.get('device', 'cpu')}")
+    if m.get("gpu"):
+        line += (f": {m['gpu']} ({m.get('gpu_memory_gib')} GiB, compute capability {m.get('gpu_capability')}, "
+                 f"CUDA {m.get('cuda')})")
+    return line
 
 
-def _cpu_capability() -> Optional[str]:
-    try:
-        import torch
-        return torch.backends.cpu.get_cpu_capability()
-    except Exception:  # pragma: no cover - old torch
-        return None
+def env_markdown(env: dict) -> str:
+    """The run-environment lines of a report header."""
+    pk = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items() if v)
+    return (f"- command: `{env.get('command')}`\n"
+            f"- machine: {machine_line(env.get('machine', {}))}\n"
+            f"- packages: python {env.get('python')}, {pk}\n"
+            f"- date: {env.get('time')}\n"
+            + (f"- code: git {env['code'].get('git_commit')}, source sha256 {env['code'].get('source_sha256')}\n"
+               if env.get("code") else ""))
 
 
-def _memory_gib() -> Optional[float]:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemTotal:"):
-                    return round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return None
+def unique(items: Iterable, key: Callable[[Any], Any]) -> list:
+    """`items` in order, the first of each `key` (a report's run environments, one per command)."""
+    seen, out = set(), []
+    for item in items:
+        if key(item) not in seen:
+            seen.add(key(item))
+            out.append(item)
+    return out
 
+
+# ------------------------------------------------------------------------------------------- saved results
 
 class ResultStore:
     """One JSON file per finished run under `folder`; a rerun skips the keys already saved.
@@ -109,34 +182,25 @@ class ResultStore:
         return self.path(key).exists()
 
     def load(self, key: str) -> Optional[dict]:
-        p = self.path(key)
-        if not p.exists():
-            return None
-        try:
-            return json.loads(p.read_text(encoding="utf-8"))
-        except ValueError:
-            return None
+        return read_json(self.path(key))
 
     def save(self, key: str, record: dict) -> Path:
         return write_json(self.path(key), record)
 
     def all(self) -> list[dict]:
-        out = []
-        for p in sorted(self.folder.glob("*.json")):
-            try:
-                out.append(json.loads(p.read_text(encoding="utf-8")))
-            except ValueError:
-                continue
-        return out
+        return [r for r in map(read_json, sorted(self.folder.glob("*.json"))) if r is not None]
+
+
+def read_json(path: Path) -> Optional[Any]:
+    """A JSON file's content; None when it is missing or not whole."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def write_json(path: Path, data: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -148,6 +212,26 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
+def write_reports(out: Path, stem: str, report: dict, markdown: Callable, plot: Callable) -> None:
+    """A benchmark's <out>/<stem>.json, .md and .png, then its headline lines on the terminal."""
+    write_json(out / f"{stem}.json", report)
+    write_text(out / f"{stem}.md", markdown(report))
+    plot(report, out / f"{stem}.png")
+    print(f"wrote {out / stem}.md, .json, .png")
+    for line in report.get("headline", []):
+        print(line["text"])
+
+
+def log_axes(ax, title: str, xlabel: str, ylabel: str) -> None:
+    """A panel of quantities against context or position, both axes logarithmic (x in powers of two)."""
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+
+
 def save_figure(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,35 +241,42 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-def matmul_peak(dtype_name: str, sizes: Iterable[int] = (1024, 2048), repeats: int = 8) -> dict:
-    """This machine's measured matrix-multiply rate (FLOP/s) for square n x n matmuls in fp32 or bf16, with the
-    threads torch uses now: the best rate over `sizes` and `repeats` timed products (after two warm-ups); the
-    median rate per size is kept beside it."""
-    import torch
+# --------------------------------------------------------------------------------------------- measuring
 
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+def synchronizer(device) -> Callable[[], None]:
+    """A function that waits for the device's queued work (CUDA kernels run asynchronously); nothing on a CPU."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def matmul_peak(precision: str, device, sizes: Iterable[int], repeats: int = 8) -> dict:
+    """The device's measured matrix-multiply rate (FLOP/s) for square n x n products in fp32, bf16 or fp16 (on a
+    CPU with the threads torch uses now): the best rate over `sizes` and `repeats` timed products (after two
+    warm-ups); the median rate per size is kept beside it."""
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    sync = synchronizer(device)
     best, per_size = 0.0, {}
     gen = torch.Generator().manual_seed(0)
     for n in sizes:
-        a = torch.randn(n, n, generator=gen).to(dtype)
-        b = torch.randn(n, n, generator=gen).to(dtype)
+        a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+        b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
         a @ b
         a @ b
         times = []
         for _ in range(repeats):
+            sync()
             t0 = time.perf_counter()
             a @ b
+            sync()
             times.append(time.perf_counter() - t0)
         per_size[str(n)] = {"best": 2 * n**3 / min(times), "median": 2 * n**3 / statistics.median(times)}
         best = max(best, 2 * n**3 / min(times))
-    return {"dtype": dtype_name, "flops_per_s": best, "per_size": per_size, "threads": torch.get_num_threads()}
+    return {"dtype": precision, "flops_per_s": best, "per_size": per_size, "threads": torch.get_num_threads(),
+            "device": str(device)}
 
 
-def fmt_time(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "–"
-    return f"{seconds * 1e3:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
-
+# --------------------------------------------------------------------------------------------- formatting
 
 def fmt_bytes(n: Optional[float]) -> str:
     if n is None:
@@ -200,13 +291,9 @@ def fmt_ctx(t: int) -> str:
     return f"{t // 1024}K" if t >= 1024 and t % 1024 == 0 else str(t)
 
 
-def env_markdown(env: dict) -> str:
-    m = env.get("machine", {})
-    pk = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items() if v)
-    return (f"- command: `{env.get('command')}`\n"
-            f"- machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('threads')} torch threads, "
-            f"{m.get('memory_gib')} GiB RAM, CPU capability {m.get('cpu_capability')}\n"
-            f"- packages: python {env.get('python')}, {pk}\n"
-            f"- date: {env.get('time')}\n"
-            + (f"- code: git {env['code'].get('git_commit')}, source sha256 {env['code'].get('source_sha256')}\n"
-               if env.get("code") else ""))
+def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]], left: int = 1) -> list[str]:
+    """A Markdown table as lines: the first `left` columns left-aligned (names), the others right-aligned
+    (numbers)."""
+    line = lambda cells: "| " + " | ".join(str(c) for c in cells) + " |"  # noqa: E731
+    return [line(header), "|" + "".join("---|" if i < left else "---:|" for i in range(len(header)))] \
+        + [line(r) for r in rows]

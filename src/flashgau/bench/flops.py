@@ -15,9 +15,9 @@
      FLASH          2 d (2e + s) + 2 e d                + 2 C (s + e) (local) + 4 s e (chunk summaries, global)
    plus the output head 2 d V per token.
 
-2. `counted_flops(model, ...)`: torch.utils.flop_counter.FlopCounterMode around one real forward + backward, for
-   every arch (including those without a formula here). The CPU SDPA kernel has no formula in torch, so one is
-   registered here with the same causal-half convention.
+2. `flop_counter()`: a torch.utils.flop_counter.FlopCounterMode to run around one real training step (the speed
+   benchmark's memory measurement does), for every arch (including those without a formula here). The CPU SDPA
+   kernel has no formula in torch, so one is registered here with the same causal-half convention.
 """
 
 from __future__ import annotations
@@ -29,21 +29,13 @@ from ..config import ModelConfig
 FORMULA_ARCHS = ("transformer+", "transformer++", "flash-quad", "flash")
 
 
-def _glu_hidden(d: int) -> int:
-    from ..layers.feedforward import glu_hidden
-    return glu_hidden(d)
-
-
 def forward_flops_per_token(cfg: ModelConfig, context: int) -> Optional[dict]:
     """Forward matmul FLOPs per token, split into "dense" (projections, FFN, head) and "attention"; None when the
     arch has no formula here."""
     d, T, V = cfg.d_model, context, cfg.vocab_size
     head = 2 * d * V
     if cfg.arch in ("transformer+", "transformer++"):
-        if cfg.arch == "transformer+":
-            ffn = 4 * d * (cfg.ffn_dim or 4 * d)
-        else:
-            ffn = 6 * d * (cfg.ffn_dim or _glu_hidden(d))
+        ffn = 4 * d * cfg.mlp_hidden if cfg.arch == "transformer+" else 6 * d * cfg.glu_hidden
         dense = 8 * d * d + ffn
         attn = 2 * T * d if cfg.causal else 4 * T * d
     elif cfg.arch in ("flash-quad", "flash"):

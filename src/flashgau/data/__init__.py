@@ -9,8 +9,10 @@ from .batching import Batch, HeldoutWindows, TokenDocuments, WindowSampler, toke
 from .corpus import CorpusSplit, Document, load_split, read_documents, split_documents
 from .prepared import PreparedData, open_prepared, verify_prepared
 from .sources import open_source
-from .tokenizers import BPETokenizer, ByteTokenizer, load_tokenizer, make_tokenizer, save_tokenizer, tokenizer_from_dict
+from .tokenizers import (BPETokenizer, ByteTokenizer, load_tokenizer, load_tokenizer_json, make_tokenizer,
+                         save_tokenizer, tokenizer_from_dict)
 
 __all__ = ["Batch", "HeldoutWindows", "TokenDocuments", "WindowSampler", "tokenize_documents", "CorpusSplit",
-           "Document", "load_split", "read_documents", "split_documents", "PreparedData", "open_prepared", "verify_prepared", "open_source", "BPETokenizer", "ByteTokenizer",
-           "load_tokenizer", "make_tokenizer", "save_tokenizer", "tokenizer_from_dict"]
+           "Document", "load_split", "read_documents", "split_documents", "PreparedData", "open_prepared",
+           "verify_prepared", "open_source", "BPETokenizer", "ByteTokenizer", "load_tokenizer", "load_tokenizer_json",
+           "make_tokenizer", "save_tokenizer", "tokenizer_from_dict"]

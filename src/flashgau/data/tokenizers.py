@@ -8,8 +8,9 @@ One save/load format for both: `tok.to_dict()` is a JSON-able dict ({"kind": "by
 and `load_tokenizer` write and read it as a JSON file.
 
 A BPE can also come ready-made: `make_tokenizer("path/to/tokenizer.json")` reads a HF `tokenizers` file (GPT-2,
-RoBERTa, Llama 3 and other byte-level BPEs; `load_tokenizer_file`). It must be byte-level, so that every token
-stands for whole bytes and any text round-trips; others (SentencePiece-style, WordPiece) are refused in one line.
+RoBERTa, Llama 3 and other byte-level BPEs; `load_tokenizer_file`, `load_tokenizer_json`). It must be byte-level,
+so that every token stands for whole bytes and any text round-trips; others (SentencePiece-style, WordPiece) are
+refused in one line.
 Text is encoded without the special tokens a file's post-processor would add (no BOS/EOS): flashgau's documents
 carry their own boundaries.
 """
@@ -133,30 +134,19 @@ def is_tokenizer_file(kind: str) -> bool:
 
 def load_tokenizer_file(path: Union[str, Path]) -> Tokenizer:
     """A tokenizer from a JSON file: flashgau's own format (save_tokenizer) or a HF `tokenizers` tokenizer.json of
-    a byte-level BPE (TokenizerError otherwise)."""
-    path = Path(path).expanduser()
+    a byte-level BPE (load_tokenizer_json), which must also round-trip text exactly (TokenizerError otherwise)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise TokenizerError(f"cannot read tokenizer file {path}: {err}") from None
     if isinstance(data, dict) and "kind" in data:
         return tokenizer_from_dict(data)
-    model = data.get("model") if isinstance(data, dict) else None
-    if not isinstance(model, dict) or model.get("type") != "BPE" or "ByteLevel" not in json.dumps(data.get("decoder")):
-        raise TokenizerError(f"{path} is not a byte-level BPE tokenizer.json (model {model.get('type') if isinstance(model, dict) else None!r}, "
-                             "decoder without ByteLevel): flashgau needs tokens that stand for whole bytes, as in "
-                             "GPT-2 or Llama 3 tokenizers")
-    from tokenizers import Tokenizer as HFTokenizer
-
-    try:
-        tok = BPETokenizer(HFTokenizer.from_str(json.dumps(data)))
-    except Exception as err:  # the HF library raises its own exception types
-        raise TokenizerError(f"{path} cannot be read as a tokenizer: {str(err)[:160]}") from None
+    tok = load_tokenizer_json(Path(path).expanduser())
     probe = "Probe: héllo  wörld\n\t🙂 x"
     try:
         round_trip = tok.decode(tok.encode(probe))
         tok.token_byte_lengths()
-    except (TokenizerError, KeyError):
+    except TokenizerError:
         round_trip = None
     if round_trip != probe:
         raise TokenizerError(f"{path} does not round-trip text exactly (a normaliser or non-byte tokens?); flashgau "
@@ -193,6 +183,27 @@ def load_tokenizer(path: Union[str, Path]) -> Tokenizer:
     except (OSError, ValueError) as err:
         raise TokenizerError(f"cannot read tokenizer file {path}: {err}") from None
     return tokenizer_from_dict(data)
+
+
+def load_tokenizer_json(path: Union[str, Path]) -> BPETokenizer:
+    """A byte-level BPE tokenizer from a Hugging Face `tokenizer.json` file (one that `flashgau export` wrote, or a
+    GPT-2 style one from elsewhere). Refuses, with TokenizerError, a file that cannot be read or a tokenizer that
+    is not byte-level BPE (its ids would not map back to bytes)."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        data = json.loads(text)
+        tok = HFTokenizer.from_str(text)
+    except (OSError, ValueError) as err:
+        raise TokenizerError(f"cannot read tokenizer file {path}: {err}") from None
+    except Exception as err:  # the HF library raises its own exception types
+        raise TokenizerError(f"{path} is not a tokenizer.json the tokenizers library can read: {err}") from None
+    model = (data.get("model") or {}).get("type") if isinstance(data, dict) else None
+    if model != "BPE" or '"ByteLevel"' not in json.dumps(data.get("pre_tokenizer")):
+        raise TokenizerError(f"{path} holds a {model or 'unknown'} tokenizer without byte-level pre-tokenization; "
+                             "flashgau takes byte-level BPE (GPT-2 style), whose every id maps back to bytes")
+    return BPETokenizer(tok)
 
 
 def _utf8(text: str) -> bytes:

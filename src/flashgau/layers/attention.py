@@ -1,6 +1,14 @@
-"""Multi-head softmax attention with RoPE (Transformer+ / Transformer++), through torch SDPA."""
+"""Multi-head softmax attention with RoPE (Transformer+ / Transformer++), through torch SDPA; the base of the
+baselines' attention layers (Performer, Combiner, MC-TFM++), which change only the op.
+
+One path for the three entry points: `heads` projects and rotates, `attend` runs the op's parallel form
+(returning the decoding state when asked) and `attend_step` its step form; forward, prefill and step wrap them.
+A subclass overrides `attend` and `attend_step` (and `heads` when its op takes other inputs).
+"""
 
 from __future__ import annotations
+
+from typing import Any, Optional
 
 from torch import Tensor, nn
 
@@ -21,25 +29,38 @@ class MultiHeadAttention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.out = nn.Linear(cfg.d_model, cfg.d_model)
 
-    def qkv_heads(self, x: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, T, d) -> q, k, v (B, H, T, dh), before RoPE."""
         B, T, _ = x.shape
-        q, k, v = self.qkv(x).reshape(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return self.qkv(x).reshape(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+
+    def heads(self, x: Tensor, pos: Tensor) -> tuple[Tensor, ...]:
+        """x (B, T, d), pos (T,) or (B, T) -> the op's inputs: q, k (rotated), v (B, H, T, dh)."""
+        q, k, v = self.project(x)
         return apply_rope(q, pos), apply_rope(k, pos), v
+
+    def attend(self, heads: tuple[Tensor, ...], ctx: Context, want_state: bool) -> tuple[Tensor, Optional[KVCache]]:
+        return softmax_attention(*heads, causal=ctx.causal, key_mask=ctx.key_mask, output_final_state=want_state)
+
+    def attend_step(self, heads: tuple[Tensor, ...], state: KVCache, pos: Tensor) -> tuple[Tensor, KVCache]:
+        return softmax_attention_step(*heads, state, pos)
 
     def merge(self, o: Tensor) -> Tensor:
         B, H, T, dh = o.shape
         return self.out(o.transpose(1, 2).reshape(B, T, H * dh))
 
+    def _attend(self, x: Tensor, ctx: Context, want_state: bool) -> tuple[Tensor, Any]:
+        o, state = self.attend(self.heads(x, ctx.positions), ctx, want_state)
+        return self.merge(o), state
+
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
-        q, k, v = self.qkv_heads(x, ctx.positions)
-        return self.merge(softmax_attention(q, k, v, causal=ctx.causal, key_mask=ctx.key_mask))
+        return self._attend(x, ctx, want_state=False)[0]
 
-    def prefill(self, x: Tensor, ctx: Context) -> tuple[Tensor, KVCache]:
-        q, k, v = self.qkv_heads(x, ctx.positions)
-        o = softmax_attention(q, k, v, causal=ctx.causal, key_mask=ctx.key_mask)
-        return self.merge(o), KVCache.from_prefill(k, v, ctx.lengths(x.shape[0]))
+    def prefill(self, x: Tensor, ctx: Context) -> tuple[Tensor, Any]:
+        """Causal only: the output and the decoding state after each row's real tokens (right padding)."""
+        return self._attend(x, ctx, want_state=True)
 
-    def step(self, x: Tensor, cache: KVCache) -> tuple[Tensor, KVCache]:
-        q, k, v = self.qkv_heads(x, cache.pos[:, None].clone())
-        valid = cache.append(k, v)
-        return self.merge(softmax_attention_step(q, cache.k, cache.v, valid)), cache
+    def step(self, x: Tensor, state: Any, pos: Tensor) -> tuple[Tensor, Any]:
+        """x (B, 1, d): one token per row at positions pos (B,); the state is updated in place and returned."""
+        o, state = self.attend_step(self.heads(x, pos[:, None]), state, pos)
+        return self.merge(o), state

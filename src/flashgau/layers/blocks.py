@@ -1,9 +1,10 @@
 """Blocks (one per layer) and the registry from arch name to block.
 
 Every block maps x (B, T, d) -> (B, T, d) and has three entry points:
-    forward(x, ctx)            training / scoring
-    prefill(x, ctx)            the same output plus its decoding state
-    step(x_t, state)           one token per row (x_t: (B, 1, d)), updating the state
+    forward(x, ctx) -> y                  training / scoring
+    prefill(x, ctx) -> (y, state)         the same output plus its decoding state (causal only)
+    step(x_t, state, pos) -> (y, state)   one token per row (x_t: (B, 1, d)) at positions pos (B,); the state is
+                                          updated in place (the ops' rule, flashgau.ops) and returned
 and a `supports_cache` flag (False when the state cannot reproduce the parallel output).
 """
 
@@ -48,8 +49,8 @@ class TransformerBlock(nn.Module):
         a, state = self.attn.prefill(self.norm1(x), ctx)
         return self._ffn(x + self.dropout(a)), state
 
-    def step(self, x: Tensor, state):
-        a, state = self.attn.step(self.norm1(x), state)
+    def step(self, x: Tensor, state, pos: Tensor):
+        a, state = self.attn.step(self.norm1(x), state, pos)
         return self._ffn(x + self.dropout(a)), state
 
 

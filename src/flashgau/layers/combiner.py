@@ -13,6 +13,8 @@ Shapes: B batch, H heads, T tokens, C chunk length, dh head width.
 
 from __future__ import annotations
 
+from typing import Optional
+
 from torch import Tensor
 
 from ..config import ModelConfig
@@ -24,27 +26,15 @@ from .context import Context
 class CombinerAttention(MultiHeadAttention):
     """x (B, T, d) -> (B, T, d): H heads of Combiner-Fixed attention over chunks of chunk_size tokens."""
 
-    supports_cache = True
-
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.chunk_size = cfg.chunk_size
 
-    def _attend(self, x: Tensor, ctx: Context, return_state: bool):
-        q, k, v = self.qkv_heads(x, ctx.positions)
-        return combiner_attention(q, k, v, chunk_size=self.chunk_size, causal=ctx.causal, key_mask=ctx.key_mask,
-                                  return_state=return_state)
+    def attend(self, heads: tuple[Tensor, ...], ctx: Context,
+               want_state: bool) -> tuple[Tensor, Optional[CombinerState]]:
+        return combiner_attention(*heads, chunk_size=self.chunk_size, causal=ctx.causal, key_mask=ctx.key_mask,
+                                  output_final_state=want_state)
 
-    def forward(self, x: Tensor, ctx: Context) -> Tensor:
-        return self.merge(self._attend(x, ctx, return_state=False))
-
-    def prefill(self, x: Tensor, ctx: Context) -> tuple[Tensor, CombinerState]:
-        """Causal only: the output and the state after each row's real tokens (right padding)."""
-        o, state = self._attend(x, ctx, return_state=True)
-        return self.merge(o), state
-
-    def step(self, x: Tensor, state: CombinerState) -> tuple[Tensor, CombinerState]:
-        """x (B, 1, d): one token per row at position state.pos."""
-        q, k, v = self.qkv_heads(x, state.pos[:, None].clone())
-        o, state = combiner_attention_step(q, k, v, state)
-        return self.merge(o), state
+    def attend_step(self, heads: tuple[Tensor, ...], state: CombinerState,
+                    pos: Tensor) -> tuple[Tensor, CombinerState]:
+        return combiner_attention_step(*heads, state, pos)

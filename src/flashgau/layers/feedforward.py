@@ -9,11 +9,11 @@ from ..config import ModelConfig
 
 
 class MLP(nn.Module):
-    """W_2 gelu(W_1 x), hidden width 4d by default."""
+    """W_2 gelu(W_1 x), hidden width cfg.mlp_hidden (4d by default)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        hidden = cfg.ffn_dim or 4 * cfg.d_model
+        hidden = cfg.mlp_hidden
         self.fc1 = nn.Linear(cfg.d_model, hidden)
         self.fc2 = nn.Linear(hidden, cfg.d_model)
 
@@ -21,17 +21,13 @@ class MLP(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
-def glu_hidden(d_model: int) -> int:
-    """8d/3 rounded to a multiple of 8: the GLU then has the MLP's 8d^2 parameters."""
-    return max(8, int(round(8 * d_model / 3 / 8)) * 8)
-
-
 class GLU(nn.Module):
-    """W_o (silu(W_u x) * W_v x) (SwiGLU), hidden width 8d/3 by default; u and v in one fused projection."""
+    """W_o (silu(W_u x) * W_v x) (SwiGLU), hidden width cfg.glu_hidden (8d/3 by default); u and v in one fused
+    projection."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.hidden = cfg.ffn_dim or glu_hidden(cfg.d_model)
+        self.hidden = cfg.glu_hidden
         self.fc_uv = nn.Linear(cfg.d_model, 2 * self.hidden)
         self.fc_out = nn.Linear(self.hidden, cfg.d_model)
 

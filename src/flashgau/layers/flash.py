@@ -1,18 +1,20 @@
 """The FLASH layer: a GAU whose attention is mixed chunk attention (paper Code 8).
 
-Four scale/offset maps of the shared z give the local query/key (exact relu^2 attention inside chunks of C tokens,
-/C) and the global query/key (linear attention across chunks, averaged over the real tokens of the visible chunks:
-earlier chunks when causal, all chunks when bidirectional). v is shared by both parts. The math is in
-ops/mixed_chunk.py.
+Four scale/offset maps of the shared z give the local query/key quad_q, quad_k (exact relu^2 attention inside chunks
+of C tokens, /C) and the global query/key lin_q, lin_k (linear attention across chunks, averaged over the real tokens
+of the visible chunks: earlier chunks when causal, all chunks when bidirectional). v is shared by both parts. The
+math is in ops/mixed_chunk.py.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 from torch import Tensor
 
 from ..config import ModelConfig
-from ..ops import FlashState, mixed_chunk_attention, mixed_chunk_step
+from ..ops import FlashState, mixed_chunk_attention, mixed_chunk_attention_step
 from .context import Context
 from .gau import GAUBase
 
@@ -25,28 +27,18 @@ class FlashLayer(GAUBase):
         super().__init__(cfg, bias_span=cfg.chunk_size)
         self.chunk_size = cfg.chunk_size
 
-    def _run(self, x: Tensor, ctx: Context, return_state: bool):
-        u, v, (qq, qk, lq, lk) = self.project(x, ctx.positions)
+    def _attend(self, x: Tensor, ctx: Context, want_state: bool) -> tuple[Tensor, Optional[FlashState]]:
+        u, v, (quad_q, quad_k, lin_q, lin_k) = self.project(x, ctx.positions)
         slots = torch.arange(self.chunk_size, device=x.device)
-        bias = self.rel(slots, slots).to(qq.dtype)
-        res = mixed_chunk_attention(qq, qk, lq, lk, v, bias, chunk_size=self.chunk_size, causal=ctx.causal,
-                                    key_mask=ctx.key_mask, return_state=return_state)
-        if return_state:
-            o, state = res
-            return self.finish(x, u, o), state
-        return self.finish(x, u, res)
+        bias = self.rel(slots, slots).to(quad_q.dtype)                    # (C, C)
+        o, state = mixed_chunk_attention(quad_q, quad_k, lin_q, lin_k, v, bias, chunk_size=self.chunk_size,
+                                         causal=ctx.causal, key_mask=ctx.key_mask, output_final_state=want_state)
+        return self.finish(x, u, o), state
 
-    def forward(self, x: Tensor, ctx: Context) -> Tensor:
-        return self._run(x, ctx, return_state=False)
-
-    def prefill(self, x: Tensor, ctx: Context) -> tuple[Tensor, FlashState]:
-        return self._run(x, ctx, return_state=True)
-
-    def step(self, x: Tensor, state: FlashState) -> tuple[Tensor, FlashState]:
-        """x (B, 1, d): one token per row at position state.pos."""
-        pos = state.pos.clone()
-        u, v, (qq, qk, lq, lk) = self.project(x, pos[:, None])
+    def step(self, x: Tensor, state: FlashState, pos: Tensor) -> tuple[Tensor, FlashState]:
+        """x (B, 1, d): one token per row at positions pos (B,); the state is updated in place and returned."""
+        u, v, (quad_q, quad_k, lin_q, lin_k) = self.project(x, pos[:, None])
         slots = torch.arange(self.chunk_size, device=x.device)
-        bias_row = self.rel((pos % self.chunk_size)[:, None], slots).to(qq.dtype)   # (B, 1, 1, C)
-        o, state = mixed_chunk_step(qq, qk, lq, lk, v, bias_row, state)
+        bias_row = self.rel((pos % self.chunk_size)[:, None], slots).to(quad_q.dtype)   # (B, 1, 1, C)
+        o, state = mixed_chunk_attention_step(quad_q, quad_k, lin_q, lin_k, v, bias_row, state, pos)
         return self.finish(x, u, o), state

@@ -11,7 +11,7 @@ only on tokens <= t; "paper" uses each row's real length, exactly as Code 1.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,9 @@ from .positions import RelPosBias, apply_rope
 
 
 class GAUBase(nn.Module):
-    """Projection and output shared by FLASH-Quad and FLASH; subclasses choose the attention."""
+    """Projection, output and entry points shared by FLASH-Quad and FLASH, which are whole blocks (the residual is
+    in `finish`). A subclass chooses the attention: `_attend(x, ctx, want_state) -> (y, state or None)` through the
+    op's parallel form, and `step(x_t, state, pos) -> (y, state)` through its step form."""
 
     n_maps = 2  # number of scale/offset maps of z
 
@@ -56,6 +58,13 @@ class GAUBase(nn.Module):
         """x + W_o(u * o), o (B, 1, T, e)."""
         return x + self.dropout(self.to_out(u * o[:, 0].to(u.dtype)))
 
+    def forward(self, x: Tensor, ctx: Context) -> Tensor:
+        return self._attend(x, ctx, want_state=False)[0]
+
+    def prefill(self, x: Tensor, ctx: Context) -> tuple[Tensor, Any]:
+        """Causal only: the output and the decoding state after each row's real tokens (right padding)."""
+        return self._attend(x, ctx, want_state=True)
+
 
 class GAU(GAUBase):
     """FLASH-Quad layer: quadratic relu^2 attention over the whole sequence."""
@@ -75,25 +84,17 @@ class GAU(GAUBase):
             return float(self.norm_len)
         return ctx.lengths(batch).clamp_min(1)
 
-    def _attend(self, x: Tensor, ctx: Context):
+    def _attend(self, x: Tensor, ctx: Context, want_state: bool) -> tuple[Tensor, Optional[KVCache]]:
         u, v, (q, k) = self.project(x, ctx.positions)
         bias = self.rel(ctx.positions, ctx.positions).to(q.dtype)
-        o = relu2_attention(q, k, v, bias, norm=self._norm(ctx, x.shape[0]), causal=ctx.causal,
-                            key_mask=ctx.key_mask)
-        return self.finish(x, u, o), k, v
+        o, cache = relu2_attention(q, k, v, bias, norm=self._norm(ctx, x.shape[0]), causal=ctx.causal,
+                                   key_mask=ctx.key_mask, output_final_state=want_state)
+        return self.finish(x, u, o), cache
 
-    def forward(self, x: Tensor, ctx: Context) -> Tensor:
-        return self._attend(x, ctx)[0]
-
-    def prefill(self, x: Tensor, ctx: Context) -> tuple[Tensor, KVCache]:
-        y, k, v = self._attend(x, ctx)
-        return y, KVCache.from_prefill(k, v, ctx.lengths(x.shape[0]))
-
-    def step(self, x: Tensor, cache: KVCache) -> tuple[Tensor, KVCache]:
-        """x (B, 1, d): one token per row at position cache.pos."""
-        pos = cache.pos.clone()
+    def step(self, x: Tensor, cache: KVCache, pos: Tensor) -> tuple[Tensor, KVCache]:
+        """x (B, 1, d): one token per row at positions pos (B,); the cache (with room for pos) is written in place
+        and returned."""
         u, v, (q, k) = self.project(x, pos[:, None])
-        valid = cache.append(k, v)
-        bias = self.rel(pos[:, None], torch.arange(cache.capacity, device=x.device)).to(q.dtype)
-        o = relu2_attention_step(q, cache.k, cache.v, bias, valid, norm=float(self.norm_len))
+        bias = self.rel(pos[:, None], torch.arange(cache.capacity, device=x.device)).to(q.dtype)   # (B, 1, 1, S)
+        o, cache = relu2_attention_step(q, k, v, bias, cache, pos, norm=float(self.norm_len))
         return self.finish(x, u, o), cache

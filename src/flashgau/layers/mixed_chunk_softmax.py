@@ -4,9 +4,9 @@ The q, k, v projection is MultiHeadAttention's (same parameters, same names). Mi
 query/key pair for its linear part; as FLASH derives its four query/key maps from one z by cheap per-dimension
 scale/offset, MC-TFM++ derives the linear ones from q and k the same way:
 
-    lq = q * (1 + gamma_q) + beta_q,   lk = k * (1 + gamma_k) + beta_k      (per head and dimension)
+    lin_q = q * (1 + gamma_q) + beta_q,   lin_k = k * (1 + gamma_k) + beta_k      (per head and dimension)
 
-(`lin.weight` = gamma, (2, H, dh), starts at 0 so lq = q, lk = k at init and weight decay pulls towards that;
+(`lin.weight` = gamma, (2, H, dh), starts at 0 so lin_q = q, lin_k = k at init and weight decay pulls towards that;
 `lin.bias` = beta, zero-initialised). All four are rotated by RoPE at their absolute positions, as in FLASH. The
 attention is flashgau.ops.mixed_chunk_softmax: exact softmax inside chunks of C = chunk_size tokens, FLASH's linear
 attention across chunks (exclusive chunk prefix sum when causal, averaged over the real tokens summarised).
@@ -18,12 +18,14 @@ Shapes: B batch, H heads, T tokens, C chunk length, dh head width.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..ops.mixed_chunk_softmax import (SoftmaxChunkState, mixed_chunk_softmax_attention,
-                                       mixed_chunk_softmax_step)
+                                       mixed_chunk_softmax_attention_step)
 from .attention import MultiHeadAttention
 from .context import Context
 from .positions import apply_rope
@@ -44,35 +46,22 @@ class ScaleOffset(nn.Module):
 class MixedChunkSoftmaxAttention(MultiHeadAttention):
     """x (B, T, d) -> (B, T, d): H heads of mixed chunk attention with a softmax local part."""
 
-    supports_cache = True
-
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.chunk_size = cfg.chunk_size
         self.lin = ScaleOffset(2, self.n_heads, self.head_dim)
 
     def heads(self, x: Tensor, pos: Tensor) -> tuple[Tensor, ...]:
-        """x (B, T, d), pos (T,) or (B, T) -> q, k, lq, lk, v (B, H, T, dh), the first four rotated."""
-        B, T, _ = x.shape
-        q, k, v = self.qkv(x).reshape(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        lq, lk = self.lin(q, 0), self.lin(k, 1)
-        return (*(apply_rope(t, pos) for t in (q, k, lq, lk)), v)
+        """x (B, T, d), pos (T,) or (B, T) -> q, k, lin_q, lin_k, v (B, H, T, dh), the first four rotated."""
+        q, k, v = self.project(x)
+        lin_q, lin_k = self.lin(q, 0), self.lin(k, 1)
+        return (*(apply_rope(t, pos) for t in (q, k, lin_q, lin_k)), v)
 
-    def _attend(self, x: Tensor, ctx: Context, return_state: bool):
-        q, k, lq, lk, v = self.heads(x, ctx.positions)
-        return mixed_chunk_softmax_attention(q, k, lq, lk, v, chunk_size=self.chunk_size, causal=ctx.causal,
-                                             key_mask=ctx.key_mask, return_state=return_state)
+    def attend(self, heads: tuple[Tensor, ...], ctx: Context,
+               want_state: bool) -> tuple[Tensor, Optional[SoftmaxChunkState]]:
+        return mixed_chunk_softmax_attention(*heads, chunk_size=self.chunk_size, causal=ctx.causal,
+                                             key_mask=ctx.key_mask, output_final_state=want_state)
 
-    def forward(self, x: Tensor, ctx: Context) -> Tensor:
-        return self.merge(self._attend(x, ctx, return_state=False))
-
-    def prefill(self, x: Tensor, ctx: Context) -> tuple[Tensor, SoftmaxChunkState]:
-        """Causal only: the output and the fixed-size state after each row's real tokens (right padding)."""
-        o, state = self._attend(x, ctx, return_state=True)
-        return self.merge(o), state
-
-    def step(self, x: Tensor, state: SoftmaxChunkState) -> tuple[Tensor, SoftmaxChunkState]:
-        """x (B, 1, d): one token per row at position state.pos."""
-        q, k, lq, lk, v = self.heads(x, state.pos[:, None].clone())
-        o, state = mixed_chunk_softmax_step(q, k, lq, lk, v, state)
-        return self.merge(o), state
+    def attend_step(self, heads: tuple[Tensor, ...], state: SoftmaxChunkState,
+                    pos: Tensor) -> tuple[Tensor, SoftmaxChunkState]:
+        return mixed_chunk_softmax_attention_step(*heads, state, pos)

@@ -17,6 +17,8 @@ Shapes: B batch, H heads, T tokens, dh head width, m random features.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -28,8 +30,6 @@ from .context import Context
 
 class PerformerAttention(MultiHeadAttention):
     """x (B, T, d) -> (B, T, d): H heads of FAVOR+ attention, causal chunk-wise (chunk_size) or bidirectional."""
-
-    supports_cache = True
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
@@ -61,22 +61,15 @@ class PerformerAttention(MultiHeadAttention):
             self.redraw_features()
         self.calls_since_redraw += 1
 
-    def _attend(self, x: Tensor, ctx: Context, return_state: bool):
-        q, k, v = self.qkv_heads(x, ctx.positions)
-        return favor_attention(q, k, v, self.projection, causal=ctx.causal, key_mask=ctx.key_mask,
-                               chunk_size=self.chunk_size, return_state=return_state)
+    def attend(self, heads: tuple[Tensor, ...], ctx: Context,
+               want_state: bool) -> tuple[Tensor, Optional[FavorState]]:
+        return favor_attention(*heads, self.projection, causal=ctx.causal, key_mask=ctx.key_mask,
+                               chunk_size=self.chunk_size, output_final_state=want_state)
+
+    def attend_step(self, heads: tuple[Tensor, ...], state: FavorState, pos: Tensor) -> tuple[Tensor, FavorState]:
+        return favor_attention_step(*heads, self.projection, state)
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
+        """Training-mode calls count towards the redraw schedule; prefill and step never redraw."""
         self._maybe_redraw()
-        return self.merge(self._attend(x, ctx, return_state=False))
-
-    def prefill(self, x: Tensor, ctx: Context) -> tuple[Tensor, FavorState]:
-        """Causal only: the output and the fixed-size state after each row's real tokens (right padding)."""
-        o, state = self._attend(x, ctx, return_state=True)
-        return self.merge(o), state
-
-    def step(self, x: Tensor, state: FavorState) -> tuple[Tensor, FavorState]:
-        """x (B, 1, d): one token per row at position state.pos."""
-        q, k, v = self.qkv_heads(x, state.pos[:, None].clone())
-        o, state = favor_attention_step(q, k, v, self.projection, state)
-        return self.merge(o), state
+        return super().forward(x, ctx)

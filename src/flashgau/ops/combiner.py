@@ -33,8 +33,9 @@ regions then partition the sequence, as in the paper's formulation, where their 
 
 Cost: O(T (C + G) dh) time, O(T (C + G)) memory, G = ceil(T / C); O(T^1.5) at C = sqrt(T).
 
-Forms (one state type, `CombinerState`): `combiner_attention` (parallel; training and prefill) and
-`combiner_attention_step` (decoding one token). Logits, softmax and summaries are computed in fp32.
+Forms (one state type, `CombinerState`; the contract of flashgau.ops): `combiner_attention` (parallel; training and
+prefill) -> (o, state or None) and `combiner_attention_step` (decoding one token) -> (o, state). Logits, softmax and
+summaries are computed in fp32.
 
 Shapes: B batch, H heads, T tokens, G chunks, C chunk length, dh head width. q, k: (B, H, T, dh); v: (B, H, T, dv);
 key_mask: (B, T) bool, True for real tokens (a token's mask also excludes it from its chunk's pooled query).
@@ -42,25 +43,27 @@ key_mask: (B, T) bool, True for real tokens (a token's mask also excludes it fro
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from .chunks import chunk_mask, masked_softmax, open_chunk, to_chunks
+from .state import State, check_final_state
 
 _NEG_INF = float("-inf")
 
 
 @dataclass
-class CombinerState:
+class CombinerState(State):
     """Decoding state of one causal Combiner attention layer.
 
     k, v:   (B, H, C, dh|dv), the open chunk's keys and values; slot = position % C.
     q_max:  (B, H, dh) fp32, running elementwise max of the open chunk's queries (-inf when it is empty).
-    sum_k:  (B, H, N, dh) fp32, kbar of each finished chunk (N >= finished chunks; grows by doubling).
+    sum_k:  (B, H, N, dh) fp32, kbar of each finished chunk (N >= finished chunks, see reserve); a row at position
+            pos has pos // C finished chunks.
     sum_v:  (B, H, N, dv) fp32, vbar of each finished chunk.
-    pos:    (B,) int64, position of each row's next token; row b has pos[b] // C finished chunks.
     """
 
     k: Tensor
@@ -68,30 +71,23 @@ class CombinerState:
     q_max: Tensor
     sum_k: Tensor
     sum_v: Tensor
-    pos: Tensor
 
     @property
     def chunk_size(self) -> int:
         return self.k.shape[2]
 
-    def reserve(self, positions: int) -> None:
-        """Grow the summary axis (doubling) so that the summaries of `positions` tokens fit (one per C tokens);
-        generate() calls it once with the final length, so decoding then never reallocates."""
+    def reserve(self, positions: int, *, exact: bool = True) -> None:
+        """Grow the summary axis so that the summaries of `positions` tokens fit (one per C tokens): to exactly that
+        many, or (exact=False, growth one token at a time) to at least twice the current number."""
         count = -(-positions // self.chunk_size)
         have = self.sum_k.shape[2]
         if count <= have:
             return
-        grow = max(count, 2 * have, 4) - have
+        grow = (count if exact else max(count, 2 * have, 4)) - have
         self.sum_k = torch.cat([self.sum_k, self.sum_k.new_zeros(*self.sum_k.shape[:2], grow,
                                                                   self.sum_k.shape[-1])], dim=2)
         self.sum_v = torch.cat([self.sum_v, self.sum_v.new_zeros(*self.sum_v.shape[:2], grow,
                                                                   self.sum_v.shape[-1])], dim=2)
-
-    def nbytes(self) -> int:
-        return sum(getattr(self, f.name).nelement() * getattr(self, f.name).element_size() for f in fields(self))
-
-    def clone(self) -> "CombinerState":
-        return CombinerState(**{f.name: getattr(self, f.name).clone() for f in fields(self)})
 
 
 def empty_combiner_state(batch: int, heads: int, chunk_size: int, head_dim: int, v_dim: Optional[int] = None, *,
@@ -104,18 +100,7 @@ def empty_combiner_state(batch: int, heads: int, chunk_size: int, head_dim: int,
         q_max=torch.full((batch, heads, head_dim), _NEG_INF, device=device, dtype=torch.float32),
         sum_k=torch.zeros(batch, heads, 0, head_dim, device=device, dtype=torch.float32),
         sum_v=torch.zeros(batch, heads, 0, v_dim, device=device, dtype=torch.float32),
-        pos=torch.zeros(batch, device=device, dtype=torch.long),
     )
-
-
-def _masked_softmax(logits: Tensor, allowed: Tensor) -> Tensor:
-    """Softmax over the last axis restricted to `allowed`; a row with nothing allowed gives zeros (not NaN)."""
-    logits = logits.masked_fill(~allowed, _NEG_INF)
-    top = logits.detach().amax(-1, keepdim=True)
-    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    e = (logits - top).exp()
-    total = e.sum(-1, keepdim=True)
-    return e / torch.where(total > 0, total, torch.ones_like(total))
 
 
 def _pool_max(x: Tensor, real: Tensor) -> Tensor:
@@ -129,30 +114,25 @@ def chunk_summaries(q: Tensor, k: Tensor, v: Tensor, real: Tensor, scale: float)
     any_real = real.any(-1, keepdim=True)
     q_bar = torch.where(any_real, _pool_max(q, real), torch.zeros(()))
     k_bar = torch.where(any_real, _pool_max(k, real), torch.zeros(()))
-    weights = _masked_softmax((k @ q_bar[..., None])[..., 0] * scale, real)       # q(j|r): (..., C)
+    weights = masked_softmax((k @ q_bar[..., None])[..., 0] * scale, real)       # q(j|r): (..., C)
     v_bar = (weights[..., None, :] @ v)[..., 0, :]
     return k_bar, v_bar
 
 
 def combiner_attention(q: Tensor, k: Tensor, v: Tensor, *, chunk_size: int, causal: bool,
                        key_mask: Optional[Tensor] = None, scale: Optional[float] = None,
-                       return_state: bool = False):
-    """Parallel Combiner-Fixed attention. Returns o (B, H, T, dv) in v's dtype, or (o, CombinerState).
-
-    return_state (causal only) gives the state after each row's real tokens (key_mask must be a right padding),
-    ready for `combiner_attention_step` to continue from.
+                       output_final_state: bool = False) -> tuple[Tensor, Optional[CombinerState]]:
+    """Parallel Combiner-Fixed attention. Returns (o (B, H, T, dv) in v's dtype, final_state): final_state is None
+    unless output_final_state (causal only), then the state after each row's real tokens (key_mask must be a right
+    padding), ready for `combiner_attention_step` to continue from.
     """
-    if return_state and not causal:
-        raise ValueError("a decoding state exists only for causal attention")
+    check_final_state(causal, output_final_state)
     B, H, T, dh = q.shape
     C = chunk_size
-    G = -(-T // C)
-    pad = G * C - T
     scale = dh ** -0.5 if scale is None else scale
-    km = torch.ones(B, T, dtype=torch.bool, device=q.device) if key_mask is None else key_mask.bool()
-    km = F.pad(km, (0, pad), value=False)
-    qg, kg, vg = (F.pad(t.float(), (0, 0, 0, pad)).reshape(B, H, G, C, -1) for t in (q, k, v))
-    real = km.reshape(B, 1, G, C)
+    qg, kg, vg = (to_chunks(t.float(), C) for t in (q, k, v))                # (B, H, G, C, dh|dv)
+    G = qg.shape[2]
+    real = chunk_mask(key_mask, B, T, C, q.device)[:, None]                    # (B, 1, G, C)
 
     k_bar, v_bar = chunk_summaries(qg, kg, vg, real, scale)                    # (B, H, G, dh|dv)
     chunk_real = real.any(-1)                                                  # (B, 1, G)
@@ -166,51 +146,44 @@ def combiner_attention(q: Tensor, k: Tensor, v: Tensor, *, chunk_size: int, caus
     other = (g_idx[None, :] < g_idx[:, None]) if causal else (g_idx[None, :] != g_idx[:, None])   # [g, r]
     region_ok = chunk_real[:, :, None, None, :] & other[None, None, :, None, :]
 
-    p = _masked_softmax(torch.cat([local, region], -1),
-                        torch.cat([local_ok.expand(B, 1, G, C, C), region_ok.expand(B, 1, G, C, G)], -1))
+    p = masked_softmax(torch.cat([local, region], -1),
+                       torch.cat([local_ok.expand(B, 1, G, C, C), region_ok.expand(B, 1, G, C, G)], -1))
     out = p[..., :C] @ vg + torch.einsum("bhgcr,bhrd->bhgcd", p[..., C:], v_bar)
     out = out.reshape(B, H, G * C, -1)[:, :, :T].to(v.dtype)
-    if not return_state:
-        return out
+    if not output_final_state:
+        return out, None
 
-    length = km.sum(1)                                                        # (B,) real tokens per row
-    open_chunk = length // C                                                  # in [0, G]
-    rows = torch.arange(B, device=q.device)
-
-    def open_buffer(t: Tensor) -> Tensor:                                     # (B, H, G, C, w) -> (B, H, C, w)
-        t = torch.cat([t, t.new_zeros(B, H, 1, C, t.shape[-1])], dim=2)
-        return t[rows, :, open_chunk].contiguous()
-
-    q_max = torch.cat([_pool_max(qg, real), qg.new_full((B, H, 1, dh), _NEG_INF)], dim=2)[rows, :, open_chunk]
-    state = CombinerState(k=open_buffer(kg).to(k.dtype), v=open_buffer(vg).to(v.dtype), q_max=q_max,
-                          sum_k=k_bar.contiguous(), sum_v=v_bar.contiguous(), pos=length.to(torch.long))
+    length = real.sum((1, 2, 3))                                              # (B,) real tokens per row
+    state = CombinerState(k=open_chunk(kg, length, C).to(k.dtype), v=open_chunk(vg, length, C).to(v.dtype),
+                          q_max=open_chunk(_pool_max(qg, real), length, C, fill=_NEG_INF),
+                          sum_k=k_bar.contiguous(), sum_v=v_bar.contiguous())
     return out, state
 
 
-def combiner_attention_step(q: Tensor, k: Tensor, v: Tensor, state: CombinerState, *,
+def combiner_attention_step(q: Tensor, k: Tensor, v: Tensor, state: CombinerState, pos: Tensor, *,
                             scale: Optional[float] = None) -> tuple[Tensor, CombinerState]:
-    """One decoding step, one token per row: q, k (B, H, 1, dh), v (B, H, 1, dv), at position state.pos.
+    """One decoding step, one token per row: q, k (B, H, 1, dh), v (B, H, 1, dv), at positions pos (B,).
 
     Updates `state` in place and returns (o (B, H, 1, dv) in v's dtype, state). When the token completes its chunk,
-    the chunk is folded into one (kbar, vbar) summary and the buffer starts over."""
+    the chunk is folded into one (kbar, vbar) summary and the buffer starts over; the state must have room for that
+    summary (`state.reserve(pos + 1)`)."""
     B, H, C, dh = state.k.shape
     scale = dh ** -0.5 if scale is None else scale
-    slot = state.pos % C
-    done = state.pos // C                                                     # finished chunks per row
+    slot = pos % C
+    done = pos // C                                                           # finished chunks per row
     rows = torch.arange(B, device=q.device)
     state.k[rows, :, slot] = k[:, :, 0].to(state.k.dtype)
     state.v[rows, :, slot] = v[:, :, 0].to(state.v.dtype)
     qf = q.float()
     fresh = (slot == 0).reshape(B, 1, 1)
-    state.q_max = torch.where(fresh, qf[:, :, 0], torch.maximum(state.q_max, qf[:, :, 0]))
+    state.q_max.copy_(torch.where(fresh, qf[:, :, 0], torch.maximum(state.q_max, qf[:, :, 0])))
 
-    state.reserve((int(done.max()) + 1) * C)
     N = state.sum_k.shape[2]
     local = (qf @ state.k.float().transpose(-1, -2)) * scale                 # (B, H, 1, C)
     local_ok = (torch.arange(C, device=q.device)[None, :] <= slot[:, None]).reshape(B, 1, 1, C)
     region = (qf @ state.sum_k.transpose(-1, -2)) * scale                    # (B, H, 1, N)
     region_ok = (torch.arange(N, device=q.device)[None, :] < done[:, None]).reshape(B, 1, 1, N)
-    p = _masked_softmax(torch.cat([local, region], -1), torch.cat([local_ok, region_ok], -1))
+    p = masked_softmax(torch.cat([local, region], -1), torch.cat([local_ok, region_ok], -1))
     out = p[..., :C] @ state.v.float() + p[..., C:] @ state.sum_v
 
     full = slot == C - 1
@@ -219,8 +192,7 @@ def combiner_attention_step(q: Tensor, k: Tensor, v: Tensor, state: CombinerStat
         idx = rows[full]
         state.sum_k[idx, :, done[idx]] = k_bar[idx]
         state.sum_v[idx, :, done[idx]] = v_bar[idx]
-        state.q_max = torch.where(full.reshape(B, 1, 1), torch.full_like(state.q_max, _NEG_INF), state.q_max)
-    state.pos = state.pos + 1
+        state.q_max.masked_fill_(full.reshape(B, 1, 1), _NEG_INF)     # the next chunk starts empty
     return out.to(v.dtype), state
 
 

@@ -12,17 +12,18 @@ place of the exponential; by associativity, o_i = phi(q_i) S / phi(q_i) . z with
 and z = sum_j phi(k_j) (m): linear in T. Orthogonal directions (blocks of dh mutually orthogonal rows, each row
 rescaled to a chi-distributed norm so it is marginally Gaussian) lower the variance (the paper's "+ORF").
 
-Forms (one state type, `FavorState`):
+Forms (one state type, `FavorState`; the contract of flashgau.ops):
 
-- `favor_attention` (parallel: training and prefill). Bidirectional: one S and z over all real keys. Causal,
-  chunk-wise (chunks of C tokens):
+- `favor_attention` (parallel: training and prefill) -> (o, state or None). Bidirectional: one S and z over all
+  real keys. Causal, chunk-wise (chunks of C tokens):
     1. features of every query and key (B, H, T, m);
     2. inside a chunk: the masked C x C matrix phi(Q_g) phi(K_g)^T, times V_g (exact prefix sums within the chunk);
     3. across chunks: one summary phi(K_h)^T V_h (m x dh) and sum phi(K_h) per chunk, combined for chunk g over
        the chunks h < g by one (G x G) lower-triangular matrix product (an exclusive prefix sum);
     4. o = (intra + inter numerator) / (intra + inter denominator).
   Memory O(T m + T C + G m dh): never a per-token (B, H, T, m, dh) prefix-sum tensor.
-- `favor_attention_step` (decoding one token): the running sums S and z, updated and read; fixed size.
+- `favor_attention_step` (decoding one token) -> (o, state): the running sums S and z, updated and read; fixed
+  size. It needs no position, so it takes none.
 
 Numerical stability. phi(x) can overflow fp32 (the exponent reaches |w|^2 / 2, about dh / 2 and more). Every
 exponent is shifted by a constant that cancels between numerator and denominator, and the sums are kept in fp32:
@@ -42,36 +43,30 @@ key_mask: (B, T) bool, True for real tokens.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from .chunks import to_chunks
+from .state import State, check_final_state
 
 _NEG_INF = float("-inf")
 
 
 @dataclass
-class FavorState:
+class FavorState(State):
     """Decoding state of one FAVOR+ attention layer; its size does not depend on the position.
 
     kv:    (B, H, m, dh) fp32, sum over seen keys of exp(a(k_j) - shift) (x) v_j, a(k) the key's log-features.
     z:     (B, H, m) fp32, sum over seen keys of exp(a(k_j) - shift).
     shift: (B, H) fp32, the largest key log-feature seen so far (-inf before any key); the scale of kv and z.
-    pos:   (B,) int64, position of each row's next token (what a layer needs for RoPE while decoding).
     """
 
     kv: Tensor
     z: Tensor
     shift: Tensor
-    pos: Tensor
-
-    def nbytes(self) -> int:
-        return sum(getattr(self, f.name).nelement() * getattr(self, f.name).element_size() for f in fields(self))
-
-    def clone(self) -> "FavorState":
-        return FavorState(**{f.name: getattr(self, f.name).clone() for f in fields(self)})
 
 
 def empty_favor_state(batch: int, heads: int, num_features: int, head_dim: int, *, device=None) -> FavorState:
@@ -80,7 +75,6 @@ def empty_favor_state(batch: int, heads: int, num_features: int, head_dim: int, 
         kv=torch.zeros(batch, heads, num_features, head_dim, device=device, dtype=torch.float32),
         z=torch.zeros(batch, heads, num_features, device=device, dtype=torch.float32),
         shift=torch.full((batch, heads), _NEG_INF, device=device, dtype=torch.float32),
-        pos=torch.zeros(batch, device=device, dtype=torch.long),
     )
 
 
@@ -146,14 +140,12 @@ def _safe_divide(num: Tensor, den: Tensor) -> Tensor:
 
 def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor, *, causal: bool,
                     key_mask: Optional[Tensor] = None, chunk_size: int = 64, scale: Optional[float] = None,
-                    return_state: bool = False):
-    """Parallel FAVOR+ attention. Returns o (B, H, T, dh) in v's dtype, or (o, FavorState) when return_state.
-
-    return_state (causal only) gives the state after each row's real tokens (key_mask must then be a right
+                    output_final_state: bool = False) -> tuple[Tensor, Optional[FavorState]]:
+    """Parallel FAVOR+ attention. Returns (o (B, H, T, dh) in v's dtype, final_state): final_state is None unless
+    output_final_state (causal only), then the state after each row's real tokens (key_mask must then be a right
     padding: real tokens first), ready for `favor_attention_step` to continue from.
     """
-    if return_state and not causal:
-        raise ValueError("a decoding state exists only for causal attention")
+    check_final_state(causal, output_final_state)
     B, H, T, _ = q.shape
     km = torch.ones(B, T, dtype=torch.bool, device=q.device) if key_mask is None else key_mask.bool()
     aq = favor_logits(q, projection, scale=scale)                       # (B, H, T, m)
@@ -170,12 +162,11 @@ def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor, *, caus
         den = phq @ phk.sum(-2)[..., None]
         out = _safe_divide(num, den[..., 0])
     out = out.to(v.dtype)
-    if not return_state:
-        return out
+    if not output_final_state:
+        return out, None
     shift = ak.detach().amax(dim=(-1, -2))
     phk = (ak - _finite_or_zero(shift)[..., None, None]).exp()
-    state = FavorState(kv=phk.transpose(-1, -2) @ vf, z=phk.sum(-2), shift=shift, pos=km.sum(1).to(torch.long))
-    return out, state
+    return out, FavorState(kv=phk.transpose(-1, -2) @ vf, z=phk.sum(-2), shift=shift)
 
 
 def _finite_or_zero(x: Tensor) -> Tensor:
@@ -187,15 +178,8 @@ def _causal_chunked(phq: Tensor, ak: Tensor, v: Tensor, C: int) -> Tensor:
     (-inf for padded keys); v (B, H, T, dh) fp32. Returns (B, H, T, dh) fp32."""
     B, H, T, m = phq.shape
     dh = v.shape[-1]
-    G = -(-T // C)
-    pad = G * C - T
-    if pad:
-        phq = F.pad(phq, (0, 0, 0, pad))
-        ak = F.pad(ak, (0, 0, 0, pad), value=_NEG_INF)
-        v = F.pad(v, (0, 0, 0, pad))
-    phq = phq.reshape(B, H, G, C, m)
-    ak = ak.reshape(B, H, G, C, m)
-    v = v.reshape(B, H, G, C, dh)
+    phq, ak, v = to_chunks(phq, C), to_chunks(ak, C, value=_NEG_INF), to_chunks(v, C)   # (B, H, G, C, .)
+    G = phq.shape[2]
 
     # Shifts (all detached; they cancel between numerator and denominator):
     #   c_j     the largest log-feature of key j;             c_h = max_j in h c_j  (chunk h)
@@ -235,17 +219,16 @@ def _causal_chunked(phq: Tensor, ak: Tensor, v: Tensor, C: int) -> Tensor:
 def favor_attention_step(q: Tensor, k: Tensor, v: Tensor, projection: Tensor, state: FavorState, *,
                          scale: Optional[float] = None) -> tuple[Tensor, FavorState]:
     """One decoding step, one token per row: q, k, v (B, H, 1, dh). The token attends to itself and every earlier
-    token. Updates `state` (its fields are replaced) and returns (o (B, H, 1, dh) in v's dtype, state)."""
+    token. Updates `state` in place and returns (o (B, H, 1, dh) in v's dtype, state)."""
     aq = favor_logits(q, projection, scale=scale)                       # (B, H, 1, m)
     ak = favor_logits(k, projection, scale=scale)
     c_new = ak.amax(-1)[..., 0]                                         # (B, H)
     shift = torch.maximum(state.shift, c_new)
     decay = (state.shift - shift).exp()                                 # 0 for an empty state
     phk = (ak - shift[..., None, None]).exp()                           # (B, H, 1, m)
-    state.kv = state.kv * decay[..., None, None] + phk.transpose(-1, -2) @ v.float()
-    state.z = state.z * decay[..., None] + phk[:, :, 0]
-    state.shift = shift
-    state.pos = state.pos + 1
+    state.kv.mul_(decay[..., None, None]).add_(phk.transpose(-1, -2) @ v.float())
+    state.z.mul_(decay[..., None]).add_(phk[:, :, 0])
+    state.shift.copy_(shift)
     phq = _query_features(aq)
     num = phq @ state.kv
     den = (phq[:, :, 0] * state.z).sum(-1)[..., None]

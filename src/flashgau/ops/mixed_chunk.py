@@ -1,141 +1,122 @@
 """FLASH's mixed chunk attention: exact relu^2 attention inside chunks of C tokens, linear attention across chunks.
 
-Two forms share one state type, `FlashState`:
+Two forms share one state type, `FlashState` (the contract of flashgau.ops):
 
-- `mixed_chunk_attention` (parallel: training and prefill). Steps:
-    1. pad T up to G*C tokens with zeros and zero the values of masked keys (a zero value adds nothing anywhere,
+- `mixed_chunk_attention` (parallel: training and prefill) -> (o, FlashState or None). Steps:
+    1. zero the values of masked keys and pad T up to G*C tokens with zeros (a zero value adds nothing anywhere,
        so real outputs do not depend on padding or masked tokens);
-    2. local part, per chunk: relu(qq qk^T / C + bias)^2 (lower-triangular when causal), times v;
-    3. global part: one summary lk^T v (s x e) per chunk and a count of its real tokens; causal: an exclusive
+    2. local part, per chunk: relu(quad_q quad_k^T / C + bias)^2 (lower-triangular when causal), times v;
+    3. global part: one summary lin_k^T v (s x e) per chunk and a count of its real tokens; causal: an exclusive
        cumulative sum over the chunk axis (chunk g sees chunks < g), bidirectional: the sum over all chunks;
-       lq times the summary, divided by the number of real tokens summarised (0 tokens: 0);
+       lin_q times the summary, divided by the number of real tokens summarised (0 tokens: 0);
     4. output = local + global, unpadded.
   Memory is O(T C) for the local part and O(G s e) for the summaries: never a per-token s x e state, never T x T.
-- `mixed_chunk_step` (decoding one token): the same arithmetic for one query, against the open chunk's buffer
-  and the running sum of finished chunks' summaries; the buffer is folded into the sum when its chunk completes.
+  ops/reference/mixed_chunk.py holds the dense reference and a short einsum listing of the same four steps.
+- `mixed_chunk_attention_step` (decoding one token) -> (o, FlashState): the same arithmetic for one query, against
+  the open chunk's buffer and the running sum of finished chunks' summaries; the buffer is folded into the sum when
+  its chunk completes.
 
 Shapes: B batch, H heads (1 in FLASH), T tokens, G chunks, C chunk length, s query/key width, e value width.
-qq, qk (local query/key), lq, lk (global query/key): (B, H, T, s); v: (B, H, T, e).
+quad_q, quad_k (local query/key), lin_q, lin_k (global query/key): (B, H, T, s); v: (B, H, T, e).
 bias: (C, C) relative position bias for (query slot, key slot) inside a chunk.
 key_mask: (B, T) bool, True for real tokens. Summaries and counts are accumulated in fp32.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from .chunks import chunk_mask, open_chunk, pick_rows, sums_before, to_chunks
+from .state import State, check_final_state
 
 
 @dataclass
-class FlashState:
+class FlashState(State):
     """Decoding state of one mixed-chunk attention layer; its size does not depend on the position.
 
-    kv:    (B, H, s, e) fp32, sum over finished chunks of lk^T v (real tokens only).
+    kv:    (B, H, s, e) fp32, sum over finished chunks of lin_k^T v (real tokens only).
     count: (B,) fp32, number of real tokens summarised in kv.
-    qk, lk, v: (B, H, C, s|s|e), the open chunk's local keys, global keys and values; slot = position % C.
-    pos:   (B,) int64, position of the next token of each row.
+    quad_k, lin_k, v: (B, H, C, s|s|e), the open chunk's local keys, global keys and values; slot = position % C.
     """
 
     kv: Tensor
     count: Tensor
-    qk: Tensor
-    lk: Tensor
+    quad_k: Tensor
+    lin_k: Tensor
     v: Tensor
-    pos: Tensor
-
-    def nbytes(self) -> int:
-        return sum(getattr(self, f.name).nelement() * getattr(self, f.name).element_size() for f in fields(self))
-
-    def clone(self) -> "FlashState":
-        return FlashState(**{f.name: getattr(self, f.name).clone() for f in fields(self)})
 
 
-def _pad_time(x: Tensor, pad: int) -> Tensor:
-    return F.pad(x, (0, 0, 0, pad)) if pad else x
-
-
-def mixed_chunk_attention(qq: Tensor, qk: Tensor, lq: Tensor, lk: Tensor, v: Tensor, bias: Tensor, *,
+def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor, bias: Tensor, *,
                           chunk_size: int, causal: bool, key_mask: Optional[Tensor] = None,
-                          return_state: bool = False):
-    """Parallel mixed chunk attention. Returns o (B, H, T, e), or (o, FlashState) when return_state.
-
-    return_state (causal only) gives the state after each row's last real token (key_mask's row sum), ready for
-    `mixed_chunk_step` to continue from.
+                          output_final_state: bool = False) -> tuple[Tensor, Optional[FlashState]]:
+    """Parallel mixed chunk attention. Returns (o (B, H, T, e), final_state): final_state is None unless
+    output_final_state (causal only), then the state after each row's last real token (key_mask's row sum; right
+    padding), ready for `mixed_chunk_attention_step` to continue from.
 
     Masking costs no pass over the attention weights: a masked key's value is zeroed (so it adds nothing to the
     local part nor to any chunk summary, and gets no gradient), padded tokens are zeros, and the causal mask is
     -inf in the bias (relu(-inf)^2 = 0, gradient 0). The /C scale and the bias ride in one baddbmm, and the global
     term is accumulated into the local output by another.
     """
-    B, H, T, s = qq.shape
+    check_final_state(causal, output_final_state)
+    B, H, T, s = quad_q.shape
     e = v.shape[-1]
     C = chunk_size
     G = -(-T // C)
-    pad = G * C - T
+
+    # 1. masked keys get value 0; pad to G*C tokens and cut into chunks, one (C, width) matrix per (row, head, chunk)
     km = None if key_mask is None else key_mask.bool()
     if km is not None:
-        v = v * km[:, None, :, None].to(v.dtype)                         # masked keys contribute nothing
-    qq, qk, lq, lk, v = (_pad_time(t, pad).reshape(B * H * G, C, t.shape[-1]) for t in (qq, qk, lq, lk, v))
+        v = v * km[:, None, :, None].to(v.dtype)
+    quad_q, quad_k, lin_q, lin_k, v = (to_chunks(t, C).reshape(B * H * G, C, t.shape[-1])
+                                       for t in (quad_q, quad_k, lin_q, lin_k, v))
 
     # 2. local: exact relu^2 attention inside each chunk
     if causal:
         bias = bias.masked_fill(~torch.ones(C, C, dtype=torch.bool, device=bias.device).tril(), float("-inf"))
-    scores = torch.baddbmm(bias.to(qq.dtype), qq, qk.transpose(1, 2), alpha=1.0 / C)
+    scores = torch.baddbmm(bias.to(quad_q.dtype), quad_q, quad_k.transpose(1, 2), alpha=1.0 / C)
     out = torch.relu(scores).square() @ v                                # (B*H*G, C, e)
 
     # 3. global: one summary per chunk, averaged over the real tokens it holds
     acc = torch.promote_types(v.dtype, torch.float32)                     # fp32, or fp64 for fp64 inputs
-    kv = (lk.transpose(1, 2) @ v).to(acc).reshape(B, H, G, s, e)         # masked/padded tokens have v = 0
+    kv = (lin_k.transpose(1, 2) @ v).to(acc).reshape(B, H, G, s, e)      # masked/padded tokens have v = 0
     if km is None:                                                        # real tokens per chunk: (B or 1, G)
-        count = (T - C * torch.arange(G, device=qq.device)).clamp(max=C).to(torch.float32)[None]
+        count = (T - C * torch.arange(G, device=quad_q.device)).clamp(max=C).to(torch.float32)[None]
     else:
-        count = F.pad(km, (0, pad)).reshape(B, G, C).sum(-1).float()
+        count = chunk_mask(km, B, T, C, km.device).sum(-1).float()
     if causal:
-        kv_seen = torch.cat([kv.new_zeros(B, H, 1, s, e), kv[:, :, :-1].cumsum(2)], dim=2)   # exclusive
-        count_seen = torch.cat([count.new_zeros(count.shape[0], 1), count[:, :-1].cumsum(1)], dim=1)
+        kv_seen = sums_before(kv[:, :, :-1], 2)                          # chunk g sees the chunks < g
+        count_seen = sums_before(count[:, :-1], 1)
         denom = count_seen.clamp_min(1.0).expand(B, G).reshape(B, 1, G, 1, 1).expand(B, H, G, 1, 1)
-        lq = lq / denom.reshape(B * H * G, 1, 1).to(lq.dtype)
-        out = torch.baddbmm(out, lq, kv_seen.to(lq.dtype).reshape(B * H * G, s, e))
+        lin_q = lin_q / denom.reshape(B * H * G, 1, 1).to(lin_q.dtype)
+        out = torch.baddbmm(out, lin_q, kv_seen.to(lin_q.dtype).reshape(B * H * G, s, e))
     else:
         kv_all = kv.sum(2) / count.sum(1).clamp_min(1.0).expand(B).reshape(B, 1, 1, 1)
-        out = torch.baddbmm(out.reshape(B * H, G * C, e), lq.reshape(B * H, G * C, s),
-                            kv_all.to(lq.dtype).reshape(B * H, s, e))
+        out = torch.baddbmm(out.reshape(B * H, G * C, e), lin_q.reshape(B * H, G * C, s),
+                            kv_all.to(lin_q.dtype).reshape(B * H, s, e))
 
+    # 4. local + global (summed in place above), unpadded
     out = out.reshape(B, H, G * C, e)[:, :, :T]
-    if not return_state:
-        return out
-    if not causal:
-        raise ValueError("a decoding state exists only for causal attention")
-    length = torch.full((B,), T, device=qq.device) if km is None else km.sum(1)
+    if not output_final_state:
+        return out, None
+    length = torch.full((B,), T, device=quad_q.device) if km is None else km.sum(1)
     shape = (B, H, G, C)
-    return out, _state_after_prefill(qk.reshape(*shape, s), lk.reshape(*shape, s), v.reshape(*shape, e), kv,
+    return out, _state_after_prefill(quad_k.reshape(*shape, s), lin_k.reshape(*shape, s), v.reshape(*shape, e), kv,
                                      count.expand(B, G), length, C)
 
 
-def _state_after_prefill(qk, lk, v, kv, count, length, C) -> FlashState:
+def _state_after_prefill(quad_k, lin_k, v, kv, count, length, C) -> FlashState:
     """State after each row's real tokens (length (B,)): sum of its finished chunks and its open chunk as the
-    buffer. qk, lk, v: (B, H, G, C, width); kv (B, H, G, s, e); count (B, G)."""
-    B, H = qk.shape[:2]
-    open_chunk = length // C                                             # (B,) in [0, G]
-    kv_before = torch.cat([kv.new_zeros(B, H, 1, *kv.shape[-2:]), kv.cumsum(2)], dim=2)  # (B, H, G+1, s, e)
-    count_before = torch.cat([count.new_zeros(B, 1), count.cumsum(1)], dim=1)            # (B, G+1)
-    rows = torch.arange(B, device=length.device)
-    state_kv = kv_before[rows, :, open_chunk]                             # (B, H, s, e)
-    state_count = count_before[rows, open_chunk]
-
-    def buffer(t: Tensor) -> Tensor:
-        t = torch.cat([t, t.new_zeros(B, H, 1, C, t.shape[-1])], dim=2)  # chunk G: an empty one
-        return t[rows, :, open_chunk].contiguous()                       # (B, H, C, width)
-
-    filled = torch.arange(C, device=length.device)[None, :] < (length - open_chunk * C)[:, None]   # (B, C)
-    values = buffer(v) * filled[:, None, :, None].to(v.dtype)            # zero after the last real token
-
-    return FlashState(kv=state_kv.contiguous(), count=state_count, qk=buffer(qk), lk=buffer(lk), v=values,
-                      pos=length.to(torch.long))
+    buffer. quad_k, lin_k, v: (B, H, G, C, width); kv (B, H, G, s, e); count (B, G). The open chunk's values are
+    already zero after the last real token (masked and padded values are zeroed), the step's invariant."""
+    done = length // C                                                   # finished chunks per row
+    return FlashState(kv=pick_rows(sums_before(kv, 2), done), count=pick_rows(sums_before(count, 1), done, 1),
+                      quad_k=open_chunk(quad_k, length, C), lin_k=open_chunk(lin_k, length, C),
+                      v=open_chunk(v, length, C))
 
 
 def empty_flash_state(batch: int, heads: int, chunk_size: int, qk_dim: int, v_dim: int, *, device=None,
@@ -144,40 +125,39 @@ def empty_flash_state(batch: int, heads: int, chunk_size: int, qk_dim: int, v_di
     return FlashState(
         kv=torch.zeros(batch, heads, qk_dim, v_dim, device=device, dtype=torch.promote_types(dtype, torch.float32)),
         count=torch.zeros(batch, device=device, dtype=torch.float32),
-        qk=torch.zeros(batch, heads, chunk_size, qk_dim, device=device, dtype=dtype),
-        lk=torch.zeros(batch, heads, chunk_size, qk_dim, device=device, dtype=dtype),
+        quad_k=torch.zeros(batch, heads, chunk_size, qk_dim, device=device, dtype=dtype),
+        lin_k=torch.zeros(batch, heads, chunk_size, qk_dim, device=device, dtype=dtype),
         v=torch.zeros(batch, heads, chunk_size, v_dim, device=device, dtype=dtype),
-        pos=torch.zeros(batch, device=device, dtype=torch.long),
     )
 
 
-def mixed_chunk_step(qq: Tensor, qk: Tensor, lq: Tensor, lk: Tensor, v: Tensor, bias_row: Tensor,
-                     state: FlashState) -> tuple[Tensor, FlashState]:
-    """One decoding step for one token per row; updates `state` in place and returns (o (B, H, 1, e), state).
+def mixed_chunk_attention_step(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor,
+                               bias_row: Tensor, state: FlashState, pos: Tensor) -> tuple[Tensor, FlashState]:
+    """One decoding step for one token per row at positions pos (B,); updates `state` in place and returns
+    (o (B, H, 1, e), state).
 
-    Inputs are (B, H, 1, s|e) for the token at position state.pos; bias_row (B, 1, 1, C) holds the bias of this
-    query against each slot of its chunk. Invariant: the value buffer is zero in the slots after the newest token
-    (prefill and the fold keep it so), which masks them.
+    Inputs are (B, H, 1, s|e); bias_row (B, 1, 1, C) holds the bias of this query against each slot of its chunk.
+    Invariant: the value buffer is zero in the slots after the newest token (prefill and the fold keep it so), which
+    masks them.
     """
-    B, H, C, _ = state.qk.shape
-    slot = state.pos % C                                                 # (B,)
+    B, H, C, _ = state.quad_k.shape
+    slot = pos % C                                                       # (B,)
     rows = torch.arange(B, device=slot.device)
-    state.qk[rows, :, slot] = qk[:, :, 0].to(state.qk.dtype)
-    state.lk[rows, :, slot] = lk[:, :, 0].to(state.lk.dtype)
+    state.quad_k[rows, :, slot] = quad_k[:, :, 0].to(state.quad_k.dtype)
+    state.lin_k[rows, :, slot] = lin_k[:, :, 0].to(state.lin_k.dtype)
     state.v[rows, :, slot] = v[:, :, 0].to(state.v.dtype)
 
     # slots after the query hold zero values (the buffer's invariant), so they add nothing: no mask needed
-    weights = torch.relu(qq @ state.qk.transpose(-1, -2).to(qq.dtype) / C + bias_row).square()
-    out = weights @ state.v.to(qq.dtype)
+    weights = torch.relu(quad_q @ state.quad_k.transpose(-1, -2).to(quad_q.dtype) / C + bias_row).square()
+    out = weights @ state.v.to(quad_q.dtype)
     denom = state.count.clamp_min(1.0).reshape(B, 1, 1, 1)
-    out = out + (lq @ state.kv.to(lq.dtype)) / denom.to(lq.dtype)       # divide the (1, e) row, not the s x e sum
+    out = out + (lin_q @ state.kv.to(lin_q.dtype)) / denom.to(lin_q.dtype)   # divide the (1, e) row, not the s x e sum
 
     full = slot == C - 1                                                 # chunk complete: fold it in
     if bool(full.any()):
         acc = state.kv.dtype
-        chunk_kv = state.lk.to(acc).transpose(-1, -2) @ state.v.to(acc)  # (B, H, s, e)
+        chunk_kv = state.lin_k.to(acc).transpose(-1, -2) @ state.v.to(acc)   # (B, H, s, e)
         state.kv += chunk_kv * full.reshape(B, 1, 1, 1)
         state.count += full.float() * C
         state.v.masked_fill_(full.reshape(B, 1, 1, 1), 0)                # the next chunk starts empty
-    state.pos += 1
     return out, state

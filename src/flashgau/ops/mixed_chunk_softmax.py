@@ -6,8 +6,8 @@ linear attention across chunks. Transformer++ attends with multi-head softmax, s
 exact part and takes FLASH's linear part unchanged:
 
 - local (per chunk, exact): softmax over the visible keys of the query's own chunk of q_i.k_j * scale, times v;
-- global (across chunks, linear): lq_i . (sum over the keys of visible chunks of lk_j^T v_j) / N_i, where the
-  visible chunks are those before the query's chunk (causal; an exclusive prefix sum over one lk^T v summary per
+- global (across chunks, linear): lin_q_i . (sum over the keys of visible chunks of lin_k_j^T v_j) / N_i, where the
+  visible chunks are those before the query's chunk (causal; an exclusive prefix sum over one lin_k^T v summary per
   chunk) or all chunks (bidirectional) and N_i counts the real keys summarised (0 keys: 0), exactly FLASH's
   averaging normaliser;
 - output = local + global.
@@ -15,49 +15,41 @@ exact part and takes FLASH's linear part unchanged:
 As in FLASH, the bidirectional global part sums over all chunks, the query's own included.
 Memory: O(T C) for the local part and O(G s e) for the summaries; never a per-token s x e state or a T x T matrix.
 
-Forms (one state type, `SoftmaxChunkState`): `mixed_chunk_softmax_attention` (parallel: training, prefill) and
-`mixed_chunk_softmax_step` (decoding one token; fixed-size state: the running sum of finished chunks' summaries
-and the open chunk's buffer).
+Forms (one state type, `SoftmaxChunkState`; the contract of flashgau.ops): `mixed_chunk_softmax_attention`
+(parallel: training, prefill) -> (o, state or None) and `mixed_chunk_softmax_attention_step` (decoding one token)
+-> (o, state); a fixed-size state: the running sum of finished chunks' summaries and the open chunk's buffer.
 
 Shapes: B batch, H heads, T tokens, G chunks, C chunk length, s query/key width, e value width.
-q, k (local), lq, lk (global): (B, H, T, s); v: (B, H, T, e). key_mask: (B, T) bool, True for real tokens.
+q, k (local), lin_q, lin_k (global): (B, H, T, s); v: (B, H, T, e). key_mask: (B, T) bool, True for real tokens.
 Summaries and counts are accumulated in fp32; the local softmax is computed in fp32.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-_NEG_INF = float("-inf")
+from .chunks import chunk_mask, masked_softmax, open_chunk, pick_rows, sums_before, to_chunks
+from .state import State, check_final_state
 
 
 @dataclass
-class SoftmaxChunkState:
+class SoftmaxChunkState(State):
     """Decoding state of one MC-TFM++ attention layer; its size does not depend on the position.
 
-    kv:    (B, H, s, e) fp32, sum over finished chunks of lk^T v (real tokens only).
+    kv:    (B, H, s, e) fp32, sum over finished chunks of lin_k^T v (real tokens only).
     count: (B,) fp32, number of tokens summarised in kv.
-    k, lk, v: (B, H, C, s|s|e), the open chunk's local keys, global keys and values; slot = position % C.
-    pos:   (B,) int64, position of each row's next token.
+    k, lin_k, v: (B, H, C, s|s|e), the open chunk's local keys, global keys and values; slot = position % C.
     """
 
     kv: Tensor
     count: Tensor
     k: Tensor
-    lk: Tensor
+    lin_k: Tensor
     v: Tensor
-    pos: Tensor
-
-    def nbytes(self) -> int:
-        return sum(getattr(self, f.name).nelement() * getattr(self, f.name).element_size() for f in fields(self))
-
-    def clone(self) -> "SoftmaxChunkState":
-        return SoftmaxChunkState(**{f.name: getattr(self, f.name).clone() for f in fields(self)})
 
 
 def empty_softmax_chunk_state(batch: int, heads: int, chunk_size: int, qk_dim: int, v_dim: int, *, device=None,
@@ -67,103 +59,80 @@ def empty_softmax_chunk_state(batch: int, heads: int, chunk_size: int, qk_dim: i
         kv=torch.zeros(batch, heads, qk_dim, v_dim, device=device, dtype=torch.float32),
         count=torch.zeros(batch, device=device, dtype=torch.float32),
         k=torch.zeros(batch, heads, chunk_size, qk_dim, device=device, dtype=dtype),
-        lk=torch.zeros(batch, heads, chunk_size, qk_dim, device=device, dtype=dtype),
+        lin_k=torch.zeros(batch, heads, chunk_size, qk_dim, device=device, dtype=dtype),
         v=torch.zeros(batch, heads, chunk_size, v_dim, device=device, dtype=dtype),
-        pos=torch.zeros(batch, device=device, dtype=torch.long),
     )
 
 
-def _masked_softmax(logits: Tensor, allowed: Tensor) -> Tensor:
-    """Softmax over the last axis restricted to `allowed`; a row with nothing allowed gives zeros (not NaN)."""
-    logits = logits.masked_fill(~allowed, _NEG_INF)
-    top = logits.detach().amax(-1, keepdim=True)
-    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    e = (logits - top).exp()
-    total = e.sum(-1, keepdim=True)
-    return e / torch.where(total > 0, total, torch.ones_like(total))
-
-
-def mixed_chunk_softmax_attention(q: Tensor, k: Tensor, lq: Tensor, lk: Tensor, v: Tensor, *, chunk_size: int,
+def mixed_chunk_softmax_attention(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor, *, chunk_size: int,
                                   causal: bool, key_mask: Optional[Tensor] = None, scale: Optional[float] = None,
-                                  return_state: bool = False):
-    """Parallel form. Returns o (B, H, T, e) in v's dtype, or (o, SoftmaxChunkState) when return_state.
+                                  output_final_state: bool = False) -> tuple[Tensor, Optional[SoftmaxChunkState]]:
+    """Parallel form. Returns (o (B, H, T, e) in v's dtype, final_state): final_state is None unless
+    output_final_state (causal only), then the state after each row's real tokens (key_mask must be a right padding).
 
-    scale multiplies the local logits (default 1/sqrt(s)); the global part uses lq . lk as given.
-    return_state (causal only) gives the state after each row's real tokens (key_mask must be a right padding).
+    scale multiplies the local logits (default 1/sqrt(s)); the global part uses lin_q . lin_k as given.
     """
-    if return_state and not causal:
-        raise ValueError("a decoding state exists only for causal attention")
+    check_final_state(causal, output_final_state)
     B, H, T, s = q.shape
     e = v.shape[-1]
     C = chunk_size
-    G = -(-T // C)
-    pad = G * C - T
     scale = s ** -0.5 if scale is None else scale
-    km = torch.ones(B, T, dtype=torch.bool, device=q.device) if key_mask is None else key_mask.bool()
-    km = F.pad(km, (0, pad), value=False)
-    qg, kg, lqg, lkg, vg = (F.pad(t, (0, 0, 0, pad)).reshape(B, H, G, C, -1) for t in (q, k, lq, lk, v))
-    real = km.reshape(B, 1, G, C)
+    qg, kg, lin_q_g, lin_k_g, vg = (to_chunks(t, C) for t in (q, k, lin_q, lin_k, v))   # (B, H, G, C, .)
+    G = qg.shape[2]
+    real = chunk_mask(key_mask, B, T, C, q.device)[:, None]                    # (B, 1, G, C)
 
     # local: exact softmax attention inside each chunk
     allowed = real[..., None, :]
     if causal:
         allowed = allowed & torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-    p = _masked_softmax((qg.float() @ kg.float().transpose(-1, -2)) * scale, allowed)
+    p = masked_softmax((qg.float() @ kg.float().transpose(-1, -2)) * scale, allowed)
     out = p @ vg.float()                                                       # (B, H, G, C, e)
 
-    # global: one lk^T v summary per chunk, averaged over the real tokens the query may see
-    lk_real = lkg.float() * real[..., None]
-    kv = lk_real.transpose(-1, -2) @ vg.float()                                # (B, H, G, s, e)
+    # global: one lin_k^T v summary per chunk, averaged over the real tokens the query may see
+    lin_k_real = lin_k_g.float() * real[..., None]
+    kv = lin_k_real.transpose(-1, -2) @ vg.float()                             # (B, H, G, s, e)
     count = real[:, 0].sum(-1).float()                                         # (B, G)
     if causal:
-        kv_seen = torch.cat([kv.new_zeros(B, H, 1, s, e), kv.cumsum(2)[:, :, :-1]], dim=2)   # exclusive
-        count_seen = torch.cat([count.new_zeros(B, 1), count.cumsum(1)[:, :-1]], dim=1)
+        kv_before, count_before = sums_before(kv, 2), sums_before(count, 1)    # entry g: the chunks < g
+        kv_seen, count_seen = kv_before[:, :, :-1], count_before[:, :-1]
     else:
         kv_seen = kv.sum(2, keepdim=True)                                      # every chunk, as FLASH
         count_seen = count.sum(1, keepdim=True)
     denom = count_seen.clamp_min(1.0).reshape(B, 1, -1, 1, 1)
-    out = out + lqg.float() @ (kv_seen / denom)
+    out = out + lin_q_g.float() @ (kv_seen / denom)
 
     out = out.reshape(B, H, G * C, e)[:, :, :T].to(v.dtype)
-    if not return_state:
-        return out
-
-    length = km.sum(1)                                                         # (B,)
-    open_chunk = length // C
-    rows = torch.arange(B, device=q.device)
-    kv_before = torch.cat([kv.new_zeros(B, H, 1, s, e), kv.cumsum(2)], dim=2)  # (B, H, G+1, s, e)
-    count_before = torch.cat([count.new_zeros(B, 1), count.cumsum(1)], dim=1)
-
-    def buffer(t: Tensor) -> Tensor:
-        t = torch.cat([t, t.new_zeros(B, H, 1, C, t.shape[-1])], dim=2)
-        return t[rows, :, open_chunk].contiguous()
-
-    state = SoftmaxChunkState(kv=kv_before[rows, :, open_chunk].contiguous(), count=count_before[rows, open_chunk],
-                              k=buffer(kg), lk=buffer(lkg), v=buffer(vg), pos=length.to(torch.long))
+    if not output_final_state:
+        return out, None
+    length = real.sum((1, 2, 3))                                               # (B,) real tokens
+    done = length // C                                                         # finished chunks per row
+    state = SoftmaxChunkState(kv=pick_rows(kv_before, done), count=pick_rows(count_before, done, 1),
+                              k=open_chunk(kg, length, C), lin_k=open_chunk(lin_k_g, length, C),
+                              v=open_chunk(vg, length, C))
     return out, state
 
 
-def mixed_chunk_softmax_step(q: Tensor, k: Tensor, lq: Tensor, lk: Tensor, v: Tensor, state: SoftmaxChunkState,
-                             *, scale: Optional[float] = None) -> tuple[Tensor, SoftmaxChunkState]:
-    """One decoding step, one token per row: inputs (B, H, 1, s|e) at position state.pos. Updates `state` in place
+def mixed_chunk_softmax_attention_step(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor,
+                                       state: SoftmaxChunkState, pos: Tensor, *,
+                                       scale: Optional[float] = None) -> tuple[Tensor, SoftmaxChunkState]:
+    """One decoding step, one token per row: inputs (B, H, 1, s|e) at positions pos (B,). Updates `state` in place
     and returns (o (B, H, 1, e) in v's dtype, state). A completed chunk is folded into the running summary."""
     B, H, C, s = state.k.shape
     scale = s ** -0.5 if scale is None else scale
-    slot = state.pos % C
+    slot = pos % C
     rows = torch.arange(B, device=q.device)
     state.k[rows, :, slot] = k[:, :, 0].to(state.k.dtype)
-    state.lk[rows, :, slot] = lk[:, :, 0].to(state.lk.dtype)
+    state.lin_k[rows, :, slot] = lin_k[:, :, 0].to(state.lin_k.dtype)
     state.v[rows, :, slot] = v[:, :, 0].to(state.v.dtype)
 
     allowed = (torch.arange(C, device=q.device)[None, :] <= slot[:, None]).reshape(B, 1, 1, C)
-    p = _masked_softmax((q.float() @ state.k.float().transpose(-1, -2)) * scale, allowed)
+    p = masked_softmax((q.float() @ state.k.float().transpose(-1, -2)) * scale, allowed)
     out = p @ state.v.float()
-    out = out + lq.float() @ (state.kv / state.count.clamp_min(1.0).reshape(B, 1, 1, 1))
+    out = out + lin_q.float() @ (state.kv / state.count.clamp_min(1.0).reshape(B, 1, 1, 1))
 
     full = slot == C - 1
     if bool(full.any()):
-        chunk_kv = state.lk.float().transpose(-1, -2) @ state.v.float()
-        state.kv = state.kv + chunk_kv * full.reshape(B, 1, 1, 1)
-        state.count = state.count + full.float() * C
-    state.pos = state.pos + 1
+        chunk_kv = state.lin_k.float().transpose(-1, -2) @ state.v.float()
+        state.kv += chunk_kv * full.reshape(B, 1, 1, 1)
+        state.count += full.float() * C
     return out.to(v.dtype), state

@@ -1,5 +1,9 @@
 """GAU's quadratic attention (FLASH-Quad): o_i = sum_j relu(q_i.k_j / n + b_ij)^2 v_j, one head, no softmax.
 
+Forms (the contract of flashgau.ops), sharing the state KVCache:
+- `relu2_attention` (parallel: training, prefill) -> (o, KVCache or None);
+- `relu2_attention_step` (decoding one token per row against the cache) -> (o, KVCache).
+
 Shapes: B batch, H heads (1 in a GAU), T tokens, s query/key width, e value width.
 q, k: (B, H, T, s); v: (B, H, T, e); bias: broadcastable to (B, H, T, T).
 norm: n, a number, or a (B,) tensor (the paper's per-sequence length). key_mask: (B, T) bool, True = real token.
@@ -12,14 +16,22 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
+from .kv_cache import KVCache
+from .state import check_final_state
+
+
+def _norm(norm: Union[float, Tensor], like: Tensor) -> Union[float, Tensor]:
+    return norm.to(like.dtype).reshape(-1, 1, 1, 1) if isinstance(norm, Tensor) else norm
+
 
 def relu2_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, *, norm: Union[float, Tensor], causal: bool,
-                    key_mask: Optional[Tensor] = None) -> Tensor:
-    """Parallel form (training, prefill). Returns (B, H, T, e)."""
-    B, H, T, _ = q.shape
-    if isinstance(norm, Tensor):
-        norm = norm.to(q.dtype).reshape(-1, 1, 1, 1)
-    weights = torch.relu(q @ k.transpose(-1, -2) / norm + bias).square()
+                    key_mask: Optional[Tensor] = None,
+                    output_final_state: bool = False) -> tuple[Tensor, Optional[KVCache]]:
+    """Parallel form. Returns (o (B, H, T, e), final_state): final_state is None unless output_final_state (causal
+    only), then the KVCache of k and v, ready for `relu2_attention_step` at each row's next position."""
+    check_final_state(causal, output_final_state)
+    T = q.shape[2]
+    weights = torch.relu(q @ k.transpose(-1, -2) / _norm(norm, q) + bias).square()
     keep = None
     if causal:
         keep = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
@@ -28,14 +40,14 @@ def relu2_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, *, norm: Unio
         keep = km if keep is None else keep & km
     if keep is not None:
         weights = weights * keep
-    return weights @ v
+    return weights @ v, (KVCache.from_prefill(k, v) if output_final_state else None)
 
 
-def relu2_attention_step(q: Tensor, keys: Tensor, values: Tensor, bias: Tensor, valid: Tensor, *,
-                         norm: Union[float, Tensor]) -> Tensor:
-    """One query per row against a cache: q (B, H, 1, s), keys (B, H, S, s), values (B, H, S, e),
-    bias (B, 1, 1, S), valid (B, 1, 1, S) bool. Returns (B, H, 1, e)."""
-    if isinstance(norm, Tensor):
-        norm = norm.to(q.dtype).reshape(-1, 1, 1, 1)
-    weights = torch.relu(q @ keys.transpose(-1, -2).to(q.dtype) / norm + bias).square() * valid
-    return weights @ values.to(q.dtype)
+def relu2_attention_step(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, state: KVCache, pos: Tensor, *,
+                         norm: Union[float, Tensor]) -> tuple[Tensor, KVCache]:
+    """One token per row at positions pos (B,): q, k (B, H, 1, s), v (B, H, 1, e); bias (B, 1, 1, capacity) of the
+    query against every slot of the cache. Writes k, v at slot pos (in place), attends to slots <= pos and returns
+    (o (B, H, 1, e), state)."""
+    valid = state.append(k, v, pos)
+    weights = torch.relu(q @ state.k.transpose(-1, -2).to(q.dtype) / _norm(norm, q) + bias).square() * valid
+    return weights @ state.v.to(q.dtype), state

@@ -1,5 +1,9 @@
 """Softmax attention through torch.nn.functional.scaled_dot_product_attention (Transformer+ / ++).
 
+Forms (the contract of flashgau.ops), sharing the state KVCache:
+- `softmax_attention` (parallel: training, prefill) -> (o, KVCache or None);
+- `softmax_attention_step` (decoding one token per row against the cache) -> (o, KVCache).
+
 Shapes: q, k, v (B, H, T, dh); key_mask (B, T) bool, True = real token.
 """
 
@@ -10,17 +14,26 @@ from typing import Optional
 import torch.nn.functional as F
 from torch import Tensor
 
+from .kv_cache import KVCache
+from .state import check_final_state
 
-def softmax_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool,
-                      key_mask: Optional[Tensor] = None) -> Tensor:
-    """Parallel form. Causal models take right padding only, so padded keys never precede a real query and the
+
+def softmax_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, key_mask: Optional[Tensor] = None,
+                      output_final_state: bool = False) -> tuple[Tensor, Optional[KVCache]]:
+    """Parallel form; returns (o (B, H, T, dh), final_state: the KVCache of k and v when output_final_state, causal
+    only, else None). Causal models take right padding only, so padded keys never precede a real query and the
     causal mask alone keeps real outputs exact; bidirectional models mask padded keys explicitly."""
+    check_final_state(causal, output_final_state)
     if causal:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    mask = None if key_mask is None else key_mask.bool()[:, None, None, :]
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    else:
+        mask = None if key_mask is None else key_mask.bool()[:, None, None, :]
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return o, (KVCache.from_prefill(k, v) if output_final_state else None)
 
 
-def softmax_attention_step(q: Tensor, keys: Tensor, values: Tensor, valid: Tensor) -> Tensor:
-    """One query per row against a cache: q (B, H, 1, dh), keys/values (B, H, S, dh), valid (B, 1, 1, S)."""
-    return F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=valid)
+def softmax_attention_step(q: Tensor, k: Tensor, v: Tensor, state: KVCache, pos: Tensor) -> tuple[Tensor, KVCache]:
+    """One token per row at positions pos (B,): q, k, v (B, H, 1, dh). Writes k, v at slot pos (in place), attends
+    to slots <= pos and returns (o (B, H, 1, dh), state)."""
+    valid = state.append(k, v, pos)
+    return F.scaled_dot_product_attention(q, state.k.to(q.dtype), state.v.to(q.dtype), attn_mask=valid), state

@@ -38,11 +38,6 @@ class EvalResult:
                 f"{self.windows:,} windows{'' if self.all_windows else ', a fixed subset of the held-out set'})")
 
 
-def logits_of(output) -> torch.Tensor:
-    """The model returns logits, or an output object with .logits when given labels."""
-    return output if torch.is_tensor(output) else output.logits
-
-
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, windows: HeldoutWindows, byte_lengths: Sequence[int], *,
              batch_size: int = 8, precision: Optional[Precision] = None, limit: Optional[int] = None) -> EvalResult:
@@ -58,7 +53,7 @@ def evaluate(model: torch.nn.Module, windows: HeldoutWindows, byte_lengths: Sequ
             batch = batch.to(device)
             with precision.autocast() if precision is not None else contextlib.nullcontext():
                 out = model(batch.input_ids, attention_mask=batch.attention_mask)
-            logits = logits_of(out).float()
+            logits = out.logits.float()
             labels = batch.labels
             nats += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                           ignore_index=IGNORE_INDEX, reduction="sum"))

@@ -137,21 +137,13 @@ def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optiona
     ckpt_path = resolve_checkpoint_path(path)
     state = load_checkpoint(ckpt_path)
     where = str(ckpt_path)
-    try:
-        config = TrainConfig.from_dict(state["train_config"])
-        model_cfg = ModelConfig.from_dict(state["model_config"])
-    except (ConfigError, ValueError, TypeError) as err:
-        raise CheckpointError(f"{where}: saved settings are not valid for this flashgau: {err}") from None
+    config, model_cfg, tokenizer = saved_settings(state, where)
     if "data" in changes:
         changes["data"] = absolute_data_path(changes["data"])
     try:
         config = TrainConfig.from_dict({**config.to_dict(), **changes, "out": str(ckpt_path.parent)})
     except ConfigError as err:
         raise ConfigError(f"resuming {where}: {err}") from None
-    try:
-        tokenizer = tokenizer_from_dict(state["tokenizer"])
-    except TokenizerError as err:
-        raise CheckpointError(f"{where}: {err}") from None
     data = prepare_run_data(config, tokenizer, _get(state, "data", dict, where).get("fingerprint"), "resume",
                             progress=progress, log=log)
     precision = _resumed_precision(state, config, device, where)
@@ -189,6 +181,20 @@ def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optiona
 def _windows(config: TrainConfig, data: RunData) -> tuple[WindowSampler, HeldoutWindows]:
     return (data.sampler(config.context, config.seed, pack_documents=config.pack_documents),
             data.heldout(config.context))
+
+
+def saved_settings(state: dict, where: str) -> tuple[TrainConfig, ModelConfig, Tokenizer]:
+    """The training settings, model config and tokenizer a checkpoint holds, each checked (CheckpointError)."""
+    try:
+        config = TrainConfig.from_dict(state["train_config"])
+        model_cfg = ModelConfig.from_dict(state["model_config"])
+    except (ConfigError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{where}: saved settings are not valid for this flashgau: {err}") from None
+    try:
+        tokenizer = tokenizer_from_dict(state["tokenizer"])
+    except TokenizerError as err:
+        raise CheckpointError(f"{where}: {err}") from None
+    return config, model_cfg, tokenizer
 
 
 def _optimizer(model: LanguageModel, config: TrainConfig) -> torch.optim.Optimizer:

@@ -11,11 +11,10 @@ from typing import Optional, Union
 
 import torch
 
-from ..config import ModelConfig
 from ..data.batching import HeldoutWindows, TokenDocuments, tokenize_documents
 from ..data.corpus import read_documents
 from ..data.prepared import is_prepared, open_prepared
-from ..data.tokenizers import Tokenizer, tokenizer_digest, tokenizer_from_dict
+from ..data.tokenizers import Tokenizer, tokenizer_digest
 from ..errors import CheckpointError, ConfigError, TokenizerError
 from ..model import LanguageModel
 from ..runtime import Precision, resolve_device, resolve_precision
@@ -23,6 +22,7 @@ from .checkpoint import load_checkpoint, load_model_state, resolve_checkpoint_pa
 from .config import TrainConfig
 from .evaluate import EvalResult, evaluate
 from .setup import absolute_data_path, prepare_run_data
+from .state import saved_settings
 
 
 @dataclass
@@ -40,15 +40,7 @@ def load_trained(path: Union[str, Path], *, device: Union[str, torch.device, Non
     """The model (eval mode, fp32 weights, on `device`) and tokenizer of a checkpoint file or run folder."""
     path = resolve_checkpoint_path(path)
     state = load_checkpoint(path)
-    try:
-        model_cfg = ModelConfig.from_dict(state["model_config"])
-        train_cfg = TrainConfig.from_dict(state["train_config"])
-    except (ValueError, TypeError, ConfigError) as err:
-        raise CheckpointError(f"{path}: saved configuration is not valid for this flashgau: {err}") from None
-    try:
-        tokenizer = tokenizer_from_dict(state["tokenizer"])
-    except TokenizerError as err:
-        raise CheckpointError(f"{path}: {err}") from None
+    train_cfg, model_cfg, tokenizer = saved_settings(state, str(path))
     model = LanguageModel(model_cfg)
     load_model_state(model, state["model"], path)
     broken = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]

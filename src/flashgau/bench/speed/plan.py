@@ -1,0 +1,128 @@
+"""What `bench speed` runs: its settings (options resolved against the defaults or the --quick set, device and
+precisions through flashgau.runtime), the groups of configurations in the order they are timed, and each arch's
+model configuration."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ... import ARCHS
+from ...config import ModelConfig
+from ...errors import ConfigError
+from ...runtime import resolve_device, resolve_precision
+from ..common import options
+
+DEFAULTS = dict(contexts=(512, 1024, 2048, 4096, 8192, 16384), tokens_per_step=16384,
+                batch_contexts=(4096, 8192, 16384), compile_contexts=(4096, 8192, 16384),
+                compile_archs=("transformer+", "transformer++", "flash"), precisions=("auto",), warmup=1, repeats=3,
+                peak_sizes=None)
+QUICK = dict(contexts=(512, 2048), tokens_per_step=2048, batch_contexts=(), compile_contexts=(), repeats=2)
+PEAK_SIZES = {"cpu": (1024, 2048), "cuda": (4096, 8192)}    # square matmuls timed for the peak, per device type
+
+
+@dataclass
+class SpeedSettings:
+    """Everything a speed run depends on; stored in its report. `precisions` are the resolved names ("auto"
+    expanded), `precision_reasons` say why each one."""
+
+    archs: list[str]
+    preset: str
+    contexts: list[int]
+    tokens_per_step: int
+    batch_contexts: list[int]
+    precisions: list[str]
+    compile_contexts: list[int]
+    compile_archs: list[str]
+    warmup: int
+    repeats: int
+    memory: bool
+    max_attention_gib: float
+    seed: int
+    quick: bool
+    device: str
+    peak_sizes: list[int]
+    precision_reasons: dict[str, str]
+
+    @property
+    def stem(self) -> str:
+        return "speed-quick" if self.quick else "speed"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Group:
+    """Configurations timed together, every arch interleaved: the "tokens" series (fixed tokens per step), the
+    "batch" series (batch 1) or the "compiled" series (fixed tokens, torch.compile), at one context and
+    precision."""
+
+    series: str
+    context: int
+    batch: int
+    precision: str
+
+    def key(self, preset: str, tag: str = "") -> str:
+        """The saved run's name; `tag` is common.device_tag (empty on the CPU)."""
+        return f"{preset}-{self.series}-T{self.context}-B{self.batch}-{self.precision}{tag}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def settings_from_args(args) -> SpeedSettings:
+    device = resolve_device(args.device)
+    o = options(args, DEFAULTS, QUICK)
+    archs = list(args.archs or ARCHS)
+    reasons = precisions_for(o["precisions"], device)
+    return SpeedSettings(
+        archs=archs, preset=args.preset, contexts=sorted(o["contexts"]), tokens_per_step=o["tokens_per_step"],
+        batch_contexts=sorted(o["batch_contexts"]), precisions=list(reasons),
+        compile_contexts=sorted(o["compile_contexts"]), compile_archs=[a for a in archs if a in o["compile_archs"]],
+        warmup=o["warmup"], repeats=o["repeats"], memory=not args.no_memory,
+        max_attention_gib=args.max_attention_gib, seed=args.seed, quick=bool(args.quick), device=str(device),
+        peak_sizes=list(o["peak_sizes"] or PEAK_SIZES[torch.device(device).type]), precision_reasons=reasons)
+
+
+def precisions_for(names, device) -> dict[str, str]:
+    """Precision name -> why, fp32 first. "auto" is fp32, the reference every table compares against, plus bf16
+    where the device is fast at it (runtime.resolve_precision("auto")); named ones are checked for the device."""
+    out = {}
+    for name in names:
+        p = resolve_precision(name, device)
+        if name == "auto" and p.name != "fp32":
+            out.setdefault("fp32", "auto: the reference every table compares against")
+        out.setdefault(p.name, p.reason)
+    return dict(sorted(out.items(), key=lambda kv: kv[0] != "fp32"))
+
+
+def groups(s: SpeedSettings) -> list[Group]:
+    """Groups in the order they are run: fixed-tokens from the longest context down, then the fixed-batch series,
+    then the compiled series."""
+    out = []
+    for T in sorted(set(s.contexts) | set(s.compile_contexts)):
+        if s.tokens_per_step % T:
+            raise ConfigError(f"--tokens-per-step {s.tokens_per_step} is not a multiple of context {T}")
+    for T in sorted(s.contexts, reverse=True):
+        out += [Group("tokens", T, s.tokens_per_step // T, p) for p in s.precisions]
+    for T in sorted(s.batch_contexts, reverse=True):
+        if T in s.contexts and s.tokens_per_step == T:
+            continue  # batch 1 at this context is the fixed-tokens group
+        out += [Group("batch", T, 1, p) for p in s.precisions]
+    if s.compile_archs:
+        out += [Group("compiled", T, s.tokens_per_step // T, "fp32") for T in sorted(s.compile_contexts, reverse=True)]
+    return out
+
+
+def model_config(arch: str, preset: str, context: int):
+    return ModelConfig.preset(preset, arch=arch, vocab_size=256, causal=True, max_seq_len=max(context, 512))
+
+
+def attention_bytes_estimate(cfg, batch: int, context: int) -> int:
+    """Rough memory of the T x T maps FLASH-Quad keeps for backward (scores, relu, square, masked: 4 fp32 maps
+    per layer); 0 for archs whose attention memory is linear in T."""
+    if cfg.arch != "flash-quad":
+        return 0
+    return cfg.n_layers * batch * context * context * 4 * 4

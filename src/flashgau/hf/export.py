@@ -1,0 +1,110 @@
+"""A flashgau model as a Hugging Face folder: config.json, model.safetensors, generation_config.json, the tokenizer
+files and a short README.md model card. What `flashgau export RUN OUT` writes; `from_pretrained` reads it back
+(after `import flashgau.hf`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Union
+
+from transformers.utils import logging as hf_logging
+
+from ..data.tokenizers import Tokenizer
+from ..errors import ConfigError, FlashgauError
+from ..model import LanguageModel
+from .modeling import FlashgauForCausalLM, FlashgauForMaskedLM
+from .tokenization import to_hf_tokenizer
+
+
+def save_pretrained_folder(model: LanguageModel, tokenizer: Tokenizer, out: Union[str, Path], *,
+                           card: Optional[str] = None, overwrite: bool = False) -> Path:
+    """Write `model` (causal: FlashgauForCausalLM, bidirectional: FlashgauForMaskedLM) and `tokenizer` to the
+    folder `out`, plus `card` as README.md; returns the folder. A folder that already holds files is refused
+    unless overwrite (files of the same names are then replaced, others kept)."""
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; give a folder to write the model to")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"{out} already holds files; choose an empty folder or pass --overwrite")
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only {model.config.vocab_size}")
+    hf_tokenizer = to_hf_tokenizer(tokenizer, model_max_length=model.config.max_seq_len)
+    cls = FlashgauForCausalLM if model.config.causal else FlashgauForMaskedLM
+    hf_model = cls.from_language_model(model, pad_token_id=hf_tokenizer.pad_token_id)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()               # one small file: no "Writing model shards" bar on stderr
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        hf_model.save_pretrained(out)
+        hf_tokenizer.save_pretrained(out)
+        if card is not None:
+            (out / "README.md").write_text(card, encoding="utf-8")
+    except OSError as err:
+        raise FlashgauError(f"cannot write {out}: {err.strerror or err}") from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    return out
+
+
+def export_run(run: Union[str, Path], out: Union[str, Path], *, overwrite: bool = False) -> Path:
+    """The model and tokenizer of a training run (a run folder or checkpoint file) as a Hugging Face folder, with a
+    model card that gives the run's held-out bits per byte when its summary.json records it."""
+    from ..training.trained import load_trained
+
+    trained = load_trained(run, device="cpu")
+    summary = _summary(trained.path.parent / "summary.json")
+    return save_pretrained_folder(trained.model, trained.tokenizer, out, overwrite=overwrite,
+                                  card=model_card(trained, summary))
+
+
+def _summary(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def model_card(trained, summary: dict) -> str:
+    """README.md of an exported run: what the model is, how it was trained, its held-out score, how to load it."""
+    cfg, train = trained.model.config, trained.train_config
+    final = summary.get("final") if isinstance(summary.get("final"), dict) else {}
+    bpb = final.get("bits_per_byte") if summary.get("step") == trained.step else None   # of this very checkpoint
+    score = (f"{bpb:.4f} bits per byte on the held-out split (the run's final evaluation)"
+             if isinstance(bpb, (int, float)) else "not recorded (no summary.json with a final evaluation of this "
+             "checkpoint)")
+    task = "AutoModelForCausalLM" if cfg.causal else "AutoModelForMaskedLM"
+    pipe = "text-generation" if cfg.causal else "fill-mask"
+    kind = "causal language model" if cfg.causal else "bidirectional (masked) language model"
+    facts = [f"architecture: {cfg.arch}, {cfg.n_layers} layers, d_model {cfg.d_model}, chunk size {cfg.chunk_size}, "
+             f"context up to {cfg.max_seq_len} tokens",
+             f"tokenizer: {trained.tokenizer.kind} ({trained.tokenizer.vocab_size} ids)",
+             f"training: {trained.step} steps on {train.data or 'the default corpus (Shakespeare)'}, windows of "
+             f"{train.context} tokens",
+             f"held-out score: {score}"]
+    return f"""---
+library_name: transformers
+pipeline_tag: {pipe}
+tags: [flashgau, flash, gated-attention-unit]
+---
+
+# flashgau {cfg.arch} ({trained.model.num_parameters():,} parameters)
+
+A {kind} trained with flashgau, an implementation of FLASH (Hua et al. 2022, "Transformer Quality in Linear Time":
+the Gated Attention Unit and mixed chunk attention) and its baselines. FLASH is not FlashAttention.
+
+{chr(10).join("- " + fact for fact in facts)}
+
+## Use
+
+```python
+import flashgau.hf  # registers model_type "flashgau" with the Auto classes
+from transformers import {task}, AutoTokenizer, pipeline
+
+model = {task}.from_pretrained("path/to/this/folder")
+tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")
+pipe = pipeline("{pipe}", model="path/to/this/folder")
+```
+"""

@@ -1,0 +1,46 @@
+"""`State`, the base of every decoding state (FlashState, KVCache, CombinerState, FavorState, SoftmaxChunkState).
+
+A state is a dataclass whose fields are all tensors with the batch row as their first axis, so one generic `map`
+gives copies (`clone`), row selection and reordering (`select`, what beam search needs) and sizes (`nbytes`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Callable, TypeVar
+
+from torch import Tensor
+
+S = TypeVar("S", bound="State")
+
+
+@dataclass
+class State:
+    """Base class: a dataclass of (B, ...) tensors. Subclasses add fields (and, if they grow, `reserve`)."""
+
+    def map(self: S, fn: Callable[[Tensor], Tensor]) -> S:
+        """A state of the same type holding fn(field) for every field."""
+        return type(self)(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
+
+    def clone(self: S) -> S:
+        """An independent copy (decoding writes into a state in place)."""
+        return self.map(Tensor.clone)
+
+    def select(self: S, index: Tensor) -> S:
+        """The rows `index` (a (B',) int64 tensor, which may reorder or repeat rows, or a (B,) bool mask)."""
+        return self.map(lambda t: t[index])
+
+    def nbytes(self) -> int:
+        """Bytes held by the state's tensors."""
+        return sum(getattr(self, f.name).nelement() * getattr(self, f.name).element_size() for f in fields(self))
+
+    def reserve(self, positions: int, *, exact: bool = True) -> None:
+        """Make room for `positions` tokens per row. A fixed-size state has room for any number: nothing to do.
+        Growing states (KVCache, CombinerState) allocate exactly that much, or with exact=False at least twice
+        their current size, so that growing one token at a time costs amortised O(1)."""
+
+
+def check_final_state(causal: bool, output_final_state: bool) -> None:
+    """Raise ValueError when a parallel op is asked for a decoding state it cannot give (bidirectional attention)."""
+    if output_final_state and not causal:
+        raise ValueError("a decoding state exists only for causal attention (output_final_state needs causal=True)")

@@ -1,0 +1,61 @@
+"""What the benchmarks share: the Markdown table, options against defaults and --quick, the machine line of every
+report header, the device's matmul peak at tiny sizes, results folders per device."""
+
+import argparse
+
+import torch
+
+from flashgau.bench import common
+
+
+def test_md_table_aligns_names_left_and_numbers_right():
+    assert common.md_table(["Model", "512", "2K"], [["flash", "1 ms", 2], ["t++", "3 ms", 4]]) == [
+        "| Model | 512 | 2K |", "|---|---:|---:|", "| flash | 1 ms | 2 |", "| t++ | 3 ms | 4 |"]
+    assert common.md_table(["a", "b"], [], left=0)[1] == "|---:|---:|"
+    assert common.md_table(["a", "b"], [], left=2)[1] == "|---|---|"
+
+
+def test_options_take_the_given_value_else_quick_else_default():
+    defaults, quick = dict(contexts=(512, 4096), repeats=3, seed=0), dict(contexts=(128,), repeats=2)
+    ns = argparse.Namespace(contexts=None, repeats=3, seed=None, quick=True)
+    assert common.options(ns, defaults, quick) == dict(contexts=(128,), repeats=3, seed=0)
+    ns.quick = False
+    assert common.options(ns, defaults, quick) == dict(contexts=(512, 4096), repeats=3, seed=0)
+    ns = argparse.Namespace(contexts=[], repeats=None, seed=None, quick=True)     # an empty list is an answer
+    assert common.options(ns, defaults, quick)["contexts"] == []
+
+
+def test_machine_line_names_cpu_isa_device_and_gpu():
+    cpu = common.environment(torch.device("cpu"))["machine"]
+    line = common.machine_line(cpu)
+    assert cpu["cpu"] in line and f"CPU capability {cpu['cpu_capability']}" in line and line.endswith("device cpu")
+    gpu = dict(cpu, device="cuda:0", gpu="NVIDIA H200", gpu_memory_gib=139.8, gpu_capability="9.0", cuda="13.0")
+    assert common.machine_line(gpu).endswith(
+        "device cuda:0: NVIDIA H200 (139.8 GiB, compute capability 9.0, CUDA 13.0)")
+    old = dict(cpu="Intel(R) Xeon(R) Processor", cores=2, threads=2, memory_gib=23.6, cpu_capability="AVX512")
+    assert common.machine_line(old) == ("Intel(R) Xeon(R) Processor, CPU capability AVX512, 2 cores, 2 torch "
+                                        "threads, 23.6 GiB RAM; device cpu")     # a record from before devices
+    assert f"- machine: {line}\n" in common.env_markdown(common.environment())
+
+
+def test_matmul_peak_at_tiny_sizes():
+    peak = common.matmul_peak("bf16", torch.device("cpu"), sizes=(32, 48), repeats=2)
+    assert peak["flops_per_s"] > 0 and set(peak["per_size"]) == {"32", "48"} and peak["device"] == "cpu"
+
+
+def test_results_folder_and_run_keys_per_device():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert str(common.results_folder(None, cpu)) == "benchmarks/results"
+    assert str(common.results_folder(None, gpu)) == "benchmarks/results/gpu"
+    assert str(common.results_folder("x", gpu)) == "x"
+    assert (common.device_tag(cpu), common.device_tag(gpu)) == ("", "-cuda")
+
+
+def test_command_line_names_the_module(monkeypatch):
+    from pathlib import Path
+    path = Path(common.__file__).parent / "speed" / "__main__.py"
+    assert path.exists()
+    monkeypatch.setattr("sys.argv", [str(path), "--quick", "--out", "a b"])
+    assert common.command_line() == "python -m flashgau.bench.speed --quick --out 'a b'"
+    monkeypatch.setattr("sys.argv", ["/usr/bin/flashgau", "bench", "all"])
+    assert common.command_line() == "flashgau bench all"

@@ -1,0 +1,17 @@
+"""Helpers of the Hugging Face tests: the sharpened tiny models of tests/models (model_helpers) and their HF face."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "models"))
+
+from model_helpers import VOCAB, build_model, tokens  # noqa: E402,F401
+
+NEEDS_HF = "transformers is not installed (pip install 'flashgau[hf]')"
+
+
+def hf_causal(model, **config):
+    """The HF causal model around a flashgau LanguageModel (weights shared), in eval mode."""
+    from flashgau.hf import FlashgauForCausalLM
+
+    return FlashgauForCausalLM.from_language_model(model, **{"pad_token_id": 0, **config}).eval()

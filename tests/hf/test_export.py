@@ -1,0 +1,112 @@
+"""`flashgau export RUN OUT` and what HF does with the folder: from_pretrained gives the run's logits,
+pipeline("text-generation") writes what flashgau's greedy decoding writes, the BPE tokenizer travels as
+tokenizer.json, the model card gives the held-out bits per byte; pipeline("fill-mask") runs on a saved encoder."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from hf_helpers import NEEDS_HF
+
+pytest.importorskip("transformers", reason=NEEDS_HF)
+
+from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline  # noqa: E402
+
+from flashgau.cli import main  # noqa: E402
+from flashgau.data.tokenizers import load_tokenizer_json  # noqa: E402
+from flashgau.hf import FlashgauBPETokenizer, FlashgauByteTokenizer, FlashgauForMaskedLM  # noqa: E402
+from flashgau.training.trained import load_trained  # noqa: E402
+
+TINY = ["--preset", "tiny", "--context", "32", "--batch-tokens", "128", "--lr", "1e-2", "--precision", "fp32",
+        "--eval-windows", "4", "--no-progress", "--sample-tokens", "0", "--steps", "4"]
+
+
+@pytest.fixture(scope="module", params=[("flash", "bytes"), ("transformer++", "bpe")], ids=["flash-bytes", "tfm-bpe"])
+def exported(request, small_corpus, tmp_path_factory):
+    arch, tokenizer = request.param
+    root = tmp_path_factory.mktemp(f"export-{arch}")
+    run, out = root / "run", root / "hf"
+    extra = ["--bpe-vocab-size", "300"] if tokenizer == "bpe" else []
+    assert main(["train", *TINY, "--arch", arch, "--tokenizer", tokenizer, *extra, "--data", str(small_corpus),
+                 "--out", str(run)]) == 0
+    assert main(["export", str(run), str(out)]) == 0
+    return run, out
+
+
+def test_export_writes_an_hf_folder_with_a_model_card(exported):
+    run, out = exported
+    assert {"config.json", "model.safetensors", "tokenizer_config.json", "README.md"} <= {p.name for p in out.iterdir()}
+    bpb = json.loads((run / "summary.json").read_text())["final"]["bits_per_byte"]
+    card = (out / "README.md").read_text()
+    assert f"{bpb:.4f} bits per byte" in card and "not FlashAttention" in card
+
+
+def test_a_checkpoint_without_its_summary_exports_without_a_score(exported, tmp_path):
+    run, _ = exported
+    (tmp_path / "alone").mkdir()
+    shutil.copy(run / "checkpoint.pt", tmp_path / "alone" / "checkpoint.pt")
+    assert main(["export", str(tmp_path / "alone" / "checkpoint.pt"), str(tmp_path / "hf")]) == 0
+    assert "held-out score: not recorded" in (tmp_path / "hf" / "README.md").read_text()
+
+
+def test_from_pretrained_gives_the_runs_logits(exported):
+    run, out = exported
+    trained = load_trained(run)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    x = torch.tensor([trained.tokenizer.encode("KING. Good morrow, my lord.")])
+    with torch.no_grad():
+        assert torch.equal(model(x).logits, trained.model(x).logits)
+
+
+def test_the_tokenizer_loads_and_encodes_as_the_runs(exported):
+    run, out = exported
+    trained = load_trained(run)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    text = "ROMEO. But soft, what light through yonder window breaks? Ā\x00"
+    assert tokenizer(text)["input_ids"] == trained.tokenizer.encode(text)
+    assert tokenizer.model_max_length == trained.model.config.max_seq_len
+    if trained.tokenizer.kind == "bpe":
+        assert isinstance(tokenizer, FlashgauBPETokenizer)
+        assert load_tokenizer_json(out / "tokenizer.json").encode(text) == trained.tokenizer.encode(text)
+    else:
+        assert isinstance(tokenizer, FlashgauByteTokenizer)
+
+
+def test_text_generation_pipeline_writes_flashgaus_greedy_text(exported):
+    run, out = exported
+    trained = load_trained(run)
+    prompt = "KING. "
+    ids = torch.tensor([trained.tokenizer.encode(prompt)])
+    want = trained.tokenizer.decode(trained.model.generate(ids, 12, temperature=0)[0, ids.shape[1]:].tolist())
+    generator = pipeline("text-generation", model=str(out))
+    got = generator(prompt, max_new_tokens=12, do_sample=False, return_full_text=False)[0]["generated_text"]
+    assert got == want
+    batch = generator(["KING.", "ROMEO. Is the day so young?"], max_new_tokens=5, do_sample=False, batch_size=2)
+    assert len(batch) == 2 and batch[1][0]["generated_text"].startswith("ROMEO.")
+
+
+def test_export_errors_are_one_line(exported, tmp_path, capsys):
+    run, out = exported
+    assert main(["export", str(run), str(out)]) == 1                        # already holds files
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--overwrite" in err
+    assert main(["export", str(run), str(out), "--overwrite"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("flashgau export: error: no checkpoint at")
+
+
+def test_fill_mask_pipeline_runs_on_a_saved_encoder(build, tmp_path):
+    encoder = build("flash", causal=False, vocab_size=257)       # 256 bytes + the mask token
+    FlashgauForMaskedLM.from_language_model(encoder, pad_token_id=0).save_pretrained(tmp_path)
+    tokenizer = FlashgauByteTokenizer(mask_token="<mask>")
+    tokenizer.save_pretrained(tmp_path)
+    fill = pipeline("fill-mask", model=str(tmp_path))
+    guesses = fill("To be, or not<mask>to be", top_k=3)
+    ids = torch.tensor([tokenizer("To be, or not<mask>to be")["input_ids"]])
+    with torch.no_grad():
+        logits = encoder(ids).logits[0, ids[0].tolist().index(256)]
+    assert [g["token"] for g in guesses] == logits.topk(3).indices.tolist()
