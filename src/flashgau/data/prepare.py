@@ -638,7 +638,7 @@ class _Meter:
         self._bar = None
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
-            self._bar = tqdm(total=total, desc=what, unit="B", unit_scale=True, unit_divisor=1024, delay=2.0,
+            self._bar = tqdm(total=total, desc=what, unit="B", unit_scale=True, delay=2.0,
                              file=sys.stderr, dynamic_ncols=True)
 
     def update(self, nbytes: int, ntokens: int = 0) -> None:
