@@ -23,6 +23,7 @@ GAU_ARCHS: frozenset[str] = frozenset({"flash", "flash-quad"})
 NORMS = ("layernorm", "scalenorm")
 REL_POS = ("auto", "toeplitz", "rope", "none")
 NORMALIZERS = ("fixed", "paper")
+ATTENTION_PRECISIONS = ("auto", "fp32")
 
 # Per preset: width, Transformer-layer count (GAU archs get twice as many), and the shape fields.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -66,6 +67,10 @@ class ModelConfig:
                      passes (0: never); never in eval mode or while decoding. See docs/baselines.md.
     dropout:         dropout on block outputs (the paper uses 0).
     init_std:        std of the normal initialisation of weights.
+    attention_precision: "auto": GAU attention (FLASH, FLASH-Quad) runs in the dtype around it (bf16 under
+                     autocast: the relu^2 scores, weights and A.v; the chunk summaries and counts stay fp32).
+                     "fp32": those scores, weights and products run in fp32 under autocast too (the
+                     projections stay in the autocast dtype). Not in the paper (TPU runs, precision unstated).
     """
 
     arch: str = "flash"
@@ -89,6 +94,7 @@ class ModelConfig:
     init_std: float = 0.02
     random_features: int = 256
     feature_redraw_interval: int = 1000
+    attention_precision: str = "auto"
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -115,6 +121,8 @@ class ModelConfig:
         need(self.normalizer in NORMALIZERS, f"normalizer must be one of {NORMALIZERS}, got {self.normalizer!r}")
         need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
         need(self.init_std > 0, f"init_std must be > 0, got {self.init_std}")
+        need(self.attention_precision in ATTENTION_PRECISIONS,
+             f"attention_precision must be one of {ATTENTION_PRECISIONS}, got {self.attention_precision!r}")
         need(isinstance(self.random_features, int) and not isinstance(self.random_features, bool)
              and self.random_features >= 1, f"random_features must be a positive integer, got {self.random_features!r}")
         need(isinstance(self.feature_redraw_interval, int) and not isinstance(self.feature_redraw_interval, bool)

@@ -31,8 +31,10 @@ class FlashLayer(GAUBase):
         u, v, (quad_q, quad_k, lin_q, lin_k) = self.project(x, ctx.positions)
         slots = torch.arange(self.chunk_size, device=x.device)
         bias = self.rel(slots, slots).to(quad_q.dtype)                    # (C, C)
-        o, state = mixed_chunk_attention(quad_q, quad_k, lin_q, lin_k, v, bias, chunk_size=self.chunk_size,
-                                         causal=ctx.causal, key_mask=ctx.key_mask, output_final_state=want_state)
+        with self.attention_context(x.device):
+            o, state = mixed_chunk_attention(quad_q, quad_k, lin_q, lin_k, v, bias, chunk_size=self.chunk_size,
+                                             causal=ctx.causal, key_mask=ctx.key_mask,
+                                             output_final_state=want_state)
         return self.finish(x, u, o), state
 
     def step(self, x: Tensor, state: FlashState, pos: Tensor) -> tuple[Tensor, FlashState]:
@@ -40,5 +42,6 @@ class FlashLayer(GAUBase):
         u, v, (quad_q, quad_k, lin_q, lin_k) = self.project(x, pos[:, None])
         slots = torch.arange(self.chunk_size, device=x.device)
         bias_row = self.rel((pos % self.chunk_size)[:, None], slots).to(quad_q.dtype)   # (B, 1, 1, C)
-        o, state = mixed_chunk_attention_step(quad_q, quad_k, lin_q, lin_k, v, bias_row, state, pos)
+        with self.attention_context(x.device):
+            o, state = mixed_chunk_attention_step(quad_q, quad_k, lin_q, lin_k, v, bias_row, state, pos)
         return self.finish(x, u, o), state

@@ -6,11 +6,15 @@
     out = x + (u * (A v)) W_o
 
 Normaliser n (see docs/normalisers.md): "fixed" uses the constant cfg.quad_norm_len, so a causal output at t depends
-only on tokens <= t; "paper" uses each row's real length, exactly as Code 1.
+only on tokens <= t; "paper" uses each row's real length (Code 1 uses the padded length T: the same on unpadded rows).
+
+cfg.attention_precision "fp32": `project` hands the op fp32 maps and values, and the op runs with autocast off
+(`attention_context`), so the relu^2 scores, weights and A.v are fp32 under bf16 autocast too.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Optional, Union
 
 import torch
@@ -19,6 +23,7 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..ops import KVCache, relu2_attention, relu2_attention_step
+from ..ops.autocast import autocast_off
 from .context import Context
 from .norms import make_norm
 from .positions import RelPosBias, apply_rope
@@ -42,6 +47,11 @@ class GAUBase(nn.Module):
         self.rel = RelPosBias(cfg.resolved_rel_pos(), bias_span, s, cfg.init_std)
         self.to_out = nn.Linear(e, d)
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        self.fp32_attention = cfg.attention_precision == "fp32"
+
+    def attention_context(self, device: torch.device):
+        """Where the attention op runs: autocast off for attention_precision="fp32", else as the caller set it."""
+        return autocast_off(device) if self.fp32_attention else contextlib.nullcontext()
 
     def project(self, x: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
         """x (B, T, d), pos (T,) or (B, T) -> u (B, T, e), v (B, 1, T, e), n_maps tensors (B, 1, T, s)."""
@@ -52,6 +62,8 @@ class GAUBase(nn.Module):
             maps = apply_rope(zs, pos)                                   # all maps in one rotation
         else:                                                            # per-row positions (decoding)
             maps = apply_rope(zs.transpose(0, 1), pos).transpose(0, 1)
+        if self.fp32_attention:
+            v, maps = v.float(), maps.float()
         return u, v[:, None], [m[:, None] for m in maps.unbind(0)]
 
     def finish(self, x: Tensor, u: Tensor, o: Tensor) -> Tensor:
@@ -87,8 +99,9 @@ class GAU(GAUBase):
     def _attend(self, x: Tensor, ctx: Context, want_state: bool) -> tuple[Tensor, Optional[KVCache]]:
         u, v, (q, k) = self.project(x, ctx.positions)
         bias = self.rel(ctx.positions, ctx.positions).to(q.dtype)
-        o, cache = relu2_attention(q, k, v, bias, norm=self._norm(ctx, x.shape[0]), causal=ctx.causal,
-                                   key_mask=ctx.key_mask, output_final_state=want_state)
+        with self.attention_context(x.device):
+            o, cache = relu2_attention(q, k, v, bias, norm=self._norm(ctx, x.shape[0]), causal=ctx.causal,
+                                       key_mask=ctx.key_mask, output_final_state=want_state)
         return self.finish(x, u, o), cache
 
     def step(self, x: Tensor, cache: KVCache, pos: Tensor) -> tuple[Tensor, KVCache]:
@@ -96,5 +109,6 @@ class GAU(GAUBase):
         and returned."""
         u, v, (q, k) = self.project(x, pos[:, None])
         bias = self.rel(pos[:, None], torch.arange(cache.capacity, device=x.device)).to(q.dtype)   # (B, 1, 1, S)
-        o, cache = relu2_attention_step(q, k, v, bias, cache, pos, norm=float(self.norm_len))
+        with self.attention_context(x.device):
+            o, cache = relu2_attention_step(q, k, v, bias, cache, pos, norm=float(self.norm_len))
         return self.finish(x, u, o), cache
