@@ -27,7 +27,9 @@ ATTENTION_PRECISIONS = ("auto", "fp32")
 
 # Per preset: width, Transformer-layer count (GAU archs get twice as many), and the shape fields.
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(d_model=64, transformer_layers=1, qk_dim=32, n_heads=4, chunk_size=16, max_seq_len=2048),
+    # tiny trains at short contexts: FLASH-Quad's n (its normaliser and Toeplitz table) is 128 there, not 512
+    "tiny": dict(d_model=64, transformer_layers=1, qk_dim=32, n_heads=4, chunk_size=16, max_seq_len=2048,
+                 quad_norm_len=128),
     "small": dict(d_model=256, transformer_layers=4, qk_dim=128, n_heads=4, chunk_size=256),
     "base": dict(d_model=768, transformer_layers=12, qk_dim=128, n_heads=12, chunk_size=256),
 }
@@ -49,17 +51,21 @@ class ModelConfig:
     n_heads:         heads of multi-head attention (Transformer archs).
     ffn_dim:         hidden width of the MLP / GLU; None picks 4d (MLP) or 8d/3 rounded to 8 (GLU).
     norm:            "layernorm" or "scalenorm" (x * rsqrt(mean(x^2) + eps) * g, one scalar g); pre-norm.
-    rel_pos:         relative position bias of GAU attention: "toeplitz" (learned, one weight per offset,
-                     offsets clipped to +-511), "rope" (the paper's RoPE-factorised bias for long n), "none",
-                     or "auto" (the paper's rule decided once from the config: toeplitz when the attention
-                     span, chunk_size for flash or max_seq_len for flash-quad, is <= 512, else rope).
-    normalizer:      how GAU attention scores are normalised; see docs/normalisers.md.
-                     "fixed": FLASH-Quad divides q.k by the constant quad_norm_len; a causal output then
-                     depends only on tokens <= t. "paper": FLASH-Quad divides by the sequence's real length n,
-                     exactly as the paper's Code 1 (a causal model's past outputs change as the sequence
-                     grows). FLASH (mixed chunk) is the paper's form in both modes: /C inside chunks, the
-                     linear part averaged over the visible real tokens.
-    quad_norm_len:   the constant n of the "fixed" normaliser (the paper trains FLASH-Quad at n = 512).
+    rel_pos:         relative position bias of GAU attention: "toeplitz" (learned, one weight per offset
+                     up to the trained length n, 2n - 1 weights with n <= 512; farther offsets share the
+                     last), "rope" (the paper's RoPE-factorised bias for long n), "none",
+                     or "auto" (the paper's rule, n <= 512: toeplitz, n > 512: rope, with n the length the
+                     quadratic attention is trained on: chunk_size for flash, quad_norm_len for flash-quad).
+    normalizer:      how FLASH-Quad's attention scores are normalised; see docs/normalisers.md.
+                     "fixed": divide q.k by the constant quad_norm_len, so a causal output depends only on
+                     tokens <= t (and decoding has a KV cache). "paper": divide by each row's real length
+                     (Code 1 divides by the padded length T; the two agree on unpadded rows); a causal model's
+                     past outputs then change as the sequence grows, so it has no decoding state. FLASH (mixed
+                     chunk) ignores it: /C inside chunks, the linear part as linear_normalizer says.
+    quad_norm_len:   n of FLASH-Quad's "fixed" normaliser: the training length, as the paper divides by the
+                     length it trains at (1K-8K in its experiments); ModelConfig.for_context (what flashgau
+                     train and the benchmarks build with) sets it to the run's context. Also the n of
+                     rel_pos="auto" for flash-quad.
     scaled_sinusoid: add the paper's absolute sinusoid (one learnable scale, init 1/sqrt(d)) to embeddings.
     tie_embeddings:  share the input embedding and the output head.
     random_features: m, random features per layer of FAVOR+ ("performer"); a fixed buffer drawn at init.
@@ -151,10 +157,14 @@ class ModelConfig:
 
     @property
     def attention_span(self) -> int:
-        """Longest query-key distance a GAU's quadratic attention sees (chunk for flash, sequence otherwise)."""
-        return min(self.chunk_size, self.max_seq_len) if self.arch == "flash" else self.max_seq_len
+        """n of the paper's relative-bias rule: the length a GAU's quadratic attention is trained on (the chunk
+        for flash, the training length quad_norm_len for flash-quad)."""
+        if self.arch == "flash":
+            return min(self.chunk_size, self.max_seq_len)
+        return self.quad_norm_len
 
     def resolved_rel_pos(self) -> str:
+        """rel_pos with "auto" decided by the paper's rule: toeplitz when attention_span <= 512, else rope."""
         if self.rel_pos != "auto":
             return self.rel_pos
         return "toeplitz" if self.attention_span <= 512 else "rope"
@@ -164,10 +174,16 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        """The config `to_dict` wrote, by this or an earlier flashgau: a dict from before rel_pos="auto" was tied
+        to the training length (no "attention_precision" key) keeps the bias its model was built with."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown ModelConfig field(s): {', '.join(unknown)}")
+        data = dict(data)
+        if ("attention_precision" not in data and data.get("arch") == "flash-quad"
+                and data.get("rel_pos", "auto") == "auto"):
+            data["rel_pos"] = "toeplitz" if data.get("max_seq_len", 16384) <= 512 else "rope"
         return cls(**data)
 
     @classmethod
@@ -182,3 +198,28 @@ class ModelConfig:
         fields["n_layers"] = 2 * layers if arch in GAU_ARCHS else layers
         fields.update(overrides)
         return cls(arch=arch, **fields)
+
+    @classmethod
+    def for_context(cls, preset: str, *, arch: str, context: int, vocab_size: int = 256, causal: bool = True,
+                    **overrides: Any) -> "ModelConfig":
+        """The model of a run that trains `arch` at size `preset` on windows of `context` tokens; `flashgau train`
+        (training/setup.py) and the benchmarks build their models here, so one (preset, arch, context) is one model
+        everywhere. On top of the preset and `overrides`, the choices the paper ties to its training length
+        n = context:
+
+        - FLASH-Quad: quad_norm_len = context unless given, so the fixed normaliser divides by the training length
+          as the paper does, and rel_pos="auto" picks the paper's bias for that n (Toeplitz up to 512, RoPE-
+          factorised above).
+
+        context must not exceed max_seq_len (the preset's unless overridden)."""
+        if not (isinstance(context, int) and not isinstance(context, bool) and context >= 1):
+            raise ConfigError(f"context must be a positive integer, got {context!r}")
+        fields = dict(overrides)
+        if arch == "flash-quad":
+            fields.setdefault("quad_norm_len", context)
+        cfg = cls.preset(preset, arch=arch, vocab_size=vocab_size, causal=causal, **fields)
+        if context > cfg.max_seq_len:
+            whose = "" if "max_seq_len" in overrides else f"the {preset} preset's "
+            raise ConfigError(f"context {context} exceeds {whose}max_seq_len {cfg.max_seq_len}; give a shorter "
+                              "context or a larger max_seq_len")
+        return cfg

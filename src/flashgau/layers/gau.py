@@ -82,7 +82,7 @@ class GAU(GAUBase):
     """FLASH-Quad layer: quadratic relu^2 attention over the whole sequence."""
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__(cfg, bias_span=cfg.max_seq_len)
+        super().__init__(cfg, bias_span=min(cfg.max_seq_len, cfg.quad_norm_len))   # the paper's w: 2n - 1 weights
         self.normalizer = cfg.normalizer
         self.norm_len = cfg.quad_norm_len
 

@@ -82,15 +82,12 @@ def split_fingerprint(split: CorpusSplit) -> str:
 
 
 def model_config_for(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
-    """The preset of `cfg` as a causal language model over `vocab_size` ids."""
+    """The run's model: the preset of `cfg` as a causal language model over `vocab_size` ids, built for its context
+    by ModelConfig.for_context (FLASH-Quad divides by the training length)."""
     try:
-        model_cfg = ModelConfig.preset(cfg.preset, arch=cfg.arch, vocab_size=vocab_size, causal=True)
+        return ModelConfig.for_context(cfg.preset, arch=cfg.arch, context=cfg.context, vocab_size=vocab_size)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    if cfg.context > model_cfg.max_seq_len:
-        raise ConfigError(f"--context {cfg.context} exceeds the {cfg.preset} preset's max_seq_len "
-                          f"{model_cfg.max_seq_len}")
-    return model_cfg
 
 
 def build_model(model_cfg: ModelConfig, seed: int) -> LanguageModel:
