@@ -8,6 +8,7 @@ Transformer archs at the same preset.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -24,6 +25,8 @@ NORMS = ("layernorm", "scalenorm")
 REL_POS = ("auto", "toeplitz", "rope", "none")
 NORMALIZERS = ("fixed", "paper")
 ATTENTION_PRECISIONS = ("auto", "fp32")
+INITS = ("normal", "scaled", "fan_in")
+LINEAR_NORMALIZERS = ("average", "sum")
 
 # Per preset: width, Transformer-layer count (GAU archs get twice as many), and the shape fields.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -77,6 +80,19 @@ class ModelConfig:
                      autocast: the relu^2 scores, weights and A.v; the chunk summaries and counts stay fp32).
                      "fp32": those scores, weights and products run in fp32 under autocast too (the
                      projections stay in the autocast dtype). Not in the paper (TPU runs, precision unstated).
+    init:            initialisation of the Linear weights (the embedding, the GAU scale gamma and the position
+                     tables are always N(0, init_std), biases and offsets 0). "normal": N(0, init_std) for every
+                     weight (the paper's). "scaled": as "normal", but the output projection of every residual
+                     branch (GAU to_out, attention out, MLP/GLU output) gets init_std / sqrt(R), R the number of
+                     residual branches (n_layers for GAU archs, 2 n_layers for Transformer archs): GPT-2's
+                     scaling. "fan_in": N(0, 1/fan_in) for every Linear weight (LeCun normal).
+    rope_fraction:   share of each query/key width that RoPE rotates (GAU's s, a head's width for attention
+                     archs), rounded to an even count; the first channels rotate, the rest pass unrotated. 1.0 is
+                     the paper (all s dims); lucidrains' FLASH rotates 32 of 128 (0.25); 0 turns RoPE off.
+    linear_normalizer: what FLASH's linear (global) part divides the visible chunk summaries by (flash and
+                     mc-transformer++): "average": the number of real tokens they hold (the paper's Code 8,
+                     (g - 1) C for causal chunk g); "sum": C, i.e. the per-chunk summaries /C summed (lucidrains,
+                     OpenNLPLab). Both are prefix-consistent and decode exactly; see docs/normalisers.md.
     """
 
     arch: str = "flash"
@@ -101,6 +117,9 @@ class ModelConfig:
     random_features: int = 256
     feature_redraw_interval: int = 1000
     attention_precision: str = "auto"
+    init: str = "normal"
+    rope_fraction: float = 1.0
+    linear_normalizer: str = "average"
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -129,6 +148,11 @@ class ModelConfig:
         need(self.init_std > 0, f"init_std must be > 0, got {self.init_std}")
         need(self.attention_precision in ATTENTION_PRECISIONS,
              f"attention_precision must be one of {ATTENTION_PRECISIONS}, got {self.attention_precision!r}")
+        need(self.init in INITS, f"init must be one of {INITS}, got {self.init!r}")
+        need(_is_number(self.rope_fraction) and 0.0 <= self.rope_fraction <= 1.0,
+             f"rope_fraction must be a number in [0, 1] (1 = all dims, 0 = no RoPE), got {self.rope_fraction!r}")
+        need(self.linear_normalizer in LINEAR_NORMALIZERS,
+             f"linear_normalizer must be one of {LINEAR_NORMALIZERS}, got {self.linear_normalizer!r}")
         need(isinstance(self.random_features, int) and not isinstance(self.random_features, bool)
              and self.random_features >= 1, f"random_features must be a positive integer, got {self.random_features!r}")
         need(isinstance(self.feature_redraw_interval, int) and not isinstance(self.feature_redraw_interval, bool)
@@ -154,6 +178,16 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    def rope_dims(self, width: int) -> int:
+        """How many of `width` query/key channels RoPE rotates: rope_fraction of them, rounded to an even count."""
+        return 2 * int(round(self.rope_fraction * width / 2))
+
+    @property
+    def residual_branches(self) -> int:
+        """R, the residual branches of the stack: one per GAU layer, two (attention, feed-forward) per Transformer
+        layer."""
+        return self.n_layers if self.arch in GAU_ARCHS else 2 * self.n_layers
 
     @property
     def attention_span(self) -> int:
@@ -223,3 +257,7 @@ class ModelConfig:
             raise ConfigError(f"context {context} exceeds {whose}max_seq_len {cfg.max_seq_len}; give a shorter "
                               "context or a larger max_seq_len")
         return cfg
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -50,3 +50,61 @@ def test_fp32_attention_precision_runs_the_attention_in_fp32_under_autocast(arch
         errors[precision] = ((out.double() - ref).abs().max() / ref.abs().max()).item()
     assert errors["fp32"] < 1e-5, errors
     assert errors["auto"] > 100 * errors["fp32"], errors
+
+
+# ---------------------------------------------------------------------------------------------------- init
+
+
+def _weights(model):
+    return {name: m.weight for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+@pytest.mark.parametrize("arch", ["flash", "transformer++", "transformer+", "combiner"])
+def test_init_schemes_draw_the_documented_stds(arch):
+    """"normal": N(0, init_std) everywhere (the paper); "scaled": residual output projections at init_std / sqrt(R),
+    R = n_layers (GAU) or 2 n_layers (Transformer); "fan_in": N(0, 1/fan_in). Biases 0 in every scheme."""
+    from flashgau import LanguageModel, ModelConfig
+    from flashgau.layers.init import is_residual_output
+
+    stds = {}
+    for init in ("normal", "scaled", "fan_in"):
+        torch.manual_seed(0)
+        model = LanguageModel(ModelConfig.preset("small", arch=arch, n_layers=2, init=init))
+        cfg = model.config
+        residual = {n for n, m in model.named_modules() if is_residual_output(m)}
+        assert len(residual) == cfg.residual_branches == (2 if arch == "flash" else 4)
+        for name, w in _weights(model).items():
+            want = {"normal": cfg.init_std,
+                    "scaled": cfg.init_std / cfg.residual_branches ** 0.5 if name in residual else cfg.init_std,
+                    "fan_in": w.shape[1] ** -0.5}[init]
+            assert abs(w.std().item() - want) < 0.05 * want, (init, name, w.std().item(), want)
+        assert all(m.bias.detach().abs().max().item() == 0 for m in model.modules()
+                   if isinstance(m, torch.nn.Linear) and m.bias is not None)
+        assert abs(model.embed.weight.std().item() - cfg.init_std) < 0.05 * cfg.init_std
+        stds[init] = model
+    # the default is today's model, weight for weight
+    torch.manual_seed(0)
+    default = LanguageModel(ModelConfig.preset("small", arch=arch, n_layers=2))
+    assert all(torch.equal(a, b) for a, b in zip(default.state_dict().values(), stds["normal"].state_dict().values()))
+
+
+# ---------------------------------------------------------------------------------------------------- RoPE share
+
+
+@pytest.mark.parametrize("fraction, gau_dims, head_dims", [(1.0, 32, 16), (0.5, 16, 8), (0.25, 8, 4), (0.0, 0, 0)])
+def test_rope_fraction_sets_the_rotated_width(fraction, gau_dims, head_dims, build):
+    """rope_fraction of s (GAU) or of a head's width (attention) is rotated, rounded to an even count."""
+    assert build("flash", rope_fraction=fraction).blocks[0].rope_dims == gau_dims          # tiny: s = 32
+    assert build("transformer++", rope_fraction=fraction).blocks[0].attn.rope_dims == head_dims   # dh = 16
+    assert build("mc-transformer++", rope_fraction=fraction).blocks[0].attn.rope_dims == head_dims
+
+
+def test_rope_fraction_zero_makes_attention_position_free(build):
+    """Without RoPE on q/k (and no relative bias, no sinusoid) a bidirectional GAU model is permutation
+    equivariant: RoPE was the only position signal left; with it the outputs are not."""
+    x = tokens(1, 12)
+    perm = torch.randperm(12, generator=torch.Generator().manual_seed(0))
+    for fraction, equivariant in ((0.0, True), (0.5, False)):
+        model = build("flash-quad", causal=False, rope_fraction=fraction, rel_pos="none", scaled_sinusoid=False)
+        out, out_perm = model(x).logits, model(x[:, perm]).logits
+        assert torch.allclose(out[:, perm], out_perm, atol=1e-5) == equivariant

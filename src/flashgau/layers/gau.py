@@ -25,6 +25,7 @@ from ..config import ModelConfig
 from ..ops import KVCache, relu2_attention, relu2_attention_step
 from ..ops.autocast import autocast_off
 from .context import Context
+from .init import residual_output
 from .norms import make_norm
 from .positions import RelPosBias, apply_rope
 
@@ -45,9 +46,10 @@ class GAUBase(nn.Module):
         self.gamma = nn.Parameter(torch.randn(self.n_maps, s) * cfg.init_std)
         self.beta = nn.Parameter(torch.zeros(self.n_maps, s))
         self.rel = RelPosBias(cfg.resolved_rel_pos(), bias_span, s, cfg.init_std)
-        self.to_out = nn.Linear(e, d)
+        self.to_out = residual_output(nn.Linear(e, d))
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         self.fp32_attention = cfg.attention_precision == "fp32"
+        self.rope_dims = cfg.rope_dims(s)
 
     def attention_context(self, device: torch.device):
         """Where the attention op runs: autocast off for attention_precision="fp32", else as the caller set it."""
@@ -59,9 +61,9 @@ class GAUBase(nn.Module):
         gamma, beta = (p.to(z.dtype)[:, None, None] for p in (self.gamma, self.beta))
         zs = torch.addcmul(beta, z[None], gamma)                        # (n_maps, B, T, s): each map contiguous
         if pos.dim() == 1:
-            maps = apply_rope(zs, pos)                                   # all maps in one rotation
+            maps = apply_rope(zs, pos, self.rope_dims)                   # all maps in one rotation
         else:                                                            # per-row positions (decoding)
-            maps = apply_rope(zs.transpose(0, 1), pos).transpose(0, 1)
+            maps = apply_rope(zs.transpose(0, 1), pos, self.rope_dims).transpose(0, 1)
         if self.fp32_attention:
             v, maps = v.float(), maps.float()
         return u, v[:, None], [m[:, None] for m in maps.unbind(0)]

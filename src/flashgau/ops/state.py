@@ -44,3 +44,12 @@ def check_final_state(causal: bool, output_final_state: bool) -> None:
     """Raise ValueError when a parallel op is asked for a decoding state it cannot give (bidirectional attention)."""
     if output_final_state and not causal:
         raise ValueError("a decoding state exists only for causal attention (output_final_state needs causal=True)")
+
+
+LINEAR_NORMALIZERS = ("average", "sum")
+
+
+def check_linear_normalizer(linear_normalizer: str) -> None:
+    """Raise ValueError unless `linear_normalizer` names a normaliser of mixed chunk attention's linear part."""
+    if linear_normalizer not in LINEAR_NORMALIZERS:
+        raise ValueError(f"linear_normalizer must be one of {LINEAR_NORMALIZERS}, got {linear_normalizer!r}")
