@@ -27,6 +27,7 @@ NORMALIZERS = ("fixed", "paper")
 ATTENTION_PRECISIONS = ("auto", "fp32")
 INITS = ("normal", "scaled", "fan_in")
 LINEAR_NORMALIZERS = ("average", "sum")
+COMBINER_POOLINGS = ("rotated", "unrotated")
 
 # Per preset: width, Transformer-layer count (GAU archs get twice as many), and the shape fields.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -93,6 +94,16 @@ class ModelConfig:
                      mc-transformer++): "average": the number of real tokens they hold (the paper's Code 8,
                      (g - 1) C for causal chunk g); "sum": C, i.e. the per-chunk summaries /C summed (lucidrains,
                      OpenNLPLab). Both are prefix-consistent and decode exactly; see docs/normalisers.md.
+    performer_chunk_size: chunk length of Performer's causal pass (its maths does not depend on it: only speed
+                     and memory); None: chunk_size (FLASH's C). The op's own default is 64.
+    performer_epsilon: the feature floor of the Performer reference code (features exp(. - shift) + eps; the
+                     reference adds 1e-4); 0: none. See docs/baselines.md.
+    combiner_chunk_size: Combiner's chunk length; None: chunk_size (FLASH's C). "auto" (given to
+                     ModelConfig.for_context or flashgau train, which know the context T): the power of two
+                     2^ceil(log2(T)/2), about sqrt(T), the cost optimum of Combiner-Fixed (its authors' "sqrt").
+    combiner_pooling: what Combiner's chunk summaries are max-pooled from and read with: "rotated" (the RoPE-
+                     rotated q and k, as the direct part) or "unrotated" (q and k before RoPE: the summaries carry
+                     content only, as in the authors' model, which has no RoPE; the direct part keeps RoPE).
     """
 
     arch: str = "flash"
@@ -120,6 +131,10 @@ class ModelConfig:
     init: str = "normal"
     rope_fraction: float = 1.0
     linear_normalizer: str = "average"
+    performer_chunk_size: Optional[int] = None
+    performer_epsilon: float = 0.0
+    combiner_chunk_size: Optional[int] = None
+    combiner_pooling: str = "rotated"
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -153,6 +168,16 @@ class ModelConfig:
              f"rope_fraction must be a number in [0, 1] (1 = all dims, 0 = no RoPE), got {self.rope_fraction!r}")
         need(self.linear_normalizer in LINEAR_NORMALIZERS,
              f"linear_normalizer must be one of {LINEAR_NORMALIZERS}, got {self.linear_normalizer!r}")
+        for name in ("performer_chunk_size", "combiner_chunk_size"):
+            value = getattr(self, name)
+            need(value != "auto", f"{name}='auto' is decided from the training context: build the config with "
+                                  "ModelConfig.for_context(...) (flashgau train and the benchmarks do), or give a number")
+            need(value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1),
+                 f"{name} must be None (chunk_size) or a positive integer, got {value!r}")
+        need(_is_number(self.performer_epsilon) and 0.0 <= self.performer_epsilon < 1.0,
+             f"performer_epsilon must be a number in [0, 1) (the reference uses 1e-4), got {self.performer_epsilon!r}")
+        need(self.combiner_pooling in COMBINER_POOLINGS,
+             f"combiner_pooling must be one of {COMBINER_POOLINGS}, got {self.combiner_pooling!r}")
         need(isinstance(self.random_features, int) and not isinstance(self.random_features, bool)
              and self.random_features >= 1, f"random_features must be a positive integer, got {self.random_features!r}")
         need(isinstance(self.feature_redraw_interval, int) and not isinstance(self.feature_redraw_interval, bool)
@@ -182,6 +207,16 @@ class ModelConfig:
     def rope_dims(self, width: int) -> int:
         """How many of `width` query/key channels RoPE rotates: rope_fraction of them, rounded to an even count."""
         return 2 * int(round(self.rope_fraction * width / 2))
+
+    @property
+    def performer_chunk(self) -> int:
+        """Chunk length of Performer's causal pass."""
+        return self.performer_chunk_size or self.chunk_size
+
+    @property
+    def combiner_chunk(self) -> int:
+        """Combiner's chunk length."""
+        return self.combiner_chunk_size or self.chunk_size
 
     @property
     def residual_branches(self) -> int:
@@ -243,7 +278,8 @@ class ModelConfig:
 
         - FLASH-Quad: quad_norm_len = context unless given, so the fixed normaliser divides by the training length
           as the paper does, and rel_pos="auto" picks the paper's bias for that n (Toeplitz up to 512, RoPE-
-          factorised above).
+          factorised above);
+        - combiner_chunk_size="auto": combiner_auto_chunk(context), about sqrt(context).
 
         context must not exceed max_seq_len (the preset's unless overridden)."""
         if not (isinstance(context, int) and not isinstance(context, bool) and context >= 1):
@@ -251,6 +287,8 @@ class ModelConfig:
         fields = dict(overrides)
         if arch == "flash-quad":
             fields.setdefault("quad_norm_len", context)
+        if fields.get("combiner_chunk_size") == "auto":
+            fields["combiner_chunk_size"] = combiner_auto_chunk(context)
         cfg = cls.preset(preset, arch=arch, vocab_size=vocab_size, causal=causal, **fields)
         if context > cfg.max_seq_len:
             whose = "" if "max_seq_len" in overrides else f"the {preset} preset's "
@@ -261,3 +299,10 @@ class ModelConfig:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def combiner_auto_chunk(context: int) -> int:
+    """Combiner's chunk length for training at `context` tokens: 2^ceil(log2(T)/2), the power of two at or above
+    sqrt(T) (T = 512: 32, 2048 and 4096: 64, 8192 and 16384: 128). Combiner-Fixed costs O(T (C + T/C)), least at
+    C = sqrt(T): its authors' "sqrt" layer."""
+    return min(context, 2 ** math.ceil(math.log2(max(context, 1)) / 2))
