@@ -94,6 +94,12 @@ class ModelConfig:
                      mc-transformer++): "average": the number of real tokens they hold (the paper's Code 8,
                      (g - 1) C for causal chunk g); "sum": C, i.e. the per-chunk summaries /C summed (lucidrains,
                      OpenNLPLab). Both are prefix-consistent and decode exactly; see docs/normalisers.md.
+    token_shift:     share of the d channels of every block's normalised input taken from the neighbouring
+                     token (RWKV-style, lucidrains' shift_tokens: 0.5; not in the paper; 0: off): causal, from the
+                     previous token; bidirectional, half of them from the previous and half from the next. GAU
+                     blocks shift before the uvz projection, Transformer blocks before attention and before the
+                     feed-forward. Padding never shifts into a real token; decoding carries the previous token's
+                     channels (layers/token_shift.py).
     performer_chunk_size: chunk length of Performer's causal pass (its maths does not depend on it: only speed
                      and memory); None: chunk_size (FLASH's C). The op's own default is 64.
     performer_epsilon: the feature floor of the Performer reference code (features exp(. - shift) + eps; the
@@ -131,6 +137,7 @@ class ModelConfig:
     init: str = "normal"
     rope_fraction: float = 1.0
     linear_normalizer: str = "average"
+    token_shift: float = 0.0
     performer_chunk_size: Optional[int] = None
     performer_epsilon: float = 0.0
     combiner_chunk_size: Optional[int] = None
@@ -168,6 +175,9 @@ class ModelConfig:
              f"rope_fraction must be a number in [0, 1] (1 = all dims, 0 = no RoPE), got {self.rope_fraction!r}")
         need(self.linear_normalizer in LINEAR_NORMALIZERS,
              f"linear_normalizer must be one of {LINEAR_NORMALIZERS}, got {self.linear_normalizer!r}")
+        need(_is_number(self.token_shift) and 0.0 <= self.token_shift <= 1.0,
+             f"token_shift must be a number in [0, 1] (the share of channels shifted; 0 = off), got "
+             f"{self.token_shift!r}")
         for name in ("performer_chunk_size", "combiner_chunk_size"):
             value = getattr(self, name)
             need(value != "auto", f"{name}='auto' is decided from the training context: build the config with "

@@ -28,8 +28,8 @@ class FlashLayer(GAUBase):
         self.chunk_size = cfg.chunk_size
         self.linear_normalizer = cfg.linear_normalizer
 
-    def _attend(self, x: Tensor, ctx: Context, want_state: bool) -> tuple[Tensor, Optional[FlashState]]:
-        u, v, (quad_q, quad_k, lin_q, lin_k) = self.project(x, ctx.positions)
+    def _attend(self, x: Tensor, h: Tensor, ctx: Context, want_state: bool) -> tuple[Tensor, Optional[FlashState]]:
+        u, v, (quad_q, quad_k, lin_q, lin_k) = self.project(h, ctx.positions)
         slots = torch.arange(self.chunk_size, device=x.device)
         bias = self.rel(slots, slots).to(quad_q.dtype)                    # (C, C)
         with self.attention_context(x.device):
@@ -39,9 +39,9 @@ class FlashLayer(GAUBase):
                                              output_final_state=want_state)
         return self.finish(x, u, o), state
 
-    def step(self, x: Tensor, state: FlashState, pos: Tensor) -> tuple[Tensor, FlashState]:
-        """x (B, 1, d): one token per row at positions pos (B,); the state is updated in place and returned."""
-        u, v, (quad_q, quad_k, lin_q, lin_k) = self.project(x, pos[:, None])
+    def _step(self, x: Tensor, h: Tensor, state: FlashState, pos: Tensor) -> tuple[Tensor, FlashState]:
+        """x, h (B, 1, d): one token per row at positions pos (B,); the state is updated in place and returned."""
+        u, v, (quad_q, quad_k, lin_q, lin_k) = self.project(h, pos[:, None])
         slots = torch.arange(self.chunk_size, device=x.device)
         bias_row = self.rel((pos % self.chunk_size)[:, None], slots).to(quad_q.dtype)   # (B, 1, 1, C)
         with self.attention_context(x.device):

@@ -28,12 +28,15 @@ from .context import Context
 from .init import residual_output
 from .norms import make_norm
 from .positions import RelPosBias, apply_rope
+from .token_shift import TokenShift
 
 
 class GAUBase(nn.Module):
     """Projection, output and entry points shared by FLASH-Quad and FLASH, which are whole blocks (the residual is
-    in `finish`). A subclass chooses the attention: `_attend(x, ctx, want_state) -> (y, state or None)` through the
-    op's parallel form, and `step(x_t, state, pos) -> (y, state)` through its step form."""
+    in `finish`). A subclass chooses the attention: `_attend(x, h, ctx, want_state) -> (y, state or None)` through
+    the op's parallel form, and `_step(x_t, h_t, state, pos) -> (y, state)` through its step form, h being the
+    block's input after the pre-norm and the token shift (layers/token_shift.py), which forward, prefill and step
+    prepare here."""
 
     n_maps = 2  # number of scale/offset maps of z
 
@@ -50,14 +53,16 @@ class GAUBase(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         self.fp32_attention = cfg.attention_precision == "fp32"
         self.rope_dims = cfg.rope_dims(s)
+        self.shift = TokenShift(cfg.token_shift, d)
 
     def attention_context(self, device: torch.device):
         """Where the attention op runs: autocast off for attention_precision="fp32", else as the caller set it."""
         return autocast_off(device) if self.fp32_attention else contextlib.nullcontext()
 
-    def project(self, x: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """x (B, T, d), pos (T,) or (B, T) -> u (B, T, e), v (B, 1, T, e), n_maps tensors (B, 1, T, s)."""
-        u, v, z = F.silu(self.to_uvz(self.norm(x))).split([self.e, self.e, self.s], dim=-1)
+    def project(self, h: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """h (B, T, d) the normalised (and shifted) input, pos (T,) or (B, T) -> u (B, T, e), v (B, 1, T, e), n_maps
+        tensors (B, 1, T, s)."""
+        u, v, z = F.silu(self.to_uvz(h)).split([self.e, self.e, self.s], dim=-1)
         gamma, beta = (p.to(z.dtype)[:, None, None] for p in (self.gamma, self.beta))
         zs = torch.addcmul(beta, z[None], gamma)                        # (n_maps, B, T, s): each map contiguous
         if pos.dim() == 1:
@@ -73,11 +78,21 @@ class GAUBase(nn.Module):
         return x + self.dropout(self.to_out(u * o[:, 0].to(u.dtype)))
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
-        return self._attend(x, ctx, want_state=False)[0]
+        return self._attend(x, self.shift(self.norm(x), ctx), ctx, want_state=False)[0]
 
     def prefill(self, x: Tensor, ctx: Context) -> tuple[Tensor, Any]:
         """Causal only: the output and the decoding state after each row's real tokens (right padding)."""
-        return self._attend(x, ctx, want_state=True)
+        h = self.norm(x)
+        y, state = self._attend(x, self.shift(h, ctx), ctx, want_state=True)
+        return y, self.shift.wrap(state, [h], ctx)
+
+    def step(self, x: Tensor, state: Any, pos: Tensor) -> tuple[Tensor, Any]:
+        """x (B, 1, d): one token per row at positions pos (B,); the state is updated in place and returned."""
+        h = self.norm(x)
+        if not self.shift.active:
+            return self._step(x, h, state, pos)
+        y, state.attn = self._step(x, self.shift.step(h, state.carry[:, 0]), state.attn, pos)
+        return y, state
 
 
 class GAU(GAUBase):
@@ -98,18 +113,18 @@ class GAU(GAUBase):
             return float(self.norm_len)
         return ctx.lengths(batch).clamp_min(1)
 
-    def _attend(self, x: Tensor, ctx: Context, want_state: bool) -> tuple[Tensor, Optional[KVCache]]:
-        u, v, (q, k) = self.project(x, ctx.positions)
+    def _attend(self, x: Tensor, h: Tensor, ctx: Context, want_state: bool) -> tuple[Tensor, Optional[KVCache]]:
+        u, v, (q, k) = self.project(h, ctx.positions)
         bias = self.rel(ctx.positions, ctx.positions).to(q.dtype)
         with self.attention_context(x.device):
             o, cache = relu2_attention(q, k, v, bias, norm=self._norm(ctx, x.shape[0]), causal=ctx.causal,
                                        key_mask=ctx.key_mask, output_final_state=want_state)
         return self.finish(x, u, o), cache
 
-    def step(self, x: Tensor, cache: KVCache, pos: Tensor) -> tuple[Tensor, KVCache]:
-        """x (B, 1, d): one token per row at positions pos (B,); the cache (with room for pos) is written in place
-        and returned."""
-        u, v, (q, k) = self.project(x, pos[:, None])
+    def _step(self, x: Tensor, h: Tensor, cache: KVCache, pos: Tensor) -> tuple[Tensor, KVCache]:
+        """x, h (B, 1, d): one token per row at positions pos (B,); the cache (with room for pos) is written in
+        place and returned."""
+        u, v, (q, k) = self.project(h, pos[:, None])
         bias = self.rel(pos[:, None], torch.arange(cache.capacity, device=x.device)).to(q.dtype)   # (B, 1, 1, S)
         with self.attention_context(x.device):
             o, cache = relu2_attention_step(q, k, v, bias, cache, pos, norm=float(self.norm_len))
