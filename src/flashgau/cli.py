@@ -49,7 +49,7 @@ def add_runtime_arguments(p: argparse.ArgumentParser, *, precision_default: str 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from . import ARCHS
-    from .config import PRESETS
+    from .config import PRESET_NAMES
     from .training.config import DEFAULT_TIME_BUDGET, TrainConfig
 
     d = TrainConfig.__dataclass_fields__
@@ -59,7 +59,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
     model = p.add_argument_group("model")
     model.add_argument("--arch", choices=ARCHS, help=f"architecture {default('arch')}")
-    model.add_argument("--preset", choices=tuple(PRESETS), help=f"model size {default('preset')}")
+    model.add_argument("--preset", choices=PRESET_NAMES, help="model size; with -paper (small-paper) the paper's "
+                       f"exact model at that size, whatever the defaults {default('preset')}")
     data = p.add_argument_group("data")
     data.add_argument("--data", metavar="PATH", help="a UTF-8 text file or a folder of them; each file is one "
                       "document, and whole documents are held out for evaluation (default: Shakespeare's works "

@@ -38,6 +38,34 @@ PRESETS: dict[str, dict[str, Any]] = {
     "base": dict(d_model=768, transformer_layers=12, qk_dim=128, n_heads=12, chunk_size=256),
 }
 
+# The paper's model (Hua et al. 2022; shared/reference/flash-paper.md), pinned field by field: a "<size>-paper" preset
+# is its size preset with these values, so changing a ModelConfig default never changes it. Every field that is not
+# a size (SIZE_FIELDS) is pinned; a new field must be added here (a test checks it). docs/model_options.md.
+PAPER: dict[str, Any] = dict(
+    expansion=2,                  # e = 2d
+    norm="layernorm",             # Code 1's default (ScaleNorm is its alternative)
+    rel_pos="auto",               # Toeplitz bias for n <= 512, RoPE-factorised above
+    normalizer="fixed",           # /n, n = the training length (for_context sets quad_norm_len): Code 1 at that length
+    linear_normalizer="average",  # Code 8's row-normalised chunk mask: the average of the visible summaries
+    scaled_sinusoid=True,         # the absolute sinusoid, scale initialised to 1/sqrt(d)
+    rope_fraction=1.0,            # RoPE over all s dims of q and k
+    token_shift=0.0,              # not in the paper
+    init="normal", init_std=0.02,  # N(0, 0.02) everywhere
+    dropout=0.0,
+    tie_embeddings=True,          # not stated by the paper; flashgau's choice
+    attention_precision="auto",   # not stated (TPU runs)
+    # the baselines, as the paper's references would run them (settings not confirmed by the paper's text)
+    performer_chunk_size=None, performer_epsilon=1e-4, feature_redraw_interval=1000,
+    combiner_chunk_size=None, combiner_pooling="rotated",
+)
+# The paper's s and C, pinned for the presets wide enough for them (tiny keeps its test-sized s and C).
+PAPER_SHAPES: dict[str, Any] = dict(qk_dim=128, chunk_size=256)
+# Fields that size a model (set by a size preset, by the run or by the tokenizer), not pinned by PAPER.
+SIZE_FIELDS = ("arch", "vocab_size", "d_model", "n_layers", "causal", "max_seq_len", "chunk_size", "qk_dim",
+               "n_heads", "ffn_dim", "quad_norm_len", "random_features")
+PAPER_SUFFIX = "-paper"
+PRESET_NAMES: tuple[str, ...] = (*PRESETS, *(name + PAPER_SUFFIX for name in PRESETS))
+
 
 @dataclass
 class ModelConfig:
@@ -267,16 +295,28 @@ class ModelConfig:
 
     @classmethod
     def preset(cls, name: str, *, arch: str = "flash", **overrides: Any) -> "ModelConfig":
-        """A named size ("tiny", "small", "base") for `arch`; any field may be overridden."""
-        if name not in PRESETS:
-            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        """A named size ("tiny", "small", "base") for `arch`, or with the suffix "-paper" ("small-paper") the paper's
+        model at that size (PAPER); any field may be overridden."""
+        if name not in PRESET_NAMES:
+            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
         if arch not in ARCHS:
             raise ConfigError(f"invalid ModelConfig: unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
-        fields = dict(PRESETS[name])
+        size = name[:-len(PAPER_SUFFIX)] if name.endswith(PAPER_SUFFIX) else name
+        fields = dict(PRESETS[size])
+        if size != name:
+            fields.update(PAPER)
+            if size != "tiny":
+                fields.update(PAPER_SHAPES)
         layers = fields.pop("transformer_layers")
         fields["n_layers"] = 2 * layers if arch in GAU_ARCHS else layers
         fields.update(overrides)
         return cls(arch=arch, **fields)
+
+    @classmethod
+    def paper(cls, size: str = "small", *, arch: str = "flash", **overrides: Any) -> "ModelConfig":
+        """The paper's model at `size`: ModelConfig.preset(size + "-paper", ...). For a training run build it with
+        ModelConfig.for_context(size + "-paper", arch=..., context=T), which also sets the paper's n = T."""
+        return cls.preset(size + PAPER_SUFFIX, arch=arch, **overrides)
 
     @classmethod
     def for_context(cls, preset: str, *, arch: str, context: int, vocab_size: int = 256, causal: bool = True,

@@ -108,3 +108,42 @@ def test_rope_fraction_zero_makes_attention_position_free(build):
         model = build("flash-quad", causal=False, rope_fraction=fraction, rel_pos="none", scaled_sinusoid=False)
         out, out_perm = model(x).logits, model(x[:, perm]).logits
         assert torch.allclose(out[:, perm], out_perm, atol=1e-5) == equivariant
+
+
+# ---------------------------------------------------------------------------------------------------- the paper
+
+
+def test_paper_presets_pin_every_choice_that_is_not_a_size():
+    """"<size>-paper" = the size preset + PAPER (+ the paper's s = 128, C = 256 at small and base): every field that
+    is not a size is pinned, so a later change of a default leaves the paper's model alone (a new field must be
+    pinned here or declared a size)."""
+    import dataclasses
+    from flashgau import ModelConfig
+    from flashgau.config import PAPER, PAPER_SHAPES, SIZE_FIELDS
+
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    assert set(PAPER) | set(SIZE_FIELDS) == names and not set(PAPER) & set(SIZE_FIELDS)
+    for size in ("tiny", "small", "base"):
+        cfg = ModelConfig.preset(f"{size}-paper", arch="flash-quad")
+        plain = ModelConfig.preset(size, arch="flash-quad")
+        assert all(getattr(cfg, k) == v for k, v in PAPER.items())
+        for field in SIZE_FIELDS:
+            if size == "tiny" or field not in PAPER_SHAPES:
+                assert getattr(cfg, field) == getattr(plain, field), field
+    small = ModelConfig.paper("small", arch="flash")
+    assert (small.qk_dim, small.chunk_size, small.token_shift, small.rope_fraction) == (128, 256, 0.0, 1.0)
+    assert ModelConfig.paper("small", arch="flash", qk_dim=512).qk_dim == 512             # TriviaQA's s = 512
+    run = ModelConfig.for_context("small-paper", arch="flash-quad", context=4096)
+    assert (run.quad_norm_len, run.resolved_rel_pos(), run.normalizer) == (4096, "rope", "fixed")
+
+
+def test_paper_preset_survives_a_change_of_the_defaults():
+    """Changing a default (as the measurement task will: one line in config.py) changes `small`, not
+    `small-paper`: here a subclass whose token_shift default is 0.5."""
+    import dataclasses
+    from flashgau import ModelConfig
+
+    changed = dataclasses.make_dataclass("Changed", [("token_shift", float, dataclasses.field(default=0.5))],
+                                         bases=(ModelConfig,))
+    assert changed().token_shift == 0.5 and changed.preset("small").token_shift == 0.5
+    assert changed.preset("small-paper").token_shift == 0.0

@@ -24,7 +24,8 @@ MAX_SECONDS = 1e8              # about three years
 class TrainConfig:
     """Settings of one training run.
 
-    arch, preset:       the model (flashgau.ARCHS; a ModelConfig preset name).
+    arch, preset:       the model (flashgau.ARCHS; a ModelConfig preset name: a size, or a size + "-paper" for the
+                        paper's exact model at that size).
     context:            T, tokens per training and held-out window.
     steps:              optimizer steps; or time_budget: seconds for the whole run (setup, training, held-out
                         evaluation, the sample and saving), turned into a step count by timing the first steps
@@ -79,7 +80,7 @@ class TrainConfig:
     out: Optional[str] = None
 
     def __post_init__(self) -> None:
-        from ..config import ARCHS, PRESETS
+        from ..config import ARCHS, PRESET_NAMES
 
         def need(ok: bool, msg: str) -> None:
             if not ok:
@@ -100,7 +101,7 @@ class TrainConfig:
                      f"{')' if hi_open else ']'}, got {value!r}")
 
         need(self.arch in ARCHS, f"unknown arch {self.arch!r}; choose one of {', '.join(ARCHS)}")
-        need(self.preset in PRESETS, f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        need(self.preset in PRESET_NAMES, f"unknown preset {self.preset!r}; choose one of {', '.join(PRESET_NAMES)}")
         for name in ("context", "batch_tokens", "micro_batch_tokens", "eval_windows", "bpe_vocab_size"):
             positive_int(name)
         for name in ("steps", "eval_every", "save_every"):
