@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -28,6 +29,12 @@ ATTENTION_PRECISIONS = ("auto", "fp32")
 INITS = ("normal", "scaled", "fan_in")
 LINEAR_NORMALIZERS = ("average", "sum")
 COMBINER_POOLINGS = ("rotated", "unrotated")
+# The fields that take one of a few names, and the names.
+CHOICES: dict[str, tuple[str, ...]] = dict(
+    arch=ARCHS, norm=NORMS, rel_pos=REL_POS, normalizer=NORMALIZERS, attention_precision=ATTENTION_PRECISIONS,
+    init=INITS, linear_normalizer=LINEAR_NORMALIZERS, combiner_pooling=COMBINER_POOLINGS)
+# Fields that also take "auto" where the training context is known (ModelConfig.for_context resolves it).
+CONTEXT_AUTO = ("combiner_chunk_size",)
 
 # Per preset: width, Transformer-layer count (GAU archs get twice as many), and the shape fields.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -104,7 +111,7 @@ class ModelConfig:
     feature_redraw_interval: "performer" redraws its random features every this many training-mode forward
                      passes (0: never); never in eval mode or while decoding. See docs/baselines.md.
     dropout:         dropout on block outputs (the paper uses 0).
-    init_std:        std of the normal initialisation of weights.
+    init_std:        std of the normal initialisation of weights (see init).
     attention_precision: "auto": GAU attention (FLASH, FLASH-Quad) runs in the dtype around it (bf16 under
                      autocast: the relu^2 scores, weights and A.v; the chunk summaries and counts stay fp32).
                      "fp32": those scores, weights and products run in fp32 under autocast too (the
@@ -177,50 +184,39 @@ class ModelConfig:
                 raise ConfigError(f"invalid ModelConfig: {msg}")
 
         need(self.arch in ARCHS, f"unknown arch {self.arch!r}; choose one of {', '.join(ARCHS)}")
+        for name, choices in CHOICES.items():
+            need(getattr(self, name) in choices, f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         for name in ("vocab_size", "d_model", "n_layers", "max_seq_len", "qk_dim", "expansion", "n_heads",
-                     "quad_norm_len"):
+                     "quad_norm_len", "chunk_size", "random_features"):
             value = getattr(self, name)
-            need(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                 f"{name} must be a positive integer, got {value!r}")
-        need(isinstance(self.chunk_size, int) and self.chunk_size >= 1,
-             f"chunk_size must be an integer >= 1, got {self.chunk_size!r}")
+            need(_is_int(value) and value >= 1, f"{name} must be a positive integer, got {value!r}")
+        for name in ("causal", "scaled_sinusoid", "tie_embeddings"):
+            need(isinstance(getattr(self, name), bool), f"{name} must be True or False, got {getattr(self, name)!r}")
         need(self.d_model % self.n_heads == 0,
              f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}); change one of them")
         need(self.qk_dim % 2 == 0, f"qk_dim must be even for RoPE, got {self.qk_dim}")
         need((self.d_model // self.n_heads) % 2 == 0,
              f"head width d_model/n_heads = {self.d_model // self.n_heads} must be even for RoPE")
-        need(self.ffn_dim is None or (isinstance(self.ffn_dim, int) and self.ffn_dim >= 1),
+        need(self.ffn_dim is None or (_is_int(self.ffn_dim) and self.ffn_dim >= 1),
              f"ffn_dim must be None or a positive integer, got {self.ffn_dim!r}")
-        need(self.norm in NORMS, f"norm must be one of {NORMS}, got {self.norm!r}")
-        need(self.rel_pos in REL_POS, f"rel_pos must be one of {REL_POS}, got {self.rel_pos!r}")
-        need(self.normalizer in NORMALIZERS, f"normalizer must be one of {NORMALIZERS}, got {self.normalizer!r}")
-        need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
-        need(self.init_std > 0, f"init_std must be > 0, got {self.init_std}")
-        need(self.attention_precision in ATTENTION_PRECISIONS,
-             f"attention_precision must be one of {ATTENTION_PRECISIONS}, got {self.attention_precision!r}")
-        need(self.init in INITS, f"init must be one of {INITS}, got {self.init!r}")
+        need(_is_number(self.dropout) and 0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}")
+        need(_is_number(self.init_std) and self.init_std > 0, f"init_std must be > 0, got {self.init_std!r}")
+        need(_is_int(self.feature_redraw_interval) and self.feature_redraw_interval >= 0,
+             f"feature_redraw_interval must be an integer >= 0 (0: never), got {self.feature_redraw_interval!r}")
         need(_is_number(self.rope_fraction) and 0.0 <= self.rope_fraction <= 1.0,
              f"rope_fraction must be a number in [0, 1] (1 = all dims, 0 = no RoPE), got {self.rope_fraction!r}")
-        need(self.linear_normalizer in LINEAR_NORMALIZERS,
-             f"linear_normalizer must be one of {LINEAR_NORMALIZERS}, got {self.linear_normalizer!r}")
         need(_is_number(self.token_shift) and 0.0 <= self.token_shift <= 1.0,
              f"token_shift must be a number in [0, 1] (the share of channels shifted; 0 = off), got "
              f"{self.token_shift!r}")
         for name in ("performer_chunk_size", "combiner_chunk_size"):
             value = getattr(self, name)
-            need(value != "auto", f"{name}='auto' is decided from the training context: build the config with "
-                                  "ModelConfig.for_context(...) (flashgau train and the benchmarks do), or give a number")
-            need(value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1),
+            need(not (value == "auto" and name in CONTEXT_AUTO),
+                 f"{name}='auto' is decided from the training context: build the config with "
+                 "ModelConfig.for_context(...) (flashgau train and the benchmarks do), or give a number")
+            need(value is None or (_is_int(value) and value >= 1),
                  f"{name} must be None (chunk_size) or a positive integer, got {value!r}")
         need(_is_number(self.performer_epsilon) and 0.0 <= self.performer_epsilon < 1.0,
              f"performer_epsilon must be a number in [0, 1) (the reference uses 1e-4), got {self.performer_epsilon!r}")
-        need(self.combiner_pooling in COMBINER_POOLINGS,
-             f"combiner_pooling must be one of {COMBINER_POOLINGS}, got {self.combiner_pooling!r}")
-        need(isinstance(self.random_features, int) and not isinstance(self.random_features, bool)
-             and self.random_features >= 1, f"random_features must be a positive integer, got {self.random_features!r}")
-        need(isinstance(self.feature_redraw_interval, int) and not isinstance(self.feature_redraw_interval, bool)
-             and self.feature_redraw_interval >= 0,
-             f"feature_redraw_interval must be an integer >= 0 (0: never), got {self.feature_redraw_interval!r}")
 
     @property
     def expanded_dim(self) -> int:
@@ -347,6 +343,22 @@ class ModelConfig:
         return cfg
 
 
+def field_docs() -> dict[str, str]:
+    """Each ModelConfig field's entry in the class docstring, as one line (what `flashgau train --help` shows)."""
+    docs: dict[str, str] = {}
+    name = None
+    for line in (ModelConfig.__doc__ or "").splitlines():
+        entry = re.match(r"^    (\w+):\s+(.*)$", line)
+        if entry and entry.group(1) in ModelConfig.__dataclass_fields__:
+            name = entry.group(1)
+            docs[name] = entry.group(2).strip()
+        elif name and line.startswith("     ") and line.strip():
+            docs[name] += " " + line.strip()
+        else:
+            name = None
+    return docs
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -356,3 +368,7 @@ def combiner_auto_chunk(context: int) -> int:
     sqrt(T) (T = 512: 32, 2048 and 4096: 64, 8192 and 16384: 128). Combiner-Fixed costs O(T (C + T/C)), least at
     C = sqrt(T): its authors' "sqrt" layer."""
     return min(context, 2 ** math.ceil(math.log2(max(context, 1)) / 2))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

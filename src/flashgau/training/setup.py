@@ -14,7 +14,7 @@ from ..config import ModelConfig
 from ..data.batching import HeldoutWindows, WindowSampler, tokenize_documents
 from ..data.corpus import DEFAULT_CORPUS, CorpusSplit, load_split
 from ..data.tokenizers import Tokenizer, make_tokenizer
-from ..errors import CheckpointError, ConfigError, CorpusError
+from ..errors import CheckpointError, CorpusError
 from ..model import LanguageModel
 from .config import TrainConfig
 
@@ -82,12 +82,9 @@ def split_fingerprint(split: CorpusSplit) -> str:
 
 
 def model_config_for(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
-    """The run's model: the preset of `cfg` as a causal language model over `vocab_size` ids, built for its context
-    by ModelConfig.for_context (FLASH-Quad divides by the training length)."""
-    try:
-        return ModelConfig.for_context(cfg.preset, arch=cfg.arch, context=cfg.context, vocab_size=vocab_size)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    """The run's model: the preset of `cfg` with its model options, a causal language model over `vocab_size` ids,
+    built for its context by ModelConfig.for_context (FLASH-Quad divides by the training length)."""
+    return cfg.model_config(vocab_size)
 
 
 def build_model(model_cfg: ModelConfig, seed: int) -> LanguageModel:
