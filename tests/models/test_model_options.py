@@ -147,3 +147,28 @@ def test_paper_preset_survives_a_change_of_the_defaults():
                                          bases=(ModelConfig,))
     assert changed().token_shift == 0.5 and changed.preset("small").token_shift == 0.5
     assert changed.preset("small-paper").token_shift == 0.0
+
+
+@pytest.mark.parametrize("arch", ["flash", "transformer++"])
+def test_the_options_keep_the_training_forward_one_graph(arch):
+    """torch.compile (flashgau train --compile) with the new options on: no graph break."""
+    from flashgau import LanguageModel, ModelConfig
+
+    torch._dynamo.reset()
+    cfg = ModelConfig(arch=arch, vocab_size=50, d_model=32, n_layers=2, chunk_size=8, qk_dim=16, max_seq_len=64,
+                      token_shift=0.5, attention_precision="fp32", linear_normalizer="sum", rope_fraction=0.5,
+                      init="scaled")
+    x = torch.randint(0, 50, (2, 24))
+    explained = torch._dynamo.explain(LanguageModel(cfg))(x, labels=x)
+    assert explained.graph_break_count == 0, [str(b.reason) for b in explained.break_reasons]
+
+
+def test_every_field_is_listed_in_docs_model_options():
+    import dataclasses
+    from pathlib import Path
+
+    from flashgau import ModelConfig
+
+    doc = (Path(__file__).parents[2] / "docs" / "model_options.md").read_text(encoding="utf-8")
+    missing = [f.name for f in dataclasses.fields(ModelConfig) if f"| `{f.name}` |" not in doc]
+    assert not missing, f"docs/model_options.md has no row for {missing}"
