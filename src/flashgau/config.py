@@ -103,8 +103,8 @@ class ModelConfig:
                      chunk) ignores it: /C inside chunks, the linear part as linear_normalizer says.
     quad_norm_len:   n of FLASH-Quad's "fixed" normaliser: the training length, as the paper divides by the
                      length it trains at (1K-8K in its experiments); ModelConfig.for_context (what flashgau
-                     train and the benchmarks build with) sets it to the run's context. Also the n of
-                     rel_pos="auto" for flash-quad.
+                     train builds with) sets it to the run's context. Also the n of rel_pos="auto" and of the
+                     Toeplitz table for flash-quad.
     scaled_sinusoid: add the paper's absolute sinusoid (one learnable scale, init 1/sqrt(d)) to embeddings.
     tie_embeddings:  share the input embedding and the output head.
     random_features: m, random features per layer of FAVOR+ ("performer"); a fixed buffer drawn at init.
@@ -318,8 +318,8 @@ class ModelConfig:
     def for_context(cls, preset: str, *, arch: str, context: int, vocab_size: int = 256, causal: bool = True,
                     **overrides: Any) -> "ModelConfig":
         """The model of a run that trains `arch` at size `preset` on windows of `context` tokens; `flashgau train`
-        (training/setup.py) and the benchmarks build their models here, so one (preset, arch, context) is one model
-        everywhere. On top of the preset and `overrides`, the choices the paper ties to its training length
+        (TrainConfig.model_config) builds its models here, and the benchmarks are to, so that one (preset, arch,
+        context) is one model everywhere. On top of the preset and `overrides`, the choices the paper ties to its training length
         n = context:
 
         - FLASH-Quad: quad_norm_len = context unless given, so the fixed normaliser divides by the training length
