@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -48,7 +49,7 @@ def add_runtime_arguments(p: argparse.ArgumentParser, *, precision_default: str 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from . import ARCHS
-    from .config import PRESETS
+    from .config import PRESET_NAMES
     from .training.config import DEFAULT_TIME_BUDGET, TrainConfig
 
     d = TrainConfig.__dataclass_fields__
@@ -58,7 +59,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
     model = p.add_argument_group("model")
     model.add_argument("--arch", choices=ARCHS, help=f"architecture {default('arch')}")
-    model.add_argument("--preset", choices=tuple(PRESETS), help=f"model size {default('preset')}")
+    model.add_argument("--preset", choices=PRESET_NAMES, help="model size; with -paper (small-paper) the paper's "
+                       f"exact model at that size, whatever the defaults {default('preset')}")
     data = p.add_argument_group("data")
     data.add_argument("--data", metavar="PATH", help="a folder made by `flashgau prepare` (read through memory "
                       "maps), or a UTF-8 text file, a folder of them (each file one document), JSON lines / Parquet "
@@ -108,6 +110,115 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--prompt", dest="sample_prompt", metavar="TEXT", help="prompt of that sample (default: the "
                      "first line of a held-out document)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    add_model_arguments(p)
+
+
+# ------------------------------------------------------------------------------------ model options of `train`
+
+MODEL_OPTION = "model."     # --model.qk_dim 512 -> args "model.qk_dim"
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """--model-config FILE.json and one --model.FIELD option per ModelConfig field (but those a run sets itself),
+    generated from the dataclass: typed from its annotations, documented by its docstring."""
+    import typing
+
+    from .config import CHOICES, PRESETS, ModelConfig, field_docs
+    from .training.config import NOT_MODEL_OPTIONS
+
+    group = p.add_argument_group("model options (on top of --preset; the paper's values and why: "
+                                 "docs/model_options.md)")
+    group.add_argument("--model-config", metavar="FILE.json", help="a JSON object of model options, e.g. "
+                       '{"qk_dim": 512, "chunk_size": 128}; --model.FIELD options given too win')
+    docs, hints = field_docs(), typing.get_type_hints(ModelConfig)
+    sized = {name for preset in PRESETS.values() for name in preset} | {"n_layers"}
+    for name, f in ModelConfig.__dataclass_fields__.items():
+        if name in NOT_MODEL_OPTIONS:
+            continue
+        if name == "quad_norm_len":
+            default = "--context for flash-quad"
+        elif name in sized:
+            default = "set by --preset"
+        else:
+            default = "none" if f.default is None else str(f.default).lower() if isinstance(f.default, bool) \
+                else f.default
+        group.add_argument(f"--{MODEL_OPTION}{name}", dest=MODEL_OPTION + name, default=argparse.SUPPRESS,
+                           type=_model_value(name, hints[name]), choices=CHOICES.get(name),
+                           metavar=_metavar(name, hints[name]),
+                           help=f"{docs[name]} (default: {default})".replace("%", "%%"))
+
+
+def _model_value(name: str, hint) -> Callable[[str], object]:
+    """Parse the text of --model.NAME into the field's type: bool (true/false), int, float, str; None for
+    'none' where the field is Optional; 'auto' where the run's context resolves it."""
+    import typing
+
+    from .config import CONTEXT_AUTO
+
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    kind = next((a for a in args if a is not type(None)), hint) if args else hint
+
+    def parse(text: str):
+        word = text.strip().lower()
+        if optional and word in ("none", "null"):
+            return None
+        if name in CONTEXT_AUTO and word == "auto":
+            return "auto"
+        if kind is bool:
+            if word in ("true", "1", "yes", "on"):
+                return True
+            if word in ("false", "0", "no", "off"):
+                return False
+            raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+        try:
+            return kind(text) if kind in (int, float) else text
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got "
+                                             f"{text!r}") from None
+    parse.__name__ = getattr(kind, "__name__", "value")
+    return parse
+
+
+def _metavar(name: str, hint) -> Optional[str]:
+    import typing
+
+    from .config import CHOICES, CONTEXT_AUTO
+
+    if name in CHOICES:
+        return None                                   # argparse lists the choices
+    args = typing.get_args(hint)
+    kind = next((a for a in args if a is not type(None)), hint) if args else hint
+    word = {bool: "true|false", int: "N", float: "X"}.get(kind, "TEXT")
+    if name in CONTEXT_AUTO:
+        word += "|auto"
+    return word + ("|none" if type(None) in args else "")
+
+
+def model_options(args: argparse.Namespace) -> dict:
+    """The model options given: --model-config's file, then the --model.FIELD options (which win)."""
+    options = {}
+    if getattr(args, "model_config", None):
+        options.update(_read_model_config(args.model_config))
+    options.update({key[len(MODEL_OPTION):]: value for key, value in vars(args).items()
+                    if key.startswith(MODEL_OPTION)})
+    return options
+
+
+def _read_model_config(path: str) -> dict:
+    """The JSON object in `path` (ConfigError: missing, unreadable, not JSON, not an object)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"--model-config: no file at {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"--model-config: cannot read {path}: {err}") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--model-config: {path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--model-config: {path} must hold a JSON object of model options, e.g. "
+                          '{"qk_dim": 512}')
+    return data
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -117,11 +228,14 @@ def run_train(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     given = {name: getattr(args, name) for name in TRAIN_FIELDS if getattr(args, name) is not None}
+    model = model_options(args)
     common = dict(device=args.device, stop_after=args.stop_after, progress=not args.no_progress)
     if args.resume is not None:
         changes = {name: given.pop(name) for name in RESUME_CHANGES if name in given}
-        if given:
-            names = ", ".join("--" + n.replace("_", "-") for n in given)
+        if given or model:
+            names = ", ".join(["--" + n.replace("_", "-") for n in given]
+                              + (["--model-config"] if args.model_config else [])
+                              + [f"--{k}" for k in vars(args) if k.startswith(MODEL_OPTION)])
             raise ConfigError(f"{names} cannot be given with --resume: a resumed run keeps the settings saved in "
                               "its checkpoint (--device, --compile, --sample-tokens, --prompt and --data, the same text in a new "
                               "place, may change)")
@@ -130,7 +244,7 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         _check_prepared_request(args)
         given.setdefault("sample_tokens", CLI_SAMPLE_TOKENS)
-        cfg = TrainConfig(**given, compile=bool(args.compile), out=args.out)
+        cfg = TrainConfig(**given, compile=bool(args.compile), out=args.out, model=model)
         result = train(cfg, overwrite=args.overwrite, **common)
     if result.final:
         print(f"held-out bits per byte: {result.final.bits_per_byte:.4f} | wall time "

@@ -54,7 +54,7 @@ def model_signature(model) -> str:
     """What a decoding state must match to be stepped by `model`: arch and every shape of its layers."""
     c = model.config
     return (f"{c.arch}, {c.n_layers} layers, d_model {c.d_model}, vocab {c.vocab_size}, qk_dim {c.qk_dim}, "
-            f"expansion {c.expansion}, heads {c.n_heads}, chunk {c.chunk_size}")
+            f"expansion {c.expansion}, heads {c.n_heads}, chunk {c.chunk_size}, token shift {c.token_shift}")
 
 
 def supports_cache(model) -> bool:

@@ -18,6 +18,7 @@ from .config import ModelConfig
 from .inputs import check_inputs
 from .layers import Context, make_block
 from .layers.gau import GAUBase
+from .layers.init import init_weights
 from .layers.norms import ScaleNorm
 from .layers.positions import RelPosBias, ScaledSinusoid
 
@@ -42,14 +43,7 @@ class LanguageModel(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        std = self.config.init_std
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0.0, std)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Embedding):
-                nn.init.normal_(module.weight, 0.0, std)
+        init_weights(self, self.config)
 
     # ------------------------------------------------------------------ forward
     def embed_tokens(self, input_ids: Tensor, positions: Tensor) -> Tensor:

@@ -30,12 +30,17 @@ def tiny(arch, **overrides):
     return ModelConfig.preset("tiny", arch=arch, vocab_size=50, chunk_size=4, max_seq_len=64, **overrides)
 
 
+OPTIONS = {"defaults": {}, "options": dict(token_shift=0.5, attention_precision="fp32", linear_normalizer="sum",
+                                           rope_fraction=0.5, performer_epsilon=1e-3, combiner_pooling="unrotated")}
+
+
+@pytest.mark.parametrize("options", list(OPTIONS))
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("causal", [True, False])
-def test_no_tensor_is_created_on_the_cpu_by_accident(arch, causal):
+def test_no_tensor_is_created_on_the_cpu_by_accident(arch, causal, options):
     meta = torch.device("meta")
     with meta:
-        model = LanguageModel(tiny(arch, causal=causal)).eval()
+        model = LanguageModel(tiny(arch, causal=causal, **OPTIONS[options])).eval()
     B, T = 2, 10
     x = torch.empty(B, T, model.config.d_model, device=meta)
     mask = torch.ones(B, T, dtype=torch.bool, device=meta)

@@ -237,3 +237,60 @@ def test_performer_redraw_schedule_is_reproducible_across_a_resume():
     for i in range(2, 5):
         resumed(x)
         assert torch.equal(resumed.blocks[0].attn.projection, seen[i])
+
+
+# ---------------------------------------------------------------------------------------------------- their options
+def test_each_baseline_has_its_own_chunk_setting():
+    """performer_chunk_size, combiner_chunk_size: None inherits chunk_size (FLASH's C); "auto" (for_context) gives
+    Combiner about sqrt(T); a number is taken as given; MC-TFM++ keeps FLASH's C (it is FLASH's ablation)."""
+    from flashgau.config import combiner_auto_chunk
+    assert [combiner_auto_chunk(t) for t in (128, 512, 1024, 2048, 4096, 8192, 16384)] == [16, 32, 32, 64, 64, 128,
+                                                                                              128]
+    assert _layer("performer").chunk_size == 4 and _layer("performer", performer_chunk_size=3).chunk_size == 3
+    assert _layer("combiner").chunk_size == 4 and _layer("combiner", combiner_chunk_size=5).chunk_size == 5
+    assert _layer("mc-transformer++", performer_chunk_size=3, combiner_chunk_size=5).chunk_size == 4
+    cfg = ModelConfig.for_context("small", arch="combiner", context=4096, combiner_chunk_size="auto")
+    assert (cfg.combiner_chunk, cfg.chunk_size) == (64, 256)
+    with pytest.raises(ValueError, match="decided from the training context"):
+        ModelConfig(arch="combiner", combiner_chunk_size="auto")
+
+
+def test_performer_chunk_size_changes_speed_not_maths():
+    x = tokens(2, 19)
+    logits = [build("performer", seed=2, **kw)(x).logits for kw in ({}, dict(performer_chunk_size=3),
+                                                                     dict(performer_chunk_size=64))]
+    torch.testing.assert_close(logits[1], logits[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits[2], logits[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_combiner_unrotated_pooling_pools_keys_before_rope(causal):
+    """combiner_pooling="unrotated": the layer equals the op's reference with the summaries pooled from (and read
+    with) q and k before RoPE, the direct part rotated; "rotated" (default) pools the rotated ones."""
+    from flashgau.layers.positions import apply_rope
+    x = torch.randn(3, 15, 64, generator=torch.Generator().manual_seed(2))
+    mask = right_padding([15, 9, 4], 15)
+    ctx = _ctx(15, causal, mask)
+    outs = {}
+    for pooling in ("rotated", "unrotated"):
+        layer = _layer("combiner", combiner_pooling=pooling)
+        with torch.no_grad():
+            q, k, v = layer.project(x)
+            pos = ctx.positions
+            summary = dict(summary_q=q, summary_k=k) if pooling == "unrotated" else {}
+            ref = combiner_attention_reference(apply_rope(q, pos), apply_rope(k, pos), v, chunk_size=4,
+                                               causal=causal, key_mask=mask, **summary)
+            outs[pooling] = layer(x, ctx)
+        real = mask[..., None]
+        torch.testing.assert_close(outs[pooling] * real, layer.merge(ref) * real, atol=1e-4, rtol=1e-4)
+    assert (outs["rotated"] - outs["unrotated"]).abs().max() > 1e-3
+
+
+def test_performer_epsilon_option_reaches_the_op():
+    """performer_epsilon: the reference's feature floor, in forward and in decoding (decode == forward is checked
+    for every option in tests/models)."""
+    x = tokens(1, 9)
+    plain, floored = build("performer", seed=1), build("performer", seed=1, performer_epsilon=1e-2)
+    assert (plain(x).logits - floored(x).logits).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="performer_epsilon"):
+        ModelConfig(arch="performer", performer_epsilon=-1.0)

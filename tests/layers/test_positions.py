@@ -216,3 +216,15 @@ def test_per_row_query_positions_agree_with_shared(kind):
 def test_unknown_kind_raises():
     with pytest.raises(ValueError, match="t5"):
         RelPosBias("t5", 16, 8)
+
+
+@pytest.mark.parametrize("dims", [0, 2, 4, 8])
+def test_partial_rope_rotates_the_first_dims_and_passes_the_rest(dims):
+    """apply_rope(x, pos, dims): the first `dims` channels rotated as a dims-wide RoPE, the others untouched."""
+    x = _randn(2, 1, 6, 8, seed=7)
+    pos = torch.tensor([0, 1, 5, 9, 100, 4000])
+    y = apply_rope(x, pos, dims)
+    torch.testing.assert_close(y[..., dims:], x[..., dims:], atol=0, rtol=0)
+    if dims:
+        torch.testing.assert_close(y[..., :dims], apply_rope(x[..., :dims], pos))
+    torch.testing.assert_close(apply_rope(x, pos, 8), apply_rope(x, pos))

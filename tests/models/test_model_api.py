@@ -104,7 +104,7 @@ def test_no_weight_decay_names_cover_norms_biases_gains_and_position_tables():
 def test_paper_normaliser_is_length_dependent_and_fixed_is_not(build):
     """Pitfalls P1/P2: dividing by the sequence length changes a causal model's past outputs as it grows."""
     x = tokens(1, 20)
-    paper = build("flash-quad", normalizer="paper")
+    paper = build("flash-quad", normalizer="paper", quad_norm_len=20)     # n of the Toeplitz table: the same model
     fixed = build("flash-quad", normalizer="fixed", quad_norm_len=20)
     # at the full length both divide by 20, so they agree ...
     torch.testing.assert_close(paper(x).logits, fixed(x).logits)
@@ -126,10 +126,37 @@ def test_paper_normaliser_generates_by_recomputing(build):
     assert torch.equal(model.generate(prompt, 6, temperature=0), seq)
 
 
-def test_rel_pos_auto_follows_the_papers_512_rule():
+def test_rel_pos_auto_follows_the_papers_512_rule_on_the_training_length():
+    """n <= 512: Toeplitz, n > 512: RoPE-factorised, n the length the quadratic attention trains on: the chunk for
+    FLASH, the training length quad_norm_len for FLASH-Quad (not max_seq_len, which is only a limit)."""
     assert ModelConfig(arch="flash", chunk_size=256).resolved_rel_pos() == "toeplitz"
-    assert ModelConfig(arch="flash-quad", max_seq_len=512).resolved_rel_pos() == "toeplitz"
-    assert ModelConfig(arch="flash-quad", max_seq_len=4096).resolved_rel_pos() == "rope"
+    assert ModelConfig(arch="flash", chunk_size=1024).resolved_rel_pos() == "rope"
+    assert ModelConfig(arch="flash-quad", quad_norm_len=512, max_seq_len=16384).resolved_rel_pos() == "toeplitz"
+    assert ModelConfig(arch="flash-quad", quad_norm_len=4096).resolved_rel_pos() == "rope"
+    assert ModelConfig(arch="flash-quad", quad_norm_len=4096, rel_pos="toeplitz").resolved_rel_pos() == "toeplitz"
+
+
+@pytest.mark.parametrize("context, bias", [(128, "toeplitz"), (512, "toeplitz"), (513, "rope"), (4096, "rope")])
+def test_for_context_builds_the_papers_flash_quad_for_its_training_length(context, bias):
+    """One (preset, arch, context) is one model for training and both benchmarks: FLASH-Quad divides by the
+    training length, and its bias follows from it; the other archs are the preset."""
+    cfg = ModelConfig.for_context("small", arch="flash-quad", context=context)
+    assert (cfg.quad_norm_len, cfg.resolved_rel_pos(), cfg.causal, cfg.vocab_size) == (context, bias, True, 256)
+    assert ModelConfig.for_context("small", arch="flash-quad", context=4096, quad_norm_len=512).quad_norm_len == 512
+    assert ModelConfig.for_context("small", arch="flash", context=context) == ModelConfig.preset("small")
+    with pytest.raises(ConfigError, match="context 4096 exceeds the tiny preset's max_seq_len 2048"):
+        ModelConfig.for_context("tiny", arch="flash", context=4096)
+    assert ModelConfig.for_context("tiny", arch="flash", context=4096, max_seq_len=4096).max_seq_len == 4096
+
+
+def test_config_dicts_from_before_the_rel_pos_fix_keep_their_bias():
+    """A FLASH-Quad checkpoint written when "auto" followed max_seq_len keeps the bias its weights were trained
+    with (its dict has none of the newer fields)."""
+    old = ModelConfig(arch="flash-quad").to_dict()
+    del old["attention_precision"]
+    assert ModelConfig.from_dict(old).resolved_rel_pos() == "rope"            # max_seq_len 16384, as it was built
+    assert ModelConfig.from_dict({**old, "max_seq_len": 512}).resolved_rel_pos() == "toeplitz"
+    assert ModelConfig.from_dict(ModelConfig(arch="flash-quad").to_dict()).resolved_rel_pos() == "toeplitz"
 
 
 @pytest.mark.parametrize("arch", [a if a != "performer" else pytest.param(a, marks=pytest.mark.xfail(

@@ -1,15 +1,31 @@
 """Properties every arch must have: causality, prefix consistency, padding invariance, decode equals forward,
-finite gradients, bf16 close to fp32. Parametrized over flashgau.ARCHS, so a newly registered arch is held to them.
-Chunk size 4 with up to 23 tokens: several chunks, a partial last chunk, prefills ending mid-chunk and on a
-boundary."""
+finite gradients, bf16 close to fp32. Parametrized over flashgau.ARCHS, so a newly registered arch is held to them,
+and over VARIANTS of the model options (docs/model_options.md), so every option holds them too: the defaults, token
+shift alone, and every other non-default option at once. Chunk size 4 with up to 23 tokens: several chunks, a
+partial last chunk, prefills ending mid-chunk and on a boundary (Combiner's own chunk of 5 in "options")."""
 
 import pytest
 import torch
 
 from flashgau import ARCHS
-from model_helpers import VOCAB, tokens
+from model_helpers import VOCAB, build_model, tokens
 
 TOL = dict(atol=2e-5, rtol=1e-5)
+
+VARIANTS = {
+    "defaults": {},
+    "token-shift": dict(token_shift=0.5),
+    "options": dict(token_shift=0.25, rope_fraction=0.5, init="scaled", linear_normalizer="sum",
+                    attention_precision="fp32", norm="scalenorm", performer_chunk_size=3, performer_epsilon=1e-3,
+                    combiner_chunk_size=5, combiner_pooling="unrotated"),
+}
+
+
+@pytest.fixture(params=list(VARIANTS))
+def build(request):
+    """The tiny-model builder of model_helpers with the variant's options (a test's own overrides win)."""
+    make = build_model()
+    return lambda arch, **overrides: make(arch, **{**VARIANTS[request.param], **overrides})
 
 
 @pytest.mark.parametrize("arch", ARCHS)

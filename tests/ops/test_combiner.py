@@ -156,3 +156,55 @@ def test_prefill_state_then_steps_equal_parallel():
             row = _fast(q[b:b + 1, :, :n], k[b:b + 1, :, :n], v[b:b + 1, :, :n], chunk_size=C, causal=True)
             torch.testing.assert_close(o[b:b + 1], row[:, :, -1:], **TOL)
     assert not torch.equal(snapshot.k, state.k)                           # the steps wrote into state only
+
+
+# --- separate summary inputs (ModelConfig.combiner_pooling="unrotated") ------------------------------------------
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("T,chunk", [(5, 4), (13, 4), (24, 8), (6, 1)])
+def test_summary_inputs_match_reference(causal, T, chunk):
+    """Summaries pooled from (and read with) summary_q, summary_k; the direct part with q, k: fast == dense
+    reference, forward and backward, with padding; and different from pooling q, k themselves."""
+    q, k, v = _inputs(T=T)
+    sq, sk, _ = _inputs(T=T, seed=5)
+    kw = dict(chunk_size=chunk, causal=causal)
+    assert_forward_backward_close(
+        lambda q, k, v, sq, sk: _fast(q, k, v, summary_q=sq, summary_k=sk, **kw),
+        lambda q, k, v, sq, sk: combiner_attention_reference(q, k, v, summary_q=sq, summary_k=sk, **kw),
+        (q, k, v, sq, sk), **TOL)
+    mask = random_right_padding(2, T)
+    out = _fast(q, k, v, summary_q=sq, summary_k=sk, key_mask=mask, **kw)
+    ref = combiner_attention_reference(q, k, v, summary_q=sq, summary_k=sk, key_mask=mask, **kw)
+    real = mask[:, None, :, None].expand_as(out)
+    torch.testing.assert_close(out[real], ref[real], **TOL)
+    if T > chunk:
+        assert (out - _fast(q, k, v, key_mask=mask, **kw)).abs().max() > 1e-4
+
+
+def test_summary_inputs_prefill_then_steps_equal_parallel():
+    from flashgau.ops.combiner import CombinerPoolState
+
+    B, H, T, extra, C = 3, 2, 13, 7, 4
+    q, k, v = _inputs(B=B, H=H, T=T + extra)
+    sq, sk, _ = _inputs(B=B, H=H, T=T + extra, seed=5)
+    mask = random_right_padding(B, T)
+    lengths = mask.sum(1)
+    _, state = combiner_attention(*(t[:, :, :T] for t in (q, k, v)), chunk_size=C, causal=True, key_mask=mask,
+                                  summary_q=sq[:, :, :T], summary_k=sk[:, :, :T], output_final_state=True)
+    assert isinstance(state, CombinerPoolState)
+    state.reserve(T + extra)
+    for j in range(extra):
+        pos = lengths + j
+        rows = torch.arange(B)
+        pick = [t[rows, :, pos][:, :, None] for t in (q, k, v, sq, sk)]
+        o, state = combiner_attention_step(*pick[:3], state, pos, summary_q=pick[3], summary_k=pick[4])
+        for b in range(B):
+            n = int(pos[b]) + 1
+            row = _fast(*(t[b:b + 1, :, :n] for t in (q, k, v)), summary_q=sq[b:b + 1, :, :n],
+                        summary_k=sk[b:b + 1, :, :n], chunk_size=C, causal=True)
+            torch.testing.assert_close(o[b:b + 1, :, 0], row[:, :, -1], **TOL)
+    with pytest.raises(ValueError, match="made with summary inputs"):
+        combiner_attention_step(*pick[:3], state, pos)
+    with pytest.raises(ValueError, match="both summary_q and summary_k"):
+        combiner_attention(q, k, v, chunk_size=C, causal=True, summary_q=sq)

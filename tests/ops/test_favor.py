@@ -247,3 +247,62 @@ def test_prefill_state_then_steps_equal_parallel():
             row = _fast(q[b:b + 1, :, :n], k[b:b + 1, :, :n], v[b:b + 1, :, :n], w, causal=True, chunk_size=4)
             torch.testing.assert_close(o[b:b + 1], row[:, :, -1:], **TOL)
     assert not torch.equal(snapshot.kv, state.kv)                    # clone() is a real copy
+
+
+# --- precision policy and the reference's epsilon floor ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_the_op_runs_in_fp32_under_autocast(causal):
+    """One precision policy: fp32 features, sums and matmuls under bf16 autocast too (autocast would round the
+    matmuls to bf16); the output comes back in v's dtype."""
+    q, k, v = _inputs(T=19)
+    w = _projection()
+    exact = _fast(q, k, v, w, causal=causal, chunk_size=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = _fast(q, k, v, w, causal=causal, chunk_size=4)
+        state = empty_favor_state(2, 3, 24, 8)
+        step = [favor_attention_step(q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], w, state)[0]
+                for t in range(19)]
+    assert under.dtype == torch.float32
+    torch.testing.assert_close(under, exact, atol=1e-6, rtol=1e-6)
+    if causal:
+        torch.testing.assert_close(torch.cat(step, 2), exact, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("T,chunk", [(1, 4), (11, 4), (19, 8), (7, 1)])
+def test_epsilon_floor_matches_its_reference(causal, T, chunk):
+    """The floored features (exp(a - shift) + eps) with the shift of each query's visible keys: the chunked op
+    against the dense definition, forward and backward, and with padding."""
+    w = _projection()
+    kw = dict(causal=causal, epsilon=1e-2)
+    assert_forward_backward_close(lambda *a: _fast(*a, w, chunk_size=chunk, **kw),
+                                  lambda *a: favor_attention_reference(*a, w, **kw), _inputs(T=T, spread=1.5),
+                                  **TOL)
+    mask = random_right_padding(2, T)
+    out = _fast(*_inputs(T=T, spread=1.5), w, chunk_size=chunk, key_mask=mask, **kw)
+    ref = favor_attention_reference(*_inputs(T=T, spread=1.5), w, key_mask=mask, **kw)
+    real = mask[:, None, :, None].expand_as(out)
+    torch.testing.assert_close(out[real], ref[real], **TOL)
+
+
+def test_epsilon_floor_changes_the_output_and_decodes_exactly():
+    B, H, T, dh, extra = 3, 2, 13, 8, 6
+    q, k, v = _inputs(B=B, H=H, T=T + extra, dh=dh, spread=1.5)
+    w = _projection(24, dh)
+    kw = dict(causal=True, chunk_size=4, epsilon=1e-2)
+    full = _fast(q, k, v, w, **kw)
+    assert (full - _fast(q, k, v, w, causal=True, chunk_size=4)).abs().max() > 1e-4
+    mask = random_right_padding(B, T)
+    lengths = mask.sum(1)
+    _, state = favor_attention(q[:, :, :T], k[:, :, :T], v[:, :, :T], w, key_mask=mask, output_final_state=True,
+                               **kw)
+    for j in range(extra):
+        pick = (lengths + j).reshape(B, 1, 1, 1).expand(B, H, 1, dh)
+        o, state = favor_attention_step(q.gather(2, pick), k.gather(2, pick), v.gather(2, pick), w, state,
+                                        epsilon=1e-2)
+        for b in range(B):
+            n = int(lengths[b]) + j + 1
+            row = _fast(q[b:b + 1, :, :n], k[b:b + 1, :, :n], v[b:b + 1, :, :n], w, **kw)
+            torch.testing.assert_close(o[b:b + 1], row[:, :, -1:], **TOL)

@@ -427,3 +427,53 @@ def test_state_size_is_constant_over_many_chunks():
         sizes.add(state.nbytes())
     assert len(sizes) == 1
     assert sizes.pop() == 4 * (8 * 6 + 1 + C * (8 + 8 + 6))             # kv, count, the open chunk's buffer
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# linear_normalizer="sum": the per-chunk summaries / C, summed over the visible chunks (lucidrains, OpenNLPLab)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+def test_sum_normaliser_divides_the_visible_summaries_by_c(causal):
+    """The global term with "sum" is the "average" one times (tokens summarised) / C: written out on one row."""
+    C, T = 4, 14
+    xs = _inputs(B=1, T=T, C=C, dtype=torch.float64, seed=8)
+    no_local = [torch.zeros_like(xs[0]), xs[1], *xs[2:5], torch.full((C, C), -1.0, dtype=torch.float64)]
+    average = mixed_chunk_attention(*no_local, chunk_size=C, causal=causal)[0][0, 0]
+    summed = mixed_chunk_attention(*no_local, chunk_size=C, causal=causal, linear_normalizer="sum")[0][0, 0]
+    seen = (torch.arange(T) // C * C if causal else torch.full((T,), T)).double()    # real keys each query sees
+    torch.testing.assert_close(summed, average * seen[:, None] / C, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+@pytest.mark.parametrize("T,C", [(1, 4), (11, 4), (9, 8), (6, 1)], ids=lambda x: str(x))
+def test_sum_normaliser_fast_minimal_and_reference_agree(causal, T, C):
+    xs = _inputs(B=3, H=2, T=T, C=C, seed=7)
+    mask = right_padding([T, max(T - 3, 1), 1], T)
+    kw = dict(linear_normalizer="sum")
+    fast = lambda *a: mixed_chunk_attention(*a, chunk_size=C, causal=causal, key_mask=mask, **kw)[0]
+    for other in (lambda *a: mixed_chunk_attention_reference(*a[:5], _dense_bias(a[5], T), chunk_size=C,
+                                                             causal=causal, key_mask=mask, **kw),
+                  lambda *a: mixed_chunk_attention_minimal(*a, chunk_size=C, causal=causal, key_mask=mask, **kw)):
+        assert_forward_backward_close(fast, other, xs, names=NAMES, real=mask[:, None, :, None], **TOL)
+
+
+def test_sum_normaliser_prefill_then_steps_equal_parallel():
+    C = 4
+    lengths = torch.tensor([1, 3, 4, 5, 11])
+    T = int(lengths.max()) + 9
+    xs = _inputs(B=5, H=2, T=T, C=C, seed=9)
+    want = mixed_chunk_attention(*xs, chunk_size=C, causal=True, linear_normalizer="sum")[0]
+    mask = right_padding(lengths, T)
+    _, state = mixed_chunk_attention(*xs, chunk_size=C, causal=True, key_mask=mask, linear_normalizer="sum",
+                                     output_final_state=True)
+    for k in range(9):
+        pos = lengths + k
+        token, bias_row = _step_inputs(xs, pos, xs[5])
+        o, state = mixed_chunk_attention_step(*token, bias_row, state, pos, linear_normalizer="sum")
+        torch.testing.assert_close(o[:, :, 0], want[torch.arange(5), :, pos], **TOL)
+
+
+def test_unknown_linear_normaliser_is_refused():
+    with pytest.raises(ValueError, match="linear_normalizer must be one of"):
+        mixed_chunk_attention(*_inputs(), chunk_size=4, causal=True, linear_normalizer="mean")

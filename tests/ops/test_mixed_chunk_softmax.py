@@ -121,3 +121,29 @@ def test_prefill_state_then_steps_equal_parallel():
             n = int(idx[b, j]) + 1
             row = _fast(*(x[b:b + 1, :, :n] for x in xs), chunk_size=C, causal=True)
             torch.testing.assert_close(o[b:b + 1], row[:, :, -1:], **TOL)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_sum_normaliser_matches_reference_and_flash_and_decodes(causal):
+    """linear_normalizer="sum" (the visible summaries / C): fast == dense reference, the global part is FLASH's
+    with the same option, and (causal) prefill + steps equal the parallel form."""
+    B, T, C = 2, 18, 4
+    xs = _inputs(B=B, T=T)
+    mask = random_right_padding(B, T)
+    kw = dict(chunk_size=C, causal=causal, key_mask=mask, linear_normalizer="sum")
+    out = _fast(*xs, **kw)
+    real = mask[:, None, :, None].expand_as(out)
+    torch.testing.assert_close(out[real], mixed_chunk_softmax_attention_reference(*xs, **kw)[real], **TOL)
+    q, k, lin_q, lin_k, v = xs
+    zero = torch.zeros_like(lin_q)
+    ours = out - _fast(q, k, zero, zero, v, **kw)
+    flash = mixed_chunk_attention(zero, zero, lin_q, lin_k, v, torch.full((C, C), -1.0), **kw)[0]
+    torch.testing.assert_close(ours[real], flash[real], **TOL)
+    if causal:
+        full = _fast(*xs, chunk_size=C, causal=True, linear_normalizer="sum")
+        _, state = mixed_chunk_softmax_attention(*(x[:, :, :5] for x in xs), chunk_size=C, causal=True,
+                                                 linear_normalizer="sum", output_final_state=True)
+        for t in range(5, T):
+            o, state = mixed_chunk_softmax_attention_step(*(x[:, :, t:t + 1] for x in xs), state,
+                                                          torch.full((B,), t), linear_normalizer="sum")
+            torch.testing.assert_close(o[:, :, 0], full[:, :, t], **TOL)

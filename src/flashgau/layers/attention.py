@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from ..ops import KVCache, softmax_attention, softmax_attention_step
 from .context import Context
+from .init import residual_output
 from .positions import apply_rope
 
 
@@ -26,8 +27,13 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
+        self.rope_dims = cfg.rope_dims(cfg.head_dim)
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
-        self.out = nn.Linear(cfg.d_model, cfg.d_model)
+        self.out = residual_output(nn.Linear(cfg.d_model, cfg.d_model))
+
+    def rope(self, x: Tensor, pos: Tensor) -> Tensor:
+        """RoPE on the first rope_dims channels of each head (all of them unless cfg.rope_fraction < 1)."""
+        return apply_rope(x, pos, self.rope_dims)
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, T, d) -> q, k, v (B, H, T, dh), before RoPE."""
@@ -37,7 +43,7 @@ class MultiHeadAttention(nn.Module):
     def heads(self, x: Tensor, pos: Tensor) -> tuple[Tensor, ...]:
         """x (B, T, d), pos (T,) or (B, T) -> the op's inputs: q, k (rotated), v (B, H, T, dh)."""
         q, k, v = self.project(x)
-        return apply_rope(q, pos), apply_rope(k, pos), v
+        return self.rope(q, pos), self.rope(k, pos), v
 
     def attend(self, heads: tuple[Tensor, ...], ctx: Context, want_state: bool) -> tuple[Tensor, Optional[KVCache]]:
         return softmax_attention(*heads, causal=ctx.causal, key_mask=ctx.key_mask, output_final_state=want_state)

@@ -24,34 +24,47 @@ from .gau import GAU
 from .mixed_chunk_softmax import MixedChunkSoftmaxAttention
 from .norms import make_norm
 from .performer import PerformerAttention
+from .token_shift import TokenShift
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm: x + attn(norm(x)), then x + ffn(norm(x))."""
+    """Pre-norm: x + attn(shift(norm(x))), then x + ffn(shift(norm(x))); shift is the token shift
+    (layers/token_shift.py, identity unless cfg.token_shift > 0)."""
 
     def __init__(self, cfg: ModelConfig, attention: nn.Module, ffn: nn.Module):
         super().__init__()
         self.norm1, self.norm2 = make_norm(cfg.norm, cfg.d_model), make_norm(cfg.norm, cfg.d_model)
         self.attn, self.ffn = attention, ffn
+        self.shift = TokenShift(cfg.token_shift, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
 
     @property
     def supports_cache(self) -> bool:
         return getattr(self.attn, "supports_cache", False)
 
-    def _ffn(self, x: Tensor) -> Tensor:
-        return x + self.dropout(self.ffn(self.norm2(x)))
+    def _ffn(self, x: Tensor, h: Tensor) -> Tensor:
+        """x + ffn(h), h the shifted norm2(x)."""
+        return x + self.dropout(self.ffn(h))
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
-        return self._ffn(x + self.dropout(self.attn(self.norm1(x), ctx)))
+        x = x + self.dropout(self.attn(self.shift(self.norm1(x), ctx), ctx))
+        return self._ffn(x, self.shift(self.norm2(x), ctx))
 
     def prefill(self, x: Tensor, ctx: Context):
-        a, state = self.attn.prefill(self.norm1(x), ctx)
-        return self._ffn(x + self.dropout(a)), state
+        h1 = self.norm1(x)
+        a, state = self.attn.prefill(self.shift(h1, ctx), ctx)
+        x = x + self.dropout(a)
+        h2 = self.norm2(x)
+        return self._ffn(x, self.shift(h2, ctx)), self.shift.wrap(state, [h1, h2], ctx)
 
     def step(self, x: Tensor, state, pos: Tensor):
-        a, state = self.attn.step(self.norm1(x), state, pos)
-        return self._ffn(x + self.dropout(a)), state
+        if not self.shift.active:
+            a, state = self.attn.step(self.norm1(x), state, pos)
+            x = x + self.dropout(a)
+            return self._ffn(x, self.norm2(x)), state
+        a, state.attn = self.attn.step(self.shift.step(self.norm1(x), state.carry[:, 0]), state.attn, pos)
+        x = x + self.dropout(a)
+        return self._ffn(x, self.shift.step(self.norm2(x), state.carry[:, 1])), state
 
 
 BLOCKS: dict[str, Callable[[ModelConfig], nn.Module]] = {

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
+from .init import residual_output
 
 
 class MLP(nn.Module):
@@ -15,7 +16,7 @@ class MLP(nn.Module):
         super().__init__()
         hidden = cfg.mlp_hidden
         self.fc1 = nn.Linear(cfg.d_model, hidden)
-        self.fc2 = nn.Linear(hidden, cfg.d_model)
+        self.fc2 = residual_output(nn.Linear(hidden, cfg.d_model))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(F.gelu(self.fc1(x)))
@@ -29,7 +30,7 @@ class GLU(nn.Module):
         super().__init__()
         self.hidden = cfg.glu_hidden
         self.fc_uv = nn.Linear(cfg.d_model, 2 * self.hidden)
-        self.fc_out = nn.Linear(self.hidden, cfg.d_model)
+        self.fc_out = residual_output(nn.Linear(self.hidden, cfg.d_model))
 
     def forward(self, x: Tensor) -> Tensor:
         u, v = self.fc_uv(x).split(self.hidden, dim=-1)

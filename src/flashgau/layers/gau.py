@@ -6,11 +6,15 @@
     out = x + (u * (A v)) W_o
 
 Normaliser n (see docs/normalisers.md): "fixed" uses the constant cfg.quad_norm_len, so a causal output at t depends
-only on tokens <= t; "paper" uses each row's real length, exactly as Code 1.
+only on tokens <= t; "paper" uses each row's real length (Code 1 uses the padded length T: the same on unpadded rows).
+
+cfg.attention_precision "fp32": `project` hands the op fp32 maps and values, and the op runs with autocast off
+(`attention_context`), so the relu^2 scores, weights and A.v are fp32 under bf16 autocast too.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Optional, Union
 
 import torch
@@ -19,15 +23,20 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..ops import KVCache, relu2_attention, relu2_attention_step
+from ..ops.autocast import autocast_off
 from .context import Context
+from .init import residual_output
 from .norms import make_norm
 from .positions import RelPosBias, apply_rope
+from .token_shift import TokenShift
 
 
 class GAUBase(nn.Module):
     """Projection, output and entry points shared by FLASH-Quad and FLASH, which are whole blocks (the residual is
-    in `finish`). A subclass chooses the attention: `_attend(x, ctx, want_state) -> (y, state or None)` through the
-    op's parallel form, and `step(x_t, state, pos) -> (y, state)` through its step form."""
+    in `finish`). A subclass chooses the attention: `_attend(x, h, ctx, want_state) -> (y, state or None)` through
+    the op's parallel form, and `_step(x_t, h_t, state, pos) -> (y, state)` through its step form, h being the
+    block's input after the pre-norm and the token shift (layers/token_shift.py), which forward, prefill and step
+    prepare here."""
 
     n_maps = 2  # number of scale/offset maps of z
 
@@ -40,18 +49,28 @@ class GAUBase(nn.Module):
         self.gamma = nn.Parameter(torch.randn(self.n_maps, s) * cfg.init_std)
         self.beta = nn.Parameter(torch.zeros(self.n_maps, s))
         self.rel = RelPosBias(cfg.resolved_rel_pos(), bias_span, s, cfg.init_std)
-        self.to_out = nn.Linear(e, d)
+        self.to_out = residual_output(nn.Linear(e, d))
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        self.fp32_attention = cfg.attention_precision == "fp32"
+        self.rope_dims = cfg.rope_dims(s)
+        self.shift = TokenShift(cfg.token_shift, d)
 
-    def project(self, x: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """x (B, T, d), pos (T,) or (B, T) -> u (B, T, e), v (B, 1, T, e), n_maps tensors (B, 1, T, s)."""
-        u, v, z = F.silu(self.to_uvz(self.norm(x))).split([self.e, self.e, self.s], dim=-1)
+    def attention_context(self, device: torch.device):
+        """Where the attention op runs: autocast off for attention_precision="fp32", else as the caller set it."""
+        return autocast_off(device) if self.fp32_attention else contextlib.nullcontext()
+
+    def project(self, h: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """h (B, T, d) the normalised (and shifted) input, pos (T,) or (B, T) -> u (B, T, e), v (B, 1, T, e), n_maps
+        tensors (B, 1, T, s)."""
+        u, v, z = F.silu(self.to_uvz(h)).split([self.e, self.e, self.s], dim=-1)
         gamma, beta = (p.to(z.dtype)[:, None, None] for p in (self.gamma, self.beta))
         zs = torch.addcmul(beta, z[None], gamma)                        # (n_maps, B, T, s): each map contiguous
         if pos.dim() == 1:
-            maps = apply_rope(zs, pos)                                   # all maps in one rotation
+            maps = apply_rope(zs, pos, self.rope_dims)                   # all maps in one rotation
         else:                                                            # per-row positions (decoding)
-            maps = apply_rope(zs.transpose(0, 1), pos).transpose(0, 1)
+            maps = apply_rope(zs.transpose(0, 1), pos, self.rope_dims).transpose(0, 1)
+        if self.fp32_attention:
+            v, maps = v.float(), maps.float()
         return u, v[:, None], [m[:, None] for m in maps.unbind(0)]
 
     def finish(self, x: Tensor, u: Tensor, o: Tensor) -> Tensor:
@@ -59,18 +78,28 @@ class GAUBase(nn.Module):
         return x + self.dropout(self.to_out(u * o[:, 0].to(u.dtype)))
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
-        return self._attend(x, ctx, want_state=False)[0]
+        return self._attend(x, self.shift(self.norm(x), ctx), ctx, want_state=False)[0]
 
     def prefill(self, x: Tensor, ctx: Context) -> tuple[Tensor, Any]:
         """Causal only: the output and the decoding state after each row's real tokens (right padding)."""
-        return self._attend(x, ctx, want_state=True)
+        h = self.norm(x)
+        y, state = self._attend(x, self.shift(h, ctx), ctx, want_state=True)
+        return y, self.shift.wrap(state, [h], ctx)
+
+    def step(self, x: Tensor, state: Any, pos: Tensor) -> tuple[Tensor, Any]:
+        """x (B, 1, d): one token per row at positions pos (B,); the state is updated in place and returned."""
+        h = self.norm(x)
+        if not self.shift.active:
+            return self._step(x, h, state, pos)
+        y, state.attn = self._step(x, self.shift.step(h, state.carry[:, 0]), state.attn, pos)
+        return y, state
 
 
 class GAU(GAUBase):
     """FLASH-Quad layer: quadratic relu^2 attention over the whole sequence."""
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__(cfg, bias_span=cfg.max_seq_len)
+        super().__init__(cfg, bias_span=min(cfg.max_seq_len, cfg.quad_norm_len))   # the paper's w: 2n - 1 weights
         self.normalizer = cfg.normalizer
         self.norm_len = cfg.quad_norm_len
 
@@ -84,17 +113,19 @@ class GAU(GAUBase):
             return float(self.norm_len)
         return ctx.lengths(batch).clamp_min(1)
 
-    def _attend(self, x: Tensor, ctx: Context, want_state: bool) -> tuple[Tensor, Optional[KVCache]]:
-        u, v, (q, k) = self.project(x, ctx.positions)
+    def _attend(self, x: Tensor, h: Tensor, ctx: Context, want_state: bool) -> tuple[Tensor, Optional[KVCache]]:
+        u, v, (q, k) = self.project(h, ctx.positions)
         bias = self.rel(ctx.positions, ctx.positions).to(q.dtype)
-        o, cache = relu2_attention(q, k, v, bias, norm=self._norm(ctx, x.shape[0]), causal=ctx.causal,
-                                   key_mask=ctx.key_mask, output_final_state=want_state)
+        with self.attention_context(x.device):
+            o, cache = relu2_attention(q, k, v, bias, norm=self._norm(ctx, x.shape[0]), causal=ctx.causal,
+                                       key_mask=ctx.key_mask, output_final_state=want_state)
         return self.finish(x, u, o), cache
 
-    def step(self, x: Tensor, cache: KVCache, pos: Tensor) -> tuple[Tensor, KVCache]:
-        """x (B, 1, d): one token per row at positions pos (B,); the cache (with room for pos) is written in place
-        and returned."""
-        u, v, (q, k) = self.project(x, pos[:, None])
+    def _step(self, x: Tensor, h: Tensor, cache: KVCache, pos: Tensor) -> tuple[Tensor, KVCache]:
+        """x, h (B, 1, d): one token per row at positions pos (B,); the cache (with room for pos) is written in
+        place and returned."""
+        u, v, (q, k) = self.project(h, pos[:, None])
         bias = self.rel(pos[:, None], torch.arange(cache.capacity, device=x.device)).to(q.dtype)   # (B, 1, 1, S)
-        o, cache = relu2_attention_step(q, k, v, bias, cache, pos, norm=float(self.norm_len))
+        with self.attention_context(x.device):
+            o, cache = relu2_attention_step(q, k, v, bias, cache, pos, norm=float(self.norm_len))
         return self.finish(x, u, o), cache

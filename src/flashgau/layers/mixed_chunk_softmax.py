@@ -28,7 +28,6 @@ from ..ops.mixed_chunk_softmax import (SoftmaxChunkState, mixed_chunk_softmax_at
                                        mixed_chunk_softmax_attention_step)
 from .attention import MultiHeadAttention
 from .context import Context
-from .positions import apply_rope
 
 
 class ScaleOffset(nn.Module):
@@ -49,19 +48,21 @@ class MixedChunkSoftmaxAttention(MultiHeadAttention):
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.chunk_size = cfg.chunk_size
+        self.linear_normalizer = cfg.linear_normalizer
         self.lin = ScaleOffset(2, self.n_heads, self.head_dim)
 
     def heads(self, x: Tensor, pos: Tensor) -> tuple[Tensor, ...]:
         """x (B, T, d), pos (T,) or (B, T) -> q, k, lin_q, lin_k, v (B, H, T, dh), the first four rotated."""
         q, k, v = self.project(x)
         lin_q, lin_k = self.lin(q, 0), self.lin(k, 1)
-        return (*(apply_rope(t, pos) for t in (q, k, lin_q, lin_k)), v)
+        return (*(self.rope(t, pos) for t in (q, k, lin_q, lin_k)), v)
 
     def attend(self, heads: tuple[Tensor, ...], ctx: Context,
                want_state: bool) -> tuple[Tensor, Optional[SoftmaxChunkState]]:
         return mixed_chunk_softmax_attention(*heads, chunk_size=self.chunk_size, causal=ctx.causal,
-                                             key_mask=ctx.key_mask, output_final_state=want_state)
+                                             key_mask=ctx.key_mask, linear_normalizer=self.linear_normalizer,
+                                             output_final_state=want_state)
 
     def attend_step(self, heads: tuple[Tensor, ...], state: SoftmaxChunkState,
                     pos: Tensor) -> tuple[Tensor, SoftmaxChunkState]:
-        return mixed_chunk_softmax_attention_step(*heads, state, pos)
+        return mixed_chunk_softmax_attention_step(*heads, state, pos, linear_normalizer=self.linear_normalizer)

@@ -29,13 +29,15 @@ from .context import Context
 
 
 class PerformerAttention(MultiHeadAttention):
-    """x (B, T, d) -> (B, T, d): H heads of FAVOR+ attention, causal chunk-wise (chunk_size) or bidirectional."""
+    """x (B, T, d) -> (B, T, d): H heads of FAVOR+ attention, causal chunk-wise (cfg.performer_chunk) or
+    bidirectional; fp32 inside (the op's one precision policy), with cfg.performer_epsilon's feature floor."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.num_features = cfg.random_features
         self.redraw_interval = cfg.feature_redraw_interval
-        self.chunk_size = cfg.chunk_size
+        self.chunk_size = cfg.performer_chunk
+        self.epsilon = cfg.performer_epsilon
         seed = int(torch.randint(0, 2 ** 62, (), device="cpu"))                   # from the global generator
         self.register_buffer("feature_seed", torch.tensor(seed))
         self.register_buffer("redraws", torch.tensor(0))                         # redraws done so far
@@ -64,10 +66,10 @@ class PerformerAttention(MultiHeadAttention):
     def attend(self, heads: tuple[Tensor, ...], ctx: Context,
                want_state: bool) -> tuple[Tensor, Optional[FavorState]]:
         return favor_attention(*heads, self.projection, causal=ctx.causal, key_mask=ctx.key_mask,
-                               chunk_size=self.chunk_size, output_final_state=want_state)
+                               chunk_size=self.chunk_size, epsilon=self.epsilon, output_final_state=want_state)
 
     def attend_step(self, heads: tuple[Tensor, ...], state: FavorState, pos: Tensor) -> tuple[Tensor, FavorState]:
-        return favor_attention_step(*heads, self.projection, state)
+        return favor_attention_step(*heads, self.projection, state, epsilon=self.epsilon)
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
         """Training-mode calls count towards the redraw schedule; prefill and step never redraw."""

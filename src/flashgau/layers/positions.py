@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -32,9 +33,14 @@ def _angles(pos: Tensor, dim: int) -> Tensor:
     return pos.to(torch.float32)[..., None] * inv(dim // 2, pos.device)
 
 
-def apply_rope(x: Tensor, pos: Tensor) -> Tensor:
+def apply_rope(x: Tensor, pos: Tensor, dims: Optional[int] = None) -> Tensor:
     """Rotate the last dim of x (B, H, T, dim) by positions pos (T,) or (B, T); half-split layout
-    [x1 cos - x2 sin, x2 cos + x1 sin]."""
+    [x1 cos - x2 sin, x2 cos + x1 sin]. dims (even): rotate only the first `dims` channels (partial RoPE, the
+    frequencies those of a dims-wide rotation) and pass the others through; None: all."""
+    if dims is not None and dims < x.shape[-1]:
+        if dims == 0:
+            return x
+        return torch.cat([apply_rope(x[..., :dims], pos), x[..., dims:]], dim=-1)
     ang = _angles(pos, x.shape[-1])
     if pos.dim() == 2:          # (B, T, half) -> (B, 1, T, half)
         ang = ang[:, None]

@@ -10,7 +10,8 @@ One contract for every op (modelled on flash-linear-attention's ops):
 - step form, for decoding one token per row:
       o, state = op_step(<inputs of the token (B, H, 1, .)>, state, pos, *, <options>)
   at positions pos (B,) int64, the position of each row's token (favor's step needs none and takes none).
-- state: one dataclass per op (FlashState, KVCache, CombinerState, FavorState, SoftmaxChunkState), a subclass of
+- state: one dataclass per op (FlashState, KVCache, CombinerState or its CombinerPoolState, FavorState,
+  SoftmaxChunkState), a subclass of
   state.State: (B, ...) tensors, with clone(), select(rows) and nbytes().
 
 The one update rule. A state does not hold the position: the caller owns it (generation.DecodeState.pos, one (B,)
@@ -23,7 +24,8 @@ exact=False)` (generation.decode_step reserves every layer's state once per toke
 Chunk plumbing shared by the chunked ops is in chunks.py.
 """
 
-from .combiner import CombinerState, combiner_attention, combiner_attention_step, empty_combiner_state
+from .combiner import (CombinerPoolState, CombinerState, combiner_attention, combiner_attention_step,
+                       empty_combiner_state)
 from .favor import FavorState, empty_favor_state, favor_attention, favor_attention_step
 from .kv_cache import KVCache
 from .mixed_chunk import FlashState, empty_flash_state, mixed_chunk_attention, mixed_chunk_attention_step
@@ -33,7 +35,7 @@ from .quad import relu2_attention, relu2_attention_step
 from .softmax import softmax_attention, softmax_attention_step
 from .state import State
 
-__all__ = ["State", "FlashState", "KVCache", "CombinerState", "FavorState", "SoftmaxChunkState",
+__all__ = ["State", "FlashState", "KVCache", "CombinerState", "CombinerPoolState", "FavorState", "SoftmaxChunkState",
            "mixed_chunk_attention", "mixed_chunk_attention_step", "empty_flash_state",
            "relu2_attention", "relu2_attention_step", "softmax_attention", "softmax_attention_step",
            "combiner_attention", "combiner_attention_step", "empty_combiner_state",

@@ -32,8 +32,20 @@ among the keys its query can see (bidirectional: all real keys, as the reference
 to the query, so no future key can change a past output, not even through rounding or underflow). The decoding
 state stores its sums at the scale of the running maximum (`FavorState.shift`) and rescales when it grows. The
 shifts are detached: they cancel exactly, so gradients are exact. Unlike the reference code, no epsilon is added to
-the features (it would not cancel and would make outputs depend on the shift); a denominator of exactly 0 (no
-visible real key) gives an output of 0.
+the features by default; a denominator of exactly 0 (no visible real key) gives an output of 0.
+
+The reference's epsilon floor (`epsilon`, default 0; the reference code adds 1e-4). The reference computes its
+features as (exp(a - shift) + eps) / sqrt(m), with shift a query's own maximum and the keys' maximum over the
+whole sequence; the floor does not cancel, so the shift defines the model. flashgau's key shift for query i is
+r_i, the running maximum of the keys it can see (all real keys when bidirectional, as the reference), so with a
+floor query i weighs key j by (phi(q_i) + eps) . (exp(a(k_j) - r_i) + eps). The floor's part does not rescale when
+r_i grows: it adds eps * sum_r(phi(q_i) + eps) * (sum of the visible values) to the numerator and the same times the
+number of visible keys to the denominator; the decoding state keeps those two sums (`v_sum`, `count`), so the step
+form stays exact, and an output still depends only on the keys its query sees. The shifts stay detached: with a
+floor the gradient treats them as constants (as lucidrains' performer-pytorch does).
+
+Precision: one policy, fp32. Inputs are cast to fp32 and the whole op (features, sums and every matmul) runs with
+autocast off; the output is cast back to v's dtype.
 
 Shapes: B batch, H heads, T tokens, G chunks, C chunk length, dh head width, m random features.
 q, k, v: (B, H, T, dh); projection: (m, dh), shared by the heads (as in the reference implementation);
@@ -49,7 +61,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .chunks import to_chunks
+from .autocast import autocast_off
+from .chunks import sums_before, to_chunks
 from .state import State, check_final_state
 
 _NEG_INF = float("-inf")
@@ -62,11 +75,15 @@ class FavorState(State):
     kv:    (B, H, m, dh) fp32, sum over seen keys of exp(a(k_j) - shift) (x) v_j, a(k) the key's log-features.
     z:     (B, H, m) fp32, sum over seen keys of exp(a(k_j) - shift).
     shift: (B, H) fp32, the largest key log-feature seen so far (-inf before any key); the scale of kv and z.
+    v_sum: (B, H, dh) fp32, sum over seen keys of v_j (what the epsilon floor adds; unscaled).
+    count: (B,) fp32, number of keys seen.
     """
 
     kv: Tensor
     z: Tensor
     shift: Tensor
+    v_sum: Tensor
+    count: Tensor
 
 
 def empty_favor_state(batch: int, heads: int, num_features: int, head_dim: int, *, device=None) -> FavorState:
@@ -75,6 +92,8 @@ def empty_favor_state(batch: int, heads: int, num_features: int, head_dim: int, 
         kv=torch.zeros(batch, heads, num_features, head_dim, device=device, dtype=torch.float32),
         z=torch.zeros(batch, heads, num_features, device=device, dtype=torch.float32),
         shift=torch.full((batch, heads), _NEG_INF, device=device, dtype=torch.float32),
+        v_sum=torch.zeros(batch, heads, head_dim, device=device, dtype=torch.float32),
+        count=torch.zeros(batch, device=device, dtype=torch.float32),
     )
 
 
@@ -140,45 +159,56 @@ def _safe_divide(num: Tensor, den: Tensor) -> Tensor:
 
 def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor, *, causal: bool,
                     key_mask: Optional[Tensor] = None, chunk_size: int = 64, scale: Optional[float] = None,
-                    output_final_state: bool = False) -> tuple[Tensor, Optional[FavorState]]:
+                    epsilon: float = 0.0, output_final_state: bool = False) -> tuple[Tensor, Optional[FavorState]]:
     """Parallel FAVOR+ attention. Returns (o (B, H, T, dh) in v's dtype, final_state): final_state is None unless
     output_final_state (causal only), then the state after each row's real tokens (key_mask must then be a right
-    padding: real tokens first), ready for `favor_attention_step` to continue from.
+    padding: real tokens first), ready for `favor_attention_step` to continue from. epsilon: the feature floor
+    (module docstring; 0 = none).
     """
     check_final_state(causal, output_final_state)
+    with autocast_off(q.device):
+        out, state = _favor_attention(q, k, v, projection, causal, key_mask, chunk_size, scale, epsilon,
+                                      output_final_state)
+    return out.to(v.dtype), state
+
+
+def _favor_attention(q, k, v, projection, causal, key_mask, chunk_size, scale, epsilon, output_final_state):
     B, H, T, _ = q.shape
     km = torch.ones(B, T, dtype=torch.bool, device=q.device) if key_mask is None else key_mask.bool()
     aq = favor_logits(q, projection, scale=scale)                       # (B, H, T, m)
     ak = favor_logits(k, projection, scale=scale)
     ak = ak.masked_fill(~km[:, None, :, None], _NEG_INF)                # padded keys: features exactly 0
-    vf = v.float()
-    phq = _query_features(aq)
+    real = km[:, None, :, None].float()                                 # (B, 1, T, 1)
+    vf = v.float() * real                                               # padded keys: no value for the floor
+    phq = _query_features(aq) + epsilon
     if causal:
-        out = _causal_chunked(phq, ak, vf, chunk_size)
+        out = _causal_chunked(phq, ak, vf, real, chunk_size, epsilon)
     else:
         shift = ak.detach().amax(dim=(-1, -2))                          # (B, H): largest real key exponent
-        phk = (ak - _finite_or_zero(shift)[..., None, None]).exp()
+        phk = (ak - _finite_or_zero(shift)[..., None, None]).exp() + epsilon * real
         num = phq @ (phk.transpose(-1, -2) @ vf)
         den = phq @ phk.sum(-2)[..., None]
         out = _safe_divide(num, den[..., 0])
-    out = out.to(v.dtype)
     if not output_final_state:
         return out, None
     shift = ak.detach().amax(dim=(-1, -2))
     phk = (ak - _finite_or_zero(shift)[..., None, None]).exp()
-    return out, FavorState(kv=phk.transpose(-1, -2) @ vf, z=phk.sum(-2), shift=shift)
+    return out, FavorState(kv=phk.transpose(-1, -2) @ vf, z=phk.sum(-2), shift=shift, v_sum=vf.sum(-2),
+                           count=km.sum(1).float())
 
 
 def _finite_or_zero(x: Tensor) -> Tensor:
     return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
 
 
-def _causal_chunked(phq: Tensor, ak: Tensor, v: Tensor, C: int) -> Tensor:
-    """Causal linear attention, chunk by chunk. phq (B, H, T, m) query features; ak (B, H, T, m) key log-features
-    (-inf for padded keys); v (B, H, T, dh) fp32. Returns (B, H, T, dh) fp32."""
+def _causal_chunked(phq: Tensor, ak: Tensor, v: Tensor, real: Tensor, C: int, epsilon: float) -> Tensor:
+    """Causal linear attention, chunk by chunk. phq (B, H, T, m) query features (floor included); ak (B, H, T, m)
+    key log-features (-inf for padded keys); v (B, H, T, dh) fp32, 0 for padded keys; real (B, 1, T, 1) 1 for real
+    keys. Returns (B, H, T, dh) fp32."""
     B, H, T, m = phq.shape
     dh = v.shape[-1]
     phq, ak, v = to_chunks(phq, C), to_chunks(ak, C, value=_NEG_INF), to_chunks(v, C)   # (B, H, G, C, .)
+    real = to_chunks(real, C)[..., 0]                                   # (B, 1, G, C)
     G = phq.shape[2]
 
     # Shifts (all detached; they cancel between numerator and denominator):
@@ -195,6 +225,8 @@ def _causal_chunked(phq: Tensor, ak: Tensor, v: Tensor, C: int) -> Tensor:
     tril = torch.ones(C, C, dtype=torch.bool, device=phq.device).tril()
     log_rescale = (ck[..., None, :] - _finite_or_zero(r)[..., :, None]).masked_fill(~tril, _NEG_INF)
     weights = (phq @ phk.transpose(-1, -2)) * log_rescale.exp()        # (B, H, G, C, C)
+    if epsilon:                                                         # the floor: eps * sum(phq_i) per real j <= i
+        weights = weights + epsilon * phq.sum(-1, keepdim=True) * (tril & real[..., None, :].bool())
     num = weights @ v
     den = weights.sum(-1)
 
@@ -211,25 +243,39 @@ def _causal_chunked(phq: Tensor, ak: Tensor, v: Tensor, C: int) -> Tensor:
     read = (r_prev[..., None] - _finite_or_zero(r)).exp()               # exp(R_g - r_i) <= 1, 0 when R_g = -inf
     num = num + read[..., None] * (phq @ kv_seen)
     den = den + read * (phq @ ksum_seen[..., None])[..., 0]
+    if epsilon:                                                         # the floor over the earlier chunks' keys
+        v_before = sums_before(v.sum(-2), 2)[:, :, :-1]                 # (B, H, G, dh)
+        n_before = sums_before(real.sum(-1), 2)[:, :, :-1]              # (B, 1, G)
+        floor = epsilon * phq.sum(-1)                                   # (B, H, G, C)
+        num = num + floor[..., None] * v_before[:, :, :, None]
+        den = den + floor * n_before[..., None]
 
     out = _safe_divide(num, den)
     return out.reshape(B, H, G * C, dh)[:, :, :T]
 
 
 def favor_attention_step(q: Tensor, k: Tensor, v: Tensor, projection: Tensor, state: FavorState, *,
-                         scale: Optional[float] = None) -> tuple[Tensor, FavorState]:
+                         scale: Optional[float] = None, epsilon: float = 0.0) -> tuple[Tensor, FavorState]:
     """One decoding step, one token per row: q, k, v (B, H, 1, dh). The token attends to itself and every earlier
     token. Updates `state` in place and returns (o (B, H, 1, dh) in v's dtype, state)."""
-    aq = favor_logits(q, projection, scale=scale)                       # (B, H, 1, m)
-    ak = favor_logits(k, projection, scale=scale)
-    c_new = ak.amax(-1)[..., 0]                                         # (B, H)
-    shift = torch.maximum(state.shift, c_new)
-    decay = (state.shift - shift).exp()                                 # 0 for an empty state
-    phk = (ak - shift[..., None, None]).exp()                           # (B, H, 1, m)
-    state.kv.mul_(decay[..., None, None]).add_(phk.transpose(-1, -2) @ v.float())
-    state.z.mul_(decay[..., None]).add_(phk[:, :, 0])
-    state.shift.copy_(shift)
-    phq = _query_features(aq)
-    num = phq @ state.kv
-    den = (phq[:, :, 0] * state.z).sum(-1)[..., None]
-    return _safe_divide(num, den).to(v.dtype), state
+    with autocast_off(q.device):
+        aq = favor_logits(q, projection, scale=scale)                   # (B, H, 1, m)
+        ak = favor_logits(k, projection, scale=scale)
+        vf = v.float()
+        c_new = ak.amax(-1)[..., 0]                                     # (B, H)
+        shift = torch.maximum(state.shift, c_new)
+        decay = (state.shift - shift).exp()                             # 0 for an empty state
+        phk = (ak - shift[..., None, None]).exp()                       # (B, H, 1, m)
+        state.kv.mul_(decay[..., None, None]).add_(phk.transpose(-1, -2) @ vf)
+        state.z.mul_(decay[..., None]).add_(phk[:, :, 0])
+        state.shift.copy_(shift)
+        state.v_sum.add_(vf[:, :, 0])
+        state.count.add_(1.0)
+        phq = _query_features(aq) + epsilon
+        num = phq @ state.kv
+        den = (phq[:, :, 0] * state.z).sum(-1)[..., None]
+        if epsilon:
+            floor = epsilon * phq.sum(-1)                               # (B, H, 1)
+            num = num + floor[..., None] * state.v_sum[:, :, None]
+            den = den + floor * state.count[:, None, None]
+        return _safe_divide(num, den).to(v.dtype), state

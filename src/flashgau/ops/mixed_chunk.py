@@ -8,7 +8,9 @@ Two forms share one state type, `FlashState` (the contract of flashgau.ops):
     2. local part, per chunk: relu(quad_q quad_k^T / C + bias)^2 (lower-triangular when causal), times v;
     3. global part: one summary lin_k^T v (s x e) per chunk and a count of its real tokens; causal: an exclusive
        cumulative sum over the chunk axis (chunk g sees chunks < g), bidirectional: the sum over all chunks;
-       lin_q times the summary, divided by the number of real tokens summarised (0 tokens: 0);
+       lin_q times the summary, divided by the number of real tokens summarised (0 tokens: 0) with
+       linear_normalizer="average" (the paper's Code 8), or by C with "sum" (the per-chunk summaries / C summed,
+       as lucidrains and OpenNLPLab);
     4. output = local + global, unpadded.
   Memory is O(T C) for the local part and O(G s e) for the summaries: never a per-token s x e state, never T x T.
   ops/reference/mixed_chunk.py holds the dense reference and a short einsum listing of the same four steps.
@@ -31,7 +33,7 @@ import torch
 from torch import Tensor
 
 from .chunks import chunk_mask, open_chunk, pick_rows, sums_before, to_chunks
-from .state import State, check_final_state
+from .state import State, check_final_state, check_linear_normalizer
 
 
 @dataclass
@@ -52,6 +54,7 @@ class FlashState(State):
 
 def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor, bias: Tensor, *,
                           chunk_size: int, causal: bool, key_mask: Optional[Tensor] = None,
+                          linear_normalizer: str = "average",
                           output_final_state: bool = False) -> tuple[Tensor, Optional[FlashState]]:
     """Parallel mixed chunk attention. Returns (o (B, H, T, e), final_state): final_state is None unless
     output_final_state (causal only), then the state after each row's last real token (key_mask's row sum; right
@@ -63,9 +66,11 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
     term is accumulated into the local output by another.
     """
     check_final_state(causal, output_final_state)
+    check_linear_normalizer(linear_normalizer)
     B, H, T, s = quad_q.shape
     e = v.shape[-1]
     C = chunk_size
+    average = linear_normalizer == "average"
     G = -(-T // C)
 
     # 1. masked keys get value 0; pad to G*C tokens and cut into chunks, one (C, width) matrix per (row, head, chunk)
@@ -90,12 +95,16 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
         count = chunk_mask(km, B, T, C, km.device).sum(-1).float()
     if causal:
         kv_seen = sums_before(kv[:, :, :-1], 2)                          # chunk g sees the chunks < g
-        count_seen = sums_before(count[:, :-1], 1)
-        denom = count_seen.clamp_min(1.0).expand(B, G).reshape(B, 1, G, 1, 1).expand(B, H, G, 1, 1)
-        lin_q = lin_q / denom.reshape(B * H * G, 1, 1).to(lin_q.dtype)
+        if average:
+            count_seen = sums_before(count[:, :-1], 1)
+            denom = count_seen.clamp_min(1.0).expand(B, G).reshape(B, 1, G, 1, 1).expand(B, H, G, 1, 1)
+            lin_q = lin_q / denom.reshape(B * H * G, 1, 1).to(lin_q.dtype)
+        else:
+            lin_q = lin_q / C
         out = torch.baddbmm(out, lin_q, kv_seen.to(lin_q.dtype).reshape(B * H * G, s, e))
     else:
-        kv_all = kv.sum(2) / count.sum(1).clamp_min(1.0).expand(B).reshape(B, 1, 1, 1)
+        total = count.sum(1).clamp_min(1.0).expand(B).reshape(B, 1, 1, 1) if average else C
+        kv_all = kv.sum(2) / total
         out = torch.baddbmm(out.reshape(B * H, G * C, e), lin_q.reshape(B * H, G * C, s),
                             kv_all.to(lin_q.dtype).reshape(B * H, s, e))
 
@@ -132,7 +141,8 @@ def empty_flash_state(batch: int, heads: int, chunk_size: int, qk_dim: int, v_di
 
 
 def mixed_chunk_attention_step(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor,
-                               bias_row: Tensor, state: FlashState, pos: Tensor) -> tuple[Tensor, FlashState]:
+                               bias_row: Tensor, state: FlashState, pos: Tensor, *,
+                               linear_normalizer: str = "average") -> tuple[Tensor, FlashState]:
     """One decoding step for one token per row at positions pos (B,); updates `state` in place and returns
     (o (B, H, 1, e), state).
 
@@ -150,8 +160,11 @@ def mixed_chunk_attention_step(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, li
     # slots after the query hold zero values (the buffer's invariant), so they add nothing: no mask needed
     weights = torch.relu(quad_q @ state.quad_k.transpose(-1, -2).to(quad_q.dtype) / C + bias_row).square()
     out = weights @ state.v.to(quad_q.dtype)
-    denom = state.count.clamp_min(1.0).reshape(B, 1, 1, 1)
-    out = out + (lin_q @ state.kv.to(lin_q.dtype)) / denom.to(lin_q.dtype)   # divide the (1, e) row, not the s x e sum
+    if linear_normalizer == "average":
+        denom = state.count.clamp_min(1.0).reshape(B, 1, 1, 1).to(lin_q.dtype)
+    else:
+        denom = C
+    out = out + (lin_q @ state.kv.to(lin_q.dtype)) / denom                   # divide the (1, e) row, not the s x e sum
 
     full = slot == C - 1                                                 # chunk complete: fold it in
     if bool(full.any()):

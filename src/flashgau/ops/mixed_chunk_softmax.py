@@ -9,7 +9,7 @@ exact part and takes FLASH's linear part unchanged:
 - global (across chunks, linear): lin_q_i . (sum over the keys of visible chunks of lin_k_j^T v_j) / N_i, where the
   visible chunks are those before the query's chunk (causal; an exclusive prefix sum over one lin_k^T v summary per
   chunk) or all chunks (bidirectional) and N_i counts the real keys summarised (0 keys: 0), exactly FLASH's
-  averaging normaliser;
+  averaging normaliser (linear_normalizer="average"; "sum": N_i = C, as FLASH's);
 - output = local + global.
 
 As in FLASH, the bidirectional global part sums over all chunks, the query's own included.
@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from .chunks import chunk_mask, masked_softmax, open_chunk, pick_rows, sums_before, to_chunks
-from .state import State, check_final_state
+from .state import State, check_final_state, check_linear_normalizer
 
 
 @dataclass
@@ -66,6 +66,7 @@ def empty_softmax_chunk_state(batch: int, heads: int, chunk_size: int, qk_dim: i
 
 def mixed_chunk_softmax_attention(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor, *, chunk_size: int,
                                   causal: bool, key_mask: Optional[Tensor] = None, scale: Optional[float] = None,
+                                  linear_normalizer: str = "average",
                                   output_final_state: bool = False) -> tuple[Tensor, Optional[SoftmaxChunkState]]:
     """Parallel form. Returns (o (B, H, T, e) in v's dtype, final_state): final_state is None unless
     output_final_state (causal only), then the state after each row's real tokens (key_mask must be a right padding).
@@ -73,6 +74,7 @@ def mixed_chunk_softmax_attention(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Te
     scale multiplies the local logits (default 1/sqrt(s)); the global part uses lin_q . lin_k as given.
     """
     check_final_state(causal, output_final_state)
+    check_linear_normalizer(linear_normalizer)
     B, H, T, s = q.shape
     e = v.shape[-1]
     C = chunk_size
@@ -98,7 +100,7 @@ def mixed_chunk_softmax_attention(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Te
     else:
         kv_seen = kv.sum(2, keepdim=True)                                      # every chunk, as FLASH
         count_seen = count.sum(1, keepdim=True)
-    denom = count_seen.clamp_min(1.0).reshape(B, 1, -1, 1, 1)
+    denom = count_seen.clamp_min(1.0).reshape(B, 1, -1, 1, 1) if linear_normalizer == "average" else C
     out = out + lin_q_g.float() @ (kv_seen / denom)
 
     out = out.reshape(B, H, G * C, e)[:, :, :T].to(v.dtype)
@@ -113,8 +115,8 @@ def mixed_chunk_softmax_attention(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Te
 
 
 def mixed_chunk_softmax_attention_step(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor,
-                                       state: SoftmaxChunkState, pos: Tensor, *,
-                                       scale: Optional[float] = None) -> tuple[Tensor, SoftmaxChunkState]:
+                                       state: SoftmaxChunkState, pos: Tensor, *, scale: Optional[float] = None,
+                                       linear_normalizer: str = "average") -> tuple[Tensor, SoftmaxChunkState]:
     """One decoding step, one token per row: inputs (B, H, 1, s|e) at positions pos (B,). Updates `state` in place
     and returns (o (B, H, 1, e) in v's dtype, state). A completed chunk is folded into the running summary."""
     B, H, C, s = state.k.shape
@@ -128,7 +130,8 @@ def mixed_chunk_softmax_attention_step(q: Tensor, k: Tensor, lin_q: Tensor, lin_
     allowed = (torch.arange(C, device=q.device)[None, :] <= slot[:, None]).reshape(B, 1, 1, C)
     p = masked_softmax((q.float() @ state.k.float().transpose(-1, -2)) * scale, allowed)
     out = p @ state.v.float()
-    out = out + lin_q.float() @ (state.kv / state.count.clamp_min(1.0).reshape(B, 1, 1, 1))
+    denom = state.count.clamp_min(1.0).reshape(B, 1, 1, 1) if linear_normalizer == "average" else C
+    out = out + lin_q.float() @ (state.kv / denom)
 
     full = slot == C - 1
     if bool(full.any()):

@@ -8,13 +8,20 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..data.tokenizers import is_tokenizer_file
 from ..errors import ConfigError
 from ..runtime import PRECISIONS
 
+if TYPE_CHECKING:
+    from ..config import ModelConfig
+
 TOKENIZERS = ("bytes", "bpe")
+# ModelConfig fields a run sets itself, so TrainConfig.model may not: why, for the error message.
+NOT_MODEL_OPTIONS = {"arch": "give it as the run's arch (--arch)",
+                     "vocab_size": "the tokenizer sets it (--tokenizer, --bpe-vocab-size)",
+                     "causal": "flashgau train trains causal language models"}
 DEFAULT_TIME_BUDGET = 300.0  # seconds, used when neither steps nor time_budget is given
 MAX_INT = 2 ** 31 - 1          # counts and sizes become tensor shapes and loop bounds
 MAX_SEED = 2 ** 62             # seeds feed torch generators (64-bit), offset by small constants for side streams
@@ -25,7 +32,8 @@ MAX_SECONDS = 1e8              # about three years
 class TrainConfig:
     """Settings of one training run.
 
-    arch, preset:       the model (flashgau.ARCHS; a ModelConfig preset name).
+    arch, preset:       the model (flashgau.ARCHS; a ModelConfig preset name: a size, or a size + "-paper" for the
+                        paper's exact model at that size).
     context:            T, tokens per training and held-out window.
     steps:              optimizer steps; or time_budget: seconds for the whole run (setup, training, held-out
                         evaluation, the sample and saving), turned into a step count by timing the first steps
@@ -55,6 +63,10 @@ class TrainConfig:
                         line of the first held-out document); part of the run, so the time budget covers it.
     seed:               model initialisation and the order of training windows.
     out:                output folder (checkpoint.pt, metrics.jsonl, loss.png); None: runs/<arch>-<preset>.
+    model:              ModelConfig fields set on top of the preset, e.g. {"qk_dim": 512, "chunk_size": 128}
+                        (`flashgau train --model.qk_dim 512`, `--model-config FILE.json`): any field but those of
+                        NOT_MODEL_OPTIONS; combiner_chunk_size may be "auto". Checked by building the run's
+                        ModelConfig (ModelConfig.for_context) when the settings are made, before anything is written.
     """
 
     arch: str = "flash"
@@ -85,9 +97,10 @@ class TrainConfig:
     sample_prompt: Optional[str] = None
     seed: int = 0
     out: Optional[str] = None
+    model: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from ..config import ARCHS, PRESETS
+        from ..config import ARCHS, PRESET_NAMES
 
         def need(ok: bool, msg: str) -> None:
             if not ok:
@@ -108,7 +121,7 @@ class TrainConfig:
                      f"{')' if hi_open else ']'}, got {value!r}")
 
         need(self.arch in ARCHS, f"unknown arch {self.arch!r}; choose one of {', '.join(ARCHS)}")
-        need(self.preset in PRESETS, f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        need(self.preset in PRESET_NAMES, f"unknown preset {self.preset!r}; choose one of {', '.join(PRESET_NAMES)}")
         for name in ("context", "batch_tokens", "micro_batch_tokens", "eval_windows", "bpe_vocab_size"):
             positive_int(name)
         for name in ("steps", "eval_every", "save_every"):
@@ -143,6 +156,26 @@ class TrainConfig:
              f"bpe_vocab_size must be > 256 (the byte alphabet), got {self.bpe_vocab_size}")
         if self.steps is None and self.time_budget is None:
             self.time_budget = DEFAULT_TIME_BUDGET
+        self.model_config(256)                                             # the model options fit together
+
+    def model_config(self, vocab_size: int) -> "ModelConfig":
+        """The run's ModelConfig over `vocab_size` ids (causal; the preset, the context and the model options);
+        a ConfigError naming the option that does not fit."""
+        from ..config import ModelConfig
+
+        if not isinstance(self.model, dict) or not all(isinstance(k, str) for k in self.model):
+            raise ConfigError(f"model must be a dict of ModelConfig fields, got {self.model!r}")
+        for name in sorted(set(self.model) & set(NOT_MODEL_OPTIONS)):
+            raise ConfigError(f"{name} is not a model option of a run: {NOT_MODEL_OPTIONS[name]}")
+        unknown = sorted(set(self.model) - set(ModelConfig.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"unknown model option(s): {', '.join(unknown)} (see flashgau train --help, "
+                              "docs/model_options.md)")
+        try:
+            return ModelConfig.for_context(self.preset, arch=self.arch, context=self.context, vocab_size=vocab_size,
+                                           **self.model)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
     @property
     def out_dir(self) -> str:

@@ -144,7 +144,8 @@ class _Session:
         else:
             self.metrics.path.unlink(missing_ok=True)
         length = f"{run.total_steps} steps" if run.total_steps else f"time budget {self.budget:g} s"
-        self.log(f"{cfg.arch} ({cfg.preset}, {run.model.num_parameters():,} parameters) | "
+        options = "".join(f", {k}={v}" for k, v in cfg.model.items())
+        self.log(f"{cfg.arch} ({cfg.preset}{options}, {run.model.num_parameters():,} parameters) | "
                  f"{run.data.describe()} | {run.data.tokenizer.kind} tokenizer (V={run.data.tokenizer.vocab_size}) | "
                  f"context {cfg.context} | {cfg.windows_per_step} windows/step ({cfg.micro_batch_size} x "
                  f"{cfg.accumulation_steps}) | {length} | out {run.out_dir}")
@@ -406,6 +407,7 @@ def _write_summary(result: TrainResult, run: RunState, session_seconds: float) -
                "num_parameters": result.num_parameters, "train_elapsed_s": round(result.elapsed, 1),
                "session_s": round(session_seconds, 1), "time_budget_s": run.config.time_budget,
                "device": str(run.device), "precision": run.precision.to_dict(),
+               "model_options": run.config.model, "model_config": run.model_config.to_dict(),
                "plan": run.plan.to_dict() if run.plan else None,
                "final": result.final.to_dict() if result.final else None, "sample": result.sample}
     path = run.out_dir / SUMMARY_NAME

@@ -20,7 +20,7 @@ from ..data.corpus import DEFAULT_CORPUS, split_fingerprint  # noqa: F401 (re-ex
 from ..data.prepare import prepared_cached
 from ..data.prepared import PreparedData, is_prepared, open_prepared
 from ..data.tokenizers import Tokenizer, is_tokenizer_file, tokenizer_digest
-from ..errors import CheckpointError, ConfigError, CorpusError
+from ..errors import CheckpointError, CorpusError
 from ..model import LanguageModel
 from .config import TrainConfig
 
@@ -135,15 +135,9 @@ def absolute_tokenizer(tokenizer: str) -> str:
 
 
 def model_config_for(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
-    """The preset of `cfg` as a causal language model over `vocab_size` ids."""
-    try:
-        model_cfg = ModelConfig.preset(cfg.preset, arch=cfg.arch, vocab_size=vocab_size, causal=True)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    if cfg.context > model_cfg.max_seq_len:
-        raise ConfigError(f"--context {cfg.context} exceeds the {cfg.preset} preset's max_seq_len "
-                          f"{model_cfg.max_seq_len}")
-    return model_cfg
+    """The run's model: the preset of `cfg` with its model options, a causal language model over `vocab_size` ids,
+    built for its context by ModelConfig.for_context (FLASH-Quad divides by the training length)."""
+    return cfg.model_config(vocab_size)
 
 
 def build_model(model_cfg: ModelConfig, seed: int) -> LanguageModel:

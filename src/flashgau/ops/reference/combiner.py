@@ -8,7 +8,9 @@ keys; q(j|r) = softmax over j in r of qbar_r.k_j * scale. For query i in chunk g
                                                           (r < g when causal, r != g when bidirectional)
     Z_i  = sum over the direct keys of exp(q_i.k_j * scale) + sum over visible chunks r of exp(q_i.kbar_r * scale)
 
-and o = A v. Computed in float64, one chunk at a time, without the fast path's padding and reshaping.
+and o = A v. Computed in float64, one chunk at a time, without the fast path's padding and reshaping. With
+summary_q, summary_k given, qbar_r, kbar_r and q(j|r) come from them (q(j|r) = softmax of qbar_r.summary_k_j) and
+the abstraction logit is summary_q_i.kbar_r; the direct logits keep q and k.
 Shapes: q, k (B, H, T, dh); v (B, H, T, dv); key_mask (B, T) bool, True = real token.
 """
 
@@ -21,12 +23,15 @@ from torch import Tensor
 
 
 def combiner_attention_matrix_reference(q: Tensor, k: Tensor, *, chunk_size: int, causal: bool,
-                                        key_mask: Optional[Tensor] = None,
-                                        scale: Optional[float] = None) -> Tensor:
+                                        key_mask: Optional[Tensor] = None, scale: Optional[float] = None,
+                                        summary_q: Optional[Tensor] = None,
+                                        summary_k: Optional[Tensor] = None) -> Tensor:
     """The (B, H, T, T) float64 attention matrix A of Combiner-Fixed (rows sum to 1 or, with no visible key, 0)."""
     B, H, T, dh = q.shape
     scale = dh ** -0.5 if scale is None else scale
     q, k = q.double(), k.double()
+    sq = q if summary_q is None else summary_q.double()
+    sk = k if summary_k is None else summary_k.double()
     real = torch.ones(B, T, dtype=torch.bool) if key_mask is None else key_mask.bool().cpu()
     real = real.to(q.device)
     chunk = torch.arange(T, device=q.device) // chunk_size
@@ -39,11 +44,11 @@ def combiner_attention_matrix_reference(q: Tensor, k: Tensor, *, chunk_size: int
     for r in range(n_chunks):
         members = (chunk == r)[None, :] & real           # (B, T)
         sel = members[:, None, :, None]
-        q_bar = q.masked_fill(~sel, float("-inf")).amax(2)                         # (B, H, dh)
-        k_bar[:, :, r] = torch.where(has_real[:, r, None, None], k.masked_fill(~sel, float("-inf")).amax(2),
+        q_bar = sq.masked_fill(~sel, float("-inf")).amax(2)                        # (B, H, dh)
+        k_bar[:, :, r] = torch.where(has_real[:, r, None, None], sk.masked_fill(~sel, float("-inf")).amax(2),
                                      torch.zeros(()).double())
         q_bar = torch.where(has_real[:, r, None, None], q_bar, torch.zeros(()).double())
-        logits = (k @ q_bar[..., None])[..., 0] * scale                            # (B, H, T)
+        logits = (sk @ q_bar[..., None])[..., 0] * scale                           # (B, H, T)
         logits = logits.masked_fill(~members[:, None, :], float("-inf"))
         logits = logits.masked_fill(~has_real[:, None, r, None], 0.0)           # empty chunk: no NaN
         dist = torch.softmax(logits, dim=-1) * has_real[:, None, r, None]
@@ -59,7 +64,7 @@ def combiner_attention_matrix_reference(q: Tensor, k: Tensor, *, chunk_size: int
     visible_chunk = ((r < g) if causal else (r != g))[None, None] & has_real[:, None, None, :]   # (B, 1, T, G)
 
     s_direct = (q @ k.transpose(-1, -2)) * scale                                   # (B, H, T, T)
-    s_region = (q @ k_bar.transpose(-1, -2)) * scale                               # (B, H, T, G)
+    s_region = (sq @ k_bar.transpose(-1, -2)) * scale                              # (B, H, T, G)
     top = torch.maximum(s_direct.masked_fill(~direct, float("-inf")).amax(-1),
                          s_region.masked_fill(~visible_chunk, float("-inf")).amax(-1))
     top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))[..., None]
@@ -72,8 +77,9 @@ def combiner_attention_matrix_reference(q: Tensor, k: Tensor, *, chunk_size: int
 
 
 def combiner_attention_reference(q: Tensor, k: Tensor, v: Tensor, *, chunk_size: int, causal: bool,
-                                 key_mask: Optional[Tensor] = None, scale: Optional[float] = None) -> Tensor:
+                                 key_mask: Optional[Tensor] = None, scale: Optional[float] = None,
+                                 summary_q: Optional[Tensor] = None, summary_k: Optional[Tensor] = None) -> Tensor:
     """o = A v with A from combiner_attention_matrix_reference. Returns v's dtype."""
     a = combiner_attention_matrix_reference(q, k, chunk_size=chunk_size, causal=causal, key_mask=key_mask,
-                                            scale=scale)
+                                            scale=scale, summary_q=summary_q, summary_k=summary_k)
     return (a @ v.double()).to(v.dtype)

@@ -20,12 +20,13 @@ from .masks import dense_mask
 
 def mixed_chunk_attention_reference(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor,
                                     bias: Tensor, *, chunk_size: int, causal: bool,
-                                    key_mask: Optional[Tensor] = None) -> Tensor:
+                                    key_mask: Optional[Tensor] = None, linear_normalizer: str = "average") -> Tensor:
     """FLASH's mixed chunk attention written as one dense T x T operator.
 
     Local: query i sees keys j of its own chunk (j <= i when causal) with weight relu(quad_q_i.quad_k_j / C + b_ij)^2.
     Global: query i sees keys j of earlier chunks (causal) or of every chunk (bidirectional) with weight
-    lin_q_i.lin_k_j / N_i, N_i = number of real keys it sees globally (0 keys: weight 0).
+    lin_q_i.lin_k_j / N_i, N_i = number of real keys it sees globally (0 keys: weight 0) with linear_normalizer
+    "average", N_i = C with "sum".
     """
     T = quad_q.shape[-2]
     C = chunk_size
@@ -40,14 +41,14 @@ def mixed_chunk_attention_reference(quad_q: Tensor, quad_k: Tensor, lin_q: Tenso
         global_mask = torch.ones(1, 1, T, T, dtype=torch.bool, device=quad_q.device)
     if key_mask is not None:
         global_mask = global_mask & key_mask[:, None, None, :].bool()
-    count = global_mask.sum(-1, keepdim=True).clamp_min(1).to(quad_q.dtype)
+    count = global_mask.sum(-1, keepdim=True).clamp_min(1).to(quad_q.dtype) if linear_normalizer == "average" else C
     linear = (lin_q @ lin_k.transpose(-1, -2)) * global_mask / count
     return (local + linear) @ v
 
 
 def mixed_chunk_attention_minimal(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor,
                                   bias: Tensor, *, chunk_size: int, causal: bool,
-                                  key_mask: Optional[Tensor] = None) -> Tensor:
+                                  key_mask: Optional[Tensor] = None, linear_normalizer: str = "average") -> Tensor:
     """The chunked algorithm of flashgau.ops.mixed_chunk in plain einsums over (G chunks, C slots), its four steps
     numbered as there, in the manner of mamba's ssd_minimal.py. bias: (C, C), as the fast op takes it."""
     B, H, T, _ = quad_q.shape
@@ -66,11 +67,13 @@ def mixed_chunk_attention_minimal(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor,
     local = torch.einsum("bhgij,bhgje->bhgie", w.tril() if causal else w, vv)
 
     # 3. global: one lin_k^T v summary per chunk; chunk g sees the chunks r < g (causal) or all of them, averaged
-    #    over the real tokens they hold (none: 0)
+    #    over the real tokens they hold (none: 0), or ("sum") divided by C
     kv = torch.einsum("bhrcs,bhrce->bhrse", lk, vv)
     sees = torch.ones(G, G, dtype=v.dtype, device=v.device)
     sees = sees.tril(-1) if causal else sees                                  # [g, r]
     count = torch.einsum("gr,br->bg", sees, n).clamp_min(1)
+    if linear_normalizer == "sum":
+        count = torch.full_like(count, C)
     linear = torch.einsum("bhgcs,gr,bhrse->bhgce", lq, sees, kv) / count[:, None, :, None, None]
 
     # 4. output = local + global, unpadded

@@ -3,7 +3,7 @@
 Chunks are position // C. For query i in chunk g:
     L_ij = softmax over the visible keys of chunk g (real, and j <= i when causal) of q_i.k_j * scale
     N_ij = lin_q_i.lin_k_j / N_i for real keys j of chunks before g (causal) or of every chunk (bidirectional),
-           N_i = the number of those keys (no key: 0)
+           N_i = the number of those keys (no key: 0), or C with linear_normalizer="sum"
 and o = (L + N) v, with both T x T matrices built in float64.
 Shapes: q, k, lin_q, lin_k (B, H, T, s); v (B, H, T, e); key_mask (B, T) bool, True = real token.
 """
@@ -18,7 +18,8 @@ from torch import Tensor
 
 def mixed_chunk_softmax_attention_reference(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor, *,
                                             chunk_size: int, causal: bool, key_mask: Optional[Tensor] = None,
-                                            scale: Optional[float] = None) -> Tensor:
+                                            scale: Optional[float] = None,
+                                            linear_normalizer: str = "average") -> Tensor:
     B, H, T, s = q.shape
     scale = s ** -0.5 if scale is None else scale
     pos = torch.arange(T, device=q.device)
@@ -38,6 +39,6 @@ def mixed_chunk_softmax_attention_reference(q: Tensor, k: Tensor, lin_q: Tensor,
         global_ok = (chunk[None, :] < chunk[:, None])[None, None] & real
     else:
         global_ok = torch.ones(T, T, dtype=torch.bool, device=q.device)[None, None] & real
-    count = global_ok.sum(-1, keepdim=True).clamp_min(1).double()
+    count = global_ok.sum(-1, keepdim=True).clamp_min(1).double() if linear_normalizer == "average" else chunk_size
     linear = (lin_q.double() @ lin_k.double().transpose(-1, -2)) * global_ok / count
     return ((local + linear) @ v.double()).to(v.dtype)
