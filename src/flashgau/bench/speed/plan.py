@@ -117,7 +117,9 @@ def groups(s: SpeedSettings) -> list[Group]:
 
 
 def model_config(arch: str, preset: str, context: int):
-    return ModelConfig.preset(preset, arch=arch, vocab_size=256, causal=True, max_seq_len=max(context, 512))
+    """The model `flashgau train` trains for (preset, arch, context) (ModelConfig.for_context: FLASH-Quad divides by
+    the context and takes the paper's bias for it), with room for contexts beyond the preset's max_seq_len."""
+    return ModelConfig.for_context(preset, arch=arch, context=context, max_seq_len=max(context, 512))
 
 
 def attention_bytes_estimate(cfg, batch: int, context: int) -> int:
