@@ -291,7 +291,7 @@ class Distributed:
         if not self.is_main:
             return {}
         index = {name: i for i, name in enumerate(_param_names(model, optimizer))}
-        state = {index[name]: {k: self._unvector(name, v) for k, v in entry.items()}
+        state = {index[name]: {k: self._unvector(name, k, v) for k, v in entry.items()}
                  for name, entry in full["state"].items()}
         groups = [{**group, "params": [index[name] for name in group["params"]]} for group in full["param_groups"]]
         return {"state": state, "param_groups": groups}
@@ -307,19 +307,22 @@ class Distributed:
         names = _param_names(model, optimizer)
         if len(names) != sum(len(g["params"]) for g in saved["param_groups"]):
             raise ValueError("the saved optimizer state holds another number of parameters than this model")
-        state = {names[i]: {k: self._vector(names[i], v) for k, v in entry.items()}
+        state = {names[i]: {k: self._vector(names[i], k, v) for k, v in entry.items()}
                  for i, entry in saved["state"].items()}
         groups = [{**group, "params": [names[i] for i in group["params"]]} for group in saved["param_groups"]]
         set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups},
                                  options=StateDictOptions(full_state_dict=True))
 
-    def _unvector(self, name: str, value: Any) -> Any:
-        return value.reshape(()) if name in self.scalars and torch.is_tensor(value) and value.numel() == 1 \
-            else value
+    def _unvector(self, name: str, key: str, value: Any) -> Any:
+        """An optimizer state entry of a vectorized scalar parameter as the scalar parameter has it."""
+        return value.reshape(()) if self._shaped_like(name, key, value) else value
 
-    def _vector(self, name: str, value: Any) -> Any:
-        return value.reshape(1) if name in self.scalars and torch.is_tensor(value) and value.dim() == 0 and \
-            value.is_floating_point() else value
+    def _vector(self, name: str, key: str, value: Any) -> Any:
+        """... and as the vectorized parameter has it (its moments are shaped like it; its step count is not)."""
+        return value.reshape(1) if self._shaped_like(name, key, value) else value
+
+    def _shaped_like(self, name: str, key: str, value: Any) -> bool:
+        return name in self.scalars and key != "step" and torch.is_tensor(value) and value.numel() == 1
 
     # ----------------------------------------------------------------------------------------------- faults
     def lost_peer(self, err: BaseException) -> Optional[str]:
