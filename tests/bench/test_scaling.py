@@ -1,5 +1,5 @@
 """`flashgau bench scaling`: its configurations, the numbers it derives from the runs, and its report. The runs
-themselves (torchrun processes) are replaced by recorded figures here; tests/training/test_distributed.py runs
+themselves (torchrun processes) are replaced by recorded figures here; tests/training/test_torchrun.py runs
 torchrun for real."""
 
 import json

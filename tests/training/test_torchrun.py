@@ -157,22 +157,28 @@ def workers(agent_pid: int) -> dict:
     return found
 
 
-def wait_for_step(out: Path, step: int, proc, timeout: float = 240) -> None:
-    end = time.monotonic() + timeout
+def running(values: dict, out: Path, timeout: int, step: int = 6):
+    """A 2-process run started in the background (collective timeout `timeout` s), once rank 0 has logged `step`."""
+    proc = torchrun(cli(values, out), wait=False, env={"FLASHGAU_DIST_TIMEOUT": str(timeout)})
+    end = time.monotonic() + 240
     while max(losses(out), default=0) < step:
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        assert time.monotonic() < end, f"the run did not reach step {step}"
+        if proc.poll() is not None or time.monotonic() > end:
+            proc.kill()
+            pytest.fail(f"the run did not reach step {step}: {proc.communicate()[1][-3000:]}")
         time.sleep(0.05)
+    return proc
+
+
+FINDS_PROCESSES = pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds them through /proc")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the processes through /proc")
+@FINDS_PROCESSES
 def test_a_killed_process_stops_the_other_with_one_line_and_resume_finishes_the_curve(small_corpus, tmp_path):
     values = settings(small_corpus, steps=60, save_every=4, eval_every=30)
     out = tmp_path / "cut"
-    proc = torchrun(cli(values, out), wait=False, env={"FLASHGAU_DIST_TIMEOUT": "60"})
+    proc = running(values, out, timeout=60)
     try:
-        wait_for_step(out, 6, proc)
         os.kill(workers(proc.pid)[1], signal.SIGKILL)
         _, stderr = proc.communicate(timeout=120)          # the survivor does not wait forever
     finally:
@@ -191,14 +197,13 @@ def test_a_killed_process_stops_the_other_with_one_line_and_resume_finishes_the_
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the processes through /proc")
+@FINDS_PROCESSES
 def test_a_hung_process_is_caught_by_the_collective_timeout(small_corpus, tmp_path):
     values = settings(small_corpus, steps=400, save_every=4, eval_every=200)
     out = tmp_path / "hung"
-    proc = torchrun(cli(values, out), wait=False, env={"FLASHGAU_DIST_TIMEOUT": "8"})
+    proc = running(values, out, timeout=8)
     victim = None
     try:
-        wait_for_step(out, 6, proc)
         ranks = workers(proc.pid)
         victim = ranks[1]
         os.kill(victim, signal.SIGSTOP)                     # alive, but answers nothing

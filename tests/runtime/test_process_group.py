@@ -1,7 +1,7 @@
 """The run's processes as one process sees them (runtime/distributed.py), without starting any: one process needs no
 process group, a step's windows split evenly, the held-out set is shared out and sums back to one process's score,
 a setup error reaches every process, a broken collective reads as one line. The multi-process runs themselves are in
-tests/training/test_distributed.py."""
+tests/training/test_torchrun.py."""
 
 import math
 
