@@ -92,7 +92,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     opt.add_argument("--grad-clip", type=float, help=f"max global gradient norm, 0 = off {default('grad_clip')}")
     opt.add_argument("--compile", action="store_true", default=None, help="run the model under torch.compile")
     opt.add_argument("--seed", type=int, help=f"seed of initialisation and window order {default('seed')}")
-    add_runtime_arguments(p.add_argument_group("hardware (may change on --resume)"))
+    hardware = p.add_argument_group("hardware (may change on --resume)")
+    add_runtime_arguments(hardware)
+    hardware.add_argument("--fsdp", action="store_true", help="under torchrun: shard parameters, gradients and "
+                          "optimizer state over the processes (PyTorch FSDP2, fully_shard) instead of a copy of "
+                          "the model per process (DDP); for models that do not fit one device")
     run = p.add_argument_group("run")
     run.add_argument("--out", metavar="DIR", help="output folder: checkpoint.pt, metrics.jsonl, loss.png, "
                      "summary.json (default: runs/<arch>-<preset>)")
@@ -222,6 +226,7 @@ def _read_model_config(path: str) -> dict:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from .runtime.distributed import launch_rank
     from .training.config import TrainConfig
     from .training.loop import train
     from .training.state import RESUME_CHANGES
@@ -229,7 +234,7 @@ def run_train(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     given = {name: getattr(args, name) for name in TRAIN_FIELDS if getattr(args, name) is not None}
     model = model_options(args)
-    common = dict(device=args.device, stop_after=args.stop_after, progress=not args.no_progress)
+    common = dict(device=args.device, stop_after=args.stop_after, progress=not args.no_progress, fsdp=args.fsdp)
     if args.resume is not None:
         changes = {name: given.pop(name) for name in RESUME_CHANGES if name in given}
         if given or model:
@@ -237,8 +242,8 @@ def run_train(args: argparse.Namespace) -> int:
                               + (["--model-config"] if args.model_config else [])
                               + [f"--{k}" for k in vars(args) if k.startswith(MODEL_OPTION)])
             raise ConfigError(f"{names} cannot be given with --resume: a resumed run keeps the settings saved in "
-                              "its checkpoint (--device, --compile, --sample-tokens, --prompt and --data, the same text in a new "
-                              "place, may change)")
+                              "its checkpoint (--device, --fsdp, --compile, --sample-tokens, --prompt and --data, the "
+                              "same text in a new place, may change)")
         path = args.resume or args.out or TrainConfig().out_dir
         result = train(resume=path, changes=changes, compile=args.compile, **common)
     else:
@@ -246,7 +251,7 @@ def run_train(args: argparse.Namespace) -> int:
         given.setdefault("sample_tokens", CLI_SAMPLE_TOKENS)
         cfg = TrainConfig(**given, compile=bool(args.compile), out=args.out, model=model)
         result = train(cfg, overwrite=args.overwrite, **common)
-    if result.final:
+    if result.final and launch_rank() == 0:            # under torchrun rank 0 reports
         print(f"held-out bits per byte: {result.final.bits_per_byte:.4f} | wall time "
               f"{(time.perf_counter() - t0) / 60:.1f} min | output in {result.out_dir}/ (checkpoint.pt, "
               "metrics.jsonl, loss.png, summary.json)")
@@ -446,11 +451,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         command = f"flashgau {args.command}"
         return args.run(args)
     except FlashgauError as err:
-        print(f"{command}: error: {err}", file=sys.stderr)
+        _report(command, err)
         return 1
     except KeyboardInterrupt:          # also during start-up, while torch is imported
         print(f"{command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _report(command: str, err: FlashgauError) -> None:
+    """The error's one line on stderr. Under torchrun rank 0 reports (the processes of a run fail alike, and an
+    error of another process reaches rank 0 as "rank N failed: ..."); the others report only a lost peer, which
+    rank 0 may be."""
+    from .runtime.distributed import PeerLost, launch_rank
+
+    rank = launch_rank()
+    if rank == 0:
+        print(f"{command}: error: {err}", file=sys.stderr)
+    elif isinstance(err, PeerLost):
+        print(f"{command} (rank {rank}): error: {err}", file=sys.stderr)
 
 
 if __name__ == "__main__":

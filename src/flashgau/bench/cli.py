@@ -1,8 +1,9 @@
-"""`flashgau bench speed | quality | decode | all`: the dispatcher of the benchmark modules.
+"""`flashgau bench speed | quality | decode | scaling | all`: the dispatcher of the benchmark modules.
 
 A benchmark module (see bench/__init__.py) exposes add_arguments(parser) and run(args) -> int. Modules are imported
 only when their subcommand runs (or its parser is built), and `decode` is registered only when bench/decode.py
-exists. Hook into the top-level parser with `add_arguments(parser)` + `run(args)` (the shape of flashgau.cli's
+exists. `scaling` (data-parallel training on 1 and N processes) is a command of its own, not part of `all`: it
+starts torchrun runs that take every core or GPU. Hook into the top-level parser with `add_arguments(parser)` + `run(args)` (the shape of flashgau.cli's
 commands).
 """
 
@@ -22,8 +23,11 @@ HELP = {
     "quality": "held-out loss of every arch trained with the same budget at several contexts; time to reach "
                "Transformer+'s loss",
     "decode": "per-token decoding latency and state memory against position",
+    "scaling": "training tokens/s on 1 process and on N (torchrun, DDP) with the same global batch; scaling "
+               "efficiency",
     "all": "every benchmark in turn (--quick: a reduced version in a few minutes)",
 }
+OWN_COMMANDS = ("scaling",)      # benchmarks that `all` does not run
 
 
 def available() -> list[str]:
@@ -39,7 +43,7 @@ def load(name: str):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the bench subcommands to `parser` (the `flashgau bench` parser)."""
     sub = parser.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
-    for name in available():
+    for name in available() + [n for n in OWN_COMMANDS if importlib.util.find_spec(f"{__package__}.{n}")]:
         p = sub.add_parser(name, help=HELP.get(name), description=HELP.get(name))
         load(name).add_arguments(p)
         p.set_defaults(bench_run=load(name).run, bench_name=name)

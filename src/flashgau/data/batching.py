@@ -196,12 +196,18 @@ class HeldoutWindows:
     def __len__(self) -> int:
         return int(self._doc.shape[0])
 
-    def batches(self, batch_size: int, limit: Optional[int] = None) -> Iterator[Batch]:
-        """Batches of at most `batch_size` windows; `limit` keeps an evenly spaced fixed subset of windows."""
-        index = torch.arange(len(self))
+    def selection(self, limit: Optional[int] = None) -> torch.Tensor:
+        """The numbers of the windows scored: all, or with `limit` an evenly spaced fixed subset of them."""
         if limit is not None and limit < len(self):
-            index = torch.linspace(0, len(self) - 1, max(limit, 1)).round().long().unique()
-        for i in range(0, len(index), batch_size):
+            return torch.linspace(0, len(self) - 1, max(limit, 1)).round().long().unique()
+        return torch.arange(len(self))
+
+    def batches(self, batch_size: int, limit: Optional[int] = None, *, rank: int = 0,
+                world_size: int = 1) -> Iterator[Batch]:
+        """Batches of at most `batch_size` windows of `selection(limit)`; with `world_size` processes, process `rank`
+        takes batches rank, rank + world_size, ... (the same batches one process would make, shared out)."""
+        index = self.selection(limit)
+        for i in range(rank * batch_size, len(index), batch_size * world_size):
             sel = index[i:i + batch_size].tolist()
             rows = [self.docs.tokens(int(self._doc[j]), int(self._start[j]), int(self._start[j]) + self.context + 1)
                     for j in sel]

@@ -17,9 +17,15 @@ DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 
 def resolve_device(spec: Optional[Union[str, torch.device]] = "auto") -> torch.device:
     """"auto" (or None): the first CUDA device when PyTorch sees one, else the CPU. "cpu", "cuda", "cuda:N" are
-    checked against what this machine has; anything else is a ConfigError naming the choices."""
+    checked against what this machine has; anything else is a ConfigError naming the choices. Under torchrun
+    (LOCAL_RANK set), "auto" and "cuda" give each process of a machine its own GPU: cuda:LOCAL_RANK."""
+    from .distributed import torchrun_launch
+
     if isinstance(spec, torch.device):
         spec = str(spec)
+    launch = torchrun_launch()
+    if launch is not None and torch.cuda.is_available() and spec in (None, "auto", "cuda"):
+        return _local_gpu(launch.local_rank, launch.local_world_size)
     if spec is None or spec == "auto":
         return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     if not isinstance(spec, str):
@@ -37,10 +43,21 @@ def resolve_device(spec: Optional[Union[str, torch.device]] = "auto") -> torch.d
         raise ConfigError(f"--device {spec}: PyTorch sees no CUDA device here (torch {torch.__version__}, {build}); "
                           "use --device cpu or auto")
     count = torch.cuda.device_count()
+    if launch is not None and launch.local_world_size > 1:
+        raise ConfigError(f"--device {spec}: under torchrun each process of a machine takes its own GPU "
+                          "(cuda:LOCAL_RANK); give --device cuda or auto")
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index >= count:
         raise ConfigError(f"--device {spec}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
     return torch.device("cuda", index)
+
+
+def _local_gpu(local_rank: int, local_world_size: int) -> torch.device:
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise ConfigError(f"torchrun started {local_world_size} processes on this machine, which has {count} CUDA "
+                          f"device(s): give --nproc_per_node {count} or less (one GPU per process)")
+    return torch.device("cuda", local_rank)
 
 
 def describe_device(device: torch.device) -> str:

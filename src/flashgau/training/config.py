@@ -39,7 +39,8 @@ class TrainConfig:
                         evaluation, the sample and saving), turned into a step count by timing the first steps
                         (training/budget.py). Neither given: time_budget = 300.
     batch_tokens:       tokens per optimizer step (rounded up to whole windows); reached with gradient
-                        accumulation over micro-batches of at most micro_batch_tokens.
+                        accumulation over micro-batches of at most micro_batch_tokens. Under torchrun it stays the
+                        global batch: each of N processes takes 1/N of a step's windows (`split`).
     lr, min_lr_ratio:   peak learning rate; the cosine decays it to lr * min_lr_ratio at the last step.
     warmup_steps:       linear warm-up length (capped at a fifth of the run).
     weight_decay:       decoupled AdamW decay of weight matrices (never of norms, biases, scale/offset).
@@ -188,12 +189,26 @@ class TrainConfig:
     @property
     def micro_batch_size(self) -> int:
         """Windows per forward pass: the largest divisor of windows_per_step within micro_batch_tokens."""
-        cap = max(1, self.micro_batch_tokens // self.context)
-        return max(d for d in range(1, min(cap, self.windows_per_step) + 1) if self.windows_per_step % d == 0)
+        return self.split(1)[0]
 
     @property
     def accumulation_steps(self) -> int:
-        return self.windows_per_step // self.micro_batch_size
+        return self.split(1)[1]
+
+    def split(self, processes: int) -> tuple[int, int]:
+        """(windows per forward pass, forward passes per step) of each of `processes` processes sharing a step's
+        windows_per_step equally (data parallel: batch_tokens stays the global batch): the largest divisor of a
+        process's share within micro_batch_tokens. A ConfigError when the step does not split evenly."""
+        windows = self.windows_per_step
+        if windows % processes:
+            raise ConfigError(f"a step's {windows} windows (batch_tokens {self.batch_tokens}, context {self.context}) "
+                              f"do not split evenly over {processes} processes; use a number of processes that "
+                              f"divides {windows}, or (for a new run) batch_tokens a multiple of {processes} x "
+                              f"{self.context}")
+        share = windows // processes
+        cap = max(1, self.micro_batch_tokens // self.context)
+        micro = max(d for d in range(1, min(cap, share) + 1) if share % d == 0)
+        return micro, share // micro
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.batching import IGNORE_INDEX, HeldoutWindows
-from ..runtime import Precision
+from ..runtime import Distributed, Precision
 
 
 @dataclass
@@ -40,18 +40,23 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, windows: HeldoutWindows, byte_lengths: Sequence[int], *,
-             batch_size: int = 8, precision: Optional[Precision] = None, limit: Optional[int] = None) -> EvalResult:
+             batch_size: int = 8, precision: Optional[Precision] = None, limit: Optional[int] = None,
+             dist: Optional[Distributed] = None) -> EvalResult:
     """Score `windows` (all of them, or a fixed evenly spaced subset of `limit`) with `model` in eval mode, on the
-    device the model's parameters are on, in `precision` (None: the model's own dtype, no autocast)."""
+    device the model's parameters are on, in `precision` (None: the model's own dtype, no autocast). With `dist`
+    (several processes, runtime.distributed) each process scores its share of the batches and the sums are
+    reduced, so every process gets the score one process would."""
+    dist = dist if dist is not None else Distributed()
     was_training = model.training
     model.eval()
     device = next(model.parameters(), torch.empty(0)).device
     table = torch.tensor(list(byte_lengths), dtype=torch.long)
     nats, tokens, nbytes, count = 0.0, 0, 0, 0
+    autocast = precision.autocast if precision is not None else contextlib.nullcontext
     try:
-        for batch in windows.batches(batch_size, limit=limit):
+        for batch in windows.batches(batch_size, limit=limit, rank=dist.rank, world_size=dist.world_size):
             batch = batch.to(device)
-            with precision.autocast() if precision is not None else contextlib.nullcontext():
+            with autocast():
                 out = model(batch.input_ids, attention_mask=batch.attention_mask)
             logits = out.logits.float()
             labels = batch.labels
@@ -61,6 +66,15 @@ def evaluate(model: torch.nn.Module, windows: HeldoutWindows, byte_lengths: Sequ
             tokens += scored.numel()
             nbytes += int(table[scored].sum())
             count += labels.shape[0]
+        if dist.fsdp:        # a sharded model's forward passes are collectives: every process runs as many
+            batches = -(-len(windows.selection(limit)) // batch_size)
+            mine = len(range(dist.rank, batches, dist.world_size))
+            idle = next(windows.batches(batch_size, limit=limit)).to(device)
+            for _ in range(-(-batches // dist.world_size) - mine):
+                with autocast():
+                    model(idle.input_ids, attention_mask=idle.attention_mask)
+        nats, tokens, nbytes, count = dist.sum([nats, tokens, nbytes, count])
+        tokens, nbytes, count = int(tokens), int(nbytes), int(count)
     finally:
         model.train(was_training)
     loss = nats / max(tokens, 1)

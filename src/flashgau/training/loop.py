@@ -9,6 +9,13 @@ the held-out set is scored, a sample is written, and loss.png and summary.json a
 A time-budgeted run fits itself to the machine (training/budget.py). Resuming restores the weights, optimizer,
 schedule, window sampler and RNG state, so the continued run takes the same steps as an uninterrupted one.
 Ctrl-C or SIGTERM stops after the current step and saves a checkpoint (a second Ctrl-C aborts).
+
+Under torchrun the same loop runs in every process (runtime/distributed.py): each process draws its share of every
+step's windows from the run's one stream, gradients are averaged by DDP (or reduced by FSDP), and each process
+takes the same steps: rank 0's clock and plan decide the time budget, and a stop asked for on any process stops
+all of them after the same step. Rank 0 alone claims the run folder, writes the checkpoint, metrics, plot and
+summary, and prints; the held-out score is split over the processes and summed. A process that loses its peers
+stops with PeerLost (one line: the last checkpoint is kept, --resume continues).
 """
 
 from __future__ import annotations
@@ -27,14 +34,15 @@ from typing import Callable, Optional, Union
 import torch
 
 from ..errors import ConfigError, FlashgauError
-from ..runtime import describe_device, resolve_device
+from ..runtime import PeerLost, describe_device, join_process_group
+from ..runtime.distributed import as_float
 from .budget import PERIODIC_CHECKS, check_first_step, plan_budget, refit_steps
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
 from .evaluate import EvalResult, evaluate
-from .metrics import MetricsLog, plot_losses, read_metrics
+from .metrics import MetricsLog, NoMetricsLog, plot_losses, read_metrics
 from .progress import Progress
-from .run_folder import RunFolder
+from .run_folder import claimed_by_rank0
 from .state import RunState, resume_run, start_run
 from .trained import sample_text
 
@@ -72,39 +80,75 @@ class TrainResult:
 def train(config: Optional[TrainConfig] = None, *, resume: Optional[Union[str, Path]] = None,
           changes: Optional[dict] = None, device: Union[str, torch.device, None] = "auto",
           compile: Optional[bool] = None, stop_after: Optional[int] = None, overwrite: bool = False,
-          progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
+          fsdp: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
     """Train a language model as `config` says, or continue the run saved at `resume` (a checkpoint file or
     run folder) with its saved settings, but for `changes` (state.RESUME_CHANGES: compile, the sample, the data's
     new place), on `device` ("auto": a GPU when there is one). `compile` switches torch.compile for either.
     `stop_after` ends the session after that step with a checkpoint, as an interruption would. Everything is
-    checked before anything is written; the run folder is then owned by this process until train() returns."""
+    checked before anything is written; the run folder is then owned by this process until train() returns.
+    Under torchrun every process calls train() the same way and they train one model (module docstring); `fsdp`
+    shards it over them instead of replicating it."""
     t_start = time.perf_counter()
     if stop_after is not None and not (isinstance(stop_after, int) and stop_after >= 1):
         raise ConfigError(f"stop_after must be an integer >= 1, got {stop_after!r}")
-    device = resolve_device(device)
+    with join_process_group(device, fsdp=fsdp) as dist:
+        if not dist.is_main:                          # rank 0 prints; the other processes train quietly
+            progress, log = False, _silent
+        session: Optional[_Session] = None
+        try:
+            # the first process of each machine sets up first (it prepares the data into the machine's cache)
+            run = dist.first_on_each_machine(lambda: _open_run(config, resume, changes, dist, compile, overwrite,
+                                                               progress, log))
+            run.spread()
+            dist.check_same(run.identity(), hint=" (every process must start the same run or resume the same "
+                                                 "checkpoint)")
+            session = _Session(run, t_start, progress=progress, log=log)
+            session.check_first_step()
+            with claimed_by_rank0(run.out_dir, dist) as folder:
+                replacing = dist.is_main and not run.resumed and run.checkpoint_path.exists()
+                if replacing:
+                    folder.set_aside()
+                session.on_first_save = folder.discard_previous if replacing else None
+                try:
+                    session.open_log()
+                    interrupted = session.steps(stop_after)
+                    return session.finish(interrupted)
+                except BaseException:
+                    if replacing and session.on_first_save is not None:      # no checkpoint of the new run yet
+                        log(folder.restore_previous())
+                    raise
+        except Exception as err:
+            lost = dist.lost_peer(err)
+            if lost is None:
+                raise
+            raise PeerLost(f"{lost}; {_what_is_kept(session)}") from None
+
+
+def _open_run(config, resume, changes, dist, compile, overwrite, progress, log) -> RunState:
+    """The run this process takes part in: resumed from `resume`, or started from `config`."""
     if resume is not None:
         changes = {**(changes or {}), **({"compile": compile} if compile is not None else {})}
-        run = resume_run(resume, device=device, changes=changes, progress=progress, log=log)
+        run = resume_run(resume, device=dist.device, changes=changes, progress=progress, log=log, dist=dist)
     else:
         config = config if config is not None else TrainConfig()
         if compile is not None:
             config = TrainConfig.from_dict({**config.to_dict(), "compile": compile})
-        run = start_run(config, device=device, overwrite=overwrite, progress=progress, log=log)
-    session = _Session(run, t_start, progress=progress, log=log)
-    session.check_first_step()
-    with RunFolder(run.out_dir) as folder:
-        replacing = not run.resumed and run.checkpoint_path.exists()
-        if replacing:
-            folder.set_aside()
-        session.on_first_save = folder.discard_previous if replacing else None
-        try:
-            session.open_log()
-            interrupted = session.steps(stop_after)
-            return session.finish(interrupted)
-        except BaseException:
-            if replacing and session.on_first_save is not None:      # no checkpoint of the new run yet
-                log(folder.restore_previous())
-            raise
+        run = start_run(config, device=dist.device, overwrite=overwrite, progress=progress, log=log, dist=dist)
+    return run
+
+
+def _what_is_kept(session: Optional["_Session"]) -> str:
+    """After a lost peer: which checkpoint remains and how to continue."""
+    if session is None or session.saved_step is None:
+        return "no checkpoint of this run was written yet; start it again"
+    out = session.run.out_dir
+    at = f" at step {session.saved_step}" if session.run.dist.is_main else ""
+    return (f"the last checkpoint{at} is kept in {out}; continue with: flashgau train --resume {out} (under torchrun, "
+            "or in one process)")
+
+
+def _silent(text: str) -> None:
+    pass
 
 
 class _Session:
@@ -119,8 +163,10 @@ class _Session:
         self.eval_batch = max(1, run.config.micro_batch_tokens // run.config.context)
         self.step_times: list[float] = []     # seconds per optimizer step, this session
         self.eval_times: list[float] = []     # seconds per held-out window in the periodic checks
-        self.metrics = MetricsLog(run.out_dir / METRICS_NAME)
+        self.metrics = (MetricsLog if run.dist.is_main else NoMetricsLog)(run.out_dir / METRICS_NAME)
         self.on_first_save: Optional[Callable[[], None]] = None
+        self.saved_step: Optional[int] = run.step if run.resumed else None     # of the last checkpoint
+        self.clock = run.elapsed_before       # run seconds at the end of the last step, by rank 0's clock
 
     def elapsed(self) -> float:
         return self.run.elapsed_before + time.perf_counter() - self.t_start
@@ -130,14 +176,17 @@ class _Session:
         run, cfg = self.run, self.cfg
         if self.budget is None or run.plan is not None or run.step > 0:
             return
-        estimate = _one_window_seconds(run) * cfg.windows_per_step
+        micro, accumulation = cfg.split(run.dist.world_size)       # this process's windows of a step
+        estimate = run.dist.max([_one_window_seconds(run)])[0] * micro * accumulation
         if estimate > 0.5 * self.budget:     # the first pass pays one-time costs (allocations, thread pools)
-            estimate = _one_window_seconds(run) * cfg.windows_per_step
+            estimate = run.dist.max([_one_window_seconds(run)])[0] * micro * accumulation
         check_first_step(estimate, self.budget, windows_per_step=cfg.windows_per_step, context=cfg.context,
                          precision=run.precision.name)
 
     def open_log(self) -> None:
         run, cfg = self.run, self.cfg
+        if not run.dist.is_main:
+            return
         if run.resumed:
             self.metrics.truncate_after(run.step)
             self.log(f"resuming {run.checkpoint_path} at step {run.step}/{run.total_steps}")
@@ -145,25 +194,40 @@ class _Session:
             self.metrics.path.unlink(missing_ok=True)
         length = f"{run.total_steps} steps" if run.total_steps else f"time budget {self.budget:g} s"
         options = "".join(f", {k}={v}" for k, v in cfg.model.items())
+        micro, accumulation = cfg.split(run.dist.world_size)
+        processes = f"{run.dist.world_size} processes x " if run.dist.world_size > 1 else ""
         self.log(f"{cfg.arch} ({cfg.preset}{options}, {run.model.num_parameters():,} parameters) | "
                  f"{run.data.describe()} | {run.data.tokenizer.kind} tokenizer (V={run.data.tokenizer.vocab_size}) | "
-                 f"context {cfg.context} | {cfg.windows_per_step} windows/step ({cfg.micro_batch_size} x "
-                 f"{cfg.accumulation_steps}) | {length} | out {run.out_dir}")
+                 f"context {cfg.context} | {cfg.windows_per_step} windows/step ({processes}{micro} x "
+                 f"{accumulation}) | {length} | out {run.out_dir}")
         self.log(f"device {describe_device(run.device)} | precision {run.precision.describe()}"
-                 + (" | torch.compile" if cfg.compile else ""))
+                 + (" | torch.compile" if cfg.compile else "")
+                 + (f" | {run.dist.describe()}" if run.dist.world_size > 1 else ""))
 
     def checkpoint(self) -> None:
-        if not all(bool(torch.isfinite(p).all()) for p in self.run.model.parameters()):
+        """Rank 0 writes the checkpoint (every process takes part: FSDP gathers the shards)."""
+        run = self.run
+        if not run.dist.all_finite(run.model.parameters()):
             raise TrainingDiverged(f"the weights became NaN or infinite by step {self.run.step}: the model "
                                    f"diverged; the last checkpoint is kept; {_divergence_hint(self.cfg)}")
-        save_checkpoint(self.run.checkpoint_dict(self.elapsed()), self.run.checkpoint_path)
+        state = run.checkpoint_dict(self.elapsed())
+        if run.dist.is_main:
+            save_checkpoint(state, run.checkpoint_path)
+        self.saved_step = run.step
         if self.on_first_save is not None:
             self.on_first_save()
             self.on_first_save = None
 
     def score(self, limit: Optional[int]) -> EvalResult:
         return evaluate(self.run.model, self.run.heldout, self.run.data.tokenizer.token_byte_lengths(),
-                        batch_size=self.eval_batch, precision=self.run.precision, limit=limit)
+                        batch_size=self.eval_batch, precision=self.run.precision, limit=limit, dist=self.run.dist)
+
+    def sample(self, max_new_tokens: int, seed: int) -> str:
+        """The continuation of the run's prompt (every process writes it: with FSDP decoding needs them all)."""
+        run = self.run
+        with run.dist.full_weights(run.model):
+            return sample_text(run.model, run.data.tokenizer, run.sample_prompt, max_new_tokens=max_new_tokens,
+                               seed=seed, precision=run.precision)
 
     # ------------------------------------------------------------------------------------------ the loop
     def steps(self, stop_after: Optional[int]) -> bool:
@@ -174,7 +238,7 @@ class _Session:
             with _stop_on_signals(self.bar.write) as stop:
                 while ((run.total_steps is None or run.step < run.total_steps) and not stop.requested
                        and (stop_after is None or run.step < stop_after)):
-                    self.one_step()
+                    self.one_step(stop)
                     if self.budget is not None:
                         self.keep_to_budget()
                     if self.intervals.eval_due(run.step, run.total_steps):
@@ -185,7 +249,7 @@ class _Session:
         finally:
             self.bar.close()
 
-    def one_step(self) -> None:
+    def one_step(self, stop: "_StopFlag") -> None:
         run = self.run
         t_step = time.perf_counter()
         lr = run.schedule.apply(run.optimizer, run.step)
@@ -193,7 +257,11 @@ class _Session:
         if not math.isfinite(loss):
             raise TrainingDiverged(f"training diverged at step {run.step + 1} (loss {loss}); the last checkpoint "
                                    f"is kept; {_divergence_hint(self.cfg)}")
-        dt = time.perf_counter() - t_step
+        # what every process takes: the slowest one's step time, rank 0's clock, a stop asked for on any of them
+        dt, self.clock, stopping = run.dist.max([time.perf_counter() - t_step,
+                                                 self.elapsed() if run.dist.is_main else -math.inf,
+                                                 float(stop.requested)])
+        stop.requested = stopping > 0
         self.step_times.append(dt)
         run.step += 1
         run.tokens_seen += n_tokens
@@ -222,7 +290,7 @@ class _Session:
             if _timed_enough(self.step_times, self.budget):
                 self.make_plan()
             return
-        if run.step < run.total_steps and self.elapsed() + statistics.median(self.step_times[-20:]) \
+        if run.step < run.total_steps and self.clock + statistics.median(self.step_times[-20:]) \
                 > run.plan.deadline:
             self.note(f"time budget: training stops at step {run.step} of {run.total_steps} planned (steps took "
                       "longer than timed)")
@@ -240,18 +308,18 @@ class _Session:
         if cfg.sample_tokens:
             t0 = time.perf_counter()
             probe = min(8, cfg.sample_tokens)
-            sample_text(run.model, run.data.tokenizer, run.sample_prompt, max_new_tokens=probe, seed=0,
-                        precision=run.precision)
+            self.sample(probe, seed=0)
             sample_seconds = (time.perf_counter() - t0) / probe * cfg.sample_tokens
             run.model.train()
         t0 = time.perf_counter()
         self.checkpoint()
         save_seconds = time.perf_counter() - t0
         timed = self.step_times[1:] or self.step_times
-        run.plan = plan_budget(budget=self.budget, elapsed=self.elapsed(), steps_done=run.step,
-                               step_seconds=statistics.median(timed), window_seconds=window_seconds,
-                               heldout_windows=len(run.heldout), periodic_windows=cfg.eval_windows,
-                               sample_seconds=sample_seconds, save_seconds=save_seconds)
+        run.plan = run.dist.broadcast(                     # rank 0's timings decide for every process
+            plan_budget(budget=self.budget, elapsed=self.elapsed(), steps_done=run.step,
+                        step_seconds=statistics.median(timed), window_seconds=window_seconds,
+                        heldout_windows=len(run.heldout), periodic_windows=cfg.eval_windows,
+                        sample_seconds=sample_seconds, save_seconds=save_seconds))
         run.schedule.set_total(run.plan.total_steps)
         self.intervals = _Intervals(cfg, run.total_steps)
         self.bar.set_total(run.total_steps)
@@ -271,6 +339,8 @@ class _Session:
         checks_left = max(0, (run.total_steps - run.step) // self.intervals.eval_every)
         total = refit_steps(plan, step=run.step, elapsed=self.elapsed(), step_seconds=recent,
                             checks_left=checks_left)
+        plan, total = run.dist.broadcast((plan, total))      # rank 0's measurements decide for every process
+        run.plan = plan
         if total != run.total_steps and total > run.step:
             self.note(f"time budget: {total} steps instead of {run.total_steps} (steps take {recent:.2f} s, "
                       f"planned {plan.step_seconds:.2f} s)")
@@ -298,51 +368,58 @@ class _Session:
             self.log(final.describe())
             _check_finite(final, run.step, cfg)
             if cfg.sample_tokens:
-                sample = run.sample_prompt + sample_text(run.model, run.data.tokenizer, run.sample_prompt,
-                                                         max_new_tokens=cfg.sample_tokens, seed=cfg.seed,
-                                                         precision=run.precision)
+                sample = run.sample_prompt + self.sample(cfg.sample_tokens, seed=cfg.seed)
                 self.log(f"--- sample (prompt, then {cfg.sample_tokens} generated tokens) ---\n{sample}\n---")
         else:
             self.log(f"stopped at step {run.step}/{run.total_steps}; continue with: flashgau train --resume "
                      f"{run.out_dir}")
-        plot_losses(read_metrics(self.metrics.path), run.out_dir / PLOT_NAME,
-                    title=f"{cfg.arch} {cfg.preset}, {run.data.tokenizer.kind}, context {cfg.context}")
+        if run.dist.is_main:
+            plot_losses(read_metrics(self.metrics.path), run.out_dir / PLOT_NAME,
+                        title=f"{cfg.arch} {cfg.preset}, {run.data.tokenizer.kind}, context {cfg.context}")
         result = TrainResult(out_dir=run.out_dir, checkpoint=run.checkpoint_path, step=run.step,
                              total_steps=run.total_steps, tokens_seen=run.tokens_seen, elapsed=self.elapsed(),
                              num_parameters=run.model.num_parameters(), final=final, sample=sample, model=run.model,
                              tokenizer=run.data.tokenizer, data=run.data, interrupted=interrupted)
-        _write_summary(result, run, time.perf_counter() - self.t_start)
+        if run.dist.is_main:
+            _write_summary(result, run, time.perf_counter() - self.t_start)
         return result
 
 
 # ------------------------------------------------------------------------------------------------ one step
 
 def _optimizer_step(run: RunState) -> tuple[float, float, int]:
-    """Draw one step's micro-batches, accumulate gradients, clip, update. Returns (loss, grad norm, tokens)."""
-    cfg = run.config
-    batches = [run.sampler.next_batch(cfg.micro_batch_size) for _ in range(cfg.accumulation_steps)]
+    """Draw this process's micro-batches of one step, accumulate gradients, clip, update. Returns (loss, grad
+    norm, tokens) of the whole step, all processes included."""
+    cfg, dist = run.config, run.dist
+    micro, accumulation = cfg.split(dist.world_size)
+    batches = [run.sampler.next_batch(micro) for _ in range(accumulation)]
     counts = [b.num_targets for b in batches]
-    total_targets = sum(counts)
+    total_targets = int(dist.sum([sum(counts)])[0])
+    # Each micro-batch's loss is weighted by its share of the step's targets on all processes. DDP and FSDP average
+    # the processes' gradients, so each process's loss counts world_size times: the update follows the gradient
+    # of the token-weighted mean loss of the whole step, as one process taking all its windows would.
     loss_sum = torch.zeros((), device=run.device)
-    for batch, count in zip(batches, counts):
+    for i, (batch, count) in enumerate(zip(batches, counts)):
         batch = batch.to(run.device)
-        with run.precision.autocast():
-            out = run.forward(batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels)
-        loss = out.loss.float() * (count / total_targets)
-        (run.scaler.scale(loss) if run.scaler is not None else loss).backward()
+        with dist.no_sync(run.forward, last=i == len(batches) - 1):
+            with run.precision.autocast():
+                out = run.forward(batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels)
+            loss = out.loss.float() * (count / total_targets)
+            scaled = loss * dist.world_size if dist.world_size > 1 else loss
+            (run.scaler.scale(scaled) if run.scaler is not None else scaled).backward()
         loss_sum += loss.detach()
     if run.scaler is not None:
         run.scaler.unscale_(run.optimizer)
     max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
     params = [p for p in run.model.parameters() if p.requires_grad]
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    grad_norm = as_float(torch.nn.utils.clip_grad_norm_(params, max_norm))
     if run.scaler is not None:
         run.scaler.step(run.optimizer)
         run.scaler.update()
     else:
         run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return float(loss_sum), grad_norm, total_targets
+    return dist.sum([float(loss_sum)])[0], grad_norm, total_targets
 
 
 # ------------------------------------------------------------------------------------------ the time budget

@@ -29,6 +29,16 @@ class MetricsLog:
         os.replace(tmp, self.path)
 
 
+class NoMetricsLog(MetricsLog):
+    """The log of a process that writes none (under torchrun every rank but 0: rank 0 writes the run's log)."""
+
+    def append(self, record: dict[str, Any]) -> None:
+        pass
+
+    def truncate_after(self, step: int) -> None:
+        pass
+
+
 def read_metrics(path: Union[str, Path]) -> list[dict[str, Any]]:
     """All complete records of a metrics log (a torn last line from a crash is ignored); [] if no file."""
     path = Path(path)

@@ -15,10 +15,12 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
-from ..errors import ConfigError
+from ..errors import ConfigError, FlashgauError
+from ..runtime import Distributed
 
 try:
     import fcntl
@@ -129,3 +131,22 @@ class RunFolder:
             self.discard_previous()
         else:
             self.restore_previous()
+
+
+@contextmanager
+def claimed_by_rank0(path: Path, dist: Distributed) -> Iterator[RunFolder]:
+    """The run folder of a run of several processes (torchrun), claimed by rank 0 alone for the duration; the
+    other processes claim nothing, and learn whether the claim failed (every process then stops with its error).
+    For one process: RunFolder(path), claimed."""
+    folder = RunFolder(path)
+    try:
+        error = None
+        if dist.is_main:
+            try:
+                folder.claim()
+            except FlashgauError as err:
+                error = err
+        dist.settle(error)
+        yield folder
+    finally:
+        folder.release()

@@ -14,7 +14,9 @@ Checkpoint contents (a dict; flashgau.training.checkpoint writes it atomically a
     rng                           torch's global CPU RNG state (and the CUDA one when the run used a GPU)
     data                          fingerprint of the training/held-out split, the held-out document names (the
                                   first 1000)
-    runtime                       the precision that ran (name, reason) and the device it ran on
+    runtime                       the precision that ran (name, reason), the device it ran on, the number of
+                                  processes and whether FSDP sharded the model (information only: a checkpoint
+                                  saved by N processes resumes on M, or on one, in the same layout)
 
 Everything that can fail on bad input (data, settings, the output folder, the sample prompt) is checked by
 `start_run` / `resume_run` before anything is written.
@@ -22,8 +24,10 @@ Everything that can fail on bad input (data, settings, the output folder, the sa
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
@@ -34,7 +38,7 @@ from ..data.batching import HeldoutWindows, WindowSampler
 from ..data.tokenizers import Tokenizer, tokenizer_from_dict
 from ..errors import CheckpointError, ConfigError, TokenizerError
 from ..model import LanguageModel
-from ..runtime import Precision, resolve_precision
+from ..runtime import Distributed, Precision, resolve_precision
 from .budget import BudgetPlan
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model_state, resolve_checkpoint_path
 from .config import TrainConfig
@@ -46,8 +50,9 @@ from .setup import (RunData, absolute_data_path, absolute_tokenizer, build_model
 
 @dataclass
 class RunState:
-    """A run between two steps. Persistent parts go into the checkpoint; `data`, `heldout`, `forward`, `device`
-    and `out_dir` are rebuilt from them."""
+    """A run between two steps. Persistent parts go into the checkpoint; `data`, `heldout`, `forward`, `device`,
+    `dist` and `out_dir` are rebuilt from them. Under torchrun every process holds one (`dist`: who it is; the
+    sampler draws its share of the windows; `forward` is the DDP-wrapped or FSDP-sharded model)."""
 
     config: TrainConfig
     model_config: ModelConfig
@@ -68,6 +73,7 @@ class RunState:
     tokens_seen: int = 0
     elapsed_before: float = 0.0        # wall seconds of the earlier sessions of this run
     resumed: bool = False
+    dist: Distributed = field(default_factory=Distributed)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -78,28 +84,57 @@ class RunState:
         """The run's length; None while a time-budgeted run is still timing its first steps."""
         return self.schedule.total_steps
 
+    def spread(self) -> None:
+        """Spread the model over the run's processes, every process together (runtime.distributed): DDP wraps the
+        forward; FSDP shards the model, and the optimizer is made again over the shards with the state it had.
+        Nothing for one process. start_run / resume_run leave it to the caller: their setup has no collectives."""
+        if self.dist.world_size == 1:
+            return
+        if self.dist.fsdp and self.precision.name == "fp16":
+            raise ConfigError("--fsdp with fp16 (a gradient scaler over sharded gradients) is not supported; use bf16 "
+                              "or fp32")
+        saved = self.optimizer.state_dict()
+        self.forward = self.dist.parallel(self.model, self.forward)
+        if self.dist.fsdp:
+            self.optimizer = _optimizer(self.model, self.config)
+            if saved["state"]:
+                self.dist.load_optimizer_state(self.model, self.optimizer, saved)
+
+    def identity(self) -> dict:
+        """What every process of a run must hold alike: its settings, data, progress and place in the stream of
+        training windows (compared across processes: runtime.Distributed.check_same)."""
+        stream = hashlib.sha256(self.sampler.generator.get_state().numpy().tobytes()).hexdigest()[:16]
+        return {"its settings": json.dumps(self.config.to_dict(), sort_keys=True, default=str),
+                "its data": self.data.fingerprint, "its step": self.step,
+                "its place in the training windows": (stream, self.sampler.windows_drawn)}
+
     def checkpoint_dict(self, elapsed: float) -> dict:
+        """The checkpoint's contents; on rank 0 (with FSDP every process must call it: the shards are gathered)."""
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "model_config": self.model_config.to_dict(), "train_config": self.config.to_dict(),
-            "model": self.model.state_dict(), "tokenizer": self.data.tokenizer.to_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": self.dist.model_state(self.model), "tokenizer": self.data.tokenizer.to_dict(),
+            "optimizer": self.dist.optimizer_state(self.model, self.optimizer),
             "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "schedule": self.schedule.state_dict(), "plan": self.plan.to_dict() if self.plan else None,
             "step": self.step, "tokens_seen": self.tokens_seen, "elapsed": elapsed,
             "sampler": self.sampler.state_dict(), "rng": rng,
             "data": {"fingerprint": self.data.fingerprint, "heldout_documents": self.data.heldout_names()},
-            "runtime": {"precision": self.precision.to_dict(), "device": str(self.device)},
+            "runtime": {"precision": self.precision.to_dict(), "device": str(self.device),
+                        "processes": self.dist.world_size, "fsdp": self.dist.fsdp},
         }
 
 
 def start_run(config: TrainConfig, *, device: torch.device, overwrite: bool = False, progress: bool = False,
-              log: Callable[[str], None] = lambda s: None) -> RunState:
+              log: Callable[[str], None] = lambda s: None, dist: Optional[Distributed] = None) -> RunState:
     """A fresh run: data, tokenizer, model, optimizer; the schedule's length is None for a time budget. The data
     and tokenizer-file paths are stored absolute, so `eval` and `--resume` work from any folder. Preparing the data
-    on the fly (the first time) shows its progress when `progress`."""
+    on the fly (the first time) shows its progress when `progress`. `dist`: this process's place among the run's
+    processes (default: the only one); the caller spreads the model over them (`RunState.spread`)."""
+    dist = dist if dist is not None else Distributed(device=device)
+    config.split(dist.world_size)
     config = TrainConfig.from_dict({**config.to_dict(), "data": absolute_data_path(config.data),
                                     "tokenizer": absolute_tokenizer(config.tokenizer)})
     check_writable(Path(config.out_dir))
@@ -111,13 +146,13 @@ def start_run(config: TrainConfig, *, device: torch.device, overwrite: bool = Fa
         raise ConfigError(f"{out_dir} already holds a run; continue it with --resume {out_dir}, start over with "
                           "--overwrite, or choose another --out")
     precision = resolve_precision(config.precision, device)
-    sampler, heldout = _windows(config, data)
+    sampler, heldout = _windows(config, data, dist)
     prompt = _sample_prompt(config, data, model_cfg)
     model = build_model(model_cfg, config.seed).to(device)
     return RunState(config=config, model_config=model_cfg, data=data, heldout=heldout, sampler=sampler, model=model,
                     forward=_compiled(model, config.compile), optimizer=_optimizer(model, config),
                     scaler=precision.grad_scaler(), precision=precision, device=device, out_dir=out_dir,
-                    sample_prompt=prompt,
+                    sample_prompt=prompt, dist=dist,
                     schedule=WarmupCosine(config.lr, config.steps, config.warmup_steps, config.min_lr_ratio))
 
 
@@ -126,9 +161,13 @@ RESUME_CHANGES = ("compile", "sample_tokens", "sample_prompt", "data")
 
 
 def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optional[dict] = None,
-               progress: bool = False, log: Callable[[str], None] = lambda s: None) -> RunState:
+               progress: bool = False, log: Callable[[str], None] = lambda s: None,
+               dist: Optional[Distributed] = None) -> RunState:
     """The run saved at `path` (a checkpoint or its folder), on `device`, with its saved settings but for `changes`
-    (only RESUME_CHANGES). Its data must be the data it was trained on (checked by fingerprint)."""
+    (only RESUME_CHANGES). Its data must be the data it was trained on (checked by fingerprint). `dist`: this
+    process's place among the run's processes, as many as the run was saved with or not (each process reads the
+    checkpoint: on several machines it must be at the same path on each)."""
+    dist = dist if dist is not None else Distributed(device=device)
     changes = dict(changes or {})
     refused = sorted(set(changes) - set(RESUME_CHANGES))
     if refused:
@@ -142,12 +181,13 @@ def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optiona
         changes["data"] = absolute_data_path(changes["data"])
     try:
         config = TrainConfig.from_dict({**config.to_dict(), **changes, "out": str(ckpt_path.parent)})
+        config.split(dist.world_size)
     except ConfigError as err:
         raise ConfigError(f"resuming {where}: {err}") from None
     data = prepare_run_data(config, tokenizer, _get(state, "data", dict, where).get("fingerprint"), "resume",
                             progress=progress, log=log)
     precision = _resumed_precision(state, config, device, where)
-    sampler, heldout = _windows(config, data)
+    sampler, heldout = _windows(config, data, dist)
     model = build_model(model_cfg, config.seed)
     load_model_state(model, state["model"], ckpt_path)
     model.to(device)
@@ -175,11 +215,13 @@ def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optiona
                     forward=_compiled(model, config.compile), optimizer=optimizer, scaler=scaler,
                     schedule=schedule, precision=precision, device=device, out_dir=ckpt_path.parent,
                     sample_prompt=_sample_prompt(config, data, model_cfg), plan=plan, step=step, tokens_seen=tokens,
-                    elapsed_before=float(elapsed), resumed=True)
+                    elapsed_before=float(elapsed), resumed=True, dist=dist)
 
 
-def _windows(config: TrainConfig, data: RunData) -> tuple[WindowSampler, HeldoutWindows]:
-    return (data.sampler(config.context, config.seed, pack_documents=config.pack_documents),
+def _windows(config: TrainConfig, data: RunData, dist: Distributed) -> tuple[WindowSampler, HeldoutWindows]:
+    """The training windows of this process (its share of the run's one stream) and the held-out windows."""
+    return (data.sampler(config.context, config.seed, pack_documents=config.pack_documents, rank=dist.rank,
+                         world_size=dist.world_size),
             data.heldout(config.context))
 
 
