@@ -10,7 +10,8 @@ Checkpoint contents (a dict; flashgau.training.checkpoint writes it atomically a
     schedule                      WarmupCosine state_dict (peak, total steps, warm-up, floor)
     plan                          the time-budget plan (training/budget.py), None for a run given in steps
     step, tokens_seen, elapsed    optimizer steps done, training tokens consumed, wall seconds so far
-    sampler                       the training-window sampler's generator state and windows drawn
+    sampler                       the training stream's state (the task's: the window sampler's generator state and
+                                  windows drawn; for MLM also the masking generator's state)
     rng                           torch's global CPU RNG state (and the CUDA one when the run used a GPU)
     data                          fingerprint of the training/held-out split, the held-out document names (the
                                   first 1000)
@@ -30,11 +31,11 @@ from typing import Any, Callable, Optional, Union
 import torch
 
 from ..config import ModelConfig
-from ..data.batching import HeldoutWindows, WindowSampler
 from ..data.tokenizers import Tokenizer, tokenizer_from_dict
 from ..errors import CheckpointError, ConfigError, TokenizerError
 from ..model import LanguageModel
 from ..runtime import Precision, resolve_precision
+from ..tasks import HeldoutSet, TrainingStream, get_task
 from .budget import BudgetPlan
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model_state, resolve_checkpoint_path
 from .config import TrainConfig
@@ -47,13 +48,13 @@ from .setup import (RunData, absolute_data_path, absolute_tokenizer, build_model
 @dataclass
 class RunState:
     """A run between two steps. Persistent parts go into the checkpoint; `data`, `heldout`, `forward`, `device`
-    and `out_dir` are rebuilt from them."""
+    and `out_dir` are rebuilt from them. `sampler` and `heldout` come from the run's task (flashgau.tasks)."""
 
     config: TrainConfig
     model_config: ModelConfig
     data: RunData
-    heldout: HeldoutWindows
-    sampler: WindowSampler
+    heldout: HeldoutSet
+    sampler: TrainingStream
     model: LanguageModel
     forward: Any                       # the model, or its torch.compile wrapper
     optimizer: torch.optim.Optimizer
@@ -178,9 +179,10 @@ def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optiona
                     elapsed_before=float(elapsed), resumed=True)
 
 
-def _windows(config: TrainConfig, data: RunData) -> tuple[WindowSampler, HeldoutWindows]:
-    return (data.sampler(config.context, config.seed, pack_documents=config.pack_documents),
-            data.heldout(config.context))
+def _windows(config: TrainConfig, data: RunData) -> tuple[TrainingStream, HeldoutSet]:
+    task = get_task(config.objective)
+    return (task.training_stream(data, config),
+            task.heldout(data.heldout_docs, data.tokenizer, config.context))
 
 
 def saved_settings(state: dict, where: str) -> tuple[TrainConfig, ModelConfig, Tokenizer]:
