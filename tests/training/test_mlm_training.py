@@ -112,3 +112,9 @@ def test_fill_returns_the_right_token_after_training_on_predictable_text(tmp_pat
         fill_masks(trained.model, trained.tokenizer, "abc")
     with pytest.raises(ConfigError, match="fills masks rather than continuing text"):
         sample_text(trained.model, trained.tokenizer, "abc")
+
+
+def test_tokens_seen_counts_input_tokens_for_both_objectives(small_corpus, tmp_path):
+    for objective in ("lm", "mlm"):
+        result = quiet(tiny(small_corpus, tmp_path / objective, objective=objective, steps=3))
+        assert result.tokens_seen == 3 * 128                      # 4 full windows of 32 tokens per step

@@ -44,6 +44,11 @@ class Batch:
     def num_targets(self) -> int:
         return int((self.labels != IGNORE_INDEX).sum())
 
+    @property
+    def num_tokens(self) -> int:
+        """Real input tokens (a language-modelling window has as many targets; a masked one about 15% of them)."""
+        return self.input_ids.numel() if self.attention_mask is None else int(self.attention_mask.sum())
+
     def to(self, device) -> "Batch":
         """The same batch on `device` (itself when already there)."""
         if self.input_ids.device == torch.device(device):

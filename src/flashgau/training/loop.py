@@ -318,7 +318,7 @@ class _Session:
 # ------------------------------------------------------------------------------------------------ one step
 
 def _optimizer_step(run: RunState) -> tuple[float, float, int]:
-    """Draw one step's micro-batches, accumulate gradients, clip, update. Returns (loss, grad norm, tokens)."""
+    """Draw one step's micro-batches, accumulate gradients, clip, update. Returns (loss, grad norm, input tokens)."""
     cfg = run.config
     batches = [run.sampler.next_batch(cfg.micro_batch_size) for _ in range(cfg.accumulation_steps)]
     counts = [b.num_targets for b in batches]
@@ -342,7 +342,7 @@ def _optimizer_step(run: RunState) -> tuple[float, float, int]:
     else:
         run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return float(loss_sum), grad_norm, total_targets
+    return float(loss_sum), grad_norm, sum(b.num_tokens for b in batches)
 
 
 # ------------------------------------------------------------------------------------------ the time budget
