@@ -136,3 +136,10 @@ def test_mlm_objective_trains_bidirectional_models_and_measures_speedup_to_trans
     assert "bits/byte" not in md and "quality-mlm.png" in md
     s = quality.settings_from_args(parse(quality, ["--objective", "mlm"]))
     assert (s.archs, s.contexts, s.preset) == (list(quality.MLM_ARCHS), [512, 2048], "tiny") and s.stem == "quality-mlm"
+    assert (s.budget_for(512), s.budget_for(2048), s.budget_for(1024)) == (100.0, 240.0, 120.0)
+    assert quality.run_key("flash", 2048, 1, s) == "tiny-T2048-240s-seed1-flash"
+    s = quality.settings_from_args(parse(quality, ["--objective", "mlm", "--time-budget", 30]))
+    assert s.budget_for(2048) == 30.0 and s.context_budgets == {}
+    s = quality.settings_from_args(parse(quality, ["--context-budget", "4096=50", "--time-budget", 20]))
+    assert (s.budget_for(4096), s.budget_for(512)) == (50.0, 20.0)
+    assert quality.train_config("flash", 4096, 0, s, tmp_path).time_budget == 50.0

@@ -27,6 +27,7 @@ checkpoint.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -48,10 +49,11 @@ DEFAULTS = dict(preset="small", contexts=(512, 4096), seeds=(0, 1), time_budget=
                 eval_tokens=16384, precision="auto")
 QUICK = dict(preset="tiny", contexts=(128, 512), seeds=(0,), time_budget=6.0, batch_tokens=2048, eval_tokens=4096)
 # --objective mlm: the archs of the paper's C4 plot at 512 and 2K. Tiny models: on 2 AVX2 cores in fp32 the small
-# preset (2.5K tokens/s) spends its whole budget on the unigram plateau (MLM scores 15% of the tokens, so it needs
-# about six times the tokens LM does to leave it); the tiny one (~55K tokens/s) leaves it within ~15 s
+# preset (2.5K tokens/s) spends a 2-minute budget on the unigram plateau (MLM scores 15% of the tokens); the tiny
+# one (~55K tokens/s) leaves it, FLASH within ~15 s, Transformer++ at 2K only after ~150 s: hence 240 s at 2K
 MLM_ARCHS = ("transformer+", "transformer++", "performer", "combiner", "flash-quad", "flash")
 MLM_DEFAULTS = dict(preset="tiny", contexts=(512, 2048), time_budget=120.0, batch_tokens=4096)
+MLM_CONTEXT_BUDGETS = {"512": 100.0, "2048": 240.0}     # seconds per run at these contexts (time_budget elsewhere)
 
 
 @dataclass
@@ -77,6 +79,11 @@ class QualitySettings:
     quick: bool
     device: str
     objective: str = "lm"
+    context_budgets: dict = dataclasses.field(default_factory=dict)   # {"T": seconds}: time_budget at context T
+
+    def budget_for(self, context: int) -> Optional[float]:
+        """The time budget of a run at `context` (None when the runs are given in steps)."""
+        return None if self.time_budget is None else self.context_budgets.get(str(context), self.time_budget)
 
     @property
     def stem(self) -> str:
@@ -112,6 +119,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"(default: {D['time_budget']:g}; --quick: {Q['time_budget']:g})")
     budget.add_argument("--steps", type=int, default=None, help="optimizer steps per run (same tokens for every "
                         "arch) instead of a time budget")
+    p.add_argument("--context-budget", action="append", type=_context_budget, default=None, metavar="T=SECONDS",
+                   help="the time budget of the runs at context T, instead of --time-budget (repeat for several "
+                   "contexts; --objective mlm: " + ", ".join(f"{t}={b:g}" for t, b in MLM_CONTEXT_BUDGETS.items())
+                   + " unless --time-budget, --steps or --quick is given)")
     p.add_argument("--batch-tokens", type=int, default=None, metavar="N", help="tokens per step "
                    f"(default: {D['batch_tokens']}; --quick: {Q['batch_tokens']})")
     p.add_argument("--micro-batch-tokens", type=int, default=8192, metavar="N", help="tokens per forward pass "
@@ -132,6 +143,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-only", action="store_true", help="rebuild the reports from saved runs; train nothing")
 
 
+def _context_budget(text: str) -> tuple[str, float]:
+    context, _, seconds = text.partition("=")
+    try:
+        if int(context) >= 1 and float(seconds) > 0:
+            return str(int(context)), float(seconds)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected T=SECONDS (e.g. 2048=240), got {text!r}")
+
+
+def _context_budgets(args, mlm: bool) -> dict:
+    if args.context_budget:
+        return dict(args.context_budget)
+    if mlm and args.time_budget is None and args.steps is None and not args.quick:
+        return dict(MLM_CONTEXT_BUDGETS)
+    return {}
+
+
 def settings_from_args(args) -> QualitySettings:
     device = resolve_device(args.device)
     mlm = args.objective == "mlm"
@@ -143,18 +172,18 @@ def settings_from_args(args) -> QualitySettings:
         warmup_steps=args.warmup_steps, precision=o["precision"],
         precision_reason=resolve_precision(o["precision"], device).describe(), eval_tokens=o["eval_tokens"],
         heldout_fraction=args.heldout_fraction, data=args.data, quick=bool(args.quick), device=str(device),
-        objective=args.objective)
+        objective=args.objective, context_budgets=_context_budgets(args, mlm) if args.steps is None else {})
 
 
 def run_key(arch: str, context: int, seed: int, s: QualitySettings) -> str:
-    budget = f"{s.time_budget:g}s" if s.time_budget else f"{s.steps}steps"
+    budget = f"{s.budget_for(context):g}s" if s.time_budget else f"{s.steps}steps"
     return f"{s.preset}-T{context}-{budget}-seed{seed}-{arch}{common.device_tag(torch.device(s.device))}"
 
 
 def train_config(arch: str, context: int, seed: int, s: QualitySettings, out_dir: Path):
     from ...training.config import TrainConfig
     return TrainConfig(arch=arch, preset=s.preset, objective=s.objective, context=context, steps=s.steps,
-                       time_budget=s.time_budget, batch_tokens=max(s.batch_tokens, context),
+                       time_budget=s.budget_for(context), batch_tokens=max(s.batch_tokens, context),
                        micro_batch_tokens=max(s.micro_batch_tokens, context), lr=s.lr,
                        warmup_steps=s.warmup_steps, precision=s.precision, data=s.data,
                        heldout_fraction=s.heldout_fraction,

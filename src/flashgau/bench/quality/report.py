@@ -157,8 +157,13 @@ def markdown(rep: dict) -> str:
     s = rep["settings"]
     objective = s.get("objective", "lm")
     mlm, ref, what = objective == "mlm", NAMES[reference(objective)], loss_name(objective)
-    budget = f"{s['time_budget']:g} s of wall time per run (evaluation included)" if s["time_budget"] \
-        else f"{s['steps']} steps per run ({s['batch_tokens']} tokens per step)"
+    per_context = {int(t): b for t, b in (s.get("context_budgets") or {}).items() if int(t) in s["contexts"]}
+    if not s["time_budget"]:
+        budget = f"{s['steps']} steps per run ({s['batch_tokens']} tokens per step)"
+    else:
+        seconds = ", ".join(f"{per_context.get(T, s['time_budget']):g} s at {fmt_ctx(T)}" for T in s["contexts"]) \
+            if per_context else f"{s['time_budget']:g} s"
+        budget = f"{seconds} of wall time per run (evaluation included)"
     task = ("`flashgau train --objective mlm`: a bidirectional model trained to restore 15% of the tokens of each "
             "window (80% masked, 10% random, 10% kept), scored by the held-out masked-token loss on fixed masked "
             "positions, the same for every arch and seed (docs/mlm.md), " if mlm else "`flashgau train` ")
