@@ -1,6 +1,7 @@
 """The `flashgau` command: smoke runs on tiny configs, --help, and one clear line for each bad input."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -238,3 +239,42 @@ def test_ctrl_c_while_starting_up_is_one_line(tmp_path):
     out, err = proc.communicate(timeout=60)
     assert "Traceback" not in err, err
     assert proc.returncode in (130, 1) and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.fixture(scope="module")
+def mlm_dir(small_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mlm") / "tiny"
+    assert main(["train", *TINY, "--objective", "mlm", "--steps", "4", "--data", str(small_corpus),
+                 "--out", str(out)]) == 0
+    return out
+
+
+def test_mlm_train_eval_and_fill(mlm_dir, run_dir, capsys):
+    summary = json.loads((mlm_dir / "summary.json").read_text())
+    assert summary["sample"] is None and {"loss", "accuracy", "perplexity"} <= set(summary["final"])
+    code, out, _ = run(["eval", str(mlm_dir)], capsys)
+    assert code == 0 and "masked-token loss:" in out and "accuracy:" in out and "bits per byte" not in out
+    code, out, _ = run(["eval", str(mlm_dir), "--json"], capsys)
+    assert json.loads(out)["accuracy"] == pytest.approx(summary["final"]["accuracy"])
+    code, out, _ = run(["fill", str(mlm_dir), "--text", "To be, or n<mask>t to be", "--top-k", "3"], capsys)
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("To be, or n") and lines[0].endswith("t to be")
+    assert lines[1].startswith("mask 1 (filled 1st): ") and lines[1].count("0.") >= 3
+
+
+@pytest.mark.parametrize("which, argv, message", [
+    ("mlm", ["fill", "--text", "no marker here"], "the text has no mask marker: write <mask>"),
+    ("lm", ["fill", "--text", "a <mask> b"], "causal language model.*flashgau sample.*--objective mlm"),
+    ("mlm", ["sample", "--prompt", "KING."], "masked language model .* use flashgau fill"),
+    ("mlm", ["fill", "--text", "a <mask>", "--top-k", "0"], "--top-k must be a positive integer"),
+])
+def test_fill_and_sample_errors_are_one_line(which, argv, message, mlm_dir, run_dir, capsys):
+    folder = mlm_dir if which == "mlm" else run_dir
+    code, _, err = run([argv[0], str(folder), *argv[1:]], capsys)
+    assert code == 1 and err.count("\n") == 1 and re.search(message, err), err
+
+
+def test_an_mlm_run_refuses_a_sample(small_corpus, tmp_path, capsys):
+    code, _, err = run(["train", *TINY, "--objective", "mlm", "--steps", "2", "--data", str(small_corpus),
+                        "--out", str(tmp_path / "r"), "--sample-tokens", "5"], capsys)
+    assert code == 1 and "objective mlm writes no sample" in err and not (tmp_path / "r").exists()

@@ -94,7 +94,7 @@ def test_train_config_checks_and_round_trips_its_model_options():
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     model = cfg.model_config(vocab_size=300)
     assert (model.qk_dim, model.quad_norm_len, model.vocab_size, model.causal) == (512, 64, 300, True)
-    for options, message in (({"causal": False}, "trains causal language models"),
+    for options, message in (({"causal": False}, "the objective sets it"),
                              ({"arch": "flash"}, "--arch"), ({"rel_pos": "t5"}, "rel_pos must be one of")):
         with pytest.raises(ConfigError, match=message):
             TrainConfig(model=options)

@@ -1,4 +1,4 @@
-"""The `flashgau` command: prepare | train | eval | sample | export | bench.
+"""The `flashgau` command: prepare | train | eval | sample | fill | export | bench.
 
 Each subcommand is one entry of COMMANDS: a help line, a function that adds its options to an argparse parser,
 and a function that runs it and returns the exit code. A new subcommand (e.g. `bench`) is one more entry.
@@ -32,8 +32,10 @@ class Command:
 # with the settings saved in its checkpoint).
 TRAIN_FIELDS = ("arch", "preset", "context", "steps", "time_budget", "batch_tokens", "micro_batch_tokens", "lr",
                 "warmup_steps", "weight_decay", "grad_clip", "precision", "data", "tokenizer", "bpe_vocab_size",
-                "pack_documents", "eval_every", "eval_windows", "save_every", "sample_tokens", "sample_prompt", "seed")
-CLI_SAMPLE_TOKENS = 300   # the command writes a sample after training unless told otherwise (the library: none)
+                "pack_documents", "eval_every", "eval_windows", "save_every", "sample_tokens", "sample_prompt", "seed",
+                "objective")
+CLI_SAMPLE_TOKENS = 300   # an LM run of the command writes a sample after training unless told otherwise (the
+                          # library: none; an MLM run: none, it has `flashgau fill`)
 
 
 def add_runtime_arguments(p: argparse.ArgumentParser, *, precision_default: str = "auto") -> None:
@@ -50,6 +52,7 @@ def add_runtime_arguments(p: argparse.ArgumentParser, *, precision_default: str 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from . import ARCHS
     from .config import PRESET_NAMES
+    from .tasks import OBJECTIVES
     from .training.config import DEFAULT_TIME_BUDGET, TrainConfig
 
     d = TrainConfig.__dataclass_fields__
@@ -61,6 +64,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--arch", choices=ARCHS, help=f"architecture {default('arch')}")
     model.add_argument("--preset", choices=PRESET_NAMES, help="model size; with -paper (small-paper) the paper's "
                        f"exact model at that size, whatever the defaults {default('preset')}")
+    model.add_argument("--objective", choices=OBJECTIVES, help="lm: a causal language model, next-token loss; mlm: "
+                       "a bidirectional model, masked language modelling (BERT corruption: 15%% of the tokens "
+                       "chosen, 80%% masked, 10%% random, 10%% kept; loss on the chosen ones; the tokenizer gains a "
+                       f"mask token; fill masks with `flashgau fill`) {default('objective')}")
     data = p.add_argument_group("data")
     data.add_argument("--data", metavar="PATH", help="a folder made by `flashgau prepare` (read through memory "
                       "maps), or a UTF-8 text file, a folder of them (each file one document), JSON lines / Parquet "
@@ -227,6 +234,7 @@ def _read_model_config(path: str) -> dict:
 
 def run_train(args: argparse.Namespace) -> int:
     from .runtime.distributed import launch_rank
+    from .tasks import get_task
     from .training.config import TrainConfig
     from .training.loop import train
     from .training.state import RESUME_CHANGES
@@ -248,13 +256,13 @@ def run_train(args: argparse.Namespace) -> int:
         result = train(resume=path, changes=changes, compile=args.compile, **common)
     else:
         _check_prepared_request(args)
-        given.setdefault("sample_tokens", CLI_SAMPLE_TOKENS)
+        if get_task(given.get("objective", TrainConfig.objective)).generates:
+            given.setdefault("sample_tokens", CLI_SAMPLE_TOKENS)
         cfg = TrainConfig(**given, compile=bool(args.compile), out=args.out, model=model)
         result = train(cfg, overwrite=args.overwrite, **common)
     if result.final and launch_rank() == 0:            # under torchrun rank 0 reports
-        print(f"held-out bits per byte: {result.final.bits_per_byte:.4f} | wall time "
-              f"{(time.perf_counter() - t0) / 60:.1f} min | output in {result.out_dir}/ (checkpoint.pt, "
-              "metrics.jsonl, loss.png, summary.json)")
+        print(f"{result.final.headline()} | wall time {(time.perf_counter() - t0) / 60:.1f} min | output in "
+              f"{result.out_dir}/ (checkpoint.pt, metrics.jsonl, loss.png, summary.json)")
     return 130 if result.interrupted else 0
 
 
@@ -346,8 +354,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**result.to_dict(), "evaluated": what}))
     else:
-        print(f"evaluated: {what}\nloss: {result.loss:.4f} nats/token\nbits per byte: {result.bits_per_byte:.4f}\n"
-              f"perplexity: {result.perplexity:.3f} per token\ntokens: {result.tokens:,}  bytes: {result.bytes:,}")
+        print(f"evaluated: {what}\n{result.report()}")
     return 0
 
 
@@ -376,6 +383,30 @@ def run_sample(args: argparse.Namespace) -> int:
                        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                        precision=precision)
     print(args.prompt + text)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------ fill
+
+def add_fill_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a masked-LM run (flashgau train --objective mlm): its "
+                   "folder or checkpoint file")
+    p.add_argument("--text", required=True, help="text with mask markers, <mask> (or [MASK]), one per token to "
+                   "fill (with byte tokens one per byte: 'To be, or <mask><mask><mask> to be')")
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="candidates shown per mask, with their "
+                   "probabilities (default: 5)")
+    add_runtime_arguments(p)
+
+
+def run_fill(args: argparse.Namespace) -> int:
+    from .runtime import resolve_device, resolve_precision
+    from .training.trained import fill_masks, load_trained
+
+    device = resolve_device(args.device)
+    trained = load_trained(args.checkpoint, device=device)
+    result = fill_masks(trained.model, trained.tokenizer, args.text, top_k=args.top_k,
+                        precision=resolve_precision(args.precision or "auto", device))
+    print(result.describe())
     return 0
 
 
@@ -414,10 +445,13 @@ def run_bench(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Command] = {
     "prepare": Command("tokenize a corpus once into token shards on disk (any size, bounded memory); train on "
                        "them with --data DIR", add_prepare_arguments, run_prepare),
-    "train": Command("train a language model (default: small FLASH on Shakespeare, bytes, ~5 minutes)",
-                     add_train_arguments, run_train),
-    "eval": Command("held-out loss, bits per byte and perplexity of a checkpoint", add_eval_arguments, run_eval),
+    "train": Command("train a language model (default: small FLASH on Shakespeare, bytes, ~5 minutes), or a masked "
+                     "language model (--objective mlm)", add_train_arguments, run_train),
+    "eval": Command("held-out scores of a checkpoint: loss, bits per byte and perplexity (LM); masked-token loss, "
+                    "accuracy and perplexity (MLM)", add_eval_arguments, run_eval),
     "sample": Command("continue a prompt with a trained checkpoint", add_sample_arguments, run_sample),
+    "fill": Command("fill the <mask> markers of a text with a masked-LM checkpoint; top candidates with their "
+                    "probabilities", add_fill_arguments, run_fill),
     "export": Command("write a run as a Hugging Face folder (transformers' from_pretrained, pipeline, Trainer)",
                       add_export_arguments, run_export),
     "bench": Command("benchmarks: speed, quality, decode, all (reports under benchmarks/results)",
@@ -435,7 +469,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="flashgau", description="FLASH language models (Hua et al. 2022, "
                                      "'Transformer Quality in Linear Time'; not FlashAttention): train, evaluate, "
-                                     "sample, export to Hugging Face, benchmark.")
+                                     "sample, fill masks, export to Hugging Face, benchmark.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     for name, command in COMMANDS.items():
         p = sub.add_parser(name, help=command.help, description=command.help)

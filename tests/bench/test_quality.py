@@ -114,3 +114,32 @@ def test_equal_time_comparison_is_pairwise_with_transformerpp_and_feeds_the_head
         "4K context, seed 0, equal training time 60 s: FLASH held-out loss 2.2857 vs Transformer++ 2.4000 "
         "(difference -0.1143 nats)")
     assert got["flash_vs_tfmpp_loss_4096_seed1"]["value"] == pytest.approx(0.4)
+
+
+def test_mlm_objective_trains_bidirectional_models_and_measures_speedup_to_transformerpp(tmp_path, small_corpus,
+                                                                                        parse):
+    args = _args(parse, tmp_path, small_corpus, "--objective", "mlm", "--archs", "transformer++", "flash")
+    assert quality.run(args) == 0
+    rep = json.loads((tmp_path / "quality-mlm.json").read_text())
+    assert rep["settings"]["objective"] == "mlm" and (tmp_path / "quality-mlm.png").stat().st_size > 0
+    assert not (tmp_path / "quality.json").exists() and (tmp_path / "runs" / "quality-mlm").is_dir()
+    for run in rep["runs"]:
+        assert run["model_config"]["causal"] is False and run["train_config"]["objective"] == "mlm"
+        assert {"loss", "accuracy"} <= set(run["final"]) and "heldout_accuracy" in run["curve"][0]
+    (cmp,) = rep["comparisons"]
+    assert cmp["rows"]["transformer++"]["speedup"] == pytest.approx(1.0)    # the reference of the C4 speedup
+    names = {h["name"] for h in rep["headline"]}
+    assert {"flash_vs_tfmpp_loss_32_seed0", "flash_speedup_to_tfmpp_32_seed0"} <= names
+    md = (tmp_path / "quality-mlm.md").read_text()
+    assert md.startswith("# Masked-language-model quality at equal training budget")
+    assert "masked-token loss" in md and "speedup to Transformer++'s masked-token loss" in md
+    assert "bits/byte" not in md and "quality-mlm.png" in md
+    s = quality.settings_from_args(parse(quality, ["--objective", "mlm"]))
+    assert (s.archs, s.contexts, s.preset) == (list(quality.MLM_ARCHS), [512, 2048], "tiny") and s.stem == "quality-mlm"
+    assert (s.budget_for(512), s.budget_for(2048), s.budget_for(1024)) == (100.0, 240.0, 120.0)
+    assert quality.run_key("flash", 2048, 1, s) == "tiny-T2048-240s-seed1-flash"
+    s = quality.settings_from_args(parse(quality, ["--objective", "mlm", "--time-budget", 30]))
+    assert s.budget_for(2048) == 30.0 and s.context_budgets == {}
+    s = quality.settings_from_args(parse(quality, ["--context-budget", "4096=50", "--time-budget", 20]))
+    assert (s.budget_for(4096), s.budget_for(512)) == (50.0, 20.0)
+    assert quality.train_config("flash", 4096, 0, s, tmp_path).time_budget == 50.0

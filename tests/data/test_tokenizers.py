@@ -85,3 +85,22 @@ def test_a_tokenizer_json_that_is_not_byte_level_bpe_is_refused(tmp_path):
         load_tokenizer_json(tmp_path / "bad.json")
     with pytest.raises(TokenizerError, match="cannot read tokenizer file"):
         load_tokenizer_json(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("kind", ["bytes", "bpe"])
+def test_the_mask_token_is_one_id_after_the_vocabulary_and_survives_save_and_load(kind, bpe, tmp_path):
+    plain = ByteTokenizer() if kind == "bytes" else bpe
+    tok = plain.with_mask_token()
+    assert tok.mask_token == "<mask>" and tok.mask_token_id == plain.vocab_size == tok.base_vocab_size
+    assert tok.vocab_size == plain.vocab_size + 1 and plain.mask_token_id is None
+    assert tok.encode(ODD + " <mask>") == plain.encode(ODD + " <mask>")    # text never encodes to the mask id
+    ids = plain.encode("To be") + [tok.mask_token_id] + plain.encode("or not")
+    assert tok.decode(ids) == "To be<mask>or not"
+    assert len(tok.token_byte_lengths()) == tok.vocab_size and tok.token_byte_lengths()[-1] == 0
+    save_tokenizer(tok, tmp_path / "t.json")
+    again = load_tokenizer(tmp_path / "t.json")
+    assert again.mask_token_id == tok.mask_token_id and again.to_dict() == tok.to_dict()
+    assert again.without_mask_token().to_dict() == plain.to_dict()           # the data's tokenizer, as it was
+    assert tok.with_mask_token() is tok and plain.without_mask_token() is plain
+    with pytest.raises(TokenizerError, match="mask token"):
+        tokenizer_from_dict({**plain.to_dict(), "mask_token": 5})

@@ -1,6 +1,7 @@
 """`flashgau export RUN OUT` and what HF does with the folder: from_pretrained gives the run's logits,
 pipeline("text-generation") writes what flashgau's greedy decoding writes, the BPE tokenizer travels as
-tokenizer.json, the model card gives the held-out bits per byte; pipeline("fill-mask") runs on a saved encoder."""
+tokenizer.json, the model card gives the held-out bits per byte; pipeline("fill-mask") runs on a saved encoder and,
+on an exported masked-LM run (bytes and BPE), gives flashgau's own fill candidates."""
 
 import json
 import shutil
@@ -17,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline  # noqa: 
 from flashgau.cli import main  # noqa: E402
 from flashgau.data.tokenizers import load_tokenizer_json  # noqa: E402
 from flashgau.hf import FlashgauBPETokenizer, FlashgauByteTokenizer, FlashgauForMaskedLM  # noqa: E402
-from flashgau.training.trained import load_trained  # noqa: E402
+from flashgau.training.trained import fill_masks, load_trained  # noqa: E402
 
 TINY = ["--preset", "tiny", "--context", "32", "--batch-tokens", "128", "--lr", "1e-2", "--precision", "fp32",
         "--eval-windows", "4", "--no-progress", "--sample-tokens", "0", "--steps", "4"]
@@ -110,3 +111,22 @@ def test_fill_mask_pipeline_runs_on_a_saved_encoder(build, tmp_path):
     with torch.no_grad():
         logits = encoder(ids).logits[0, ids[0].tolist().index(256)]
     assert [g["token"] for g in guesses] == logits.topk(3).indices.tolist()
+
+
+@pytest.mark.parametrize("tokenizer", ["bytes", "bpe"])
+def test_an_exported_mlm_run_fills_masks_in_the_pipeline_as_flashgau_does(tokenizer, small_corpus, tmp_path):
+    extra = ["--bpe-vocab-size", "300"] if tokenizer == "bpe" else []
+    run, out = tmp_path / "run", tmp_path / "hf"
+    assert main(["train", *TINY, "--objective", "mlm", "--tokenizer", tokenizer, *extra, "--data",
+                 str(small_corpus), "--out", str(run)]) == 0
+    assert main(["export", str(run), str(out)]) == 0
+    card = (out / "README.md").read_text()
+    assert "pipeline_tag: fill-mask" in card and "masked-token loss" in card and "mask token <mask>" in card
+    trained = load_trained(run)
+    hf_tok = AutoTokenizer.from_pretrained(out)
+    assert hf_tok.mask_token == "<mask>" and hf_tok.mask_token_id == trained.tokenizer.mask_token_id
+    text = "KING. Good morrow, my<mask>lord."
+    want = fill_masks(trained.model, trained.tokenizer, text, top_k=4).masks[0].candidates
+    guesses = pipeline("fill-mask", model=str(out))(text, top_k=4)
+    assert [g["token"] for g in guesses] == [c.token_id for c in want]
+    assert [g["score"] for g in guesses] == pytest.approx([c.probability for c in want], rel=1e-3)

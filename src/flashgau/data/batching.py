@@ -32,22 +32,29 @@ IGNORE_INDEX = -100
 @dataclass
 class Batch:
     """input_ids (B, T) long; labels (B, T) long with -100 where ignored; attention_mask (B, T) bool or None
-    when no window in the batch is padded."""
+    when no window in the batch is padded; index (B,) long: the held-out window number of each row (None for
+    training windows), so that what a task does to a held-out window can depend on the window alone."""
 
     input_ids: torch.Tensor
     labels: torch.Tensor
     attention_mask: Optional[torch.Tensor] = None
+    index: Optional[torch.Tensor] = None
 
     @property
     def num_targets(self) -> int:
         return int((self.labels != IGNORE_INDEX).sum())
+
+    @property
+    def num_tokens(self) -> int:
+        """Real input tokens (a language-modelling window has as many targets; a masked one about 15% of them)."""
+        return self.input_ids.numel() if self.attention_mask is None else int(self.attention_mask.sum())
 
     def to(self, device) -> "Batch":
         """The same batch on `device` (itself when already there)."""
         if self.input_ids.device == torch.device(device):
             return self
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.input_ids), move(self.labels), move(self.attention_mask))
+        return Batch(move(self.input_ids), move(self.labels), move(self.attention_mask), self.index)
 
 
 def tokenize_documents(texts: Sequence[str], tokenizer) -> list[torch.Tensor]:
@@ -214,6 +221,7 @@ class HeldoutWindows:
             batch = _pack(rows, self.context)
             for r, j in enumerate(sel):
                 batch.labels[r, :int(self._skip[j])] = IGNORE_INDEX
+            batch.index = torch.tensor(sel, dtype=torch.long)
             yield batch
 
 

@@ -13,6 +13,12 @@ so that every token stands for whole bytes and any text round-trips; others (Sen
 refused in one line.
 Text is encoded without the special tokens a file's post-processor would add (no BOS/EOS): flashgau's documents
 carry their own boundaries.
+
+The mask token of masked language modelling (`tok.with_mask_token()`, what a `--objective mlm` run uses): one id
+after the data's vocabulary (`base_vocab_size`; bytes: 256, so V = 257), saved in `to_dict()` (so it survives save
+and load), decoded as its text ("<mask>"), standing for no bytes, and never produced by `encode`: the data never
+holds it, only the masking of a training or held-out window puts it in. `without_mask_token()` gives the data's
+tokenizer back (what prepared data and its digest are compared with).
 """
 
 from __future__ import annotations
@@ -21,18 +27,61 @@ import hashlib
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import Iterable, Optional, Sequence, Union
 
 from ..errors import TokenizerError
 
 TOKENIZER_KINDS = ("bytes", "bpe")
+MASK_TOKEN = "<mask>"
 
 
-class ByteTokenizer:
-    """One id per UTF-8 byte (V = 256)."""
+class _MaskToken:
+    """The optional mask token (see the module docstring): id base_vocab_size, when `mask_token` is set."""
+
+    base_vocab_size: int
+    mask_token: Optional[str] = None
+
+    @property
+    def vocab_size(self) -> int:
+        return self.base_vocab_size + (self.mask_token is not None)
+
+    @property
+    def mask_token_id(self) -> Optional[int]:
+        return self.base_vocab_size if self.mask_token is not None else None
+
+    def with_mask_token(self, text: str = MASK_TOKEN):
+        """This tokenizer with a mask token (itself when it has that one already)."""
+        if not isinstance(text, str) or not text:
+            raise TokenizerError(f"the mask token must be a non-empty text, got {text!r}")
+        return self if self.mask_token == text else self._copy(text)
+
+    def without_mask_token(self):
+        """The tokenizer of the data: this one without its mask token (itself when it has none)."""
+        return self if self.mask_token is None else self._copy(None)
+
+    def _copy(self, mask_token: Optional[str]):
+        raise NotImplementedError
+
+    def _mask_dict(self) -> dict:
+        return {} if self.mask_token is None else {"mask_token": self.mask_token}
+
+    def _decode_bytes(self, ids: Sequence[int], token_bytes) -> str:
+        mask = self.mask_token_id
+        return b"".join(self.mask_token.encode("utf-8") if i == mask else token_bytes(i)
+                        for i in map(int, ids)).decode("utf-8", errors="replace")
+
+
+class ByteTokenizer(_MaskToken):
+    """One id per UTF-8 byte (V = 256; 257 with the mask token)."""
 
     kind = "bytes"
-    vocab_size = 256
+    base_vocab_size = 256
+
+    def __init__(self, mask_token: Optional[str] = None) -> None:
+        self.mask_token = mask_token
+
+    def _copy(self, mask_token: Optional[str]) -> "ByteTokenizer":
+        return ByteTokenizer(mask_token)
 
     def encode(self, text: str) -> list[int]:
         return list(_utf8(text))
@@ -41,24 +90,30 @@ class ByteTokenizer:
         return [self.encode(t) for t in texts]
 
     def decode(self, ids: Sequence[int]) -> str:
-        return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+        if self.mask_token is None:
+            return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+        return self._decode_bytes(ids, lambda i: bytes([i]))
 
     def token_byte_lengths(self) -> list[int]:
-        return [1] * 256
+        return [1] * 256 + [0] * (self.vocab_size - 256)
 
     def to_dict(self) -> dict:
-        return {"kind": "bytes"}
+        return {"kind": "bytes", **self._mask_dict()}
 
 
-class BPETokenizer:
+class BPETokenizer(_MaskToken):
     """Byte-level BPE (GPT-2 style) over the HF `tokenizers` library; every byte is in the vocabulary, so any
     text can be encoded and decodes back exactly."""
 
     kind = "bpe"
 
-    def __init__(self, hf_tokenizer) -> None:
+    def __init__(self, hf_tokenizer, mask_token: Optional[str] = None) -> None:
         self._tok = hf_tokenizer
-        self.vocab_size = hf_tokenizer.get_vocab_size()
+        self.base_vocab_size = hf_tokenizer.get_vocab_size()
+        self.mask_token = mask_token
+
+    def _copy(self, mask_token: Optional[str]) -> "BPETokenizer":
+        return BPETokenizer(self._tok, mask_token)
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 4096) -> "BPETokenizer":
@@ -86,13 +141,13 @@ class BPETokenizer:
         return [enc.ids for enc in self._tok.encode_batch(list(texts), add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int]) -> str:
-        return b"".join(self._token_bytes(int(i)) for i in ids).decode("utf-8", errors="replace")
+        return self._decode_bytes(ids, self._token_bytes)
 
     def token_byte_lengths(self) -> list[int]:
-        return [len(self._token_bytes(i)) for i in range(self.vocab_size)]
+        return [len(self._token_bytes(i)) for i in range(self.base_vocab_size)] + [0] * (self.mask_token is not None)
 
     def to_dict(self) -> dict:
-        return {"kind": "bpe", "tokenizer_json": self._tok.to_str()}
+        return {"kind": "bpe", "tokenizer_json": self._tok.to_str(), **self._mask_dict()}
 
     def _token_bytes(self, i: int) -> bytes:
         piece = self._tok.id_to_token(i)
@@ -156,13 +211,16 @@ def load_tokenizer_file(path: Union[str, Path]) -> Tokenizer:
 
 def tokenizer_from_dict(data: dict) -> Tokenizer:
     kind = data.get("kind") if isinstance(data, dict) else None
+    mask = data.get("mask_token") if isinstance(data, dict) else None
+    if mask is not None and not (isinstance(mask, str) and mask):
+        raise TokenizerError(f"saved tokenizer has a mask token that is not a text: {mask!r}")
     if kind == "bytes":
-        return ByteTokenizer()
+        return ByteTokenizer(mask)
     if kind == "bpe":
         from tokenizers import Tokenizer as HFTokenizer
 
         try:
-            return BPETokenizer(HFTokenizer.from_str(data["tokenizer_json"]))
+            return BPETokenizer(HFTokenizer.from_str(data["tokenizer_json"]), mask)
         except Exception as err:  # the HF library raises its own exception types
             raise TokenizerError(f"saved BPE tokenizer cannot be read: {err}") from None
     raise TokenizerError(f"saved tokenizer has unknown kind {kind!r}")

@@ -50,7 +50,8 @@ def save_pretrained_folder(model: LanguageModel, tokenizer: Tokenizer, out: Unio
 
 def export_run(run: Union[str, Path], out: Union[str, Path], *, overwrite: bool = False) -> Path:
     """The model and tokenizer of a training run (a run folder or checkpoint file) as a Hugging Face folder, with a
-    model card that gives the run's held-out bits per byte when its summary.json records it."""
+    model card that gives the run's final held-out score (bits per byte; masked-token loss and accuracy for a masked
+    LM) when its summary.json records it."""
     from ..training.trained import load_trained
 
     trained = load_trained(run, device="cpu")
@@ -71,18 +72,24 @@ def model_card(trained, summary: dict) -> str:
     """README.md of an exported run: what the model is, how it was trained, its held-out score, how to load it."""
     cfg, train = trained.model.config, trained.train_config
     final = summary.get("final") if isinstance(summary.get("final"), dict) else {}
-    bpb = final.get("bits_per_byte") if summary.get("step") == trained.step else None   # of this very checkpoint
-    score = (f"{bpb:.4f} bits per byte on the held-out split (the run's final evaluation)"
-             if isinstance(bpb, (int, float)) else "not recorded (no summary.json with a final evaluation of this "
-             "checkpoint)")
+    final = final if summary.get("step") == trained.step else {}                        # of this very checkpoint
+    bpb, loss, accuracy = final.get("bits_per_byte"), final.get("loss"), final.get("accuracy")
+    if isinstance(bpb, (int, float)):
+        score = f"{bpb:.4f} bits per byte on the held-out split (the run's final evaluation)"
+    elif isinstance(loss, (int, float)) and isinstance(accuracy, (int, float)):
+        score = (f"masked-token loss {loss:.4f} nats, accuracy {accuracy:.2%} on fixed masked positions of the "
+                 "held-out split (the run's final evaluation)")
+    else:
+        score = "not recorded (no summary.json with a final evaluation of this checkpoint)"
     task = "AutoModelForCausalLM" if cfg.causal else "AutoModelForMaskedLM"
     pipe = "text-generation" if cfg.causal else "fill-mask"
     kind = "causal language model" if cfg.causal else "bidirectional (masked) language model"
     facts = [f"architecture: {cfg.arch}, {cfg.n_layers} layers, d_model {cfg.d_model}, chunk size {cfg.chunk_size}, "
              f"context up to {cfg.max_seq_len} tokens",
-             f"tokenizer: {trained.tokenizer.kind} ({trained.tokenizer.vocab_size} ids)",
-             f"training: {trained.step} steps on {train.data or 'the default corpus (Shakespeare)'}, windows of "
-             f"{train.context} tokens",
+             f"tokenizer: {trained.tokenizer.kind} ({trained.tokenizer.vocab_size} ids"
+             + (f", mask token {trained.tokenizer.mask_token}" if trained.tokenizer.mask_token else "") + ")",
+             f"training: {trained.step} steps of {'masked' if not cfg.causal else 'causal'} language modelling on "
+             f"{train.data or 'the default corpus (Shakespeare)'}, windows of {train.context} tokens",
              f"held-out score: {score}"]
     return f"""---
 library_name: transformers

@@ -86,12 +86,21 @@ def _byte_level_char(byte: int) -> str:
 
 def to_hf_tokenizer(tok: Tokenizer, **kwargs):
     """The HF tokenizer that encodes as flashgau's `tok` does; kwargs go to its constructor (model_max_length,
-    mask_token, ...)."""
+    mask_token, ...). A flashgau tokenizer with a mask token (a masked-LM run's) gives one whose mask_token is the
+    same text at the same id, so pipeline("fill-mask") works on the exported model."""
+    if getattr(tok, "mask_token", None) is not None:
+        kwargs.setdefault("mask_token", tok.mask_token)
     if isinstance(tok, ByteTokenizer):
-        return FlashgauByteTokenizer(**kwargs)
-    if isinstance(tok, BPETokenizer):
+        hf = FlashgauByteTokenizer(**kwargs)
+    elif isinstance(tok, BPETokenizer):
         from tokenizers import Tokenizer as HFTokenizer
 
         kwargs = {"pad_token": _byte_level_char(0), "clean_up_tokenization_spaces": False, **kwargs}
-        return FlashgauBPETokenizer(tokenizer_object=HFTokenizer.from_str(tok.to_dict()["tokenizer_json"]), **kwargs)
-    raise TypeError(f"no Hugging Face tokenizer for {type(tok).__name__}")
+        backend = HFTokenizer.from_str(tok.without_mask_token().to_dict()["tokenizer_json"])
+        hf = FlashgauBPETokenizer(tokenizer_object=backend, **kwargs)
+    else:
+        raise TypeError(f"no Hugging Face tokenizer for {type(tok).__name__}")
+    if tok.mask_token is not None and hf.mask_token_id != tok.mask_token_id:
+        raise ValueError(f"the mask token {tok.mask_token!r} got id {hf.mask_token_id} in the Hugging Face tokenizer, "
+                         f"not flashgau's {tok.mask_token_id}")
+    return hf

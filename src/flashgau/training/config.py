@@ -21,7 +21,7 @@ TOKENIZERS = ("bytes", "bpe")
 # ModelConfig fields a run sets itself, so TrainConfig.model may not: why, for the error message.
 NOT_MODEL_OPTIONS = {"arch": "give it as the run's arch (--arch)",
                      "vocab_size": "the tokenizer sets it (--tokenizer, --bpe-vocab-size)",
-                     "causal": "flashgau train trains causal language models"}
+                     "causal": "the objective sets it (--objective lm: causal, mlm: bidirectional)"}
 DEFAULT_TIME_BUDGET = 300.0  # seconds, used when neither steps nor time_budget is given
 MAX_INT = 2 ** 31 - 1          # counts and sizes become tensor shapes and loop bounds
 MAX_SEED = 2 ** 62             # seeds feed torch generators (64-bit), offset by small constants for side streams
@@ -34,6 +34,9 @@ class TrainConfig:
 
     arch, preset:       the model (flashgau.ARCHS; a ModelConfig preset name: a size, or a size + "-paper" for the
                         paper's exact model at that size).
+    objective:          what the run learns (flashgau.tasks): "lm", a causal model predicting every next token;
+                        "mlm", a bidirectional model restoring 15% of the tokens corrupted BERT-style (the tokenizer
+                        gains a mask token; no end-of-run sample: use `flashgau fill`).
     context:            T, tokens per training and held-out window.
     steps:              optimizer steps; or time_budget: seconds for the whole run (setup, training, held-out
                         evaluation, the sample and saving), turned into a step count by timing the first steps
@@ -72,6 +75,7 @@ class TrainConfig:
 
     arch: str = "flash"
     preset: str = "small"
+    objective: str = "lm"
     context: int = 512
     steps: Optional[int] = None
     time_budget: Optional[float] = None
@@ -102,6 +106,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         from ..config import ARCHS, PRESET_NAMES
+        from ..tasks import OBJECTIVES, TASKS
 
         def need(ok: bool, msg: str) -> None:
             if not ok:
@@ -123,6 +128,8 @@ class TrainConfig:
 
         need(self.arch in ARCHS, f"unknown arch {self.arch!r}; choose one of {', '.join(ARCHS)}")
         need(self.preset in PRESET_NAMES, f"unknown preset {self.preset!r}; choose one of {', '.join(PRESET_NAMES)}")
+        need(self.objective in OBJECTIVES, f"unknown objective {self.objective!r}; choose one of "
+                                           f"{', '.join(OBJECTIVES)}")
         for name in ("context", "batch_tokens", "micro_batch_tokens", "eval_windows", "bpe_vocab_size"):
             positive_int(name)
         for name in ("steps", "eval_every", "save_every"):
@@ -131,6 +138,9 @@ class TrainConfig:
              f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
         need(_is_int(self.sample_tokens) and 0 <= self.sample_tokens <= MAX_INT,
              f"sample_tokens must be an integer >= 0, got {self.sample_tokens!r}")
+        need(TASKS[self.objective].generates or self.sample_tokens == 0,
+             f"objective {self.objective} writes no sample (its model does not continue text): leave sample_tokens "
+             "at 0, and fill masks with `flashgau fill RUN --text ...` after training")
         need(self.sample_prompt is None or isinstance(self.sample_prompt, str),
              f"sample_prompt must be text or None, got {type(self.sample_prompt).__name__}")
         need(_is_int(self.seed) and 0 <= self.seed < MAX_SEED, f"seed must be an integer in [0, 2**62), "
@@ -160,9 +170,10 @@ class TrainConfig:
         self.model_config(256)                                             # the model options fit together
 
     def model_config(self, vocab_size: int) -> "ModelConfig":
-        """The run's ModelConfig over `vocab_size` ids (causal; the preset, the context and the model options);
-        a ConfigError naming the option that does not fit."""
+        """The run's ModelConfig over `vocab_size` ids (causal or not as the objective says; the preset, the context
+        and the model options); a ConfigError naming the option that does not fit."""
         from ..config import ModelConfig
+        from ..tasks import get_task
 
         if not isinstance(self.model, dict) or not all(isinstance(k, str) for k in self.model):
             raise ConfigError(f"model must be a dict of ModelConfig fields, got {self.model!r}")
@@ -174,7 +185,7 @@ class TrainConfig:
                               "docs/model_options.md)")
         try:
             return ModelConfig.for_context(self.preset, arch=self.arch, context=self.context, vocab_size=vocab_size,
-                                           **self.model)
+                                           causal=get_task(self.objective).causal, **self.model)
         except ValueError as err:
             raise ConfigError(str(err)) from None
 

@@ -1,6 +1,7 @@
 """train(): start a run or resume one, then one loop.
 
-One optimizer step = `accumulation_steps` micro-batches of random windows (data.batching), each loss weighted by its
+The run's task (flashgau.tasks: lm, mlm) supplies the batches, the held-out set and its score; the loop knows no
+objective. One optimizer step = `accumulation_steps` micro-batches of the task's batches, each loss weighted by its
 share of the step's scored tokens, then gradient clipping and an AdamW step at the learning rate of the warm-up +
 cosine schedule. Every step is logged to metrics.jsonl; every `eval_every` steps the model is scored on a fixed
 subset of held-out windows; every `save_every` steps and at the end a checkpoint is written atomically. At the end
@@ -39,7 +40,7 @@ from ..runtime.distributed import as_float
 from .budget import PERIODIC_CHECKS, check_first_step, plan_budget, refit_steps
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
-from .evaluate import EvalResult, evaluate
+from ..tasks import Score
 from .metrics import MetricsLog, NoMetricsLog, plot_losses, read_metrics
 from .progress import Progress
 from .run_folder import claimed_by_rank0
@@ -65,7 +66,7 @@ class TrainResult:
     tokens_seen: int
     elapsed: float                  # wall seconds of the whole run (all sessions), final evaluation included
     num_parameters: int
-    final: Optional[EvalResult]     # None when the run stopped before its last step
+    final: Optional[Score]          # the task's held-out score; None when the run stopped before its last step
     sample: Optional[str]           # the prompt and its continuation, when one was asked for
     model: torch.nn.Module
     tokenizer: object
@@ -218,9 +219,9 @@ class _Session:
             self.on_first_save()
             self.on_first_save = None
 
-    def score(self, limit: Optional[int]) -> EvalResult:
-        return evaluate(self.run.model, self.run.heldout, self.run.data.tokenizer.token_byte_lengths(),
-                        batch_size=self.eval_batch, precision=self.run.precision, limit=limit, dist=self.run.dist)
+    def score(self, limit: Optional[int]) -> Score:
+        return self.run.heldout.evaluate(self.run.model, batch_size=self.eval_batch, precision=self.run.precision,
+                                         limit=limit, dist=self.run.dist)
 
     def sample(self, max_new_tokens: int, seed: int) -> str:
         """The continuation of the run's prompt (every process writes it: with FSDP decoding needs them all)."""
@@ -276,9 +277,8 @@ class _Session:
         self.eval_times.append((time.perf_counter() - t_eval) / result.windows)
         _check_finite(result, run.step, self.cfg)
         self.metrics.append({"kind": "eval", "step": run.step, "elapsed": round(self.elapsed(), 3),
-                             "heldout_loss": result.loss, "heldout_bpb": result.bits_per_byte})
-        self.bar.write(f"step {run.step}: held-out loss {result.loss:.4f}, {result.bits_per_byte:.4f} bits/byte "
-                       f"({result.windows} fixed windows)")
+                             **result.record()})
+        self.bar.write(f"step {run.step}: {result.brief()} ({result.windows} fixed windows)")
         if run.plan is not None and run.step < run.total_steps:
             self.refit()
 
@@ -363,8 +363,8 @@ class _Session:
             t_eval, end_of_training = time.perf_counter(), self.elapsed()
             final = self.score(run.plan.final_windows if run.plan else None)
             self.metrics.append({"kind": "final", "step": run.step, "elapsed": round(end_of_training, 3),
-                                 "eval_seconds": round(time.perf_counter() - t_eval, 3), "heldout_loss": final.loss,
-                                 "heldout_bpb": final.bits_per_byte, **final.to_dict()})
+                                 "eval_seconds": round(time.perf_counter() - t_eval, 3), **final.record(),
+                                 **final.to_dict()})
             self.log(final.describe())
             _check_finite(final, run.step, cfg)
             if cfg.sample_tokens:
@@ -389,7 +389,7 @@ class _Session:
 
 def _optimizer_step(run: RunState) -> tuple[float, float, int]:
     """Draw this process's micro-batches of one step, accumulate gradients, clip, update. Returns (loss, grad
-    norm, tokens) of the whole step, all processes included."""
+    norm, input tokens) of the whole step, all processes included."""
     cfg, dist = run.config, run.dist
     micro, accumulation = cfg.split(dist.world_size)
     batches = [run.sampler.next_batch(micro) for _ in range(accumulation)]
@@ -419,7 +419,8 @@ def _optimizer_step(run: RunState) -> tuple[float, float, int]:
     else:
         run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return dist.sum([float(loss_sum)])[0], grad_norm, total_targets
+    loss, tokens = dist.sum([float(loss_sum), sum(b.num_tokens for b in batches)])
+    return loss, grad_norm, int(tokens)
 
 
 # ------------------------------------------------------------------------------------------ the time budget
@@ -449,7 +450,7 @@ def _timed_enough(step_times: list[float], budget: float) -> bool:
         or step_times[0] > 0.25 * budget
 
 
-def _check_finite(result: EvalResult, step: int, cfg: TrainConfig) -> None:
+def _check_finite(result: Score, step: int, cfg: TrainConfig) -> None:
     if not math.isfinite(result.loss):
         raise TrainingDiverged(f"the held-out loss is {result.loss} at step {step}: the model diverged; the last "
                                f"checkpoint is kept; {_divergence_hint(cfg)}")

@@ -75,7 +75,12 @@ def prepare_data(cfg: TrainConfig, tokenizer: Optional[Tokenizer] = None, *, pro
                  log: Callable[[str], None] = lambda s: None) -> RunData:
     """The run's data: `cfg.data` opened if it is a prepared folder, else prepared on the fly (cached) with the
     tokenizer `cfg.tokenizer` asks for (BPE: trained on the training split), or with `tokenizer` when one is given
-    (a resumed run's). Raises CorpusError / ConfigError for unusable data."""
+    (a resumed run's). Its tokenizer is the run's: the data's, as the objective's task makes it (MLM: with the mask
+    token, which the data never holds). Raises CorpusError / ConfigError for unusable data."""
+    from ..tasks import get_task
+
+    if tokenizer is not None:
+        tokenizer = tokenizer.without_mask_token()
     if is_prepared(cfg.data):
         prepared = open_prepared(cfg.data)
         if tokenizer is not None and tokenizer_digest(tokenizer) != tokenizer_digest(prepared.tokenizer):
@@ -90,7 +95,7 @@ def prepare_data(cfg: TrainConfig, tokenizer: Optional[Tokenizer] = None, *, pro
             spec, accept = tokenizer, None
         prepared = prepared_cached(cfg.data, tokenizer=spec, also_accept=accept, bpe_vocab_size=cfg.bpe_vocab_size,
                                    heldout_fraction=cfg.heldout_fraction, progress=progress, log=log)
-    return RunData(prepared, prepared.tokenizer, prepared.fingerprint)
+    return RunData(prepared, get_task(cfg.objective).tokenizer(prepared.tokenizer), prepared.fingerprint)
 
 
 def prepare_run_data(cfg: TrainConfig, tokenizer: Tokenizer, fingerprint: Optional[str], purpose: str, *,
@@ -116,10 +121,11 @@ def config_for_data(cfg: TrainConfig, data: RunData) -> TrainConfig:
     if not is_prepared(cfg.data):
         return cfg
     manifest = data.prepared.manifest
-    kind = data.tokenizer.kind
+    tokenizer = data.prepared.tokenizer
+    kind = tokenizer.kind
     return TrainConfig.from_dict({**cfg.to_dict(), "tokenizer": kind, "heldout_fraction":
                                   manifest["request"]["heldout_fraction"],
-                                  "bpe_vocab_size": data.tokenizer.vocab_size if kind == "bpe" else cfg.bpe_vocab_size})
+                                  "bpe_vocab_size": tokenizer.vocab_size if kind == "bpe" else cfg.bpe_vocab_size})
 
 
 def absolute_data_path(data: Optional[str]) -> Optional[str]:
@@ -135,8 +141,8 @@ def absolute_tokenizer(tokenizer: str) -> str:
 
 
 def model_config_for(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
-    """The run's model: the preset of `cfg` with its model options, a causal language model over `vocab_size` ids,
-    built for its context by ModelConfig.for_context (FLASH-Quad divides by the training length)."""
+    """The run's model: the preset of `cfg` with its model options over `vocab_size` ids, causal or not as its
+    objective says, built for its context by ModelConfig.for_context (FLASH-Quad divides by the training length)."""
     return cfg.model_config(vocab_size)
 
 

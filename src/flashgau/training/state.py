@@ -10,7 +10,8 @@ Checkpoint contents (a dict; flashgau.training.checkpoint writes it atomically a
     schedule                      WarmupCosine state_dict (peak, total steps, warm-up, floor)
     plan                          the time-budget plan (training/budget.py), None for a run given in steps
     step, tokens_seen, elapsed    optimizer steps done, training tokens consumed, wall seconds so far
-    sampler                       the training-window sampler's generator state and windows drawn
+    sampler                       the training stream's state (the task's: the window sampler's generator state and
+                                  windows drawn; for MLM also the masking generator's state)
     rng                           torch's global CPU RNG state (and the CUDA one when the run used a GPU)
     data                          fingerprint of the training/held-out split, the held-out document names (the
                                   first 1000)
@@ -34,11 +35,11 @@ from typing import Any, Callable, Optional, Union
 import torch
 
 from ..config import ModelConfig
-from ..data.batching import HeldoutWindows, WindowSampler
 from ..data.tokenizers import Tokenizer, tokenizer_from_dict
 from ..errors import CheckpointError, ConfigError, TokenizerError
 from ..model import LanguageModel
 from ..runtime import Distributed, Precision, resolve_precision
+from ..tasks import HeldoutSet, TrainingStream, get_task
 from .budget import BudgetPlan
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model_state, resolve_checkpoint_path
 from .config import TrainConfig
@@ -51,14 +52,15 @@ from .setup import (RunData, absolute_data_path, absolute_tokenizer, build_model
 @dataclass
 class RunState:
     """A run between two steps. Persistent parts go into the checkpoint; `data`, `heldout`, `forward`, `device`,
-    `dist` and `out_dir` are rebuilt from them. Under torchrun every process holds one (`dist`: who it is; the
-    sampler draws its share of the windows; `forward` is the DDP-wrapped or FSDP-sharded model)."""
+    `dist` and `out_dir` are rebuilt from them. `sampler` and `heldout` come from the run's task (flashgau.tasks).
+    Under torchrun every process holds one (`dist`: who it is; the sampler draws its share of the windows;
+    `forward` is the DDP-wrapped or FSDP-sharded model)."""
 
     config: TrainConfig
     model_config: ModelConfig
     data: RunData
-    heldout: HeldoutWindows
-    sampler: WindowSampler
+    heldout: HeldoutSet
+    sampler: TrainingStream
     model: LanguageModel
     forward: Any                       # the model, or its torch.compile wrapper
     optimizer: torch.optim.Optimizer
@@ -103,10 +105,9 @@ class RunState:
     def identity(self) -> dict:
         """What every process of a run must hold alike: its settings, data, progress and place in the stream of
         training windows (compared across processes: runtime.Distributed.check_same)."""
-        stream = hashlib.sha256(self.sampler.generator.get_state().numpy().tobytes()).hexdigest()[:16]
         return {"its settings": json.dumps(self.config.to_dict(), sort_keys=True, default=str),
                 "its data": self.data.fingerprint, "its step": self.step,
-                "its place in the training windows": (stream, self.sampler.windows_drawn)}
+                "its place in the training windows": _digest(self.sampler.state_dict())}
 
     def checkpoint_dict(self, elapsed: float) -> dict:
         """The checkpoint's contents; on rank 0 (with FSDP every process must call it: the shards are gathered)."""
@@ -218,11 +219,29 @@ def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optiona
                     elapsed_before=float(elapsed), resumed=True, dist=dist)
 
 
-def _windows(config: TrainConfig, data: RunData, dist: Distributed) -> tuple[WindowSampler, HeldoutWindows]:
-    """The training windows of this process (its share of the run's one stream) and the held-out windows."""
-    return (data.sampler(config.context, config.seed, pack_documents=config.pack_documents, rank=dist.rank,
-                         world_size=dist.world_size),
-            data.heldout(config.context))
+def _digest(state) -> str:
+    """A short hash of a training stream's state_dict (nested dicts of tensors and numbers)."""
+    h = hashlib.sha256()
+
+    def feed(value) -> None:
+        if isinstance(value, dict):
+            for key in sorted(value):
+                h.update(str(key).encode())
+                feed(value[key])
+        elif isinstance(value, torch.Tensor):
+            h.update(value.cpu().numpy().tobytes())
+        else:
+            h.update(repr(value).encode())
+
+    feed(state)
+    return h.hexdigest()[:16]
+
+
+def _windows(config: TrainConfig, data: RunData, dist: Distributed) -> tuple[TrainingStream, HeldoutSet]:
+    """This process's training stream (its share of the run's one stream) and the held-out set, from the task."""
+    task = get_task(config.objective)
+    return (task.training_stream(data, config, rank=dist.rank, world_size=dist.world_size),
+            task.heldout(data.heldout_docs, data.tokenizer, config.context))
 
 
 def saved_settings(state: dict, where: str) -> tuple[TrainConfig, ModelConfig, Tokenizer]:

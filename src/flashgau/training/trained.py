@@ -1,5 +1,6 @@
-"""Use a trained run: rebuild its model and tokenizer from the checkpoint, score held-out text, continue a prompt.
-What `flashgau eval` and `flashgau sample` call."""
+"""Use a trained run: rebuild its model and tokenizer from the checkpoint, score held-out text with the metric of
+the objective it trained (its task), continue a prompt (LM), fill masks (MLM: tasks.mlm.fill_masks). What
+`flashgau eval`, `flashgau sample` and `flashgau fill` call."""
 
 from __future__ import annotations
 
@@ -11,16 +12,17 @@ from typing import Optional, Union
 
 import torch
 
-from ..data.batching import HeldoutWindows, TokenDocuments, tokenize_documents
+from ..data.batching import TokenDocuments, tokenize_documents
 from ..data.corpus import read_documents
 from ..data.prepared import is_prepared, open_prepared
 from ..data.tokenizers import Tokenizer, tokenizer_digest
 from ..errors import CheckpointError, ConfigError, TokenizerError
 from ..model import LanguageModel
 from ..runtime import Precision, resolve_device, resolve_precision
+from ..tasks import Score, get_task
+from ..tasks.mlm import FillResult, fill_masks  # noqa: F401 (the Python face of `flashgau fill`)
 from .checkpoint import load_checkpoint, load_model_state, resolve_checkpoint_path
 from .config import TrainConfig
-from .evaluate import EvalResult, evaluate
 from .setup import absolute_data_path, prepare_run_data
 from .state import saved_settings
 
@@ -59,9 +61,10 @@ def load_trained(path: Union[str, Path], *, device: Union[str, torch.device, Non
 def evaluate_checkpoint(path: Union[str, Path], *, data: Optional[Union[str, Path]] = None,
                         train_data: Optional[Union[str, Path]] = None, context: Optional[int] = None,
                         batch_size: int = 8, precision: Optional[str] = None,
-                        device: Union[str, torch.device, None] = "auto") -> tuple[EvalResult, str]:
-    """Score a checkpoint on fixed windows: by default the held-out documents of the data it was trained on
-    (the same split as in training, checked against the run's data fingerprint; `train_data` gives that data's
+                        device: Union[str, torch.device, None] = "auto") -> tuple[Score, str]:
+    """Score a checkpoint on fixed windows with the metric of the objective it trained (LM: loss, bits per byte,
+    perplexity; MLM: masked-token loss, accuracy, perplexity on fixed masked positions): by default the held-out
+    documents of the data it was trained on (the same split as in training, checked against the run's data fingerprint; `train_data` gives that data's
     new place if it moved); with `data`, every document at that path (text, read in memory, or a prepared folder,
     both of its sides, memory-mapped). Returns the result and a description of
     what was scored. `precision` None: the precision the run trained in where this device is of the same kind
@@ -83,7 +86,7 @@ def evaluate_checkpoint(path: Union[str, Path], *, data: Optional[Union[str, Pat
                                              f"({run_data.prepared.manifest['heldout']['documents']} documents)")
     elif is_prepared(data):
         prepared = open_prepared(data)
-        if tokenizer_digest(prepared.tokenizer) != tokenizer_digest(trained.tokenizer):
+        if tokenizer_digest(prepared.tokenizer) != tokenizer_digest(trained.tokenizer.without_mask_token()):
             raise ConfigError(f"{data} was prepared with another tokenizer than this model's; prepare that text "
                               "again with the model's tokenizer, or give the text itself")
         docs = TokenDocuments.concat([prepared.train, prepared.heldout])
@@ -91,9 +94,8 @@ def evaluate_checkpoint(path: Union[str, Path], *, data: Optional[Union[str, Pat
     else:
         texts = [d.text for d in read_documents(data)]
         docs, what = tokenize_documents(texts, trained.tokenizer), f"all of {data} ({len(texts)} documents)"
-    windows = HeldoutWindows(docs, context)
-    result = evaluate(trained.model, windows, trained.tokenizer.token_byte_lengths(), batch_size=batch_size,
-                      precision=prec)
+    heldout = get_task(cfg.objective).heldout(docs, trained.tokenizer, context)
+    result = heldout.evaluate(trained.model, batch_size=batch_size, precision=prec)
     if not math.isfinite(result.loss):
         raise ConfigError(f"the held-out loss is {result.loss} in {prec.name}: the model overflows there; try "
                           "--precision fp32")
@@ -112,6 +114,9 @@ def sample_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str, *, max_
                 seed: int = 0, precision: Optional[Precision] = None) -> str:
     """The text the model writes after `prompt` (the prompt itself not included), on the model's device, in
     `precision` (None: the model's dtype). Same seed, same text."""
+    if not model.config.causal:
+        raise ConfigError("this is a masked language model (bidirectional): it fills masks rather than continuing "
+                          "text; use flashgau fill RUN --text '... <mask> ...' (Python: fill_masks)")
     if not isinstance(prompt, str) or not prompt:
         raise TokenizerError("the prompt is empty; give at least one character to start from")
     ids = tokenizer.encode(prompt)

@@ -13,6 +13,12 @@ reach Transformer+'s final held-out loss (on the same fixed subset; linear inter
 where it never does) and the speedup that gives, and the held-out loss of every arch against Transformer++'s at
 equal training time (report.py). Two seeds give the spread.
 
+`--objective mlm` runs the paper's C4 experiment instead (its archs, contexts 512 and 2K): every run trains a
+bidirectional model with the masked-language-model task (flashgau.tasks.mlm), the curves and final numbers are the
+held-out masked-token loss on fixed masked positions (the same for every arch and seed), and the reference of the
+speedup is Transformer++ (the paper's C4 plot: training time to reach Transformer++'s final loss). Its reports are
+quality-mlm.{md,json,png}.
+
 Reproducible: each run folder keeps its TrainConfig (result.json), so `flashgau train` with those settings and
 seed repeats it. Resumable: a finished run has result.json and is skipped; an interrupted one continues from its
 checkpoint.
@@ -21,6 +27,7 @@ checkpoint.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -31,6 +38,7 @@ from typing import Optional, Sequence
 import torch
 
 from ... import ARCHS
+from ...tasks import OBJECTIVES
 from ...errors import FlashgauError
 from ...runtime import resolve_device, resolve_precision
 from .. import common
@@ -40,6 +48,12 @@ from .. import common
 DEFAULTS = dict(preset="small", contexts=(512, 4096), seeds=(0, 1), time_budget=100.0, batch_tokens=8192,
                 eval_tokens=16384, precision="auto")
 QUICK = dict(preset="tiny", contexts=(128, 512), seeds=(0,), time_budget=6.0, batch_tokens=2048, eval_tokens=4096)
+# --objective mlm: the archs of the paper's C4 plot at 512 and 2K. Tiny models: on 2 AVX2 cores in fp32 the small
+# preset (2.5K tokens/s) spends a 2-minute budget on the unigram plateau (MLM scores 15% of the tokens); the tiny
+# one (~55K tokens/s) leaves it, FLASH within ~15 s, Transformer++ at 2K only after ~150 s: hence 240 s at 2K
+MLM_ARCHS = ("transformer+", "transformer++", "performer", "combiner", "flash-quad", "flash")
+MLM_DEFAULTS = dict(preset="tiny", contexts=(512, 2048), time_budget=120.0, batch_tokens=4096)
+MLM_CONTEXT_BUDGETS = {"512": 100.0, "2048": 240.0}     # seconds per run at these contexts (time_budget elsewhere)
 
 
 @dataclass
@@ -64,10 +78,16 @@ class QualitySettings:
     data: Optional[str]
     quick: bool
     device: str
+    objective: str = "lm"
+    context_budgets: dict = dataclasses.field(default_factory=dict)   # {"T": seconds}: time_budget at context T
+
+    def budget_for(self, context: int) -> Optional[float]:
+        """The time budget of a run at `context` (None when the runs are given in steps)."""
+        return None if self.time_budget is None else self.context_budgets.get(str(context), self.time_budget)
 
     @property
     def stem(self) -> str:
-        return "quality-quick" if self.quick else "quality"
+        return "quality" + ("" if self.objective == "lm" else f"-{self.objective}") + ("-quick" if self.quick else "")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +99,12 @@ def _list(values) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     D, Q = DEFAULTS, QUICK
+    M = MLM_DEFAULTS
+    p.add_argument("--objective", choices=OBJECTIVES, default="lm", help="lm: causal language models, held-out "
+                   "loss and bits per byte; mlm: the paper's C4 experiment, bidirectional models trained on masked "
+                   "language modelling, held-out masked-token loss, speedup to Transformer++'s loss (its defaults: "
+                   f"--archs {' '.join(MLM_ARCHS)} --preset {M['preset']} --contexts {_list(M['contexts'])} "
+                   f"--time-budget {M['time_budget']:g} --batch-tokens {M['batch_tokens']}) (default: lm)")
     p.add_argument("--archs", nargs="+", choices=ARCHS, default=None, metavar="ARCH",
                    help=f"archs to train (default: all: {' '.join(ARCHS)})")
     p.add_argument("--preset", default=None, help=f"model size (default: {D['preset']}; --quick: {Q['preset']})")
@@ -93,6 +119,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"(default: {D['time_budget']:g}; --quick: {Q['time_budget']:g})")
     budget.add_argument("--steps", type=int, default=None, help="optimizer steps per run (same tokens for every "
                         "arch) instead of a time budget")
+    p.add_argument("--context-budget", action="append", type=_context_budget, default=None, metavar="T=SECONDS",
+                   help="the time budget of the runs at context T, instead of --time-budget (repeat for several "
+                   "contexts; --objective mlm: " + ", ".join(f"{t}={b:g}" for t, b in MLM_CONTEXT_BUDGETS.items())
+                   + " unless --time-budget, --steps or --quick is given)")
     p.add_argument("--batch-tokens", type=int, default=None, metavar="N", help="tokens per step "
                    f"(default: {D['batch_tokens']}; --quick: {Q['batch_tokens']})")
     p.add_argument("--micro-batch-tokens", type=int, default=8192, metavar="N", help="tokens per forward pass "
@@ -113,27 +143,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-only", action="store_true", help="rebuild the reports from saved runs; train nothing")
 
 
+def _context_budget(text: str) -> tuple[str, float]:
+    context, _, seconds = text.partition("=")
+    try:
+        if int(context) >= 1 and float(seconds) > 0:
+            return str(int(context)), float(seconds)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected T=SECONDS (e.g. 2048=240), got {text!r}")
+
+
+def _context_budgets(args, mlm: bool) -> dict:
+    if args.context_budget:
+        return dict(args.context_budget)
+    if mlm and args.time_budget is None and args.steps is None and not args.quick:
+        return dict(MLM_CONTEXT_BUDGETS)
+    return {}
+
+
 def settings_from_args(args) -> QualitySettings:
     device = resolve_device(args.device)
-    o = common.options(args, DEFAULTS, QUICK)
+    mlm = args.objective == "mlm"
+    o = common.options(args, {**DEFAULTS, **MLM_DEFAULTS} if mlm else DEFAULTS, QUICK)
     return QualitySettings(
-        archs=list(args.archs or ARCHS), preset=o["preset"], contexts=sorted(o["contexts"]), seeds=list(o["seeds"]),
+        archs=list(args.archs or (MLM_ARCHS if mlm else ARCHS)), preset=o["preset"], contexts=sorted(o["contexts"]), seeds=list(o["seeds"]),
         time_budget=o["time_budget"] if args.steps is None else None, steps=args.steps,
         batch_tokens=o["batch_tokens"], micro_batch_tokens=args.micro_batch_tokens, lr=args.lr,
         warmup_steps=args.warmup_steps, precision=o["precision"],
         precision_reason=resolve_precision(o["precision"], device).describe(), eval_tokens=o["eval_tokens"],
-        heldout_fraction=args.heldout_fraction, data=args.data, quick=bool(args.quick), device=str(device))
+        heldout_fraction=args.heldout_fraction, data=args.data, quick=bool(args.quick), device=str(device),
+        objective=args.objective, context_budgets=_context_budgets(args, mlm) if args.steps is None else {})
 
 
 def run_key(arch: str, context: int, seed: int, s: QualitySettings) -> str:
-    budget = f"{s.time_budget:g}s" if s.time_budget else f"{s.steps}steps"
+    budget = f"{s.budget_for(context):g}s" if s.time_budget else f"{s.steps}steps"
     return f"{s.preset}-T{context}-{budget}-seed{seed}-{arch}{common.device_tag(torch.device(s.device))}"
 
 
 def train_config(arch: str, context: int, seed: int, s: QualitySettings, out_dir: Path):
     from ...training.config import TrainConfig
-    return TrainConfig(arch=arch, preset=s.preset, context=context, steps=s.steps,
-                       time_budget=s.time_budget, batch_tokens=max(s.batch_tokens, context),
+    return TrainConfig(arch=arch, preset=s.preset, objective=s.objective, context=context, steps=s.steps,
+                       time_budget=s.budget_for(context), batch_tokens=max(s.batch_tokens, context),
                        micro_batch_tokens=max(s.micro_batch_tokens, context), lr=s.lr,
                        warmup_steps=s.warmup_steps, precision=s.precision, data=s.data,
                        heldout_fraction=s.heldout_fraction,
@@ -158,7 +208,8 @@ def curve(records: list[dict]) -> list[dict]:
             continue
         t_train = train_elapsed.get(r["step"], r["elapsed"])
         out.append(dict(step=r["step"], tokens=tokens.get(r["step"]), train_time=round(t_train - eval_time, 3),
-                        elapsed=r["elapsed"], heldout_loss=r["heldout_loss"], heldout_bpb=r["heldout_bpb"]))
+                        elapsed=r["elapsed"], heldout_loss=r["heldout_loss"], heldout_bpb=r.get("heldout_bpb"),
+                        heldout_accuracy=r.get("heldout_accuracy")))
         eval_time += max(0.0, r["elapsed"] - t_train)
     return out
 
@@ -214,9 +265,10 @@ def run(args: argparse.Namespace) -> int:
                     return 1
                 store.save(key, rec)
                 f = rec["final"]
+                extra = (f"{f['bits_per_byte']:.4f} bits/byte" if "bits_per_byte" in f
+                         else f"accuracy {f['accuracy']:.2%}")
                 print(f"  {key}: {rec['steps']} steps, {rec['tokens']:,} tokens, train {rec['train_time']:.0f} s"
-                      f" | held-out loss {f['loss']:.4f}, ppl {f['perplexity']:.3f}, {f['bits_per_byte']:.4f} "
-                      "bits/byte", flush=True)
+                      f" | held-out loss {f['loss']:.4f}, ppl {f['perplexity']:.3f}, {extra}", flush=True)
     common.write_reports(out, s.stem, build_report(store, s), markdown, plot)
     return 0
 

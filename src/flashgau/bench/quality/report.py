@@ -1,6 +1,7 @@
 """The quality report, built from the saved run records: per (context, seed) the time each arch needs to reach
-Transformer+'s final held-out loss and its loss against Transformer++'s at equal training time; per (arch,
-context) the final numbers over seeds; Markdown and a plot."""
+the reference's final held-out loss (Transformer+'s; Transformer++'s for the masked-LM experiment, as in the paper's
+C4 plot) and its loss against Transformer++'s at equal training time; per (arch, context) the final numbers over
+seeds; Markdown and a plot."""
 
 from __future__ import annotations
 
@@ -16,6 +17,17 @@ from ..common import ResultStore, env_markdown, environment, fmt_ctx, md_table, 
 REFERENCE = "transformer+"      # the paper's speedup column: time to reach its final loss
 BASELINE = "transformer++"      # loss at equal training time is compared against it
 FLASH = "flash"
+NAMES = {"transformer+": "Transformer+", "transformer++": "Transformer++"}
+
+
+def reference(objective: str) -> str:
+    """The arch whose final loss the speedup is measured to: Transformer+ (PG-19's table), Transformer++ for MLM
+    (the paper's C4 plot)."""
+    return BASELINE if objective == "mlm" else REFERENCE
+
+
+def loss_name(objective: str) -> str:
+    return "masked-token loss" if objective == "mlm" else "loss"
 
 
 def interp_time_to(points: list[dict], target: float) -> Optional[float]:
@@ -44,12 +56,12 @@ def interp_loss_at(points: list[dict], t: float) -> Optional[float]:
     return points[-1]["heldout_loss"] if points and t >= points[-1]["train_time"] else None
 
 
-def compare(group: dict) -> dict:
-    """Per arch of one (context, seed) group of runs: the training time to reach Transformer+'s final held-out
-    loss and the speedup that gives; and its held-out loss against Transformer++'s at equal training time, the
-    shorter of the two runs' (pairwise: a slow arch whose budget went mostly to evaluation does not set the time
-    for everyone)."""
-    ref, base = group.get(REFERENCE), group.get(BASELINE)
+def compare(group: dict, ref_arch: str = REFERENCE) -> dict:
+    """Per arch of one (context, seed) group of runs: the training time to reach the final held-out loss of
+    `ref_arch` (Transformer+ unless told) and the speedup that gives; and its held-out loss against Transformer++'s
+    at equal training time, the shorter of the two runs' (pairwise: a slow arch whose budget went mostly to
+    evaluation does not set the time for everyone)."""
+    ref, base = group.get(ref_arch), group.get(BASELINE)
     rows = {}
     for arch, r in group.items():
         row = {}
@@ -79,7 +91,7 @@ def build_report(store: ResultStore, s) -> dict:
         for seed in s.seeds:
             group = {r["arch"]: r for r in runs if r["context"] == T and r["seed"] == seed}
             if group:
-                comparisons.append(dict(context=T, seed=seed, rows=compare(group)))
+                comparisons.append(dict(context=T, seed=seed, rows=compare(group, reference(s.objective))))
     summary = {}
     for T in s.contexts:
         for arch in s.archs:
@@ -91,7 +103,8 @@ def build_report(store: ResultStore, s) -> dict:
             summary[f"{arch}@{T}"] = dict(
                 arch=arch, context=T, seeds=[r["seed"] for r in rs],
                 loss=[r["final"]["loss"] for r in rs], ppl=[r["final"]["perplexity"] for r in rs],
-                bpb=[r["final"]["bits_per_byte"] for r in rs], steps=[r["steps"] for r in rs],
+                bpb=[r["final"].get("bits_per_byte") for r in rs],
+                accuracy=[r["final"].get("accuracy") for r in rs], steps=[r["steps"] for r in rs],
                 tokens=[r["tokens"] for r in rs], train_time=[r["train_time"] for r in rs],
                 loss_at_equal_time=vals("loss_at_equal_time"), delta_vs_tfmpp=vals("delta_vs_tfmpp"),
                 speedup=[c.get("speedup") for c in cs],
@@ -99,13 +112,15 @@ def build_report(store: ResultStore, s) -> dict:
     return dict(benchmark="quality", settings=s.to_dict(), env=environment(torch.device(s.device)), runs=runs,
                 comparisons=comparisons, summary=summary,
                 run_envs=unique((r.get("env", {}) for r in runs), lambda e: e.get("command")),
-                headline=headline(comparisons))
+                headline=headline(comparisons, s.objective))
 
 
-def headline(comparisons: list[dict]) -> list[dict]:
+def headline(comparisons: list[dict], objective: str = "lm") -> list[dict]:
     """FLASH's held-out loss against Transformer++'s at equal training time, per (context, seed): plain
-    measured differences, one line each."""
+    measured differences, one line each; for MLM also FLASH's training-time speedup to Transformer++'s final
+    masked-token loss (the paper's C4 measure)."""
     out = []
+    what = loss_name(objective)
     for c in comparisons:
         f = c["rows"].get(FLASH, {})
         if f.get("delta_vs_tfmpp") is None:
@@ -114,8 +129,16 @@ def headline(comparisons: list[dict]) -> list[dict]:
         out.append(dict(name=f"flash_vs_tfmpp_loss_{c['context']}_seed{c['seed']}", context=c["context"],
                         seed=c["seed"], value=d, equal_time=f["equal_time"],
                         text=f"{fmt_ctx(c['context'])} context, seed {c['seed']}, equal training time "
-                             f"{f['equal_time']:.0f} s: FLASH held-out loss {f['loss_at_equal_time']:.4f} vs "
+                             f"{f['equal_time']:.0f} s: FLASH held-out {what} {f['loss_at_equal_time']:.4f} vs "
                              f"Transformer++ {f['baseline_loss_at_equal_time']:.4f} (difference {d:+.4f} nats)"))
+        if objective == "mlm" and "target_loss" in f:
+            sp = f.get("speedup")
+            out.append(dict(name=f"flash_speedup_to_tfmpp_{c['context']}_seed{c['seed']}", context=c["context"],
+                            seed=c["seed"], value=sp,
+                            text=f"{fmt_ctx(c['context'])} context, seed {c['seed']}: FLASH reaches Transformer++'s "
+                                 f"final {what} {f['target_loss']:.4f} "
+                                 + (f"after {f['time_to_target']:.0f} s of training, {sp:.2f}x sooner"
+                                    if sp else "not within its budget")))
     return out
 
 
@@ -132,10 +155,21 @@ def _pm(xs, fmt="{:.3f}"):
 
 def markdown(rep: dict) -> str:
     s = rep["settings"]
-    budget = f"{s['time_budget']:g} s of wall time per run (evaluation included)" if s["time_budget"] \
-        else f"{s['steps']} steps per run ({s['batch_tokens']} tokens per step)"
-    L = [f"# Quality at equal training budget ({s['preset']} preset, {s['device']})", "",
-         "FLASH here is the paper's model (Hua et al. 2022), not FlashAttention. Each run is `flashgau train` "
+    objective = s.get("objective", "lm")
+    mlm, ref, what = objective == "mlm", NAMES[reference(objective)], loss_name(objective)
+    per_context = {int(t): b for t, b in (s.get("context_budgets") or {}).items() if int(t) in s["contexts"]}
+    if not s["time_budget"]:
+        budget = f"{s['steps']} steps per run ({s['batch_tokens']} tokens per step)"
+    else:
+        seconds = ", ".join(f"{per_context.get(T, s['time_budget']):g} s at {fmt_ctx(T)}" for T in s["contexts"]) \
+            if per_context else f"{s['time_budget']:g} s"
+        budget = f"{seconds} of wall time per run (evaluation included)"
+    task = ("`flashgau train --objective mlm`: a bidirectional model trained to restore 15% of the tokens of each "
+            "window (80% masked, 10% random, 10% kept), scored by the held-out masked-token loss on fixed masked "
+            "positions, the same for every arch and seed (docs/mlm.md), " if mlm else "`flashgau train` ")
+    L = [f"# {'Masked-language-model quality' if mlm else 'Quality'} at equal training budget ({s['preset']} preset, "
+         f"{s['device']})", "",
+         f"FLASH here is the paper's model (Hua et al. 2022), not FlashAttention. Each run is {task}"
          f"on the Shakespeare book corpus (byte tokens; held-out: whole plays, {s['heldout_fraction']:g} of the "
          f"corpus), {budget}, {s['batch_tokens']} tokens per step, precision {s['precision_reason']}, peak lr "
          f"{s['lr']:g}, seeds {', '.join(map(str, s['seeds']))}. Final numbers score every held-out window; curves "
@@ -155,14 +189,17 @@ def markdown(rep: dict) -> str:
                 continue
             sps = sm["speedup"]
             sp = "–" if not sps or any(x is None for x in sps) else _pm(sps, "{:.2f}") + "×"
-            cells += [_pm(sm["ppl"]), _pm(sm["bpb"], "{:.4f}"), sp]
+            cells += [_pm(sm["ppl"]), _pm(sm["accuracy"], "{:.4f}") if mlm else _pm(sm["bpb"], "{:.4f}"), sp]
         table.append([arch, *cells])
-    L += ["## Held-out perplexity, bits per byte and speedup to Transformer+'s loss", "",
-          "Shaped like the paper's PG-19 table: perplexity per byte token, and the training-time speedup to "
-          "reach Transformer+'s final held-out loss (– where the arch never reaches it within the budget).", "",
-          *md_table(["Model", *[c for T in ctxs for c in (f"{fmt_ctx(T)} ppl", "bits/byte", "speedup")]], table)]
+    second = "accuracy" if mlm else "bits/byte"
+    L += [f"## Held-out perplexity, {'masked-token accuracy' if mlm else 'bits per byte'} and speedup to {ref}'s "
+          f"{what}", "",
+          f"Shaped like the paper's {'C4 comparison' if mlm else 'PG-19 table'}: perplexity per "
+          f"{'masked byte token' if mlm else 'byte token'}, and the training-time speedup to reach {ref}'s final "
+          f"held-out {what} (– where the arch never reaches it within the budget).", "",
+          *md_table(["Model", *[c for T in ctxs for c in (f"{fmt_ctx(T)} ppl", second, "speedup")]], table)]
     L += ["", "## Per context: budget used and loss at equal training time", "",
-          "Δ vs Transformer++: this arch's held-out loss minus Transformer++'s, both at the shorter of the two "
+          f"Δ vs Transformer++: this arch's held-out {what} minus Transformer++'s, both at the shorter of the two "
           "runs' training times (negative: better at equal time).", ""]
     for T in ctxs:
         table = []
@@ -177,10 +214,10 @@ def markdown(rep: dict) -> str:
                           _pm(sm["delta_vs_tfmpp"], "{:+.4f}"),
                           "–" if any(x is None for x in tt) or not tt else _pm(tt, "{:.0f}")])
         L += [f"### Context {fmt_ctx(T)}", "",
-              *md_table(["Model", "params", "steps", "tokens", "training time (s)", "final held-out loss",
-                         "Δ vs Transformer++ at equal time", "time to Transformer+ loss (s)"], table), ""]
-    L += [f"![held-out loss against training time and tokens]({'quality-quick' if s['quick'] else 'quality'}.png)",
-          ""]
+              *md_table(["Model", "params", "steps", "tokens", "training time (s)", f"final held-out {what}",
+                         "Δ vs Transformer++ at equal time", f"time to {ref} {what} (s)"], table), ""]
+    stem = "quality" + ("-mlm" if mlm else "") + ("-quick" if s["quick"] else "")
+    L += [f"![held-out {what} against training time and tokens]({stem}.png)", ""]
     return "\n".join(L)
 
 
@@ -219,7 +256,8 @@ def plot(rep: dict, path: Path) -> None:
                 ax.set_ylim(top=top)
             ax.set_title(f"context {fmt_ctx(T)}" + (" (▲: evaluation above the axis)" if clipped else ""))
             ax.set_xlabel(xl)
-            ax.set_ylabel("held-out loss (nats/byte)")
+            ax.set_ylabel("held-out masked-token loss (nats/token)" if s.get("objective") == "mlm"
+                          else "held-out loss (nats/byte)")
             ax.grid(alpha=0.3)
         axes[row][0].legend(fontsize=7)
     fig.suptitle(f"Held-out loss vs cost ({s['preset']} preset, {s['device']}; solid seed {s['seeds'][0]}, "

@@ -1,0 +1,141 @@
+"""What every task supplies, and the pieces their evaluations share.
+
+A task is what a run learns. The training loop (training/loop.py) and the run state (training/state.py) know
+nothing of any objective: they ask the run's task for
+
+    task.causal                       the model's direction (a causal LM, or a bidirectional encoder)
+    task.generates                    whether the end-of-run sample (text continued from a prompt) makes sense
+    task.tokenizer(data_tokenizer)    the run's tokenizer, from the data's (MLM: + the mask token)
+    task.training_stream(data, config, rank=, world_size=)
+                                      a TrainingStream: next_batch(n) -> Batch (input_ids, labels with -100 where
+                                      nothing is scored, attention_mask), state_dict() / load_state_dict() (saved
+                                      in the checkpoint as "sampler": resume is exact)
+    task.heldout(docs, tokenizer, context)
+                                      a HeldoutSet: len() units (windows, examples) and evaluate(model, *,
+                                      batch_size, precision, limit, dist) -> Score, on fixed units (limit: a fixed,
+                                      evenly spaced subset) that do not depend on the model, the run or its seed;
+                                      with dist (several processes) each scores its share and the sums are reduced
+
+The loss of a training batch is the model's own: mean cross-entropy over the labels that are not -100 (every
+micro-batch weighted by its count of scored labels). A Score carries `loss` (what the curves, the plots and the
+quality benchmark compare), `windows` (units scored) and the task's own metric; it says itself what it is
+(record, brief, headline, describe, report), so no caller needs to know which task made it.
+
+A new task (the QA fine-tuning of the next issue: labels on the answer tokens only, scored by generating the answer
+greedily, EM / F1) is one more module with one Task subclass and one entry in tasks.TASKS; nothing in the loop
+changes. Shapes: B batch, T tokens, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Callable, ClassVar, Iterable, Iterator, Optional, Protocol
+
+import torch
+
+from ..data.batching import Batch, HeldoutWindows, TokenDocuments, WindowSampler
+from ..data.tokenizers import Tokenizer
+from ..runtime import Distributed, Precision
+
+if TYPE_CHECKING:                      # the training layer sits above this one: named in annotations only
+    from ..training.config import TrainConfig
+    from ..training.setup import RunData
+
+
+class TrainingStream(Protocol):
+    def next_batch(self, batch_size: int) -> Batch: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class Score(Protocol):
+    loss: float            # mean nats per scored token: the number every curve and comparison uses
+    windows: int           # units scored
+    all_windows: bool      # False: a fixed subset of the held-out set
+
+    def to_dict(self) -> dict: ...
+    def record(self) -> dict: ...        # the fields of a held-out record in metrics.jsonl ("heldout_loss", ...)
+    def brief(self) -> str: ...          # a periodic check's line
+    def headline(self) -> str: ...       # the one line `flashgau train` ends with
+    def describe(self) -> str: ...       # the final score, in full, on one line
+    def report(self) -> str: ...         # what `flashgau eval` prints, one figure per line
+
+
+class HeldoutSet(Protocol):
+    def __len__(self) -> int: ...
+    def evaluate(self, model: torch.nn.Module, *, batch_size: int = 8, precision: Optional[Precision] = None,
+                 limit: Optional[int] = None, dist: Optional[Distributed] = None) -> Score: ...
+
+
+class Task:
+    """What one objective supplies (see the module docstring). Instances hold no state: one per objective."""
+
+    name: ClassVar[str]
+    causal: ClassVar[bool]
+    generates: ClassVar[bool]
+    describe: ClassVar[str]
+
+    def tokenizer(self, data_tokenizer: Tokenizer) -> Tokenizer:
+        """The run's tokenizer, made from the data's (what the checkpoint stores; its vocabulary sizes the model)."""
+        return data_tokenizer
+
+    def training_stream(self, data: "RunData", config: "TrainConfig", *, rank: int = 0,
+                        world_size: int = 1) -> TrainingStream:
+        raise NotImplementedError
+
+    @staticmethod
+    def windows(data: "RunData", config: "TrainConfig", *, rank: int = 0, world_size: int = 1) -> WindowSampler:
+        """The run's random training windows (data/batching.py), this process's share of them."""
+        return data.sampler(config.context, config.seed, pack_documents=config.pack_documents, rank=rank,
+                            world_size=world_size)
+
+    def heldout(self, docs: TokenDocuments, tokenizer: Tokenizer, context: int) -> HeldoutSet:
+        raise NotImplementedError
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    """The model in eval mode, without gradients; its training mode restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def scored_logits(model: torch.nn.Module, batches: Iterable[Batch],
+                  precision: Optional[Precision]) -> Iterator[tuple[Batch, torch.Tensor]]:
+    """(batch, fp32 logits (B, T, V)) for each batch, run on the device of the model's parameters in `precision`
+    (None: the model's own dtype, no autocast), the model in eval mode meanwhile."""
+    device = next(model.parameters(), torch.empty(0)).device
+    with eval_mode(model):
+        for batch in batches:
+            batch = batch.to(device)
+            with precision.autocast() if precision is not None else contextlib.nullcontext():
+                out = model(batch.input_ids, attention_mask=batch.attention_mask)
+            yield batch, out.logits.float()
+
+
+def shared_logits(model: torch.nn.Module, windows: HeldoutWindows, batches: Callable[[int, int], Iterable[Batch]],
+                  batch_size: int, limit: Optional[int], precision: Optional[Precision],
+                  dist: Distributed) -> Iterator[tuple[Batch, torch.Tensor]]:
+    """scored_logits of this process's share of the held-out batches (`batches(rank, world_size)`: batches rank,
+    rank + world_size, ... of the ones one process would score). A sharded (FSDP) model's forward is a collective:
+    a process with fewer batches than the others runs its first one again, unscored, until all ran as many."""
+    mine = 0
+    for batch, logits in scored_logits(model, batches(dist.rank, dist.world_size), precision):
+        mine += 1
+        yield batch, logits
+    if dist.fsdp:
+        total = -(-len(windows.selection(limit)) // batch_size)
+        extra = -(-total // dist.world_size) - mine
+        if extra > 0:
+            idle = next(iter(batches(0, 1)))
+            for _ in scored_logits(model, [idle] * extra, precision):
+                pass
+
+
+def subset_note(all_windows: bool) -> str:
+    return "" if all_windows else ", a fixed subset of the held-out set"
