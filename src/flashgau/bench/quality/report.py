@@ -1,6 +1,7 @@
-"""The quality report, built from the saved run records: per (context, seed) the time each arch needs to reach
-Transformer+'s final held-out loss and its loss against Transformer++'s at equal training time; per (arch,
-context) the final numbers over seeds; Markdown and a plot."""
+"""The quality report, built from the saved run records: per (series, context, seed) the time each arch needs to
+reach Transformer+'s final held-out loss and its loss against Transformer++'s (at equal training time, or at equal
+steps); per series and (arch, context) the final numbers over seeds, flagged when near the unigram floor;
+Markdown and a plot."""
 
 from __future__ import annotations
 
@@ -44,11 +45,11 @@ def interp_loss_at(points: list[dict], t: float) -> Optional[float]:
     return points[-1]["heldout_loss"] if points and t >= points[-1]["train_time"] else None
 
 
-def compare(group: dict) -> dict:
-    """Per arch of one (context, seed) group of runs: the training time to reach Transformer+'s final held-out
-    loss and the speedup that gives; and its held-out loss against Transformer++'s at equal training time, the
-    shorter of the two runs' (pairwise: a slow arch whose budget went mostly to evaluation does not set the time
-    for everyone)."""
+def compare(group: dict, series: str = "time") -> dict:
+    """Per arch of one (series, context, seed) group of runs: the training time to reach Transformer+'s final
+    held-out loss and the speedup that gives; and its held-out loss against Transformer++'s. Equal time: on the
+    curves at the shorter of the two runs' training times (pairwise: a slow arch does not set the time for
+    everyone). Equal steps: the final held-out losses (every arch took the same steps)."""
     ref, base = group.get(REFERENCE), group.get(BASELINE)
     rows = {}
     for arch, r in group.items():
@@ -58,7 +59,12 @@ def compare(group: dict) -> dict:
             t_reach = interp_time_to(r["curve"], target)
             row.update(target_loss=target, time_to_target=t_reach,
                        speedup=(ref["train_time"] / t_reach) if t_reach else None)
-        if base and base["train_time"] and r["train_time"]:
+        if series == "steps":
+            if base:
+                row.update(equal_steps=r["steps"], loss_at_equal_steps=r["final"]["loss"],
+                           baseline_loss_at_equal_steps=base["final"]["loss"],
+                           delta_vs_tfmpp=r["final"]["loss"] - base["final"]["loss"])
+        elif base and base["train_time"] and r["train_time"]:
             t = min(r["train_time"], base["train_time"])
             la, lb = interp_loss_at(r["curve"], t), interp_loss_at(base["curve"], t)
             row.update(equal_time=t, loss_at_equal_time=la, baseline_loss_at_equal_time=lb,
@@ -67,55 +73,80 @@ def compare(group: dict) -> dict:
     return rows
 
 
-def build_report(store: ResultStore, s) -> dict:
-    """The report (a JSON-ready dict) of the saved runs that these settings ask for."""
+def build_report(store: ResultStore, s, floor: Optional[dict] = None) -> dict:
+    """The report (a JSON-ready dict) of the saved runs that these settings ask for, per series: comparisons per
+    (series, context, seed) and a summary per series and (arch, context); `floor` is the unigram floor
+    (unigram_floor), whose neighbours are flagged."""
     from . import run_key
 
-    runs = [r for r in store.all() if r.get("preset") == s.preset and r.get("final")
-            and r["arch"] in s.archs and r["context"] in s.contexts and r["seed"] in s.seeds
-            and r["key"] == run_key(r["arch"], r["context"], r["seed"], s)]
-    comparisons = []
-    for T in s.contexts:
-        for seed in s.seeds:
-            group = {r["arch"]: r for r in runs if r["context"] == T and r["seed"] == seed}
-            if group:
-                comparisons.append(dict(context=T, seed=seed, rows=compare(group)))
-    summary = {}
-    for T in s.contexts:
-        for arch in s.archs:
+    wanted = {run_key(a, T, seed, s, x): x for x in s.series for a in s.archs for T in s.contexts for seed in s.seeds}
+    runs = [r for r in store.all() if r.get("final") and r.get("key") in wanted]
+    for r in runs:
+        r["series"] = wanted[r["key"]]
+    comparisons, summary = [], {}
+    for x in s.series:
+        for T in s.contexts:
+            for seed in s.seeds:
+                group = {r["arch"]: r for r in runs if r["series"] == x and r["context"] == T and r["seed"] == seed}
+                if group:
+                    comparisons.append(dict(series=x, context=T, seed=seed, rows=compare(group, x)))
+        summary[x] = summarise([r for r in runs if r["series"] == x],
+                               [c for c in comparisons if c["series"] == x], s.archs, s.contexts, floor)
+    return dict(benchmark="quality", settings=s.to_dict(), env=environment(torch.device(s.device)), runs=runs,
+                unigram_floor=floor, comparisons=comparisons, summary=summary,
+                run_envs=unique((r.get("env", {}) for r in runs), lambda e: e.get("command")),
+                headline=headline(comparisons))
+
+
+def summarise(runs: list[dict], comparisons: list[dict], archs, contexts, floor: Optional[dict]) -> dict:
+    """Per (arch, context) of one series: the final numbers over seeds and the comparisons' figures."""
+    out = {}
+    for T in contexts:
+        for arch in archs:
             rs = [r for r in runs if r["context"] == T and r["arch"] == arch]
             if not rs:
                 continue
             cs = [c["rows"][arch] for c in comparisons if c["context"] == T and arch in c["rows"]]
             vals = lambda key: [c[key] for c in cs if c.get(key) is not None]  # noqa: E731
-            summary[f"{arch}@{T}"] = dict(
-                arch=arch, context=T, seeds=[r["seed"] for r in rs],
-                loss=[r["final"]["loss"] for r in rs], ppl=[r["final"]["perplexity"] for r in rs],
-                bpb=[r["final"]["bits_per_byte"] for r in rs], steps=[r["steps"] for r in rs],
-                tokens=[r["tokens"] for r in rs], train_time=[r["train_time"] for r in rs],
+            losses = [r["final"]["loss"] for r in rs]
+            out[f"{arch}@{T}"] = dict(
+                arch=arch, context=T, seeds=[r["seed"] for r in rs], loss=losses,
+                ppl=[r["final"]["perplexity"] for r in rs], bpb=[r["final"]["bits_per_byte"] for r in rs],
+                steps=[r["steps"] for r in rs], tokens=[r["tokens"] for r in rs],
+                train_time=[r["train_time"] for r in rs],
+                step_seconds=[r["train_time"] / r["steps"] for r in rs if r["train_time"] and r["steps"]],
                 loss_at_equal_time=vals("loss_at_equal_time"), delta_vs_tfmpp=vals("delta_vs_tfmpp"),
-                speedup=[c.get("speedup") for c in cs],
-                params=rs[0]["num_parameters"])
-    return dict(benchmark="quality", settings=s.to_dict(), env=environment(torch.device(s.device)), runs=runs,
-                comparisons=comparisons, summary=summary,
-                run_envs=unique((r.get("env", {}) for r in runs), lambda e: e.get("command")),
-                headline=headline(comparisons))
+                speedup=[c.get("speedup") for c in cs], params=rs[0]["num_parameters"],
+                near_unigram=near_floor(losses, floor))
+    return out
+
+
+def near_floor(losses: list[float], floor: Optional[dict]) -> bool:
+    """Whether any of `losses` is within the floor's margin of the unigram floor (or below it: never expected)."""
+    return bool(floor) and any(x - floor["loss"] < floor["margin"] for x in losses)
 
 
 def headline(comparisons: list[dict]) -> list[dict]:
-    """FLASH's held-out loss against Transformer++'s at equal training time, per (context, seed): plain
-    measured differences, one line each."""
+    """FLASH's held-out loss against Transformer++'s, per (series, context, seed): plain measured differences, one
+    line each."""
     out = []
     for c in comparisons:
         f = c["rows"].get(FLASH, {})
         if f.get("delta_vs_tfmpp") is None:
             continue
-        d = f["delta_vs_tfmpp"]
-        out.append(dict(name=f"flash_vs_tfmpp_loss_{c['context']}_seed{c['seed']}", context=c["context"],
-                        seed=c["seed"], value=d, equal_time=f["equal_time"],
-                        text=f"{fmt_ctx(c['context'])} context, seed {c['seed']}, equal training time "
-                             f"{f['equal_time']:.0f} s: FLASH held-out loss {f['loss_at_equal_time']:.4f} vs "
-                             f"Transformer++ {f['baseline_loss_at_equal_time']:.4f} (difference {d:+.4f} nats)"))
+        d, x = f["delta_vs_tfmpp"], c.get("series", "time")
+        if x == "steps":
+            at, la, lb = f"equal steps ({f['equal_steps']})", f["loss_at_equal_steps"], f[
+                "baseline_loss_at_equal_steps"]
+            name = f"flash_vs_tfmpp_loss_steps_{c['context']}_seed{c['seed']}"
+        else:
+            at, la, lb = f"equal training time {f['equal_time']:.0f} s", f["loss_at_equal_time"], f[
+                "baseline_loss_at_equal_time"]
+            name = f"flash_vs_tfmpp_loss_{c['context']}_seed{c['seed']}"
+        out.append(dict(name=name, series=x, context=c["context"], seed=c["seed"], value=d,
+                        equal_time=f.get("equal_time"),
+                        text=f"{fmt_ctx(c['context'])} context, seed {c['seed']}, {at}: FLASH held-out loss {la:.4f} "
+                             f"vs Transformer++ {lb:.4f} (difference {d:+.4f} nats)"))
     return out
 
 
@@ -130,98 +161,130 @@ def _pm(xs, fmt="{:.3f}"):
     return f"{fmt.format(statistics.fmean(xs))} ± {fmt.replace('+', '').format((max(xs) - min(xs)) / 2)}"
 
 
+SERIES_TITLE = {"time": "equal time", "steps": "equal steps"}
+
+
+def floor_line(floor: Optional[dict]) -> str:
+    if not floor:
+        return "Unigram floor: not computed."
+    return (f"**Unigram floor: {floor['loss']:.4f} nats per token** ({floor['tokenizer']} tokens): the held-out "
+            "cross-entropy of the training split's token frequencies (add-one smoothed), the loss of a model that "
+            f"has learned nothing but them. Rows whose final loss comes within {floor['margin']:g} nats of it are "
+            "flagged ⚠: they have not left the unigram plateau, and their loss says nothing about their "
+            "architecture.")
+
+
 def markdown(rep: dict) -> str:
     s = rep["settings"]
-    budget = f"{s['time_budget']:g} s of wall time per run (evaluation included)" if s["time_budget"] \
-        else f"{s['steps']} steps per run ({s['batch_tokens']} tokens per step)"
+    series = s.get("series") or ["time"]
+    budgets = "; ".join(_series_text(s, x) for x in series)
     L = [f"# Quality at equal training budget ({s['preset']} preset, {s['device']})", "",
          "FLASH here is the paper's model (Hua et al. 2022), not FlashAttention. Each run is `flashgau train` "
          f"on the Shakespeare book corpus (byte tokens; held-out: whole plays, {s['heldout_fraction']:g} of the "
-         f"corpus), {budget}, {s['batch_tokens']} tokens per step, precision {s['precision_reason']}, peak lr "
-         f"{s['lr']:g}, seeds {', '.join(map(str, s['seeds']))}. Final numbers score every held-out window; curves "
-         "and the time-to-target use a fixed subset of held-out windows scored during training, against training "
-         "time with evaluation time removed. Mean ± half-range over seeds. See docs/benchmarks.md.", "",
+         f"corpus), {s['batch_tokens']} tokens per step, precision {s['precision_reason']}, peak lr {s['lr']:g}, "
+         f"seeds {', '.join(map(str, s['seeds']))}. Two series: {budgets}. Baselines with their own settings: "
+         + (", ".join(f"{a} {o}" for a, o in s.get("arch_options", {}).items()) or "none") + ". Final numbers "
+         "score every held-out window; curves and the time-to-target use a fixed subset of held-out windows scored "
+         "during training, against the seconds spent in training steps. Mean ± half-range over seeds. See "
+         "docs/benchmarks.md.", "", floor_line(rep.get("unigram_floor")), "",
          "Run environment:", "", *(env_markdown(e) for e in rep["run_envs"][-2:]), ""]
-    L += ["## FLASH against Transformer++ at equal training time", ""] \
+    L += ["## FLASH against Transformer++", ""] \
         + ([f"- {h['text']}" for h in rep["headline"]] or ["- (FLASH and Transformer++ were not both trained)"]) + [""]
     ctxs = s["contexts"]
+    first = rep["summary"].get(series[0], {})
     table = []
     for arch in s["archs"]:
         cells = []
         for T in ctxs:
-            sm = rep["summary"].get(f"{arch}@{T}")
+            sm = first.get(f"{arch}@{T}")
             if not sm:
                 cells += ["–"] * 3
                 continue
             sps = sm["speedup"]
             sp = "–" if not sps or any(x is None for x in sps) else _pm(sps, "{:.2f}") + "×"
-            cells += [_pm(sm["ppl"]), _pm(sm["bpb"], "{:.4f}"), sp]
+            cells += [_pm(sm["ppl"]) + (" ⚠" if sm.get("near_unigram") else ""), _pm(sm["bpb"], "{:.4f}"), sp]
         table.append([arch, *cells])
-    L += ["## Held-out perplexity, bits per byte and speedup to Transformer+'s loss", "",
+    L += [f"## Held-out perplexity, bits per byte and speedup to Transformer+'s loss ({SERIES_TITLE[series[0]]})", "",
           "Shaped like the paper's PG-19 table: perplexity per byte token, and the training-time speedup to "
           "reach Transformer+'s final held-out loss (– where the arch never reaches it within the budget).", "",
           *md_table(["Model", *[c for T in ctxs for c in (f"{fmt_ctx(T)} ppl", "bits/byte", "speedup")]], table)]
-    L += ["", "## Per context: budget used and loss at equal training time", "",
-          "Δ vs Transformer++: this arch's held-out loss minus Transformer++'s, both at the shorter of the two "
-          "runs' training times (negative: better at equal time).", ""]
+    L += ["", "## Per context: equal time and equal steps side by side", "",
+          "Δ vs Transformer++: this arch's held-out loss minus Transformer++'s (negative: better); equal time: both "
+          "on their curves at the shorter of the two runs' training times; equal steps: the final losses. Step: "
+          "seconds per optimizer step (training time / steps). ⚠: within the margin of the unigram floor.", ""]
     for T in ctxs:
         table = []
         for arch in s["archs"]:
-            sm = rep["summary"].get(f"{arch}@{T}")
-            if not sm:
-                continue
-            tt = [c["rows"][arch].get("time_to_target") for c in rep["comparisons"]
-                  if c["context"] == T and arch in c["rows"]]
-            table.append([arch, f"{sm['params']:,}", _pm(sm["steps"], "{:.0f}"), _pm(sm["tokens"], "{:,.0f}"),
-                          _pm(sm["train_time"], "{:.0f}"), _pm(sm["loss"], "{:.4f}"),
-                          _pm(sm["delta_vs_tfmpp"], "{:+.4f}"),
-                          "–" if any(x is None for x in tt) or not tt else _pm(tt, "{:.0f}")])
-        L += [f"### Context {fmt_ctx(T)}", "",
-              *md_table(["Model", "params", "steps", "tokens", "training time (s)", "final held-out loss",
-                         "Δ vs Transformer++ at equal time", "time to Transformer+ loss (s)"], table), ""]
-    L += [f"![held-out loss against training time and tokens]({'quality-quick' if s['quick'] else 'quality'}.png)",
-          ""]
+            cells, present = [], False
+            for x in series:
+                sm = rep["summary"].get(x, {}).get(f"{arch}@{T}")
+                if not sm:
+                    cells += ["–"] * 4
+                    continue
+                present = True
+                cells += [_pm(sm["steps"], "{:.0f}"), _pm(sm["train_time"], "{:.0f}"),
+                          _pm(sm["loss"], "{:.4f}") + (" ⚠" if sm.get("near_unigram") else ""),
+                          _pm(sm["delta_vs_tfmpp"], "{:+.4f}")]
+            if present:
+                steps = [v for x in series for v in rep["summary"].get(x, {}).get(f"{arch}@{T}", {}).get(
+                    "step_seconds", [])]
+                params = next(rep["summary"][x][f"{arch}@{T}"]["params"] for x in series
+                              if f"{arch}@{T}" in rep["summary"].get(x, {}))
+                table.append([arch, f"{params:,}", _pm(steps, "{:.2f}"), *cells])
+        head = [c for x in series for c in (f"{SERIES_TITLE[x]}: steps", "training s", "final loss", "Δ vs T++")]
+        L += [f"### Context {fmt_ctx(T)}", "", *md_table(["Model", "params", "step (s)", *head], table), ""]
+    L += [f"![held-out loss against training time and tokens]({'quality-quick' if s['quick'] else 'quality'}.png)", ""]
     return "\n".join(L)
+
+
+def _series_text(s: dict, series: str) -> str:
+    if series == "steps":
+        return f"equal steps, {s['steps']} optimizer steps per run"
+    return f"equal time, {s['time_budget']:g} s of training steps per run (evaluation not counted)"
 
 
 # ---------------------------------------------------------------------------------------------------- plot
 
 def plot(rep: dict, path: Path) -> None:
+    """Per context: held-out loss against training seconds (the equal-time series, or the only one) and against
+    training tokens (the equal-steps series, or the only one); the unigram floor as a dashed line."""
     from matplotlib.figure import Figure
 
     s = rep["settings"]
     ctxs = s["contexts"]
+    series = s.get("series") or ["time"]
+    panels = [(series[0], "train_time", "training time (s of training steps)"),
+              (series[-1], "tokens", "training tokens (M)")]
     fig = Figure(figsize=(11, 4 * len(ctxs)))
     axes = fig.subplots(len(ctxs), 2, squeeze=False)
     colors = {a: f"C{i}" for i, a in enumerate(s["archs"])}
+    floor = rep.get("unigram_floor")
     for row, T in enumerate(ctxs):
-        for r in rep["runs"]:
-            if r["context"] != T or not r["curve"]:
-                continue
-            style = "-" if r["seed"] == s["seeds"][0] else ":"
-            label = r["arch"] if r["seed"] == s["seeds"][0] else None
-            xs_t = [p["train_time"] for p in r["curve"]]
-            xs_n = [p["tokens"] / 1e6 for p in r["curve"]]
-            ys = [p["heldout_loss"] for p in r["curve"]]
-            axes[row][0].plot(xs_t, ys, style, marker=".", color=colors[r["arch"]], label=label)
-            axes[row][1].plot(xs_n, ys, style, marker=".", color=colors[r["arch"]], label=label)
-        # a loss spike of one run would squash every other curve: clip the y axis at the 98th percentile and
-        # mark clipped evaluations at the top edge
-        ys_all = sorted(p["heldout_loss"] for r in rep["runs"] if r["context"] == T for p in r["curve"])
-        top = ys_all[int(0.98 * (len(ys_all) - 1))] + 0.2 if ys_all else None
-        clipped = top is not None and ys_all[-1] > top
-        for ax, xl in zip(axes[row], ("training wall time (s, evaluation excluded)", "training tokens (M)")):
+        for ax, (x, field, xlabel) in zip(axes[row], panels):
+            runs = [r for r in rep["runs"] if r["context"] == T and r["curve"] and r.get("series", "time") == x]
+            for r in runs:
+                first = r["seed"] == s["seeds"][0]
+                xs = [p[field] / (1e6 if field == "tokens" else 1) for p in r["curve"]]
+                ax.plot(xs, [p["heldout_loss"] for p in r["curve"]], "-" if first else ":", marker=".",
+                        color=colors[r["arch"]], label=r["arch"] if first else None)
+            # a loss spike of one run would squash every other curve: clip the y axis at the 98th percentile and
+            # mark clipped evaluations at the top edge
+            ys = sorted(p["heldout_loss"] for r in runs for p in r["curve"])
+            top = ys[int(0.98 * (len(ys) - 1))] + 0.2 if ys else None
+            clipped = top is not None and ys[-1] > top
             if clipped:
                 for line in list(ax.get_lines()):
-                    hi = [(x, top) for x, y in zip(line.get_xdata(), line.get_ydata()) if y > top]
+                    hi = [(u, top) for u, v in zip(line.get_xdata(), line.get_ydata()) if v > top]
                     if hi:
                         ax.plot(*zip(*hi), "^", color=line.get_color(), clip_on=False)
                 ax.set_ylim(top=top)
-            ax.set_title(f"context {fmt_ctx(T)}" + (" (▲: evaluation above the axis)" if clipped else ""))
-            ax.set_xlabel(xl)
+            if floor:
+                ax.axhline(floor["loss"], color="gray", ls="--", lw=1, label="unigram floor")
+            ax.set_title(f"context {fmt_ctx(T)}, {SERIES_TITLE[x]}" + (" (▲: above the axis)" if clipped else ""))
+            ax.set_xlabel(xlabel)
             ax.set_ylabel("held-out loss (nats/byte)")
             ax.grid(alpha=0.3)
-        axes[row][0].legend(fontsize=7)
+            ax.legend(fontsize=7)
     fig.suptitle(f"Held-out loss vs cost ({s['preset']} preset, {s['device']}; solid seed {s['seeds'][0]}, "
                  "dotted other seeds)")
     fig.tight_layout()
