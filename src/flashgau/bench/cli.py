@@ -1,4 +1,4 @@
-"""`flashgau bench speed | quality | decode | all`: the dispatcher of the benchmark modules.
+"""`flashgau bench speed | quality | decode | ablations | all`: the dispatcher of the benchmark modules.
 
 A benchmark module (see bench/__init__.py) exposes add_arguments(parser) and run(args) -> int. Modules are imported
 only when their subcommand runs (or its parser is built), and `decode` is registered only when bench/decode.py
@@ -22,13 +22,15 @@ HELP = {
     "quality": "held-out loss of every arch trained with the same budget at several contexts; time to reach "
                "Transformer+'s loss",
     "decode": "per-token decoding latency and state memory against position",
+    "ablations": "the paper's ablations and issue 22's candidates: named model variants trained side by side, each "
+                 "paper claim checked against the measurement",
     "all": "every benchmark in turn (--quick: a reduced version in a few minutes)",
 }
 
 
 def available() -> list[str]:
     """Benchmark modules present in this installation, in the order `all` runs them."""
-    return [name for name in ("speed", "quality", "decode")
+    return [name for name in ("speed", "quality", "decode", "ablations")
             if importlib.util.find_spec(f"{__package__}.{name}") is not None]
 
 
