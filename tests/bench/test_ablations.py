@@ -31,6 +31,8 @@ def test_groups_train_their_variants_once_and_report_claims(tmp_path, small_corp
     keys = [p[-1] for p in plan]
     assert len(keys) == 4 and len(set(keys)) == 3                       # "base" is one run for both groups
     assert all(k.startswith("tiny-T128-6steps-seed0-flash-") for k in keys)
+    assert ablations.run(_args(parse, tmp_path, small_corpus, "--groups", "one", "two", "--max-runs", 1)) == 0
+    assert len(list((tmp_path / "runs" / "ablations-quick").glob("*.json"))) == 1    # driven run by run
     assert ablations.run(args) == 0
     saved = list((tmp_path / "runs" / "ablations-quick").glob("*.json"))
     assert len(saved) == 3

@@ -136,6 +136,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heldout-fraction", type=float, default=0.02, help="share of the corpus held out (default: "
                    "0.02, as bench quality)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's checkpoint.pt")
+    p.add_argument("--max-runs", type=int, default=None, metavar="N", help="train at most N of the missing runs, "
+                   "then write the report (to drive the benchmark run by run, e.g. one run per lock)")
     p.add_argument("--list", action="store_true", help="print the runs the groups ask for and which are done; "
                    "train nothing")
     p.add_argument("--quick", action="store_true", help="a reduced version: every group at the tiny preset, context "
@@ -221,12 +223,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if plan:
         print(f"device {device}, precision {plan[0][1].precision_reason}", flush=True)
+    budget = quality.Budget(args.max_runs)
     for g, s, v, T, seed, key in plan if not args.report_only else ():
         def train_run(g=g, s=s, v=v, T=T, seed=seed, key=key):
             rec = quality.train_one(v.arch, T, seed, s, runs_dir / key, args.keep_checkpoints, series=s.series[0],
                                     model=model_options(v, {}), lr=v.lr)
             return dict(rec, variant=v.label, group=g.name)
-        if not quality.train_and_save(store, key, train_run, "ablations"):
+        if not quality.train_and_save(store, key, train_run, "ablations", budget):
             return 1
     floor = quality.unigram_floor(args.data, args.heldout_fraction)
     common.write_reports(out, stem, build_report(store, groups, plan, floor, device), markdown, plot)

@@ -140,6 +140,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's checkpoint.pt")
     p.add_argument("--quick", action="store_true", help="a reduced version: tiny preset, contexts 128 and 512, "
                    "one seed, 6 s per run")
+    p.add_argument("--max-runs", type=int, default=None, metavar="N", help="train at most N of the missing runs, "
+                   "then write the report (to drive the benchmark run by run, e.g. one run per lock)")
     p.add_argument("--report-only", action="store_true", help="rebuild the reports from saved runs; train nothing")
 
 
@@ -279,24 +281,40 @@ def run(args: argparse.Namespace) -> int:
     runs_dir = out / "runs" / s.stem
     store = common.ResultStore(runs_dir)
     print(f"device {s.device}, precision {s.precision_reason}", flush=True)
-    for T in s.contexts if not args.report_only else ():
-        for seed in s.seeds:
-            for series in s.series:
-                for arch in s.archs:           # archs interleaved within each (context, seed, series)
-                    key = run_key(arch, T, seed, s, series)
-                    if not train_and_save(store, key, lambda: train_one(arch, T, seed, s, runs_dir / key,
-                                                                        args.keep_checkpoints, series=series)):
-                        return 1
+    budget = Budget(args.max_runs)
+    # archs interleaved within each (context, seed, series)
+    for T, seed, series, arch in [(T, seed, x, a) for T in s.contexts for seed in s.seeds for x in s.series
+                                  for a in s.archs] if not args.report_only else ():
+        key = run_key(arch, T, seed, s, series)
+        if not train_and_save(store, key, lambda: train_one(arch, T, seed, s, runs_dir / key, args.keep_checkpoints,
+                                                            series=series), budget=budget):
+            return 1
     common.write_reports(out, s.stem, build_report(store, s, unigram_floor(s.data, s.heldout_fraction)), markdown,
                          plot)
     return 0
 
 
-def train_and_save(store: common.ResultStore, key: str, train_run, name: str = "quality") -> bool:
-    """Run `train_run()` unless `key` is saved, save its record and print one line; False (after one line on
-    stderr) when the run fails on a user error."""
+class Budget:
+    """How many more runs this invocation may train (--max-runs; None: all)."""
+
+    def __init__(self, runs: Optional[int]) -> None:
+        self.left = runs
+
+    def take(self) -> bool:
+        if self.left is None:
+            return True
+        self.left -= 1
+        return self.left >= 0
+
+
+def train_and_save(store: common.ResultStore, key: str, train_run, name: str = "quality",
+                   budget: Optional[Budget] = None) -> bool:
+    """Run `train_run()` unless `key` is saved (or `budget` has no run left), save its record and print one line;
+    False (after one line on stderr) when the run fails on a user error."""
     if store.has(key):
         print(f"  {key}: done, skipped")
+        return True
+    if budget is not None and not budget.take():
         return True
     try:
         rec = train_run()
