@@ -112,7 +112,67 @@ LR = Group(
     ), "flash lr 2e-3",
     note="The presets' defaults of each arch (token shift included: it applies to every arch).")
 
-GROUPS: dict[str, Group] = {g.name: g for g in (ISSUE22, LR)}
+# The paper's ablations (reference §8.4), on the paper's model: equal seconds of training steps at 1K (and 4K where the
+# context matters), every row compared with the paper's FLASH (or FLASH-Quad) at the same budget.
+PAPER_FLASH = _v("FLASH (paper)")
+PAPER_QUAD = _v("FLASH-Quad (paper)", "flash-quad")
+PAPER_TIME = 120.0
+
+
+def _paper(name: str, title: str, variants: tuple[Variant, ...], claims: tuple[Claim, ...], contexts=(1024,),
+           reference: str = PAPER_FLASH.label, note: str = "") -> Group:
+    return Group(name, title, "small-paper", contexts, "time", PAPER_TIME, variants, reference, seeds=(0,),
+                 claims=claims, note=note)
+
+
+HEADS = _paper("heads", "GAU heads: one head vs four at equal cost", (PAPER_FLASH, _v("4 heads", gau_heads=4)), (
+    Claim("One head suffices for GAU: several heads are not better at equal cost", "4 heads", PAPER_FLASH.label,
+          "not_lower"),), note="4 heads: each with 32 of the s = 128 query/key channels and 128 of the e = 512 "
+                              "value channels; the same parameters and multiply-adds.")
+SOFTMAX = _paper("softmax", "relu^2 vs softmax inside GAU", (PAPER_FLASH, _v("softmax", gau_attention="softmax")), (
+    Claim("relu^2 and softmax inside GAU give about equal quality", "softmax", PAPER_FLASH.label, "similar"),),
+    note="softmax: FLASH's local part softmax(q.k / sqrt(s) + b) over the chunk's visible keys; the global part "
+         "unchanged.")
+PARTS = _paper("parts", "Mixed chunk attention: local only, global only, both", (
+    PAPER_FLASH, _v("local only", mixed_chunk_parts="local"), _v("global only", mixed_chunk_parts="global")), (
+    Claim("The local part matters more than the global part", "local only", "global only", "lower"),
+    Claim("Local and global together are best", PAPER_FLASH.label, "local only", "lower")), contexts=(1024, 4096),
+    note="global only: causal, a token sees the earlier chunks' average and nothing of its own chunk (the paper's "
+         "causal global part is exclusive).")
+MCTFM = _paper("mctfm", "FLASH against MC-TFM++ (Transformer++ with mixed chunk attention)", (
+    PAPER_FLASH, _v("MC-TFM++", "mc-transformer++")), (
+    Claim("FLASH beats MC-TFM++", PAPER_FLASH.label, "MC-TFM++", "lower"),))
+CHUNK = _paper("chunk", "Chunk size C = 128, 256, 512, 1024", (
+    _v("C = 128", chunk_size=128), PAPER_FLASH, _v("C = 512", chunk_size=512), _v("C = 1024", chunk_size=1024)), (
+    Claim("Chunk sizes 128 to 1024 give similar quality (256 chosen)", "C = 128", PAPER_FLASH.label, "similar"),
+    Claim("Chunk sizes 128 to 1024 give similar quality (256 chosen)", "C = 512", PAPER_FLASH.label, "similar"),
+    Claim("Chunk sizes 128 to 1024 give similar quality (256 chosen)", "C = 1024", PAPER_FLASH.label, "similar")),
+    contexts=(1024, 4096), note="The reference is C = 256. At 1K, C = 1024 is one chunk: quadratic attention with "
+                                "no global part (the paper's relative bias is then RoPE-factorised, n > 512).")
+GAU_MHSA = _paper("gau_vs_mhsa", "GAU against MHSA + MLP and MHSA + GLU", (
+    PAPER_QUAD, _v("Transformer+ (MHSA + MLP)", "transformer+"), _v("Transformer++ (MHSA + GLU)", "transformer++")), (
+    Claim("GAU dominates MHSA + MLP on the speed-quality plane", PAPER_QUAD.label, "Transformer+ (MHSA + MLP)",
+          "lower"),
+    Claim("GAU dominates MHSA + GLU on the speed-quality plane", PAPER_QUAD.label, "Transformer++ (MHSA + GLU)",
+          "lower")), reference=PAPER_QUAD.label,
+    note="Quadratic attention on both sides (FLASH-Quad: 8 GAU layers; the Transformers: 4 layers), equal training "
+         "seconds, so a lower loss is a better point on the speed-quality plane.")
+QK_DIM = _paper("qk_dim", "Shared query/key width s = 128 vs 512 (the TriviaQA rows)", (
+    PAPER_QUAD, _v("FLASH-Quad s = 512", "flash-quad", qk_dim=512)), (
+    Claim("s = 512 beats s = 128 (FLASH-Quad, TriviaQA pre-training perplexity 3.12 vs 3.24)",
+          "FLASH-Quad s = 512", PAPER_QUAD.label, "lower"),), reference=PAPER_QUAD.label)
+NORMALISERS = _paper("normalisers", "FLASH's causal linear normaliser: the paper's average vs the sum", (
+    PAPER_FLASH, _v("linear_normalizer sum", linear_normalizer="sum")), (), contexts=(1024, 4096),
+    note="sum: the visible chunk summaries / C (lucidrains, OpenNLPLab); the paper's Code 8 averages them.")
+POOLING = Group(
+    "combiner_pooling", "Combiner: chunk summaries pooled from rotated or un-rotated keys (issue 20, baselines 5)",
+    "small", (512,), "steps", 100, (
+        _v("Combiner (rotated)", "combiner", combiner_pooling="rotated"),
+        _v("Combiner (unrotated)", "combiner", combiner_pooling="unrotated")), "Combiner (rotated)", seeds=(0,),
+    note="C = sqrt(T) = 32 (the quality benchmark's setting for Combiner).")
+
+GROUPS: dict[str, Group] = {g.name: g for g in (ISSUE22, LR, HEADS, SOFTMAX, PARTS, MCTFM, CHUNK, GAU_MHSA, QK_DIM,
+                                                NORMALISERS, POOLING)}
 
 DEFAULTS = dict(batch_tokens=4096, eval_tokens=16384, precision="auto", lr=2e-3)
 QUICK = dict(preset="tiny", context=128, steps=6, time_budget=3.0, seeds=(0,), batch_tokens=1024, eval_tokens=1024)
