@@ -173,3 +173,21 @@ def test_the_unigram_floor_is_the_held_out_cross_entropy_of_training_frequencies
         text = (corpus / held).read_text()[1:]
         options.append(-sum(math.log((counts[train][c] + 1) / n) for c in text) / len(text))
     assert floor["vocab_size"] == 256 and any(floor["loss"] == pytest.approx(x) for x in options)
+
+
+def test_flash_against_its_0_1_0_defaults_at_60_steps_and_at_the_end():
+    """The issue-22 lines: the flash-0.1.0 row trains FLASH with flashgau 0.1.0's defaults, and the report compares
+    it with FLASH at the end of both series and, at equal steps, after the first 60 steps on the curves."""
+    assert quality.VARIANT_ROWS["flash-0.1.0"] == ("flash", quality.TODAY) and "flash-0.1.0" in quality.ROWS
+    curve = lambda losses: [dict(step=s, train_time=s / 10, heldout_loss=x) for s, x in zip((50, 70, 100), losses)]  # noqa: E731
+    runs = [dict(arch="flash", series="steps", context=512, seed=0, steps=100, final=dict(loss=2.0), train_time=10,
+                 curve=curve([2.6, 2.4, 2.0])),
+            dict(arch="flash-0.1.0", series="steps", context=512, seed=0, steps=100, final=dict(loss=2.1),
+                 train_time=10, curve=curve([3.0, 2.8, 2.1])),
+            dict(arch="flash", series="time", context=512, seed=0, train_time=8.0, curve=curve([2.6, 2.4, 2.0])),
+            dict(arch="flash-0.1.0", series="time", context=512, seed=0, train_time=10.0,
+                 curve=curve([3.0, 2.8, 2.1]))]
+    steps, timed = report.against_before(runs)
+    assert steps["end"] == pytest.approx(-0.1) and steps["early"] == pytest.approx(2.5 - 2.9)
+    assert timed["equal_time"] == 8.0 and timed["end"] == pytest.approx((2.4 - 0.4 / 3) - (2.8 - 0.7 / 3))
+    assert "after the first 60 steps 2.5000 vs 2.9000 (-0.4000 nats)" in report._before_text(steps)

@@ -34,9 +34,7 @@ from ...runtime import resolve_device, resolve_precision
 from .. import common
 from .. import quality
 
-# The FLASH defaults of flashgau 0.1.0, before the measurements of issue 22: "today's default" in the report.
-TODAY = dict(token_shift=0.0, init="normal", norm="layernorm", rope_fraction=1.0, rel_pos="auto",
-             linear_normalizer="average")
+TODAY = quality.TODAY                   # the FLASH defaults of flashgau 0.1.0: "today's default" of issue 22
 SHIFT = dict(TODAY, token_shift=0.5)
 
 

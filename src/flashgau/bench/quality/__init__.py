@@ -9,7 +9,9 @@ TrainConfig per (series, arch, context, seed). Two series, side by side:
   training time); the loop turns the seconds into a step count by timing its first steps;
 - equal steps (`--steps N`): every arch takes N optimizer steps, hence sees the same tokens.
 
-Archs run interleaved within each (context, seed, series). The baselines run with their own settings
+Archs run interleaved within each (context, seed, series), with one more row, "flash-0.1.0": FLASH with the defaults
+of flashgau 0.1.0 (TODAY), before the measurements of issue 22 changed them, so that the report shows what the new
+defaults buy at equal steps and equal time. The baselines run with their own settings
 (ARCH_OPTIONS, docs/baselines.md): Performer's causal block of 64 tokens (speed only: its maths is the same at
 every block length), Combiner's chunk of about sqrt(T) (its authors' choice).
 
@@ -57,6 +59,12 @@ QUICK = dict(preset="tiny", contexts=(128, 512), seeds=(0,), time_budget=6.0, st
 # the baselines' own settings (docs/baselines.md), on top of the preset in every run of the benchmark
 ARCH_OPTIONS: dict[str, dict] = {"performer": {"performer_chunk_size": 64}, "combiner": {"combiner_chunk_size": "auto"}}
 UNIGRAM_MARGIN = 0.05   # nats: a row this close to the unigram floor is flagged
+# The FLASH defaults of flashgau 0.1.0, before the measurements of issue 22 changed them ("today's default" there).
+TODAY = dict(token_shift=0.0, init="normal", norm="layernorm", rope_fraction=1.0, rel_pos="auto",
+             linear_normalizer="average")
+# Rows that are not an arch: name -> (arch, model options on top of the preset).
+VARIANT_ROWS: dict[str, tuple[str, dict]] = {"flash-0.1.0": ("flash", TODAY)}
+ROWS: tuple[str, ...] = (*ARCHS, *VARIANT_ROWS)
 
 
 @dataclass
@@ -108,8 +116,8 @@ def _list(values) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     D, Q = DEFAULTS, QUICK
-    p.add_argument("--archs", nargs="+", choices=ARCHS, default=None, metavar="ARCH",
-                   help=f"archs to train (default: all: {' '.join(ARCHS)})")
+    p.add_argument("--archs", nargs="+", choices=ROWS, default=None, metavar="ARCH",
+                   help=f"archs (rows) to train (default: all: {' '.join(ROWS)})")
     p.add_argument("--preset", default=None, help=f"model size (default: {D['preset']}; --quick: {Q['preset']})")
     p.add_argument("--contexts", nargs="+", type=int, default=None, metavar="T",
                    help=f"context lengths (default: {_list(D['contexts'])}; --quick: {_list(Q['contexts'])})")
@@ -159,7 +167,7 @@ def settings_from_args(args) -> QualitySettings:
     o = common.options(args, DEFAULTS, QUICK)
     series = chosen_series(args)
     return QualitySettings(
-        archs=list(args.archs or ARCHS), preset=o["preset"], contexts=sorted(o["contexts"]), seeds=list(o["seeds"]),
+        archs=list(args.archs or ROWS), preset=o["preset"], contexts=sorted(o["contexts"]), seeds=list(o["seeds"]),
         time_budget=o["time_budget"] if "time" in series else None, steps=o["steps"] if "steps" in series else None,
         batch_tokens=o["batch_tokens"], micro_batch_tokens=args.micro_batch_tokens, lr=args.lr,
         warmup_steps=args.warmup_steps, precision=o["precision"],
@@ -219,12 +227,17 @@ def curve(records: list[dict]) -> list[dict]:
 
 def train_one(arch: str, context: int, seed: int, s: QualitySettings, folder: Path, keep: bool, log=print,
               series: Optional[str] = None, *, model: Optional[dict] = None, lr: Optional[float] = None) -> dict:
-    """Train (or resume) one run into `folder` and return its record (train_config's arguments)."""
+    """Train (or resume) one run into `folder` and return its record (train_config's arguments; `arch` may be a
+    row of VARIANT_ROWS, recorded under that name)."""
     from ...training.checkpoint import CHECKPOINT_NAME
     from ...training.loop import METRICS_NAME, train
     from ...training.metrics import read_metrics
 
     series = series or s.series[0]
+    row = arch
+    if arch in VARIANT_ROWS:
+        arch, options = VARIANT_ROWS[arch]
+        model = {**s.arch_options.get(arch, {}), **options, **(model or {})}
     cfg = train_config(arch, context, seed, s, folder, series, model=model, lr=lr)
     t0 = time.perf_counter()
     if (folder / CHECKPOINT_NAME).exists():
@@ -235,7 +248,7 @@ def train_one(arch: str, context: int, seed: int, s: QualitySettings, folder: Pa
     records = read_metrics(folder / METRICS_NAME)
     pts = curve(records)
     final_rec = next((r for r in records if r.get("kind") == "final"), {})
-    rec = dict(arch=arch, context=context, seed=seed, preset=s.preset, key=folder.name, device=s.device,
+    rec = dict(arch=row, context=context, seed=seed, preset=s.preset, key=folder.name, device=s.device,
                series=series, budget=s.budget_label(series), model_options=cfg.model, lr=cfg.lr,
                train_config=cfg.to_dict(), model_config=result.model.config.to_dict(),
                num_parameters=result.num_parameters, steps=result.step, tokens=result.tokens_seen,

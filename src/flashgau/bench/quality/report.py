@@ -17,6 +17,8 @@ from ..common import ResultStore, env_markdown, environment, fmt_ctx, md_table, 
 REFERENCE = "transformer+"      # the paper's speedup column: time to reach its final loss
 BASELINE = "transformer++"      # loss at equal training time is compared against it
 FLASH = "flash"
+FLASH_BEFORE = "flash-0.1.0"    # FLASH with flashgau 0.1.0's defaults (issue 22's "today's default")
+EARLY_STEP = 60                 # issue 22's "after the first 60 steps"
 
 
 def interp_time_to(points: list[dict], target: float) -> Optional[float]:
@@ -92,10 +94,13 @@ def build_report(store: ResultStore, s, floor: Optional[dict] = None) -> dict:
                     comparisons.append(dict(series=x, context=T, seed=seed, rows=compare(group, x)))
         summary[x] = summarise([r for r in runs if r["series"] == x],
                                [c for c in comparisons if c["series"] == x], s.archs, s.contexts, floor)
+    before = against_before(runs)
     return dict(benchmark="quality", settings=s.to_dict(), env=environment(torch.device(s.device)), runs=runs,
-                unigram_floor=floor, comparisons=comparisons, summary=summary,
+                unigram_floor=floor, comparisons=comparisons, summary=summary, against_before=before,
                 run_envs=unique((r.get("env", {}) for r in runs), lambda e: e.get("command")),
-                headline=headline(comparisons))
+                headline=headline(comparisons) + [dict(name=f"flash_vs_0.1.0_{b['series']}_{b['context']}_seed"
+                                                       f"{b['seed']}", value=b["end"], text=_before_text(b))
+                                                  for b in before if "end" in b])
 
 
 def summarise(runs: list[dict], comparisons: list[dict], archs, contexts, floor: Optional[dict]) -> dict:
@@ -126,6 +131,46 @@ def near_floor(losses: list[float], floor: Optional[dict]) -> bool:
     return bool(floor) and any(x - floor["loss"] < floor["margin"] for x in losses)
 
 
+def interp_loss_at_step(points: list[dict], step: int) -> Optional[float]:
+    """Held-out loss at optimizer step `step` (linear between evaluations; None outside the curve)."""
+    prev = None
+    for p in points:
+        if p["step"] >= step:
+            if prev is None:
+                return p["heldout_loss"] if p["step"] == step else None
+            w = (step - prev["step"]) / (p["step"] - prev["step"])
+            return prev["heldout_loss"] + w * (p["heldout_loss"] - prev["heldout_loss"])
+        prev = p
+    return None
+
+
+def against_before(runs: list[dict]) -> list[dict]:
+    """FLASH (today's defaults) against flash-0.1.0 per (series, context, seed): the final held-out losses (equal
+    steps) or the curves at the shorter training time (equal time), and in the equal-steps series the curves at step
+    EARLY_STEP too."""
+    out = []
+    keys = sorted({(r["series"], r["context"], r["seed"]) for r in runs})
+    for x, T, seed in keys:
+        pair = {r["arch"]: r for r in runs if (r["series"], r["context"], r["seed"]) == (x, T, seed)}
+        new, old = pair.get(FLASH), pair.get(FLASH_BEFORE)
+        if not new or not old:
+            continue
+        line = dict(series=x, context=T, seed=seed)
+        if x == "steps":
+            line.update(end=new["final"]["loss"] - old["final"]["loss"], new=new["final"]["loss"],
+                        old=old["final"]["loss"], steps=new["steps"])
+            early = [interp_loss_at_step(r["curve"], EARLY_STEP) for r in (new, old)]
+            if None not in early:
+                line.update(early=early[0] - early[1], early_new=early[0], early_old=early[1])
+        else:
+            t = min(new["train_time"], old["train_time"])
+            la, lb = interp_loss_at(new["curve"], t), interp_loss_at(old["curve"], t)
+            if la is not None and lb is not None:
+                line.update(end=la - lb, new=la, old=lb, equal_time=t)
+        out.append(line)
+    return out
+
+
 def headline(comparisons: list[dict]) -> list[dict]:
     """FLASH's held-out loss against Transformer++'s, per (series, context, seed): plain measured differences, one
     line each."""
@@ -151,6 +196,16 @@ def headline(comparisons: list[dict]) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------ Markdown
+
+def _before_text(b: dict) -> str:
+    at = f"after {b['steps']} steps" if b["series"] == "steps" else f"at equal training time {b['equal_time']:.0f} s"
+    text = (f"{fmt_ctx(b['context'])} context, seed {b['seed']}, {at}: FLASH (defaults) {b['new']:.4f} vs FLASH "
+            f"0.1.0 {b['old']:.4f} ({b['end']:+.4f} nats)")
+    if "early" in b:
+        text += (f"; after the first {EARLY_STEP} steps {b['early_new']:.4f} vs {b['early_old']:.4f} "
+                 f"({b['early']:+.4f} nats)")
+    return text
+
 
 def _pm(xs, fmt="{:.3f}"):
     xs = [x for x in xs if x is not None]
@@ -188,7 +243,7 @@ def markdown(rep: dict) -> str:
          "during training, against the seconds spent in training steps. Mean ± half-range over seeds. See "
          "docs/benchmarks.md.", "", floor_line(rep.get("unigram_floor")), "",
          "Run environment:", "", *(env_markdown(e) for e in rep["run_envs"][-2:]), ""]
-    L += ["## FLASH against Transformer++", ""] \
+    L += ["## FLASH against Transformer++, and against FLASH with flashgau 0.1.0's defaults", ""] \
         + ([f"- {h['text']}" for h in rep["headline"]] or ["- (FLASH and Transformer++ were not both trained)"]) + [""]
     ctxs = s["contexts"]
     first = rep["summary"].get(series[0], {})
