@@ -143,7 +143,7 @@ def test_both_series_side_by_side_with_the_unigram_flag(tmp_path, small_corpus, 
     assert s.series == ["time", "steps"]
     timed = quality.train_config("flash", 32, 0, s, tmp_path / "x", "time")
     assert (timed.time_budget, timed.steps, timed.time_budget_covers) == (1.0, None, "training")
-    floor = dict(loss=100.0, margin=0.05)                                # every tiny run is "near" it (below)
+    floor = dict(loss=100.0, margin=1000.0)                              # every tiny run is "near" it
     monkeypatch.setattr(quality, "unigram_floor", lambda data, fraction: floor | dict(tokenizer="bytes"))
     assert quality.run(args) == 0
     rep = json.loads((tmp_path / "quality.json").read_text())
@@ -153,6 +153,12 @@ def test_both_series_side_by_side_with_the_unigram_flag(tmp_path, small_corpus, 
     assert all(sm["near_unigram"] for x in rep["summary"].values() for sm in x.values())
     md = (tmp_path / "quality.md").read_text()
     assert "equal time: steps" in md and "equal steps: steps" in md and "⚠" in md
+
+
+def test_rows_near_the_unigram_floor_are_flagged_and_rows_below_it_are_not():
+    floor = dict(loss=3.38, margin=0.05)
+    assert report.near_floor([3.40], floor) and report.near_floor([2.5, 3.35], floor)
+    assert not report.near_floor([2.65, 3.45], floor) and not report.near_floor([3.0], None)
 
 
 def test_the_unigram_floor_is_the_held_out_cross_entropy_of_training_frequencies(tmp_path):

@@ -127,8 +127,8 @@ def summarise(runs: list[dict], comparisons: list[dict], archs, contexts, floor:
 
 
 def near_floor(losses: list[float], floor: Optional[dict]) -> bool:
-    """Whether any of `losses` is within the floor's margin of the unigram floor (or below it: never expected)."""
-    return bool(floor) and any(x - floor["loss"] < floor["margin"] for x in losses)
+    """Whether any of `losses` is within the floor's margin of the unigram floor (above it or below)."""
+    return bool(floor) and any(abs(x - floor["loss"]) < floor["margin"] for x in losses)
 
 
 def interp_loss_at_step(points: list[dict], step: int) -> Optional[float]:
