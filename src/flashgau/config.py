@@ -76,6 +76,9 @@ PAPER_SHAPES: dict[str, Any] = dict(qk_dim=128, chunk_size=256)
 SIZE_FIELDS = ("arch", "vocab_size", "d_model", "n_layers", "causal", "max_seq_len", "chunk_size", "qk_dim",
                "n_heads", "ffn_dim", "quad_norm_len", "random_features")
 PAPER_SUFFIX = "-paper"
+# Fields whose default changed (issue 22's measurements, docs/model_options.md), with the value they had before: a
+# saved config without the field (written before it existed) was made with that value.
+DEFAULTS_BEFORE: dict[str, Any] = dict(token_shift=0.0, init="normal")
 PRESET_NAMES: tuple[str, ...] = (*PRESETS, *(name + PAPER_SUFFIX for name in PRESETS))
 
 
@@ -185,10 +188,10 @@ class ModelConfig:
     random_features: int = 256
     feature_redraw_interval: int = 1000
     attention_precision: str = "auto"
-    init: str = "normal"
+    init: str = "fan_in"
     rope_fraction: float = 1.0
     linear_normalizer: str = "average"
-    token_shift: float = 0.0
+    token_shift: float = 0.5
     performer_chunk_size: Optional[int] = None
     performer_epsilon: float = 0.0
     combiner_chunk_size: Optional[int] = None
@@ -302,12 +305,13 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
         """The config `to_dict` wrote, by this or an earlier flashgau: a dict from before rel_pos="auto" was tied
-        to the training length (no "attention_precision" key) keeps the bias its model was built with."""
+        to the training length (no "attention_precision" key) keeps the bias its model was built with, and a field
+        whose default has changed since (DEFAULTS_BEFORE) keeps the old value when the dict lacks it."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown ModelConfig field(s): {', '.join(unknown)}")
-        data = dict(data)
+        data = {**DEFAULTS_BEFORE, **data}
         if ("attention_precision" not in data and data.get("arch") == "flash-quad"
                 and data.get("rel_pos", "auto") == "auto"):
             data["rel_pos"] = "toeplitz" if data.get("max_seq_len", 16384) <= 512 else "rope"
