@@ -73,7 +73,7 @@ def quality_targets(comparisons: list[dict]) -> list[dict]:
     out = []
     for c in comparisons:
         f = c["rows"].get("flash", {})
-        if c["context"] != 4096 or f.get("delta_vs_tfmpp") is None:
+        if c["context"] != 4096 or c.get("series", "time") != "time" or f.get("delta_vs_tfmpp") is None:
             continue
         d = f["delta_vs_tfmpp"]
         out.append(_target(f"flash_vs_tfmpp_quality_4k_seed{c['seed']}", d, 0.0, d <= 0,

@@ -30,10 +30,10 @@ class Command:
 
 # TrainConfig fields set by options of the same name; on --resume none of them may be given (the run continues
 # with the settings saved in its checkpoint).
-TRAIN_FIELDS = ("arch", "preset", "context", "steps", "time_budget", "batch_tokens", "micro_batch_tokens", "lr",
-                "warmup_steps", "weight_decay", "grad_clip", "precision", "data", "tokenizer", "bpe_vocab_size",
-                "pack_documents", "eval_every", "eval_windows", "save_every", "sample_tokens", "sample_prompt", "seed",
-                "objective")
+TRAIN_FIELDS = ("arch", "preset", "context", "steps", "time_budget", "time_budget_covers", "batch_tokens",
+                "micro_batch_tokens", "lr", "warmup_steps", "weight_decay", "grad_clip", "precision", "data",
+                "tokenizer", "bpe_vocab_size", "pack_documents", "eval_every", "eval_windows", "save_every",
+                "sample_tokens", "sample_prompt", "seed", "objective")
 CLI_SAMPLE_TOKENS = 300   # an LM run of the command writes a sample after training unless told otherwise (the
                           # library: none; an MLM run: none, it has `flashgau fill`)
 
@@ -53,6 +53,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from . import ARCHS
     from .config import PRESET_NAMES
     from .tasks import OBJECTIVES
+    from .training.budget import COVERS
     from .training.config import DEFAULT_TIME_BUDGET, TrainConfig
 
     d = TrainConfig.__dataclass_fields__
@@ -81,11 +82,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     data.add_argument("--context", type=int, metavar="T", help=f"tokens per window {default('context')}")
     data.add_argument("--pack-documents", action="store_true", default=None, help="let training windows cross "
                       "document boundaries (documents back to back); held-out windows never do")
-    length = p.add_argument_group("length (give one)").add_mutually_exclusive_group()
+    lengths = p.add_argument_group("length (give one)")
+    length = lengths.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="number of optimizer steps")
     length.add_argument("--time-budget", type=float, metavar="SECONDS", help="wall-clock seconds for the whole "
                         "run including held-out evaluation; the step count is fitted to it by timing a few steps "
                         f"first (default when neither is given: {DEFAULT_TIME_BUDGET:.0f})")
+    lengths.add_argument(
+        "--time-budget-covers", choices=COVERS, help="what --time-budget counts: the whole run, or the seconds of the "
+        f"training steps only (evaluation, checkpoints and the sample on top) {default('time_budget_covers')}")
     opt = p.add_argument_group("optimization")
     opt.add_argument("--batch-tokens", type=int, metavar="N", help="tokens per optimizer step, reached by gradient "
                      f"accumulation {default('batch_tokens')}")

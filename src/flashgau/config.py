@@ -29,10 +29,13 @@ ATTENTION_PRECISIONS = ("auto", "fp32")
 INITS = ("normal", "scaled", "fan_in")
 LINEAR_NORMALIZERS = ("average", "sum")
 COMBINER_POOLINGS = ("rotated", "unrotated")
+GAU_ATTENTIONS = ("relu2", "softmax")
+MIXED_CHUNK_PARTS = ("both", "local", "global")
 # The fields that take one of a few names, and the names.
 CHOICES: dict[str, tuple[str, ...]] = dict(
     arch=ARCHS, norm=NORMS, rel_pos=REL_POS, normalizer=NORMALIZERS, attention_precision=ATTENTION_PRECISIONS,
-    init=INITS, linear_normalizer=LINEAR_NORMALIZERS, combiner_pooling=COMBINER_POOLINGS)
+    init=INITS, linear_normalizer=LINEAR_NORMALIZERS, combiner_pooling=COMBINER_POOLINGS,
+    gau_attention=GAU_ATTENTIONS, mixed_chunk_parts=MIXED_CHUNK_PARTS)
 # Fields that also take "auto" where the training context is known (ModelConfig.for_context resolves it).
 CONTEXT_AUTO = ("combiner_chunk_size",)
 
@@ -64,6 +67,8 @@ PAPER: dict[str, Any] = dict(
     # the baselines, as the paper's references would run them (settings not confirmed by the paper's text)
     performer_chunk_size=None, performer_epsilon=1e-4, feature_redraw_interval=1000,
     combiner_chunk_size=None, combiner_pooling="rotated",
+    # the paper's GAU: one head, relu^2, both parts of mixed chunk attention (its §4 ablates each)
+    gau_heads=1, gau_attention="relu2", mixed_chunk_parts="both",
 )
 # The paper's s and C, pinned for the presets wide enough for them (tiny keeps its test-sized s and C).
 PAPER_SHAPES: dict[str, Any] = dict(qk_dim=128, chunk_size=256)
@@ -71,6 +76,9 @@ PAPER_SHAPES: dict[str, Any] = dict(qk_dim=128, chunk_size=256)
 SIZE_FIELDS = ("arch", "vocab_size", "d_model", "n_layers", "causal", "max_seq_len", "chunk_size", "qk_dim",
                "n_heads", "ffn_dim", "quad_norm_len", "random_features")
 PAPER_SUFFIX = "-paper"
+# Fields whose default changed (issue 22's measurements, docs/model_options.md), with the value they had before: a
+# saved config without the field (written before it existed) was made with that value.
+DEFAULTS_BEFORE: dict[str, Any] = dict(token_shift=0.0, init="normal")
 PRESET_NAMES: tuple[str, ...] = (*PRESETS, *(name + PAPER_SUFFIX for name in PRESETS))
 
 
@@ -145,6 +153,17 @@ class ModelConfig:
     combiner_pooling: what Combiner's chunk summaries are max-pooled from and read with: "rotated" (the RoPE-
                      rotated q and k, as the direct part) or "unrotated" (q and k before RoPE: the summaries carry
                      content only, as in the authors' model, which has no RoPE; the direct part keeps RoPE).
+    gau_heads:       h, heads of GAU attention (flash, flash-quad): each head attends with its own s/h channels of
+                     every query/key map and its own e/h channels of v, at the cost of one head (the same
+                     parameters and multiply-adds; the paper's ablation "one head vs several", 1 is the paper's).
+                     qk_dim must split into h even widths and e into h widths.
+    gau_attention:   the kernel of GAU attention (flash's local part, flash-quad): "relu2" (the paper's:
+                     relu(q.k / n + b)^2) or "softmax" (softmax(q.k / sqrt(s/h) + b) over the visible keys; the
+                     paper's relu^2-vs-softmax ablation; FLASH-Quad's normalizer does not apply to it).
+    mixed_chunk_parts: which parts of FLASH's mixed chunk attention run (flash only): "both" (the paper's),
+                     "local" (the quadratic part inside chunks only) or "global" (the linear part across chunks
+                     only: a causal token then sees nothing of its own chunk, as the paper's causal global part
+                     is exclusive). The unused query/key maps (and, for "global", the relative bias) are not built.
     """
 
     arch: str = "flash"
@@ -169,14 +188,17 @@ class ModelConfig:
     random_features: int = 256
     feature_redraw_interval: int = 1000
     attention_precision: str = "auto"
-    init: str = "normal"
+    init: str = "fan_in"
     rope_fraction: float = 1.0
     linear_normalizer: str = "average"
-    token_shift: float = 0.0
+    token_shift: float = 0.5
     performer_chunk_size: Optional[int] = None
     performer_epsilon: float = 0.0
     combiner_chunk_size: Optional[int] = None
     combiner_pooling: str = "rotated"
+    gau_heads: int = 1
+    gau_attention: str = "relu2"
+    mixed_chunk_parts: str = "both"
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -187,7 +209,7 @@ class ModelConfig:
         for name, choices in CHOICES.items():
             need(getattr(self, name) in choices, f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         for name in ("vocab_size", "d_model", "n_layers", "max_seq_len", "qk_dim", "expansion", "n_heads",
-                     "quad_norm_len", "chunk_size", "random_features"):
+                     "quad_norm_len", "chunk_size", "random_features", "gau_heads"):
             value = getattr(self, name)
             need(_is_int(value) and value >= 1, f"{name} must be a positive integer, got {value!r}")
         for name in ("causal", "scaled_sinusoid", "tie_embeddings"):
@@ -195,6 +217,11 @@ class ModelConfig:
         need(self.d_model % self.n_heads == 0,
              f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}); change one of them")
         need(self.qk_dim % 2 == 0, f"qk_dim must be even for RoPE, got {self.qk_dim}")
+        need(self.qk_dim % self.gau_heads == 0 and (self.qk_dim // self.gau_heads) % 2 == 0,
+             f"qk_dim ({self.qk_dim}) must split into gau_heads ({self.gau_heads}) heads of even width (RoPE); "
+             "change one of them")
+        need(self.expanded_dim % self.gau_heads == 0,
+             f"e = expansion * d_model ({self.expanded_dim}) must be divisible by gau_heads ({self.gau_heads})")
         need((self.d_model // self.n_heads) % 2 == 0,
              f"head width d_model/n_heads = {self.d_model // self.n_heads} must be even for RoPE")
         need(self.ffn_dim is None or (_is_int(self.ffn_dim) and self.ffn_dim >= 1),
@@ -278,12 +305,13 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
         """The config `to_dict` wrote, by this or an earlier flashgau: a dict from before rel_pos="auto" was tied
-        to the training length (no "attention_precision" key) keeps the bias its model was built with."""
+        to the training length (no "attention_precision" key) keeps the bias its model was built with, and a field
+        whose default has changed since (DEFAULTS_BEFORE) keeps the old value when the dict lacks it."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown ModelConfig field(s): {', '.join(unknown)}")
-        data = dict(data)
+        data = {**DEFAULTS_BEFORE, **data}
         if ("attention_precision" not in data and data.get("arch") == "flash-quad"
                 and data.get("rel_pos", "auto") == "auto"):
             data["rel_pos"] = "toeplitz" if data.get("max_seq_len", 16384) <= 512 else "rope"

@@ -37,9 +37,12 @@ def test_quality_writes_reports_and_skips_finished_runs(tmp_path, small_corpus, 
     assert {"loss", "perplexity", "bits_per_byte"} <= set(run["final"])
     assert [p["step"] for p in run["curve"]] == sorted(p["step"] for p in run["curve"])
     assert all(p["train_time"] >= 0 for p in run["curve"])
-    assert {"flash@32", "transformer+@32"} == set(rep["summary"])
+    assert {"flash@32", "transformer+@32"} == set(rep["summary"]["steps"])
     (cmp,) = rep["comparisons"]
-    assert cmp["rows"]["transformer+"]["speedup"] == pytest.approx(1.0)
+    assert cmp["series"] == "steps" and cmp["rows"]["transformer+"]["speedup"] == pytest.approx(1.0)
+    assert run["train_config"]["time_budget_covers"] == "training" and run["series"] == "steps"
+    floor = rep["unigram_floor"]
+    assert floor["tokenizer"] == "bytes" and 0 < floor["loss"] < 5.6 and "Unigram floor" in md
     assert not list(tmp_path.rglob("checkpoint.pt"))          # removed once a run is saved
     saved = sorted((tmp_path / "runs" / "quality").glob("*.json"))
     stamps = {p: p.stat().st_mtime_ns for p in saved}
@@ -66,8 +69,13 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, small_corpus, cap
 
 def test_quick_settings_yield_to_explicit_options(parse):
     s = quality.settings_from_args(parse(quality, ["--quick"]))
-    assert (s.preset, s.contexts, s.seeds, s.time_budget, s.batch_tokens, s.eval_tokens) == (
-        "tiny", [128, 512], [0], 6.0, 2048, 4096)
+    assert (s.preset, s.contexts, s.seeds, s.time_budget, s.steps, s.batch_tokens, s.eval_tokens, s.series) == (
+        "tiny", [128, 512], [0], 6.0, 20, 2048, 4096, ["time", "steps"])
+    assert quality.run_key("flash", 128, 0, s, "time") == "tiny-T128-6s-train-seed0-flash"
+    s = quality.settings_from_args(parse(quality, ["--time-budget", 30]))
+    assert (s.series, s.time_budget, s.steps) == (["time"], 30.0, None)
+    s = quality.settings_from_args(parse(quality, ["--series", "steps", "--time-budget", 30]))
+    assert (s.series, s.time_budget, s.steps) == (["steps"], None, 100)
     s = quality.settings_from_args(parse(quality, ["--quick", "--preset", "small", "--batch-tokens", 8192,
                                                    "--steps", 5]))
     assert (s.preset, s.batch_tokens, s.time_budget, s.steps) == ("small", 8192, None, 5)
@@ -86,6 +94,10 @@ def test_curve_and_interpolation():
     assert report.interp_time_to(pts, 2.5) == pytest.approx(2.0)
     assert report.interp_time_to(pts, 1.0) is None
     assert report.interp_loss_at(pts, 2.0) == pytest.approx(2.5)
+    # records with the loop's training clock use it as it is
+    for r, t in zip([r for r in records if r["kind"] == "train"], (0.5, 1.0, 1.5)):
+        r["train_seconds"] = t
+    assert [p["train_time"] for p in quality.curve(records)] == [0.5, 1.5]
 
 
 def test_equal_time_comparison_is_pairwise_with_transformerpp_and_feeds_the_headline():
@@ -104,12 +116,19 @@ def test_equal_time_comparison_is_pairwise_with_transformerpp_and_feeds_the_head
     assert rows["performer"]["delta_vs_tfmpp"] == pytest.approx(3.4 - (3.0 - 0.6 * 10 / 50))
     assert f["time_to_target"] == pytest.approx(10 + 70 * 0.8) and f["speedup"] == pytest.approx(70 / 66)
     assert rows["transformer++"]["speedup"] is None                     # never reaches 2.2
+    steps = report.compare({a: r | dict(final=dict(loss=r["curve"][-1]["heldout_loss"]), steps=7)
+                            for a, r in seed0.items()}, "steps")
+    assert steps["flash"]["delta_vs_tfmpp"] == pytest.approx(2.0 - 2.4) and "equal_time" not in steps["flash"]
     seed1 = {"flash": run("flash", [3.0, 2.9], [10.0, 50.0]),
              "transformer++": run("transformer++", [3.0, 2.5], [10.0, 50.0])}
     comparisons = [dict(context=4096, seed=0, rows=rows), dict(context=4096, seed=1, rows=report.compare(seed1)),
-                   dict(context=512, seed=0, rows={"transformer+": {}})]        # no FLASH: no line
+                   dict(context=512, seed=0, rows={"transformer+": {}}),          # no FLASH: no line
+                   dict(series="steps", context=512, seed=0, rows=steps)]
     got = {h["name"]: h for h in report.headline(comparisons)}
-    assert set(got) == {"flash_vs_tfmpp_loss_4096_seed0", "flash_vs_tfmpp_loss_4096_seed1"}
+    assert set(got) == {"flash_vs_tfmpp_loss_4096_seed0", "flash_vs_tfmpp_loss_4096_seed1",
+                        "flash_vs_tfmpp_loss_steps_512_seed0"}
+    assert "512 context, seed 0, equal steps (7): FLASH held-out loss 2.0000" in got[
+        "flash_vs_tfmpp_loss_steps_512_seed0"]["text"]
     assert got["flash_vs_tfmpp_loss_4096_seed0"]["text"] == (
         "4K context, seed 0, equal training time 60 s: FLASH held-out loss 2.2857 vs Transformer++ 2.4000 "
         "(difference -0.1143 nats)")
@@ -129,7 +148,7 @@ def test_mlm_objective_trains_bidirectional_models_and_measures_speedup_to_trans
     (cmp,) = rep["comparisons"]
     assert cmp["rows"]["transformer++"]["speedup"] == pytest.approx(1.0)    # the reference of the C4 speedup
     names = {h["name"] for h in rep["headline"]}
-    assert {"flash_vs_tfmpp_loss_32_seed0", "flash_speedup_to_tfmpp_32_seed0"} <= names
+    assert {"flash_vs_tfmpp_loss_steps_32_seed0", "flash_speedup_to_tfmpp_steps_32_seed0"} <= names
     md = (tmp_path / "quality-mlm.md").read_text()
     assert md.startswith("# Masked-language-model quality at equal training budget")
     assert "masked-token loss" in md and "speedup to Transformer++'s masked-token loss" in md
@@ -137,9 +156,73 @@ def test_mlm_objective_trains_bidirectional_models_and_measures_speedup_to_trans
     s = quality.settings_from_args(parse(quality, ["--objective", "mlm"]))
     assert (s.archs, s.contexts, s.preset) == (list(quality.MLM_ARCHS), [512, 2048], "tiny") and s.stem == "quality-mlm"
     assert (s.budget_for(512), s.budget_for(2048), s.budget_for(1024)) == (100.0, 240.0, 120.0)
-    assert quality.run_key("flash", 2048, 1, s) == "tiny-T2048-240s-seed1-flash"
+    assert quality.run_key("flash", 2048, 1, s, "time") == "tiny-T2048-240s-train-seed1-flash"
     s = quality.settings_from_args(parse(quality, ["--objective", "mlm", "--time-budget", 30]))
     assert s.budget_for(2048) == 30.0 and s.context_budgets == {}
     s = quality.settings_from_args(parse(quality, ["--context-budget", "4096=50", "--time-budget", 20]))
     assert (s.budget_for(4096), s.budget_for(512)) == (50.0, 20.0)
     assert quality.train_config("flash", 4096, 0, s, tmp_path).time_budget == 50.0
+
+
+def test_both_series_side_by_side_with_the_unigram_flag(tmp_path, small_corpus, parse, monkeypatch):
+    """--steps and --time-budget together: every (arch, context, seed) runs in both series, each with its own key
+    and budget; the report compares within a series, and a row near the unigram floor is flagged."""
+    args = _args(parse, tmp_path, small_corpus, "--time-budget", 1.0)
+    s = quality.settings_from_args(args)
+    assert s.series == ["time", "steps"]
+    timed = quality.train_config("flash", 32, 0, s, tmp_path / "x", "time")
+    assert (timed.time_budget, timed.steps, timed.time_budget_covers) == (1.0, None, "training")
+    floor = dict(loss=100.0, margin=1000.0)                              # every tiny run is "near" it
+    monkeypatch.setattr(quality, "unigram_floor", lambda data, fraction: floor | dict(tokenizer="bytes"))
+    assert quality.run(args) == 0
+    rep = json.loads((tmp_path / "quality.json").read_text())
+    assert sorted(r["series"] for r in rep["runs"]) == ["steps", "steps", "time", "time"]
+    assert {c["series"] for c in rep["comparisons"]} == {"time", "steps"}
+    assert set(rep["summary"]) == {"time", "steps"}
+    assert all(sm["near_unigram"] for x in rep["summary"].values() for sm in x.values())
+    md = (tmp_path / "quality.md").read_text()
+    assert "equal time: steps" in md and "equal steps: steps" in md and "⚠" in md
+
+
+def test_rows_near_the_unigram_floor_are_flagged_and_rows_below_it_are_not():
+    floor = dict(loss=3.38, margin=0.05)
+    assert report.near_floor([3.40], floor) and report.near_floor([2.5, 3.35], floor)
+    assert not report.near_floor([2.65, 3.45], floor) and not report.near_floor([3.0], None)
+
+
+def test_the_unigram_floor_is_the_held_out_cross_entropy_of_training_frequencies(tmp_path):
+    """Two documents: the held-out one is scored from its second token on, against add-one smoothed training
+    counts."""
+    import math
+
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("aab" * 50)
+    (corpus / "b.txt").write_text("ab" * 20)
+    floor = quality.unigram_floor(str(corpus), 0.3)
+    # the held-out document is the smaller one by the split's rule only if its hash comes first: compute both ways
+    counts = {"a.txt": {"a": 100, "b": 50}, "b.txt": {"a": 20, "b": 20}}
+    options = []
+    for held, train in (("a.txt", "b.txt"), ("b.txt", "a.txt")):
+        n = sum(counts[train].values()) + 256
+        text = (corpus / held).read_text()[1:]
+        options.append(-sum(math.log((counts[train][c] + 1) / n) for c in text) / len(text))
+    assert floor["vocab_size"] == 256 and any(floor["loss"] == pytest.approx(x) for x in options)
+
+
+def test_flash_against_its_0_1_0_defaults_at_60_steps_and_at_the_end():
+    """The issue-22 lines: the flash-0.1.0 row trains FLASH with flashgau 0.1.0's defaults, and the report compares
+    it with FLASH at the end of both series and, at equal steps, after the first 60 steps on the curves."""
+    assert quality.VARIANT_ROWS["flash-0.1.0"] == ("flash", quality.TODAY) and "flash-0.1.0" in quality.ROWS
+    curve = lambda losses: [dict(step=s, train_time=s / 10, heldout_loss=x) for s, x in zip((50, 70, 100), losses)]  # noqa: E731
+    runs = [dict(arch="flash", series="steps", context=512, seed=0, steps=100, final=dict(loss=2.0), train_time=10,
+                 curve=curve([2.6, 2.4, 2.0])),
+            dict(arch="flash-0.1.0", series="steps", context=512, seed=0, steps=100, final=dict(loss=2.1),
+                 train_time=10, curve=curve([3.0, 2.8, 2.1])),
+            dict(arch="flash", series="time", context=512, seed=0, train_time=8.0, curve=curve([2.6, 2.4, 2.0])),
+            dict(arch="flash-0.1.0", series="time", context=512, seed=0, train_time=10.0,
+                 curve=curve([3.0, 2.8, 2.1]))]
+    steps, timed = report.against_before(runs)
+    assert steps["end"] == pytest.approx(-0.1) and steps["early"] == pytest.approx(2.5 - 2.9)
+    assert timed["equal_time"] == 8.0 and timed["end"] == pytest.approx((2.4 - 0.4 / 3) - (2.8 - 0.7 / 3))
+    assert "after the first 60 steps 2.5000 vs 2.9000 (-0.4000 nats)" in report._before_text(steps)

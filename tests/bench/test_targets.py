@@ -41,7 +41,8 @@ def test_speed_targets_eager_and_compiled_with_flop_ratio(targets):
 def test_quality_and_decode_targets_from_the_reports(targets, tmp_path):
     rows = {"flash": dict(delta_vs_tfmpp=-0.1, equal_time=60.0, loss_at_equal_time=2.3,
                           baseline_loss_at_equal_time=2.4)}
-    quality = dict(comparisons=[dict(context=4096, seed=0, rows=rows), dict(context=512, seed=0, rows=rows)])
+    quality = dict(comparisons=[dict(context=4096, seed=0, rows=rows), dict(context=512, seed=0, rows=rows),
+                                dict(series="steps", context=4096, seed=1, rows=rows)])   # equal steps: no target
     flash = [dict(position=p, latency_ms=5.0, tokens_per_s=200.0) for p in (256, 8192)]
     decode = dict(results={"flash": flash, "transformer++": [dict(position=8192, latency_ms=10, tokens_per_s=90.0)]})
     (tmp_path / "quality.json").write_text(json.dumps(quality))

@@ -17,15 +17,33 @@ VARIANTS = {
     "token-shift": dict(token_shift=0.5),
     "options": dict(token_shift=0.25, rope_fraction=0.5, init="scaled", linear_normalizer="sum",
                     attention_precision="fp32", norm="scalenorm", performer_chunk_size=3, performer_epsilon=1e-3,
-                    combiner_chunk_size=5, combiner_pooling="unrotated"),
+                    combiner_chunk_size=5, combiner_pooling="unrotated", gau_heads=2),
+    # the paper's ablations (GAU archs only: the others ignore these options)
+    "gau-softmax-heads": dict(gau_attention="softmax", gau_heads=4, token_shift=0.25),
+    "flash-local": dict(mixed_chunk_parts="local"),
+    "flash-global": dict(mixed_chunk_parts="global", gau_heads=2),
 }
+# the archs a variant is about (the others would repeat the defaults)
+VARIANT_ARCHS = {"gau-softmax-heads": ("flash", "flash-quad"), "flash-local": ("flash",), "flash-global": ("flash",)}
+# properties a variant lacks by design
+LACKS = {("flash-local", "test_bidirectional_outputs_see_later_tokens"):
+         "local attention only: a token beyond the chunk is out of reach by design"}
 
 
 @pytest.fixture(params=list(VARIANTS))
 def build(request):
-    """The tiny-model builder of model_helpers with the variant's options (a test's own overrides win)."""
+    """The tiny-model builder of model_helpers with the variant's options (a test's own overrides win); skips the
+    archs a variant is not about and the properties it lacks by design."""
     make = build_model()
-    return lambda arch, **overrides: make(arch, **{**VARIANTS[request.param], **overrides})
+    reason = LACKS.get((request.param, request.node.originalname))
+    if reason:
+        pytest.skip(reason)
+
+    def build_variant(arch, **overrides):
+        if arch not in VARIANT_ARCHS.get(request.param, (arch,)):
+            pytest.skip(f"{request.param} does not apply to {arch}")
+        return make(arch, **{**VARIANTS[request.param], **overrides})
+    return build_variant
 
 
 @pytest.mark.parametrize("arch", ARCHS)

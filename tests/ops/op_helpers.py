@@ -39,3 +39,14 @@ def assert_forward_backward_close(fast: Callable[..., Tensor], ref: Callable[...
         name = names[i] if names else f"input {i}"
         assert a.grad is not None, f"{name} gets no gradient"
         torch.testing.assert_close(a.grad, b.grad, **tol, msg=lambda m, n=name: f"grad of {n}: {m}")
+
+
+def with_inputs(fn: Callable[..., Tensor], inputs: Sequence[Tensor], used: Sequence[int]) -> Callable[..., Tensor]:
+    """fn as a function of inputs[used] only, the other inputs held fixed: for comparing gradients where an op
+    option leaves some inputs unread (they get no gradient from the fast op, zeros from a reference)."""
+    def call(*given: Tensor) -> Tensor:
+        full = list(inputs)
+        for i, x in zip(used, given):
+            full[i] = x
+        return fn(*full)
+    return call

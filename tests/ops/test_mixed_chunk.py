@@ -16,7 +16,7 @@ from flashgau.ops.mixed_chunk import (
     mixed_chunk_attention_step,
 )
 from flashgau.ops.reference.mixed_chunk import mixed_chunk_attention_minimal, mixed_chunk_attention_reference
-from op_helpers import assert_forward_backward_close, right_padding
+from op_helpers import assert_forward_backward_close, right_padding, with_inputs
 
 TOL = dict(atol=2e-5, rtol=2e-4)
 NAMES = ["quad_q", "quad_k", "lin_q", "lin_k", "v", "bias"]
@@ -477,3 +477,32 @@ def test_sum_normaliser_prefill_then_steps_equal_parallel():
 def test_unknown_linear_normaliser_is_refused():
     with pytest.raises(ValueError, match="linear_normalizer must be one of"):
         mixed_chunk_attention(*_inputs(), chunk_size=4, causal=True, linear_normalizer="mean")
+
+
+@pytest.mark.parametrize("parts", ["local", "global"])
+@pytest.mark.parametrize("causal", [True, False])
+def test_one_part_alone_matches_reference_and_decodes(causal, parts):
+    """parts="local" / "global" (the paper's ablation): fast == dense reference with padding (forward and backward),
+    the two parts sum to "both", and (causal) prefill + steps equal the parallel form."""
+    B, T, C = 2, 15, 4
+    xs = _inputs(B=B, T=T, C=C)
+    mask = right_padding([15, 9], T)
+    kw = dict(chunk_size=C, causal=causal, key_mask=mask)
+    real = mask[:, None, :, None]
+    used = [0, 1, 4, 5] if parts == "local" else [2, 3, 4]                # the inputs the part reads
+    assert_forward_backward_close(
+        with_inputs(lambda *a: mixed_chunk_attention(*a, parts=parts, **kw)[0], xs, used),
+        with_inputs(lambda *a: mixed_chunk_attention_reference(*a[:5], _dense_bias(a[5], T), parts=parts, **kw), xs,
+                    used),
+        [xs[i] for i in used], names=[NAMES[i] for i in used], real=real, **TOL)
+    local, glob = (mixed_chunk_attention(*xs, parts=p, **kw)[0] for p in ("local", "global"))
+    torch.testing.assert_close((local + glob) * real, _fast(xs, C, causal, mask) * real, **TOL)
+    if not causal:
+        return
+    full = mixed_chunk_attention(*xs, parts=parts, chunk_size=C, causal=True)[0]
+    _, state = mixed_chunk_attention(*(x[:, :, :6] for x in xs[:5]), xs[5], chunk_size=C, causal=True, parts=parts,
+                                     output_final_state=True)
+    for t in range(6, T):
+        o, state = mixed_chunk_attention_step(*(x[:, :, t:t + 1] for x in xs[:5]), xs[5][t % C].expand(B, 1, 1, C),
+                                              state, torch.full((B,), t), parts=parts)
+        torch.testing.assert_close(o, full[:, :, t:t + 1], **TOL)

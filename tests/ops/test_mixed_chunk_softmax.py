@@ -12,7 +12,7 @@ from flashgau.ops.mixed_chunk_softmax import (
     mixed_chunk_softmax_attention_step,
 )
 from flashgau.ops.reference.mixed_chunk_softmax import mixed_chunk_softmax_attention_reference
-from op_helpers import assert_forward_backward_close, random_right_padding
+from op_helpers import assert_forward_backward_close, random_right_padding, with_inputs
 
 TOL = dict(atol=2e-5, rtol=2e-4)
 
@@ -147,3 +147,32 @@ def test_sum_normaliser_matches_reference_and_flash_and_decodes(causal):
             o, state = mixed_chunk_softmax_attention_step(*(x[:, :, t:t + 1] for x in xs), state,
                                                           torch.full((B,), t), linear_normalizer="sum")
             torch.testing.assert_close(o[:, :, 0], full[:, :, t], **TOL)
+
+
+@pytest.mark.parametrize("parts", ["both", "local", "global"])
+@pytest.mark.parametrize("causal", [True, False])
+def test_bias_and_parts_match_reference_and_decode(causal, parts):
+    """FLASH with a softmax kernel: a (C, C) bias added to the local logits, and one part alone; fast == dense
+    reference (forward and backward, the bias's gradient included), and (causal) prefill + steps with the bias row
+    equal the parallel form."""
+    B, T, C = 2, 14, 4
+    xs = _inputs(B=B, T=T)
+    bias = torch.randn(C, C, generator=torch.Generator().manual_seed(5))
+    slot = torch.arange(T) % C
+    kw = dict(chunk_size=C, causal=causal, parts=parts)
+    inputs = [*xs, bias]
+    used = {"both": range(6), "local": [0, 1, 4, 5], "global": [2, 3, 4]}[parts]     # the inputs the part reads
+    assert_forward_backward_close(
+        with_inputs(lambda *a: _fast(*a[:5], bias=a[5], **kw), inputs, used),
+        with_inputs(lambda *a: mixed_chunk_softmax_attention_reference(*a[:5], bias=a[5][slot[:, None], slot[None, :]],
+                                                                       **kw), inputs, used),
+        [inputs[i] for i in used], **TOL)
+    if not causal:
+        return
+    full = _fast(*xs, bias=bias, **kw)
+    _, state = mixed_chunk_softmax_attention(*(x[:, :, :5] for x in xs), bias=bias, output_final_state=True, **kw)
+    for t in range(5, T):
+        pos = torch.full((B,), t)
+        o, state = mixed_chunk_softmax_attention_step(*(x[:, :, t:t + 1] for x in xs), state, pos,
+                                                      bias_row=bias[t % C].expand(B, 1, 1, C), parts=parts)
+        torch.testing.assert_close(o, full[:, :, t:t + 1], **TOL)

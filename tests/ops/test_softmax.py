@@ -106,3 +106,27 @@ def test_step_over_kv_cache_equals_parallel(lengths):
         o, state = softmax_attention_step(*(t[rows, :, pos][:, :, None] for t in (q, k, v)), cache, pos)
         assert state is cache                                   # written in place
         torch.testing.assert_close(o[:, :, 0], want[rows, :, pos], **TOL, msg=lambda m, s=step: f"step {s}: {m}")
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+def test_bias_and_scale_match_reference_with_padding_and_decode(causal):
+    """A GAU with a softmax kernel: an additive (T, T) bias and a scale; fast == dense reference (forward and
+    backward, the bias's gradient included) with padded keys hidden, and (causal) steps with the bias row equal the
+    parallel form."""
+    B, T = 2, 9
+    q, k, v = _inputs(B=B, T=T)
+    bias = torch.randn(T, T, generator=torch.Generator().manual_seed(3))
+    mask = right_padding([9, 5], T)
+    kw = dict(causal=causal, key_mask=mask, scale=0.3)
+    real = mask[:, None, :, None]
+    assert_forward_backward_close(lambda *a: _fast(*a[:3], bias=a[3], **kw),
+                                  lambda *a: softmax_attention_reference(*a[:3], bias=a[3], **kw), [q, k, v, bias],
+                                  real=real, **TOL)
+    if not causal:
+        return
+    full = _fast(q, k, v, causal=True, bias=bias, scale=0.3)
+    cache = KVCache.from_prefill(k[:, :, :3], v[:, :, :3], capacity=T)
+    for t in range(3, T):
+        o, cache = softmax_attention_step(*(x[:, :, t:t + 1] for x in (q, k, v)), cache, torch.full((B,), t),
+                                          bias=bias[t].expand(B, 1, 1, T), scale=0.3)
+        torch.testing.assert_close(o, full[:, :, t:t + 1], **TOL)

@@ -51,3 +51,24 @@ def test_a_step_longer_than_half_the_budget_is_refused_with_what_to_change():
     check_first_step(10.0, 300.0, windows_per_step=8, context=512, precision="fp32")
     with pytest.raises(StepDoesNotFit, match=r"about 75 s here \(8 windows of 512 tokens, bf16\).* --time-budget to 190"):
         check_first_step(75.0, 120.0, windows_per_step=8, context=512, precision="bf16")
+
+
+def test_a_budget_of_training_time_gives_every_second_left_to_steps():
+    """covers="training": `elapsed` is training seconds; evaluation, the sample and saves are not charged, the final
+    score is the whole held-out set, and the deadline is the budget itself (a training-time reading)."""
+    p = plan(covers="training", elapsed=20.0, window_seconds=2.0, sample_seconds=30.0, save_seconds=5.0)
+    assert p.covers == "training" and p.total_steps == 5 + 280 and p.deadline == 300.0
+    assert p.final_windows is None and p.periodic_windows == 32 and p.reserve_seconds == 0.0
+    assert "300 s of training steps" in p.describe(300, 1000)
+    assert BudgetPlan.from_dict(p.to_dict()) == p
+    run = plan(elapsed=20.0, window_seconds=2.0, sample_seconds=30.0, save_seconds=5.0)
+    assert run.total_steps < p.total_steps                       # the run budget pays for evaluation and saves
+    # a refit counts no periodic checks against a training-time deadline
+    assert refit_steps(p, step=100, elapsed=100.0, step_seconds=2.0, checks_left=5) == 100 + 100
+    with pytest.raises(ValueError, match="covers"):
+        plan(covers="wall")
+
+
+def test_plans_saved_before_the_mode_existed_cover_the_run():
+    old = {k: v for k, v in plan().to_dict().items() if k != "covers"}
+    assert BudgetPlan.from_dict(old).covers == "run"

@@ -1,4 +1,4 @@
-"""`flashgau bench speed | quality | decode | scaling | all`: the dispatcher of the benchmark modules.
+"""`flashgau bench speed | quality | decode | ablations | scaling | all`: the dispatcher of the benchmark modules.
 
 A benchmark module (see bench/__init__.py) exposes add_arguments(parser) and run(args) -> int. Modules are imported
 only when their subcommand runs (or its parser is built), and `decode` is registered only when bench/decode.py
@@ -23,6 +23,8 @@ HELP = {
     "quality": "held-out loss of every arch trained with the same budget at several contexts; time to reach "
                "Transformer+'s loss",
     "decode": "per-token decoding latency and state memory against position",
+    "ablations": "the paper's ablations and issue 22's candidates: named model variants trained side by side, each "
+                 "paper claim checked against the measurement",
     "scaling": "training tokens/s on 1 process and on N (torchrun, DDP) with the same global batch; scaling "
                "efficiency",
     "all": "every benchmark in turn (--quick: a reduced version in a few minutes)",
@@ -32,7 +34,7 @@ OWN_COMMANDS = ("scaling",)      # benchmarks that `all` does not run
 
 def available() -> list[str]:
     """Benchmark modules present in this installation, in the order `all` runs them."""
-    return [name for name in ("speed", "quality", "decode")
+    return [name for name in ("speed", "quality", "decode", "ablations")
             if importlib.util.find_spec(f"{__package__}.{name}") is not None]
 
 

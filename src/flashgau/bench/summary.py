@@ -22,11 +22,12 @@ def write_summary(out, quick: bool = False) -> Path:
         machines = unique((rep["env"]["machine"] for rep in (speed, quality)), machine_line)
         L += [f"Machine: {machine_line(m)}." for m in machines] + [""]
         ctxs = sorted(set(quality["settings"]["contexts"]))
+        series = (quality["settings"].get("series") or ["time"])[0]
         rows = []
         for a in quality["settings"]["archs"]:
             cells = []
             for T in ctxs:
-                sm = quality["summary"].get(f"{a}@{T}")
+                sm = quality["summary"].get(series, {}).get(f"{a}@{T}")
                 ppl = f"{sum(sm['ppl']) / len(sm['ppl']):.3f}" if sm else "–"
                 sps = sm["speedup"] if sm else []
                 sp = f"{sum(sps) / len(sps):.2f}×" if sps and all(x is not None for x in sps) else "–"

@@ -10,6 +10,10 @@ only on tokens <= t; "paper" uses each row's real length (Code 1 uses the padded
 
 cfg.attention_precision "fp32": `project` hands the op fp32 maps and values, and the op runs with autocast off
 (`attention_context`), so the relu^2 scores, weights and A.v are fp32 under bf16 autocast too.
+
+The paper's ablations (ModelConfig, docs/model_options.md): cfg.gau_heads h splits every map and v into h heads of
+s/h and e/h channels (RoPE within each head), the op's H axis; cfg.gau_attention "softmax" replaces relu^2(qk/n + b)
+by softmax(qk / sqrt(s/h) + b) over the visible keys (ops.softmax with the bias; the normaliser does not apply).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from ..ops import KVCache, relu2_attention, relu2_attention_step
+from ..ops import KVCache, relu2_attention, relu2_attention_step, softmax_attention, softmax_attention_step
 from ..ops.autocast import autocast_off
 from .context import Context
 from .init import residual_output
@@ -38,21 +42,22 @@ class GAUBase(nn.Module):
     block's input after the pre-norm and the token shift (layers/token_shift.py), which forward, prefill and step
     prepare here."""
 
-    n_maps = 2  # number of scale/offset maps of z
-
-    def __init__(self, cfg: ModelConfig, bias_span: int):
+    def __init__(self, cfg: ModelConfig, bias_span: int, *, n_maps: int = 2, rel_pos: Optional[str] = None):
+        """n_maps scale/offset maps of z; rel_pos: the relative bias kind (default: cfg's, resolved)."""
         super().__init__()
         d, e, s = cfg.d_model, cfg.expanded_dim, cfg.qk_dim
-        self.e, self.s = e, s
+        self.e, self.s, self.n_maps, self.heads = e, s, n_maps, cfg.gau_heads
         self.norm = make_norm(cfg.norm, d)
         self.to_uvz = nn.Linear(d, 2 * e + s)
-        self.gamma = nn.Parameter(torch.randn(self.n_maps, s) * cfg.init_std)
-        self.beta = nn.Parameter(torch.zeros(self.n_maps, s))
-        self.rel = RelPosBias(cfg.resolved_rel_pos(), bias_span, s, cfg.init_std)
+        self.gamma = nn.Parameter(torch.randn(n_maps, s) * cfg.init_std)
+        self.beta = nn.Parameter(torch.zeros(n_maps, s))
+        self.rel = RelPosBias(rel_pos or cfg.resolved_rel_pos(), bias_span, s, cfg.init_std)
         self.to_out = residual_output(nn.Linear(e, d))
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         self.fp32_attention = cfg.attention_precision == "fp32"
-        self.rope_dims = cfg.rope_dims(s)
+        self.softmax = cfg.gau_attention == "softmax"
+        self.softmax_scale = (s // self.heads) ** -0.5
+        self.rope_dims = cfg.rope_dims(s // self.heads)
         self.shift = TokenShift(cfg.token_shift, d)
 
     def attention_context(self, device: torch.device):
@@ -60,22 +65,28 @@ class GAUBase(nn.Module):
         return autocast_off(device) if self.fp32_attention else contextlib.nullcontext()
 
     def project(self, h: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """h (B, T, d) the normalised (and shifted) input, pos (T,) or (B, T) -> u (B, T, e), v (B, 1, T, e), n_maps
-        tensors (B, 1, T, s)."""
+        """h (B, T, d) the normalised (and shifted) input, pos (T,) or (B, T) -> u (B, T, e), v (B, h, T, e/h), n_maps
+        tensors (B, h, T, s/h) (h = gau_heads)."""
         u, v, z = F.silu(self.to_uvz(h)).split([self.e, self.e, self.s], dim=-1)
         gamma, beta = (p.to(z.dtype)[:, None, None] for p in (self.gamma, self.beta))
         zs = torch.addcmul(beta, z[None], gamma)                        # (n_maps, B, T, s): each map contiguous
-        if pos.dim() == 1:
-            maps = apply_rope(zs, pos, self.rope_dims)                   # all maps in one rotation
+        if self.heads > 1:                                               # (n_maps, B, h, T, s/h), (B, h, T, e/h)
+            zs = zs.unflatten(-1, (self.heads, -1)).transpose(2, 3)
+            v = v.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+            maps = apply_rope(zs, pos, self.rope_dims)                   # (T, half) and (B, 1, T, half) angles fit
+        elif pos.dim() == 1:
+            maps = apply_rope(zs, pos, self.rope_dims)[:, :, None]       # all maps in one rotation
         else:                                                            # per-row positions (decoding)
-            maps = apply_rope(zs.transpose(0, 1), pos, self.rope_dims).transpose(0, 1)
+            maps = apply_rope(zs.transpose(0, 1), pos, self.rope_dims).transpose(0, 1)[:, :, None]
+        v = v if self.heads > 1 else v[:, None]
         if self.fp32_attention:
             v, maps = v.float(), maps.float()
-        return u, v[:, None], [m[:, None] for m in maps.unbind(0)]
+        return u, v, list(maps.unbind(0))
 
     def finish(self, x: Tensor, u: Tensor, o: Tensor) -> Tensor:
-        """x + W_o(u * o), o (B, 1, T, e)."""
-        return x + self.dropout(self.to_out(u * o[:, 0].to(u.dtype)))
+        """x + W_o(u * o), o (B, h, T, e/h)."""
+        o = o[:, 0] if self.heads == 1 else o.transpose(1, 2).flatten(2)
+        return x + self.dropout(self.to_out(u * o.to(u.dtype)))
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
         return self._attend(x, self.shift(self.norm(x), ctx), ctx, want_state=False)[0]
@@ -105,8 +116,9 @@ class GAU(GAUBase):
 
     @property
     def supports_cache(self) -> bool:
-        """The paper's length normaliser changes every past output as the sequence grows: no cache for it."""
-        return self.normalizer == "fixed"
+        """The paper's length normaliser changes every past output as the sequence grows: no cache for it (the
+        softmax kernel has no length normaliser)."""
+        return self.normalizer == "fixed" or self.softmax
 
     def _norm(self, ctx: Context, batch: int) -> Union[float, Tensor]:
         if self.normalizer == "fixed":
@@ -117,8 +129,12 @@ class GAU(GAUBase):
         u, v, (q, k) = self.project(h, ctx.positions)
         bias = self.rel(ctx.positions, ctx.positions).to(q.dtype)
         with self.attention_context(x.device):
-            o, cache = relu2_attention(q, k, v, bias, norm=self._norm(ctx, x.shape[0]), causal=ctx.causal,
-                                       key_mask=ctx.key_mask, output_final_state=want_state)
+            if self.softmax:
+                o, cache = softmax_attention(q, k, v, causal=ctx.causal, key_mask=ctx.key_mask, bias=bias,
+                                             scale=self.softmax_scale, output_final_state=want_state)
+            else:
+                o, cache = relu2_attention(q, k, v, bias, norm=self._norm(ctx, x.shape[0]), causal=ctx.causal,
+                                           key_mask=ctx.key_mask, output_final_state=want_state)
         return self.finish(x, u, o), cache
 
     def _step(self, x: Tensor, h: Tensor, cache: KVCache, pos: Tensor) -> tuple[Tensor, KVCache]:
@@ -127,5 +143,8 @@ class GAU(GAUBase):
         u, v, (q, k) = self.project(h, pos[:, None])
         bias = self.rel(pos[:, None], torch.arange(cache.capacity, device=x.device)).to(q.dtype)   # (B, 1, 1, S)
         with self.attention_context(x.device):
-            o, cache = relu2_attention_step(q, k, v, bias, cache, pos, norm=float(self.norm_len))
+            if self.softmax:
+                o, cache = softmax_attention_step(q, k, v, cache, pos, bias=bias, scale=self.softmax_scale)
+            else:
+                o, cache = relu2_attention_step(q, k, v, bias, cache, pos, norm=float(self.norm_len))
         return self.finish(x, u, o), cache

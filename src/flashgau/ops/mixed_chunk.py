@@ -12,6 +12,8 @@ Two forms share one state type, `FlashState` (the contract of flashgau.ops):
        linear_normalizer="average" (the paper's Code 8), or by C with "sum" (the per-chunk summaries / C summed,
        as lucidrains and OpenNLPLab);
     4. output = local + global, unpadded.
+  `parts` ("both", the paper's FLASH; "local"; "global") computes one of the two parts only (the ablation of the
+  paper's §4): the other is neither computed nor added, in the parallel and the step form alike.
   Memory is O(T C) for the local part and O(G s e) for the summaries: never a per-token s x e state, never T x T.
   ops/reference/mixed_chunk.py holds the dense reference and a short einsum listing of the same four steps.
 - `mixed_chunk_attention_step` (decoding one token) -> (o, FlashState): the same arithmetic for one query, against
@@ -33,7 +35,7 @@ import torch
 from torch import Tensor
 
 from .chunks import chunk_mask, open_chunk, pick_rows, sums_before, to_chunks
-from .state import State, check_final_state, check_linear_normalizer
+from .state import State, check_final_state, check_linear_normalizer, check_parts
 
 
 @dataclass
@@ -54,7 +56,7 @@ class FlashState(State):
 
 def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor, bias: Tensor, *,
                           chunk_size: int, causal: bool, key_mask: Optional[Tensor] = None,
-                          linear_normalizer: str = "average",
+                          linear_normalizer: str = "average", parts: str = "both",
                           output_final_state: bool = False) -> tuple[Tensor, Optional[FlashState]]:
     """Parallel mixed chunk attention. Returns (o (B, H, T, e), final_state): final_state is None unless
     output_final_state (causal only), then the state after each row's last real token (key_mask's row sum; right
@@ -67,6 +69,7 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
     """
     check_final_state(causal, output_final_state)
     check_linear_normalizer(linear_normalizer)
+    check_parts(parts)
     B, H, T, s = quad_q.shape
     e = v.shape[-1]
     C = chunk_size
@@ -81,19 +84,25 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
                                        for t in (quad_q, quad_k, lin_q, lin_k, v))
 
     # 2. local: exact relu^2 attention inside each chunk
-    if causal:
-        bias = bias.masked_fill(~torch.ones(C, C, dtype=torch.bool, device=bias.device).tril(), float("-inf"))
-    scores = torch.baddbmm(bias.to(quad_q.dtype), quad_q, quad_k.transpose(1, 2), alpha=1.0 / C)
-    out = torch.relu(scores).square() @ v                                # (B*H*G, C, e)
+    if parts == "global":
+        out = v.new_zeros(B * H * G, C, e)
+    else:
+        if causal:
+            bias = bias.masked_fill(~torch.ones(C, C, dtype=torch.bool, device=bias.device).tril(), float("-inf"))
+        scores = torch.baddbmm(bias.to(quad_q.dtype), quad_q, quad_k.transpose(1, 2), alpha=1.0 / C)
+        out = torch.relu(scores).square() @ v                            # (B*H*G, C, e)
 
     # 3. global: one summary per chunk, averaged over the real tokens it holds
     acc = torch.promote_types(v.dtype, torch.float32)                     # fp32, or fp64 for fp64 inputs
-    kv = (lin_k.transpose(1, 2) @ v).to(acc).reshape(B, H, G, s, e)      # masked/padded tokens have v = 0
+    if parts == "local":                                                  # no summaries (the state's sum stays 0)
+        kv = v.new_zeros(B, H, G, s, e, dtype=acc)
+    else:
+        kv = (lin_k.transpose(1, 2) @ v).to(acc).reshape(B, H, G, s, e)  # masked/padded tokens have v = 0
     if km is None:                                                        # real tokens per chunk: (B or 1, G)
         count = (T - C * torch.arange(G, device=quad_q.device)).clamp(max=C).to(torch.float32)[None]
     else:
         count = chunk_mask(km, B, T, C, km.device).sum(-1).float()
-    if causal:
+    if parts != "local" and causal:
         kv_seen = sums_before(kv[:, :, :-1], 2)                          # chunk g sees the chunks < g
         if average:
             count_seen = sums_before(count[:, :-1], 1)
@@ -102,7 +111,7 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
         else:
             lin_q = lin_q / C
         out = torch.baddbmm(out, lin_q, kv_seen.to(lin_q.dtype).reshape(B * H * G, s, e))
-    else:
+    elif parts != "local":
         total = count.sum(1).clamp_min(1.0).expand(B).reshape(B, 1, 1, 1) if average else C
         kv_all = kv.sum(2) / total
         out = torch.baddbmm(out.reshape(B * H, G * C, e), lin_q.reshape(B * H, G * C, s),
@@ -142,7 +151,7 @@ def empty_flash_state(batch: int, heads: int, chunk_size: int, qk_dim: int, v_di
 
 def mixed_chunk_attention_step(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor,
                                bias_row: Tensor, state: FlashState, pos: Tensor, *,
-                               linear_normalizer: str = "average") -> tuple[Tensor, FlashState]:
+                               linear_normalizer: str = "average", parts: str = "both") -> tuple[Tensor, FlashState]:
     """One decoding step for one token per row at positions pos (B,); updates `state` in place and returns
     (o (B, H, 1, e), state).
 
@@ -158,19 +167,24 @@ def mixed_chunk_attention_step(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, li
     state.v[rows, :, slot] = v[:, :, 0].to(state.v.dtype)
 
     # slots after the query hold zero values (the buffer's invariant), so they add nothing: no mask needed
-    weights = torch.relu(quad_q @ state.quad_k.transpose(-1, -2).to(quad_q.dtype) / C + bias_row).square()
-    out = weights @ state.v.to(quad_q.dtype)
-    if linear_normalizer == "average":
-        denom = state.count.clamp_min(1.0).reshape(B, 1, 1, 1).to(lin_q.dtype)
+    if parts == "global":
+        out = quad_q.new_zeros(B, H, 1, state.v.shape[-1])
     else:
-        denom = C
-    out = out + (lin_q @ state.kv.to(lin_q.dtype)) / denom                   # divide the (1, e) row, not the s x e sum
+        weights = torch.relu(quad_q @ state.quad_k.transpose(-1, -2).to(quad_q.dtype) / C + bias_row).square()
+        out = weights @ state.v.to(quad_q.dtype)
+    if parts != "local":
+        if linear_normalizer == "average":
+            denom = state.count.clamp_min(1.0).reshape(B, 1, 1, 1).to(lin_q.dtype)
+        else:
+            denom = C
+        out = out + (lin_q @ state.kv.to(lin_q.dtype)) / denom               # divide the (1, e) row, not the s x e sum
 
     full = slot == C - 1                                                 # chunk complete: fold it in
     if bool(full.any()):
-        acc = state.kv.dtype
-        chunk_kv = state.lin_k.to(acc).transpose(-1, -2) @ state.v.to(acc)   # (B, H, s, e)
-        state.kv += chunk_kv * full.reshape(B, 1, 1, 1)
+        if parts != "local":
+            acc = state.kv.dtype
+            chunk_kv = state.lin_k.to(acc).transpose(-1, -2) @ state.v.to(acc)   # (B, H, s, e)
+            state.kv += chunk_kv * full.reshape(B, 1, 1, 1)
         state.count += full.float() * C
         state.v.masked_fill_(full.reshape(B, 1, 1, 1), 0)                # the next chunk starts empty
     return out, state

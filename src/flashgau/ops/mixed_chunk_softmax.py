@@ -12,7 +12,10 @@ exact part and takes FLASH's linear part unchanged:
   averaging normaliser (linear_normalizer="average"; "sum": N_i = C, as FLASH's);
 - output = local + global.
 
-As in FLASH, the bidirectional global part sums over all chunks, the query's own included.
+As in FLASH, the bidirectional global part sums over all chunks, the query's own included. Two options serve FLASH
+with a softmax kernel (ModelConfig.gau_attention="softmax", the paper's relu^2-vs-softmax ablation): `bias`, a
+(C, C) relative position bias added to the local logits (as FLASH adds its bias before relu^2), and `parts`
+("both"; "local"; "global": one part only, as flashgau.ops.mixed_chunk).
 Memory: O(T C) for the local part and O(G s e) for the summaries; never a per-token s x e state or a T x T matrix.
 
 Forms (one state type, `SoftmaxChunkState`; the contract of flashgau.ops): `mixed_chunk_softmax_attention`
@@ -33,7 +36,7 @@ import torch
 from torch import Tensor
 
 from .chunks import chunk_mask, masked_softmax, open_chunk, pick_rows, sums_before, to_chunks
-from .state import State, check_final_state, check_linear_normalizer
+from .state import State, check_final_state, check_linear_normalizer, check_parts
 
 
 @dataclass
@@ -66,15 +69,18 @@ def empty_softmax_chunk_state(batch: int, heads: int, chunk_size: int, qk_dim: i
 
 def mixed_chunk_softmax_attention(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor, *, chunk_size: int,
                                   causal: bool, key_mask: Optional[Tensor] = None, scale: Optional[float] = None,
-                                  linear_normalizer: str = "average",
+                                  linear_normalizer: str = "average", bias: Optional[Tensor] = None,
+                                  parts: str = "both",
                                   output_final_state: bool = False) -> tuple[Tensor, Optional[SoftmaxChunkState]]:
     """Parallel form. Returns (o (B, H, T, e) in v's dtype, final_state): final_state is None unless
     output_final_state (causal only), then the state after each row's real tokens (key_mask must be a right padding).
 
-    scale multiplies the local logits (default 1/sqrt(s)); the global part uses lin_q . lin_k as given.
+    scale multiplies the local logits (default 1/sqrt(s)), bias (C, C) is added to them (query slot, key slot); the
+    global part uses lin_q . lin_k as given.
     """
     check_final_state(causal, output_final_state)
     check_linear_normalizer(linear_normalizer)
+    check_parts(parts)
     B, H, T, s = q.shape
     e = v.shape[-1]
     C = chunk_size
@@ -87,8 +93,12 @@ def mixed_chunk_softmax_attention(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Te
     allowed = real[..., None, :]
     if causal:
         allowed = allowed & torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-    p = masked_softmax((qg.float() @ kg.float().transpose(-1, -2)) * scale, allowed)
-    out = p @ vg.float()                                                       # (B, H, G, C, e)
+    if parts == "global":
+        out = vg.new_zeros(vg.shape, dtype=torch.float32)
+    else:
+        logits = (qg.float() @ kg.float().transpose(-1, -2)) * scale
+        p = masked_softmax(logits if bias is None else logits + bias.float(), allowed)
+        out = p @ vg.float()                                                   # (B, H, G, C, e)
 
     # global: one lin_k^T v summary per chunk, averaged over the real tokens the query may see
     lin_k_real = lin_k_g.float() * real[..., None]
@@ -101,7 +111,8 @@ def mixed_chunk_softmax_attention(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Te
         kv_seen = kv.sum(2, keepdim=True)                                      # every chunk, as FLASH
         count_seen = count.sum(1, keepdim=True)
     denom = count_seen.clamp_min(1.0).reshape(B, 1, -1, 1, 1) if linear_normalizer == "average" else C
-    out = out + lin_q_g.float() @ (kv_seen / denom)
+    if parts != "local":
+        out = out + lin_q_g.float() @ (kv_seen / denom)
 
     out = out.reshape(B, H, G * C, e)[:, :, :T].to(v.dtype)
     if not output_final_state:
@@ -116,9 +127,11 @@ def mixed_chunk_softmax_attention(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Te
 
 def mixed_chunk_softmax_attention_step(q: Tensor, k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor,
                                        state: SoftmaxChunkState, pos: Tensor, *, scale: Optional[float] = None,
-                                       linear_normalizer: str = "average") -> tuple[Tensor, SoftmaxChunkState]:
+                                       linear_normalizer: str = "average", bias_row: Optional[Tensor] = None,
+                                       parts: str = "both") -> tuple[Tensor, SoftmaxChunkState]:
     """One decoding step, one token per row: inputs (B, H, 1, s|e) at positions pos (B,). Updates `state` in place
-    and returns (o (B, H, 1, e) in v's dtype, state). A completed chunk is folded into the running summary."""
+    and returns (o (B, H, 1, e) in v's dtype, state). A completed chunk is folded into the running summary.
+    bias_row (B, 1, 1, C): the bias of this query against each slot of its chunk (the parallel form's bias row)."""
     B, H, C, s = state.k.shape
     scale = s ** -0.5 if scale is None else scale
     slot = pos % C
@@ -128,10 +141,15 @@ def mixed_chunk_softmax_attention_step(q: Tensor, k: Tensor, lin_q: Tensor, lin_
     state.v[rows, :, slot] = v[:, :, 0].to(state.v.dtype)
 
     allowed = (torch.arange(C, device=q.device)[None, :] <= slot[:, None]).reshape(B, 1, 1, C)
-    p = masked_softmax((q.float() @ state.k.float().transpose(-1, -2)) * scale, allowed)
-    out = p @ state.v.float()
-    denom = state.count.clamp_min(1.0).reshape(B, 1, 1, 1) if linear_normalizer == "average" else C
-    out = out + lin_q.float() @ (state.kv / denom)
+    if parts == "global":
+        out = q.new_zeros(B, H, 1, state.v.shape[-1], dtype=torch.float32)
+    else:
+        logits = (q.float() @ state.k.float().transpose(-1, -2)) * scale
+        p = masked_softmax(logits if bias_row is None else logits + bias_row.float(), allowed)
+        out = p @ state.v.float()
+    if parts != "local":
+        denom = state.count.clamp_min(1.0).reshape(B, 1, 1, 1) if linear_normalizer == "average" else C
+        out = out + lin_q.float() @ (state.kv / denom)
 
     full = slot == C - 1
     if bool(full.any()):

@@ -59,3 +59,12 @@ def check_linear_normalizer(linear_normalizer: str) -> None:
     """Raise ValueError unless `linear_normalizer` names a normaliser of mixed chunk attention's linear part."""
     if linear_normalizer not in LINEAR_NORMALIZERS:
         raise ValueError(f"linear_normalizer must be one of {LINEAR_NORMALIZERS}, got {linear_normalizer!r}")
+
+
+MIXED_CHUNK_PARTS = ("both", "local", "global")
+
+
+def check_parts(parts: str) -> None:
+    """Raise ValueError unless `parts` names which parts of mixed chunk attention to compute."""
+    if parts not in MIXED_CHUNK_PARTS:
+        raise ValueError(f"parts must be one of {MIXED_CHUNK_PARTS}, got {parts!r}")

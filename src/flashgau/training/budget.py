@@ -1,6 +1,6 @@
 """Fitting a run into a wall-clock budget (`flashgau train --time-budget S`) on whatever machine it lands on.
 
-The budget covers the whole run: setup, training steps, the periodic held-out checks, the final held-out score, the
+By default the budget covers the whole run: setup, training steps, the periodic held-out checks, the final held-out score, the
 sample, the checkpoints and the plot. Nothing is assumed about the machine; everything is timed on it:
 
 1. Before the first step, one forward + backward on a single window (no optimizer step, random tokens, weights
@@ -14,6 +14,12 @@ sample, the checkpoints and the plot. Nothing is assumed about the machine; ever
 4. At every periodic check the step count is refitted to the measured step time (`refit_steps`), and training
    stops at the deadline whatever happens, so the run ends within a few percent of the budget even when the
    machine slows down.
+
+With `covers="training"` (TrainConfig.time_budget_covers) the budget counts training-step time only: the seconds
+inside the optimizer steps, summed. Held-out scoring, checkpoints, the sample and setup are not charged, so runs
+of archs whose evaluation costs differ get the same training seconds (what the quality and ablation benchmarks
+compare). The plan then gives every remaining training second to steps, scores the periodic checks on the
+requested windows and the final score on the whole held-out set, and the deadline is a training-time one.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ PERIODIC_SHARE = 0.10    # of which the periodic checks take at most this share
 PERIODIC_CHECKS = 10     # held-out checks during a run
 MIN_WINDOWS = 2          # never score fewer windows than this in a check
 MARGIN = 0.03            # share of the budget kept free for what is not timed (process exit, the last print)
+COVERS = ("run", "training")   # what a time budget counts: the whole run, or the training steps only
 
 
 class StepDoesNotFit(ConfigError):
@@ -37,9 +44,10 @@ class StepDoesNotFit(ConfigError):
 
 @dataclass
 class BudgetPlan:
-    """total_steps: optimizer steps of the run; deadline: run seconds at which training stops at the latest;
-    periodic_windows: held-out windows per periodic check; final_windows: windows of the final score (None: all);
-    and the timings the plan was made from (seconds)."""
+    """total_steps: optimizer steps of the run; deadline: the clock reading (run seconds, or training seconds when
+    covers="training") at which training stops at the latest; periodic_windows: held-out windows per periodic
+    check; final_windows: windows of the final score (None: all); and the timings the plan was made from
+    (seconds)."""
 
     total_steps: int
     deadline: float
@@ -49,6 +57,7 @@ class BudgetPlan:
     window_seconds: float
     final_seconds: float
     reserve_seconds: float
+    covers: str = "run"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,7 +70,8 @@ class BudgetPlan:
         final = ("all held-out windows" if self.final_windows is None else
                  f"a fixed subset of {self.final_windows} of the {heldout_windows} held-out windows (the whole set "
                  "does not fit the budget)")
-        return (f"time budget {budget:.0f} s: {self.step_seconds:.2f} s/step -> {self.total_steps} steps; "
+        what = " of training steps" if self.covers == "training" else ""
+        return (f"time budget {budget:.0f} s{what}: {self.step_seconds:.2f} s/step -> {self.total_steps} steps; "
                 f"held-out checks on {self.periodic_windows} windows, final score on {final}")
 
 
@@ -79,10 +89,17 @@ def check_first_step(estimate: float, budget: float, *, windows_per_step: int, c
 
 def plan_budget(*, budget: float, elapsed: float, steps_done: int, step_seconds: float, window_seconds: float,
                 heldout_windows: int, periodic_windows: int, sample_seconds: float, save_seconds: float,
-                saves: int = 6) -> BudgetPlan:
+                saves: int = 6, covers: str = "run") -> BudgetPlan:
     """Split the time left (`budget` - `elapsed`) between training steps and held-out scoring (see the module
     docstring). `periodic_windows` is the requested size of the periodic checks; `saves` the checkpoints still to
-    write."""
+    write. With covers="training", `elapsed` is the training seconds so far and all that is left goes to steps."""
+    if covers not in COVERS:
+        raise ValueError(f"covers must be one of {COVERS}, got {covers!r}")
+    if covers == "training":
+        total = max(steps_done + int(max(budget - elapsed, 0.0) / step_seconds), steps_done, 1)
+        return BudgetPlan(total_steps=total, deadline=budget, periodic_windows=min(periodic_windows, heldout_windows),
+                          final_windows=None, step_seconds=step_seconds, window_seconds=window_seconds,
+                          final_seconds=heldout_windows * window_seconds, reserve_seconds=0.0, covers=covers)
     reserve = sample_seconds + saves * save_seconds + MARGIN * budget + 1.0      # 1 s: the plot and summary
     left = max(budget - elapsed - reserve, 0.0)
     eval_time = EVAL_SHARE * left
@@ -104,8 +121,10 @@ def plan_budget(*, budget: float, elapsed: float, steps_done: int, step_seconds:
 def refit_steps(plan: BudgetPlan, *, step: int, elapsed: float, step_seconds: float, checks_left: int,
                 tolerance: float = 0.03) -> int:
     """The step count that ends training at the plan's deadline at the measured `step_seconds` (the periodic
-    checks still to come included); the planned count when that is within `tolerance` of it."""
-    time_left = plan.deadline - elapsed - checks_left * plan.periodic_windows * plan.window_seconds
+    checks still to come included, unless the budget covers training only: then `elapsed` is training seconds);
+    the planned count when that is within `tolerance` of it."""
+    checks = 0.0 if plan.covers == "training" else checks_left * plan.periodic_windows * plan.window_seconds
+    time_left = plan.deadline - elapsed - checks
     total = max(step + int(max(time_left, 0.0) / step_seconds), step)
     if abs(total - plan.total_steps) <= tolerance * plan.total_steps:
         return plan.total_steps

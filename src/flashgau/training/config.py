@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from ..data.tokenizers import is_tokenizer_file
 from ..errors import ConfigError
 from ..runtime import PRECISIONS
+from .budget import COVERS
 
 if TYPE_CHECKING:
     from ..config import ModelConfig
@@ -41,6 +42,9 @@ class TrainConfig:
     steps:              optimizer steps; or time_budget: seconds for the whole run (setup, training, held-out
                         evaluation, the sample and saving), turned into a step count by timing the first steps
                         (training/budget.py). Neither given: time_budget = 300.
+    time_budget_covers: what time_budget counts: "run" (the whole run, as above) or "training" (the seconds of the
+                        training steps only; evaluation, checkpoints and the sample come on top), which gives runs
+                        whose evaluation costs differ the same training time (the quality benchmarks use it).
     batch_tokens:       tokens per optimizer step (rounded up to whole windows); reached with gradient
                         accumulation over micro-batches of at most micro_batch_tokens. Under torchrun it stays the
                         global batch: each of N processes takes 1/N of a step's windows (`split`).
@@ -79,6 +83,7 @@ class TrainConfig:
     context: int = 512
     steps: Optional[int] = None
     time_budget: Optional[float] = None
+    time_budget_covers: str = "run"
     batch_tokens: int = 4096
     micro_batch_tokens: int = 8192
     lr: float = 4e-3
@@ -149,6 +154,8 @@ class TrainConfig:
              "give either steps or time_budget, not both")
         if self.time_budget is not None:
             number("time_budget", 0.0, MAX_SECONDS, lo_open=True)
+        need(self.time_budget_covers in COVERS, f"time_budget_covers must be one of {', '.join(COVERS)}, got "
+                                                f"{self.time_budget_covers!r}")
         number("lr", 0.0, 1e3, lo_open=True)
         number("min_lr_ratio", 0.0, 1.0)
         number("weight_decay", 0.0, 1e3)

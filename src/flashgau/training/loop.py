@@ -167,10 +167,18 @@ class _Session:
         self.metrics = (MetricsLog if run.dist.is_main else NoMetricsLog)(run.out_dir / METRICS_NAME)
         self.on_first_save: Optional[Callable[[], None]] = None
         self.saved_step: Optional[int] = run.step if run.resumed else None     # of the last checkpoint
-        self.clock = run.elapsed_before       # run seconds at the end of the last step, by rank 0's clock
+        self.wall = run.elapsed_before        # run seconds at the end of the last step, by rank 0's clock
 
     def elapsed(self) -> float:
         return self.run.elapsed_before + time.perf_counter() - self.t_start
+
+    def clock(self, *, agreed: bool = False) -> float:
+        """What the time budget counts: the run's wall seconds (`agreed`: rank 0's at the end of the last step, the
+        same on every process), or its training-step seconds (the slowest process's, summed) when the budget
+        covers training only (TrainConfig.time_budget_covers)."""
+        if self.cfg.time_budget_covers == "training":
+            return self.run.train_seconds
+        return self.wall if agreed else self.elapsed()
 
     def check_first_step(self) -> None:
         """A time-budgeted run whose first step cannot fit is refused before anything is written."""
@@ -259,15 +267,17 @@ class _Session:
             raise TrainingDiverged(f"training diverged at step {run.step + 1} (loss {loss}); the last checkpoint "
                                    f"is kept; {_divergence_hint(self.cfg)}")
         # what every process takes: the slowest one's step time, rank 0's clock, a stop asked for on any of them
-        dt, self.clock, stopping = run.dist.max([time.perf_counter() - t_step,
+        dt, self.wall, stopping = run.dist.max([time.perf_counter() - t_step,
                                                  self.elapsed() if run.dist.is_main else -math.inf,
                                                  float(stop.requested)])
         stop.requested = stopping > 0
         self.step_times.append(dt)
         run.step += 1
         run.tokens_seen += n_tokens
+        run.train_seconds += dt
         self.metrics.append({"kind": "train", "step": run.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                             "tokens": run.tokens_seen, "elapsed": round(self.elapsed(), 3)})
+                             "tokens": run.tokens_seen, "elapsed": round(self.elapsed(), 3),
+                             "train_seconds": round(run.train_seconds, 3)})
         self.bar.update(run.step, loss, n_tokens / dt)
 
     def periodic_check(self) -> None:
@@ -290,7 +300,7 @@ class _Session:
             if _timed_enough(self.step_times, self.budget):
                 self.make_plan()
             return
-        if run.step < run.total_steps and self.clock + statistics.median(self.step_times[-20:]) \
+        if run.step < run.total_steps and self.clock(agreed=True) + statistics.median(self.step_times[-20:]) \
                 > run.plan.deadline:
             self.note(f"time budget: training stops at step {run.step} of {run.total_steps} planned (steps took "
                       "longer than timed)")
@@ -316,10 +326,11 @@ class _Session:
         save_seconds = time.perf_counter() - t0
         timed = self.step_times[1:] or self.step_times
         run.plan = run.dist.broadcast(                     # rank 0's timings decide for every process
-            plan_budget(budget=self.budget, elapsed=self.elapsed(), steps_done=run.step,
+            plan_budget(budget=self.budget, elapsed=self.clock(), steps_done=run.step,
                         step_seconds=statistics.median(timed), window_seconds=window_seconds,
                         heldout_windows=len(run.heldout), periodic_windows=cfg.eval_windows,
-                        sample_seconds=sample_seconds, save_seconds=save_seconds))
+                        sample_seconds=sample_seconds, save_seconds=save_seconds,
+                        covers=cfg.time_budget_covers))
         run.schedule.set_total(run.plan.total_steps)
         self.intervals = _Intervals(cfg, run.total_steps)
         self.bar.set_total(run.total_steps)
@@ -333,11 +344,12 @@ class _Session:
         run, plan = self.run, self.run.plan
         plan.window_seconds = statistics.median(self.eval_times)
         final_seconds = (plan.final_windows or len(run.heldout)) * plan.window_seconds
-        plan.deadline += plan.final_seconds - final_seconds
+        if plan.covers == "run":                 # a training-time deadline does not pay for the final score
+            plan.deadline += plan.final_seconds - final_seconds
         plan.final_seconds = final_seconds
         recent = statistics.median(self.step_times[-50:])
         checks_left = max(0, (run.total_steps - run.step) // self.intervals.eval_every)
-        total = refit_steps(plan, step=run.step, elapsed=self.elapsed(), step_seconds=recent,
+        total = refit_steps(plan, step=run.step, elapsed=self.clock(), step_seconds=recent,
                             checks_left=checks_left)
         plan, total = run.dist.broadcast((plan, total))      # rank 0's measurements decide for every process
         run.plan = plan
@@ -483,6 +495,7 @@ class _Intervals:
 def _write_summary(result: TrainResult, run: RunState, session_seconds: float) -> None:
     summary = {"step": result.step, "total_steps": result.total_steps, "tokens_seen": result.tokens_seen,
                "num_parameters": result.num_parameters, "train_elapsed_s": round(result.elapsed, 1),
+               "train_step_s": round(run.train_seconds, 1),
                "session_s": round(session_seconds, 1), "time_budget_s": run.config.time_budget,
                "device": str(run.device), "precision": run.precision.to_dict(),
                "model_options": run.config.model, "model_config": run.model_config.to_dict(),

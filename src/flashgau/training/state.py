@@ -10,6 +10,8 @@ Checkpoint contents (a dict; flashgau.training.checkpoint writes it atomically a
     schedule                      WarmupCosine state_dict (peak, total steps, warm-up, floor)
     plan                          the time-budget plan (training/budget.py), None for a run given in steps
     step, tokens_seen, elapsed    optimizer steps done, training tokens consumed, wall seconds so far
+    train_seconds                 seconds spent inside optimizer steps so far (the clock of a time budget that
+                                  covers training only); absent in older checkpoints: 0
     sampler                       the training stream's state (the task's: the window sampler's generator state and
                                   windows drawn; for MLM also the masking generator's state)
     rng                           torch's global CPU RNG state (and the CUDA one when the run used a GPU)
@@ -74,6 +76,7 @@ class RunState:
     step: int = 0
     tokens_seen: int = 0
     elapsed_before: float = 0.0        # wall seconds of the earlier sessions of this run
+    train_seconds: float = 0.0         # seconds inside optimizer steps, all sessions
     resumed: bool = False
     dist: Distributed = field(default_factory=Distributed)
 
@@ -121,6 +124,7 @@ class RunState:
             "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "schedule": self.schedule.state_dict(), "plan": self.plan.to_dict() if self.plan else None,
             "step": self.step, "tokens_seen": self.tokens_seen, "elapsed": elapsed,
+            "train_seconds": self.train_seconds,
             "sampler": self.sampler.state_dict(), "rng": rng,
             "data": {"fingerprint": self.data.fingerprint, "heldout_documents": self.data.heldout_names()},
             "runtime": {"precision": self.precision.to_dict(), "device": str(self.device),
@@ -208,15 +212,17 @@ def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optiona
         raise CheckpointError(f"{where}: saved training state does not fit this run: {err}") from None
     step, tokens, elapsed = (_get(state, "step", int, where), _get(state, "tokens_seen", int, where),
                              _get(state, "elapsed", (int, float), where))
+    trained = state.get("train_seconds", 0.0)
     total = schedule.total_steps
-    if step < 0 or (total is not None and step > total) or tokens < 0 or not 0 <= elapsed < math.inf:
+    if (step < 0 or (total is not None and step > total) or tokens < 0 or not 0 <= elapsed < math.inf
+            or isinstance(trained, bool) or not isinstance(trained, (int, float)) or not 0 <= trained < math.inf):
         raise CheckpointError(f"{where}: saved progress is out of range (step {step} of {total}, {tokens} tokens, "
-                              f"{elapsed} s)")
+                              f"{elapsed} s, {trained!r} s of training)")
     return RunState(config=config, model_config=model_cfg, data=data, heldout=heldout, sampler=sampler, model=model,
                     forward=_compiled(model, config.compile), optimizer=optimizer, scaler=scaler,
                     schedule=schedule, precision=precision, device=device, out_dir=ckpt_path.parent,
                     sample_prompt=_sample_prompt(config, data, model_cfg), plan=plan, step=step, tokens_seen=tokens,
-                    elapsed_before=float(elapsed), resumed=True, dist=dist)
+                    elapsed_before=float(elapsed), train_seconds=float(trained), resumed=True, dist=dist)
 
 
 def _digest(state) -> str:

@@ -2,26 +2,38 @@
 
 Every run is a normal training run of flashgau.training.train (the `flashgau train` loop, unchanged) on the chosen
 device: the default book corpus (Shakespeare, whole plays held out), byte tokens, the chosen preset, one
-TrainConfig per (arch, context, seed). The budget is the same wall time for every arch (`--time-budget`, which the
-training loop turns into a step count by timing a few steps first, evaluation included) or the same number of
-steps, hence tokens (`--steps`). Archs run interleaved within each (context, seed).
+TrainConfig per (series, arch, context, seed). Two series, side by side:
+
+- equal time (`--time-budget S`): every arch gets S seconds of training steps (TrainConfig.time_budget_covers =
+  "training": held-out checks, checkpoints and setup are not charged, so an arch whose evaluation is slow loses no
+  training time); the loop turns the seconds into a step count by timing its first steps;
+- equal steps (`--steps N`): every arch takes N optimizer steps, hence sees the same tokens.
+
+Archs run interleaved within each (context, seed, series), with one more row, "flash-0.1.0": FLASH with the defaults
+of flashgau 0.1.0 (TODAY), before the measurements of issue 22 changed them, so that the report shows what the new
+defaults buy at equal steps and equal time. The baselines run with their own settings
+(ARCH_OPTIONS, docs/baselines.md): Performer's causal block of 64 tokens (speed only: its maths is the same at
+every block length), Combiner's chunk of about sqrt(T) (its authors' choice).
 
 Reported per run: the final held-out loss, perplexity and bits per byte (all held-out windows), and the curve of
-held-out loss (a fixed subset of held-out windows) against training wall time (evaluation time removed) and
-against training tokens. Per (context, seed): the paper's headline measure, the training time each arch needs to
-reach Transformer+'s final held-out loss (on the same fixed subset; linear interpolation between evaluations; "–"
-where it never does) and the speedup that gives, and the held-out loss of every arch against Transformer++'s at
-equal training time (report.py). Two seeds give the spread.
+held-out loss (a fixed subset of held-out windows) against training seconds (the time inside optimizer steps) and
+against training tokens. Per (series, context, seed): the paper's headline measure, the training time each arch
+needs to reach Transformer+'s final held-out loss (on the same fixed subset; linear interpolation between
+evaluations; "–" where it never does) and the speedup that gives, and the held-out loss of every arch against
+Transformer++'s (equal time: on the curves, at the shorter of the two runs' training times; equal steps: the final
+losses). The unigram floor (the held-out cross-entropy of the training split's token frequencies) is printed, and
+every row within UNIGRAM_MARGIN of it is flagged: such a model has not yet learned more than token frequencies.
+Two seeds give the spread (report.py).
+
+Reproducible: each run folder keeps its TrainConfig (result.json), so `flashgau train` with those settings and
+seed repeats it. Resumable: a finished run has result.json and is skipped; an interrupted one continues from its
+checkpoint. `flashgau bench ablations` trains named model variants through the same functions.
 
 `--objective mlm` runs the paper's C4 experiment instead (its archs, contexts 512 and 2K): every run trains a
 bidirectional model with the masked-language-model task (flashgau.tasks.mlm), the curves and final numbers are the
 held-out masked-token loss on fixed masked positions (the same for every arch and seed), and the reference of the
 speedup is Transformer++ (the paper's C4 plot: training time to reach Transformer++'s final loss). Its reports are
 quality-mlm.{md,json,png}.
-
-Reproducible: each run folder keeps its TrainConfig (result.json), so `flashgau train` with those settings and
-seed repeats it. Resumable: a finished run has result.json and is skipped; an interrupted one continues from its
-checkpoint.
 """
 
 from __future__ import annotations
@@ -38,28 +50,41 @@ from typing import Optional, Sequence
 import torch
 
 from ... import ARCHS
-from ...tasks import OBJECTIVES
 from ...errors import FlashgauError
+from ...tasks import OBJECTIVES
 from ...runtime import resolve_device, resolve_precision
 from .. import common
 
-# seconds per run: at 4K the budget fitter then leaves ~40-80 optimizer steps (at 45-60 s the probe and the
-# evaluations took most of it); 28 default runs take ~50 min, which keeps `bench all` under 2 hours
-DEFAULTS = dict(preset="small", contexts=(512, 4096), seeds=(0, 1), time_budget=100.0, batch_tokens=8192,
+SERIES = ("time", "steps")
+# 4096 tokens per step (8 windows of 512: the loop of issue 22); 100 steps are 410K tokens, past the ~250K tokens
+# every arch spends on the unigram plateau of the byte-level plays; 150 training seconds give 60-115 steps on a
+# 2-core AVX2 CPU in fp32
+DEFAULTS = dict(preset="small", contexts=(512, 4096), seeds=(0, 1), time_budget=150.0, steps=100, batch_tokens=4096,
                 eval_tokens=16384, precision="auto")
-QUICK = dict(preset="tiny", contexts=(128, 512), seeds=(0,), time_budget=6.0, batch_tokens=2048, eval_tokens=4096)
+QUICK = dict(preset="tiny", contexts=(128, 512), seeds=(0,), time_budget=6.0, steps=20, batch_tokens=2048,
+             eval_tokens=4096)
 # --objective mlm: the archs of the paper's C4 plot at 512 and 2K. Tiny models: on 2 AVX2 cores in fp32 the small
 # preset (2.5K tokens/s) spends a 2-minute budget on the unigram plateau (MLM scores 15% of the tokens); the tiny
 # one (~55K tokens/s) leaves it, FLASH within ~15 s, Transformer++ at 2K only after ~150 s: hence 240 s at 2K
 MLM_ARCHS = ("transformer+", "transformer++", "performer", "combiner", "flash-quad", "flash")
 MLM_DEFAULTS = dict(preset="tiny", contexts=(512, 2048), time_budget=120.0, batch_tokens=4096)
 MLM_CONTEXT_BUDGETS = {"512": 100.0, "2048": 240.0}     # seconds per run at these contexts (time_budget elsewhere)
+# the baselines' own settings (docs/baselines.md), on top of the preset in every run of the benchmark
+ARCH_OPTIONS: dict[str, dict] = {"performer": {"performer_chunk_size": 64}, "combiner": {"combiner_chunk_size": "auto"}}
+UNIGRAM_MARGIN = 0.05   # nats: a row this close to the unigram floor is flagged
+# The FLASH defaults of flashgau 0.1.0, before the measurements of issue 22 changed them ("today's default" there).
+TODAY = dict(token_shift=0.0, init="normal", norm="layernorm", rope_fraction=1.0, rel_pos="auto",
+             linear_normalizer="average")
+# Rows that are not an arch: name -> (arch, model options on top of the preset).
+VARIANT_ROWS: dict[str, tuple[str, dict]] = {"flash-0.1.0": ("flash", TODAY)}
+ROWS: tuple[str, ...] = (*ARCHS, *VARIANT_ROWS)
 
 
 @dataclass
 class QualitySettings:
-    """Everything a quality run depends on; stored in its report. `time_budget` is None when `steps` is given;
-    `precision` is what every run is asked for, `precision_reason` what it resolves to on this device and why."""
+    """Everything a quality run depends on; stored in its report. `series`: "time" (time_budget training seconds
+    per run) and/or "steps" (steps per run); the budget of a series not run is None. `precision` is what every run
+    is asked for, `precision_reason` what it resolves to on this device and why."""
 
     archs: list[str]
     preset: str
@@ -78,16 +103,28 @@ class QualitySettings:
     data: Optional[str]
     quick: bool
     device: str
+    series: list[str] = dataclasses.field(default_factory=lambda: ["time"])
+    arch_options: dict = dataclasses.field(default_factory=lambda: dict(ARCH_OPTIONS))
     objective: str = "lm"
     context_budgets: dict = dataclasses.field(default_factory=dict)   # {"T": seconds}: time_budget at context T
-
-    def budget_for(self, context: int) -> Optional[float]:
-        """The time budget of a run at `context` (None when the runs are given in steps)."""
-        return None if self.time_budget is None else self.context_budgets.get(str(context), self.time_budget)
 
     @property
     def stem(self) -> str:
         return "quality" + ("" if self.objective == "lm" else f"-{self.objective}") + ("-quick" if self.quick else "")
+
+    def budget_for(self, context: int) -> Optional[float]:
+        """The equal-time series' seconds of training steps at `context` (None when that series is not run)."""
+        return None if self.time_budget is None else self.context_budgets.get(str(context), self.time_budget)
+
+    def budget_label(self, series: str, context: Optional[int] = None) -> str:
+        """The budget of a series as it appears in run keys: "150s-train" (training seconds) or "100steps"."""
+        seconds = self.time_budget if context is None else self.budget_for(context)
+        return f"{seconds:g}s-train" if series == "time" else f"{self.steps}steps"
+
+    def describe_series(self, series: str) -> str:
+        return (f"equal time: {self.time_budget:g} s of training steps per run" if series == "time"
+                else f"equal steps: {self.steps} steps per run ({self.steps * self.batch_tokens:,} tokens at "
+                     "the shortest context)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,29 +135,29 @@ def _list(values) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    D, Q = DEFAULTS, QUICK
-    M = MLM_DEFAULTS
+    D, Q, M = DEFAULTS, QUICK, MLM_DEFAULTS
     p.add_argument("--objective", choices=OBJECTIVES, default="lm", help="lm: causal language models, held-out "
                    "loss and bits per byte; mlm: the paper's C4 experiment, bidirectional models trained on masked "
                    "language modelling, held-out masked-token loss, speedup to Transformer++'s loss (its defaults: "
                    f"--archs {' '.join(MLM_ARCHS)} --preset {M['preset']} --contexts {_list(M['contexts'])} "
                    f"--time-budget {M['time_budget']:g} --batch-tokens {M['batch_tokens']}) (default: lm)")
-    p.add_argument("--archs", nargs="+", choices=ARCHS, default=None, metavar="ARCH",
-                   help=f"archs to train (default: all: {' '.join(ARCHS)})")
+    p.add_argument("--archs", nargs="+", choices=ROWS, default=None, metavar="ARCH",
+                   help=f"archs (rows) to train (default: all: {' '.join(ROWS)})")
     p.add_argument("--preset", default=None, help=f"model size (default: {D['preset']}; --quick: {Q['preset']})")
     p.add_argument("--contexts", nargs="+", type=int, default=None, metavar="T",
                    help=f"context lengths (default: {_list(D['contexts'])}; --quick: {_list(Q['contexts'])})")
     p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="SEED",
                    help="seeds; every (arch, context) is trained once per seed "
                         f"(default: {_list(D['seeds'])}; --quick: {_list(Q['seeds'])})")
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                        help="wall seconds per run, evaluation included, the same for every arch "
-                        f"(default: {D['time_budget']:g}; --quick: {Q['time_budget']:g})")
-    budget.add_argument("--steps", type=int, default=None, help="optimizer steps per run (same tokens for every "
-                        "arch) instead of a time budget")
+    p.add_argument("--series", nargs="+", choices=SERIES, default=None, help="equal time, equal steps or both "
+                   "(default: both; only the one whose budget is given when just --time-budget or --steps is)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="seconds of training steps per run in the equal-time series (evaluation not counted), the "
+                        f"same for every arch (default: {D['time_budget']:g}; --quick: {Q['time_budget']:g})")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per run in the equal-steps series "
+                   f"(the same tokens for every arch) (default: {D['steps']}; --quick: {Q['steps']})")
     p.add_argument("--context-budget", action="append", type=_context_budget, default=None, metavar="T=SECONDS",
-                   help="the time budget of the runs at context T, instead of --time-budget (repeat for several "
+                   help="the equal-time series' seconds at context T, instead of --time-budget (repeat for several "
                    "contexts; --objective mlm: " + ", ".join(f"{t}={b:g}" for t, b in MLM_CONTEXT_BUDGETS.items())
                    + " unless --time-budget, --steps or --quick is given)")
     p.add_argument("--batch-tokens", type=int, default=None, metavar="N", help="tokens per step "
@@ -140,6 +177,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's checkpoint.pt")
     p.add_argument("--quick", action="store_true", help="a reduced version: tiny preset, contexts 128 and 512, "
                    "one seed, 6 s per run")
+    p.add_argument("--max-runs", type=int, default=None, metavar="N", help="train at most N of the missing runs, "
+                   "then write the report (to drive the benchmark run by run, e.g. one run per lock)")
     p.add_argument("--report-only", action="store_true", help="rebuild the reports from saved runs; train nothing")
 
 
@@ -161,39 +200,62 @@ def _context_budgets(args, mlm: bool) -> dict:
     return {}
 
 
+def chosen_series(args) -> list[str]:
+    """--series, else both unless only one of --time-budget / --steps is given."""
+    if args.series:
+        return [x for x in SERIES if x in args.series]
+    if (args.time_budget is None) != (args.steps is None):
+        return ["time"] if args.time_budget is not None else ["steps"]
+    return list(SERIES)
+
+
 def settings_from_args(args) -> QualitySettings:
     device = resolve_device(args.device)
     mlm = args.objective == "mlm"
     o = common.options(args, {**DEFAULTS, **MLM_DEFAULTS} if mlm else DEFAULTS, QUICK)
+    series = chosen_series(args)
     return QualitySettings(
-        archs=list(args.archs or (MLM_ARCHS if mlm else ARCHS)), preset=o["preset"], contexts=sorted(o["contexts"]), seeds=list(o["seeds"]),
-        time_budget=o["time_budget"] if args.steps is None else None, steps=args.steps,
+        archs=list(args.archs or (MLM_ARCHS if mlm else ROWS)), preset=o["preset"], contexts=sorted(o["contexts"]), seeds=list(o["seeds"]),
+        time_budget=o["time_budget"] if "time" in series else None, steps=o["steps"] if "steps" in series else None,
         batch_tokens=o["batch_tokens"], micro_batch_tokens=args.micro_batch_tokens, lr=args.lr,
         warmup_steps=args.warmup_steps, precision=o["precision"],
         precision_reason=resolve_precision(o["precision"], device).describe(), eval_tokens=o["eval_tokens"],
         heldout_fraction=args.heldout_fraction, data=args.data, quick=bool(args.quick), device=str(device),
-        objective=args.objective, context_budgets=_context_budgets(args, mlm) if args.steps is None else {})
+        series=series, objective=args.objective,
+        context_budgets=_context_budgets(args, mlm) if "time" in series else {})
 
 
-def run_key(arch: str, context: int, seed: int, s: QualitySettings) -> str:
-    budget = f"{s.budget_for(context):g}s" if s.time_budget else f"{s.steps}steps"
+def run_key(arch: str, context: int, seed: int, s: QualitySettings, series: Optional[str] = None) -> str:
+    budget = s.budget_label(series or s.series[0], context)
     return f"{s.preset}-T{context}-{budget}-seed{seed}-{arch}{common.device_tag(torch.device(s.device))}"
 
 
-def train_config(arch: str, context: int, seed: int, s: QualitySettings, out_dir: Path):
+def train_config(arch: str, context: int, seed: int, s: QualitySettings, out_dir: Path, series: Optional[str] = None,
+                 *, model: Optional[dict] = None, lr: Optional[float] = None):
+    """The TrainConfig of one run: `series` "time" or "steps" (default: the first of s.series); `model` options
+    (default: the arch's ARCH_OPTIONS of the settings) and `lr` (default: s.lr) for a variant."""
     from ...training.config import TrainConfig
-    return TrainConfig(arch=arch, preset=s.preset, objective=s.objective, context=context, steps=s.steps,
-                       time_budget=s.budget_for(context), batch_tokens=max(s.batch_tokens, context),
-                       micro_batch_tokens=max(s.micro_batch_tokens, context), lr=s.lr,
-                       warmup_steps=s.warmup_steps, precision=s.precision, data=s.data,
-                       heldout_fraction=s.heldout_fraction,
-                       eval_windows=max(2, s.eval_tokens // context), seed=seed, out=str(out_dir))
+    timed = (series or s.series[0]) == "time"
+    return TrainConfig(arch=arch, preset=s.preset, objective=s.objective, context=context,
+                       steps=None if timed else s.steps, time_budget=s.budget_for(context) if timed else None, time_budget_covers="training",
+                       batch_tokens=max(s.batch_tokens, context), micro_batch_tokens=max(s.micro_batch_tokens, context),
+                       lr=s.lr if lr is None else lr, warmup_steps=s.warmup_steps, precision=s.precision,
+                       data=s.data, heldout_fraction=s.heldout_fraction,
+                       eval_windows=max(2, s.eval_tokens // context), seed=seed, out=str(out_dir),
+                       model=dict(s.arch_options.get(arch, {}) if model is None else model))
 
 
 def curve(records: list[dict]) -> list[dict]:
-    """Held-out points with training-only time: each evaluation's duration (its record's elapsed minus the
-    elapsed of the training step it follows) is removed from the clock of every later point."""
+    """Held-out points against training time: the seconds inside optimizer steps the loop records
+    (`train_seconds`); for records written before it did, the run's clock with each evaluation's duration (its
+    record's elapsed minus the elapsed of the training step it follows) removed from every later point."""
     train = [r for r in records if r.get("kind") == "train"]
+    if train and all("train_seconds" in r for r in train):
+        at = {r["step"]: r for r in train}
+        return [dict(step=r["step"], tokens=at[r["step"]]["tokens"], train_time=at[r["step"]]["train_seconds"],
+                     elapsed=r["elapsed"], heldout_loss=r["heldout_loss"], heldout_bpb=r.get("heldout_bpb"),
+                     heldout_accuracy=r.get("heldout_accuracy"))
+                for r in records if r.get("kind") == "eval" and r["step"] in at]
     train_elapsed = {r["step"]: r["elapsed"] for r in train}
     tokens = {r["step"]: r["tokens"] for r in train}
     evals = {r["step"] for r in records if r.get("kind") == "eval"}
@@ -214,12 +276,20 @@ def curve(records: list[dict]) -> list[dict]:
     return out
 
 
-def train_one(arch: str, context: int, seed: int, s: QualitySettings, folder: Path, keep: bool, log=print) -> dict:
+def train_one(arch: str, context: int, seed: int, s: QualitySettings, folder: Path, keep: bool, log=print,
+              series: Optional[str] = None, *, model: Optional[dict] = None, lr: Optional[float] = None) -> dict:
+    """Train (or resume) one run into `folder` and return its record (train_config's arguments; `arch` may be a
+    row of VARIANT_ROWS, recorded under that name)."""
     from ...training.checkpoint import CHECKPOINT_NAME
     from ...training.loop import METRICS_NAME, train
     from ...training.metrics import read_metrics
 
-    cfg = train_config(arch, context, seed, s, folder)
+    series = series or s.series[0]
+    row = arch
+    if arch in VARIANT_ROWS:
+        arch, options = VARIANT_ROWS[arch]
+        model = {**s.arch_options.get(arch, {}), **options, **(model or {})}
+    cfg = train_config(arch, context, seed, s, folder, series, model=model, lr=lr)
     t0 = time.perf_counter()
     if (folder / CHECKPOINT_NAME).exists():
         log(f"  resuming {folder}")
@@ -229,7 +299,8 @@ def train_one(arch: str, context: int, seed: int, s: QualitySettings, folder: Pa
     records = read_metrics(folder / METRICS_NAME)
     pts = curve(records)
     final_rec = next((r for r in records if r.get("kind") == "final"), {})
-    rec = dict(arch=arch, context=context, seed=seed, preset=s.preset, key=folder.name, device=s.device,
+    rec = dict(arch=row, context=context, seed=seed, preset=s.preset, key=folder.name, device=s.device,
+               series=series, budget=s.budget_label(series, context), model_options=cfg.model, lr=cfg.lr,
                train_config=cfg.to_dict(), model_config=result.model.config.to_dict(),
                num_parameters=result.num_parameters, steps=result.step, tokens=result.tokens_seen,
                elapsed=result.elapsed, train_time=pts[-1]["train_time"] if pts else None,
@@ -242,6 +313,29 @@ def train_one(arch: str, context: int, seed: int, s: QualitySettings, folder: Pa
     return rec
 
 
+def unigram_floor(data: Optional[str], heldout_fraction: float) -> dict:
+    """The held-out cross-entropy (nats per scored token) of the training split's unigram distribution: the loss of
+    a model that knows token frequencies and nothing else. Add-one smoothing (a token unseen in training keeps a
+    finite cost); the targets are the tokens the held-out windows score (every token of a held-out document but its
+    first)."""
+    from ...training.config import TrainConfig
+    from ...training.setup import prepare_data
+
+    run_data = prepare_data(TrainConfig(data=data, heldout_fraction=heldout_fraction, steps=1))
+    V = run_data.tokenizer.vocab_size
+
+    def counts(docs, skip_first: bool) -> torch.Tensor:
+        total = torch.zeros(V, dtype=torch.float64)
+        for i in range(len(docs)):
+            tokens = docs.tokens(i).long()
+            total += torch.bincount(tokens[1:] if skip_first else tokens, minlength=V).double()
+        return total
+
+    train, held = counts(run_data.train_docs, False), counts(run_data.heldout_docs, True)
+    logp = ((train + 1) / (train.sum() + V)).log()
+    return dict(loss=float(-(held * logp).sum() / held.sum()), tokenizer=run_data.tokenizer.kind, vocab_size=V,
+                train_tokens=int(train.sum()), heldout_targets=int(held.sum()), margin=UNIGRAM_MARGIN)
+
 
 def run(args: argparse.Namespace) -> int:
     from .report import build_report, markdown, plot
@@ -251,26 +345,52 @@ def run(args: argparse.Namespace) -> int:
     runs_dir = out / "runs" / s.stem
     store = common.ResultStore(runs_dir)
     print(f"device {s.device}, precision {s.precision_reason}", flush=True)
-    for T in s.contexts if not args.report_only else ():
-        for seed in s.seeds:
-            for arch in s.archs:           # archs interleaved within each (context, seed)
-                key = run_key(arch, T, seed, s)
-                if store.has(key):
-                    print(f"  {key}: done, skipped")
-                    continue
-                try:
-                    rec = train_one(arch, T, seed, s, runs_dir / key, args.keep_checkpoints)
-                except FlashgauError as err:
-                    print(f"flashgau bench quality: error: {key}: {err}", file=sys.stderr)
-                    return 1
-                store.save(key, rec)
-                f = rec["final"]
-                extra = (f"{f['bits_per_byte']:.4f} bits/byte" if "bits_per_byte" in f
-                         else f"accuracy {f['accuracy']:.2%}")
-                print(f"  {key}: {rec['steps']} steps, {rec['tokens']:,} tokens, train {rec['train_time']:.0f} s"
-                      f" | held-out loss {f['loss']:.4f}, ppl {f['perplexity']:.3f}, {extra}", flush=True)
-    common.write_reports(out, s.stem, build_report(store, s), markdown, plot)
+    budget = Budget(args.max_runs)
+    # archs interleaved within each (context, seed, series)
+    for T, seed, series, arch in [(T, seed, x, a) for T in s.contexts for seed in s.seeds for x in s.series
+                                  for a in s.archs] if not args.report_only else ():
+        key = run_key(arch, T, seed, s, series)
+        if not train_and_save(store, key, lambda: train_one(arch, T, seed, s, runs_dir / key, args.keep_checkpoints,
+                                                            series=series), budget=budget):
+            return 1
+    common.write_reports(out, s.stem, build_report(store, s, unigram_floor(s.data, s.heldout_fraction)), markdown,
+                         plot)
     return 0
+
+
+class Budget:
+    """How many more runs this invocation may train (--max-runs; None: all)."""
+
+    def __init__(self, runs: Optional[int]) -> None:
+        self.left = runs
+
+    def take(self) -> bool:
+        if self.left is None:
+            return True
+        self.left -= 1
+        return self.left >= 0
+
+
+def train_and_save(store: common.ResultStore, key: str, train_run, name: str = "quality",
+                   budget: Optional[Budget] = None) -> bool:
+    """Run `train_run()` unless `key` is saved (or `budget` has no run left), save its record and print one line;
+    False (after one line on stderr) when the run fails on a user error."""
+    if store.has(key):
+        print(f"  {key}: done, skipped")
+        return True
+    if budget is not None and not budget.take():
+        return True
+    try:
+        rec = train_run()
+    except FlashgauError as err:
+        print(f"flashgau bench {name}: error: {key}: {err}", file=sys.stderr)
+        return False
+    store.save(key, rec)
+    f = rec["final"]
+    extra = f"{f['bits_per_byte']:.4f} bits/byte" if "bits_per_byte" in f else f"accuracy {f['accuracy']:.2%}"
+    print(f"  {key}: {rec['steps']} steps, {rec['tokens']:,} tokens, train {rec['train_time']:.0f} s"
+          f" | held-out loss {f['loss']:.4f}, ppl {f['perplexity']:.3f}, {extra}", flush=True)
+    return True
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,7 +1,7 @@
-"""The quality report, built from the saved run records: per (context, seed) the time each arch needs to reach
-the reference's final held-out loss (Transformer+'s; Transformer++'s for the masked-LM experiment, as in the paper's
-C4 plot) and its loss against Transformer++'s at equal training time; per (arch, context) the final numbers over
-seeds; Markdown and a plot."""
+"""The quality report, built from the saved run records: per (series, context, seed) the time each arch needs to
+reach the reference's final held-out loss (Transformer+'s; Transformer++'s for the masked-LM experiment, as in the
+paper's C4 plot) and its loss against Transformer++'s (at equal training time, or at equal steps); per series and
+(arch, context) the final numbers over seeds, flagged when near the unigram floor; Markdown and a plot."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from ..common import ResultStore, env_markdown, environment, fmt_ctx, md_table, 
 REFERENCE = "transformer+"      # the paper's speedup column: time to reach its final loss
 BASELINE = "transformer++"      # loss at equal training time is compared against it
 FLASH = "flash"
+FLASH_BEFORE = "flash-0.1.0"    # FLASH with flashgau 0.1.0's defaults (issue 22's "today's default")
+EARLY_STEP = 60                 # issue 22's "after the first 60 steps"
 NAMES = {"transformer+": "Transformer+", "transformer++": "Transformer++"}
 
 
@@ -56,11 +58,11 @@ def interp_loss_at(points: list[dict], t: float) -> Optional[float]:
     return points[-1]["heldout_loss"] if points and t >= points[-1]["train_time"] else None
 
 
-def compare(group: dict, ref_arch: str = REFERENCE) -> dict:
-    """Per arch of one (context, seed) group of runs: the training time to reach the final held-out loss of
-    `ref_arch` (Transformer+ unless told) and the speedup that gives; and its held-out loss against Transformer++'s
-    at equal training time, the shorter of the two runs' (pairwise: a slow arch whose budget went mostly to
-    evaluation does not set the time for everyone)."""
+def compare(group: dict, series: str = "time", ref_arch: str = REFERENCE) -> dict:
+    """Per arch of one (series, context, seed) group of runs: the training time to reach the final held-out loss
+    of `ref_arch` (Transformer+ unless told) and the speedup that gives; and its held-out loss against Transformer++'s. Equal time: on the
+    curves at the shorter of the two runs' training times (pairwise: a slow arch does not set the time for
+    everyone). Equal steps: the final held-out losses (every arch took the same steps)."""
     ref, base = group.get(ref_arch), group.get(BASELINE)
     rows = {}
     for arch, r in group.items():
@@ -70,7 +72,12 @@ def compare(group: dict, ref_arch: str = REFERENCE) -> dict:
             t_reach = interp_time_to(r["curve"], target)
             row.update(target_loss=target, time_to_target=t_reach,
                        speedup=(ref["train_time"] / t_reach) if t_reach else None)
-        if base and base["train_time"] and r["train_time"]:
+        if series == "steps":
+            if base:
+                row.update(equal_steps=r["steps"], loss_at_equal_steps=r["final"]["loss"],
+                           baseline_loss_at_equal_steps=base["final"]["loss"],
+                           delta_vs_tfmpp=r["final"]["loss"] - base["final"]["loss"])
+        elif base and base["train_time"] and r["train_time"]:
             t = min(r["train_time"], base["train_time"])
             la, lb = interp_loss_at(r["curve"], t), interp_loss_at(base["curve"], t)
             row.update(equal_time=t, loss_at_equal_time=la, baseline_loss_at_equal_time=lb,
@@ -79,62 +86,131 @@ def compare(group: dict, ref_arch: str = REFERENCE) -> dict:
     return rows
 
 
-def build_report(store: ResultStore, s) -> dict:
-    """The report (a JSON-ready dict) of the saved runs that these settings ask for."""
+def build_report(store: ResultStore, s, floor: Optional[dict] = None) -> dict:
+    """The report (a JSON-ready dict) of the saved runs that these settings ask for, per series: comparisons per
+    (series, context, seed) and a summary per series and (arch, context); `floor` is the unigram floor
+    (unigram_floor), whose neighbours are flagged."""
     from . import run_key
 
-    runs = [r for r in store.all() if r.get("preset") == s.preset and r.get("final")
-            and r["arch"] in s.archs and r["context"] in s.contexts and r["seed"] in s.seeds
-            and r["key"] == run_key(r["arch"], r["context"], r["seed"], s)]
-    comparisons = []
-    for T in s.contexts:
-        for seed in s.seeds:
-            group = {r["arch"]: r for r in runs if r["context"] == T and r["seed"] == seed}
-            if group:
-                comparisons.append(dict(context=T, seed=seed, rows=compare(group, reference(s.objective))))
-    summary = {}
-    for T in s.contexts:
-        for arch in s.archs:
+    wanted = {run_key(a, T, seed, s, x): x for x in s.series for a in s.archs for T in s.contexts for seed in s.seeds}
+    runs = [r for r in store.all() if r.get("final") and r.get("key") in wanted]
+    for r in runs:
+        r["series"] = wanted[r["key"]]
+    comparisons, summary = [], {}
+    for x in s.series:
+        for T in s.contexts:
+            for seed in s.seeds:
+                group = {r["arch"]: r for r in runs if r["series"] == x and r["context"] == T and r["seed"] == seed}
+                if group:
+                    comparisons.append(dict(series=x, context=T, seed=seed, rows=compare(group, x, reference(s.objective))))
+        summary[x] = summarise([r for r in runs if r["series"] == x],
+                               [c for c in comparisons if c["series"] == x], s.archs, s.contexts, floor)
+    before = against_before(runs)
+    return dict(benchmark="quality", settings=s.to_dict(), env=environment(torch.device(s.device)), runs=runs,
+                unigram_floor=floor, comparisons=comparisons, summary=summary, against_before=before,
+                run_envs=unique((r.get("env", {}) for r in runs), lambda e: e.get("command")),
+                headline=headline(comparisons, s.objective) + [dict(name=f"flash_vs_0.1.0_{b['series']}_{b['context']}_seed"
+                                                       f"{b['seed']}", value=b["end"], text=_before_text(b))
+                                                  for b in before if "end" in b])
+
+
+def summarise(runs: list[dict], comparisons: list[dict], archs, contexts, floor: Optional[dict]) -> dict:
+    """Per (arch, context) of one series: the final numbers over seeds and the comparisons' figures."""
+    out = {}
+    for T in contexts:
+        for arch in archs:
             rs = [r for r in runs if r["context"] == T and r["arch"] == arch]
             if not rs:
                 continue
             cs = [c["rows"][arch] for c in comparisons if c["context"] == T and arch in c["rows"]]
             vals = lambda key: [c[key] for c in cs if c.get(key) is not None]  # noqa: E731
-            summary[f"{arch}@{T}"] = dict(
-                arch=arch, context=T, seeds=[r["seed"] for r in rs],
-                loss=[r["final"]["loss"] for r in rs], ppl=[r["final"]["perplexity"] for r in rs],
-                bpb=[r["final"].get("bits_per_byte") for r in rs],
-                accuracy=[r["final"].get("accuracy") for r in rs], steps=[r["steps"] for r in rs],
-                tokens=[r["tokens"] for r in rs], train_time=[r["train_time"] for r in rs],
+            losses = [r["final"]["loss"] for r in rs]
+            out[f"{arch}@{T}"] = dict(
+                arch=arch, context=T, seeds=[r["seed"] for r in rs], loss=losses,
+                ppl=[r["final"]["perplexity"] for r in rs], bpb=[r["final"].get("bits_per_byte") for r in rs],
+                accuracy=[r["final"].get("accuracy") for r in rs],
+                steps=[r["steps"] for r in rs], tokens=[r["tokens"] for r in rs],
+                train_time=[r["train_time"] for r in rs],
+                step_seconds=[r["train_time"] / r["steps"] for r in rs if r["train_time"] and r["steps"]],
                 loss_at_equal_time=vals("loss_at_equal_time"), delta_vs_tfmpp=vals("delta_vs_tfmpp"),
-                speedup=[c.get("speedup") for c in cs],
-                params=rs[0]["num_parameters"])
-    return dict(benchmark="quality", settings=s.to_dict(), env=environment(torch.device(s.device)), runs=runs,
-                comparisons=comparisons, summary=summary,
-                run_envs=unique((r.get("env", {}) for r in runs), lambda e: e.get("command")),
-                headline=headline(comparisons, s.objective))
+                speedup=[c.get("speedup") for c in cs], params=rs[0]["num_parameters"],
+                near_unigram=near_floor(losses, floor))
+    return out
+
+
+def near_floor(losses: list[float], floor: Optional[dict]) -> bool:
+    """Whether any of `losses` is within the floor's margin of the unigram floor (above it or below)."""
+    return bool(floor) and any(abs(x - floor["loss"]) < floor["margin"] for x in losses)
+
+
+def interp_loss_at_step(points: list[dict], step: int) -> Optional[float]:
+    """Held-out loss at optimizer step `step` (linear between evaluations; None outside the curve)."""
+    prev = None
+    for p in points:
+        if p["step"] >= step:
+            if prev is None:
+                return p["heldout_loss"] if p["step"] == step else None
+            w = (step - prev["step"]) / (p["step"] - prev["step"])
+            return prev["heldout_loss"] + w * (p["heldout_loss"] - prev["heldout_loss"])
+        prev = p
+    return None
+
+
+def against_before(runs: list[dict]) -> list[dict]:
+    """FLASH (today's defaults) against flash-0.1.0 per (series, context, seed): the final held-out losses (equal
+    steps) or the curves at the shorter training time (equal time), and in the equal-steps series the curves at step
+    EARLY_STEP too."""
+    out = []
+    keys = sorted({(r["series"], r["context"], r["seed"]) for r in runs})
+    for x, T, seed in keys:
+        pair = {r["arch"]: r for r in runs if (r["series"], r["context"], r["seed"]) == (x, T, seed)}
+        new, old = pair.get(FLASH), pair.get(FLASH_BEFORE)
+        if not new or not old:
+            continue
+        line = dict(series=x, context=T, seed=seed)
+        if x == "steps":
+            line.update(end=new["final"]["loss"] - old["final"]["loss"], new=new["final"]["loss"],
+                        old=old["final"]["loss"], steps=new["steps"])
+            early = [interp_loss_at_step(r["curve"], EARLY_STEP) for r in (new, old)]
+            if None not in early:
+                line.update(early=early[0] - early[1], early_new=early[0], early_old=early[1])
+        else:
+            t = min(new["train_time"], old["train_time"])
+            la, lb = interp_loss_at(new["curve"], t), interp_loss_at(old["curve"], t)
+            if la is not None and lb is not None:
+                line.update(end=la - lb, new=la, old=lb, equal_time=t)
+        out.append(line)
+    return out
 
 
 def headline(comparisons: list[dict], objective: str = "lm") -> list[dict]:
-    """FLASH's held-out loss against Transformer++'s at equal training time, per (context, seed): plain
-    measured differences, one line each; for MLM also FLASH's training-time speedup to Transformer++'s final
-    masked-token loss (the paper's C4 measure)."""
+    """FLASH's held-out loss against Transformer++'s, per (series, context, seed): plain measured differences, one
+    line each; for MLM also FLASH's training-time speedup to Transformer++'s final masked-token loss (the paper's
+    C4 measure)."""
     out = []
     what = loss_name(objective)
     for c in comparisons:
         f = c["rows"].get(FLASH, {})
         if f.get("delta_vs_tfmpp") is None:
             continue
-        d = f["delta_vs_tfmpp"]
-        out.append(dict(name=f"flash_vs_tfmpp_loss_{c['context']}_seed{c['seed']}", context=c["context"],
-                        seed=c["seed"], value=d, equal_time=f["equal_time"],
-                        text=f"{fmt_ctx(c['context'])} context, seed {c['seed']}, equal training time "
-                             f"{f['equal_time']:.0f} s: FLASH held-out {what} {f['loss_at_equal_time']:.4f} vs "
-                             f"Transformer++ {f['baseline_loss_at_equal_time']:.4f} (difference {d:+.4f} nats)"))
+        d, x = f["delta_vs_tfmpp"], c.get("series", "time")
+        if x == "steps":
+            at, la, lb = f"equal steps ({f['equal_steps']})", f["loss_at_equal_steps"], f[
+                "baseline_loss_at_equal_steps"]
+            name = f"flash_vs_tfmpp_loss_steps_{c['context']}_seed{c['seed']}"
+        else:
+            at, la, lb = f"equal training time {f['equal_time']:.0f} s", f["loss_at_equal_time"], f[
+                "baseline_loss_at_equal_time"]
+            name = f"flash_vs_tfmpp_loss_{c['context']}_seed{c['seed']}"
+        out.append(dict(name=name, series=x, context=c["context"], seed=c["seed"], value=d,
+                        equal_time=f.get("equal_time"),
+                        text=f"{fmt_ctx(c['context'])} context, seed {c['seed']}, {at}: FLASH held-out {what} "
+                             f"{la:.4f} vs Transformer++ {lb:.4f} (difference {d:+.4f} nats)"))
         if objective == "mlm" and "target_loss" in f:
             sp = f.get("speedup")
-            out.append(dict(name=f"flash_speedup_to_tfmpp_{c['context']}_seed{c['seed']}", context=c["context"],
-                            seed=c["seed"], value=sp,
+            tag = "_steps" if x == "steps" else ""
+            out.append(dict(name=f"flash_speedup_to_tfmpp{tag}_{c['context']}_seed{c['seed']}", series=x,
+                            context=c["context"], seed=c["seed"], value=sp,
                             text=f"{fmt_ctx(c['context'])} context, seed {c['seed']}: FLASH reaches Transformer++'s "
                                  f"final {what} {f['target_loss']:.4f} "
                                  + (f"after {f['time_to_target']:.0f} s of training, {sp:.2f}x sooner"
@@ -143,6 +219,16 @@ def headline(comparisons: list[dict], objective: str = "lm") -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------ Markdown
+
+def _before_text(b: dict) -> str:
+    at = f"after {b['steps']} steps" if b["series"] == "steps" else f"at equal training time {b['equal_time']:.0f} s"
+    text = (f"{fmt_ctx(b['context'])} context, seed {b['seed']}, {at}: FLASH (defaults) {b['new']:.4f} vs FLASH "
+            f"0.1.0 {b['old']:.4f} ({b['end']:+.4f} nats)")
+    if "early" in b:
+        text += (f"; after the first {EARLY_STEP} steps {b['early_new']:.4f} vs {b['early_old']:.4f} "
+                 f"({b['early']:+.4f} nats)")
+    return text
+
 
 def _pm(xs, fmt="{:.3f}"):
     xs = [x for x in xs if x is not None]
@@ -153,17 +239,25 @@ def _pm(xs, fmt="{:.3f}"):
     return f"{fmt.format(statistics.fmean(xs))} ± {fmt.replace('+', '').format((max(xs) - min(xs)) / 2)}"
 
 
+SERIES_TITLE = {"time": "equal time", "steps": "equal steps"}
+
+
+def floor_line(floor: Optional[dict]) -> str:
+    if not floor:
+        return "Unigram floor: not computed."
+    return (f"**Unigram floor: {floor['loss']:.4f} nats per token** ({floor['tokenizer']} tokens): the held-out "
+            "cross-entropy of the training split's token frequencies (add-one smoothed), the loss of a model that "
+            f"has learned nothing but them. Rows whose final loss comes within {floor['margin']:g} nats of it are "
+            "flagged ⚠: they have not left the unigram plateau, and their loss says nothing about their "
+            "architecture.")
+
+
 def markdown(rep: dict) -> str:
     s = rep["settings"]
+    series = s.get("series") or ["time"]
     objective = s.get("objective", "lm")
     mlm, ref, what = objective == "mlm", NAMES[reference(objective)], loss_name(objective)
-    per_context = {int(t): b for t, b in (s.get("context_budgets") or {}).items() if int(t) in s["contexts"]}
-    if not s["time_budget"]:
-        budget = f"{s['steps']} steps per run ({s['batch_tokens']} tokens per step)"
-    else:
-        seconds = ", ".join(f"{per_context.get(T, s['time_budget']):g} s at {fmt_ctx(T)}" for T in s["contexts"]) \
-            if per_context else f"{s['time_budget']:g} s"
-        budget = f"{seconds} of wall time per run (evaluation included)"
+    budgets = "; ".join(_series_text(s, x) for x in series)
     task = ("`flashgau train --objective mlm`: a bidirectional model trained to restore 15% of the tokens of each "
             "window (80% masked, 10% random, 10% kept), scored by the held-out masked-token loss on fixed masked "
             "positions, the same for every arch and seed (docs/mlm.md), " if mlm else "`flashgau train` ")
@@ -171,95 +265,120 @@ def markdown(rep: dict) -> str:
          f"{s['device']})", "",
          f"FLASH here is the paper's model (Hua et al. 2022), not FlashAttention. Each run is {task}"
          f"on the Shakespeare book corpus (byte tokens; held-out: whole plays, {s['heldout_fraction']:g} of the "
-         f"corpus), {budget}, {s['batch_tokens']} tokens per step, precision {s['precision_reason']}, peak lr "
-         f"{s['lr']:g}, seeds {', '.join(map(str, s['seeds']))}. Final numbers score every held-out window; curves "
-         "and the time-to-target use a fixed subset of held-out windows scored during training, against training "
-         "time with evaluation time removed. Mean ± half-range over seeds. See docs/benchmarks.md.", "",
+         f"corpus), {s['batch_tokens']} tokens per step, precision {s['precision_reason']}, peak lr {s['lr']:g}, "
+         f"seeds {', '.join(map(str, s['seeds']))}. Series: {budgets}. Baselines with their own settings: "
+         + (", ".join(f"{a} {o}" for a, o in s.get("arch_options", {}).items()) or "none") + ". Final numbers "
+         "score every held-out window; curves and the time-to-target use a fixed subset of held-out windows scored "
+         "during training, against the seconds spent in training steps. Mean ± half-range over seeds. See "
+         "docs/benchmarks.md.", "", floor_line(rep.get("unigram_floor")), "",
          "Run environment:", "", *(env_markdown(e) for e in rep["run_envs"][-2:]), ""]
-    L += ["## FLASH against Transformer++ at equal training time", ""] \
+    L += ["## FLASH against Transformer++" + ("" if mlm else ", and against FLASH with flashgau 0.1.0's defaults"),
+          ""] \
         + ([f"- {h['text']}" for h in rep["headline"]] or ["- (FLASH and Transformer++ were not both trained)"]) + [""]
     ctxs = s["contexts"]
+    first = rep["summary"].get(series[0], {})
     table = []
     for arch in s["archs"]:
         cells = []
         for T in ctxs:
-            sm = rep["summary"].get(f"{arch}@{T}")
+            sm = first.get(f"{arch}@{T}")
             if not sm:
                 cells += ["–"] * 3
                 continue
             sps = sm["speedup"]
             sp = "–" if not sps or any(x is None for x in sps) else _pm(sps, "{:.2f}") + "×"
-            cells += [_pm(sm["ppl"]), _pm(sm["accuracy"], "{:.4f}") if mlm else _pm(sm["bpb"], "{:.4f}"), sp]
+            cells += [_pm(sm["ppl"]) + (" ⚠" if sm.get("near_unigram") else ""),
+                      _pm(sm["accuracy"], "{:.4f}") if mlm else _pm(sm["bpb"], "{:.4f}"), sp]
         table.append([arch, *cells])
     second = "accuracy" if mlm else "bits/byte"
     L += [f"## Held-out perplexity, {'masked-token accuracy' if mlm else 'bits per byte'} and speedup to {ref}'s "
-          f"{what}", "",
+          f"{what} ({SERIES_TITLE[series[0]]})", "",
           f"Shaped like the paper's {'C4 comparison' if mlm else 'PG-19 table'}: perplexity per "
           f"{'masked byte token' if mlm else 'byte token'}, and the training-time speedup to reach {ref}'s final "
           f"held-out {what} (– where the arch never reaches it within the budget).", "",
           *md_table(["Model", *[c for T in ctxs for c in (f"{fmt_ctx(T)} ppl", second, "speedup")]], table)]
-    L += ["", "## Per context: budget used and loss at equal training time", "",
-          f"Δ vs Transformer++: this arch's held-out {what} minus Transformer++'s, both at the shorter of the two "
-          "runs' training times (negative: better at equal time).", ""]
+    L += ["", "## Per context: equal time and equal steps side by side", "",
+          f"Δ vs Transformer++: this arch's held-out {what} minus Transformer++'s (negative: better); equal time: both "
+          "on their curves at the shorter of the two runs' training times; equal steps: the final losses. Step: "
+          "seconds per optimizer step (training time / steps). ⚠: within the margin of the unigram floor.", ""]
     for T in ctxs:
         table = []
         for arch in s["archs"]:
-            sm = rep["summary"].get(f"{arch}@{T}")
-            if not sm:
-                continue
-            tt = [c["rows"][arch].get("time_to_target") for c in rep["comparisons"]
-                  if c["context"] == T and arch in c["rows"]]
-            table.append([arch, f"{sm['params']:,}", _pm(sm["steps"], "{:.0f}"), _pm(sm["tokens"], "{:,.0f}"),
-                          _pm(sm["train_time"], "{:.0f}"), _pm(sm["loss"], "{:.4f}"),
-                          _pm(sm["delta_vs_tfmpp"], "{:+.4f}"),
-                          "–" if any(x is None for x in tt) or not tt else _pm(tt, "{:.0f}")])
-        L += [f"### Context {fmt_ctx(T)}", "",
-              *md_table(["Model", "params", "steps", "tokens", "training time (s)", f"final held-out {what}",
-                         "Δ vs Transformer++ at equal time", f"time to {ref} {what} (s)"], table), ""]
+            cells, present = [], False
+            for x in series:
+                sm = rep["summary"].get(x, {}).get(f"{arch}@{T}")
+                if not sm:
+                    cells += ["–"] * 4
+                    continue
+                present = True
+                cells += [_pm(sm["steps"], "{:.0f}"), _pm(sm["train_time"], "{:.0f}"),
+                          _pm(sm["loss"], "{:.4f}") + (" ⚠" if sm.get("near_unigram") else ""),
+                          _pm(sm["delta_vs_tfmpp"], "{:+.4f}")]
+            if present:
+                steps = [v for x in series for v in rep["summary"].get(x, {}).get(f"{arch}@{T}", {}).get(
+                    "step_seconds", [])]
+                params = next(rep["summary"][x][f"{arch}@{T}"]["params"] for x in series
+                              if f"{arch}@{T}" in rep["summary"].get(x, {}))
+                table.append([arch, f"{params:,}", _pm(steps, "{:.2f}"), *cells])
+        head = [c for x in series for c in (f"{SERIES_TITLE[x]}: steps", "training s", "final loss", "Δ vs T++")]
+        L += [f"### Context {fmt_ctx(T)}", "", *md_table(["Model", "params", "step (s)", *head], table), ""]
     stem = "quality" + ("-mlm" if mlm else "") + ("-quick" if s["quick"] else "")
     L += [f"![held-out {what} against training time and tokens]({stem}.png)", ""]
     return "\n".join(L)
 
 
+def _series_text(s: dict, series: str) -> str:
+    if series == "steps":
+        return f"equal steps, {s['steps']} optimizer steps per run"
+    per_context = {int(t): b for t, b in (s.get("context_budgets") or {}).items() if int(t) in s["contexts"]}
+    seconds = (", ".join(f"{per_context.get(T, s['time_budget']):g} s at {fmt_ctx(T)}" for T in s["contexts"])
+               if per_context else f"{s['time_budget']:g} s")
+    return f"equal time, {seconds} of training steps per run (evaluation not counted)"
+
+
 # ---------------------------------------------------------------------------------------------------- plot
 
 def plot(rep: dict, path: Path) -> None:
+    """Per context: held-out loss against training seconds (the equal-time series, or the only one) and against
+    training tokens (the equal-steps series, or the only one); the unigram floor as a dashed line."""
     from matplotlib.figure import Figure
 
     s = rep["settings"]
     ctxs = s["contexts"]
+    series = s.get("series") or ["time"]
+    panels = [(series[0], "train_time", "training time (s of training steps)"),
+              (series[-1], "tokens", "training tokens (M)")]
     fig = Figure(figsize=(11, 4 * len(ctxs)))
     axes = fig.subplots(len(ctxs), 2, squeeze=False)
     colors = {a: f"C{i}" for i, a in enumerate(s["archs"])}
+    floor = rep.get("unigram_floor")
     for row, T in enumerate(ctxs):
-        for r in rep["runs"]:
-            if r["context"] != T or not r["curve"]:
-                continue
-            style = "-" if r["seed"] == s["seeds"][0] else ":"
-            label = r["arch"] if r["seed"] == s["seeds"][0] else None
-            xs_t = [p["train_time"] for p in r["curve"]]
-            xs_n = [p["tokens"] / 1e6 for p in r["curve"]]
-            ys = [p["heldout_loss"] for p in r["curve"]]
-            axes[row][0].plot(xs_t, ys, style, marker=".", color=colors[r["arch"]], label=label)
-            axes[row][1].plot(xs_n, ys, style, marker=".", color=colors[r["arch"]], label=label)
-        # a loss spike of one run would squash every other curve: clip the y axis at the 98th percentile and
-        # mark clipped evaluations at the top edge
-        ys_all = sorted(p["heldout_loss"] for r in rep["runs"] if r["context"] == T for p in r["curve"])
-        top = ys_all[int(0.98 * (len(ys_all) - 1))] + 0.2 if ys_all else None
-        clipped = top is not None and ys_all[-1] > top
-        for ax, xl in zip(axes[row], ("training wall time (s, evaluation excluded)", "training tokens (M)")):
+        for ax, (x, field, xlabel) in zip(axes[row], panels):
+            runs = [r for r in rep["runs"] if r["context"] == T and r["curve"] and r.get("series", "time") == x]
+            for r in runs:
+                first = r["seed"] == s["seeds"][0]
+                xs = [p[field] / (1e6 if field == "tokens" else 1) for p in r["curve"]]
+                ax.plot(xs, [p["heldout_loss"] for p in r["curve"]], "-" if first else ":", marker=".",
+                        color=colors[r["arch"]], label=r["arch"] if first else None)
+            # a loss spike of one run would squash every other curve: clip the y axis at the 98th percentile and
+            # mark clipped evaluations at the top edge
+            ys = sorted(p["heldout_loss"] for r in runs for p in r["curve"])
+            top = ys[int(0.98 * (len(ys) - 1))] + 0.2 if ys else None
+            clipped = top is not None and ys[-1] > top
             if clipped:
                 for line in list(ax.get_lines()):
-                    hi = [(x, top) for x, y in zip(line.get_xdata(), line.get_ydata()) if y > top]
+                    hi = [(u, top) for u, v in zip(line.get_xdata(), line.get_ydata()) if v > top]
                     if hi:
                         ax.plot(*zip(*hi), "^", color=line.get_color(), clip_on=False)
                 ax.set_ylim(top=top)
-            ax.set_title(f"context {fmt_ctx(T)}" + (" (▲: evaluation above the axis)" if clipped else ""))
-            ax.set_xlabel(xl)
+            if floor:
+                ax.axhline(floor["loss"], color="gray", ls="--", lw=1, label="unigram floor")
+            ax.set_title(f"context {fmt_ctx(T)}, {SERIES_TITLE[x]}" + (" (▲: above the axis)" if clipped else ""))
+            ax.set_xlabel(xlabel)
             ax.set_ylabel("held-out masked-token loss (nats/token)" if s.get("objective") == "mlm"
                           else "held-out loss (nats/byte)")
             ax.grid(alpha=0.3)
-        axes[row][0].legend(fontsize=7)
+            ax.legend(fontsize=7)
     fig.suptitle(f"Held-out loss vs cost ({s['preset']} preset, {s['device']}; solid seed {s['seeds'][0]}, "
                  "dotted other seeds)")
     fig.tight_layout()

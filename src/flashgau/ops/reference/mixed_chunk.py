@@ -20,8 +20,10 @@ from .masks import dense_mask
 
 def mixed_chunk_attention_reference(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor,
                                     bias: Tensor, *, chunk_size: int, causal: bool,
-                                    key_mask: Optional[Tensor] = None, linear_normalizer: str = "average") -> Tensor:
-    """FLASH's mixed chunk attention written as one dense T x T operator.
+                                    key_mask: Optional[Tensor] = None, linear_normalizer: str = "average",
+                                    parts: str = "both") -> Tensor:
+    """FLASH's mixed chunk attention written as one dense T x T operator (`parts`: "both", or "local" / "global"
+    alone).
 
     Local: query i sees keys j of its own chunk (j <= i when causal) with weight relu(quad_q_i.quad_k_j / C + b_ij)^2.
     Global: query i sees keys j of earlier chunks (causal) or of every chunk (bidirectional) with weight
@@ -43,7 +45,7 @@ def mixed_chunk_attention_reference(quad_q: Tensor, quad_k: Tensor, lin_q: Tenso
         global_mask = global_mask & key_mask[:, None, None, :].bool()
     count = global_mask.sum(-1, keepdim=True).clamp_min(1).to(quad_q.dtype) if linear_normalizer == "average" else C
     linear = (lin_q @ lin_k.transpose(-1, -2)) * global_mask / count
-    return (local + linear) @ v
+    return (local * (parts != "global") + linear * (parts != "local")) @ v
 
 
 def mixed_chunk_attention_minimal(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor,
