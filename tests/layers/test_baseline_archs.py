@@ -84,12 +84,12 @@ def test_combiner_state_grows_by_one_summary_per_chunk_and_generate_reserves_onc
     model = build("combiner")
     with torch.no_grad():
         _, state = model.prefill(tokens(1, 5))
-        first = state.layers[0]
+        first = getattr(state.layers[0], "attn", state.layers[0])      # unwrapped from the token shift
         assert first.sum_k.shape[2] >= 1
         first.reserve(40)
         assert first.sum_k.shape[2] == 10                                   # 40 positions / C = 4
         _, kept = model.generate(tokens(1, 5), 30, temperature=0, return_state=True)
-        assert kept.layers[0].sum_k.shape[2] == -(-35 // 4)                 # reserved for the final length only
+        assert getattr(kept.layers[0], "attn", kept.layers[0]).sum_k.shape[2] == -(-35 // 4)                 # reserved for the final length only
 
 
 def test_config_validates_the_performer_fields():

@@ -6,7 +6,7 @@ import torch
 
 from flashgau import DecodeState
 from flashgau.ops import FlashState, KVCache
-from model_helpers import tokens
+from model_helpers import attention_state, tokens
 
 
 def test_flash_state_size_does_not_grow_with_position(build):
@@ -14,7 +14,7 @@ def test_flash_state_size_does_not_grow_with_position(build):
     x = tokens(2, 60)
     with torch.no_grad():
         _, state = model.prefill(x[:, :2])
-        assert all(isinstance(s, FlashState) for s in state.layers)
+        assert all(isinstance(attention_state(s), FlashState) for s in state.layers)
         sizes = set()
         for t in range(2, 60):            # 14 chunk boundaries
             model.decode_step(x[:, t], state)
@@ -26,7 +26,7 @@ def test_kv_cache_grows_for_quadratic_archs(build):
     model = build("transformer++")
     with torch.no_grad():
         _, state = model.prefill(tokens(1, 4))
-        assert isinstance(state.layers[0], KVCache)
+        assert isinstance(attention_state(state.layers[0]), KVCache)
         before = state.nbytes()
         for t in range(40):
             model.decode_step(tokens(1, 1, seed=t)[:, 0], state)
