@@ -33,7 +33,7 @@ class Command:
 TRAIN_FIELDS = ("arch", "preset", "context", "steps", "time_budget", "time_budget_covers", "batch_tokens",
                 "micro_batch_tokens", "lr", "warmup_steps", "weight_decay", "grad_clip", "precision", "data",
                 "tokenizer", "bpe_vocab_size", "pack_documents", "eval_every", "eval_windows", "save_every",
-                "sample_tokens", "sample_prompt", "seed", "objective")
+                "sample_tokens", "sample_prompt", "seed", "objective", "init_from")
 CLI_SAMPLE_TOKENS = 300   # an LM run of the command writes a sample after training unless told otherwise (the
                           # library: none; an MLM run: none, it has `flashgau fill`)
 
@@ -114,6 +114,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                      "summary.json (default: runs/<arch>-<preset>)")
     run.add_argument("--resume", nargs="?", const="", metavar="PATH", help="continue the run saved at PATH "
                      "(a checkpoint or run folder; without PATH: --out or the default folder) with its saved settings")
+    run.add_argument("--init-from", metavar="RUN", help="start from the weights of the run at RUN (a run folder or "
+                     "checkpoint file): new optimizer and schedule from step 0, any --objective and --data; the model "
+                     "and tokenizer are RUN's (options that conflict with them are refused); e.g. fine-tune a "
+                     "language model on the QA task with --objective qa (docs/qa.md)")
     run.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     run.add_argument("--stop-after", type=int, metavar="STEP", help="stop after this step with a checkpoint, as "
                      "an interruption would; continue later with --resume")
@@ -261,6 +265,8 @@ def run_train(args: argparse.Namespace) -> int:
         result = train(resume=path, changes=changes, compile=args.compile, **common)
     else:
         _check_prepared_request(args)
+        if "init_from" in given:
+            _check_init_source(given)
         if get_task(given.get("objective", TrainConfig.objective)).generates:
             given.setdefault("sample_tokens", CLI_SAMPLE_TOKENS)
         cfg = TrainConfig(**given, compile=bool(args.compile), out=args.out, model=model)
@@ -269,6 +275,19 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"{result.final.headline()} | wall time {(time.perf_counter() - t0) / 60:.1f} min | output in "
               f"{result.out_dir}/ (checkpoint.pt, metrics.jsonl, loss.png, summary.json)")
     return 130 if result.interrupted else 0
+
+
+def _check_init_source(given: dict) -> None:
+    """--init-from RUN decides the model and tokenizer: an explicit --arch / --preset / --tokenizer /
+    --bpe-vocab-size that disagrees with RUN's is refused (the library takes RUN's; model options that conflict are
+    refused there)."""
+    from .training.init_from import conflicts, read_init_source
+
+    if not {"arch", "preset", "tokenizer", "bpe_vocab_size"} & set(given):
+        return
+    problem = conflicts(read_init_source(given["init_from"]), given)
+    if problem:
+        raise ConfigError(problem)
 
 
 def _check_prepared_request(args: argparse.Namespace) -> None:

@@ -71,6 +71,9 @@ class TrainConfig:
                         line of the first held-out document); part of the run, so the time budget covers it.
     seed:               model initialisation and the order of training windows.
     out:                output folder (checkpoint.pt, metrics.jsonl, loss.png); None: runs/<arch>-<preset>.
+    init_from:          None, or the run (its checkpoint file) whose weights this run starts from: weights only, a
+                        new optimizer and schedule from step 0, any objective and data; the model (arch, preset,
+                        model options) and tokenizer are the source's (training/init_from.py). Kept on resume.
     model:              ModelConfig fields set on top of the preset, e.g. {"qk_dim": 512, "chunk_size": 128}
                         (`flashgau train --model.qk_dim 512`, `--model-config FILE.json`): any field but those of
                         NOT_MODEL_OPTIONS; combiner_chunk_size may be "auto". Checked by building the run's
@@ -107,6 +110,7 @@ class TrainConfig:
     sample_prompt: Optional[str] = None
     seed: int = 0
     out: Optional[str] = None
+    init_from: Optional[str] = None
     model: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -148,6 +152,8 @@ class TrainConfig:
              "at 0, and fill masks with `flashgau fill RUN --text ...` after training")
         need(self.sample_prompt is None or isinstance(self.sample_prompt, str),
              f"sample_prompt must be text or None, got {type(self.sample_prompt).__name__}")
+        need(self.init_from is None or (isinstance(self.init_from, str) and self.init_from != ""),
+             f"init_from must be the path of a run or None, got {self.init_from!r}")
         need(_is_int(self.seed) and 0 <= self.seed < MAX_SEED, f"seed must be an integer in [0, 2**62), "
              f"got {self.seed!r}")
         need(not (self.steps is not None and self.time_budget is not None),
