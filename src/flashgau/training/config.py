@@ -37,7 +37,9 @@ class TrainConfig:
                         paper's exact model at that size).
     objective:          what the run learns (flashgau.tasks): "lm", a causal model predicting every next token;
                         "mlm", a bidirectional model restoring 15% of the tokens corrupted BERT-style (the tokenizer
-                        gains a mask token; no end-of-run sample: use `flashgau fill`).
+                        gains a mask token; no end-of-run sample: use `flashgau fill`); "qa", who speaks this line,
+                        a causal model trained on the answer tokens and scored by greedy answers (tasks/qa.py,
+                        docs/qa.md; usually with init_from a language model; no end-of-run sample).
     context:            T, tokens per training and held-out window.
     steps:              optimizer steps; or time_budget: seconds for the whole run (setup, training, held-out
                         evaluation, the sample and saving), turned into a step count by timing the first steps
@@ -148,8 +150,9 @@ class TrainConfig:
         need(_is_int(self.sample_tokens) and 0 <= self.sample_tokens <= MAX_INT,
              f"sample_tokens must be an integer >= 0, got {self.sample_tokens!r}")
         need(TASKS[self.objective].generates or self.sample_tokens == 0,
-             f"objective {self.objective} writes no sample (its model does not continue text): leave sample_tokens "
-             "at 0, and fill masks with `flashgau fill RUN --text ...` after training")
+             f"objective {self.objective} writes no end-of-run sample: leave sample_tokens at 0"
+             + (" (its model does not continue text), and fill masks with `flashgau fill RUN --text ...` after "
+                "training" if self.objective == "mlm" else ""))
         need(self.sample_prompt is None or isinstance(self.sample_prompt, str),
              f"sample_prompt must be text or None, got {type(self.sample_prompt).__name__}")
         need(self.init_from is None or (isinstance(self.init_from, str) and self.init_from != ""),
