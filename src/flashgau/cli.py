@@ -68,7 +68,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--objective", choices=OBJECTIVES, help="lm: a causal language model, next-token loss; mlm: "
                        "a bidirectional model, masked language modelling (BERT corruption: 15%% of the tokens "
                        "chosen, 80%% masked, 10%% random, 10%% kept; loss on the chosen ones; the tokenizer gains a "
-                       f"mask token; fill masks with `flashgau fill`) {default('objective')}")
+                       "mask token; fill masks with `flashgau fill`); qa: who speaks this line, a causal model "
+                       "trained on the answer tokens and scored by greedy answers (exact match, F1), usually with "
+                       f"--init-from a language model (docs/qa.md) {default('objective')}")
     data = p.add_argument_group("data")
     data.add_argument("--data", metavar="PATH", help="a folder made by `flashgau prepare` (read through memory "
                       "maps), or a UTF-8 text file, a folder of them (each file one document), JSON lines / Parquet "
@@ -469,10 +471,12 @@ def run_bench(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Command] = {
     "prepare": Command("tokenize a corpus once into token shards on disk (any size, bounded memory); train on "
                        "them with --data DIR", add_prepare_arguments, run_prepare),
-    "train": Command("train a language model (default: small FLASH on Shakespeare, bytes, ~5 minutes), or a masked "
-                     "language model (--objective mlm)", add_train_arguments, run_train),
+    "train": Command("train a language model (default: small FLASH on Shakespeare, bytes, ~5 minutes), a masked "
+                     "language model (--objective mlm), or fine-tune one on question answering (--objective qa "
+                     "--init-from RUN)", add_train_arguments, run_train),
     "eval": Command("held-out scores of a checkpoint: loss, bits per byte and perplexity (LM); masked-token loss, "
-                    "accuracy and perplexity (MLM)", add_eval_arguments, run_eval),
+                    "accuracy and perplexity (MLM); answer loss, exact match, F1 and the two floors (QA)",
+                    add_eval_arguments, run_eval),
     "sample": Command("continue a prompt with a trained checkpoint", add_sample_arguments, run_sample),
     "fill": Command("fill the <mask> markers of a text with a masked-LM checkpoint; top candidates with their "
                     "probabilities", add_fill_arguments, run_fill),
