@@ -2,6 +2,8 @@
 count), takes its model and tokenizer, may change objective (the vocabulary gains or loses the mask token) and
 data, resumes exactly, and refuses what cannot work with one line."""
 
+import shutil
+
 import pytest
 import torch
 
@@ -53,10 +55,13 @@ def test_the_weights_at_step_zero_are_the_sources_and_the_settings_come_from_it(
 
 
 def test_resume_after_init_from_is_exact_and_needs_no_source(source, small_corpus, tmp_path):
-    cfg = lambda out: tiny(small_corpus, out, init_from=str(source), lr=1e-3)  # noqa: E731
+    copy = tmp_path / "source"
+    shutil.copytree(source, copy)
+    cfg = lambda out: tiny(small_corpus, out, init_from=str(copy), lr=1e-3)  # noqa: E731
     full = quiet(cfg(tmp_path / "full"))
     part = quiet(cfg(tmp_path / "part"), stop_after=2)
     assert part.step == 2 and load_checkpoint(tmp_path / "part")["train_config"]["init_from"]
+    shutil.rmtree(copy)                                   # resume reads the run's own checkpoint only
     resumed = quiet(resume=tmp_path / "part")
     a, b = losses(tmp_path / "full"), losses(tmp_path / "part")
     assert sorted(a) == sorted(b) == list(range(1, 7)) and max(abs(a[s] - b[s]) for s in a) < 1e-6

@@ -74,7 +74,7 @@ def test_a_qa_run_resumes_exactly(small_corpus, lm_run, tmp_path):
 
 
 def test_qa_settings_that_make_no_sense_are_refused(small_corpus, tmp_path):
-    with pytest.raises(ConfigError, match="objective qa writes no end-of-run sample"):
+    with pytest.raises(ConfigError, match="objective qa writes no sample"):
         settings(small_corpus, tmp_path, objective="qa", sample_tokens=10)
     with pytest.raises(ConfigError, match="the QA task needs a longer context"):
         quiet(settings(small_corpus, tmp_path, objective="qa", context=128))

@@ -12,7 +12,8 @@ first 50,000 characters of the documents with the run's tokenizer; an example th
 question) loses tokens from the left of the window, never from the question or the answer (`truncated` counts them
 in the score).
 
-- Training: example i of the stream is drawn from the training plays (the training side of the run's split) by a
+- Training: the plays are decoded from the run's token documents into memory once (the task is made for corpora
+  of plays, a few MB). Example i of the stream is drawn from the training plays (the training side of the split) by a
   generator seeded with (the run's seed, i); the stream's state is the number of examples drawn, saved in the
   checkpoint, so a resumed run sees exactly the examples an uninterrupted one would. Several processes (rank r of
   W) take examples r, r + W, ... of each step's share.

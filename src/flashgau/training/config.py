@@ -150,9 +150,10 @@ class TrainConfig:
         need(_is_int(self.sample_tokens) and 0 <= self.sample_tokens <= MAX_INT,
              f"sample_tokens must be an integer >= 0, got {self.sample_tokens!r}")
         need(TASKS[self.objective].generates or self.sample_tokens == 0,
-             f"objective {self.objective} writes no end-of-run sample: leave sample_tokens at 0"
-             + (" (its model does not continue text), and fill masks with `flashgau fill RUN --text ...` after "
-                "training" if self.objective == "mlm" else ""))
+             f"objective {self.objective} writes no sample "
+             + ("(its model does not continue text): leave sample_tokens at 0, and fill masks with `flashgau fill "
+                "RUN --text ...` after training" if self.objective == "mlm" else
+                "(its score writes the answers itself): leave sample_tokens at 0"))
         need(self.sample_prompt is None or isinstance(self.sample_prompt, str),
              f"sample_prompt must be text or None, got {type(self.sample_prompt).__name__}")
         need(self.init_from is None or (isinstance(self.init_from, str) and self.init_from != ""),
