@@ -33,7 +33,7 @@ class Command:
 TRAIN_FIELDS = ("arch", "preset", "context", "steps", "time_budget", "time_budget_covers", "batch_tokens",
                 "micro_batch_tokens", "lr", "warmup_steps", "weight_decay", "grad_clip", "precision", "data",
                 "tokenizer", "bpe_vocab_size", "pack_documents", "eval_every", "eval_windows", "save_every",
-                "sample_tokens", "sample_prompt", "seed", "objective")
+                "sample_tokens", "sample_prompt", "seed", "objective", "init_from")
 CLI_SAMPLE_TOKENS = 300   # an LM run of the command writes a sample after training unless told otherwise (the
                           # library: none; an MLM run: none, it has `flashgau fill`)
 
@@ -68,7 +68,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--objective", choices=OBJECTIVES, help="lm: a causal language model, next-token loss; mlm: "
                        "a bidirectional model, masked language modelling (BERT corruption: 15%% of the tokens "
                        "chosen, 80%% masked, 10%% random, 10%% kept; loss on the chosen ones; the tokenizer gains a "
-                       f"mask token; fill masks with `flashgau fill`) {default('objective')}")
+                       "mask token; fill masks with `flashgau fill`); qa: who speaks this line, a causal model "
+                       "trained on the answer tokens and scored by greedy answers (exact match, F1), usually with "
+                       f"--init-from a language model (docs/qa.md) {default('objective')}")
     data = p.add_argument_group("data")
     data.add_argument("--data", metavar="PATH", help="a folder made by `flashgau prepare` (read through memory "
                       "maps), or a UTF-8 text file, a folder of them (each file one document), JSON lines / Parquet "
@@ -114,6 +116,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                      "summary.json (default: runs/<arch>-<preset>)")
     run.add_argument("--resume", nargs="?", const="", metavar="PATH", help="continue the run saved at PATH "
                      "(a checkpoint or run folder; without PATH: --out or the default folder) with its saved settings")
+    run.add_argument("--init-from", metavar="RUN", help="start from the weights of the run at RUN (a run folder or "
+                     "checkpoint file): new optimizer and schedule from step 0, any --objective and --data; the model "
+                     "and tokenizer are RUN's (options that conflict with them are refused); e.g. fine-tune a "
+                     "language model on the QA task with --objective qa (docs/qa.md)")
     run.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     run.add_argument("--stop-after", type=int, metavar="STEP", help="stop after this step with a checkpoint, as "
                      "an interruption would; continue later with --resume")
@@ -261,6 +267,8 @@ def run_train(args: argparse.Namespace) -> int:
         result = train(resume=path, changes=changes, compile=args.compile, **common)
     else:
         _check_prepared_request(args)
+        if "init_from" in given:
+            _check_init_source(given)
         if get_task(given.get("objective", TrainConfig.objective)).generates:
             given.setdefault("sample_tokens", CLI_SAMPLE_TOKENS)
         cfg = TrainConfig(**given, compile=bool(args.compile), out=args.out, model=model)
@@ -269,6 +277,19 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"{result.final.headline()} | wall time {(time.perf_counter() - t0) / 60:.1f} min | output in "
               f"{result.out_dir}/ (checkpoint.pt, metrics.jsonl, loss.png, summary.json)")
     return 130 if result.interrupted else 0
+
+
+def _check_init_source(given: dict) -> None:
+    """--init-from RUN decides the model and tokenizer: an explicit --arch / --preset / --tokenizer /
+    --bpe-vocab-size that disagrees with RUN's is refused (the library takes RUN's; model options that conflict are
+    refused there)."""
+    from .training.init_from import conflicts, read_init_source
+
+    if not {"arch", "preset", "tokenizer", "bpe_vocab_size"} & set(given):
+        return
+    problem = conflicts(read_init_source(given["init_from"]), given)
+    if problem:
+        raise ConfigError(problem)
 
 
 def _check_prepared_request(args: argparse.Namespace) -> None:
@@ -450,10 +471,12 @@ def run_bench(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Command] = {
     "prepare": Command("tokenize a corpus once into token shards on disk (any size, bounded memory); train on "
                        "them with --data DIR", add_prepare_arguments, run_prepare),
-    "train": Command("train a language model (default: small FLASH on Shakespeare, bytes, ~5 minutes), or a masked "
-                     "language model (--objective mlm)", add_train_arguments, run_train),
+    "train": Command("train a language model (default: small FLASH on Shakespeare, bytes, ~5 minutes), a masked "
+                     "language model (--objective mlm), or fine-tune one on question answering (--objective qa "
+                     "--init-from RUN)", add_train_arguments, run_train),
     "eval": Command("held-out scores of a checkpoint: loss, bits per byte and perplexity (LM); masked-token loss, "
-                    "accuracy and perplexity (MLM)", add_eval_arguments, run_eval),
+                    "accuracy and perplexity (MLM); answer loss, exact match, F1 and the two floors (QA)",
+                    add_eval_arguments, run_eval),
     "sample": Command("continue a prompt with a trained checkpoint", add_sample_arguments, run_sample),
     "fill": Command("fill the <mask> markers of a text with a masked-LM checkpoint; top candidates with their "
                     "probabilities", add_fill_arguments, run_fill),

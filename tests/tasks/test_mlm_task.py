@@ -25,12 +25,12 @@ def documents(lengths, seed=0):
 
 
 def test_the_registry_names_the_objectives_and_their_direction():
-    assert OBJECTIVES == ("lm", "mlm")
-    assert get_task("lm").causal and not get_task("mlm").causal
+    assert OBJECTIVES == ("lm", "mlm", "qa")
+    assert get_task("lm").causal and not get_task("mlm").causal and get_task("qa").causal
     assert get_task("mlm").tokenizer(ByteTokenizer()).vocab_size == 257
     assert get_task("lm").tokenizer(ByteTokenizer()).vocab_size == 256
-    with pytest.raises(ConfigError, match="unknown objective 'qa'; choose one of lm, mlm"):
-        get_task("qa")
+    with pytest.raises(ConfigError, match="unknown objective 'xx'; choose one of lm, mlm, qa"):
+        get_task("xx")
 
 
 def test_corruption_statistics_on_a_large_sample():

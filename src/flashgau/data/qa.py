@@ -113,15 +113,8 @@ def make_examples(documents: Iterable, count: int, *, seed: int, context_chars: 
     `seed`: each draws a play (in proportion to its speeches), a window of about context_chars characters starting
     at a line start, and a quotable line of a speech that starts inside the window. Plays with fewer than
     `min_speeches` speeches (the poems) are left out."""
-    plays = []
-    for doc in documents:
-        found = speeches(doc.text)
-        if len(found) >= min_speeches:
-            plays.append((doc, found))
-    if not plays:
-        raise ValueError("no play with speaker tags among the documents: the QA task needs plays")
+    plays = Plays(documents, min_speeches=min_speeches)
     rng = random.Random(seed)
-    weights = [len(found) for _, found in plays]
     examples: list[QAExample] = []
     attempts = 0
     while len(examples) < count:
@@ -129,11 +122,39 @@ def make_examples(documents: Iterable, count: int, *, seed: int, context_chars: 
         if attempts > 50 * count + 1000:
             raise ValueError(f"could make only {len(examples)} of {count} examples: windows of {context_chars} "
                              "characters hold too few quotable lines")
-        doc, found = rng.choices(plays, weights=weights)[0]
-        example = _one_example(doc, found, rng, context_chars)
+        example = plays.attempt(rng, context_chars)
         if example is not None:
             examples.append(example)
     return examples
+
+
+class Plays:
+    """The plays among `documents` with their speeches, parsed once, to draw examples from (make_examples; the QA
+    task's training stream draws example i from a generator of its own, tasks/qa.py)."""
+
+    def __init__(self, documents: Iterable, *, min_speeches: int = 8) -> None:
+        self.plays = []
+        for doc in documents:
+            found = speeches(doc.text)
+            if len(found) >= min_speeches:
+                self.plays.append((doc, found))
+        if not self.plays:
+            raise ValueError("no play with speaker tags among the documents: the QA task needs plays")
+        self.weights = [len(found) for _, found in self.plays]
+
+    def attempt(self, rng: random.Random, context_chars: int) -> Optional[QAExample]:
+        """One try at an example (None when the drawn window holds no quotable line)."""
+        doc, found = rng.choices(self.plays, weights=self.weights)[0]
+        return _one_example(doc, found, rng, context_chars)
+
+    def example(self, rng: random.Random, context_chars: int, *, attempts: int = 1000) -> QAExample:
+        """An example, trying until one is made (a ValueError after `attempts` tries)."""
+        for _ in range(attempts):
+            example = self.attempt(rng, context_chars)
+            if example is not None:
+                return example
+        raise ValueError(f"no example in {attempts} tries: windows of {context_chars} characters hold too few "
+                         "quotable lines")
 
 
 def _one_example(doc, found: Sequence[Speech], rng: random.Random, context_chars: int) -> Optional[QAExample]:

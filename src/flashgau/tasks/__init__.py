@@ -4,6 +4,8 @@ its metric.
 
     lm    language modelling (lm.py): causal, next-token loss, bits per byte
     mlm   masked language modelling (mlm.py): bidirectional, BERT corruption, masked-token loss and accuracy
+    qa    question answering, who speaks this line (qa.py): causal, loss on the answer tokens, exact match and F1 of
+          greedy answers; usually fine-tuned from a language model (--init-from)
 
     from flashgau.tasks import get_task
     task = get_task("mlm")              # task.causal is False; task.tokenizer(ByteTokenizer()).vocab_size == 257
@@ -13,17 +15,18 @@ from ..errors import ConfigError
 from .base import HeldoutSet, Score, Task, TrainingStream
 from .lm import LMTask
 from .mlm import MLMTask
+from .qa import QATask
 
-TASKS: dict[str, Task] = {task.name: task for task in (LMTask(), MLMTask())}
+TASKS: dict[str, Task] = {task.name: task for task in (LMTask(), MLMTask(), QATask())}
 OBJECTIVES = tuple(TASKS)
 
 
 def get_task(objective: str) -> Task:
-    """The task of an objective name ("lm", "mlm"); a ConfigError naming the choices otherwise."""
+    """The task of an objective name ("lm", "mlm", "qa"); a ConfigError naming the choices otherwise."""
     try:
         return TASKS[objective]
     except (KeyError, TypeError):
         raise ConfigError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}") from None
 
 
-__all__ = ["TASKS", "OBJECTIVES", "get_task", "Task", "TrainingStream", "HeldoutSet", "Score", "LMTask", "MLMTask"]
+__all__ = ["TASKS", "OBJECTIVES", "get_task", "Task", "TrainingStream", "HeldoutSet", "Score", "LMTask", "MLMTask", "QATask"]

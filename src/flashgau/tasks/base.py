@@ -21,9 +21,8 @@ micro-batch weighted by its count of scored labels). A Score carries `loss` (wha
 quality benchmark compare), `windows` (units scored) and the task's own metric; it says itself what it is
 (record, brief, headline, describe, report), so no caller needs to know which task made it.
 
-A new task (the QA fine-tuning of the next issue: labels on the answer tokens only, scored by generating the answer
-greedily, EM / F1) is one more module with one Task subclass and one entry in tasks.TASKS; nothing in the loop
-changes. Shapes: B batch, T tokens, V vocabulary.
+A new task is one more module with one Task subclass and one entry in tasks.TASKS; nothing in the loop changes. The
+QA task (qa.py: labels on the answer tokens only, scored by generating the answer greedily, EM / F1) is one. Shapes: B batch, T tokens, V vocabulary.
 """
 
 from __future__ import annotations

@@ -37,7 +37,9 @@ class TrainConfig:
                         paper's exact model at that size).
     objective:          what the run learns (flashgau.tasks): "lm", a causal model predicting every next token;
                         "mlm", a bidirectional model restoring 15% of the tokens corrupted BERT-style (the tokenizer
-                        gains a mask token; no end-of-run sample: use `flashgau fill`).
+                        gains a mask token; no end-of-run sample: use `flashgau fill`); "qa", who speaks this line,
+                        a causal model trained on the answer tokens and scored by greedy answers (tasks/qa.py,
+                        docs/qa.md; usually with init_from a language model; no end-of-run sample).
     context:            T, tokens per training and held-out window.
     steps:              optimizer steps; or time_budget: seconds for the whole run (setup, training, held-out
                         evaluation, the sample and saving), turned into a step count by timing the first steps
@@ -71,6 +73,9 @@ class TrainConfig:
                         line of the first held-out document); part of the run, so the time budget covers it.
     seed:               model initialisation and the order of training windows.
     out:                output folder (checkpoint.pt, metrics.jsonl, loss.png); None: runs/<arch>-<preset>.
+    init_from:          None, or the run (its checkpoint file) whose weights this run starts from: weights only, a
+                        new optimizer and schedule from step 0, any objective and data; the model (arch, preset,
+                        model options) and tokenizer are the source's (training/init_from.py). Kept on resume.
     model:              ModelConfig fields set on top of the preset, e.g. {"qk_dim": 512, "chunk_size": 128}
                         (`flashgau train --model.qk_dim 512`, `--model-config FILE.json`): any field but those of
                         NOT_MODEL_OPTIONS; combiner_chunk_size may be "auto". Checked by building the run's
@@ -107,6 +112,7 @@ class TrainConfig:
     sample_prompt: Optional[str] = None
     seed: int = 0
     out: Optional[str] = None
+    init_from: Optional[str] = None
     model: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -144,10 +150,14 @@ class TrainConfig:
         need(_is_int(self.sample_tokens) and 0 <= self.sample_tokens <= MAX_INT,
              f"sample_tokens must be an integer >= 0, got {self.sample_tokens!r}")
         need(TASKS[self.objective].generates or self.sample_tokens == 0,
-             f"objective {self.objective} writes no sample (its model does not continue text): leave sample_tokens "
-             "at 0, and fill masks with `flashgau fill RUN --text ...` after training")
+             f"objective {self.objective} writes no sample "
+             + ("(its model does not continue text): leave sample_tokens at 0, and fill masks with `flashgau fill "
+                "RUN --text ...` after training" if self.objective == "mlm" else
+                "(its score writes the answers itself): leave sample_tokens at 0"))
         need(self.sample_prompt is None or isinstance(self.sample_prompt, str),
              f"sample_prompt must be text or None, got {type(self.sample_prompt).__name__}")
+        need(self.init_from is None or (isinstance(self.init_from, str) and self.init_from != ""),
+             f"init_from must be the path of a run or None, got {self.init_from!r}")
         need(_is_int(self.seed) and 0 <= self.seed < MAX_SEED, f"seed must be an integer in [0, 2**62), "
              f"got {self.seed!r}")
         need(not (self.steps is not None and self.time_budget is not None),

@@ -3,7 +3,8 @@ the checkpoint layout (written by `RunState.checkpoint_dict`, read by `resume_ru
 
 Checkpoint contents (a dict; flashgau.training.checkpoint writes it atomically and reads it safely):
 
-    model_config, train_config    ModelConfig / TrainConfig as dicts
+    model_config, train_config    ModelConfig / TrainConfig as dicts (train_config.init_from: the run whose weights
+                                  this one started from, training/init_from.py; resume never reads it again)
     model                         the model's state_dict (fp32 master weights)
     tokenizer                     the tokenizer's to_dict() (a trained BPE included)
     optimizer, grad_scaler        AdamW state_dict; the fp16 gradient scaler's state (None otherwise)
@@ -45,6 +46,7 @@ from ..tasks import HeldoutSet, TrainingStream, get_task
 from .budget import BudgetPlan
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model_state, resolve_checkpoint_path
 from .config import TrainConfig
+from .init_from import read_init_source
 from .optim import WarmupCosine, make_optimizer
 from .run_folder import check_writable
 from .setup import (RunData, absolute_data_path, absolute_tokenizer, build_model, config_for_data, model_config_for,
@@ -134,7 +136,8 @@ class RunState:
 
 def start_run(config: TrainConfig, *, device: torch.device, overwrite: bool = False, progress: bool = False,
               log: Callable[[str], None] = lambda s: None, dist: Optional[Distributed] = None) -> RunState:
-    """A fresh run: data, tokenizer, model, optimizer; the schedule's length is None for a time budget. The data
+    """A fresh run: data, tokenizer, model, optimizer; the schedule's length is None for a time budget. With
+    `config.init_from` the model and tokenizer are those of that run, its weights loaded (training/init_from.py). The data
     and tokenizer-file paths are stored absolute, so `eval` and `--resume` work from any folder. Preparing the data
     on the fly (the first time) shows its progress when `progress`. `dist`: this process's place among the run's
     processes (default: the only one); the caller spreads the model over them (`RunState.spread`)."""
@@ -142,10 +145,19 @@ def start_run(config: TrainConfig, *, device: torch.device, overwrite: bool = Fa
     config.split(dist.world_size)
     config = TrainConfig.from_dict({**config.to_dict(), "data": absolute_data_path(config.data),
                                     "tokenizer": absolute_tokenizer(config.tokenizer)})
+    source = read_init_source(config.init_from) if config.init_from is not None else None
+    if source is not None:
+        config = source.settle(config)
     check_writable(Path(config.out_dir))
-    data = prepare_data(config, progress=progress, log=log)
+    data = prepare_data(config, source.data_tokenizer if source is not None else None, progress=progress, log=log)
     config = config_for_data(config, data)
-    model_cfg = model_config_for(config, data.tokenizer.vocab_size)
+    if source is not None:
+        source.check_vocabulary(data.tokenizer)
+        causal = get_task(config.objective).causal
+        model_cfg = source.model_config_for(config, data.tokenizer.vocab_size, causal)
+        log(source.describe(causal))
+    else:
+        model_cfg = model_config_for(config, data.tokenizer.vocab_size)
     out_dir = Path(config.out_dir)
     if (out_dir / CHECKPOINT_NAME).exists() and not overwrite:
         raise ConfigError(f"{out_dir} already holds a run; continue it with --resume {out_dir}, start over with "
@@ -153,7 +165,10 @@ def start_run(config: TrainConfig, *, device: torch.device, overwrite: bool = Fa
     precision = resolve_precision(config.precision, device)
     sampler, heldout = _windows(config, data, dist)
     prompt = _sample_prompt(config, data, model_cfg)
-    model = build_model(model_cfg, config.seed).to(device)
+    model = build_model(model_cfg, config.seed)
+    if source is not None:
+        source.load_into(model)
+    model.to(device)
     return RunState(config=config, model_config=model_cfg, data=data, heldout=heldout, sampler=sampler, model=model,
                     forward=_compiled(model, config.compile), optimizer=_optimizer(model, config),
                     scaler=precision.grad_scaler(), precision=precision, device=device, out_dir=out_dir,

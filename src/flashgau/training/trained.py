@@ -63,7 +63,8 @@ def evaluate_checkpoint(path: Union[str, Path], *, data: Optional[Union[str, Pat
                         batch_size: int = 8, precision: Optional[str] = None,
                         device: Union[str, torch.device, None] = "auto") -> tuple[Score, str]:
     """Score a checkpoint on fixed windows with the metric of the objective it trained (LM: loss, bits per byte,
-    perplexity; MLM: masked-token loss, accuracy, perplexity on fixed masked positions): by default the held-out
+    perplexity; MLM: masked-token loss, accuracy, perplexity on fixed masked positions; QA: answer-token loss, exact
+    match and F1 of greedy answers, the two floors, on fixed examples of the held-out plays): by default the held-out
     documents of the data it was trained on (the same split as in training, checked against the run's data fingerprint; `train_data` gives that data's
     new place if it moved); with `data`, every document at that path (text, read in memory, or a prepared folder,
     both of its sides, memory-mapped). Returns the result and a description of

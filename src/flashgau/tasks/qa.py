@@ -1,0 +1,330 @@
+"""The question-answering task (`--objective qa`): who speaks this line? flashgau's stand-in for the paper's TriviaQA
+fine-tuning, built from the plays of the run's data (data/qa.py; docs/qa.md). A causal model; usually started from a
+pre-trained language model (`flashgau train --objective qa --init-from RUN`).
+
+An example is tokenized as prompt + target: the question and a line break, the window of the play, a line break and
+"Answer: ", then the answer (the speaker tag) and a line break, which ends the answer. The model's inputs are all
+but the last token and its labels the next tokens, as in language modelling, with -100 everywhere but on the
+target's tokens: the loss counts the answer tokens (and the line break that ends it) only. Each example is padded
+on the right to the run's context T. The window of the play gets what T leaves after the question and the answer:
+about (T x characters per token x 0.95 - RESERVE_CHARS) characters, the characters per token measured on the
+first 50,000 characters of the documents with the run's tokenizer; an example that still does not fit (a long
+question) loses tokens from the left of the window, never from the question or the answer (`truncated` counts them
+in the score).
+
+- Training: the plays are decoded from the run's token documents into memory once (the task is made for corpora
+  of plays, a few MB). Example i of the stream is drawn from the training plays (the training side of the split) by a
+  generator seeded with (the run's seed, i); the stream's state is the number of examples drawn, saved in the
+  checkpoint, so a resumed run sees exactly the examples an uninterrupted one would. Several processes (rank r of
+  W) take examples r, r + W, ... of each step's share.
+- Held-out: HELDOUT_EXAMPLES examples from the held-out side only, drawn with HELDOUT_SEED: they depend on the
+  held-out text, the tokenizer and T, never on the run, its seed or the model.
+- Score: the answer-token loss (teacher forcing; `loss`, what the curves compare), and the exact match and token
+  F1 (percent) of the answers the model writes itself: greedy decoding of the prompt with flashgau's decoder
+  (generation.py: prefill, then one token per step from the decoding state) up to the first line break. Beside
+  them the two floors on the same examples: always the window's most frequent speaker, and a random speaker of
+  the window. With several processes the teacher-forced batches are shared out as for LM (shared_logits), the
+  examples to generate split by rank, and the counts summed.
+
+Shapes: B batch, T tokens, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from dataclasses import asdict, dataclass
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..data import qa
+from ..data.batching import IGNORE_INDEX, Batch, TokenDocuments
+from ..data.tokenizers import Tokenizer
+from ..errors import ConfigError
+from ..runtime import Distributed, Precision
+from .base import Task, eval_mode, shared_logits, subset_note
+
+HELDOUT_EXAMPLES = 200      # the fixed held-out set
+HELDOUT_SEED = 15           # its examples are drawn with this seed
+FLOOR_SEED = 0              # the random-speaker floor's draws
+RESERVE_CHARS = 160         # characters of a context T left for the question, "Answer: " and the answer
+MIN_WINDOW_CHARS = 256      # a shorter window holds too few speeches to ask about
+MEASURE_CHARS = 50_000      # characters per token measured on this much of the documents
+ANSWER_SLACK = 8            # greedy decoding writes at most the longest held-out answer + this many tokens
+
+
+# ------------------------------------------------------------------------------------------------ examples
+
+@dataclass(frozen=True)
+class TextDocument:
+    name: str
+    text: str
+
+
+def decoded(docs: TokenDocuments, tokenizer: Tokenizer, names: Optional[Sequence[str]] = None) -> list[TextDocument]:
+    """The text of each token document (the plays of a side of the run's split)."""
+    return [TextDocument(names[i] if names is not None and i < len(names) else f"document {i}",
+                         tokenizer.decode(docs.tokens(i).tolist())) for i in range(len(docs))]
+
+
+def window_chars(context: int, tokenizer: Tokenizer, documents: Sequence[TextDocument]) -> int:
+    """Characters of play per example at context T (module docstring); a ConfigError when T is too short."""
+    sample = ""
+    for doc in documents:
+        sample += doc.text[:MEASURE_CHARS - len(sample)]
+        if len(sample) >= MEASURE_CHARS:
+            break
+    ratio = len(sample) / max(1, len(tokenizer.encode(sample))) if sample else 1.0
+    chars = int(context * ratio * 0.95) - RESERVE_CHARS
+    if chars < MIN_WINDOW_CHARS:
+        need = math.ceil((MIN_WINDOW_CHARS + RESERVE_CHARS) / (0.95 * ratio))
+        raise ConfigError(f"the QA task needs a longer context: {context} tokens leave {max(chars, 0)} characters "
+                          f"for the play's window (at least {MIN_WINDOW_CHARS}); give --context {need} or more")
+    return chars
+
+
+def plays_of(documents: Sequence[TextDocument], side: str) -> qa.Plays:
+    try:
+        return qa.Plays(documents)
+    except ValueError:
+        raise ConfigError(f"the QA task needs plays (speaker tags on their own line before each speech) among the "
+                          f"{side} documents, and found none; train it on the default corpus or on plays") from None
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An example's token ids: the prompt (question, window, "Answer: ") and the target (answer, line break)."""
+
+    prompt: list[int]
+    target: list[int]
+    truncated: bool          # the window lost tokens on its left to fit T
+
+
+def encode_example(example: qa.QAExample, tokenizer: Tokenizer, context: int) -> Encoded:
+    """The example's prompt and target ids, the window cut on its left so that prompt + target - 1 <= T."""
+    question = tokenizer.encode(example.question + "\n")
+    window = tokenizer.encode(example.context)
+    prefix = tokenizer.encode("\n" + qa.ANSWER_PREFIX)
+    target = tokenizer.encode(example.target)
+    over = len(question) + len(window) + len(prefix) + len(target) - 1 - context
+    if over > 0:
+        if over >= len(window):
+            raise ConfigError(f"a QA example's question and answer alone exceed the context {context}; give a longer "
+                              "--context")
+        window = window[over:]
+    return Encoded(question + window + prefix, target, over > 0)
+
+
+def pack(encoded: Sequence[Encoded], context: int) -> Batch:
+    """Examples as a Batch of T inputs each (right-padded), labels -100 but on the target's tokens."""
+    n = len(encoded)
+    inputs = torch.zeros(n, context, dtype=torch.long)
+    labels = torch.full((n, context), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros(n, context, dtype=torch.bool)
+    for r, e in enumerate(encoded):
+        seq = e.prompt + e.target
+        length = len(seq) - 1
+        inputs[r, :length] = torch.tensor(seq[:-1])
+        labels[r, len(e.prompt) - 1:length] = torch.tensor(e.target)
+        mask[r, :length] = True
+    return Batch(inputs, labels, None if bool(mask.all()) else mask)
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+class QAStream:
+    """The training examples of a QA run (module docstring): example i drawn by its own seeded generator."""
+
+    def __init__(self, plays: qa.Plays, tokenizer: Tokenizer, context: int, chars: int, seed: int, *,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.plays, self.tokenizer, self.context, self.chars, self.seed = plays, tokenizer, context, chars, seed
+        self.rank, self.world_size = rank, world_size
+        self.drawn = 0                       # examples of the run's one stream drawn so far (all processes)
+
+    def example(self, i: int) -> qa.QAExample:
+        return self.plays.example(random.Random(f"flashgau qa training {self.seed} {i}"), self.chars)
+
+    def next_batch(self, batch_size: int) -> Batch:
+        W = self.world_size
+        rows = [self.drawn + j * W + self.rank for j in range(batch_size)]
+        self.drawn += batch_size * W
+        return pack([encode_example(self.example(i), self.tokenizer, self.context) for i in rows], self.context)
+
+    def state_dict(self) -> dict:
+        return {"examples_drawn": self.drawn}
+
+    def load_state_dict(self, state: dict) -> None:
+        drawn = state["examples_drawn"]
+        if not isinstance(drawn, int) or isinstance(drawn, bool) or drawn < 0:
+            raise ValueError(f"examples_drawn is {drawn!r}")
+        self.drawn = drawn
+
+
+# ------------------------------------------------------------------------------------------------ held-out
+
+@dataclass
+class QAEvalResult:
+    loss: float                  # mean nats per answer token (teacher forcing)
+    exact_match: float           # percent of examples whose greedy answer is the tag (qa.exact_match)
+    f1: float                    # mean token F1, percent
+    floor_frequent_em: float     # always the window's most frequent speaker
+    floor_frequent_f1: float
+    floor_random_em: float       # a random speaker of the window
+    floor_random_f1: float
+    perplexity: float            # exp(loss), per answer token
+    tokens: int                  # answer tokens scored
+    windows: int                 # examples scored
+    truncated: int               # of them, examples whose window lost tokens on its left
+    all_windows: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def record(self) -> dict:
+        return {"heldout_loss": self.loss, "heldout_exact_match": self.exact_match, "heldout_f1": self.f1}
+
+    def brief(self) -> str:
+        return f"held-out answer loss {self.loss:.4f}, EM {self.exact_match:.1f}, F1 {self.f1:.1f}"
+
+    def headline(self) -> str:
+        return (f"held-out QA: EM {self.exact_match:.1f} F1 {self.f1:.1f} (floors: most frequent speaker "
+                f"{self.floor_frequent_f1:.1f}, random speaker {self.floor_random_f1:.1f} F1)")
+
+    def describe(self) -> str:
+        return (f"held-out answer loss {self.loss:.4f} nats/token | exact match {self.exact_match:.1f} | F1 "
+                f"{self.f1:.1f} | floors: most frequent speaker EM {self.floor_frequent_em:.1f} F1 "
+                f"{self.floor_frequent_f1:.1f}, random speaker EM {self.floor_random_em:.1f} F1 "
+                f"{self.floor_random_f1:.1f} ({self.windows:,} examples, {self.tokens:,} answer tokens"
+                f"{subset_note(self.all_windows)})")
+
+    def report(self) -> str:
+        return (f"answer loss: {self.loss:.4f} nats/token\nexact match: {self.exact_match:.2f}\nF1: {self.f1:.2f}\n"
+                f"floor, most frequent speaker: EM {self.floor_frequent_em:.2f}  F1 {self.floor_frequent_f1:.2f}\n"
+                f"floor, random speaker: EM {self.floor_random_em:.2f}  F1 {self.floor_random_f1:.2f}\n"
+                f"examples: {self.windows:,}  answer tokens: {self.tokens:,}  truncated windows: {self.truncated:,}")
+
+
+class QAHeldout:
+    """The fixed held-out examples of a QA run, encoded for context T (module docstring)."""
+
+    def __init__(self, examples: Sequence[qa.QAExample], tokenizer: Tokenizer, context: int) -> None:
+        self.examples = list(examples)
+        self.tokenizer, self.context = tokenizer, context
+        self.encoded = [encode_example(e, tokenizer, context) for e in self.examples]
+        newline = tokenizer.encode("\n")
+        self.newline = newline[0] if len(newline) == 1 else None     # stops decoding where the answer ends
+        self.max_new = max(len(e.target) for e in self.encoded) + ANSWER_SLACK
+        self.longest_prompt = max(len(e.prompt) for e in self.encoded)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def selection(self, limit: Optional[int] = None) -> torch.Tensor:
+        """The numbers of the examples scored: all, or with `limit` an evenly spaced fixed subset of them."""
+        if limit is not None and limit < len(self):
+            return torch.linspace(0, len(self) - 1, max(limit, 1)).round().long().unique()
+        return torch.arange(len(self))
+
+    def batches(self, batch_size: int, limit: Optional[int] = None, *, rank: int = 0, world_size: int = 1):
+        """Teacher-forced batches of `selection(limit)`; process `rank` of `world_size` takes batches rank,
+        rank + world_size, ..."""
+        index = self.selection(limit).tolist()
+        for i in range(rank * batch_size, len(index), batch_size * world_size):
+            sel = index[i:i + batch_size]
+            batch = pack([self.encoded[j] for j in sel], self.context)
+            batch.index = torch.tensor(sel, dtype=torch.long)
+            yield batch
+
+    @torch.no_grad()
+    def predict(self, model: torch.nn.Module, index: Sequence[int], *, batch_size: int = 8,
+                precision: Optional[Precision] = None, stop_early: bool = True) -> list[str]:
+        """The answers `model` writes to examples `index`: greedy decoding of each prompt (generation.generate: a
+        prefill, then one token per step from the decoding state), cut at the first line break. Every batch decodes
+        the same number of steps, unless `stop_early` ends it when each of its rows has written a line break."""
+        device = next(model.parameters()).device
+        answers = []
+        for start in range(0, len(index), batch_size):
+            prompts = [self.encoded[j].prompt for j in index[start:start + batch_size]]
+            width = max(len(p) for p in prompts)
+            ids = torch.zeros(len(prompts), width, dtype=torch.long)
+            mask = torch.zeros(len(prompts), width, dtype=torch.bool)
+            for r, p in enumerate(prompts):
+                ids[r, :len(p)] = torch.tensor(p)
+                mask[r, :len(p)] = True
+            new = max(0, min(self.max_new, model.config.max_seq_len - self.longest_prompt))
+            with precision.autocast() if precision is not None else contextlib.nullcontext():
+                out = model.generate(ids.to(device), new, temperature=0,
+                                     eos_token_id=self.newline if stop_early else None,
+                                     attention_mask=mask.to(device))
+            for r, p in enumerate(prompts):
+                text = self.tokenizer.decode(out[r, len(p):len(p) + new].tolist())
+                answers.append(text.split("\n")[0])
+        return answers
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, *, batch_size: int = 8, precision: Optional[Precision] = None,
+                 limit: Optional[int] = None, dist: Optional[Distributed] = None) -> QAEvalResult:
+        dist = dist if dist is not None else Distributed()
+        nats, tokens, count = 0.0, 0, 0
+
+        def batches(rank: int, world_size: int):
+            return self.batches(batch_size, limit, rank=rank, world_size=world_size)
+
+        for batch, logits in shared_logits(model, self, batches, batch_size, limit, precision, dist):
+            scored = batch.labels != IGNORE_INDEX
+            nats += float(F.cross_entropy(logits[scored], batch.labels[scored], reduction="sum"))
+            tokens += int(scored.sum())
+            count += batch.labels.shape[0]
+        index = self.selection(limit).tolist()
+        mine = index[dist.rank::dist.world_size]
+        with dist.full_weights(model), eval_mode(model):
+            answers = self.predict(model, mine, batch_size=batch_size, precision=precision,
+                                   stop_early=not dist.fsdp)
+            if dist.fsdp:       # every process decodes as many batches of as many steps (a model without a
+                most = -(-len(index) // dist.world_size)    # decoding state re-runs its collective forward)
+                extra = -(-most // batch_size) - -(-len(mine) // batch_size)
+                for _ in range(extra):
+                    self.predict(model, index[:1], batch_size=1, precision=precision, stop_early=False)
+        em = sum(qa.exact_match(a, self.examples[j].answer) for a, j in zip(answers, mine))
+        f1 = sum(qa.token_f1(a, self.examples[j].answer) for a, j in zip(answers, mine))
+        nats, tokens, count, em, f1 = dist.sum([nats, tokens, count, em, f1])
+        tokens, count = int(tokens), int(count)
+        scored = [self.examples[j] for j in index]
+        floors = qa.floors(scored, seed=FLOOR_SEED)
+        frequent, drawn = floors["most_frequent_speaker"], floors["random_speaker"]
+        loss = nats / max(tokens, 1)
+        return QAEvalResult(loss=loss, exact_match=100 * em / max(count, 1), f1=100 * f1 / max(count, 1),
+                            floor_frequent_em=frequent["exact_match"], floor_frequent_f1=frequent["f1"],
+                            floor_random_em=drawn["exact_match"], floor_random_f1=drawn["f1"],
+                            perplexity=math.exp(min(loss, 700.0)), tokens=tokens, windows=count,
+                            truncated=sum(self.encoded[j].truncated for j in index),
+                            all_windows=limit is None or limit >= len(self))
+
+
+# ------------------------------------------------------------------------------------------------ the task
+
+class QATask(Task):
+    name = "qa"
+    causal = True
+    generates = False
+    describe = ("question answering, who speaks this line (a stand-in for TriviaQA): loss on the answer tokens, "
+                "scored by greedy decoding (exact match, F1)")
+
+    def training_stream(self, data, config, *, rank: int = 0, world_size: int = 1) -> QAStream:
+        docs = decoded(data.train_docs, data.tokenizer, data.prepared.names("train"))
+        chars = window_chars(config.context, data.tokenizer, docs)
+        return QAStream(plays_of(docs, "training"), data.tokenizer, config.context, chars, config.seed, rank=rank,
+                        world_size=world_size)
+
+    def heldout(self, docs: TokenDocuments, tokenizer: Tokenizer, context: int) -> QAHeldout:
+        texts = decoded(docs, tokenizer)
+        chars = window_chars(context, tokenizer, texts)
+        plays_of(texts, "held-out")
+        try:
+            examples = qa.make_examples(texts, HELDOUT_EXAMPLES, seed=HELDOUT_SEED, context_chars=chars)
+        except ValueError as err:
+            raise ConfigError(f"the QA task's held-out examples: {err}") from None
+        return QAHeldout(examples, tokenizer, context)
