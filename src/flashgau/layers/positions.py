@@ -13,6 +13,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ..ops import fastpath, rope
+
 
 def _inv_freq(half: int, device: torch.device) -> Tensor:
     """inv_freq_i = 10000^(-i/half), i = 0..half-1 (decreasing)."""
@@ -33,20 +35,27 @@ def _angles(pos: Tensor, dim: int) -> Tensor:
     return pos.to(torch.float32)[..., None] * inv(dim // 2, pos.device)
 
 
+def rope_tables(pos: Tensor, dims: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """cos, sin of the angles of a dims-wide rotation at positions pos (T,) or (B, T): (T, dims/2) or
+    (B, 1, T, dims/2), in `dtype` (the angles themselves in fp32)."""
+    ang = _angles(pos, dims)
+    if pos.dim() == 2:          # (B, T, half) -> (B, 1, T, half)
+        ang = ang[:, None]
+    return ang.cos().to(dtype), ang.sin().to(dtype)
+
+
 def apply_rope(x: Tensor, pos: Tensor, dims: Optional[int] = None) -> Tensor:
     """Rotate the last dim of x (B, H, T, dim) by positions pos (T,) or (B, T); half-split layout
     [x1 cos - x2 sin, x2 cos + x1 sin]. dims (even): rotate only the first `dims` channels (partial RoPE, the
-    frequencies those of a dims-wide rotation) and pass the others through; None: all."""
-    if dims is not None and dims < x.shape[-1]:
-        if dims == 0:
-            return x
-        return torch.cat([apply_rope(x[..., :dims], pos), x[..., dims:]], dim=-1)
-    ang = _angles(pos, x.shape[-1])
-    if pos.dim() == 2:          # (B, T, half) -> (B, 1, T, half)
-        ang = ang[:, None]
-    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+    frequencies those of a dims-wide rotation) and pass the others through; None: all. ops/rope.py does the
+    arithmetic (without `cat` unless the rope_nocat fast path is off)."""
+    dims = x.shape[-1] if dims is None else dims
+    if dims == 0:
+        return x
+    cos, sin = rope_tables(pos, dims, x.dtype)
+    if fastpath.enabled("rope_nocat"):
+        return rope.rotate(x, cos, sin, dims)
+    return rope.rotate_plain(x, cos, sin, dims)
 
 
 class ScaledSinusoid(nn.Module):

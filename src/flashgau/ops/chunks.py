@@ -2,6 +2,8 @@
 
 - `to_chunks`, `chunk_mask`: cut the time axis into G = ceil(T / C) chunks of C tokens (padding the last one);
 - `sums_before`: exclusive prefix sums over the chunk axis (what a causal query sees of earlier chunks);
+  `exclusive_cumsum` the same for n entries -> n (the last one dropped), in one pass, with a written-out backward
+  (the lean_global fast path, ops/fastpath.py);
 - `open_chunk`, `pick_rows`: the per-row decoding state after a prefill of `length` real tokens: the sum over its
   finished chunks and its open chunk (length // C; the empty chunk after the last when length is a multiple of C);
 - `masked_softmax`: a softmax restricted to allowed entries, 0 (not NaN) for a row with none.
@@ -39,6 +41,32 @@ def sums_before(x: Tensor, dim: int) -> Tensor:
     shape = list(x.shape)
     shape[dim] = 1
     return torch.cat([x.new_zeros(shape), x.cumsum(dim)], dim=dim)
+
+
+def exclusive_cumsum(x: Tensor, dim: int) -> Tensor:
+    """Entry g = the sum of the entries before g along `dim` (the first is 0): sums_before(x)[:n] without the
+    concatenated zero block, one pass forward; backward, the sum of the gradients after each entry (total minus an
+    inclusive prefix sum: two passes, no flips)."""
+    return _ExclusiveCumsum.apply(x, dim % x.dim())
+
+
+class _ExclusiveCumsum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, dim: int) -> Tensor:
+        ctx.dim = dim
+        n = x.shape[dim]
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        out.narrow(dim, 0, 1).zero_()
+        if n > 1:
+            torch.cumsum(x.narrow(dim, 0, n - 1), dim, out=out.narrow(dim, 1, n - 1))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        dim = ctx.dim
+        prefix = torch.cumsum(grad, dim)                                    # inclusive
+        total = prefix.narrow(dim, grad.shape[dim] - 1, 1).clone()               # prefix is overwritten
+        return torch.sub(total, prefix, out=prefix), None                    # sum of the gradients after g
 
 
 def pick_rows(x: Tensor, index: Tensor, dim: int = 2) -> Tensor:

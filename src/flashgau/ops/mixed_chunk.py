@@ -5,7 +5,9 @@ Two forms share one state type, `FlashState` (the contract of flashgau.ops):
 - `mixed_chunk_attention` (parallel: training and prefill) -> (o, FlashState or None). Steps:
     1. zero the values of masked keys and pad T up to G*C tokens with zeros (a zero value adds nothing anywhere,
        so real outputs do not depend on padding or masked tokens);
-    2. local part, per chunk: relu(quad_q quad_k^T / C + bias)^2 (lower-triangular when causal), times v;
+    2. local part, per chunk: relu(quad_q quad_k^T / C + bias)^2 (lower-triangular when causal), times v; causal,
+       only the row strips' blocks at or below the diagonal are computed (ops/local_blocks.py: 3/4 of the
+       C x C square at C = 256), where the plain form computes the square and masks its upper half;
     3. global part: one summary lin_k^T v (s x e) per chunk and a count of its real tokens; causal: an exclusive
        cumulative sum over the chunk axis (chunk g sees chunks < g), bidirectional: the sum over all chunks;
        lin_q times the summary, divided by the number of real tokens summarised (0 tokens: 0) with
@@ -34,7 +36,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .chunks import chunk_mask, open_chunk, pick_rows, sums_before, to_chunks
+from . import fastpath
+from .chunks import chunk_mask, exclusive_cumsum, open_chunk, pick_rows, sums_before, to_chunks
+from .local_blocks import causal_local_attention, default_block
 from .state import State, check_final_state, check_linear_normalizer, check_parts
 
 
@@ -56,11 +60,16 @@ class FlashState(State):
 
 def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor, bias: Tensor, *,
                           chunk_size: int, causal: bool, key_mask: Optional[Tensor] = None,
-                          linear_normalizer: str = "average", parts: str = "both",
+                          linear_normalizer: str = "average", parts: str = "both", local_block: Optional[int] = None,
                           output_final_state: bool = False) -> tuple[Tensor, Optional[FlashState]]:
     """Parallel mixed chunk attention. Returns (o (B, H, T, e), final_state): final_state is None unless
     output_final_state (causal only), then the state after each row's last real token (key_mask's row sum; right
     padding), ready for `mixed_chunk_attention_step` to continue from.
+
+    local_block: rows per strip of the causal local part (a divisor of C; ops/local_blocks.py); None:
+    local_blocks.default_block(C) (128 rows where C >= 256, 64 where C is 128, else the plain full square); C: one
+    strip (the full square). Ignored when bidirectional, and when the causal_blocks fast path is off
+    (ops/fastpath.py).
 
     Masking costs no pass over the attention weights: a masked key's value is zeroed (so it adds nothing to the
     local part nor to any chunk summary, and gets no gradient), padded tokens are zeros, and the causal mask is
@@ -86,6 +95,8 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
     # 2. local: exact relu^2 attention inside each chunk
     if parts == "global":
         out = v.new_zeros(B * H * G, C, e)
+    elif (block := local_block_for(C, causal, local_block)) is not None:
+        out = causal_local_attention(quad_q, quad_k, v, bias.to(quad_q.dtype), block)   # (B*H*G, C, e)
     else:
         if causal:
             bias = bias.masked_fill(~torch.ones(C, C, dtype=torch.bool, device=bias.device).tril(), float("-inf"))
@@ -103,7 +114,10 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
     else:
         count = chunk_mask(km, B, T, C, km.device).sum(-1).float()
     if parts != "local" and causal:
-        kv_seen = sums_before(kv[:, :, :-1], 2)                          # chunk g sees the chunks < g
+        if fastpath.enabled("lean_global"):
+            kv_seen = exclusive_cumsum(kv, 2)                            # chunk g sees the chunks < g
+        else:
+            kv_seen = sums_before(kv[:, :, :-1], 2)
         if average:
             count_seen = sums_before(count[:, :-1], 1)
             denom = count_seen.clamp_min(1.0).expand(B, G).reshape(B, 1, G, 1, 1).expand(B, H, G, 1, 1)
@@ -125,6 +139,18 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
     shape = (B, H, G, C)
     return out, _state_after_prefill(quad_k.reshape(*shape, s), lin_k.reshape(*shape, s), v.reshape(*shape, e), kv,
                                      count.expand(B, G), length, C)
+
+
+def local_block_for(C: int, causal: bool, local_block: Optional[int] = None) -> Optional[int]:
+    """The strip height the causal local part runs with (None: the plain full square): local_block, or
+    local_blocks.default_block(C); None when bidirectional or with the causal_blocks fast path off."""
+    if not causal or not fastpath.enabled("causal_blocks"):
+        return None
+    if local_block is None:
+        return default_block(C)
+    if local_block < 1 or C % local_block:
+        raise ValueError(f"local_block must divide the chunk length {C}, got {local_block}")
+    return local_block
 
 
 def _state_after_prefill(quad_k, lin_k, v, kv, count, length, C) -> FlashState:

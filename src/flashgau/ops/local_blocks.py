@@ -1,0 +1,110 @@
+"""The causal local part of mixed chunk attention, computing only what the causal mask keeps.
+
+Inside a chunk of C tokens, query i sees keys j <= i with weight relu(q_i.k_j / C + bias_ij)^2. The plain form
+(ops/mixed_chunk.py) computes the whole C x C square of scores per chunk and masks its upper half with -inf in the
+bias. Here each chunk's queries are cut into n = C / c row strips of c queries; strip i (queries [ic, (i+1)c))
+multiplies against keys [0, (i+1)c) only, the last c x c block of the strip masked on its diagonal. The strips
+cover n(n+1)/2 of the n^2 blocks: (n + 1) / (2n) of the square (5/8 at C = 256, c = 64), forward and backward.
+
+    forward, strip i (m = (i+1)c):   S = bias[rows, :m] + Q_i K_{:m}^T / C      R = relu(S)      O_i = R^2 V_{:m}
+    backward:                         dW = dO_i V_{:m}^T    D = R * dW (= dS / 2)
+                                      dQ_i = (2/C) D K_{:m}   dK_{:m} += (2/C) D^T Q_i   dV_{:m} += (R^2)^T dO_i
+                                      dbias[rows, :m] = 2 * sum over chunks of D
+
+Only R (the strips' relu(S), about 5/8 of one T x C map) is saved for backward; R^2 is recomputed there. Scores and
+products run in the dtype of the inputs with autocast off, as the plain form computes them (bf16 inputs: bf16).
+Shapes: N = batch x heads x chunks; q, k (N, C, s); v (N, C, e); bias (C, C).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .autocast import autocast_off
+
+DEFAULT_BLOCK = 128         # rows per strip (C = 256: two strips, 3/4 of the square); see default_block
+
+
+def default_block(C: int) -> Optional[int]:
+    """The strip height for chunk length C: 128 rows where that gives two strips or more, else 64, else None (the
+    plain full square). Strips of fewer rows compute less but run slower per FLOP: on the 2-core AVX2 EPYC, at C =
+    256 and T = 8192, the local part's forward + backward took 80 ms per layer as the full square, 66 ms in strips of
+    128 (3/4 of the square) and 68 ms in strips of 64 (5/8)."""
+    for block in (DEFAULT_BLOCK, DEFAULT_BLOCK // 2):
+        if C % block == 0 and C >= 2 * block:
+            return block
+    return None
+
+
+def local_fraction(C: int, block: Optional[int]) -> float:
+    """Share of the C x C square the causal local part computes: (n + 1) / (2n) with n = C / block strips, 1 for the
+    plain form (block None)."""
+    if block is None:
+        return 1.0
+    n = C // block
+    return (n + 1) / (2 * n)
+
+
+def causal_local_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, block: int) -> Tensor:
+    """sum_{j <= i in the chunk} relu(q_i.k_j / C + bias_ij)^2 v_j for every query i of every chunk: (N, C, e).
+    block (rows per strip) must divide C."""
+    C = q.shape[1]
+    if block < 1 or C % block:
+        raise ValueError(f"the strip height {block} must divide the chunk length {C}")
+    return _CausalLocal.apply(q, k, v, bias, block)
+
+
+class _CausalLocal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, block: int) -> Tensor:
+        N, C, _ = q.shape
+        dtype = q.dtype
+        with autocast_off(q.device):
+            keep = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+            masked = bias.to(dtype).masked_fill(~keep, float("-inf"))
+            out = torch.empty(N, C, v.shape[-1], dtype=dtype, device=q.device)
+            relus = []
+            for lo in range(0, C, block):
+                hi = lo + block
+                r = torch.baddbmm(masked[lo:hi, :hi], q[:, lo:hi], k[:, :hi].transpose(1, 2), alpha=1.0 / C).relu_()
+                torch.bmm(r * r, v[:, :hi].to(dtype), out=out[:, lo:hi])
+                relus.append(r)
+        ctx.save_for_backward(q, k, v, *relus)
+        ctx.block, ctx.bias_dtype = block, bias.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, d_out: Tensor):
+        q, k, v, *relus = ctx.saved_tensors
+        block = ctx.block
+        N, C, _ = q.shape
+        dtype = q.dtype
+        with autocast_off(q.device):
+            d_out = d_out.to(dtype).contiguous()
+            vv = v.to(dtype)
+            dq = torch.empty_like(q)
+            dk = torch.empty_like(k)
+            dv = torch.empty(v.shape, dtype=dtype, device=v.device)
+            dbias = torch.zeros(C, C, dtype=dtype, device=q.device)
+            # the last strip spans every key: it writes dK, dV whole, the earlier ones add into their prefixes
+            for index in reversed(range(C // block)):
+                lo, hi = index * block, (index + 1) * block
+                r, do = relus[index], d_out[:, lo:hi]
+                w_t = (r * r).transpose(1, 2)
+                d = torch.bmm(do, vv[:, :hi].transpose(1, 2)).mul_(r)            # dS / 2
+                dbias[lo:hi, :hi] = d.sum(0)
+                torch.bmm(d, k[:, :hi], out=dq[:, lo:hi])
+                if hi == C:
+                    torch.bmm(w_t, do, out=dv)
+                    torch.bmm(d.transpose(1, 2), q[:, lo:hi], out=dk)
+                else:
+                    dv[:, :hi].baddbmm_(w_t, do)
+                    dk[:, :hi].baddbmm_(d.transpose(1, 2), q[:, lo:hi])
+            scale = 2.0 / C
+            dq.mul_(scale)
+            dk.mul_(scale)
+            dbias.mul_(2.0)
+        return dq, dk, dv.to(v.dtype), dbias.to(ctx.bias_dtype), None

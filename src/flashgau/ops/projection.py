@@ -1,0 +1,85 @@
+"""GAU's projection epilogue as one autograd function (the fused_projection fast path, ops/fastpath.py).
+
+From the pre-activation y = h W_uvz + b (B, T, 2e + s) of a GAU layer (layers/gau.py, paper Code 1):
+
+    u, v, z = split(silu(y))                         u, v (B, T, e), z (B, T, s)
+    map_i   = rope(z * gamma_i + beta_i)             i < n (2 for FLASH-Quad: q, k; 4 for FLASH), RoPE on the
+                                                     first `dims` channels (partial RoPE), the rest passed through
+
+Forward: one SiLU pass over y, one scale/offset pass per map written straight into the maps' buffer, RoPE's two
+halves written in place (ops/rope.py; no `cat`, no temporaries). u and v are views of the SiLU output, as `split`
+gives them. Backward, written out: the maps' gradients rotated back, gamma's and beta's gradients reduced, z's
+gradient accumulated over the maps, and one SiLU backward per part straight into the slices of dy (no `cat` of
+the parts' gradients). Only y and the tables are saved; z = silu(y_z) is recomputed in backward (s of the 2e + s
+channels). layers/gau.py keeps the plain form (autograd through silu, split, addcmul and apply_rope) as the
+reference, and tests/ops/test_fastpath.py holds them equal forward and backward, fp32 and bf16.
+
+Everything runs in y's dtype (bf16 under autocast, as the plain form computes it); gamma and beta are cast to it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .autocast import autocast_off
+from .rope import rotate_back_into, rotate_into
+
+
+def gau_projection(y: Tensor, gamma: Tensor, beta: Tensor, cos: Tensor, sin: Tensor, *, e: int, s: int,
+                   dims: int) -> tuple[Tensor, ...]:
+    """(u, v, map_0, ..., map_{n-1}): u, v (B, T, e), maps (B, T, s). y (B, T, 2e + s); gamma, beta (n, s); cos, sin
+    the RoPE tables of a dims-wide rotation, (T, dims/2) or (B, T, dims/2), in y's dtype (ignored when dims = 0)."""
+    return _GAUProjection.apply(y, gamma, beta, cos, sin, e, s, dims)
+
+
+class _GAUProjection(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y, gamma, beta, cos, sin, e, s, dims):
+        dtype = y.dtype
+        n = gamma.shape[0]
+        with autocast_off(y.device):
+            act = F.silu(y)
+            z = act[..., 2 * e:]
+            g, b = gamma.to(dtype), beta.to(dtype)
+            maps = y.new_empty((n, *z.shape))
+            if dims:
+                zs = y.new_empty(z.shape)
+                for i in range(n):
+                    torch.addcmul(b[i], z, g[i], out=zs)
+                    rotate_into(maps[i], zs, cos, sin, dims)
+            else:
+                torch.addcmul(b[:, None, None], z[None], g[:, None, None], out=maps)
+        ctx.save_for_backward(y, gamma, beta, cos, sin)
+        ctx.sizes = (e, s, dims)
+        ctx.set_materialize_grads(False)
+        return (act[..., :e], act[..., e:2 * e], *maps.unbind(0))
+
+    @staticmethod
+    def backward(ctx, du, dv, *dmaps):
+        y, gamma, beta, cos, sin = ctx.saved_tensors
+        e, s, dims = ctx.sizes
+        dtype = y.dtype
+        with autocast_off(y.device):
+            g = gamma.to(dtype)
+            y_z = y[..., 2 * e:]
+            z = F.silu(y_z)
+            dgamma = torch.zeros(gamma.shape, dtype=torch.float32, device=y.device)
+            dbeta = torch.zeros(beta.shape, dtype=torch.float32, device=y.device)
+            dz = torch.zeros_like(z)
+            dzs = torch.empty_like(z) if dims else None
+            for i, dm in enumerate(dmaps):
+                if dm is None:
+                    continue
+                d = rotate_back_into(dzs, dm, cos, sin, dims) if dims else dm
+                dbeta[i] = d.sum((0, 1), dtype=torch.float32)
+                dgamma[i] = (d * z).sum((0, 1), dtype=torch.float32)
+                dz.addcmul_(d, g[i])
+            dy = torch.empty_like(y)
+            for lo, hi, grad in ((0, e, du), (e, 2 * e, dv), (2 * e, 2 * e + s, dz)):
+                if grad is None:
+                    dy[..., lo:hi].zero_()
+                else:
+                    torch.ops.aten.silu_backward.grad_input(grad, y[..., lo:hi], grad_input=dy[..., lo:hi])
+        return dy, dgamma.to(gamma.dtype), dbeta.to(beta.dtype), None, None, None, None, None
