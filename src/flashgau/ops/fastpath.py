@@ -15,13 +15,15 @@ report's changes table, which times both in one process (docs/benchmarks.md). Al
                        (no zero block concatenated, no flips in backward)
 
 `plain(*names)` turns the named ones (all when none is named) off inside a `with` block. The switches are read when
-a layer runs, so a model compiled with them on keeps them on.
+a layer runs; under torch.compile every one reads as off (the compiler fuses the plain forms).
 """
 
 from __future__ import annotations
 
 import contextlib
 from typing import Iterator
+
+import torch
 
 FAST_PATHS: dict[str, str] = {
     "causal_blocks": "causal local part: only the sub-blocks at or below the diagonal",
@@ -34,8 +36,9 @@ _enabled = dict.fromkeys(FAST_PATHS, True)
 
 
 def enabled(name: str) -> bool:
-    """Whether the fast path `name` (one of FAST_PATHS) is on."""
-    return _enabled[name]
+    """Whether the fast path `name` (one of FAST_PATHS) is on. Never while torch.compile traces: the compiler fuses
+    the plain forms itself, and the fast forms' `out=` writes into slices would break its graph."""
+    return _enabled[name] and not torch.compiler.is_compiling()
 
 
 def _check(names) -> None:
