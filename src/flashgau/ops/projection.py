@@ -11,8 +11,9 @@ halves written in place (ops/rope.py; no `cat`, no temporaries). u and v are vie
 gives them. Backward, written out: the maps' gradients rotated back, gamma's and beta's gradients reduced, z's
 gradient accumulated over the maps, and one SiLU backward per part straight into the slices of dy (no `cat` of
 the parts' gradients). Only y and the tables are saved; z = silu(y_z) is recomputed in backward (s of the 2e + s
-channels). layers/gau.py keeps the plain form (autograd through silu, split, addcmul and apply_rope) as the
-reference, and tests/ops/test_fastpath.py holds them equal forward and backward, fp32 and bf16.
+channels). `gau_projection_plain` (same signature) and layers/gau.py's plain path (autograd through silu, split,
+addcmul and apply_rope) are the reference; tests/ops/test_fastpath.py holds them equal forward and backward, fp32
+and bf16.
 
 Everything runs in y's dtype (bf16 under autocast, as the plain form computes it); gamma and beta are cast to it.
 """
@@ -24,7 +25,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .autocast import autocast_off
-from .rope import rotate_back_into, rotate_into
+from .rope import rotate_back_into, rotate_into, rotate_plain
+
+
+def gau_projection_plain(y: Tensor, gamma: Tensor, beta: Tensor, cos: Tensor, sin: Tensor, *, e: int, s: int,
+                         dims: int) -> tuple[Tensor, ...]:
+    """The reference form of `gau_projection`, same signature and results: autograd through silu, split, addcmul
+    and the plain RoPE (chunk, products, cat), as layers/gau.py's plain path computes it."""
+    with autocast_off(y.device):
+        u, v, z = F.silu(y).split([e, e, s], dim=-1)
+        zs = torch.addcmul(beta.to(y.dtype)[:, None, None], z[None], gamma.to(y.dtype)[:, None, None])
+        maps = rotate_plain(zs, cos, sin, dims) if dims else zs
+    return (u, v, *maps.unbind(0))
 
 
 def gau_projection(y: Tensor, gamma: Tensor, beta: Tensor, cos: Tensor, sin: Tensor, *, e: int, s: int,

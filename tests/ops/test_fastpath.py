@@ -1,0 +1,227 @@
+"""The fast paths (ops/fastpath.py) against the plain forms they replace: forward and the gradient of every input,
+fp32 tightly and bf16 loosely; and whole FLASH / Transformer++ models with every fast path on against all off."""
+
+import pytest
+import torch
+
+from flashgau.config import ModelConfig
+from flashgau.layers.positions import rope_tables
+from flashgau.model import LanguageModel
+from flashgau.ops import fastpath, mixed_chunk_attention
+from flashgau.ops.chunks import exclusive_cumsum, sums_before
+from flashgau.ops.local_blocks import causal_local_attention, default_block, local_fraction
+from flashgau.ops.projection import gau_projection, gau_projection_plain
+from flashgau.ops.rope import rotate, rotate_plain
+
+from op_helpers import assert_forward_backward_close, random_right_padding, with_inputs
+
+BF16 = dict(atol=5e-2, rtol=5e-2)
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _plain_causal_local(q, k, v, bias):
+    """The plain form: the whole C x C square, the upper half masked with -inf in the bias."""
+    C = q.shape[1]
+    keep = torch.ones(C, C, dtype=torch.bool).tril()
+    scores = torch.baddbmm(bias.masked_fill(~keep, float("-inf")), q, k.transpose(1, 2), alpha=1.0 / C)
+    return torch.relu(scores).square() @ v
+
+
+def _local_inputs(N, C, s, e, dtype, seed=0):
+    g = _gen(seed)
+    q, k = (torch.randn(N, C, s, generator=g) * 2 for _ in range(2))
+    v = torch.randn(N, C, e, generator=g)
+    bias = torch.randn(C, C, generator=g) * 0.1
+    return [t.to(dtype) for t in (q, k, v, bias)]
+
+
+# ------------------------------------------------------------------------------------------ causal local strips
+@pytest.mark.parametrize("C,block", [(16, 4), (16, 8), (16, 16), (12, 3), (256, 128), (128, 64)])
+def test_causal_local_strips_match_the_masked_square_fp32(C, block):
+    inputs = _local_inputs(3, C, 8, 12, torch.float32)
+    assert_forward_backward_close(lambda q, k, v, b: causal_local_attention(q, k, v, b, block), _plain_causal_local,
+                                  inputs, names=["q", "k", "v", "bias"], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("C,block", [(16, 4), (64, 16)])
+def test_causal_local_strips_match_the_masked_square_bf16(C, block):
+    inputs = _local_inputs(2, C, 8, 12, torch.bfloat16)
+    fast = lambda q, k, v, b: causal_local_attention(q, k, v, b, block).float()   # noqa: E731
+    ref = lambda q, k, v, b: _plain_causal_local(q, k, v, b).float()             # noqa: E731
+    assert_forward_backward_close(fast, ref, inputs, names=["q", "k", "v", "bias"], **BF16)
+
+
+def test_causal_local_gradcheck_fp64():
+    inputs = [t.requires_grad_() for t in _local_inputs(2, 6, 3, 4, torch.float64)]
+    assert torch.autograd.gradcheck(lambda q, k, v, b: causal_local_attention(q, k, v, b, 2), inputs)
+
+
+def test_causal_local_refuses_a_strip_height_that_does_not_divide_c():
+    with pytest.raises(ValueError, match="divide"):
+        causal_local_attention(*_local_inputs(1, 8, 2, 2, torch.float32), 3)
+
+
+def test_default_block_and_fraction():
+    assert default_block(256) == 128 and local_fraction(256, 128) == 0.75
+    assert default_block(128) == 64
+    assert default_block(16) is None and local_fraction(16, None) == 1.0
+
+
+# ------------------------------------------------------------------------------------- mixed chunk, whole op
+def _mc_inputs(B, T, s, e, dtype=torch.float32, seed=0):
+    g = _gen(seed)
+    maps = [torch.randn(B, 1, T, s, generator=g) for _ in range(4)]
+    v = torch.randn(B, 1, T, e, generator=g)
+    return [t.to(dtype) for t in (*maps, v)]
+
+
+@pytest.mark.parametrize("parts", ["both", "local", "global"])
+@pytest.mark.parametrize("T,C,block", [(37, 8, 4), (64, 16, None), (50, 16, 2), (300, 128, None)])
+def test_mixed_chunk_fast_paths_match_plain(T, C, block, parts):
+    B, s, e = 2, 8, 12
+    inputs = _mc_inputs(B, T, s, e)
+    bias = torch.randn(C, C, generator=_gen(5)) * 0.1
+    km = random_right_padding(B, T)
+    real = km[:, None, :, None]
+
+    def run(plain):
+        def f(qq, qk, lq, lk, v, b):
+            with fastpath.plain("causal_blocks", "lean_global") if plain else torch.enable_grad():
+                return mixed_chunk_attention(qq, qk, lq, lk, v, b, chunk_size=C, causal=True, key_mask=km,
+                                             parts=parts, local_block=block)[0]
+        return f
+
+    every = [*inputs, bias]
+    used = {"both": range(6), "local": (0, 1, 4, 5), "global": (2, 3, 4)}[parts]
+    assert_forward_backward_close(with_inputs(run(False), every, used), with_inputs(run(True), every, used),
+                                  [every[i] for i in used], real=real, atol=1e-5, rtol=1e-4)
+
+
+def test_mixed_chunk_fast_paths_keep_the_final_state():
+    B, T, C = 2, 45, 16
+    inputs = _mc_inputs(B, T, 8, 12)
+    bias = torch.randn(C, C, generator=_gen(5)) * 0.1
+    km = random_right_padding(B, T)
+    args = dict(chunk_size=C, causal=True, key_mask=km, output_final_state=True, local_block=4)
+    o, state = mixed_chunk_attention(*inputs, bias, **args)
+    with fastpath.plain():
+        o_ref, state_ref = mixed_chunk_attention(*inputs, bias, **args)
+    torch.testing.assert_close(o, o_ref)
+    for name in ("kv", "count", "quad_k", "lin_k", "v"):
+        torch.testing.assert_close(getattr(state, name), getattr(state_ref, name))
+
+
+def test_mixed_chunk_refuses_a_local_block_that_does_not_divide_c():
+    inputs = _mc_inputs(1, 16, 4, 4)
+    with pytest.raises(ValueError, match="local_block"):
+        mixed_chunk_attention(*inputs, torch.zeros(8, 8), chunk_size=8, causal=True, local_block=3)
+
+
+# ---------------------------------------------------------------------------------------- exclusive cumsum
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, dict(atol=1e-5, rtol=1e-5)), (torch.bfloat16, BF16)])
+@pytest.mark.parametrize("n", [1, 2, 7])
+def test_exclusive_cumsum_matches_sums_before(n, dtype, tol):
+    x = torch.randn(2, 3, n, 4, 5, generator=_gen()).to(dtype)
+    assert_forward_backward_close(lambda t: exclusive_cumsum(t, 2), lambda t: sums_before(t[:, :, :-1], 2), [x],
+                                  **tol)
+
+
+# ----------------------------------------------------------------------------------------------------- RoPE
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, dict(atol=1e-6, rtol=1e-5)), (torch.bfloat16, BF16)])
+@pytest.mark.parametrize("width,dims", [(16, 16), (16, 8), (12, 4)])
+@pytest.mark.parametrize("per_row", [False, True])
+def test_rope_without_cat_matches_plain(width, dims, per_row, dtype, tol):
+    B, H, T = 2, 3, 9
+    x = torch.randn(B, H, T, width, generator=_gen()).to(dtype)
+    pos = torch.randint(0, 100, (B, T), generator=_gen(1)) if per_row else torch.arange(T)
+    cos, sin = rope_tables(pos, dims, dtype)
+    assert_forward_backward_close(lambda t: rotate(t, cos, sin, dims), lambda t: rotate_plain(t, cos, sin, dims),
+                                  [x], **tol)
+
+
+def test_rope_gradient_through_a_broadcast_input():
+    """x broadcast against per-row tables (x (1, H, T, w), tables (B, 1, T, w/2)): the gradient is summed back."""
+    x = torch.randn(1, 2, 5, 8, generator=_gen())
+    cos, sin = rope_tables(torch.randint(0, 50, (3, 5), generator=_gen(1)), 8, torch.float32)
+    assert_forward_backward_close(lambda t: rotate(t, cos, sin, 8), lambda t: rotate_plain(t, cos, sin, 8), [x],
+                                  atol=1e-6, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------ GAU projection epilogue
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, dict(atol=1e-5, rtol=1e-5)), (torch.bfloat16, BF16)])
+@pytest.mark.parametrize("n,dims", [(4, 8), (2, 8), (4, 4), (2, 0)])
+@pytest.mark.parametrize("per_row", [False, True])
+def test_gau_projection_matches_plain(n, dims, per_row, dtype, tol):
+    B, T, e, s = 2, 7, 12, 8
+    y = torch.randn(B, T, 2 * e + s, generator=_gen()).to(dtype) * 2
+    gamma = torch.randn(n, s, generator=_gen(1))
+    beta = torch.randn(n, s, generator=_gen(2)) * 0.1
+    pos = torch.randint(0, 100, (B, T), generator=_gen(3)) if per_row else torch.arange(T)
+    if dims:
+        cos, sin = rope_tables(pos, dims, dtype)
+        if per_row:
+            cos, sin = cos[:, 0], sin[:, 0]                                # (B, T, half), as layers/gau.py hands them
+    else:
+        cos = sin = y
+
+    def as_one(fn):
+        return lambda y, g, b: torch.cat([t.float().flatten() for t in fn(y, g, b, cos, sin, e=e, s=s, dims=dims)])
+
+    assert_forward_backward_close(as_one(gau_projection), as_one(gau_projection_plain), [y, gamma, beta],
+                                  names=["y", "gamma", "beta"], **tol)
+
+
+def test_gau_projection_with_unused_outputs():
+    """Outputs the caller does not use (no gradient reaches them) are handled as zero gradients."""
+    y = torch.randn(1, 5, 2 * 6 + 4, generator=_gen(), requires_grad=True)
+    gamma, beta = torch.randn(2, 4, generator=_gen(1)), torch.zeros(2, 4)
+    cos, sin = rope_tables(torch.arange(5), 4, torch.float32)
+    u, v, q, k = gau_projection(y, gamma, beta, cos, sin, e=6, s=4, dims=4)
+    q.sum().backward()
+    y_ref = y.detach().clone().requires_grad_()
+    gau_projection_plain(y_ref, gamma, beta, cos, sin, e=6, s=4, dims=4)[2].sum().backward()
+    torch.testing.assert_close(y.grad, y_ref.grad)
+
+
+# ------------------------------------------------------------------------------------------------ whole models
+def _model(arch, **overrides):
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset("tiny", arch=arch, **overrides)
+    return LanguageModel(cfg)
+
+
+@pytest.mark.parametrize("arch,overrides", [
+    ("flash", dict(chunk_size=64)),                        # strips of 32 rows
+    ("flash", dict(chunk_size=16, rope_fraction=0.5)),     # plain square (C too small for strips), partial RoPE
+    ("flash", dict(chunk_size=64, mixed_chunk_parts="local")),
+    ("flash", dict(chunk_size=64, gau_heads=2)),           # several heads: the plain projection
+    ("flash-quad", dict()),
+    ("transformer++", dict()),
+])
+def test_model_with_fast_paths_matches_plain(arch, overrides):
+    model = _model(arch, **overrides)
+    ids = torch.randint(0, model.config.vocab_size, (2, 150), generator=_gen())
+    mask = random_right_padding(2, 150)
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        out = model(ids, labels=ids, attention_mask=mask)
+        out.loss.backward()
+        return out.logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    logits, grads = run()
+    with fastpath.plain():
+        logits_ref, grads_ref = run()
+    torch.testing.assert_close(logits, logits_ref, atol=1e-5, rtol=1e-4)
+    assert grads.keys() == grads_ref.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], grads_ref[name], atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_plain_refuses_unknown_names():
+    with pytest.raises(ValueError, match="unknown fast path"):
+        with fastpath.plain("nope"):
+            pass
