@@ -218,7 +218,8 @@ def test_model_with_fast_paths_matches_plain(arch, overrides):
     torch.testing.assert_close(logits, logits_ref, atol=1e-5, rtol=1e-4)
     assert grads.keys() == grads_ref.keys()
     for name in grads:
-        torch.testing.assert_close(grads[name], grads_ref[name], atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+        torch.testing.assert_close(grads[name], grads_ref[name], atol=1e-5, rtol=1e-4,
+                                   msg=lambda m, n=name: f"{n}: {m}")
 
 
 def test_plain_refuses_unknown_names():

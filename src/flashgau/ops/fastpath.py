@@ -5,7 +5,7 @@ backward, in fp32 and bf16); the plain form stays in the code as its reference a
 report's changes table, which times both in one process (docs/benchmarks.md). All are on by default.
 
     causal_blocks      ops/local_blocks.py: the causal local part of mixed chunk attention computes only the
-                       sub-blocks of each chunk's C x C square at or below the diagonal (about 5/8 of it), forward
+                       sub-blocks of each chunk's C x C square at or below the diagonal (3/4 of it at C = 256), forward
                        and backward, instead of the whole square with the upper half masked
     fused_projection   ops/projection.py: GAU's projection epilogue (SiLU, split, the scale/offset maps and RoPE)
                        as one autograd function, RoPE without `cat`, its backward written out (no saved copies)

@@ -11,7 +11,7 @@ cover n(n+1)/2 of the n^2 blocks: (n + 1) / (2n) of the square (5/8 at C = 256, 
                                       dQ_i = (2/C) D K_{:m}   dK_{:m} += (2/C) D^T Q_i   dV_{:m} += (R^2)^T dO_i
                                       dbias[rows, :m] = 2 * sum over chunks of D
 
-Only R (the strips' relu(S), about 5/8 of one T x C map) is saved for backward; R^2 is recomputed there. Scores and
+Only R (the strips' relu(S), (n + 1) / (2n) of one T x C map) is saved for backward; R^2 is recomputed there. Scores and
 products run in the dtype of the inputs with autocast off, as the plain form computes them (bf16 inputs: bf16).
 Shapes: N = batch x heads x chunks; q, k (N, C, s); v (N, C, e); bias (C, C).
 """
@@ -30,9 +30,10 @@ DEFAULT_BLOCK = 128         # rows per strip (C = 256: two strips, 3/4 of the sq
 
 def default_block(C: int) -> Optional[int]:
     """The strip height for chunk length C: 128 rows where that gives two strips or more, else 64, else None (the
-    plain full square). Strips of fewer rows compute less but run slower per FLOP: on the 2-core AVX2 EPYC, at C =
-    256 and T = 8192, the local part's forward + backward took 80 ms per layer as the full square, 66 ms in strips of
-    128 (3/4 of the square) and 68 ms in strips of 64 (5/8)."""
+    plain full square). Strips of fewer rows compute less but run slower per FLOP (smaller products): on the 2-core
+    AVX2 EPYC, at C = 256 and T = 8192, the earlier work on this change timed the local part's forward + backward at
+    80 ms per layer as the full square, 66 ms in strips of 128 (3/4 of the square) and 68 ms in strips of 64 (5/8);
+    benchmarks/results/perf-fastpath.md has the whole step."""
     for block in (DEFAULT_BLOCK, DEFAULT_BLOCK // 2):
         if C % block == 0 and C >= 2 * block:
             return block
