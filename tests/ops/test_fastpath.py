@@ -226,3 +226,23 @@ def test_plain_refuses_unknown_names():
     with pytest.raises(ValueError, match="unknown fast path"):
         with fastpath.plain("nope"):
             pass
+
+
+@pytest.mark.parametrize("arch", ["flash", "flash-quad"])
+def test_model_with_fast_paths_matches_plain_under_bf16_autocast(arch):
+    """Under bf16 autocast the fast forms run in bf16 where the plain forms do: logits and gradients agree loosely."""
+    model = _model(arch, chunk_size=64)
+    ids = torch.randint(0, model.config.vocab_size, (1, 128), generator=_gen())
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(ids, labels=ids)
+        out.loss.float().backward()
+        return out.logits.detach().float(), torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    logits, grads = run()
+    with fastpath.plain():
+        logits_ref, grads_ref = run()
+    torch.testing.assert_close(logits, logits_ref, atol=5e-2, rtol=5e-2)
+    assert (grads - grads_ref).norm() <= 0.05 * grads_ref.norm()
