@@ -11,32 +11,16 @@ from flashgau.cli import main
 from flashgau.errors import CheckpointError, ConfigError
 from flashgau.training.checkpoint import load_checkpoint
 from flashgau.training.config import TrainConfig
-from flashgau.training.loop import train
-from flashgau.training.metrics import read_metrics
 from flashgau.training.state import start_run
 
-
-def tiny(corpus, out, **overrides):
-    settings = dict(arch="flash", preset="tiny", context=32, steps=6, batch_tokens=128, micro_batch_tokens=64,
-                    lr=3e-3, warmup_steps=2, precision="fp32", data=str(corpus), out=str(out), eval_every=3,
-                    eval_windows=4)
-    settings.update(overrides)
-    return TrainConfig(**settings)
-
-
-def quiet(cfg=None, **kwargs):
-    return train(cfg, progress=False, log=lambda s: None, **kwargs)
-
-
-def losses(out):
-    return {r["step"]: r["loss"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"}
+from training_helpers import losses, quiet, tiny_config
 
 
 @pytest.fixture(scope="module")
 def source(small_corpus, tmp_path_factory):
     """A tiny FLASH language model trained a few steps (qk_dim set as a model option)."""
     out = tmp_path_factory.mktemp("source")
-    quiet(tiny(small_corpus, out, model={"qk_dim": 16}))
+    quiet(tiny_config(small_corpus, out, model={"qk_dim": 16}))
     return out
 
 
@@ -57,7 +41,7 @@ def test_the_weights_at_step_zero_are_the_sources_and_the_settings_come_from_it(
 def test_resume_after_init_from_is_exact_and_needs_no_source(source, small_corpus, tmp_path):
     copy = tmp_path / "source"
     shutil.copytree(source, copy)
-    cfg = lambda out: tiny(small_corpus, out, init_from=str(copy), lr=1e-3)  # noqa: E731
+    cfg = lambda out: tiny_config(small_corpus, out, init_from=str(copy), lr=1e-3)  # noqa: E731
     full = quiet(cfg(tmp_path / "full"))
     part = quiet(cfg(tmp_path / "part"), stop_after=2)
     assert part.step == 2 and load_checkpoint(tmp_path / "part")["train_config"]["init_from"]
@@ -71,24 +55,24 @@ def test_resume_after_init_from_is_exact_and_needs_no_source(source, small_corpu
 
 def test_an_lm_source_starts_an_mlm_run_and_back_the_mask_row_added_then_dropped(source, small_corpus, tmp_path):
     saved = load_checkpoint(source)["model"]
-    mlm = start_run(tiny(small_corpus, tmp_path / "mlm", objective="mlm", init_from=str(source)),
+    mlm = start_run(tiny_config(small_corpus, tmp_path / "mlm", objective="mlm", init_from=str(source)),
                     device=torch.device("cpu"))
     assert not mlm.model_config.causal and mlm.model_config.vocab_size == 257
     emb = mlm.model.state_dict()["embed.weight"]
     assert torch.equal(emb[:256], saved["embed.weight"]) and emb.shape[0] == 257
-    quiet(tiny(small_corpus, tmp_path / "mlm", objective="mlm", init_from=str(source), steps=2))
-    back = start_run(tiny(small_corpus, tmp_path / "lm", init_from=str(tmp_path / "mlm")), device=torch.device("cpu"))
+    quiet(tiny_config(small_corpus, tmp_path / "mlm", objective="mlm", init_from=str(source), steps=2))
+    back = start_run(tiny_config(small_corpus, tmp_path / "lm", init_from=str(tmp_path / "mlm")), device=torch.device("cpu"))
     assert back.model_config.causal and back.model_config.vocab_size == 256
     mlm_weights = load_checkpoint(tmp_path / "mlm")["model"]
     assert torch.equal(back.model.state_dict()["embed.weight"], mlm_weights["embed.weight"][:256])
 
 
 def test_other_data_is_tokenized_with_the_sources_bpe(small_corpus, tmp_path):
-    quiet(tiny(small_corpus, tmp_path / "src", tokenizer="bpe", bpe_vocab_size=300, steps=2))
+    quiet(tiny_config(small_corpus, tmp_path / "src", tokenizer="bpe", bpe_vocab_size=300, steps=2))
     other = tmp_path / "other.txt"
     other.write_text("A different text, about something else entirely.\n" * 200, encoding="utf-8")
     src_tok = load_checkpoint(tmp_path / "src")["tokenizer"]
-    run = start_run(tiny(other, tmp_path / "new", init_from=str(tmp_path / "src")), device=torch.device("cpu"))
+    run = start_run(tiny_config(other, tmp_path / "new", init_from=str(tmp_path / "src")), device=torch.device("cpu"))
     assert run.config.tokenizer == "bpe" and run.data.tokenizer.to_dict() == src_tok
 
 
@@ -100,7 +84,7 @@ def test_other_data_is_tokenized_with_the_sources_bpe(small_corpus, tmp_path):
 def test_bad_sources_and_conflicts_are_one_line_errors(source, small_corpus, tmp_path, overrides, error, message):
     settings = {"init_from": str(source), **overrides}
     with pytest.raises(error, match=message.replace("(", r"\(")) as info:
-        start_run(tiny(small_corpus, tmp_path / "x", **settings), device=torch.device("cpu"))
+        start_run(tiny_config(small_corpus, tmp_path / "x", **settings), device=torch.device("cpu"))
     assert "\n" not in str(info.value)
     assert not (tmp_path / "x").exists()
 

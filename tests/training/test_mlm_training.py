@@ -12,26 +12,15 @@ from flashgau.tasks import get_task
 from flashgau.training import fill_masks, load_trained
 from flashgau.training.checkpoint import load_checkpoint
 from flashgau.training.config import TrainConfig
-from flashgau.training.loop import train
 from flashgau.training.metrics import read_metrics
 from flashgau.training.setup import prepare_run_data
 from flashgau.training.trained import evaluate_checkpoint, sample_text
 
+from training_helpers import losses, quiet, tiny_config
+
 
 def tiny(corpus, out, **overrides):
-    settings = dict(arch="flash", preset="tiny", objective="mlm", context=32, steps=8, batch_tokens=128,
-                    micro_batch_tokens=64, lr=3e-3, warmup_steps=2, precision="fp32", data=str(corpus),
-                    out=str(out), eval_every=4, eval_windows=4)
-    settings.update(overrides)
-    return TrainConfig(**settings)
-
-
-def quiet(cfg=None, **kwargs):
-    return train(cfg, progress=False, log=lambda s: None, **kwargs)
-
-
-def losses(out):
-    return {r["step"]: r["loss"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"}
+    return tiny_config(corpus, out, **{"objective": "mlm", "steps": 8, "eval_every": 4, **overrides})
 
 
 @pytest.mark.parametrize("tokenizer", ["bytes", "bpe"])

@@ -10,25 +10,15 @@ import torch
 from flashgau.cli import main
 from flashgau.errors import ConfigError
 from flashgau.training.checkpoint import load_checkpoint
-from flashgau.training.config import TrainConfig
-from flashgau.training.loop import train
 from flashgau.training.metrics import read_metrics
 from flashgau.training.trained import evaluate_checkpoint
 
+from training_helpers import losses, quiet, tiny_config
+
 
 def settings(corpus, out, **overrides):
-    s = dict(arch="flash", preset="tiny", context=512, steps=4, batch_tokens=1024, micro_batch_tokens=1024, lr=3e-3,
-             warmup_steps=1, precision="fp32", data=str(corpus), out=str(out), eval_every=2, eval_windows=8)
-    s.update(overrides)
-    return TrainConfig(**s)
-
-
-def quiet(cfg=None, **kwargs):
-    return train(cfg, progress=False, log=lambda s: None, **kwargs)
-
-
-def losses(out):
-    return {r["step"]: r["loss"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"}
+    return tiny_config(corpus, out, **{"context": 512, "steps": 4, "batch_tokens": 1024, "micro_batch_tokens": 1024,
+                                       "warmup_steps": 1, "eval_every": 2, "eval_windows": 8, **overrides})
 
 
 @pytest.fixture(scope="module")
