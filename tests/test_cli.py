@@ -266,7 +266,7 @@ def test_mlm_train_eval_and_fill(mlm_dir, run_dir, capsys):
     ("mlm", ["fill", "--text", "no marker here"], "the text has no mask marker: write <mask>"),
     ("lm", ["fill", "--text", "a <mask> b"], "causal language model.*flashgau sample.*--objective mlm"),
     ("mlm", ["sample", "--prompt", "KING."], "masked language model .* use flashgau fill"),
-    ("mlm", ["fill", "--text", "a <mask>", "--top-k", "0"], "--top-k must be a positive integer"),
+    ("mlm", ["fill", "--text", "a <mask>", "--top-k", "0"], "top_k must be a positive integer"),
 ])
 def test_fill_and_sample_errors_are_one_line(which, argv, message, mlm_dir, run_dir, capsys):
     folder = mlm_dir if which == "mlm" else run_dir

@@ -59,7 +59,7 @@ def test_devices():
     assert resolve_device("cpu") == CPU and resolve_device(CPU) == CPU
     assert resolve_device("auto") == (torch.device("cuda", 0) if torch.cuda.is_available() else CPU)
     for bad in ("gpu", "tpu:0", "", 3):
-        with pytest.raises(ConfigError, match="--device must be auto, cpu, cuda or cuda:N"):
+        with pytest.raises(ConfigError, match="device must be auto, cpu, cuda or cuda:N"):
             resolve_device(bad)
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="PyTorch sees no CUDA device here"):

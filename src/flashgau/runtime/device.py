@@ -29,26 +29,26 @@ def resolve_device(spec: Optional[Union[str, torch.device]] = "auto") -> torch.d
     if spec is None or spec == "auto":
         return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     if not isinstance(spec, str):
-        raise ConfigError(f"--device must be {DEVICE_CHOICES}, got {spec!r}")
+        raise ConfigError(f"device must be {DEVICE_CHOICES}, got {spec!r}")
     try:
         device = torch.device(spec)
     except (RuntimeError, ValueError):
-        raise ConfigError(f"--device must be {DEVICE_CHOICES}, got {spec!r}") from None
+        raise ConfigError(f"device must be {DEVICE_CHOICES}, got {spec!r}") from None
     if device.type == "cpu":
         return torch.device("cpu")
     if device.type != "cuda":
-        raise ConfigError(f"--device must be {DEVICE_CHOICES}, got {spec!r} (flashgau runs on CPUs and CUDA GPUs)")
+        raise ConfigError(f"device must be {DEVICE_CHOICES}, got {spec!r} (flashgau runs on CPUs and CUDA GPUs)")
     if not torch.cuda.is_available():
         build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
-        raise ConfigError(f"--device {spec}: PyTorch sees no CUDA device here (torch {torch.__version__}, {build}); "
+        raise ConfigError(f"device {spec}: PyTorch sees no CUDA device here (torch {torch.__version__}, {build}); "
                           "use --device cpu or auto")
     count = torch.cuda.device_count()
     if launch is not None and launch.local_world_size > 1:
-        raise ConfigError(f"--device {spec}: under torchrun each process of a machine takes its own GPU "
+        raise ConfigError(f"device {spec}: under torchrun each process of a machine takes its own GPU "
                           "(cuda:LOCAL_RANK); give --device cuda or auto")
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index >= count:
-        raise ConfigError(f"--device {spec}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
+        raise ConfigError(f"device {spec}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
     return torch.device("cuda", index)
 
 

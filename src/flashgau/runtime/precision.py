@@ -60,7 +60,7 @@ class Precision:
 def resolve_precision(requested: str, device: torch.device) -> Precision:
     """The precision to run on `device` when `requested` ("auto", "fp32", "bf16" or "fp16") is asked for."""
     if requested not in PRECISIONS:
-        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
     kind = device.type
     if kind == "cuda":
         bf16_ok = torch.cuda.is_bf16_supported()
@@ -70,11 +70,11 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
             return Precision("fp32", kind, requested, "auto: this GPU has no native bf16; --precision fp16 is the "
                                                       "fast option there")
         if requested == "bf16" and not bf16_ok:
-            raise ConfigError(f"--precision bf16: {device} does not support bf16; use fp16 or fp32")
+            raise ConfigError(f"precision bf16: {device} does not support bf16; use fp16 or fp32")
         return Precision(requested, kind, requested, "asked for" + ("; gradients scaled" if requested == "fp16"
                                                                    else ""))
     if requested == "fp16":
-        raise ConfigError("--precision fp16 needs a CUDA device; on a CPU use bf16 (where the CPU is fast at it) "
+        raise ConfigError("precision fp16 needs a CUDA device; on a CPU use bf16 (where the CPU is fast at it) "
                           "or fp32, or let --precision auto choose")
     if requested == "fp32":
         return Precision("fp32", kind, requested, "asked for")

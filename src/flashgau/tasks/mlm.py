@@ -268,7 +268,7 @@ def fill_masks(model: torch.nn.Module, tokenizer: Tokenizer, text: str, *, top_k
         raise ConfigError("this model's tokenizer has no mask token: fill needs a masked-LM run "
                           "(flashgau train --objective mlm)")
     if not (isinstance(top_k, int) and top_k >= 1):
-        raise ConfigError(f"--top-k must be a positive integer, got {top_k!r}")
+        raise ConfigError(f"top_k must be a positive integer, got {top_k!r}")
     if not isinstance(text, str):
         raise TokenizerError(f"the text must be a string, got {type(text).__name__}")
     markers = (tokenizer.mask_token,) + tuple(m for m in MARKERS if m != tokenizer.mask_token)

@@ -76,9 +76,9 @@ def evaluate_checkpoint(path: Union[str, Path], *, data: Optional[Union[str, Pat
     prec = _precision(precision, trained, device)
     context = context if context is not None else cfg.context
     if not (isinstance(context, int) and context >= 1):
-        raise ConfigError(f"--context must be a positive integer, got {context!r}")
+        raise ConfigError(f"context must be a positive integer, got {context!r}")
     if context > trained.model.config.max_seq_len:
-        raise ConfigError(f"--context {context} exceeds the model's max_seq_len {trained.model.config.max_seq_len}")
+        raise ConfigError(f"context {context} exceeds the model's max_seq_len {trained.model.config.max_seq_len}")
     if data is None:
         if train_data is not None:
             cfg = TrainConfig.from_dict({**cfg.to_dict(), "data": absolute_data_path(str(train_data))})
@@ -124,15 +124,15 @@ def sample_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str, *, max_
     if not ids:
         raise TokenizerError(f"the tokenizer turns the prompt {prompt!r} into no tokens")
     if not (isinstance(max_new_tokens, int) and max_new_tokens >= 1):
-        raise ConfigError(f"--max-new-tokens must be a positive integer, got {max_new_tokens!r}")
+        raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     if not temperature > 0:
-        raise ConfigError(f"--temperature must be > 0, got {temperature}")
+        raise ConfigError(f"temperature must be > 0, got {temperature}")
     if top_k is not None and top_k < 1:
-        raise ConfigError(f"--top-k must be >= 1, got {top_k}")
+        raise ConfigError(f"top_k must be >= 1, got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ConfigError(f"--top-p must be in (0, 1], got {top_p}")
+        raise ConfigError(f"top_p must be in (0, 1], got {top_p}")
     if not (isinstance(seed, int) and 0 <= seed < 2 ** 63):
-        raise ConfigError(f"--seed must be an integer in [0, 2**63), got {seed!r}")
+        raise ConfigError(f"seed must be an integer in [0, 2**63), got {seed!r}")
     limit = model.config.max_seq_len
     if len(ids) + max_new_tokens > limit:
         raise ConfigError(f"prompt ({len(ids)} tokens) + --max-new-tokens {max_new_tokens} exceeds the model's "
