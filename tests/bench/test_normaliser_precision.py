@@ -2,23 +2,16 @@
 score the training length identically and part elsewhere; the attention op in fp32 under bf16 autocast is far
 closer to float64 than in bf16."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
 from flashgau.training.config import TrainConfig
 from flashgau.training.loop import train
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("normaliser_precision", ROOT / "benchmarks" / "normaliser_precision.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(benchmark_script):
+    return benchmark_script("normaliser_precision")
 
 
 def _run(corpus, out, arch):

@@ -1,21 +1,14 @@
 """benchmarks/targets.py: the acceptance targets of past issues, checked against the reports' JSON outside the
 package."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def targets():
-    spec = importlib.util.spec_from_file_location("targets", ROOT / "benchmarks" / "targets.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def targets(benchmark_script):
+    return benchmark_script("targets")
 
 
 def _row(arch, series, T, median, flops, mfu=None, precision="fp32", batch=None):

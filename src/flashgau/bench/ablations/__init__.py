@@ -252,7 +252,7 @@ def run_key(v: Variant, context: int, seed: int, s: quality.QualitySettings) -> 
     paper = ModelConfig.for_context(size + PAPER_SUFFIX, arch=v.arch, context=context).to_dict()
     diff = {k: x for k, x in cfg.items() if paper.get(k) != x}
     digest = hashlib.sha1(json.dumps(dict(diff, lr=v.lr or s.lr), sort_keys=True).encode()).hexdigest()[:8]
-    return f"{s.preset}-T{context}-{s.budget_label(s.series[0])}-seed{seed}-{v.arch}-{digest}" \
+    return f"{s.preset}-T{context}-{s.budget_label(s.series[0], context)}-seed{seed}-{v.arch}-{digest}" \
            f"{common.device_tag(torch.device(s.device))}"
 
 

@@ -116,10 +116,10 @@ class QualitySettings:
         """The equal-time series' seconds of training steps at `context` (None when that series is not run)."""
         return None if self.time_budget is None else self.context_budgets.get(str(context), self.time_budget)
 
-    def budget_label(self, series: str, context: Optional[int] = None) -> str:
-        """The budget of a series as it appears in run keys: "150s-train" (training seconds) or "100steps"."""
-        seconds = self.time_budget if context is None else self.budget_for(context)
-        return f"{seconds:g}s-train" if series == "time" else f"{self.steps}steps"
+    def budget_label(self, series: str, context: int) -> str:
+        """The budget of a series at `context` as it appears in run keys: "150s-train" (training seconds) or
+        "100steps"."""
+        return f"{self.budget_for(context):g}s-train" if series == "time" else f"{self.steps}steps"
 
     def describe_series(self, series: str) -> str:
         return (f"equal time: {self.time_budget:g} s of training steps per run" if series == "time"
@@ -238,8 +238,9 @@ def train_config(arch: str, context: int, seed: int, s: QualitySettings, out_dir
     from ...training.config import TrainConfig
     timed = (series or s.series[0]) == "time"
     return TrainConfig(arch=arch, preset=s.preset, objective=s.objective, context=context,
-                       steps=None if timed else s.steps, time_budget=s.budget_for(context) if timed else None, time_budget_covers="training",
-                       batch_tokens=max(s.batch_tokens, context), micro_batch_tokens=max(s.micro_batch_tokens, context),
+                       steps=None if timed else s.steps, time_budget=s.budget_for(context) if timed else None,
+                       time_budget_covers="training", batch_tokens=max(s.batch_tokens, context),
+                       micro_batch_tokens=max(s.micro_batch_tokens, context),
                        lr=s.lr if lr is None else lr, warmup_steps=s.warmup_steps, precision=s.precision,
                        data=s.data, heldout_fraction=s.heldout_fraction,
                        eval_windows=max(2, s.eval_tokens // context), seed=seed, out=str(out_dir),
