@@ -70,3 +70,16 @@ def check_inputs(config: ModelConfig, input_ids: Tensor, attention_mask: Optiona
                 raise ValueError("labels score no position (every label is -100 or padding): a loss over no "
                                  "token is undefined; give at least one target, or call the model without labels")
     return mask
+
+
+def check_segment_ids(input_ids: Tensor, segment_ids: Optional[Tensor]) -> None:
+    """Raise ValueError unless segment_ids is None or a (B, T) integer tensor like input_ids (a document is a run
+    of equal consecutive ids; see documents.py)."""
+    if segment_ids is None:
+        return
+    if not isinstance(segment_ids, Tensor) or segment_ids.shape != input_ids.shape:
+        shape = tuple(segment_ids.shape) if isinstance(segment_ids, Tensor) else type(segment_ids).__name__
+        raise ValueError(f"segment_ids must have the shape of input_ids {tuple(input_ids.shape)}, got {shape}")
+    if segment_ids.dtype.is_floating_point or segment_ids.dtype == torch.bool or segment_ids.is_complex():
+        raise ValueError(f"segment_ids must be an integer tensor (the document of each token), got dtype "
+                         f"{segment_ids.dtype}")

@@ -15,7 +15,8 @@ from torch import Tensor, nn
 
 from . import generation
 from .config import ModelConfig
-from .inputs import check_inputs
+from .documents import split_documents
+from .inputs import check_inputs, check_segment_ids
 from .layers import Context, make_block
 from .layers.gau import GAUBase
 from .layers.init import init_weights
@@ -58,20 +59,31 @@ class LanguageModel(nn.Module):
         return F.linear(h, self.embed.weight) if self.head is None else self.head(h)
 
     def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None,
-                labels: Optional[Tensor] = None) -> LMOutput:
+                labels: Optional[Tensor] = None, segment_ids: Optional[Tensor] = None) -> LMOutput:
         """LMOutput(logits (B, T, V), loss): loss is None without labels.
 
         labels[b, t] is the target of logits[b, t] (for language modelling pass the inputs shifted by one);
-        -100 and padded positions (attention_mask 0) are ignored.
+        -100 and padded positions (attention_mask 0) are ignored. segment_ids (B, T) integers: packed documents,
+        a document being a run of equal consecutive ids; each is computed as a row of its own, so no token sees
+        another document (documents.py).
         """
         mask = check_inputs(self.config, input_ids, attention_mask, labels)
+        check_segment_ids(input_ids, segment_ids)
+        pieces = None if segment_ids is None else split_documents(segment_ids.to(input_ids.device), mask)
+        if pieces is None:
+            logits = self.logits_from_hidden(self.hidden(input_ids, mask))
+        else:
+            logits = pieces.scatter(self.logits_from_hidden(self.hidden(pieces.gather(input_ids), pieces.key_mask)))
+        return LMOutput(logits=logits, loss=None if labels is None else self.loss(logits, labels, mask))
+
+    def hidden(self, input_ids: Tensor, key_mask: Optional[Tensor]) -> Tensor:
+        """The last block's output (B, T, d) for checked ids (B, T) and key mask (B, T) bool or None."""
         T = input_ids.shape[1]
-        ctx = Context(positions=torch.arange(T, device=input_ids.device), key_mask=mask, causal=self.config.causal)
+        ctx = Context(positions=torch.arange(T, device=input_ids.device), key_mask=key_mask, causal=self.config.causal)
         x = self.embed_tokens(input_ids, ctx.positions)
         for block in self.blocks:
             x = block(x, ctx)
-        logits = self.logits_from_hidden(x)
-        return LMOutput(logits=logits, loss=None if labels is None else self.loss(logits, labels, mask))
+        return x
 
     @staticmethod
     def loss(logits: Tensor, labels: Tensor, mask: Optional[Tensor] = None) -> Tensor:

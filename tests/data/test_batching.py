@@ -151,16 +151,25 @@ def test_ranks_draw_disjoint_shares_of_one_stream():
         WindowSampler(_docs(), 8, seed=0, rank=3, world_size=3)
 
 
-def test_packed_documents_let_windows_cross_boundaries():
+def test_packed_documents_let_windows_cross_boundaries_and_say_where():
     from flashgau.data.batching import TokenDocuments
 
     docs = TokenDocuments.from_tensors(_docs())
     packed = docs.packed()
     assert len(packed) == 1 and torch.equal(packed.tokens(0), torch.cat(_docs()).long())
     sampler = WindowSampler(packed, context=8, seed=0)
-    crossed = False
+    crossed = 0
     for _ in range(50):
-        rows = sampler.next_batch(4).input_ids
-        crossed |= any(len(set((r // 1000).tolist())) > 1 for r in rows)
-        assert sampler.next_batch(4).attention_mask is None          # every window is full
-    assert crossed
+        batch = sampler.next_batch(4)
+        assert batch.attention_mask is None                           # every window is full
+        doc = batch.input_ids // 1000                                 # the true document of each input
+        if batch.segment_ids is None:
+            assert all(len(set(r.tolist())) == 1 for r in doc)
+            continue
+        for ids, seg, lab in zip(doc, batch.segment_ids, batch.labels):
+            crossed += len(set(ids.tolist())) > 1
+            assert seg[0] == 0 and torch.equal(seg[1:] != seg[:-1], ids[1:] != ids[:-1])   # segments = documents
+            scored = lab != -100
+            assert torch.equal(lab[scored] // 1000, ids[scored])     # never a label from the next document
+            assert scored.sum() >= len(ids) - 1 - int((ids[1:] != ids[:-1]).sum())
+    assert crossed > 10

@@ -1,8 +1,9 @@
-"""Properties every arch must have: causality, prefix consistency, padding invariance, decode equals forward,
-finite gradients, bf16 close to fp32. Parametrized over flashgau.ARCHS, so a newly registered arch is held to them,
-and over VARIANTS of the model options (docs/model_options.md), so every option holds them too: the defaults, token
-shift alone, and every other non-default option at once. Chunk size 4 with up to 23 tokens: several chunks, a
-partial last chunk, prefills ending mid-chunk and on a boundary (Combiner's own chunk of 5 in "options")."""
+"""Properties every arch must have: causality, prefix consistency, padding invariance, packed documents kept apart,
+decode equals forward, finite gradients, bf16 close to fp32. Parametrized over flashgau.ARCHS, so a newly registered
+arch is held to them, and over VARIANTS of the model options (docs/model_options.md), so every option holds them too:
+the defaults, token shift alone, and every other non-default option at once. Chunk size 4 with up to 23 tokens:
+several chunks, a partial last chunk, prefills ending mid-chunk and on a boundary (Combiner's own chunk of 5 in
+"options")."""
 
 import pytest
 import torch
@@ -82,6 +83,22 @@ def test_right_padding_does_not_change_real_outputs(arch, causal, build):
         alone = model(x[b:b + 1, :n]).logits[0]
         torch.testing.assert_close(padded[b, :n], alone, **TOL)
         torch.testing.assert_close(padded_other[b, :n], alone, **TOL)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_packed_documents_equal_runs_of_each_document(arch, causal, build):
+    """segment_ids keep the documents of a packed row apart in every part of every arch: each document's outputs
+    equal a run of that document alone. Row 0 holds documents of 9, 1 and 13 tokens (boundaries inside chunks of
+    4); row 1 one document, right-padded, with a padding of another id."""
+    model = build(arch, causal=causal)
+    x = tokens(2, 23)
+    segment_ids = torch.tensor([[0] * 9 + [1] + [2] * 13, [5] * 17 + [6] * 6])
+    mask = torch.arange(23)[None, :] < torch.tensor([23, 17])[:, None]
+    packed = model(x, attention_mask=mask, segment_ids=segment_ids).logits
+    for row, start, stop in [(0, 0, 9), (0, 9, 10), (0, 10, 23), (1, 0, 17)]:
+        alone = model(x[row:row + 1, start:stop]).logits[0]
+        torch.testing.assert_close(packed[row, start:stop], alone, **TOL)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -174,6 +174,28 @@ def test_packed_documents_train(small_corpus, tmp_path):
     assert result.finished and json.loads((tmp_path / "run" / "summary.json").read_text())["step"] == 2
 
 
+def test_packed_shards_know_where_each_document_starts(small_corpus, tmp_path):
+    """Several documents per shard (shard_bytes 13000, ~6 kB per document, split into training and held-out parts):
+    a packed shard's segments change exactly at the documents' first tokens, so packed windows carry them."""
+    folder = prepare(small_corpus, tmp_path / "prepared", shard_bytes=13000, progress=False, log=lambda s: None).path
+    data = prepare_data(tiny(folder, tmp_path / "run"))
+    docs, packed = data.train_docs, data.train_docs.packed()
+    assert packed.num_tokens == docs.num_tokens and len(packed) < len(docs)
+    boundaries = 0
+    for entry in range(len(packed)):
+        shard = int(packed.index[entry, 0])
+        seg = packed.segments(entry)
+        mine = docs.index[docs.index[:, 0] == shard]
+        assert (seg is None) == (len(mine) == 1)
+        if seg is not None:
+            starts = (torch.nonzero(seg[1:] != seg[:-1]).squeeze(1) + 1).tolist()
+            assert starts == sorted(mine[:, 1].tolist())[1:]
+            boundaries += len(starts)
+    assert boundaries >= 1
+    batch = data.sampler(1024, seed=0, pack_documents=True).next_batch(32)
+    assert batch.segment_ids is not None and bool((batch.segment_ids[:, -1] > 0).any())
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes everywhere")
 def test_an_unwritable_cache_is_one_line_naming_the_variable(small_corpus, tmp_path, monkeypatch):
     locked = tmp_path / "locked"

@@ -5,7 +5,10 @@ document; windows never cross a document boundary.
 
 Training (`WindowSampler`): every start position of every document is equally likely (documents are drawn in
 proportion to their number of windows). A document shorter than T + 1 tokens gives one window, right-padded:
-padded inputs have attention_mask 0 and labels -100. The sampler draws from its own seeded `torch.Generator`;
+padded inputs have attention_mask 0 and labels -100. Packed (`TokenDocuments.packed()`, `--pack-documents`): the
+documents back to back, so a window may hold the end of one and the start of the next; the batch then carries
+segment_ids (which document each input belongs to) for the model to keep them apart, and the last token of a
+document is not asked to predict the first of the next (label -100). The sampler draws from its own seeded `torch.Generator`;
 `state_dict()` / `load_state_dict()` save and restore its position exactly.
 
 Documents come as a `TokenDocuments`: spans of memory-mapped token shards (a prepared dataset, prepared.py) or
@@ -33,12 +36,15 @@ IGNORE_INDEX = -100
 class Batch:
     """input_ids (B, T) long; labels (B, T) long with -100 where ignored; attention_mask (B, T) bool or None
     when no window in the batch is padded; index (B,) long: the held-out window number of each row (None for
-    training windows), so that what a task does to a held-out window can depend on the window alone."""
+    training windows), so that what a task does to a held-out window can depend on the window alone;
+    segment_ids (B, T) long: the document of each input in a packed window (0, 1, ... from the row's start), or
+    None when no row holds more than one document."""
 
     input_ids: torch.Tensor
     labels: torch.Tensor
     attention_mask: Optional[torch.Tensor] = None
     index: Optional[torch.Tensor] = None
+    segment_ids: Optional[torch.Tensor] = None
 
     @property
     def num_targets(self) -> int:
@@ -54,7 +60,8 @@ class Batch:
         if self.input_ids.device == torch.device(device):
             return self
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.input_ids), move(self.labels), move(self.attention_mask), self.index)
+        return Batch(move(self.input_ids), move(self.labels), move(self.attention_mask), self.index,
+                     move(self.segment_ids))
 
 
 def tokenize_documents(texts: Sequence[str], tokenizer) -> list[torch.Tensor]:
@@ -69,12 +76,15 @@ class TokenDocuments:
     (prepared.py) or one tensor per document in memory. Nothing is read until a window asks for it.
 
     shards: 1-D integer tensors (uint8, uint16, int32, uint32, ...); index (N, 3) long: per document its shard, the
-    offset of its first token in that shard, and its length."""
+    offset of its first token in that shard, and its length. starts (packed documents only): per entry of the
+    index, the sorted offsets (from the entry's first token) where an original document begins."""
 
-    def __init__(self, shards: Sequence[torch.Tensor], index: torch.Tensor) -> None:
+    def __init__(self, shards: Sequence[torch.Tensor], index: torch.Tensor,
+                 starts: Optional[Sequence[torch.Tensor]] = None) -> None:
         self.shards = list(shards)
         self.index = index
         self.lengths = index[:, 2]
+        self.starts = None if starts is None else list(starts)
         self._one_per_document = False
 
     @classmethod
@@ -111,15 +121,32 @@ class TokenDocuments:
         stop = length if stop is None else min(stop, length)
         return self.shards[shard][offset + start:offset + stop]
 
+    def segments(self, doc: int, start: int = 0, stop: Optional[int] = None) -> Optional[torch.Tensor]:
+        """The original document of each token [start, stop) of entry `doc`, numbered from 0 at `start` (long), or
+        None when the documents are not packed or the span lies inside one of them."""
+        if self.starts is None:
+            return None
+        stop = int(self.lengths[doc]) if stop is None else min(stop, int(self.lengths[doc]))
+        seg = torch.searchsorted(self.starts[doc], torch.arange(start, stop), right=True)
+        seg -= seg[0].clone()
+        return seg if bool(seg[-1] > 0) else None
+
     def packed(self) -> "TokenDocuments":
-        """The same tokens with the document boundaries removed, for training windows that may cross documents:
-        each shard as one sequence (a prepared shard holds its documents back to back), or, in memory, all
-        documents concatenated."""
+        """The same tokens back to back, for training windows that may cross documents: each shard as one sequence
+        (a prepared shard holds its documents back to back), or, in memory, all documents concatenated; `starts`
+        keeps where each document begins, so a window knows its documents (`segments`)."""
+        if self.starts is not None:
+            return self
         if self._one_per_document:
             joined = torch.cat([d.to(torch.int64) for d in self.shards])
-            return TokenDocuments([joined], torch.tensor([[0, 0, len(joined)]], dtype=torch.long))
-        spans = [[i, 0, len(s)] for i, s in enumerate(self.shards) if len(s)]
-        return TokenDocuments(self.shards, torch.tensor(spans, dtype=torch.long).reshape(-1, 3))
+            starts = torch.cumsum(self.lengths, 0) - self.lengths
+            return TokenDocuments([joined], torch.tensor([[0, 0, len(joined)]], dtype=torch.long), [starts])
+        spans, starts = [], []
+        for i, shard in enumerate(self.shards):
+            if len(shard):
+                spans.append([i, 0, len(shard)])
+                starts.append(self.index[self.index[:, 0] == i, 1].sort().values)
+        return TokenDocuments(self.shards, torch.tensor(spans, dtype=torch.long).reshape(-1, 3), starts)
 
 
 def as_documents(docs) -> TokenDocuments:
@@ -166,8 +193,10 @@ class WindowSampler:
         picks = picks[self.rank::self.world_size].contiguous()
         doc_idx = torch.searchsorted(self._cum, picks, right=True)
         offsets = picks - self._first[doc_idx]
-        rows = [self.docs.tokens(i, o, o + self.context + 1) for i, o in zip(doc_idx.tolist(), offsets.tolist())]
-        return _pack(rows, self.context)
+        spans = list(zip(doc_idx.tolist(), offsets.tolist()))
+        rows = [self.docs.tokens(i, o, o + self.context + 1) for i, o in spans]
+        segments = [self.docs.segments(i, o, o + self.context + 1) for i, o in spans]
+        return _pack(rows, self.context, segments)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state(), "windows_drawn": self.windows_drawn}
@@ -225,15 +254,26 @@ class HeldoutWindows:
             yield batch
 
 
-def _pack(rows: Sequence[torch.Tensor], context: int) -> Batch:
-    """Stack windows of up to context + 1 tokens into a Batch, right-padding short ones."""
+def _pack(rows: Sequence[torch.Tensor], context: int,
+          segments: Optional[Sequence[Optional[torch.Tensor]]] = None) -> Batch:
+    """Stack windows of up to context + 1 tokens into a Batch, right-padding short ones. segments: per row the
+    document of each of its tokens (or None: one document); a label whose token belongs to the next document is
+    -100, and the batch carries the inputs' segment ids when any row holds more than one document."""
     n = len(rows)
     inputs = torch.zeros(n, context, dtype=torch.long)
     labels = torch.full((n, context), IGNORE_INDEX, dtype=torch.long)
     mask = torch.zeros(n, context, dtype=torch.bool)
+    segment_ids = None
     for r, row in enumerate(rows):
         length = len(row) - 1
         inputs[r, :length] = row[:-1]
         labels[r, :length] = row[1:]
         mask[r, :length] = True
-    return Batch(inputs, labels, None if bool(mask.all()) else mask)
+        seg = None if segments is None else segments[r]
+        if seg is not None:
+            if segment_ids is None:
+                segment_ids = torch.zeros(n, context, dtype=torch.long)
+            segment_ids[r, :length] = seg[:-1]
+            segment_ids[r, length:] = seg[-2]          # padding: the row's last document (masked anyway)
+            labels[r, :length].masked_fill_(seg[1:] != seg[:-1], IGNORE_INDEX)
+    return Batch(inputs, labels, None if bool(mask.all()) else mask, segment_ids=segment_ids)

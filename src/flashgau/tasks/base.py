@@ -113,7 +113,8 @@ def scored_logits(model: torch.nn.Module, batches: Iterable[Batch],
         for batch in batches:
             batch = batch.to(device)
             with precision.autocast() if precision is not None else contextlib.nullcontext():
-                out = model(batch.input_ids, attention_mask=batch.attention_mask)
+                packed = {} if batch.segment_ids is None else {"segment_ids": batch.segment_ids}
+                out = model(batch.input_ids, attention_mask=batch.attention_mask, **packed)
             yield batch, out.logits.float()
 
 

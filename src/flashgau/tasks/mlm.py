@@ -105,7 +105,7 @@ class MaskedWindows:
         real = batch.attention_mask if batch.attention_mask is not None else torch.ones_like(batch.input_ids,
                                                                                               dtype=torch.bool)
         inputs, labels = corrupt(batch.input_ids, real, draws.rows(slice(rank, None, world)), mask_id=self.mask_id)
-        return Batch(inputs, labels, batch.attention_mask)
+        return Batch(inputs, labels, batch.attention_mask, segment_ids=batch.segment_ids)
 
     def state_dict(self) -> dict:
         return {"windows": self.windows.state_dict(), "masking": self.generator.get_state()}
@@ -175,7 +175,7 @@ class MLMHeldout:
             first_new = (batch.labels != IGNORE_INDEX).long().argmax(1)       # the tail window's overlap ends here
             eligible = real & (torch.arange(T)[None, :] >= first_new[:, None])
             inputs, labels = corrupt(batch.input_ids, eligible, draws, mask_id=self.mask_id)
-            yield Batch(inputs, labels, batch.attention_mask, batch.index)
+            yield Batch(inputs, labels, batch.attention_mask, batch.index, batch.segment_ids)
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, *, batch_size: int = 8, precision: Optional[Precision] = None,

@@ -415,7 +415,8 @@ def _optimizer_step(run: RunState) -> tuple[float, float, int]:
         batch = batch.to(run.device)
         with dist.no_sync(run.forward, last=i == len(batches) - 1):
             with run.precision.autocast():
-                out = run.forward(batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels)
+                out = run.forward(batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels,
+                                  segment_ids=batch.segment_ids)
             loss = out.loss.float() * (count / total_targets)
             scaled = loss * dist.world_size if dist.world_size > 1 else loss
             (run.scaler.scale(scaled) if run.scaler is not None else scaled).backward()
