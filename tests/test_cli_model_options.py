@@ -39,9 +39,10 @@ def test_every_model_field_is_an_option_with_its_docstring_in_help(capsys):
 def test_values_are_typed_from_the_dataclass():
     assert parse("--model.qk_dim", "512", "--model.chunk_size", "128", "--model.token_shift", "0.5",
                  "--model.scaled_sinusoid", "false", "--model.ffn_dim", "none", "--model.norm", "scalenorm",
-                 "--model.combiner_chunk_size", "auto", "--model.performer_chunk_size", "64") == dict(
+                 "--model.combiner_chunk_size", "auto", "--model.performer_chunk_size", "64",
+                 "--model.first_to_all", "true") == dict(
         qk_dim=512, chunk_size=128, token_shift=0.5, scaled_sinusoid=False, ffn_dim=None, norm="scalenorm",
-        combiner_chunk_size="auto", performer_chunk_size=64)
+        combiner_chunk_size="auto", performer_chunk_size=64, first_to_all=True)
     assert parse() == {}
 
 
@@ -66,6 +67,7 @@ def test_a_bad_value_is_a_usage_error(argv, message, capsys):
     (["--model.n_heads", "3"], "divisible by n_heads"),
     (["--model.max_seq_len", "16"], "context 32 exceeds max_seq_len 16"),
     (["--model.quad_norm_len", "0"], "quad_norm_len must be a positive integer"),
+    (["--arch", "flash-quad", "--model.first_to_all", "true"], "flash-quad already attends to every token"),
 ])
 def test_options_that_do_not_fit_are_refused_before_anything_is_written(argv, message, tmp_path, small_corpus,
                                                                           capsys):

@@ -69,6 +69,7 @@ PAPER: dict[str, Any] = dict(
     combiner_chunk_size=None, combiner_pooling="rotated",
     # the paper's GAU: one head, relu^2, both parts of mixed chunk attention (its §4 ablates each)
     gau_heads=1, gau_attention="relu2", mixed_chunk_parts="both",
+    first_to_all=False,           # the paper's FLASH; one TriviaQA row adds "first-to-all" (flashgau's reading: below)
 )
 # The paper's s and C, pinned for the presets wide enough for them (tiny keeps its test-sized s and C).
 PAPER_SHAPES: dict[str, Any] = dict(qk_dim=128, chunk_size=256)
@@ -164,6 +165,13 @@ class ModelConfig:
                      "local" (the quadratic part inside chunks only) or "global" (the linear part across chunks
                      only: a causal token then sees nothing of its own chunk, as the paper's causal global part
                      is exclusive). The unused query/key maps (and, for "global", the relative bias) are not built.
+    first_to_all:    flashgau's reading of the paper's "first-to-all" (flash only; an interpretation, see
+                     docs/model_options.md): the queries of every chunk after the first also attend exactly to the
+                     first chunk's C tokens (relu(quad_q.quad_k / C)^2, no relative bias), where a QA prompt's
+                     question sits, and the first chunk leaves their global (linear) part; the first chunk's own
+                     queries are unchanged. Linear cost (one more C x C block per chunk), causal and bidirectional;
+                     decoding keeps the first chunk's keys and values (fixed size). Needs gau_attention "relu2" and
+                     the local part (mixed_chunk_parts "both" or "local"); flash-quad already attends to every token.
     """
 
     arch: str = "flash"
@@ -199,6 +207,7 @@ class ModelConfig:
     gau_heads: int = 1
     gau_attention: str = "relu2"
     mixed_chunk_parts: str = "both"
+    first_to_all: bool = False
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -212,7 +221,7 @@ class ModelConfig:
                      "quad_norm_len", "chunk_size", "random_features", "gau_heads"):
             value = getattr(self, name)
             need(_is_int(value) and value >= 1, f"{name} must be a positive integer, got {value!r}")
-        for name in ("causal", "scaled_sinusoid", "tie_embeddings"):
+        for name in ("causal", "scaled_sinusoid", "tie_embeddings", "first_to_all"):
             need(isinstance(getattr(self, name), bool), f"{name} must be True or False, got {getattr(self, name)!r}")
         need(self.d_model % self.n_heads == 0,
              f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}); change one of them")
@@ -244,6 +253,15 @@ class ModelConfig:
                  f"{name} must be None (chunk_size) or a positive integer, got {value!r}")
         need(_is_number(self.performer_epsilon) and 0.0 <= self.performer_epsilon < 1.0,
              f"performer_epsilon must be a number in [0, 1) (the reference uses 1e-4), got {self.performer_epsilon!r}")
+        if self.first_to_all:
+            need(self.arch != "flash-quad", "first_to_all is for arch 'flash': flash-quad already attends to every "
+                 "token; set first_to_all=False")
+            need(self.arch == "flash", f"first_to_all is for arch 'flash' (mixed chunk attention), not "
+                 f"{self.arch!r}; set first_to_all=False")
+            need(self.gau_attention == "relu2", "first_to_all needs gau_attention='relu2' (the softmax local part "
+                 "has no first-chunk keys); change one of them")
+            need(self.mixed_chunk_parts != "global", "first_to_all adds the first chunk to the local part, which "
+                 "mixed_chunk_parts='global' does not run; change one of them")
 
     @property
     def expanded_dim(self) -> int:

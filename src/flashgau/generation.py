@@ -1,7 +1,7 @@
 """Decoding: prefill a prompt in parallel, then one token per step from explicit per-layer states.
 
 FLASH keeps a fixed-size FlashState per layer (running sum of finished chunks' summaries + the open chunk's
-buffer); FLASH-Quad and the Transformers keep a KVCache. Rows of a batch may sit at different positions (prompts of
+buffer; with first_to_all also the first chunk's keys and values); FLASH-Quad and the Transformers keep a KVCache. Rows of a batch may sit at different positions (prompts of
 different lengths, right-padded). A DecodeState is plain data: keep it and pass it back to continue a stream.
 Decoding runs in torch.inference_mode (no autograd bookkeeping: the per-token cost is many small ops).
 
@@ -54,7 +54,8 @@ def model_signature(model) -> str:
     """What a decoding state must match to be stepped by `model`: arch and every shape of its layers."""
     c = model.config
     return (f"{c.arch}, {c.n_layers} layers, d_model {c.d_model}, vocab {c.vocab_size}, qk_dim {c.qk_dim}, "
-            f"expansion {c.expansion}, heads {c.n_heads}, chunk {c.chunk_size}, token shift {c.token_shift}")
+            f"expansion {c.expansion}, heads {c.n_heads}, chunk {c.chunk_size}, token shift {c.token_shift}"
+            + (", first-to-all" if c.first_to_all else ""))
 
 
 def supports_cache(model) -> bool:

@@ -14,8 +14,9 @@ from flashgau.hf import FlashgauCache  # noqa: E402
 
 LENGTHS = [7, 3, 5]
 NEW = 9                                          # chunk_size 4: crosses chunk boundaries
-CASES = [(arch, {}) for arch in ARCHS] + [("flash-quad", {"normalizer": "paper"})]   # the last: no decoding state
-IDS = [arch for arch in ARCHS] + ["flash-quad-paper"]
+CASES = [(arch, {}) for arch in ARCHS] + [("flash-quad", {"normalizer": "paper"}),   # no decoding state
+                                          ("flash", {"first_to_all": True})]
+IDS = [arch for arch in ARCHS] + ["flash-quad-paper", "flash-first-to-all"]
 
 
 def _prompts(pad: int = 0):

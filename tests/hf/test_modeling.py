@@ -32,6 +32,8 @@ def test_config_holds_every_model_config_field_and_round_trips(tmp_path):
     assert (again.hidden_size, again.num_hidden_layers, again.num_attention_heads) == (64, 1, 4)
     assert again.tie_word_embeddings is False and again.max_position_embeddings == cfg.max_seq_len
     assert FlashgauConfig(hidden_size=32, n_heads=2, qk_dim=16).to_model_config().d_model == 32
+    flash = ModelConfig.preset("tiny", arch="flash", first_to_all=True)
+    assert FlashgauConfig.from_model_config(flash).to_model_config() == flash
     with pytest.raises(ConfigError, match="n_heads"):
         FlashgauConfig(d_model=30, n_heads=4)
 

@@ -43,6 +43,7 @@ def test_config_round_trip_and_public_example():
     ("arch", "gpt", "unknown arch"), ("d_model", 0, "d_model"), ("n_heads", 3, "divisible"),
     ("qk_dim", 15, "even"), ("norm", "rms", "norm"), ("normalizer", "softmax", "normalizer"),
     ("chunk_size", 0, "chunk_size"), ("dropout", 1.0, "dropout"), ("vocab_size", 2.5, "vocab_size"),
+    ("first_to_all", 1, "first_to_all must be True or False"),
 ])
 def test_bad_config_says_what_to_change(field, value, message):
     with pytest.raises(ValueError, match="invalid ModelConfig") as err:

@@ -111,6 +111,49 @@ def test_rope_fraction_zero_makes_attention_position_free(build):
         assert torch.allclose(out[:, perm], out_perm, atol=1e-5) == equivariant
 
 
+# ---------------------------------------------------------------------------------------------------- first-to-all
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(arch="flash-quad"), "flash-quad already attends to every token"),
+    (dict(arch="transformer++"), "first_to_all is for arch 'flash' (mixed chunk attention), not 'transformer++'"),
+    (dict(arch="mc-transformer++"), "not 'mc-transformer++'"),
+    (dict(gau_attention="softmax"), "first_to_all needs gau_attention='relu2'"),
+    (dict(mixed_chunk_parts="global"), "mixed_chunk_parts='global' does not run"),
+])
+def test_first_to_all_is_refused_where_it_does_not_apply(fields, message):
+    """first_to_all (flash's relu^2 local part only): one line of error elsewhere, saying why."""
+    from flashgau import ModelConfig
+    from flashgau.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="invalid ModelConfig") as err:
+        ModelConfig.preset("tiny", **{"arch": "flash", **fields}, first_to_all=True)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    ModelConfig.preset("tiny", **{"arch": "flash", **fields})               # the same config without it is fine
+    assert ModelConfig.preset("tiny", mixed_chunk_parts="local", first_to_all=True).first_to_all
+
+
+def test_first_to_all_decoding_state_keeps_the_first_chunk_and_its_size(build):
+    """The layer state of a first_to_all model holds the first chunk's keys and values (frozen once it is full) and
+    its size does not change with the position."""
+    from flashgau.ops import FlashFirstToAllState
+    from model_helpers import attention_state
+
+    model = build("flash", first_to_all=True)
+    x = tokens(1, 20)
+    with torch.no_grad():
+        _, state = model.prefill(x[:, :2])
+        size = state.nbytes()
+        for t in range(2, 20):
+            model.decode_step(x[:, t], state)
+            layer = attention_state(state.layers[0])
+            assert isinstance(layer, FlashFirstToAllState) and state.nbytes() == size
+            if t == 3:
+                first = layer.first_k.clone()
+        assert torch.equal(layer.first_k, first) and layer.first_v.abs().sum() > 0
+        assert layer.count.tolist() == [16.0]                       # chunks 1-4 of C = 4: chunk 0 is not counted
+
+
 # ---------------------------------------------------------------------------------------------------- the paper
 
 

@@ -23,9 +23,12 @@ VARIANTS = {
     "gau-softmax-heads": dict(gau_attention="softmax", gau_heads=4, token_shift=0.25),
     "flash-local": dict(mixed_chunk_parts="local"),
     "flash-global": dict(mixed_chunk_parts="global", gau_heads=2),
+    # flashgau's reading of the paper's "first-to-all" (docs/model_options.md), with two heads
+    "flash-first-to-all": dict(first_to_all=True, gau_heads=2),
 }
 # the archs a variant is about (the others would repeat the defaults)
-VARIANT_ARCHS = {"gau-softmax-heads": ("flash", "flash-quad"), "flash-local": ("flash",), "flash-global": ("flash",)}
+VARIANT_ARCHS = {"gau-softmax-heads": ("flash", "flash-quad"), "flash-local": ("flash",), "flash-global": ("flash",),
+                 "flash-first-to-all": ("flash",)}
 # properties a variant lacks by design
 LACKS = {("flash-local", "test_bidirectional_outputs_see_later_tokens"):
          "local attention only: a token beyond the chunk is out of reach by design"}

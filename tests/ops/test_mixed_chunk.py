@@ -10,6 +10,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from flashgau.ops.mixed_chunk import (
+    FlashFirstToAllState,
     FlashState,
     empty_flash_state,
     mixed_chunk_attention,
@@ -36,33 +37,36 @@ def _dense_bias(bias, T):
     return bias[slot[:, None], slot[None, :]]
 
 
-def _fast(xs, C, causal, key_mask=None):
-    return mixed_chunk_attention(*xs, chunk_size=C, causal=causal, key_mask=key_mask)[0]
+def _fast(xs, C, causal, key_mask=None, **options):
+    return mixed_chunk_attention(*xs, chunk_size=C, causal=causal, key_mask=key_mask, **options)[0]
 
 
-def _prefill(xs, C, key_mask=None):
+def _prefill(xs, C, key_mask=None, **options):
     """(o, the state after each row's real tokens)."""
-    return mixed_chunk_attention(*xs, chunk_size=C, causal=True, key_mask=key_mask, output_final_state=True)
+    return mixed_chunk_attention(*xs, chunk_size=C, causal=True, key_mask=key_mask, output_final_state=True,
+                                 **options)
 
 
 def _minimal(xs, C, causal, key_mask=None):
     return mixed_chunk_attention_minimal(*xs, chunk_size=C, causal=causal, key_mask=key_mask)
 
 
-def _ref(xs, C, causal, key_mask=None):
+def _ref(xs, C, causal, key_mask=None, **options):
     *qkv, bias = xs
     T = qkv[0].shape[-2]
     return mixed_chunk_attention_reference(*qkv, _dense_bias(bias, T), chunk_size=C, causal=causal,
-                                           key_mask=key_mask)
+                                           key_mask=key_mask, **options)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The reference itself, against the paper's formulas written out element by element (§3.1, §3.3 net normalisation)
 
 
-def _paper_loop(quad_q, quad_k, lin_q, lin_k, v, bias, C, causal):
+def _paper_loop(quad_q, quad_k, lin_q, lin_k, v, bias, C, causal, first_to_all=False):
     """One row, one head, no padding: o_i = sum_{j in chunk(i), j<=i if causal} relu(quad_q_i.quad_k_j/C + b)^2 v_j
-    + lin_q_i . (sum over visible chunks h of lin_k_h^T v_h) / (number of tokens in those chunks)."""
+    + lin_q_i . (sum over visible chunks h of lin_k_h^T v_h) / (number of tokens in those chunks).
+    first_to_all (flashgau's reading, docs/model_options.md): a query of chunk g >= 1 adds
+    sum_{j in chunk 0} relu(quad_q_i.quad_k_j/C)^2 v_j (no bias), and its visible chunks lose chunk 0."""
     T = quad_q.shape[0]
     out = torch.zeros(T, v.shape[-1], dtype=torch.float64)
     for i in range(T):
@@ -72,7 +76,12 @@ def _paper_loop(quad_q, quad_k, lin_q, lin_k, v, bias, C, causal):
                 continue
             w = max(float(quad_q[i] @ quad_k[j]) / C + float(bias[i % C, j % C]), 0.0) ** 2
             out[i] += w * v[j]
+        if first_to_all and g >= 1:
+            for j in range(C):
+                out[i] += max(float(quad_q[i] @ quad_k[j]) / C, 0.0) ** 2 * v[j]
         keys = range(0, g * C) if causal else range(T)
+        if first_to_all and g >= 1:
+            keys = [j for j in keys if j >= C]
         if len(keys):
             S = sum(torch.outer(lin_k[j], v[j]) for j in keys)
             out[i] += (lin_q[i] @ S) / len(keys)
@@ -89,6 +98,14 @@ def test_reference_matches_paper_formula(causal):
     torch.testing.assert_close(fast, want, atol=1e-10, rtol=1e-10)
     minimal = mixed_chunk_attention_minimal(quad_q, quad_k, lin_q, lin_k, v, bias, chunk_size=4, causal=causal)[0, 0]
     torch.testing.assert_close(minimal, want, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_first_to_all_reference_and_fast_op_match_the_written_out_formula(causal):
+    xs = _inputs(B=1, T=14, C=4, dtype=torch.float64)
+    want = _paper_loop(*(t[0, 0] for t in xs[:5]), xs[5], 4, causal, first_to_all=True)
+    for form in (_ref, _fast):
+        torch.testing.assert_close(form(xs, 4, causal, first_to_all=True)[0, 0], want, atol=1e-10, rtol=1e-10)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -155,35 +172,37 @@ def test_key_mask_matches_reference_on_real_tokens(causal, C):
                                   names=NAMES, real=mask[:, None, :, None], **TOL)   # padded outputs are ignored
 
 
+@pytest.mark.parametrize("first_to_all", [False, True], ids=["plain", "first-to-all"])
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
 @pytest.mark.parametrize("T,extra", [(1, 3), (3, 1), (4, 4), (6, 11), (13, 7)])
-def test_padding_invariance(causal, T, extra):
+def test_padding_invariance(causal, T, extra, first_to_all):
     """Appending padded tokens (with garbage values) changes no real output, and the padded inputs get no gradient
     from real outputs (P6: padded keys are zeroed before lin_k^T v and not counted in the normaliser)."""
     C = 4
     xs = _inputs(B=2, T=T, C=C)
-    base = _fast(xs, C, causal)
+    base = _fast(xs, C, causal, first_to_all=first_to_all)
     g = torch.Generator().manual_seed(9)
     padded = [torch.cat([t, 50 * torch.randn(*t.shape[:2], extra, t.shape[-1], generator=g)], dim=2)
               for t in xs[:5]] + [xs[5]]
     padded = [t.requires_grad_() for t in padded]
     mask = right_padding([T, T], T + extra)
-    out = _fast(padded, C, causal, mask)
+    out = _fast(padded, C, causal, mask, first_to_all=first_to_all)
     torch.testing.assert_close(out[:, :, :T], base, atol=1e-5, rtol=1e-5)
     out[:, :, :T].sum().backward()
     for t in padded[:5]:
         assert t.grad[:, :, T:].abs().max() == 0
 
 
-def test_rows_of_different_lengths_equal_separate_runs():
+@pytest.mark.parametrize("first_to_all", [False, True], ids=["plain", "first-to-all"])
+def test_rows_of_different_lengths_equal_separate_runs(first_to_all):
     C, T = 4, 14
     lengths = [14, 2, 8, 11]
     xs = _inputs(B=4, T=T, C=C, seed=5)
     mask = right_padding(lengths, T)
     for causal in (True, False):
-        out = _fast(xs, C, causal, mask)
+        out = _fast(xs, C, causal, mask, first_to_all=first_to_all)
         for r, n in enumerate(lengths):
-            alone = _fast([t[r:r + 1, :, :n] for t in xs[:5]] + [xs[5]], C, causal)
+            alone = _fast([t[r:r + 1, :, :n] for t in xs[:5]] + [xs[5]], C, causal, first_to_all=first_to_all)
             torch.testing.assert_close(out[r:r + 1, :, :n], alone, atol=1e-5, rtol=1e-5)
 
 
@@ -191,28 +210,30 @@ def test_rows_of_different_lengths_equal_separate_runs():
 # Causality and the exclusive global part
 
 
+@pytest.mark.parametrize("first_to_all", [False, True], ids=["plain", "first-to-all"])
 @pytest.mark.parametrize("j", [0, 3, 4, 5, 9, 15])
-def test_causal_no_leakage(j):
+def test_causal_no_leakage(j, first_to_all):
     """Perturb every input at token j: outputs before j are bit-identical, outputs from j on change."""
     C, T = 4, 16
     xs = _inputs(T=T, C=C)
-    base = _fast(xs, C, True)
+    base = _fast(xs, C, True, first_to_all=first_to_all)
     moved = [t.clone() for t in xs]
     for t in moved[:5]:
         t[:, :, j] += 3.0
-    out = _fast(moved, C, True)
+    out = _fast(moved, C, True, first_to_all=first_to_all)
     assert torch.equal(out[:, :, :j], base[:, :, :j])
     assert (out[:, :, j] - base[:, :, j]).abs().max() > 1e-3
 
 
-def test_causal_jacobian_is_lower_triangular():
+@pytest.mark.parametrize("first_to_all", [False, True], ids=["plain", "first-to-all"])
+def test_causal_jacobian_is_lower_triangular(first_to_all):
     C, T = 4, 10
     xs = [t.double() for t in _inputs(B=1, T=T, s=3, e=2, C=C)]
     for idx in range(5):
         def f(x, idx=idx):
             args = list(xs)
             args[idx] = x
-            return _fast(args, C, True)[0, 0].sum(-1)           # (T,)
+            return _fast(args, C, True, first_to_all=first_to_all)[0, 0].sum(-1)           # (T,)
         jac = torch.autograd.functional.jacobian(f, xs[idx])[:, 0, 0].abs().sum(-1)   # (T out, T in)
         assert jac.triu(1).max() == 0, f"input {idx} leaks from the future"
         assert jac.tril().max() > 0
@@ -307,8 +328,9 @@ class _LargestTensor(TorchDispatchMode):
         return out
 
 
+@pytest.mark.parametrize("first_to_all", [False, True], ids=["plain", "first-to-all"])
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
-def test_no_quadratic_or_per_token_state_tensor(causal):
+def test_no_quadratic_or_per_token_state_tensor(causal, first_to_all):
     """Every intermediate of forward and backward is at most max(T*max(C, s, e), G*s*e) elements (B = H = 1), while a
     T x T matrix would hold 16384 and a per-token cumsum of lin_k^T v T*s*e = 8192."""
     T, C, s, e = 128, 4, 8, 8
@@ -318,11 +340,11 @@ def test_no_quadratic_or_per_token_state_tensor(causal):
     bound = max(T * max(C, s, e), G * s * e)
     assert bound < min(T * T, T * s * e)
     with _LargestTensor() as probe:
-        out = _fast(xs, C, causal, mask)
+        out = _fast(xs, C, causal, mask, first_to_all=first_to_all)
         out.sum().backward()
     assert probe.largest <= bound, f"intermediate of shape {probe.shape}"
     with _LargestTensor() as probe_ref:                      # the probe does see a T x T tensor when one exists
-        _ref([x.detach() for x in xs], C, causal, mask)
+        _ref([x.detach() for x in xs], C, causal, mask, first_to_all=first_to_all)
     assert probe_ref.largest >= T * T
 
 
@@ -368,25 +390,26 @@ def test_fp64_stays_fp64():
         torch.testing.assert_close(o[:, :, 0], want[:, :, t], atol=1e-12, rtol=1e-12)
 
 
+@pytest.mark.parametrize("first_to_all", [False, True], ids=["plain", "first-to-all"])
 @pytest.mark.parametrize("C", [1, 4, 5])
-def test_prefill_then_steps_rows_of_different_lengths(C):
+def test_prefill_then_steps_rows_of_different_lengths(C, first_to_all):
     """Rows prefilled with 1, C-1, C, C+1, 2C+3 tokens (right padding), then stepped together across >= 2 chunk
     boundaries; every step equals the parallel output at that row's position."""
     lengths = torch.tensor([1, max(C - 1, 1), C, C + 1, 2 * C + 3])
     steps = 2 * C + 3
     T = int(lengths.max()) + steps
     xs = _inputs(B=5, H=2, T=T, C=C, seed=1)
-    want = _fast(xs, C, True)
+    want = _fast(xs, C, True, first_to_all=first_to_all)
     mask = right_padding(lengths, T)
-    pre, state = _prefill(xs, C, mask)
-    assert isinstance(state, FlashState)
+    pre, state = _prefill(xs, C, mask, first_to_all=first_to_all)
+    assert isinstance(state, FlashFirstToAllState if first_to_all else FlashState)
     real = mask[:, None, :, None].expand_as(pre)
     torch.testing.assert_close(pre[real], want[real], **TOL)
     size = state.nbytes()
     for k in range(steps):
         pos = lengths + k
         token, bias_row = _step_inputs(xs, pos, xs[5])
-        o, state = mixed_chunk_attention_step(*token, bias_row, state, pos)
+        o, state = mixed_chunk_attention_step(*token, bias_row, state, pos, first_to_all=first_to_all)
         rows = torch.arange(5)
         torch.testing.assert_close(o[:, :, 0], want[rows, :, pos], **TOL, msg=lambda m, k=k: f"step {k}: {m}")
         assert state.nbytes() == size
@@ -411,22 +434,24 @@ def test_prefill_state_equals_stepped_state():
             torch.testing.assert_close(getattr(pre, name)[:, :, :filled], getattr(st, name)[:, :, :filled])
 
 
-def test_state_size_is_constant_over_many_chunks():
+@pytest.mark.parametrize("first_to_all", [False, True], ids=["plain", "first-to-all"])
+def test_state_size_is_constant_over_many_chunks(first_to_all):
     C = 4
     xs = _inputs(B=1, T=1, C=C)
     sizes = set()
     for T in (1, 3, 4, 9, 40):
         big = _inputs(B=1, T=T, C=C)
-        _, st = _prefill(big, C)
+        _, st = _prefill(big, C, first_to_all=first_to_all)
         sizes.add(st.nbytes())
-    state = empty_flash_state(1, 1, C, 8, 6)
+    state = empty_flash_state(1, 1, C, 8, 6, first_to_all=first_to_all)
     sizes.add(state.nbytes())
     for t in range(5 * C):
         token, bias_row = _step_inputs(xs, torch.zeros(1, dtype=torch.long), xs[5])
-        _, state = mixed_chunk_attention_step(*token, bias_row, state, torch.tensor([t]))
+        _, state = mixed_chunk_attention_step(*token, bias_row, state, torch.tensor([t]), first_to_all=first_to_all)
         sizes.add(state.nbytes())
     assert len(sizes) == 1
-    assert sizes.pop() == 4 * (8 * 6 + 1 + C * (8 + 8 + 6))             # kv, count, the open chunk's buffer
+    first_chunk = C * (8 + 6) if first_to_all else 0                   # first_k, first_v
+    assert sizes.pop() == 4 * (8 * 6 + 1 + C * (8 + 8 + 6) + first_chunk)   # kv, count, the open chunk's buffer
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -506,3 +531,134 @@ def test_one_part_alone_matches_reference_and_decodes(causal, parts):
         o, state = mixed_chunk_attention_step(*(x[:, :, t:t + 1] for x in xs[:5]), xs[5][t % C].expand(B, 1, 1, C),
                                               state, torch.full((B,), t), parts=parts)
         torch.testing.assert_close(o, full[:, :, t:t + 1], **TOL)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# first_to_all (flashgau's reading of the paper's "first-to-all", docs/model_options.md): chunks >= 1 also attend
+# exactly to chunk 0, which leaves their global part; chunk 0 itself is unchanged
+
+
+FIRST_SHAPES = [(3, 4), (4, 4), (5, 4), (11, 4), (9, 8), (37, 4), (6, 1), (260, 128)]   # T < C, T = C, partial
+# chunks, C = 1, and C = 128, whose causal local part runs in strips (ops/local_blocks.py)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+@pytest.mark.parametrize("T,C", FIRST_SHAPES, ids=[f"T{t}-C{c}" for t, c in FIRST_SHAPES])
+def test_first_to_all_matches_reference_with_padding(causal, T, C):
+    """fast == dense reference, outputs and every gradient, with rows of different lengths (right padding; one row
+    shorter than the first chunk)."""
+    xs = _inputs(B=3, H=2, T=T, C=C, seed=11)
+    mask = right_padding([T, max(T - 3, 1), 1], T)
+    assert_forward_backward_close(lambda *a: _fast(a, C, causal, mask, first_to_all=True),
+                                  lambda *a: _ref(a, C, causal, mask, first_to_all=True), xs, names=NAMES,
+                                  real=mask[:, None, :, None], **TOL)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+@pytest.mark.parametrize("options", [dict(linear_normalizer="sum"), dict(parts="local")], ids=["sum", "local"])
+def test_first_to_all_with_other_options_matches_reference(causal, options):
+    T, C = 14, 4
+    xs = _inputs(B=2, H=2, T=T, C=C, seed=12)
+    mask = right_padding([T, 6], T)
+    used = [0, 1, 4, 5] if options.get("parts") == "local" else range(6)
+    kw = dict(first_to_all=True, **options)
+    assert_forward_backward_close(with_inputs(lambda *a: _fast(a, C, causal, mask, **kw), xs, used),
+                                  with_inputs(lambda *a: _ref(a, C, causal, mask, **kw), xs, used),
+                                  [xs[i] for i in used], names=[NAMES[i] for i in used], real=mask[:, None, :, None],
+                                  **TOL)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+def test_first_to_all_gradcheck_fp64(causal):
+    xs = [t.requires_grad_() for t in _inputs(B=1, T=10, s=3, e=2, C=4, dtype=torch.float64)]
+    mask = right_padding([9], 10)
+    assert torch.autograd.gradcheck(lambda *a: _fast(a, 4, causal, mask, first_to_all=True), xs)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+@pytest.mark.parametrize("T", [1, 3, 4])
+def test_first_to_all_on_the_first_chunk_alone_is_the_plain_op(causal, T):
+    """T <= C: there is no chunk >= 1, so the option changes nothing."""
+    xs = _inputs(B=2, H=2, T=T, C=4)
+    torch.testing.assert_close(_fast(xs, 4, causal, first_to_all=True), _fast(xs, 4, causal), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+def test_first_to_all_reaches_chunk_0_exactly_and_not_globally(causal):
+    """Moving a local key of chunk 0 changes every later chunk (it is an exact key of their queries); moving a global key of
+    chunk 0 changes no later chunk (chunk 0 left their global part) and, bidirectional, still changes chunk 0 (its
+    queries keep the global summary of every chunk)."""
+    C, T = 4, 16
+    xs = _inputs(T=T, C=C, seed=13)
+    base = _fast(xs, C, causal, first_to_all=True)
+    moved = [t.clone() for t in xs]
+    moved[1][:, :, 2] += 3.0                                     # quad_k of token 2 (chunk 0)
+    out = _fast(moved, C, causal, first_to_all=True)
+    changed = (out - base).abs().reshape(2, 1, T // C, C * 6).amax(-1)   # per chunk (relu^2 zeroes some queries)
+    assert changed[:, :, 1:].min() > 0
+    moved = [t.clone() for t in xs]
+    moved[3][:, :, 2] += 3.0                                     # lin_k of token 2
+    out = _fast(moved, C, causal, first_to_all=True)
+    assert torch.equal(out[:, :, C:], base[:, :, C:])
+    assert torch.equal(out[:, :, :C], base[:, :, :C]) == causal
+
+
+def test_first_to_all_masked_keys_of_chunk_0_add_nothing():
+    """A masked key inside chunk 0 (a hole, not only right padding) adds nothing to any chunk: its inputs get no
+    gradient and garbage there changes no output; fast == reference."""
+    C, T = 4, 13
+    xs = _inputs(B=2, T=T, C=C, seed=14)
+    mask = torch.ones(2, T, dtype=torch.bool)
+    mask[:, 1] = False
+    for causal in (True, False):
+        assert_forward_backward_close(lambda *a: _fast(a, C, causal, mask, first_to_all=True),
+                                      lambda *a: _ref(a, C, causal, mask, first_to_all=True), xs, names=NAMES,
+                                      real=mask[:, None, :, None], **TOL)
+        garbage = [t.clone() for t in xs]
+        for t in garbage[:5]:
+            t[:, :, 1] = 40.0
+        keep = mask[:, None, :, None]
+        torch.testing.assert_close(_fast(garbage, C, causal, mask, first_to_all=True) * keep,
+                                   _fast(xs, C, causal, mask, first_to_all=True) * keep, atol=1e-5, rtol=1e-5)
+
+
+def test_first_to_all_prefix_consistency():
+    C, T = 4, 19
+    xs = _inputs(B=2, H=2, T=T, C=C, seed=15)
+    full = _fast(xs, C, True, first_to_all=True)
+    for n in (1, 4, 5, 8, 13):
+        torch.testing.assert_close(_fast([t[:, :, :n] for t in xs[:5]] + [xs[5]], C, True, first_to_all=True),
+                                   full[:, :, :n], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("normalizer", ["average", "sum"])
+def test_first_to_all_steps_from_empty_reproduce_parallel(normalizer):
+    """From the empty state, token by token across several chunks (chunk 0 is frozen at position C - 1); the state
+    after n steps equals the prefill's after n tokens (first chunk, running sum without chunk 0, count)."""
+    C, T = 4, 14
+    xs = _inputs(B=2, H=2, T=T, C=C, seed=16)
+    kw = dict(first_to_all=True, linear_normalizer=normalizer)
+    want = _fast(xs, C, True, **kw)
+    state = empty_flash_state(2, 2, C, 8, 6, first_to_all=True)
+    for t in range(T):
+        pos = torch.full((2,), t)
+        token, bias_row = _step_inputs(xs, pos, xs[5])
+        o, state = mixed_chunk_attention_step(*token, bias_row, state, pos, **kw)
+        torch.testing.assert_close(o[:, :, 0], want[:, :, t], **TOL, msg=lambda m, t=t: f"position {t}: {m}")
+        _, pre = _prefill([x[:, :, :t + 1] for x in xs[:5]] + [xs[5]], C, **kw)
+        for name in ("kv", "count", "first_k", "first_v"):
+            torch.testing.assert_close(getattr(state, name), getattr(pre, name), **TOL)
+    assert state.count.tolist() == [8.0, 8.0]                          # chunks 1 and 2; chunk 0 is not counted
+
+
+def test_first_to_all_needs_the_local_part_and_a_matching_state():
+    xs = _inputs(T=9, C=4)
+    with pytest.raises(ValueError, match="parts='global' does not compute"):
+        _fast(xs, 4, True, parts="global", first_to_all=True)
+    _, plain = _prefill(xs, 4)
+    _, first = _prefill(xs, 4, first_to_all=True)
+    token, bias_row = _step_inputs(xs, torch.full((2,), 8), xs[5])
+    with pytest.raises(ValueError, match="needs a FlashFirstToAllState"):
+        mixed_chunk_attention_step(*token, bias_row, plain, torch.full((2,), 9), first_to_all=True)
+    with pytest.raises(ValueError, match="needs a FlashState without first_to_all"):
+        mixed_chunk_attention_step(*token, bias_row, first, torch.full((2,), 9))

@@ -8,6 +8,8 @@ cfg.linear_normalizer="sum"). v is shared by both parts. The math is in ops/mixe
 The paper's ablations: cfg.mixed_chunk_parts "local" or "global" runs one part only (two maps of z, and for "global"
 no relative bias); cfg.gau_attention "softmax" makes the local part softmax(quad_q.quad_k / sqrt(s/h) + b) over the
 chunk's visible keys (ops/mixed_chunk_softmax.py, MC-TFM++'s op, with the bias); cfg.gau_heads as in GAU.
+cfg.first_to_all (flashgau's reading of the paper's "first-to-all"): the chunks after the first also attend exactly
+to the first chunk, which leaves their global part (ops/mixed_chunk.py; relu^2 only, the config says so).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class FlashLayer(GAUBase):
         self.chunk_size = cfg.chunk_size
         self.linear_normalizer = cfg.linear_normalizer
         self.parts = parts
+        self.first_to_all = cfg.first_to_all
 
     def _maps(self, h: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
         """u, v and the four maps quad_q, quad_k, lin_q, lin_k; with one part only, the two it uses stand in for the
@@ -43,7 +46,9 @@ class FlashLayer(GAUBase):
 
     def _options(self) -> dict:
         options = dict(linear_normalizer=self.linear_normalizer, parts=self.parts)
-        return dict(options, scale=self.softmax_scale) if self.softmax else options
+        if self.softmax:
+            return dict(options, scale=self.softmax_scale)
+        return dict(options, first_to_all=self.first_to_all)
 
     def _attend(self, x: Tensor, h: Tensor, ctx: Context,
                 want_state: bool) -> tuple[Tensor, Optional[FlashState | SoftmaxChunkState]]:

@@ -10,7 +10,7 @@ One contract for every op (modelled on flash-linear-attention's ops):
 - step form, for decoding one token per row:
       o, state = op_step(<inputs of the token (B, H, 1, .)>, state, pos, *, <options>)
   at positions pos (B,) int64, the position of each row's token (favor's step needs none and takes none).
-- state: one dataclass per op (FlashState, KVCache, CombinerState or its CombinerPoolState, FavorState,
+- state: one dataclass per op (FlashState or its FlashFirstToAllState, KVCache, CombinerState or its CombinerPoolState, FavorState,
   SoftmaxChunkState), a subclass of
   state.State: (B, ...) tensors, with clone(), select(rows) and nbytes().
 
@@ -28,14 +28,16 @@ from .combiner import (CombinerPoolState, CombinerState, combiner_attention, com
                        empty_combiner_state)
 from .favor import FavorState, empty_favor_state, favor_attention, favor_attention_step
 from .kv_cache import KVCache
-from .mixed_chunk import FlashState, empty_flash_state, mixed_chunk_attention, mixed_chunk_attention_step
+from .mixed_chunk import (FlashFirstToAllState, FlashState, empty_flash_state, mixed_chunk_attention,
+                          mixed_chunk_attention_step)
 from .mixed_chunk_softmax import (SoftmaxChunkState, empty_softmax_chunk_state, mixed_chunk_softmax_attention,
                                   mixed_chunk_softmax_attention_step)
 from .quad import relu2_attention, relu2_attention_step
 from .softmax import softmax_attention, softmax_attention_step
 from .state import State
 
-__all__ = ["State", "FlashState", "KVCache", "CombinerState", "CombinerPoolState", "FavorState", "SoftmaxChunkState",
+__all__ = ["State", "FlashState", "FlashFirstToAllState", "KVCache", "CombinerState", "CombinerPoolState", "FavorState",
+           "SoftmaxChunkState",
            "mixed_chunk_attention", "mixed_chunk_attention_step", "empty_flash_state",
            "relu2_attention", "relu2_attention_step", "softmax_attention", "softmax_attention_step",
            "combiner_attention", "combiner_attention_step", "empty_combiner_state",

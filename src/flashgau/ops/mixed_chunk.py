@@ -16,6 +16,17 @@ Two forms share one state type, `FlashState` (the contract of flashgau.ops):
     4. output = local + global, unpadded.
   `parts` ("both", the paper's FLASH; "local"; "global") computes one of the two parts only (the ablation of the
   paper's §4): the other is neither computed nor added, in the parallel and the step form alike.
+  `first_to_all` (flashgau's reading of the paper's "first-to-all", an interpretation; docs/model_options.md): the
+  queries of every chunk g >= 1 also attend exactly to the C tokens of the first chunk (chunk 0, positions 0..C-1,
+  where a QA prompt's question sits), and chunk 0 leaves their global part:
+    2b. for queries i in chunks g >= 1, add sum over keys j of chunk 0 of relu(quad_q_i.quad_k_j / C)^2 v_j: the /C
+        scale of the local part, no relative bias (the in-chunk bias spans offsets within a chunk; q and k carry
+        RoPE), every key of chunk 0 (causal too: all of chunk 0 precedes chunk g), masked keys adding nothing;
+    3'. the global part of chunks g >= 1 summarises chunks 1..g-1 (causal) or chunks 1..G-1 (bidirectional), its
+        "average" divisor counting the real tokens of those chunks only, so chunk 0 is counted once.
+  Chunk 0's own queries are unchanged (causal: their own chunk only; bidirectional: their chunk and the global
+  summary of all chunks, as without the option), so T <= C gives the plain op's output. Cost: one more C x C block
+  per chunk, O(T C); the decoding state gains chunk 0's quad_k and v (C rows each): fixed size.
   Memory is O(T C) for the local part and O(G s e) for the summaries: never a per-token s x e state, never T x T.
   ops/reference/mixed_chunk.py holds the dense reference and a short einsum listing of the same four steps.
 - `mixed_chunk_attention_step` (decoding one token) -> (o, FlashState): the same arithmetic for one query, against
@@ -39,7 +50,7 @@ from torch import Tensor
 from . import fastpath
 from .chunks import chunk_mask, exclusive_cumsum, open_chunk, pick_rows, sums_before, to_chunks
 from .local_blocks import causal_local_attention, default_block
-from .state import State, check_final_state, check_linear_normalizer, check_parts
+from .state import State, check_final_state, check_first_to_all, check_linear_normalizer, check_parts
 
 
 @dataclass
@@ -58,9 +69,22 @@ class FlashState(State):
     v: Tensor
 
 
+@dataclass
+class FlashFirstToAllState(FlashState):
+    """FlashState of mixed chunk attention with first_to_all: kv and count then sum the finished chunks after the
+    first one only, and
+
+    first_k, first_v: (B, H, C, s|e), the first chunk's local keys and values, written when its last slot (position
+    C - 1) is filled and frozen after; zero before (so the queries of chunk 0, which must not read them, get 0)."""
+
+    first_k: Tensor
+    first_v: Tensor
+
+
 def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor, bias: Tensor, *,
                           chunk_size: int, causal: bool, key_mask: Optional[Tensor] = None,
                           linear_normalizer: str = "average", parts: str = "both", local_block: Optional[int] = None,
+                          first_to_all: bool = False,
                           output_final_state: bool = False) -> tuple[Tensor, Optional[FlashState]]:
     """Parallel mixed chunk attention. Returns (o (B, H, T, e), final_state): final_state is None unless
     output_final_state (causal only), then the state after each row's last real token (key_mask's row sum; right
@@ -79,6 +103,7 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
     check_final_state(causal, output_final_state)
     check_linear_normalizer(linear_normalizer)
     check_parts(parts)
+    check_first_to_all(first_to_all, parts)
     B, H, T, s = quad_q.shape
     e = v.shape[-1]
     C = chunk_size
@@ -102,6 +127,8 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
             bias = bias.masked_fill(~torch.ones(C, C, dtype=torch.bool, device=bias.device).tril(), float("-inf"))
         scores = torch.baddbmm(bias.to(quad_q.dtype), quad_q, quad_k.transpose(1, 2), alpha=1.0 / C)
         out = torch.relu(scores).square() @ v                            # (B*H*G, C, e)
+    if first_to_all and G > 1:                                            # 2b. chunks >= 1 also see chunk 0
+        out = _add_first_chunk(out, quad_q, quad_k, v, B * H, G, C)
 
     # 3. global: one summary per chunk, averaged over the real tokens it holds
     acc = torch.promote_types(v.dtype, torch.float32)                     # fp32, or fp64 for fp64 inputs
@@ -113,6 +140,10 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
         count = (T - C * torch.arange(G, device=quad_q.device)).clamp(max=C).to(torch.float32)[None]
     else:
         count = chunk_mask(km, B, T, C, km.device).sum(-1).float()
+    if first_to_all:                                                      # 3'. chunks >= 1 do not see chunk 0 here
+        kv_with_first, count_with_first = kv, count
+        kv = torch.cat([torch.zeros_like(kv[:, :, :1]), kv[:, :, 1:]], 2)
+        count = torch.cat([torch.zeros_like(count[:, :1]), count[:, 1:]], 1)
     if parts != "local" and causal:
         if fastpath.enabled("lean_global"):
             kv_seen = exclusive_cumsum(kv, 2)                            # chunk g sees the chunks < g
@@ -127,9 +158,15 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
         out = torch.baddbmm(out, lin_q, kv_seen.to(lin_q.dtype).reshape(B * H * G, s, e))
     elif parts != "local":
         total = count.sum(1).clamp_min(1.0).expand(B).reshape(B, 1, 1, 1) if average else C
-        kv_all = kv.sum(2) / total
-        out = torch.baddbmm(out.reshape(B * H, G * C, e), lin_q.reshape(B * H, G * C, s),
-                            kv_all.to(lin_q.dtype).reshape(B * H, s, e))
+        kv_all = (kv.sum(2) / total).to(lin_q.dtype).reshape(B * H, s, e)
+        out, lin_q = out.reshape(B * H, G * C, e), lin_q.reshape(B * H, G * C, s)
+        if first_to_all:                                                  # chunk 0's queries: every chunk, as before
+            total = count_with_first.sum(1).clamp_min(1.0).expand(B).reshape(B, 1, 1, 1) if average else C
+            kv_first = (kv_with_first.sum(2) / total).to(lin_q.dtype).reshape(B * H, s, e)
+            head = torch.baddbmm(out[:, :C], lin_q[:, :C], kv_first)
+            out = torch.cat([head, torch.baddbmm(out[:, C:], lin_q[:, C:], kv_all)], 1) if G > 1 else head
+        else:
+            out = torch.baddbmm(out, lin_q, kv_all)
 
     # 4. local + global (summed in place above), unpadded
     out = out.reshape(B, H, G * C, e)[:, :, :T]
@@ -137,8 +174,26 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
         return out, None
     length = torch.full((B,), T, device=quad_q.device) if km is None else km.sum(1)
     shape = (B, H, G, C)
-    return out, _state_after_prefill(quad_k.reshape(*shape, s), lin_k.reshape(*shape, s), v.reshape(*shape, e), kv,
-                                     count.expand(B, G), length, C)
+    state = _state_after_prefill(quad_k.reshape(*shape, s), lin_k.reshape(*shape, s), v.reshape(*shape, e), kv,
+                                 count.expand(B, G), length, C)
+    if first_to_all:                                                      # chunk 0, once each row has filled it
+        ready = (length >= C).reshape(B, 1, 1, 1)
+        first_k, first_v = quad_k.reshape(*shape, s)[:, :, 0], v.reshape(*shape, e)[:, :, 0]
+        state = FlashFirstToAllState(**vars(state), first_k=first_k * ready.to(first_k.dtype),
+                                     first_v=first_v * ready.to(first_v.dtype))
+    return out, state
+
+
+def _add_first_chunk(out: Tensor, quad_q: Tensor, quad_k: Tensor, v: Tensor, BH: int, G: int, C: int) -> Tensor:
+    """Step 2b of first_to_all: out (BH*G, C, e) plus, for the queries of chunks 1..G-1, relu(quad_q quad_k0^T / C)^2
+    v0 over the C keys of chunk 0 (masked ones have v = 0). quad_q, quad_k (BH*G, C, s), v (BH*G, C, e)."""
+    s, e = quad_q.shape[-1], v.shape[-1]
+    q_rest = quad_q.reshape(BH, G * C, s)[:, C:]                          # (BH, (G-1) C, s)
+    k0 = quad_k.reshape(BH, G, C, s)[:, 0]                                # (BH, C, s)
+    v0 = v.reshape(BH, G, C, e)[:, 0]                                     # (BH, C, e)
+    first = torch.relu(q_rest @ k0.transpose(1, 2) / C).square() @ v0    # (BH, (G-1) C, e)
+    out = out.reshape(BH, G * C, e)
+    return torch.cat([out[:, :C], out[:, C:] + first], 1).reshape(BH * G, C, e)
 
 
 def local_block_for(C: int, causal: bool, local_block: Optional[int] = None) -> Optional[int]:
@@ -164,27 +219,39 @@ def _state_after_prefill(quad_k, lin_k, v, kv, count, length, C) -> FlashState:
 
 
 def empty_flash_state(batch: int, heads: int, chunk_size: int, qk_dim: int, v_dim: int, *, device=None,
-                      dtype=torch.float32) -> FlashState:
-    """The state before any token."""
-    return FlashState(
+                      dtype=torch.float32, first_to_all: bool = False) -> FlashState:
+    """The state before any token (a FlashFirstToAllState with first_to_all)."""
+    state = FlashState(
         kv=torch.zeros(batch, heads, qk_dim, v_dim, device=device, dtype=torch.promote_types(dtype, torch.float32)),
         count=torch.zeros(batch, device=device, dtype=torch.float32),
         quad_k=torch.zeros(batch, heads, chunk_size, qk_dim, device=device, dtype=dtype),
         lin_k=torch.zeros(batch, heads, chunk_size, qk_dim, device=device, dtype=dtype),
         v=torch.zeros(batch, heads, chunk_size, v_dim, device=device, dtype=dtype),
     )
+    if not first_to_all:
+        return state
+    return FlashFirstToAllState(**vars(state), first_k=torch.zeros_like(state.quad_k),
+                                first_v=torch.zeros_like(state.v))
 
 
 def mixed_chunk_attention_step(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor,
                                bias_row: Tensor, state: FlashState, pos: Tensor, *,
-                               linear_normalizer: str = "average", parts: str = "both") -> tuple[Tensor, FlashState]:
+                               linear_normalizer: str = "average", parts: str = "both",
+                               first_to_all: bool = False) -> tuple[Tensor, FlashState]:
     """One decoding step for one token per row at positions pos (B,); updates `state` in place and returns
     (o (B, H, 1, e), state).
 
     Inputs are (B, H, 1, s|e); bias_row (B, 1, 1, C) holds the bias of this query against each slot of its chunk.
     Invariant: the value buffer is zero in the slots after the newest token (prefill and the fold keep it so), which
-    masks them.
+    masks them. first_to_all needs a FlashFirstToAllState (and only it takes one): its first_v is zero until chunk 0
+    is complete, so the first-chunk term needs no mask either; the fold at position C - 1 freezes chunk 0 there
+    instead of adding it to the running sum.
     """
+    check_first_to_all(first_to_all, parts)
+    if first_to_all != isinstance(state, FlashFirstToAllState):
+        raise ValueError(f"first_to_all={first_to_all} needs "
+                         f"{'a FlashFirstToAllState' if first_to_all else 'a FlashState without first_to_all'}, "
+                         f"got a {type(state).__name__}")
     B, H, C, _ = state.quad_k.shape
     slot = pos % C                                                       # (B,)
     rows = torch.arange(B, device=slot.device)
@@ -198,6 +265,9 @@ def mixed_chunk_attention_step(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, li
     else:
         weights = torch.relu(quad_q @ state.quad_k.transpose(-1, -2).to(quad_q.dtype) / C + bias_row).square()
         out = weights @ state.v.to(quad_q.dtype)
+        if first_to_all:
+            first = torch.relu(quad_q @ state.first_k.transpose(-1, -2).to(quad_q.dtype) / C).square()
+            out = out + first @ state.first_v.to(quad_q.dtype)
     if parts != "local":
         if linear_normalizer == "average":
             denom = state.count.clamp_min(1.0).reshape(B, 1, 1, 1).to(lin_q.dtype)
@@ -207,10 +277,16 @@ def mixed_chunk_attention_step(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, li
 
     full = slot == C - 1                                                 # chunk complete: fold it in
     if bool(full.any()):
+        summed = full
+        if first_to_all:                                                 # chunk 0 complete: freeze it, do not sum it
+            first = (full & (pos < C)).reshape(B, 1, 1, 1)
+            state.first_k.copy_(torch.where(first, state.quad_k, state.first_k))
+            state.first_v.copy_(torch.where(first, state.v, state.first_v))
+            summed = full & (pos >= C)
         if parts != "local":
             acc = state.kv.dtype
             chunk_kv = state.lin_k.to(acc).transpose(-1, -2) @ state.v.to(acc)   # (B, H, s, e)
-            state.kv += chunk_kv * full.reshape(B, 1, 1, 1)
-        state.count += full.float() * C
+            state.kv += chunk_kv * summed.reshape(B, 1, 1, 1)
+        state.count += summed.float() * C
         state.v.masked_fill_(full.reshape(B, 1, 1, 1), 0)                # the next chunk starts empty
     return out, state
