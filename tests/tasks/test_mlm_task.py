@@ -76,6 +76,21 @@ def test_the_loss_counts_the_chosen_positions_only(build):
     assert logits.grad[~chosen].abs().max() == 0 and logits.grad[chosen].abs().max() > 0
 
 
+def test_packed_masked_windows_keep_their_documents_apart(build):
+    """--pack-documents with the MLM objective: windows crossing a boundary carry segment ids, the corruption leaves
+    them alone, and a bidirectional model's loss on a packed window is the per-document runs' loss."""
+    stream = MaskedWindows(WindowSampler(documents([40, 30, 50]).packed(), 32, seed=2), TOK, seed=2)
+    batch = next(b for b in (stream.next_batch(4) for _ in range(50)) if b.segment_ids is not None)
+    row = int((batch.segment_ids[:, -1] > 0).nonzero()[0])
+    seg, ids, labels = batch.segment_ids[row], batch.input_ids[row:row + 1], batch.labels[row:row + 1]
+    model = build("flash", causal=False, vocab_size=257)
+    cut = int((seg > 0).nonzero()[0])
+    packed = model(ids, segment_ids=seg[None]).logits
+    apart = torch.cat([model(ids[:, :cut]).logits, model(ids[:, cut:]).logits], 1)
+    torch.testing.assert_close(packed, apart, atol=2e-5, rtol=1e-5)
+    assert (labels != IGNORE_INDEX).any()
+
+
 def test_heldout_positions_depend_on_the_window_alone():
     docs = documents([70, 10, 40, 33])                     # full windows, a padded one, documents' tail windows
     heldout = MLMHeldout(HeldoutWindows(docs, 16), TOK)

@@ -2,8 +2,9 @@
 
 A benchmark module (see bench/__init__.py) exposes add_arguments(parser) and run(args) -> int. Modules are imported
 only when their subcommand runs (or its parser is built), and `decode` is registered only when bench/decode.py
-exists. `scaling` (data-parallel training on 1 and N processes) is a command of its own, not part of `all`: it
-starts torchrun runs that take every core or GPU. Hook into the top-level parser with `add_arguments(parser)` + `run(args)` (the shape of flashgau.cli's
+exists. `scaling` (data-parallel training on 1 and N processes) and `qa` (pre-training then fine-tuning six models) are
+commands of their own, not part of `all`: the first starts torchrun runs that take every core or GPU, the second
+trains twelve runs. Hook into the top-level parser with `add_arguments(parser)` + `run(args)` (the shape of flashgau.cli's
 commands).
 """
 
@@ -27,9 +28,11 @@ HELP = {
                  "paper claim checked against the measurement",
     "scaling": "training tokens/s on 1 process and on N (torchrun, DDP) with the same global batch; scaling "
                "efficiency",
+    "qa": "the paper's TriviaQA table on the stand-in QA task: six models pre-trained and fine-tuned for equal time, "
+          "PT perplexity, FT EM/F1 beside the floors, latency reduction against Transformer+",
     "all": "every benchmark in turn (--quick: a reduced version in a few minutes)",
 }
-OWN_COMMANDS = ("scaling",)      # benchmarks that `all` does not run
+OWN_COMMANDS = ("scaling", "qa")      # benchmarks that `all` does not run
 
 
 def available() -> list[str]:

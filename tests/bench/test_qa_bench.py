@@ -1,0 +1,62 @@
+"""`flashgau bench qa` at tiny size: each row is pre-trained then fine-tuned from its pre-trained run, both phases
+saved and skipped on a rerun, the report gives the paper's columns (PT perplexity, EM / F1 beside the floors,
+latency reduction against Transformer+), and the rows carry the paper's settings (s x 4, first-to-all)."""
+
+import json
+
+import pytest
+
+from flashgau import ModelConfig
+from flashgau.bench import qa
+from flashgau.errors import ConfigError
+
+
+def _args(parse, out, corpus, *extra):
+    return parse(qa, ["--quick", "--data", corpus, "--device", "cpu", "--precision", "fp32", "--out", out,
+                      "--eval-windows", 2, *extra])
+
+
+def test_rows_pretrain_then_finetune_and_report_the_papers_columns(tmp_path, small_corpus, parse, capsys):
+    args = _args(parse, tmp_path, small_corpus, "--rows", "transformer+", "flash-s512-first-to-all")
+    assert qa.run(args) == 0
+    runs = tmp_path / "runs" / "qa-quick"
+    saved = {p.name: json.loads(p.read_text()) for p in runs.glob("*.json")}
+    assert len(saved) == 4                                              # two rows x (pre-training, fine-tuning)
+    ft = next(r for name, r in saved.items() if name.endswith("first-to-all-ft.json"))
+    pt = next(r for name, r in saved.items() if name.endswith("first-to-all-pt.json"))
+    assert pt["train_config"]["objective"] == "lm" and ft["train_config"]["objective"] == "qa"
+    assert ft["train_config"]["init_from"] == str(runs / pt["key"] / "pt")
+    tiny = ModelConfig.for_context("tiny", arch="flash", context=512)
+    assert ft["model_config"]["qk_dim"] == 4 * tiny.qk_dim and ft["model_config"]["first_to_all"] is True
+    assert ft["model_config"]["chunk_size"] == qa.QA_CHUNK
+    assert not list(runs.rglob("checkpoint.pt"))                        # removed once a row is done
+    rep = json.loads((tmp_path / "qa-quick.json").read_text())
+    rows = {r["row"]: r for r in rep["rows"]}
+    assert rows["transformer+"]["pt_latency_reduction"] == pytest.approx(1.0)
+    first = rows["flash-s512-first-to-all"]
+    assert first["pt_latency_reduction"] > 0 and first["ft_latency_reduction"] > 0
+    assert 0 <= first["f1"][0] <= 100 and first["examples"] == 200
+    assert first["floor_frequent_f1"] > 0 and first["paper"][1] == 73.9
+    md = (tmp_path / "qa-quick.md").read_text()
+    assert "FLASH, s = 512 + first-to-all" in md and "most frequent speaker" in md
+    assert (tmp_path / "qa-quick.png").stat().st_size > 0
+    capsys.readouterr()
+    assert qa.run(args) == 0                                            # resumable: nothing trains again
+    assert capsys.readouterr().out.count("done, skipped") == 2
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--context", 0, "--context must be >= 1"),
+    ("--pretrain-seconds", 0, "--pretrain-seconds must be > 0"),
+])
+def test_bad_settings_are_one_line(option, value, message, tmp_path, small_corpus, parse):
+    with pytest.raises(ConfigError, match=message):
+        qa.settings_from_args(_args(parse, tmp_path, small_corpus, option, value))
+
+
+def test_every_row_is_a_valid_model_at_the_default_settings(parse):
+    s = qa.settings_from_args(parse(qa, ["--device", "cpu"]))
+    for row in qa.ROWS:
+        cfg = ModelConfig.for_context(s.preset, arch=row.arch, context=s.context, **qa.model_options(row, s))
+        assert cfg.arch == row.arch
+    assert len({s.key(row, 0) for row in qa.ROWS}) == len(qa.ROWS)
