@@ -33,7 +33,7 @@ class Command:
 TRAIN_FIELDS = ("arch", "preset", "context", "steps", "time_budget", "time_budget_covers", "batch_tokens",
                 "micro_batch_tokens", "lr", "warmup_steps", "weight_decay", "grad_clip", "precision", "data",
                 "tokenizer", "bpe_vocab_size", "pack_documents", "eval_every", "eval_windows", "save_every",
-                "sample_tokens", "sample_prompt", "seed", "objective", "init_from")
+                "sample_tokens", "sample_prompt", "seed", "objective", "init_from", "checkpoint_activations")
 CLI_SAMPLE_TOKENS = 300   # an LM run of the command writes a sample after training unless told otherwise (the
                           # library: none; an MLM run: none, it has `flashgau fill`)
 
@@ -111,6 +111,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     hardware.add_argument("--fsdp", action="store_true", help="under torchrun: shard parameters, gradients and "
                           "optimizer state over the processes (PyTorch FSDP2, fully_shard) instead of a copy of "
                           "the model per process (DDP); for models that do not fit one device")
+    hardware.add_argument("--checkpoint-activations", action=argparse.BooleanOptionalAction, default=None,
+                          help="recompute each block's activations in the backward pass instead of keeping them: "
+                          "a training step's activation memory falls to about one block's (long contexts), for "
+                          "about one more forward pass of time; the same loss and gradients (default: off)")
     run = p.add_argument_group("run")
     run.add_argument("--out", metavar="DIR", help="output folder: checkpoint.pt, metrics.jsonl, loss.png, "
                      "summary.json (default: runs/<arch>-<preset>)")
@@ -261,8 +265,8 @@ def run_train(args: argparse.Namespace) -> int:
                               + (["--model-config"] if args.model_config else [])
                               + [f"--{k}" for k in vars(args) if k.startswith(MODEL_OPTION)])
             raise ConfigError(f"{names} cannot be given with --resume: a resumed run keeps the settings saved in "
-                              "its checkpoint (--device, --fsdp, --compile, --sample-tokens, --prompt and --data, the "
-                              "same text in a new place, may change)")
+                              "its checkpoint (--device, --fsdp, --compile, --[no-]checkpoint-activations, --sample-tokens, "
+                              "--prompt and --data, the same text in a new place, may change)")
         path = args.resume or args.out or TrainConfig().out_dir
         result = train(resume=path, changes=changes, compile=args.compile, **common)
     else:

@@ -1,7 +1,10 @@
 """LanguageModel: token embeddings (+ scaled sinusoid) -> blocks -> final norm -> head.
 
 Causal (language modelling) or bidirectional (an encoder for masked language modelling), for every arch in
-config.ARCHS; the block of each arch comes from layers.BLOCKS. Shapes: B batch, T tokens, d width, V vocabulary.
+config.ARCHS; the block of each arch comes from layers.BLOCKS. `set_activation_checkpointing(True)` recomputes each
+block's activations in the backward pass instead of keeping them (layers/recompute.py): less memory, the same
+function and gradients; a setting of the module like train()/eval(), not of its ModelConfig.
+Shapes: B batch, T tokens, d width, V vocabulary.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from .layers.gau import GAUBase
 from .layers.init import init_weights
 from .layers.norms import ScaleNorm
 from .layers.positions import RelPosBias, ScaledSinusoid
+from .layers.recompute import checkpointed
 
 
 @dataclass
@@ -41,7 +45,18 @@ class LanguageModel(nn.Module):
         self.blocks = nn.ModuleList(make_block(config) for _ in range(config.n_layers))
         self.norm = nn.LayerNorm(config.d_model) if config.norm == "layernorm" else ScaleNorm()
         self.head = None if config.tie_embeddings else nn.Linear(config.d_model, config.vocab_size, bias=False)
+        # activation checkpointing per block, in training mode with gradients only; HF's attribute name, so that
+        # PreTrainedModel.is_activation_checkpointing sees it (hf/modeling.py)
+        self.gradient_checkpointing = False
         self._init_weights()
+
+    def set_activation_checkpointing(self, enabled: bool = True) -> "LanguageModel":
+        """Recompute each block's activations in the backward pass (True) or keep them (False); returns self.
+        Applies to training-mode forward passes with gradients; eval, no_grad and decoding are unchanged."""
+        if not isinstance(enabled, bool):
+            raise TypeError(f"enabled must be True or False, got {enabled!r}")
+        self.gradient_checkpointing = enabled
+        return self
 
     def _init_weights(self) -> None:
         init_weights(self, self.config)
@@ -81,8 +96,9 @@ class LanguageModel(nn.Module):
         T = input_ids.shape[1]
         ctx = Context(positions=torch.arange(T, device=input_ids.device), key_mask=key_mask, causal=self.config.causal)
         x = self.embed_tokens(input_ids, ctx.positions)
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x, ctx)
+            x = checkpointed(block, x, ctx) if recompute else block(x, ctx)
         return x
 
     @staticmethod

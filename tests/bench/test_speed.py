@@ -160,3 +160,37 @@ def test_compiled_series_real_compile(tmp_path, parse):
     rep = json.loads((tmp_path / "speed.json").read_text())
     assert {(r["arch"], r["series"]) for r in rep["rows"]} == {(a, s) for a in ("transformer++", "flash")
                                                                for s in ("tokens", "compiled")}
+
+
+def test_checkpointed_series_measures_batch_1_with_recompute(tmp_path, parse, monkeypatch):
+    """--checkpoint-activations: every batch-1 configuration again with activation checkpointing (timed in this
+    process, memory and FLOPs in the memory process, whose count includes the recomputed forward), its own table
+    and per-token lines; --name names the report and its saved runs."""
+    import flashgau.model as model_module
+
+    calls = []
+    real = model_module.checkpointed
+    monkeypatch.setattr(model_module, "checkpointed", lambda *a: calls.append(1) or real(*a))
+    args = parse(speed, [*TINY, "--contexts", 32, 64, "--batch-contexts", 32, "--precisions", "fp32", "--out",
+                         tmp_path, "--checkpoint-activations", "--name", "memory-test", "--repeats", 1])
+    s = speed.settings_from_args(args)
+    assert [(g.series, g.context, g.batch) for g in speed.groups(s)] == [
+        ("tokens", 64, 1), ("tokens", 32, 2), ("batch", 32, 1), ("checkpointed", 64, 1), ("checkpointed", 32, 1)]
+    assert speed.run(args) == 0
+    assert calls                                                 # the timed checkpointed steps recomputed
+    rep = json.loads((tmp_path / "memory-test.json").read_text())
+    assert rep["settings"]["checkpoint_activations"] and rep["settings"]["name"] == "memory-test"
+    rows = {(r["arch"], r["series"], r["context"]): r for r in rep["rows"]}
+    for arch in ("transformer++", "flash"):
+        for T, plain_series in ((32, "batch"), (64, "tokens")):
+            plain, ckpt = rows[(arch, plain_series, T)], rows[(arch, "checkpointed", T)]
+            assert ckpt["batch"] == 1 and ckpt["peak_bytes"] > 0 and ckpt["activation_bytes"] is not None
+            assert ckpt["counted_flops"] > plain["counted_flops"]          # the recomputed forward
+    names = {h["name"] for h in rep["headline"]}
+    assert {"activation_bytes_per_token_flash_fp32", "activation_bytes_per_token_transformer++_fp32"} <= names
+    md = (tmp_path / "memory-test.md").read_text()
+    assert "## Activation checkpointing: batch 1, with and without recompute" in md and "act./token 64 ÷ 32" in md
+    assert sorted(p.stem for p in (tmp_path / "runs" / "memory-test").glob("*.json"))[:2] == [
+        "tiny-batch-T32-B1-fp32", "tiny-checkpointed-T32-B1-fp32"]
+    with pytest.raises(Exception, match="--name"):
+        speed.settings_from_args(parse(speed, ["--name", "../x"]))

@@ -106,7 +106,8 @@ def test_two_processes_train_the_curve_of_one_and_rank_0_alone_writes(ddp_run, t
 
 def test_fsdp_trains_the_curve_of_ddp_and_saves_one_checkpoint_in_the_same_layout(ddp_run, tmp_path):
     """FSDP (fully_shard) on 2 CPU processes: stopped after step 4 (the shards gathered into one file), resumed with
-    FSDP (the file sharded again), it trains DDP's curve; its checkpoint is the single-process layout."""
+    FSDP (the file sharded again) and activation checkpointing (each sharded block recomputed in backward), it
+    trains DDP's curve; its checkpoint is the single-process layout."""
     values, ddp, _ = ddp_run
     out = tmp_path / "fsdp"
     first = torchrun(cli(values, out) + ["--fsdp", "--stop-after", "4"])
@@ -120,8 +121,9 @@ def test_fsdp_trains_the_curve_of_ddp_and_saves_one_checkpoint_in_the_same_layou
     assert groups(saved) == groups(layout)
     assert {i: {k: v.shape for k, v in entry.items()} for i, entry in saved["optimizer"]["state"].items()} == \
         {i: {k: v.shape for k, v in entry.items()} for i, entry in layout["optimizer"]["state"].items()}
-    second = torchrun(["--resume", str(out), "--fsdp", "--no-progress"])
+    second = torchrun(["--resume", str(out), "--fsdp", "--no-progress", "--checkpoint-activations"])
     assert second.returncode == 0, second.stderr[-3000:]
+    assert "activation checkpointing" in second.stdout
     assert_same_curve(ddp, out, 6)
     assert_same_weights(ddp, out)
 

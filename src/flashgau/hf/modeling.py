@@ -18,6 +18,9 @@ it; every number comes from LanguageModel's forward, prefill and decode_step:
   are generated. Beam search reorders the cache with DecodeState.select. A model without a decoding state (FLASH-Quad
   with normalizer="paper", whose outputs depend on the final length) generates by re-running the whole sequence
   for every token, as flashgau's own generate does; handing it a cache is an error.
+- `activation_checkpointing_enable()` / `gradient_checkpointing_enable()` (and HF Trainer's gradient_checkpointing)
+  switch LanguageModel's own per-block checkpointing (LanguageModel.set_activation_checkpointing): every block,
+  non-reentrant; other checkpoint options (reentrant, offload, every_n_layers > 1) are refused, not ignored.
 
 Shapes: B batch, T tokens, V vocabulary.
 """
@@ -25,10 +28,12 @@ Shapes: B batch, T tokens, V vocabulary.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Optional
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast, MaskedLMOutput
 
@@ -49,7 +54,7 @@ class FlashgauPreTrainedModel(PreTrainedModel):
     config_class = FlashgauConfig
     base_model_prefix = "model"
     main_input_name = "input_ids"
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
     causal: bool = True
 
     def __init__(self, config: FlashgauConfig, language_model: Optional[LanguageModel] = None):
@@ -83,6 +88,23 @@ class FlashgauPreTrainedModel(PreTrainedModel):
             raise ValueError(f"the saved weights lack {len(missing)} tensor(s) of this model: "
                              f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
         return (model, info) if want_info else model
+
+    def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=checkpoint,
+                                    every_n_layers: int = 1) -> None:
+        """What HF's activation_checkpointing_enable / _disable call: LanguageModel's per-block checkpointing, which
+        uses its own non-reentrant torch.utils.checkpoint (aware of its recompute: layers/recompute.py). HF's
+        function is accepted only when it is that same plain checkpoint (HF's default); anything else is refused."""
+        if enable:
+            func = gradient_checkpointing_func
+            plain = func is checkpoint or (isinstance(func, functools.partial) and func.func is checkpoint
+                                           and not func.args and func.keywords == {"use_reentrant": False})
+            if not plain:
+                raise ValueError("flashgau checkpoints every block with non-reentrant torch.utils.checkpoint and no "
+                                 "other options: call activation_checkpointing_enable() without "
+                                 "activation_checkpointing_kwargs (or with {'use_reentrant': False}) and offload")
+            if every_n_layers != 1:
+                raise ValueError(f"flashgau checkpoints every block; every_n_layers={every_n_layers} is not supported")
+        self.model.set_activation_checkpointing(bool(enable))
 
     def _init_weights(self, module) -> None:
         """Nothing: LanguageModel initialises its own weights when built (from_pretrained then loads them all)."""

@@ -10,7 +10,8 @@ from a per-layer seed (itself drawn from torch's global generator, so torch.manu
 the state_dict, and the same for forward, prefill and every decoding step. Redrawing (the Performer paper's
 "feature redrawing", lucidrains' feature_redraw_interval): in training mode the matrix is redrawn every
 `feature_redraw_interval` forward passes, the k-th redraw from seed + k, so a resumed run redraws exactly as an
-uninterrupted one; eval mode, prefill and step never redraw.
+uninterrupted one; eval mode, prefill, step and the recompute of an activation-checkpointed block
+(layers/recompute.py) never redraw.
 
 Shapes: B batch, H heads, T tokens, dh head width, m random features.
 """
@@ -26,6 +27,7 @@ from ..config import ModelConfig
 from ..ops.favor import FavorState, draw_orthogonal_features, favor_attention, favor_attention_step
 from .attention import MultiHeadAttention
 from .context import Context
+from .recompute import recomputing
 
 
 class PerformerAttention(MultiHeadAttention):
@@ -57,7 +59,7 @@ class PerformerAttention(MultiHeadAttention):
         self.calls_since_redraw.zero_()
 
     def _maybe_redraw(self) -> None:
-        if not self.training or self.redraw_interval == 0:
+        if not self.training or self.redraw_interval == 0 or recomputing():   # once per step, not in a recompute
             return
         if int(self.calls_since_redraw) >= self.redraw_interval:
             self.redraw_features()

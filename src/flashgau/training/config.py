@@ -58,6 +58,10 @@ class TrainConfig:
                         "fp32", "bf16", or "fp16" (CUDA only, with a gradient scaler). Weights and optimizer
                         state stay fp32 in every precision.
     compile:            wrap the model in torch.compile.
+    checkpoint_activations: recompute each block's activations in the backward pass instead of keeping them
+                        (LanguageModel.set_activation_checkpointing): a training step's activation memory falls to
+                        about one block's plus a (B, T, d) input per block, for about one more forward pass of time;
+                        the same loss and gradients. For long contexts; may change on resume.
     data:               None for the default corpus (Shakespeare), a text file, a folder, dataset files (JSON lines,
                         Parquet, Arrow), or a folder made by `flashgau prepare` (whose tokenizer and split then
                         replace tokenizer, bpe_vocab_size and heldout_fraction). Anything but a prepared folder is
@@ -100,6 +104,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     precision: str = "auto"
     compile: bool = False
+    checkpoint_activations: bool = False
     data: Optional[str] = None
     heldout_fraction: float = 0.1
     tokenizer: str = "bytes"
@@ -178,8 +183,8 @@ class TrainConfig:
         need(self.tokenizer in TOKENIZERS or is_tokenizer_file(self.tokenizer),
              f"tokenizer must be one of {', '.join(TOKENIZERS)} or the path of a tokenizer.json, got "
              f"{self.tokenizer!r}")
-        need(isinstance(self.pack_documents, bool), f"pack_documents must be true or false, got "
-                                                    f"{self.pack_documents!r}")
+        for name in ("pack_documents", "checkpoint_activations"):
+            need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         need(self.tokenizer != "bpe" or self.bpe_vocab_size > 256,
              f"bpe_vocab_size must be > 256 (the byte alphabet), got {self.bpe_vocab_size}")
         if self.steps is None and self.time_budget is None:

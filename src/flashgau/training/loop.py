@@ -83,8 +83,8 @@ def train(config: Optional[TrainConfig] = None, *, resume: Optional[Union[str, P
           compile: Optional[bool] = None, stop_after: Optional[int] = None, overwrite: bool = False,
           fsdp: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
     """Train a language model as `config` says, or continue the run saved at `resume` (a checkpoint file or
-    run folder) with its saved settings, but for `changes` (state.RESUME_CHANGES: compile, the sample, the data's
-    new place), on `device` ("auto": a GPU when there is one). `compile` switches torch.compile for either.
+    run folder) with its saved settings, but for `changes` (state.RESUME_CHANGES: compile, activation
+    checkpointing, the sample, the data's new place), on `device` ("auto": a GPU when there is one). `compile` switches torch.compile for either.
     `stop_after` ends the session after that step with a checkpoint, as an interruption would. Everything is
     checked before anything is written; the run folder is then owned by this process until train() returns.
     Under torchrun every process calls train() the same way and they train one model (module docstring); `fsdp`
@@ -211,6 +211,7 @@ class _Session:
                  f"{accumulation}) | {length} | out {run.out_dir}")
         self.log(f"device {describe_device(run.device)} | precision {run.precision.describe()}"
                  + (" | torch.compile" if cfg.compile else "")
+                 + (" | activation checkpointing" if cfg.checkpoint_activations else "")
                  + (f" | {run.dist.describe()}" if run.dist.world_size > 1 else ""))
 
     def checkpoint(self) -> None:

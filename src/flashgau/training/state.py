@@ -168,7 +168,7 @@ def start_run(config: TrainConfig, *, device: torch.device, overwrite: bool = Fa
     model = build_model(model_cfg, config.seed)
     if source is not None:
         source.load_into(model)
-    model.to(device)
+    model.to(device).set_activation_checkpointing(config.checkpoint_activations)
     return RunState(config=config, model_config=model_cfg, data=data, heldout=heldout, sampler=sampler, model=model,
                     forward=_compiled(model, config.compile), optimizer=_optimizer(model, config),
                     scaler=precision.grad_scaler(), precision=precision, device=device, out_dir=out_dir,
@@ -176,8 +176,9 @@ def start_run(config: TrainConfig, *, device: torch.device, overwrite: bool = Fa
                     schedule=WarmupCosine(config.lr, config.steps, config.warmup_steps, config.min_lr_ratio))
 
 
-# settings a resumed run may change: they do not change what the run computes (moved data must hold the same text)
-RESUME_CHANGES = ("compile", "sample_tokens", "sample_prompt", "data")
+# settings a resumed run may change: they do not change what the run computes (moved data must hold the same text;
+# checkpointed activations are recomputed, not changed)
+RESUME_CHANGES = ("compile", "checkpoint_activations", "sample_tokens", "sample_prompt", "data")
 
 
 def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optional[dict] = None,
@@ -210,7 +211,7 @@ def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optiona
     sampler, heldout = _windows(config, data, dist)
     model = build_model(model_cfg, config.seed)
     load_model_state(model, state["model"], ckpt_path)
-    model.to(device)
+    model.to(device).set_activation_checkpointing(config.checkpoint_activations)
     optimizer = _optimizer(model, config)
     scaler = precision.grad_scaler()
     try:

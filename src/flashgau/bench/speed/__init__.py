@@ -8,7 +8,10 @@ What is measured (see docs/benchmarks.md):
   repeats the fixed-tokens step under torch.compile (inductor) for --compile-archs at --compile-contexts: the
   paper's timings are of XLA-compiled programs, and FLASH's many elementwise passes over wide activations are
   exactly what a compiler fuses (eager PyTorch runs each as its own pass over memory, while the baselines'
-  attention is one fused SDPA kernel either way). All archs of one (series, context, precision) group are timed in
+  attention is one fused SDPA kernel either way). With --checkpoint-activations a "checkpointed" series repeats
+  every batch-1 configuration with activation checkpointing (each block recomputed in backward; `flashgau train
+  --checkpoint-activations`): its step time and peak memory beside the plain ones, and the activation memory per
+  token of both. All archs of one (series, context, precision) group are timed in
   one process, interleaved: warm-up steps, then `repeats` rounds that each time one step of every arch. Median,
   min, max, IQR.
 - memory and counted FLOPs of one step (memory.py: the resident set in a separate process on a CPU,
@@ -72,6 +75,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="sizes of the square matmuls timed for the device's peak (default: "
                         f"{_list(PEAK_SIZES['cpu'])} on a CPU, {_list(PEAK_SIZES['cuda'])} on a GPU)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory/FLOP-count measurement")
+    p.add_argument("--checkpoint-activations", action="store_true", help="also measure every batch-1 configuration "
+                   "(--batch-contexts, and a --contexts whose batch is 1) with activation checkpointing (each block "
+                   "recomputed in backward, as `flashgau train --checkpoint-activations`): step time, peak memory and "
+                   "activation memory per token with and without recompute")
+    p.add_argument("--name", default=None, metavar="NAME", help="name of the report (NAME.md, .json, .png) and of its "
+                   "saved runs (runs/NAME/) (default: speed; --quick: speed-quick)")
     p.add_argument("--max-attention-gib", type=float, default=8.0, metavar="GIB",
                    help="skip configurations whose estimated T x T attention memory exceeds this (default: 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights and random tokens (default: 0)")

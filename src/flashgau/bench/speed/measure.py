@@ -58,20 +58,20 @@ def time_group(g: Group, s: SpeedSettings, peaks: dict, log=print) -> dict:
     device = torch.device(s.device)
     sync = synchronizer(device)
     archs, skipped, steps, info = [], {}, {}, {}
-    compiled = g.series == "compiled"
+    compiled, checkpointed = g.series == "compiled", g.series == "checkpointed"
     if compiled:
         # a fresh compile cache per group: code compiled for another context would otherwise be recompiled with
         # dynamic (symbolic) shapes, whose generic kernels are slower than the static ones measured here
         torch._dynamo.reset()
     for arch in s.compile_archs if compiled else s.archs:
         cfg = model_config(arch, s.preset, g.context)
-        est = attention_bytes_estimate(cfg, g.batch, g.context)
+        est = attention_bytes_estimate(cfg, g.batch, g.context, checkpointed)
         if est > s.max_attention_gib * 2**30:
             skipped[arch] = (f"estimated T x T attention memory {est / 2**30:.0f} GiB > --max-attention-gib "
                              f"{s.max_attention_gib:g}")
             continue
         torch.manual_seed(s.seed)
-        model = LanguageModel(cfg).to(device)
+        model = LanguageModel(cfg).to(device).set_activation_checkpointing(checkpointed)
         if compiled:
             model.compile(dynamic=False)    # in place: parameter names (weight-decay groups) unchanged
         steps[arch] = make_step(model, g.precision, g.batch, g.context, s.seed)

@@ -6,7 +6,8 @@ memory: the peak is the resident-set high-water mark (VmHWM, reset through /proc
 minus the resident set before the model was built. On a CUDA device it runs in this process: the peak is
 torch.cuda.max_memory_allocated during the step minus the memory allocated before the model was built. Either way
 it counts weights, gradients, AdamW state, activations and workspace: what the step needs beyond the process. The
-same step runs under FlopCounterMode, giving a counted FLOP total beside the analytic one (bench/flops.py).
+same step runs under FlopCounterMode, giving a counted FLOP total beside the analytic one (bench/flops.py; with
+activation checkpointing, the "checkpointed" series, the count includes the recomputed forward).
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def step_memory(spec: dict, meter) -> dict:
         before = meter.now()
         torch.manual_seed(spec["seed"])
         model = LanguageModel(model_config(arch, spec["preset"], g.context)).to(device)
+        model.set_activation_checkpointing(g.series == "checkpointed")
         step = make_step(model, g.precision, g.batch, g.context, spec["seed"])
         step()                                       # creates gradients' buffers and the AdamW state
         gc.collect()

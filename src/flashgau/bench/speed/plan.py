@@ -4,7 +4,9 @@ model configuration."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 import torch
 
@@ -44,10 +46,12 @@ class SpeedSettings:
     device: str
     peak_sizes: list[int]
     precision_reasons: dict[str, str]
+    checkpoint_activations: bool = False    # the "checkpointed" series: batch 1 with activation checkpointing
+    name: Optional[str] = None              # of the report and its saved runs (default: speed / speed-quick)
 
     @property
     def stem(self) -> str:
-        return "speed-quick" if self.quick else "speed"
+        return self.name or ("speed-quick" if self.quick else "speed")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,8 +60,8 @@ class SpeedSettings:
 @dataclass(frozen=True)
 class Group:
     """Configurations timed together, every arch interleaved: the "tokens" series (fixed tokens per step), the
-    "batch" series (batch 1) or the "compiled" series (fixed tokens, torch.compile), at one context and
-    precision."""
+    "batch" series (batch 1), the "checkpointed" series (batch 1 with activation checkpointing: each block
+    recomputed in backward) or the "compiled" series (fixed tokens, torch.compile), at one context and precision."""
 
     series: str
     context: int
@@ -77,13 +81,17 @@ def settings_from_args(args) -> SpeedSettings:
     o = options(args, DEFAULTS, QUICK)
     archs = list(args.archs or ARCHS)
     reasons = precisions_for(o["precisions"], device)
+    name = getattr(args, "name", None)
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise ConfigError(f"--name {name!r}: use letters, digits, '.', '_' and '-' (a file name, no folder)")
     return SpeedSettings(
         archs=archs, preset=args.preset, contexts=sorted(o["contexts"]), tokens_per_step=o["tokens_per_step"],
         batch_contexts=sorted(o["batch_contexts"]), precisions=list(reasons),
         compile_contexts=sorted(o["compile_contexts"]), compile_archs=[a for a in archs if a in o["compile_archs"]],
         warmup=o["warmup"], repeats=o["repeats"], memory=not args.no_memory,
         max_attention_gib=args.max_attention_gib, seed=args.seed, quick=bool(args.quick), device=str(device),
-        peak_sizes=list(o["peak_sizes"] or PEAK_SIZES[torch.device(device).type]), precision_reasons=reasons)
+        peak_sizes=list(o["peak_sizes"] or PEAK_SIZES[torch.device(device).type]), precision_reasons=reasons,
+        checkpoint_activations=bool(getattr(args, "checkpoint_activations", False)), name=name)
 
 
 def precisions_for(names, device) -> dict[str, str]:
@@ -100,7 +108,8 @@ def precisions_for(names, device) -> dict[str, str]:
 
 def groups(s: SpeedSettings) -> list[Group]:
     """Groups in the order they are run: fixed-tokens from the longest context down, then the fixed-batch series,
-    then the compiled series."""
+    then (with checkpoint_activations) batch 1 with checkpointing at every batch-1 context of the other two, then the
+    compiled series."""
     out = []
     for T in sorted(set(s.contexts) | set(s.compile_contexts)):
         if s.tokens_per_step % T:
@@ -111,6 +120,9 @@ def groups(s: SpeedSettings) -> list[Group]:
         if T in s.contexts and s.tokens_per_step == T:
             continue  # batch 1 at this context is the fixed-tokens group
         out += [Group("batch", T, 1, p) for p in s.precisions]
+    if s.checkpoint_activations:
+        batch1 = set(s.batch_contexts) | {T for T in s.contexts if s.tokens_per_step == T}
+        out += [Group("checkpointed", T, 1, p) for T in sorted(batch1, reverse=True) for p in s.precisions]
     if s.compile_archs:
         out += [Group("compiled", T, s.tokens_per_step // T, "fp32") for T in sorted(s.compile_contexts, reverse=True)]
     return out
@@ -122,9 +134,10 @@ def model_config(arch: str, preset: str, context: int):
     return ModelConfig.for_context(preset, arch=arch, context=context, max_seq_len=max(context, 512))
 
 
-def attention_bytes_estimate(cfg, batch: int, context: int) -> int:
+def attention_bytes_estimate(cfg, batch: int, context: int, checkpointed: bool = False) -> int:
     """Rough memory of the T x T maps FLASH-Quad keeps for backward (scores, relu, square, masked: 4 fp32 maps
-    per layer); 0 for archs whose attention memory is linear in T."""
+    per layer; one layer's with activation checkpointing, which holds one block's activations at a time); 0 for
+    archs whose attention memory is linear in T."""
     if cfg.arch != "flash-quad":
         return 0
-    return cfg.n_layers * batch * context * context * 4 * 4
+    return (1 if checkpointed else cfg.n_layers) * batch * context * context * 4 * 4

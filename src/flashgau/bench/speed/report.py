@@ -74,6 +74,10 @@ class Rows:
             r = self.get(arch, "tokens", context, precision)
         return r if r is not None and r.batch == 1 else None
 
+    def batch1_pair(self, arch: str, context: int, precision: str) -> tuple[Optional[Row], Optional[Row]]:
+        """Batch-1 rows at a context without and with activation checkpointing (the "checkpointed" series)."""
+        return self.batch1(arch, context, precision), self.get(arch, "checkpointed", context, precision)
+
     def contexts(self, series: str) -> list[int]:
         return sorted({r.context for r in self.all if r.series == series})
 
@@ -149,7 +153,29 @@ def headline(rows: Rows, s: SpeedSettings) -> list[dict]:
                 out.append(dict(name=f"flash_vs_tfmpp_{series}_{prec}", values=values, text=(
                     f"FLASH vs Transformer++ step time, {prec}, {mode}, {s.tokens_per_step} tokens per step: "
                     + ", ".join(f"{fmt_ctx(T)}: {text}" for T, text in pairs))))
+    kctx = rows.contexts("checkpointed")
+    for arch in (FLASH, BASELINE) if kctx else ():
+        for prec in rows.precisions(s.precisions):
+            pairs = {T: rows.batch1_pair(arch, T, prec) for T in kctx}
+            if not any(_per_token(p) is not None or _per_token(c) is not None for p, c in pairs.values()):
+                continue
+            parts = [f"{fmt_ctx(T)} " + " / ".join(_kib(_per_token(r)) for r in pair) for T, pair in pairs.items()]
+            out.append(dict(name=f"activation_bytes_per_token_{arch}_{prec}", values={
+                T: dict(plain=_per_token(p), checkpointed=_per_token(c)) for T, (p, c) in pairs.items()}, text=(
+                f"{arch} activation memory per token, batch 1, {prec}, without / with recompute: "
+                + ", ".join(parts))))
     return out
+
+
+def _per_token(r: Optional[Row]) -> Optional[float]:
+    """Activation bytes per token of a step (its peak minus the memory held between steps, over its tokens)."""
+    if r is None or r.activation_bytes is None:
+        return None
+    return r.activation_bytes / (r.batch * r.context)
+
+
+def _kib(value: Optional[float]) -> str:
+    return "–" if value is None else f"{value / 1024:.1f} KiB"
 
 
 # ------------------------------------------------------------------------------------------------ Markdown
@@ -246,6 +272,32 @@ def markdown(rep: dict) -> str:
                 table.append([a, prec, *map(_time, rs), _x(rs[-1], rs[0])])
         L += ["", "## Fixed batch (batch 1): step time against context", "",
               *md_table(["Model", "precision", *map(fmt_ctx, bctx), "growth first→last"], table, left=2)]
+    kctx = rows.contexts("checkpointed")
+    if kctx:
+        table = []
+        for a in archs:
+            for prec in precs:
+                pairs = [rows.batch1_pair(a, T, prec) for T in kctx]
+                for i, label in enumerate(("off", "on")):
+                    rs = [pair[i] for pair in pairs]
+                    cells = []
+                    for T, r in zip(kctx, rs):
+                        gone = min(rows.missing(a, series, T, prec) for series in (
+                            ("batch", "tokens") if i == 0 else ("checkpointed",)))        # "skipped" < "–"
+                        cells += [fmt_bytes(r.peak_bytes) if r and r.peak_bytes else gone,
+                                  _kib(_per_token(r)) if _per_token(r) is not None else gone, _time(r)]
+                    first, last = _per_token(rs[0]), _per_token(rs[-1])
+                    table.append([a, prec, label, *cells, f"{last / first:.2f}×" if first and last else "–"])
+        L += ["", "## Activation checkpointing: batch 1, with and without recompute", "",
+              "recompute on = `flashgau train --checkpoint-activations`: each block keeps only its input and is "
+              "recomputed in the backward pass. Peak: the step's peak memory (weights, gradients, AdamW state, "
+              "activations, workspace). Act./token: that peak minus the memory held between steps (weights, "
+              "gradients, AdamW state), over the step's tokens: the part that grows with context. Time: median step "
+              "time (the recompute adds about one forward pass).", "",
+              *md_table(["Model", "precision", "recompute",
+                         *[c for T in kctx for c in (f"{fmt_ctx(T)} peak", f"{fmt_ctx(T)} act./token",
+                                                     f"{fmt_ctx(T)} time")],
+                         f"act./token {fmt_ctx(kctx[-1])} ÷ {fmt_ctx(kctx[0])}"], table, left=3)]
     cctx = rows.contexts("compiled")
     cctx = [T for T in cctx if any(rows.get(a, "compiled", T, "fp32") for a in s.compile_archs)]
     if cctx:
