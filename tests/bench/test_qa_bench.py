@@ -39,6 +39,7 @@ def test_rows_pretrain_then_finetune_and_report_the_papers_columns(tmp_path, sma
     assert first["floor_frequent_f1"] > 0 and first["paper"][1] == 73.9
     md = (tmp_path / "qa-quick.md").read_text()
     assert "FLASH, s = 512 + first-to-all" in md and "most frequent speaker" in md
+    assert "What the models write" in md and len(first["samples"]) == 5
     assert (tmp_path / "qa-quick.png").stat().st_size > 0
     capsys.readouterr()
     assert qa.run(args) == 0                                            # resumable: nothing trains again

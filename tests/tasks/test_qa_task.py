@@ -143,6 +143,9 @@ def test_a_perfect_model_scores_100_and_a_wrong_one_0_beside_the_floors(heldout,
     assert result.tokens == sum(len(heldout.encoded[j].target) for j in heldout.selection(24).tolist())
     assert result.record() == {"heldout_loss": result.loss, "heldout_exact_match": 100.0, "heldout_f1": 100.0}
     assert "exact match: 100.00" in result.report() and "floors" in result.describe()
+    first = heldout.examples[0]
+    assert result.samples[0] == dict(answer=first.answer, predicted=first.answer, speakers=list(first.speakers))
+    assert len(result.samples) == 5 and f"written {first.answer!r}" in result.report()
     monkeypatch.setattr(model, "generate", answering(heldout, right=False))
     assert heldout.evaluate(model, batch_size=8, limit=24).exact_match == 0.0
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Optional, Sequence
 
 import torch
@@ -53,6 +53,7 @@ FLOOR_SEED = 0              # the random-speaker floor's draws
 RESERVE_CHARS = 160         # characters of a context T left for the question, "Answer: " and the answer
 MIN_WINDOW_CHARS = 256      # a shorter window holds too few speeches to ask about
 MEASURE_CHARS = 50_000      # characters per token measured on this much of the documents
+SAMPLES = 5                 # answers shown beside the score (this process's first ones)
 ANSWER_SLACK = 8            # greedy decoding writes at most the longest held-out answer + this many tokens
 
 
@@ -179,6 +180,7 @@ class QAEvalResult:
     windows: int                 # examples scored
     truncated: int               # of them, examples whose window lost tokens on its left
     all_windows: bool = True
+    samples: list = field(default_factory=list)   # the first SAMPLES scored: {answer, predicted, speakers}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -204,7 +206,8 @@ class QAEvalResult:
         return (f"answer loss: {self.loss:.4f} nats/token\nexact match: {self.exact_match:.2f}\nF1: {self.f1:.2f}\n"
                 f"floor, most frequent speaker: EM {self.floor_frequent_em:.2f}  F1 {self.floor_frequent_f1:.2f}\n"
                 f"floor, random speaker: EM {self.floor_random_em:.2f}  F1 {self.floor_random_f1:.2f}\n"
-                f"examples: {self.windows:,}  answer tokens: {self.tokens:,}  truncated windows: {self.truncated:,}")
+                f"examples: {self.windows:,}  answer tokens: {self.tokens:,}  truncated windows: {self.truncated:,}"
+                + "".join(f"\n  answer {x['answer']!r}, written {x['predicted']!r}" for x in self.samples))
 
 
 class QAHeldout:
@@ -301,7 +304,10 @@ class QAHeldout:
                             floor_random_em=drawn["exact_match"], floor_random_f1=drawn["f1"],
                             perplexity=math.exp(min(loss, 700.0)), tokens=tokens, windows=count,
                             truncated=sum(self.encoded[j].truncated for j in index),
-                            all_windows=limit is None or limit >= len(self))
+                            all_windows=limit is None or limit >= len(self),
+                            samples=[dict(answer=self.examples[j].answer, predicted=a,
+                                          speakers=list(self.examples[j].speakers))
+                                     for a, j in list(zip(answers, mine))[:SAMPLES]])
 
 
 # ------------------------------------------------------------------------------------------------ the task

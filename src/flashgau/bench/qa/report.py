@@ -43,7 +43,8 @@ def build_report(store, s, rows) -> dict:
             answer_loss=[x["loss"] for x in f], exact_match=[x["exact_match"] for x in f], f1=[x["f1"] for x in f],
             floor_frequent_em=f[0]["floor_frequent_em"], floor_frequent_f1=f[0]["floor_frequent_f1"],
             floor_random_em=f[0]["floor_random_em"], floor_random_f1=f[0]["floor_random_f1"],
-            examples=f[0]["windows"], truncated=f[0]["truncated"], paper=PAPER.get(row.slug)))
+            examples=f[0]["windows"], truncated=f[0]["truncated"], paper=PAPER.get(row.slug),
+            samples=f[0].get("samples", [])))
     ref = next((r for r in table if r["row"] == REFERENCE), None)
     for r in table:
         for phase in ("pt", "ft"):
@@ -111,7 +112,15 @@ def markdown(rep: dict) -> str:
                       "–" if p is None else f"{p[0]:.2f} · {p[1]:.1f} · {p[2]:.2f}× / {p[3]:.2f}×"])
     lines += md_table(["Model", "params", "PT ppl", "FT EM", "FT F1", "PT / FT latency reduction",
                        "s per step PT / FT", "steps PT / FT", "paper: PT ppl · F1 · reduction"], table)
-    lines += ["", "⚠: F1 not above the higher floor.", "", "## Run environment", ""]
+    lines += ["", "⚠: F1 not above the higher floor.", ""]
+    if any(r["samples"] for r in rows):
+        lines += ["## What the models write", "", "The first held-out questions of the first seed: the true speaker "
+                  "tag, the answer the fine-tuned model wrote, and the speakers of the window.", ""]
+        lines += md_table(["Model", "answer", "written", "speakers in the window"],
+                          [[r["label"], x["answer"], x["predicted"] or "(nothing)", ", ".join(x["speakers"])]
+                           for r in rows for x in r["samples"]])
+        lines += [""]
+    lines += ["## Run environment", ""]
     for env in rep["env"]:
         lines += [env_markdown(env), ""]
     return "\n".join(lines).rstrip() + "\n"
