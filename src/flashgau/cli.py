@@ -265,8 +265,8 @@ def run_train(args: argparse.Namespace) -> int:
                               + (["--model-config"] if args.model_config else [])
                               + [f"--{k}" for k in vars(args) if k.startswith(MODEL_OPTION)])
             raise ConfigError(f"{names} cannot be given with --resume: a resumed run keeps the settings saved in "
-                              "its checkpoint (--device, --fsdp, --compile, --[no-]checkpoint-activations, --sample-tokens, "
-                              "--prompt and --data, the same text in a new place, may change)")
+                              "its checkpoint (--device, --fsdp, --compile, --[no-]checkpoint-activations, "
+                              "--sample-tokens, --prompt and --data, the same text in a new place, may change)")
         path = args.resume or args.out or TrainConfig().out_dir
         result = train(resume=path, changes=changes, compile=args.compile, **common)
     else:

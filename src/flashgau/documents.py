@@ -10,7 +10,8 @@ first token), token shift. The chunks of FLASH start at each document's first to
 document alone, rather than at the window's start.
 
 The cost is the padding of the pieces to the longest one: N x L tokens instead of B x T. A window that crosses one
-boundary adds a row (N = B + 1, L <= T); a batch that mixes a long piece with many short ones pays more. Shapes: B rows, T tokens, N pieces, L piece length.
+boundary adds a row (N = B + 1, L <= T); a batch that mixes a long piece with many short ones pays more. Shapes: B
+rows, T tokens, N pieces, L piece length.
 """
 
 from __future__ import annotations

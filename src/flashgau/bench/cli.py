@@ -1,11 +1,11 @@
-"""`flashgau bench speed | quality | decode | ablations | scaling | all`: the dispatcher of the benchmark modules.
+"""`flashgau bench speed | quality | decode | ablations | scaling | qa | all`: the dispatcher of the benchmark modules.
 
 A benchmark module (see bench/__init__.py) exposes add_arguments(parser) and run(args) -> int. Modules are imported
 only when their subcommand runs (or its parser is built), and `decode` is registered only when bench/decode.py
-exists. `scaling` (data-parallel training on 1 and N processes) and `qa` (pre-training then fine-tuning six models) are
-commands of their own, not part of `all`: the first starts torchrun runs that take every core or GPU, the second
-trains twelve runs. Hook into the top-level parser with `add_arguments(parser)` + `run(args)` (the shape of flashgau.cli's
-commands).
+exists. `scaling` (data-parallel training on 1 and N processes) and `qa` (pre-training then fine-tuning six models)
+are commands of their own, not part of `all`: the first starts torchrun runs that take every core or GPU, the second
+trains twelve runs. Hook into the top-level parser with `add_arguments(parser)` + `run(args)` (the shape of
+flashgau.cli's commands).
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """Token windows for training (random, inside one document) and for held-out evaluation (fixed).
 
 A window of context T holds T inputs and their T next-token labels, i.e. T + 1 consecutive tokens of one
-document; windows never cross a document boundary.
+document; windows never cross a document boundary (unless packed, below).
 
 Training (`WindowSampler`): every start position of every document is equally likely (documents are drawn in
-proportion to their number of windows). A document shorter than T + 1 tokens gives one window, right-padded:
-padded inputs have attention_mask 0 and labels -100. Packed (`TokenDocuments.packed()`, `--pack-documents`): the
-documents back to back, so a window may hold the end of one and the start of the next; the batch then carries
-segment_ids (which document each input belongs to) for the model to keep them apart, and the last token of a
-document is not asked to predict the first of the next (label -100). The sampler draws from its own seeded `torch.Generator`;
+proportion to their number of windows). A document shorter than T + 1 tokens gives one window, right-padded: padded
+inputs have attention_mask 0 and labels -100. Packed (`TokenDocuments.packed()`, `--pack-documents`): the documents
+back to back, so a window may hold the end of one and the start of the next; the batch then carries segment_ids
+(which document each input belongs to) for the model to keep them apart, and the last token of a document is not
+asked to predict the first of the next (label -100). The sampler draws from its own seeded `torch.Generator`;
 `state_dict()` / `load_state_dict()` save and restore its position exactly.
 
 Documents come as a `TokenDocuments`: spans of memory-mapped token shards (a prepared dataset, prepared.py) or
@@ -234,17 +234,13 @@ class HeldoutWindows:
 
     def selection(self, limit: Optional[int] = None) -> torch.Tensor:
         """The numbers of the windows scored: all, or with `limit` an evenly spaced fixed subset of them."""
-        if limit is not None and limit < len(self):
-            return torch.linspace(0, len(self) - 1, max(limit, 1)).round().long().unique()
-        return torch.arange(len(self))
+        return evenly_spaced(len(self), limit)
 
     def batches(self, batch_size: int, limit: Optional[int] = None, *, rank: int = 0,
                 world_size: int = 1) -> Iterator[Batch]:
         """Batches of at most `batch_size` windows of `selection(limit)`; with `world_size` processes, process `rank`
         takes batches rank, rank + world_size, ... (the same batches one process would make, shared out)."""
-        index = self.selection(limit)
-        for i in range(rank * batch_size, len(index), batch_size * world_size):
-            sel = index[i:i + batch_size].tolist()
+        for sel in shared_batches(self.selection(limit).tolist(), batch_size, rank, world_size):
             rows = [self.docs.tokens(int(self._doc[j]), int(self._start[j]), int(self._start[j]) + self.context + 1)
                     for j in sel]
             batch = _pack(rows, self.context)
@@ -252,6 +248,20 @@ class HeldoutWindows:
                 batch.labels[r, :int(self._skip[j])] = IGNORE_INDEX
             batch.index = torch.tensor(sel, dtype=torch.long)
             yield batch
+
+
+def evenly_spaced(count: int, limit: Optional[int] = None) -> torch.Tensor:
+    """0 .. count - 1, or with `limit` < count an evenly spaced fixed subset of them: the held-out units scored."""
+    if limit is not None and limit < count:
+        return torch.linspace(0, count - 1, max(limit, 1)).round().long().unique()
+    return torch.arange(count)
+
+
+def shared_batches(index: Sequence[int], batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[list]:
+    """`index` cut into batches of at most `batch_size`; process `rank` of `world_size` takes batches rank,
+    rank + world_size, ... (the batches one process would make, shared out)."""
+    for i in range(rank * batch_size, len(index), batch_size * world_size):
+        yield list(index[i:i + batch_size])
 
 
 def _pack(rows: Sequence[torch.Tensor], context: int,

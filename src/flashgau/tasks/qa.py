@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import qa
-from ..data.batching import IGNORE_INDEX, Batch, TokenDocuments
+from ..data.batching import IGNORE_INDEX, Batch, TokenDocuments, evenly_spaced, shared_batches
 from ..data.tokenizers import Tokenizer
 from ..errors import ConfigError
 from ..runtime import Distributed, Precision
@@ -227,16 +227,12 @@ class QAHeldout:
 
     def selection(self, limit: Optional[int] = None) -> torch.Tensor:
         """The numbers of the examples scored: all, or with `limit` an evenly spaced fixed subset of them."""
-        if limit is not None and limit < len(self):
-            return torch.linspace(0, len(self) - 1, max(limit, 1)).round().long().unique()
-        return torch.arange(len(self))
+        return evenly_spaced(len(self), limit)
 
     def batches(self, batch_size: int, limit: Optional[int] = None, *, rank: int = 0, world_size: int = 1):
         """Teacher-forced batches of `selection(limit)`; process `rank` of `world_size` takes batches rank,
         rank + world_size, ..."""
-        index = self.selection(limit).tolist()
-        for i in range(rank * batch_size, len(index), batch_size * world_size):
-            sel = index[i:i + batch_size]
+        for sel in shared_batches(self.selection(limit).tolist(), batch_size, rank, world_size):
             batch = pack([self.encoded[j] for j in sel], self.context)
             batch.index = torch.tensor(sel, dtype=torch.long)
             yield batch

@@ -84,7 +84,8 @@ def train(config: Optional[TrainConfig] = None, *, resume: Optional[Union[str, P
           fsdp: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
     """Train a language model as `config` says, or continue the run saved at `resume` (a checkpoint file or
     run folder) with its saved settings, but for `changes` (state.RESUME_CHANGES: compile, activation
-    checkpointing, the sample, the data's new place), on `device` ("auto": a GPU when there is one). `compile` switches torch.compile for either.
+    checkpointing, the sample, the data's new place), on `device` ("auto": a GPU when there is one). `compile`
+    switches torch.compile for either.
     `stop_after` ends the session after that step with a checkpoint, as an interruption would. Everything is
     checked before anything is written; the run folder is then owned by this process until train() returns.
     Under torchrun every process calls train() the same way and they train one model (module docstring); `fsdp`

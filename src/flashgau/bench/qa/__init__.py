@@ -57,7 +57,6 @@ ROWS: tuple[Row, ...] = (
     Row("FLASH, s = 512 + first-to-all", "flash-s512-first-to-all", "flash", 4,
         {"chunk_size": QA_CHUNK, "first_to_all": True}),
 )
-REFERENCE = "transformer+"
 DEFAULTS = dict(preset="tiny", context=1024, pretrain_seconds=240.0, finetune_seconds=240.0, seeds=(0,),
                 batch_tokens=8192, precision="auto")
 QUICK = dict(preset="tiny", context=512, pretrain_seconds=2.0, finetune_seconds=2.0, seeds=(0,), batch_tokens=1024)
@@ -164,22 +163,16 @@ def phase_config(row: Row, seed: int, s: QASettings, folder: Path, phase: str):
 
 
 def train_phase(row: Row, seed: int, s: QASettings, folder: Path, phase: str, keep: bool) -> dict:
-    """Train (or resume) one phase of a row; its record."""
+    """Train (or resume) one phase of a row; its record. A row's checkpoints are removed once it is fine-tuned (the
+    pre-trained one is the fine-tuning's starting point until then)."""
     from ...training.checkpoint import CHECKPOINT_NAME
-    from ...training.loop import train
 
     cfg = phase_config(row, seed, s, folder, phase)
     t0 = time.perf_counter()
-    run_dir = Path(cfg.out)
-    if (run_dir / CHECKPOINT_NAME).exists() and (phase == "ft" or not (run_dir / "summary.json").exists()):
-        result = train(resume=run_dir, device=s.device, progress=False, log=lambda m: None)
-    else:
-        result = train(cfg, device=s.device, overwrite=True, progress=False, log=lambda m: None)
+    result, records = quality.train_or_resume(cfg, s.device, log=lambda m: None)
     if result.final is None:
         raise ConfigError(f"{row.label}: the {phase} run stopped before its last step; run the benchmark again")
-    from ...training.loop import METRICS_NAME
-    from ...training.metrics import read_metrics
-    points = quality.curve(read_metrics(run_dir / METRICS_NAME))
+    points = quality.curve(records)
     train_time = points[-1]["train_time"] if points else None
     rec = dict(row=row.slug, label=row.label, arch=row.arch, phase=phase, seed=seed, context=s.context,
                model_options=model_options(row, s), train_config=cfg.to_dict(),
@@ -189,7 +182,7 @@ def train_phase(row: Row, seed: int, s: QASettings, folder: Path, phase: str, ke
                final=result.final.to_dict(), curve=points, env=common.environment(torch.device(s.device)),
                session_seconds=time.perf_counter() - t0)
     if phase == "ft" and not keep:
-        (run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
+        (folder / "ft" / CHECKPOINT_NAME).unlink(missing_ok=True)
         (folder / "pt" / CHECKPOINT_NAME).unlink(missing_ok=True)
     return rec
 

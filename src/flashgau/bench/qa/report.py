@@ -82,16 +82,16 @@ def markdown(rep: dict) -> str:
              "the answer is the speaker tag before that speech; questions from the training plays, scores on 200 "
              "fixed questions from the held-out plays. Its figures compare the rows with each other, not with the "
              "paper's TriviaQA numbers (shown beside them for the shape).", "",
-             f"Each row: pre-trained as a causal language model for {s['pretrain_seconds']:g} s of training steps, then "
-             f"fine-tuned on the QA task (`--objective qa --init-from`) for {s['finetune_seconds']:g} s, "
+             f"Each row: pre-trained as a causal language model for {s['pretrain_seconds']:g} s of training steps, "
+             f"then fine-tuned on the QA task (`--objective qa --init-from`) for {s['finetune_seconds']:g} s, "
              f"{s['batch_tokens']:,} tokens per step in both phases (fine-tuning: {s['batch_tokens'] // s['context']} "
              f"questions per step), peak lr {s['lr']:g} / {s['finetune_lr']:g}, precision {s['precision_reason']}, "
              f"seeds {', '.join(map(str, s['seeds']))} (mean ± half-range).", "",
              "- **PT ppl**: held-out perplexity per byte token of the pre-trained model (the held-out plays).",
              "- **EM / F1**: exact match and token F1 (percent) of the answers the fine-tuned model writes itself "
              "(greedy decoding with the constant-memory decoder).",
-             "- **Floors** (same questions): always the window's most frequent speaker; a random speaker of the window. "
-             "A row at or below them has not learned to find the line: its F1 says nothing of its architecture.",
+             "- **Floors** (same questions): always the window's most frequent speaker; a random speaker of the "
+             "window. A row at or below them has not learned to find the line: its F1 says nothing of its architecture.",
              "- **PT / FT latency reduction**: Transformer+'s seconds per step over the row's (equal batches), the "
              "paper's last column.", ""]
     if rows:

@@ -137,8 +137,8 @@ def _list(values) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     D, Q, M = DEFAULTS, QUICK, MLM_DEFAULTS
     # the QA task fine-tunes a pre-trained model: its experiment is not a quality series of runs from scratch
-    p.add_argument("--objective", choices=[o for o in OBJECTIVES if o != "qa"], default="lm", help="lm: causal language models, held-out "
-                   "loss and bits per byte; mlm: the paper's C4 experiment, bidirectional models trained on masked "
+    p.add_argument("--objective", choices=[o for o in OBJECTIVES if o != "qa"], default="lm",
+                   help="lm: causal language models, held-out loss and bits per byte; mlm: the paper's C4 experiment, bidirectional models trained on masked "
                    "language modelling, held-out masked-token loss, speedup to Transformer++'s loss (its defaults: "
                    f"--archs {' '.join(MLM_ARCHS)} --preset {M['preset']} --contexts {_list(M['contexts'])} "
                    f"--time-budget {M['time_budget']:g} --batch-tokens {M['batch_tokens']}) (default: lm)")
@@ -283,8 +283,6 @@ def train_one(arch: str, context: int, seed: int, s: QualitySettings, folder: Pa
     """Train (or resume) one run into `folder` and return its record (train_config's arguments; `arch` may be a
     row of VARIANT_ROWS, recorded under that name)."""
     from ...training.checkpoint import CHECKPOINT_NAME
-    from ...training.loop import METRICS_NAME, train
-    from ...training.metrics import read_metrics
 
     series = series or s.series[0]
     row = arch
@@ -293,12 +291,7 @@ def train_one(arch: str, context: int, seed: int, s: QualitySettings, folder: Pa
         model = {**s.arch_options.get(arch, {}), **options, **(model or {})}
     cfg = train_config(arch, context, seed, s, folder, series, model=model, lr=lr)
     t0 = time.perf_counter()
-    if (folder / CHECKPOINT_NAME).exists():
-        log(f"  resuming {folder}")
-        result = train(resume=folder, device=s.device, progress=False, log=lambda m: None)
-    else:
-        result = train(cfg, device=s.device, overwrite=True, progress=False, log=lambda m: None)
-    records = read_metrics(folder / METRICS_NAME)
+    result, records = train_or_resume(cfg, s.device, log)
     pts = curve(records)
     final_rec = next((r for r in records if r.get("kind") == "final"), {})
     rec = dict(arch=row, context=context, seed=seed, preset=s.preset, key=folder.name, device=s.device,
@@ -313,6 +306,22 @@ def train_one(arch: str, context: int, seed: int, s: QualitySettings, folder: Pa
     if not keep:
         (folder / CHECKPOINT_NAME).unlink(missing_ok=True)
     return rec
+
+
+def train_or_resume(cfg, device: str, log=print):
+    """Train `cfg` (a TrainConfig) into its folder, or resume the run whose checkpoint is there (a finished one is
+    scored again); (TrainResult, the run's metric records)."""
+    from ...training.checkpoint import CHECKPOINT_NAME
+    from ...training.loop import METRICS_NAME, train
+    from ...training.metrics import read_metrics
+
+    folder = Path(cfg.out)
+    if (folder / CHECKPOINT_NAME).exists():
+        log(f"  resuming {folder}")
+        result = train(resume=folder, device=device, progress=False, log=lambda m: None)
+    else:
+        result = train(cfg, device=device, overwrite=True, progress=False, log=lambda m: None)
+    return result, read_metrics(folder / METRICS_NAME)
 
 
 def unigram_floor(data: Optional[str], heldout_fraction: float) -> dict:
