@@ -120,6 +120,16 @@ DEFAULTS_GROUP = Group(
     note="The defaults of the presets after issue 22: token_shift 0.5 and init fan_in, the two candidates of the group "
          "issue22 whose effect exceeds the noise; the rest keep the paper's values.")
 
+TOKEN_SHIFT_ARCHS = Group(
+    "token_shift_archs", "Token shift in the Transformer baselines: on (0.5) or off (512, 100 steps)", "small", (512,),
+    "steps", 100, tuple(_v(f"{arch} {label}", arch, token_shift=ts) for arch in ("transformer++", "transformer+",
+                                                                              "mc-transformer++")
+                        for label, ts in (("token shift 0.5", 0.5), ("no token shift", 0.0))),
+    "transformer++ token shift 0.5", seeds=(0,),
+    note="Every other setting is the preset's default (init fan_in). Read each arch's pair: the Δ column compares "
+         "with Transformer++ with token shift. Issue 22 found token shift (0.5) holding Transformer++ on the unigram "
+         "plateau at 60 steps (group lr).")
+
 # The paper's ablations (reference §8.4), on the paper's model: equal seconds of training steps at 1K (and 4K where the
 # context matters), every row compared with the paper's FLASH (or FLASH-Quad) at the same budget.
 PAPER_FLASH = _v("FLASH (paper)")
@@ -179,7 +189,7 @@ POOLING = Group(
         _v("Combiner (unrotated)", "combiner", combiner_pooling="unrotated")), "Combiner (rotated)", seeds=(0,),
     note="C = sqrt(T) = 32 (the quality benchmark's setting for Combiner).")
 
-GROUPS: dict[str, Group] = {g.name: g for g in (ISSUE22, DEFAULTS_GROUP, LR, HEADS, SOFTMAX, PARTS, MCTFM, CHUNK, GAU_MHSA, QK_DIM,
+GROUPS: dict[str, Group] = {g.name: g for g in (ISSUE22, DEFAULTS_GROUP, LR, TOKEN_SHIFT_ARCHS, HEADS, SOFTMAX, PARTS, MCTFM, CHUNK, GAU_MHSA, QK_DIM,
                                                 NORMALISERS, POOLING)}
 
 DEFAULTS = dict(batch_tokens=4096, eval_tokens=16384, precision="auto", lr=2e-3)
