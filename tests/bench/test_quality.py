@@ -67,6 +67,24 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, small_corpus, cap
     assert rec["steps"] == 3 and rec["final"] is not None
 
 
+def test_a_run_stopped_by_a_signal_is_not_saved_and_resumes_next_time(tmp_path, small_corpus, capsys, parse,
+                                                                       monkeypatch):
+    import flashgau.training.loop as loop
+
+    real_train = loop.train
+    monkeypatch.setattr(loop, "train", lambda *a, **k: real_train(*a, **k, stop_after=1)
+                        if "resume" not in k else real_train(*a, **k))   # the first session stops as SIGTERM would
+    args = _args(parse, tmp_path, small_corpus, "--archs", "flash")
+    key = quality.run_key("flash", 32, 0, quality.settings_from_args(args))
+    assert quality.run(args) == 1
+    assert "interrupted after step 1 of 3" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "quality" / f"{key}.json").exists()
+    assert (tmp_path / "runs" / "quality" / key / "checkpoint.pt").exists()
+    assert quality.run(args) == 0                                         # resumed, finished, saved
+    rec = json.loads((tmp_path / "runs" / "quality" / f"{key}.json").read_text())
+    assert rec["steps"] == 3 and rec["final"] is not None
+
+
 def test_quick_settings_yield_to_explicit_options(parse):
     s = quality.settings_from_args(parse(quality, ["--quick"]))
     assert (s.preset, s.contexts, s.seeds, s.time_budget, s.steps, s.batch_tokens, s.eval_tokens, s.series) == (

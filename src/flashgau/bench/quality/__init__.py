@@ -310,7 +310,8 @@ def train_one(arch: str, context: int, seed: int, s: QualitySettings, folder: Pa
 
 def train_or_resume(cfg, device: str, log=print):
     """Train `cfg` (a TrainConfig) into its folder, or resume the run whose checkpoint is there (a finished one is
-    scored again); (TrainResult, the run's metric records)."""
+    scored again); (TrainResult, the run's metric records). A run stopped before its last step (Ctrl-C, SIGTERM)
+    raises FlashgauError, so that no benchmark records it as done."""
     from ...training.checkpoint import CHECKPOINT_NAME
     from ...training.loop import METRICS_NAME, train
     from ...training.metrics import read_metrics
@@ -321,6 +322,9 @@ def train_or_resume(cfg, device: str, log=print):
         result = train(resume=folder, device=device, progress=False, log=lambda m: None)
     else:
         result = train(cfg, device=device, overwrite=True, progress=False, log=lambda m: None)
+    if not result.finished:   # stopped by Ctrl-C / SIGTERM: not a result; its checkpoint stays for the next run
+        raise FlashgauError(f"interrupted after step {result.step} of {result.total_steps}; its checkpoint is kept "
+                            f"in {folder}: run the same command again to resume it")
     return result, read_metrics(folder / METRICS_NAME)
 
 
