@@ -85,6 +85,21 @@ def test_a_run_stopped_by_a_signal_is_not_saved_and_resumes_next_time(tmp_path, 
     assert rec["steps"] == 3 and rec["final"] is not None
 
 
+def test_a_saved_run_trained_with_other_defaults_is_named_with_what_changed(tmp_path, small_corpus, capsys, parse):
+    args = _args(parse, tmp_path, small_corpus, "--archs", "transformer++")
+    assert quality.run(args) == 0
+    (path,) = (tmp_path / "runs" / "quality").glob("*.json")
+    capsys.readouterr()
+    assert quality.run(args) == 0
+    assert "saved run trained with" not in capsys.readouterr().out            # today's settings: nothing to say
+    rec = json.loads(path.read_text())
+    rec["model_config"]["token_shift"] = 0.5                                  # as before the per-arch default
+    path.write_text(json.dumps(rec))
+    assert quality.run(args) == 0
+    out = capsys.readouterr().out
+    assert "saved run trained with token_shift 0.5 (today 0.0)" in out and "done, skipped" in out
+
+
 def test_quick_settings_yield_to_explicit_options(parse):
     s = quality.settings_from_args(parse(quality, ["--quick"]))
     assert (s.preset, s.contexts, s.seeds, s.time_budget, s.steps, s.batch_tokens, s.eval_tokens, s.series) == (

@@ -362,8 +362,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"device {s.device}, precision {s.precision_reason}", flush=True)
     budget = Budget(args.max_runs)
     # archs interleaved within each (context, seed, series)
-    for T, seed, series, arch in [(T, seed, x, a) for T in s.contexts for seed in s.seeds for x in s.series
-                                  for a in s.archs] if not args.report_only else ():
+    plan = [(T, seed, x, a) for T in s.contexts for seed in s.seeds for x in s.series for a in s.archs]
+    for T, seed, series, arch in plan:
+        key = run_key(arch, T, seed, s, series)
+        warn_if_stale(store, key, train_config(arch, T, seed, s, runs_dir / key, series))
+    for T, seed, series, arch in plan if not args.report_only else ():
         key = run_key(arch, T, seed, s, series)
         if not train_and_save(store, key, lambda: train_one(arch, T, seed, s, runs_dir / key, args.keep_checkpoints,
                                                             series=series), budget=budget):
@@ -371,6 +374,28 @@ def run(args: argparse.Namespace) -> int:
     common.write_reports(out, s.stem, build_report(store, s, unigram_floor(s.data, s.heldout_fraction)), markdown,
                          plot)
     return 0
+
+
+def stale_settings(saved: dict, cfg) -> dict[str, tuple]:
+    """The model fields a saved run was trained with that `cfg` (the TrainConfig today's code gives its key) sets
+    otherwise, as {field: (saved, today)}: a default changed since the run (its key names only the arch)."""
+    from ...config import ModelConfig
+
+    then = ModelConfig.from_dict(saved["model_config"]).to_dict()
+    now = cfg.model_config(then["vocab_size"]).to_dict()
+    return {k: (then.get(k), x) for k, x in now.items() if then.get(k) != x}
+
+
+def warn_if_stale(store: common.ResultStore, key: str, cfg) -> None:
+    """One line when the saved run `key` was trained with other model settings than today's code would use."""
+    saved = store.load(key) if store.has(key) else None
+    if not saved or "model_config" not in saved:
+        return
+    diff = stale_settings(saved, cfg)
+    if diff:
+        what = ", ".join(f"{k} {a!r} (today {b!r})" for k, (a, b) in sorted(diff.items()))
+        print(f"  {key}: saved run trained with {what}; its row is kept: delete {store.path(key)} to train it "
+              "again with today's settings", flush=True)
 
 
 class Budget:
