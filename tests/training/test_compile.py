@@ -244,3 +244,31 @@ def test_a_real_compiled_run_matches_eager_and_does_not_recompile_on_each_check(
     assert compiled.final.loss == pytest.approx(eager.final.loss, rel=1e-3)
     summary = json.loads((tmp_path / "compiled" / "summary.json").read_text())
     assert summary["compile_seconds"] > 0
+
+
+def test_a_budgeted_compiled_run_plans_without_counting_the_scoring_compile(small_corpus, tmp_path, monkeypatch):
+    made = []
+
+    def fake(model):
+        made.append(FakeCompiled(model))
+        return made[-1]
+
+    monkeypatch.setattr(state, "compile_model", fake)
+    _, lines = run_logged(tiny_config(small_corpus, tmp_path / "r", steps=None, time_budget=4.0, compile="on",
+                                      eval_every=None))
+    assert any(line.startswith("time budget 4 s") for line in lines) or \
+        any(r["kind"] == "plan" for r in read_metrics(tmp_path / "r" / "metrics.jsonl"))
+    scoring = [c for c in made[0].calls if not c[0]]
+    assert len(scoring) >= 2              # the untimed warm-up call (the compile) and the timed one
+
+
+def test_auto_with_a_time_budget_judges_its_training_share(small_corpus, tmp_path, monkeypatch):
+    seen = {}
+
+    def spy(**kw):
+        seen.update(kw)
+        return CompileChoice(False, "spy")
+
+    monkeypatch.setattr(loop, "decide_compile", spy)
+    run_logged(tiny_config(small_corpus, tmp_path / "r", steps=None, time_budget=4.0, compile="auto"))
+    assert seen["run_seconds"] == pytest.approx(3.0) and seen["speedup"] == COMPILED_SPEEDUP

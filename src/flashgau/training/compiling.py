@@ -5,8 +5,9 @@ repay the compile time), the compile time measured, and held-out scoring through
 costs: a run of R eager training seconds takes about C + R / s compiled (C: the compile, paid in the first step and
 the first held-out check; s: eager step time / compiled step time), so it pays when R > C * s / (s - 1), the
 break-even. C and s are measured (below); on the machine they were measured on, passes of one window ran slower
-compiled, so "auto" never compiles those, and passes of several windows need ~700 s of training to repay it. The run length R is the time budget's training share when the run has one, else its steps times an eager
-step timed on one window at the start (`expected_run_seconds`, training/loop.py).
+compiled, so "auto" never compiles those, and passes of several windows need ~700 s of training to repay it. The
+run length R is the time budget's training share when the run has one, else its steps times an eager step timed on
+one window at the start (`expected_run_seconds`, training/loop.py).
 
 `ShapeRouted` is what held-out scoring calls while the run compiles: the compiled model for batches of the shape it
 was compiled for (the training micro-batch: the run scores in batches of that size, so all but perhaps the last
@@ -27,10 +28,10 @@ import torch
 COMPILE_MODES = ("off", "on", "auto")
 
 # Measured on AMD EPYC, AVX2, 2 cores (2 threads), torch 2.13.0 CPU, cold inductor cache, small preset FLASH, fp32,
-# forward + backward + AdamW step; command and figures in docs/training.md ("Compiling: --compile off|on|auto"):
-#   context 512, 8 windows per pass (the default run's):  compile 54.4 s (step),  eager 1.84 s, compiled 1.63 s: 1.13x
-#   context 512, 1 window:                                 compile 61.4 s,         eager 0.225 s, compiled 0.302 s: 0.74x
-#   context 8192, 1 window:                                compile 55.7 s,         eager 4.31 s, compiled 4.78 s: 0.90x
+# forward + backward + AdamW step (benchmarks/compile_cost.py; command and table in docs/training.md, "Compiling"):
+#   context 512, 8 windows per pass (the default run's): compile 54.4 s, eager 1.84 s, compiled 1.63 s: 1.13x
+#   context 512, 1 window:                                compile 61.4 s, eager 0.225 s, compiled 0.302 s: 0.74x
+#   context 8192, 1 window:                               compile 55.7 s, eager 4.31 s, compiled 4.78 s: 0.90x
 #   the scoring graph (eval mode, no_grad) compiles once more: 24-27 s; then no recompiles between steps and checks.
 COMPILE_SECONDS = 80.0           # what compiling costs a run: the training graph (~55 s) + the scoring graph (~25 s)
 COMPILED_SPEEDUP = 1.13          # eager / compiled step time, passes of several windows (8 x 512 measured)

@@ -37,7 +37,7 @@ import torch
 from ..errors import ConfigError, FlashgauError
 from ..runtime import PeerLost, describe_device, join_process_group
 from ..runtime.distributed import as_float
-from ..runtime.compiler import compiler_status
+from ..runtime import compiler_status
 from .budget import EVAL_SHARE, PERIODIC_CHECKS, check_first_step, plan_budget, refit_steps
 from .checkpoint import save_checkpoint
 from .compiling import ShapeRouted, break_even_seconds, decide_compile, expected_run_seconds, measured_speedup
