@@ -54,6 +54,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from .config import PRESET_NAMES
     from .tasks import OBJECTIVES
     from .training.budget import COVERS
+    from .training.compiling import COMPILE_MODES
     from .training.config import DEFAULT_TIME_BUDGET, TrainConfig
 
     d = TrainConfig.__dataclass_fields__
@@ -104,7 +105,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     opt.add_argument("--weight-decay", type=float, help="decoupled weight decay of weight matrices (never norms, "
                      f"biases, scale/offset) {default('weight_decay')}")
     opt.add_argument("--grad-clip", type=float, help=f"max global gradient norm, 0 = off {default('grad_clip')}")
-    opt.add_argument("--compile", action="store_true", default=None, help="run the model under torch.compile")
+    opt.add_argument("--compile", nargs="?", const="on", choices=COMPILE_MODES, metavar="off|on|auto",
+                     help="torch.compile: on (--compile alone) trains and scores full held-out batches through the "
+                     "compiled model; auto turns it on where a compiler is present and the run is long enough to "
+                     "repay the compile time (decided at the start, with a line saying why); the compile time is "
+                     "logged and written to summary.json; may change on --resume (default: off)")
     opt.add_argument("--seed", type=int, help=f"seed of initialisation and window order {default('seed')}")
     hardware = p.add_argument_group("hardware (may change on --resume)")
     add_runtime_arguments(hardware)
@@ -275,7 +280,7 @@ def run_train(args: argparse.Namespace) -> int:
             _check_init_source(given)
         if get_task(given.get("objective", TrainConfig.objective)).generates:
             given.setdefault("sample_tokens", CLI_SAMPLE_TOKENS)
-        cfg = TrainConfig(**given, compile=bool(args.compile), out=args.out, model=model)
+        cfg = TrainConfig(**given, compile=args.compile or "off", out=args.out, model=model)
         result = train(cfg, overwrite=args.overwrite, **common)
     if result.final and launch_rank() == 0:            # under torchrun rank 0 reports
         print(f"{result.final.headline()} | wall time {(time.perf_counter() - t0) / 60:.1f} min | output in "

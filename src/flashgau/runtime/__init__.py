@@ -9,11 +9,13 @@ Every other module asks here and none probes on its own:
     print(precision.describe())                      # "fp32 (auto: bf16 matmuls 60x slower than fp32 on this CPU)"
     with join_process_group("auto") as dist:         # under torchrun: the process group (gloo / NCCL); else 1 process
         forward = dist.parallel(model, model)        # DDP (or FSDP with fsdp=True); the model itself for 1 process
+    ok, why = compiler_status(device.type)           # whether torch.compile can build kernels here (no compile run)
 """
 
+from .compiler import compiler_status
 from .device import describe_device, resolve_device
 from .distributed import Distributed, PeerFailed, PeerLost, join_process_group
 from .precision import PRECISIONS, Precision, cpu_bf16_probe, resolve_precision
 
-__all__ = ["PRECISIONS", "Distributed", "PeerFailed", "PeerLost", "Precision", "cpu_bf16_probe", "describe_device",
-           "join_process_group", "resolve_device", "resolve_precision"]
+__all__ = ["PRECISIONS", "Distributed", "PeerFailed", "PeerLost", "Precision", "compiler_status", "cpu_bf16_probe",
+           "describe_device", "join_process_group", "resolve_device", "resolve_precision"]

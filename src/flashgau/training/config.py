@@ -14,6 +14,7 @@ from ..data.tokenizers import is_tokenizer_file
 from ..errors import ConfigError
 from ..runtime import PRECISIONS
 from .budget import COVERS
+from .compiling import COMPILE_MODES
 
 if TYPE_CHECKING:
     from ..config import ModelConfig
@@ -57,7 +58,9 @@ class TrainConfig:
     precision:          "auto" (bf16 autocast where the device is fast at it, else fp32; see flashgau.runtime),
                         "fp32", "bf16", or "fp16" (CUDA only, with a gradient scaler). Weights and optimizer
                         state stay fp32 in every precision.
-    compile:            wrap the model in torch.compile.
+    compile:            "off", "on" (train under torch.compile; held-out scoring of full batches too), or "auto" (on
+                        where a compiler is present and the run is long enough to repay the compile time, decided
+                        when the run starts: training/compiling.py). true / false (older checkpoints) read as on / off.
     checkpoint_activations: recompute each block's activations in the backward pass instead of keeping them
                         (LanguageModel.set_activation_checkpointing): a training step's activation memory falls to
                         about one block's plus a (B, T, d) input per block, for about one more forward pass of time;
@@ -103,7 +106,7 @@ class TrainConfig:
     beta2: float = 0.98
     grad_clip: float = 1.0
     precision: str = "auto"
-    compile: bool = False
+    compile: str = "off"
     checkpoint_activations: bool = False
     data: Optional[str] = None
     heldout_fraction: float = 0.1
@@ -183,6 +186,10 @@ class TrainConfig:
         need(self.tokenizer in TOKENIZERS or is_tokenizer_file(self.tokenizer),
              f"tokenizer must be one of {', '.join(TOKENIZERS)} or the path of a tokenizer.json, got "
              f"{self.tokenizer!r}")
+        if isinstance(self.compile, bool):                                  # saved by flashgau before "auto"
+            self.compile = "on" if self.compile else "off"
+        need(self.compile in COMPILE_MODES, f"compile must be one of {', '.join(COMPILE_MODES)} (or true / false), "
+                                            f"got {self.compile!r}")
         for name in ("pack_documents", "checkpoint_activations"):
             need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         need(self.tokenizer != "bpe" or self.bpe_vocab_size > 256,

@@ -37,14 +37,16 @@ import torch
 from ..errors import ConfigError, FlashgauError
 from ..runtime import PeerLost, describe_device, join_process_group
 from ..runtime.distributed import as_float
-from .budget import PERIODIC_CHECKS, check_first_step, plan_budget, refit_steps
+from ..runtime import compiler_status
+from .budget import EVAL_SHARE, PERIODIC_CHECKS, check_first_step, plan_budget, refit_steps
 from .checkpoint import save_checkpoint
+from .compiling import ShapeRouted, break_even_seconds, decide_compile, expected_run_seconds, measured_speedup
 from .config import TrainConfig
 from ..tasks import Score
 from .metrics import MetricsLog, NoMetricsLog, plot_losses, read_metrics
 from .progress import Progress
 from .run_folder import claimed_by_rank0
-from .state import RunState, resume_run, start_run
+from .state import RunState, compile_model, resume_run, start_run
 from .trained import sample_text
 
 METRICS_NAME = "metrics.jsonl"
@@ -80,12 +82,12 @@ class TrainResult:
 
 def train(config: Optional[TrainConfig] = None, *, resume: Optional[Union[str, Path]] = None,
           changes: Optional[dict] = None, device: Union[str, torch.device, None] = "auto",
-          compile: Optional[bool] = None, stop_after: Optional[int] = None, overwrite: bool = False,
+          compile: Union[bool, str, None] = None, stop_after: Optional[int] = None, overwrite: bool = False,
           fsdp: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
     """Train a language model as `config` says, or continue the run saved at `resume` (a checkpoint file or
     run folder) with its saved settings, but for `changes` (state.RESUME_CHANGES: compile, activation
     checkpointing, the sample, the data's new place), on `device` ("auto": a GPU when there is one). `compile`
-    switches torch.compile for either.
+    ("off", "on", "auto"; True / False) sets torch.compile for either (training/compiling.py).
     `stop_after` ends the session after that step with a checkpoint, as an interruption would. Everything is
     checked before anything is written; the run folder is then owned by this process until train() returns.
     Under torchrun every process calls train() the same way and they train one model (module docstring); `fsdp`
@@ -101,6 +103,7 @@ def train(config: Optional[TrainConfig] = None, *, resume: Optional[Union[str, P
             # the first process of each machine sets up first (it prepares the data into the machine's cache)
             run = dist.first_on_each_machine(lambda: _open_run(config, resume, changes, dist, compile, overwrite,
                                                                progress, log))
+            _settle_compile(run)
             run.spread()
             dist.check_same(run.identity(), hint=" (every process must start the same run or resume the same "
                                                  "checkpoint)")
@@ -139,6 +142,37 @@ def _open_run(config, resume, changes, dist, compile, overwrite, progress, log) 
     return run
 
 
+def _settle_compile(run: RunState) -> None:
+    """compile "auto": decide now, once per session, whether this run compiles (training/compiling.py): a compiler
+    for the device, and a run long enough to repay the compile (its time budget's training share, or its steps left
+    times an eager step timed on one window, as check_first_step times it). Rank 0's choice holds for every
+    process. Before `spread`: DDP then wraps the compiled model."""
+    cfg = run.config
+    if cfg.compile != "auto":
+        return
+    ok, note = compiler_status(run.device.type)
+    micro, accumulation = cfg.split(run.dist.world_size)
+    speedup = measured_speedup(micro)
+    steps_left = None if run.total_steps is None else run.total_steps - run.step
+    step_seconds = None
+    if ok and speedup > 1.0 and cfg.time_budget is None and steps_left:
+        buffers = {name: b.clone() for name, b in run.model.named_buffers()}    # counters (Performer's redraws)
+        step_seconds = _one_window_seconds(run) * micro * accumulation
+        if steps_left * step_seconds > break_even_seconds(speedup=speedup):   # the first pass pays one-time costs:
+            step_seconds = min(step_seconds, _one_window_seconds(run) * micro * accumulation)     # time it again
+        with torch.no_grad():
+            for name, b in run.model.named_buffers():
+                b.copy_(buffers[name])
+    spent = run.train_seconds if cfg.time_budget_covers == "training" else run.elapsed_before
+    seconds = expected_run_seconds(time_budget=cfg.time_budget, covers=cfg.time_budget_covers, spent=spent,
+                                   steps_left=steps_left, step_seconds=step_seconds, eval_share=EVAL_SHARE)
+    choice = run.dist.broadcast(decide_compile(compiler=ok, compiler_note=note, device_type=run.device.type,
+                                               run_seconds=seconds, speedup=speedup))
+    run.compile_choice = choice
+    if choice.on:
+        run.compiled = run.forward = compile_model(run.model)
+
+
 def _what_is_kept(session: Optional["_Session"]) -> str:
     """After a lost peer: which checkpoint remains and how to continue."""
     if session is None or session.saved_step is None:
@@ -163,6 +197,13 @@ class _Session:
         self.note = self.bar.write if progress else log     # what the run decides on the way (plans, stops)
         self.intervals = _Intervals(run.config, run.total_steps)
         self.eval_batch = max(1, run.config.micro_batch_tokens // run.config.context)
+        self.scorer = run.model               # what held-out scoring calls
+        if run.compiled is not None and not run.dist.fsdp:
+            # score in batches of the training micro-batch's shape through the compiled model (training/compiling.py)
+            self.eval_batch = run.config.split(run.dist.world_size)[0]
+            self.scorer = ShapeRouted(run.model, run.compiled, (self.eval_batch, run.config.context))
+        self.first_step_seconds: Optional[float] = None    # of this session, when it compiles
+        self.compile_seconds: Optional[float] = None
         self.step_times: list[float] = []     # seconds per optimizer step, this session
         self.eval_times: list[float] = []     # seconds per held-out window in the periodic checks
         self.metrics = (MetricsLog if run.dist.is_main else NoMetricsLog)(run.out_dir / METRICS_NAME)
@@ -211,9 +252,11 @@ class _Session:
                  f"context {cfg.context} | {cfg.windows_per_step} windows/step ({processes}{micro} x "
                  f"{accumulation}) | {length} | out {run.out_dir}")
         self.log(f"device {describe_device(run.device)} | precision {run.precision.describe()}"
-                 + (" | torch.compile" if cfg.compile else "")
+                 + (" | torch.compile" if run.compiled is not None else "")
                  + (" | activation checkpointing" if cfg.checkpoint_activations else "")
                  + (f" | {run.dist.describe()}" if run.dist.world_size > 1 else ""))
+        if run.compile_choice is not None:
+            self.log(run.compile_choice.describe())
 
     def checkpoint(self) -> None:
         """Rank 0 writes the checkpoint (every process takes part: FSDP gathers the shards)."""
@@ -230,7 +273,7 @@ class _Session:
             self.on_first_save = None
 
     def score(self, limit: Optional[int]) -> Score:
-        return self.run.heldout.evaluate(self.run.model, batch_size=self.eval_batch, precision=self.run.precision,
+        return self.run.heldout.evaluate(self.scorer, batch_size=self.eval_batch, precision=self.run.precision,
                                          limit=limit, dist=self.run.dist)
 
     def sample(self, max_new_tokens: int, seed: int) -> str:
@@ -281,6 +324,20 @@ class _Session:
                              "tokens": run.tokens_seen, "elapsed": round(self.elapsed(), 3),
                              "train_seconds": round(run.train_seconds, 3)})
         self.bar.update(run.step, loss, n_tokens / dt)
+        if run.compiled is not None and len(self.step_times) <= 2:
+            self.note_compile_time()
+
+    def note_compile_time(self) -> None:
+        """A compiled session's first step compiles the model: its time beyond the second step's is the compile time,
+        logged and recorded (metrics.jsonl "compile", summary.json compile_seconds)."""
+        if len(self.step_times) == 1:
+            self.first_step_seconds = self.step_times[0]
+            return
+        self.compile_seconds = max(self.step_times[0] - self.step_times[1], 0.0)
+        self.note(f"torch.compile: first step took {self.step_times[0]:.1f} s ({self.compile_seconds:.1f} s compile, "
+                  f"then {self.step_times[1]:.2f} s/step)")
+        self.metrics.append({"kind": "compile", "step": self.run.step, "first_step_seconds":
+                             round(self.step_times[0], 3), "compile_seconds": round(self.compile_seconds, 3)})
 
     def periodic_check(self) -> None:
         run = self.run
@@ -299,7 +356,7 @@ class _Session:
         """Plan once the first steps are timed; stop at the deadline whatever the plan said."""
         run = self.run
         if run.plan is None:
-            if _timed_enough(self.step_times, self.budget):
+            if _timed_enough(self.step_times, self.budget, compiled=run.compiled is not None):
                 self.make_plan()
             return
         if run.step < run.total_steps and self.clock(agreed=True) + statistics.median(self.step_times[-20:]) \
@@ -312,8 +369,10 @@ class _Session:
     def make_plan(self) -> None:
         """Time one held-out batch, a short decode and a checkpoint write, then fit the run into the budget."""
         run, cfg = self.run, self.cfg
-        t0 = time.perf_counter()
         windows = min(self.eval_batch, len(run.heldout))
+        if isinstance(self.scorer, ShapeRouted) and self.scorer.first_seconds is None:
+            self.score(windows)                       # compiles the scoring graph, which the timing must not count
+        t0 = time.perf_counter()
         self.score(windows)
         window_seconds = (time.perf_counter() - t0) / windows
         sample_seconds = 0.0
@@ -395,8 +454,20 @@ class _Session:
                              num_parameters=run.model.num_parameters(), final=final, sample=sample, model=run.model,
                              tokenizer=run.data.tokenizer, data=run.data, interrupted=interrupted)
         if run.dist.is_main:
-            _write_summary(result, run, time.perf_counter() - self.t_start)
+            _write_summary(result, run, time.perf_counter() - self.t_start, self.compile_record())
         return result
+
+    def compile_record(self) -> dict:
+        """summary.json's "compile": the mode asked for, whether this session compiled and why ("auto"), and the
+        compile times measured (seconds; None when not measured: no compile, or a single step)."""
+        run, scorer = self.run, self.scorer
+        choice = run.compile_choice
+        return {"mode": self.cfg.compile, "on": run.compiled is not None,
+                "reason": choice.reason if choice is not None else None,
+                "compile_seconds": None if self.compile_seconds is None else round(self.compile_seconds, 3),
+                "first_step_seconds": None if self.first_step_seconds is None else round(self.first_step_seconds, 3),
+                "eval_compile_seconds": (round(scorer.compile_seconds, 3) if isinstance(scorer, ShapeRouted)
+                                         and scorer.compile_seconds is not None else None)}
 
 
 # ------------------------------------------------------------------------------------------------ one step
@@ -458,11 +529,11 @@ def _one_window_seconds(run: RunState) -> float:
     return seconds
 
 
-def _timed_enough(step_times: list[float], budget: float) -> bool:
+def _timed_enough(step_times: list[float], budget: float, compiled: bool = False) -> bool:
     """Enough steps timed to plan: TIMED_STEPS after the first (which pays one-time costs), or fewer when they
-    already used a tenth of the budget."""
+    already used a tenth of the budget. A compiled first step (the compile) never stands for a step alone."""
     return len(step_times) > TIMED_STEPS or (len(step_times) >= 2 and sum(step_times) > 0.1 * budget) \
-        or step_times[0] > 0.25 * budget
+        or (step_times[0] > 0.25 * budget and not compiled)
 
 
 def _check_finite(result: Score, step: int, cfg: TrainConfig) -> None:
@@ -495,7 +566,7 @@ class _Intervals:
 
 # ------------------------------------------------------------------------------------------------- the end
 
-def _write_summary(result: TrainResult, run: RunState, session_seconds: float) -> None:
+def _write_summary(result: TrainResult, run: RunState, session_seconds: float, compiled: dict) -> None:
     summary = {"step": result.step, "total_steps": result.total_steps, "tokens_seen": result.tokens_seen,
                "num_parameters": result.num_parameters, "train_elapsed_s": round(result.elapsed, 1),
                "train_step_s": round(run.train_seconds, 1),
@@ -503,6 +574,7 @@ def _write_summary(result: TrainResult, run: RunState, session_seconds: float) -
                "device": str(run.device), "precision": run.precision.to_dict(),
                "model_options": run.config.model, "model_config": run.model_config.to_dict(),
                "plan": run.plan.to_dict() if run.plan else None,
+               "compile_seconds": compiled["compile_seconds"], "compile": compiled,
                "final": result.final.to_dict() if result.final else None, "sample": result.sample}
     path = run.out_dir / SUMMARY_NAME
     tmp = path.with_name(f".{path.name}.tmp")

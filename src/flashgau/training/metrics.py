@@ -1,7 +1,9 @@
 """The metrics log (one JSON object per line) and its plot (PNG, matplotlib's Agg backend, no display needed).
 
 Records have a "kind": "train" (step, loss, lr, grad_norm, tokens, elapsed), "eval" (step, elapsed,
-heldout_loss, heldout_bpb on the fixed subset of held-out windows) or "final" (the full held-out set; its elapsed is when training ended, eval_seconds what scoring took).
+heldout_loss, heldout_bpb on the fixed subset of held-out windows), "final" (the full held-out set; its elapsed is
+when training ended, eval_seconds what scoring took), "plan" (a time budget's plan) or "compile" (a compiled
+session's first step: first_step_seconds, compile_seconds).
 """
 
 from __future__ import annotations

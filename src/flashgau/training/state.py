@@ -44,6 +44,7 @@ from ..model import LanguageModel
 from ..runtime import Distributed, Precision, resolve_precision
 from ..tasks import HeldoutSet, TrainingStream, get_task
 from .budget import BudgetPlan
+from .compiling import CompileChoice
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model_state, resolve_checkpoint_path
 from .config import TrainConfig
 from .init_from import read_init_source
@@ -67,6 +68,7 @@ class RunState:
     sampler: TrainingStream
     model: LanguageModel
     forward: Any                       # the model, or its torch.compile wrapper
+    compiled: Any                      # the model's torch.compile wrapper when the run compiles, else None
     optimizer: torch.optim.Optimizer
     scaler: Optional[torch.amp.GradScaler]
     schedule: WarmupCosine
@@ -81,6 +83,7 @@ class RunState:
     train_seconds: float = 0.0         # seconds inside optimizer steps, all sessions
     resumed: bool = False
     dist: Distributed = field(default_factory=Distributed)
+    compile_choice: Optional[CompileChoice] = None     # what --compile auto chose and why (training/compiling.py)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -169,8 +172,10 @@ def start_run(config: TrainConfig, *, device: torch.device, overwrite: bool = Fa
     if source is not None:
         source.load_into(model)
     model.to(device).set_activation_checkpointing(config.checkpoint_activations)
+    compiled = _compiled(model, config.compile)
     return RunState(config=config, model_config=model_cfg, data=data, heldout=heldout, sampler=sampler, model=model,
-                    forward=_compiled(model, config.compile), optimizer=_optimizer(model, config),
+                    forward=compiled if compiled is not None else model, compiled=compiled,
+                    optimizer=_optimizer(model, config),
                     scaler=precision.grad_scaler(), precision=precision, device=device, out_dir=out_dir,
                     sample_prompt=prompt, dist=dist,
                     schedule=WarmupCosine(config.lr, config.steps, config.warmup_steps, config.min_lr_ratio))
@@ -234,8 +239,10 @@ def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optiona
             or isinstance(trained, bool) or not isinstance(trained, (int, float)) or not 0 <= trained < math.inf):
         raise CheckpointError(f"{where}: saved progress is out of range (step {step} of {total}, {tokens} tokens, "
                               f"{elapsed} s, {trained!r} s of training)")
+    compiled = _compiled(model, config.compile)
     return RunState(config=config, model_config=model_cfg, data=data, heldout=heldout, sampler=sampler, model=model,
-                    forward=_compiled(model, config.compile), optimizer=optimizer, scaler=scaler,
+                    forward=compiled if compiled is not None else model, compiled=compiled,
+                    optimizer=optimizer, scaler=scaler,
                     schedule=schedule, precision=precision, device=device, out_dir=ckpt_path.parent,
                     sample_prompt=_sample_prompt(config, data, model_cfg), plan=plan, step=step, tokens_seen=tokens,
                     elapsed_before=float(elapsed), train_seconds=float(trained), resumed=True, dist=dist)
@@ -284,8 +291,15 @@ def _optimizer(model: LanguageModel, config: TrainConfig) -> torch.optim.Optimiz
     return make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay, betas=(config.beta1, config.beta2))
 
 
-def _compiled(model: LanguageModel, compile: bool):
-    return torch.compile(model) if compile else model
+def _compiled(model: LanguageModel, compile: str):
+    """The model under torch.compile for compile "on" (a wrapper that shares the model's parameters; "auto" is
+    decided when the run starts, training/loop.py), else None."""
+    return compile_model(model) if compile == "on" else None
+
+
+def compile_model(model: LanguageModel):
+    """The model under torch.compile (a wrapper sharing its parameters)."""
+    return torch.compile(model)
 
 
 def _resumed_precision(state: dict, config: TrainConfig, device: torch.device, where: str) -> Precision:

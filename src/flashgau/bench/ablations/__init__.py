@@ -122,8 +122,8 @@ DEFAULTS_GROUP = Group(
 
 TOKEN_SHIFT_ARCHS = Group(
     "token_shift_archs", "Token shift in the Transformer baselines: on (0.5) or off (512, 100 steps)", "small", (512,),
-    "steps", 100, tuple(_v(f"{arch} {label}", arch, token_shift=ts) for arch in ("transformer++", "transformer+",
-                                                                              "mc-transformer++")
+    "steps", 100, tuple(_v(f"{arch} {label}", arch, token_shift=ts)
+                        for arch in ("transformer++", "mc-transformer++", "transformer+", "performer", "combiner")
                         for label, ts in (("token shift 0.5", 0.5), ("no token shift", 0.0))),
     "transformer++ token shift 0.5", seeds=(0,),
     note="Every other setting is the preset's default (init fan_in). Read each arch's pair: the Δ column compares "
