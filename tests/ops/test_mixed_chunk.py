@@ -428,9 +428,11 @@ def test_step_reads_only_the_filled_slots():
     for k in range(12):
         pos = lengths + k
         n = int((pos % C).max()) + 1
+        stale = state.quad_k[:, :, n:].clone()
         state.quad_k[:, :, n:] = float("nan")
         token, bias_row = _step_inputs(xs, pos, xs[5])
         o, state = mixed_chunk_attention_step(*token, bias_row, state, pos)
+        state.quad_k[:, :, n:] = stale        # a later step with a larger n reads these (finite stale keys, v = 0)
         torch.testing.assert_close(o[:, :, 0], want[rows, :, pos], **TOL, msg=lambda m, k=k: f"step {k}: {m}")
 
 
