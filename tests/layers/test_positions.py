@@ -213,6 +213,22 @@ def test_per_row_query_positions_agree_with_shared(kind):
         torch.testing.assert_close(bias[r, 0], rel(pos_q[r], keys), atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("kind,span,width", [("toeplitz", 8, 8), ("toeplitz", 512, 8), ("toeplitz", 4, 8),
+                                              ("rope", 8, 8), ("none", 8, 8)])
+def test_chunk_row_is_the_bias_of_a_slot_against_its_chunk(kind, span, width):
+    """chunk_row (decoding's bias row) equals forward(slot[:, None], arange(width)) for every slot, also where the
+    Toeplitz table is narrower than the chunk (offsets clipped: the general form)."""
+    torch.manual_seed(0)
+    rel = RelPosBias(kind, span, 8)
+    if kind == "toeplitz":
+        torch.nn.init.normal_(rel.weight)
+    slot = torch.tensor([0, 3, width - 1, 5, 0])
+    want = rel(slot[:, None], torch.arange(width))
+    got = rel.chunk_row(slot, width)
+    assert got.shape == want.shape == (5, 1, 1, width)
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
 def test_unknown_kind_raises():
     with pytest.raises(ValueError, match="t5"):
         RelPosBias("t5", 16, 8)

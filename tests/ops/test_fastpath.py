@@ -10,7 +10,7 @@ from flashgau.model import LanguageModel
 from flashgau.ops import fastpath, mixed_chunk_attention
 from flashgau.ops.chunks import exclusive_cumsum, sums_before
 from flashgau.ops.local_blocks import causal_local_attention, default_block, local_fraction
-from flashgau.ops.projection import gau_projection, gau_projection_plain
+from flashgau.ops.projection import gau_projection, gau_projection_inference, gau_projection_plain
 from flashgau.ops.rope import rotate, rotate_plain
 
 from op_helpers import assert_forward_backward_close, random_right_padding, with_inputs
@@ -172,6 +172,28 @@ def test_gau_projection_matches_plain(n, dims, per_row, dtype, tol):
 
     assert_forward_backward_close(as_one(gau_projection), as_one(gau_projection_plain), [y, gamma, beta],
                                   names=["y", "gamma", "beta"], **tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n,dims", [(4, 8), (2, 8), (4, 4), (2, 0)])
+@pytest.mark.parametrize("per_row", [False, True])
+def test_gau_projection_inference_equals_the_autograd_forward(n, dims, per_row, dtype):
+    """The no-gradient form (decoding) gives the autograd function's outputs exactly: the same arithmetic per
+    element, all maps in one pass."""
+    B, T, e, s = 2, 7, 12, 8
+    y = torch.randn(B, T, 2 * e + s, generator=_gen()).to(dtype) * 2
+    gamma, beta = torch.randn(n, s, generator=_gen(1)), torch.randn(n, s, generator=_gen(2)) * 0.1
+    pos = torch.randint(0, 100, (B, T), generator=_gen(3)) if per_row else torch.arange(T)
+    cos, sin = rope_tables(pos, dims, dtype) if dims else (y, y)
+    if dims and per_row:
+        cos, sin = cos[:, 0], sin[:, 0]
+    want = gau_projection(y, gamma, beta, cos, sin, e=e, s=s, dims=dims)
+    with torch.inference_mode():
+        got = gau_projection_inference(y, gamma, beta, cos, sin, e=e, s=s, dims=dims)
+    assert len(got) == len(want) == n + 2
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        torch.testing.assert_close(g, w, atol=0, rtol=0)
 
 
 def test_gau_projection_with_unused_outputs():

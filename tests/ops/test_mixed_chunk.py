@@ -415,6 +415,27 @@ def test_prefill_then_steps_rows_of_different_lengths(C, first_to_all):
         assert state.nbytes() == size
 
 
+def test_step_reads_only_the_filled_slots():
+    """The step's local part reads the open chunk's slots up to the furthest row's token only: the keys after it
+    (stale, from the previous chunk) are never read, so NaN there leaves every output equal to the parallel one.
+    Rows at different slots (one at a chunk's first slot while the other is further in), across two boundaries."""
+    C, T = 5, 19
+    xs = _inputs(B=2, H=2, T=T, C=C, seed=6)
+    want = _fast(xs, C, True)
+    lengths = torch.tensor([7, 5])
+    _, state = _prefill(xs, C, right_padding(lengths, T))
+    rows = torch.arange(2)
+    for k in range(12):
+        pos = lengths + k
+        n = int((pos % C).max()) + 1
+        stale = state.quad_k[:, :, n:].clone()
+        state.quad_k[:, :, n:] = float("nan")
+        token, bias_row = _step_inputs(xs, pos, xs[5])
+        o, state = mixed_chunk_attention_step(*token, bias_row, state, pos)
+        state.quad_k[:, :, n:] = stale        # a later step with a larger n reads these (finite stale keys, v = 0)
+        torch.testing.assert_close(o[:, :, 0], want[rows, :, pos], **TOL, msg=lambda m, k=k: f"step {k}: {m}")
+
+
 def test_prefill_state_equals_stepped_state():
     """The state after a prefill of n tokens equals the state after n steps from empty (kv, count, and the filled
     part of the open-chunk buffer)."""

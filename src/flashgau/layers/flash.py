@@ -71,8 +71,7 @@ class FlashLayer(GAUBase):
               pos: Tensor) -> tuple[Tensor, FlashState | SoftmaxChunkState]:
         """x, h (B, 1, d): one token per row at positions pos (B,); the state is updated in place and returned."""
         u, v, (quad_q, quad_k, lin_q, lin_k) = self._maps(h, pos[:, None])
-        slots = torch.arange(self.chunk_size, device=x.device)
-        bias_row = self.rel((pos % self.chunk_size)[:, None], slots).to(quad_q.dtype)   # (B, 1, 1, C)
+        bias_row = self.rel.chunk_row(pos % self.chunk_size, self.chunk_size).to(quad_q.dtype)   # (B, 1, 1, C)
         with self.attention_context(x.device):
             if self.softmax:
                 o, state = mixed_chunk_softmax_attention_step(quad_q, quad_k, lin_q, lin_k, v, state, pos,

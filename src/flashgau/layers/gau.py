@@ -29,7 +29,7 @@ from ..config import ModelConfig
 from ..ops import KVCache, relu2_attention, relu2_attention_step, softmax_attention, softmax_attention_step
 from ..ops import fastpath
 from ..ops.autocast import autocast_off
-from ..ops.projection import gau_projection
+from ..ops.projection import gau_projection, gau_projection_inference
 from .context import Context
 from .init import residual_output
 from .norms import make_norm
@@ -69,14 +69,15 @@ class GAUBase(nn.Module):
     def project(self, h: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
         """h (B, T, d) the normalised (and shifted) input, pos (T,) or (B, T) -> u (B, T, e), v (B, h, T, e/h), n_maps
         tensors (B, h, T, s/h) (h = gau_heads). With one head and the fused_projection fast path, the epilogue after
-        the uvz product is one autograd function (ops/projection.py); the plain form below is its reference."""
+        the uvz product is one autograd function (ops/projection.py), or without gradients (decoding) its forward
+        alone; the plain form below is their reference."""
         y = self.to_uvz(h)
         if self.heads == 1 and fastpath.enabled("fused_projection"):
             cos, sin = rope_tables(pos, self.rope_dims, y.dtype) if self.rope_dims else (y, y)
             if pos.dim() == 2:                                           # (B, 1, T, half) -> (B, T, half)
                 cos, sin = cos[:, 0], sin[:, 0]
-            u, v, *maps = gau_projection(y, self.gamma, self.beta, cos, sin, e=self.e, s=self.s,
-                                         dims=self.rope_dims)
+            fused = gau_projection if torch.is_grad_enabled() else gau_projection_inference
+            u, v, *maps = fused(y, self.gamma, self.beta, cos, sin, e=self.e, s=self.s, dims=self.rope_dims)
             if self.fp32_attention:
                 v, maps = v.float(), [m.float() for m in maps]
             return u, v[:, None], [m[:, None] for m in maps]

@@ -110,3 +110,13 @@ class RelPosBias(nn.Module):
             bias = (qa @ kb.transpose(-1, -2))
             return bias[0, 0] if pos_q.dim() == 1 else bias
         return bias if pos_q.dim() == 1 else bias[:, None]
+
+    def chunk_row(self, slot: Tensor, width: int) -> Tensor:
+        """The bias of one query per row, at slot (B,) of a chunk (0 <= slot < width), against the `width` slots of
+        its chunk: (B, 1, 1, width) fp32, what forward(slot[:, None], arange(width)) gives, in fewer ops (decoding
+        asks for it once per layer and token). Toeplitz with width <= span clips no offset, so the row of slot i is
+        the slice weight[span - 1 - i : span - 1 - i + width]: one gather from the table's sliding windows."""
+        if self.kind == "toeplitz" and width <= self.span:
+            windows = self.weight.float().unfold(0, width, 1)            # windows[r] = weight[r : r + width]
+            return windows[self.span - 1 - slot][:, None, None]
+        return self.forward(slot[:, None], torch.arange(width, device=slot.device))

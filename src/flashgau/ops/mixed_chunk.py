@@ -243,7 +243,9 @@ def mixed_chunk_attention_step(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, li
 
     Inputs are (B, H, 1, s|e); bias_row (B, 1, 1, C) holds the bias of this query against each slot of its chunk.
     Invariant: the value buffer is zero in the slots after the newest token (prefill and the fold keep it so), which
-    masks them. first_to_all needs a FlashFirstToAllState (and only it takes one): its first_v is zero until chunk 0
+    masks them. The local part reads only the slots filled so far (up to the largest slot among the rows: one read
+    of pos to the host per call, which also tells whether a chunk completes), so its cost grows across a chunk
+    from 1 slot to C. first_to_all needs a FlashFirstToAllState (and only it takes one): its first_v is zero until chunk 0
     is complete, so the first-chunk term needs no mask either; the fold at position C - 1 freezes chunk 0 there
     instead of adding it to the running sum.
     """
@@ -252,31 +254,41 @@ def mixed_chunk_attention_step(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, li
         raise ValueError(f"first_to_all={first_to_all} needs "
                          f"{'a FlashFirstToAllState' if first_to_all else 'a FlashState without first_to_all'}, "
                          f"got a {type(state).__name__}")
-    B, H, C, _ = state.quad_k.shape
+    B, H, C, s = state.quad_k.shape
+    e = state.v.shape[-1]
     slot = pos % C                                                       # (B,)
-    rows = torch.arange(B, device=slot.device)
-    state.quad_k[rows, :, slot] = quad_k[:, :, 0].to(state.quad_k.dtype)
-    state.lin_k[rows, :, slot] = lin_k[:, :, 0].to(state.lin_k.dtype)
-    state.v[rows, :, slot] = v[:, :, 0].to(state.v.dtype)
+    at = slot.reshape(B, 1, 1, 1)                                        # write this token into its slot
+    state.quad_k.scatter_(2, at.expand(B, H, 1, s), quad_k.to(state.quad_k.dtype))
+    state.lin_k.scatter_(2, at.expand(B, H, 1, s), lin_k.to(state.lin_k.dtype))
+    state.v.scatter_(2, at.expand(B, H, 1, e), v.to(state.v.dtype))
+    n = max(slot.tolist()) + 1           # slots [0, n) hold the open chunk's tokens (of the row furthest into it)
 
-    # slots after the query hold zero values (the buffer's invariant), so they add nothing: no mask needed
+    # as the parallel form computes a query's row: one (1, n) row per (row, head), /C and the bias in one baddbmm,
+    # the global term accumulated into the local output by another. Only the n filled slots are read; in a row
+    # whose query sits before slot n - 1 the slots after it hold zero values (the buffer's invariant), so they
+    # add nothing: no mask needed
+    dtype = quad_q.dtype
     if parts == "global":
-        out = quad_q.new_zeros(B, H, 1, state.v.shape[-1])
+        out = quad_q.new_zeros(B * H, 1, e)
     else:
-        weights = torch.relu(quad_q @ state.quad_k.transpose(-1, -2).to(quad_q.dtype) / C + bias_row).square()
-        out = weights @ state.v.to(quad_q.dtype)
+        q = quad_q.reshape(B * H, 1, s)
+        keys = state.quad_k[:, :, :n].reshape(B * H, n, s).transpose(1, 2).to(dtype)
+        bias = bias_row[..., :n].to(dtype).expand(B, H, 1, n).reshape(B * H, 1, n)
+        weights = torch.relu(torch.baddbmm(bias, q, keys, alpha=1.0 / C)).square()
+        out = weights @ state.v[:, :, :n].reshape(B * H, n, e).to(dtype)                # (B*H, 1, e)
         if first_to_all:
-            first = torch.relu(quad_q @ state.first_k.transpose(-1, -2).to(quad_q.dtype) / C).square()
-            out = out + first @ state.first_v.to(quad_q.dtype)
+            first = torch.relu(q @ state.first_k.reshape(B * H, C, s).transpose(1, 2).to(dtype) / C).square()
+            out = torch.baddbmm(out, first, state.first_v.reshape(B * H, C, e).to(dtype))
     if parts != "local":
         if linear_normalizer == "average":
-            denom = state.count.clamp_min(1.0).reshape(B, 1, 1, 1).to(lin_q.dtype)
+            lin_q = lin_q / state.count.clamp_min(1.0).reshape(B, 1, 1, 1).to(lin_q.dtype)
         else:
-            denom = C
-        out = out + (lin_q @ state.kv.to(lin_q.dtype)) / denom               # divide the (1, e) row, not the s x e sum
+            lin_q = lin_q / C
+        out = torch.baddbmm(out, lin_q.reshape(B * H, 1, s), state.kv.reshape(B * H, s, e).to(dtype))
+    out = out.reshape(B, H, 1, e)
 
-    full = slot == C - 1                                                 # chunk complete: fold it in
-    if bool(full.any()):
+    if n == C:                                                           # a row's chunk is complete: fold it in
+        full = slot == C - 1
         summed = full
         if first_to_all:                                                 # chunk 0 complete: freeze it, do not sum it
             first = (full & (pos < C)).reshape(B, 1, 1, 1)
