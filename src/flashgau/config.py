@@ -80,6 +80,14 @@ PAPER_SUFFIX = "-paper"
 # Fields whose default changed (issue 22's measurements, docs/model_options.md), with the value they had before: a
 # saved config without the field (written before it existed) was made with that value.
 DEFAULTS_BEFORE: dict[str, Any] = dict(token_shift=0.0, init="normal")
+# token_shift=None resolves per arch to the value measured best for it (issue 22; `flashgau bench ablations --groups
+# defaults token_shift_archs`, small preset, 512, AMD EPYC AVX2; docs/model_options.md has the figures): FLASH 0.10
+# nats lower with it after 60 steps (two seeds); after 100 steps without it Transformer++ is 0.07-0.14 nats lower
+# (two seeds), Performer 0.28, Combiner 0.25, Transformer+ the same (0.01), MC-TFM++ either way by seed (+0.32 /
+# -0.20: off, as Transformer++). FLASH-Quad shares FLASH's GAU layer (not measured apart).
+TOKEN_SHIFT_DEFAULTS: dict[str, float] = {"flash": 0.5, "flash-quad": 0.5, "mc-transformer++": 0.0,
+                                          "transformer+": 0.0, "transformer++": 0.0, "performer": 0.0,
+                                          "combiner": 0.0}
 PRESET_NAMES: tuple[str, ...] = (*PRESETS, *(name + PAPER_SUFFIX for name in PRESETS))
 
 
@@ -139,7 +147,9 @@ class ModelConfig:
                      (g - 1) C for causal chunk g); "sum": C, i.e. the per-chunk summaries /C summed (lucidrains,
                      OpenNLPLab). Both are prefix-consistent and decode exactly; see docs/normalisers.md.
     token_shift:     share of the d channels of every block's normalised input taken from the neighbouring
-                     token (RWKV-style, lucidrains' shift_tokens: 0.5; not in the paper; 0: off): causal, from the
+                     token (RWKV-style, lucidrains' shift_tokens: 0.5; not in the paper; 0: off); None (the default):
+                     the arch's measured best, TOKEN_SHIFT_DEFAULTS (0.5 for the GAU archs, off for the Transformer
+                     baselines, which it slows or does not help: docs/model_options.md). Causal, from the
                      previous token; bidirectional, half of them from the previous and half from the next. GAU
                      blocks shift before the uvz projection, Transformer blocks before attention and before the
                      feed-forward. Padding never shifts into a real token; decoding carries the previous token's
@@ -199,7 +209,7 @@ class ModelConfig:
     init: str = "fan_in"
     rope_fraction: float = 1.0
     linear_normalizer: str = "average"
-    token_shift: float = 0.5
+    token_shift: Optional[float] = None
     performer_chunk_size: Optional[int] = None
     performer_epsilon: float = 0.0
     combiner_chunk_size: Optional[int] = None
@@ -215,6 +225,8 @@ class ModelConfig:
                 raise ConfigError(f"invalid ModelConfig: {msg}")
 
         need(self.arch in ARCHS, f"unknown arch {self.arch!r}; choose one of {', '.join(ARCHS)}")
+        if self.token_shift is None:
+            self.token_shift = TOKEN_SHIFT_DEFAULTS[self.arch]
         for name, choices in CHOICES.items():
             need(getattr(self, name) in choices, f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         for name in ("vocab_size", "d_model", "n_layers", "max_seq_len", "qk_dim", "expansion", "n_heads",

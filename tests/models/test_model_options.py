@@ -193,6 +193,23 @@ def test_paper_preset_survives_a_change_of_the_defaults():
     assert changed.preset("small-paper").token_shift == 0.0
 
 
+def test_token_shift_defaults_per_arch_and_an_explicit_value_wins():
+    """token_shift=None (the default) is each arch's measured best (TOKEN_SHIFT_DEFAULTS: 0.5 for the GAU archs, off
+    for Transformer++); it is resolved on construction, so a saved config keeps the number."""
+    from flashgau import ARCHS, ModelConfig
+    from flashgau.config import GAU_ARCHS, TOKEN_SHIFT_DEFAULTS
+
+    assert set(TOKEN_SHIFT_DEFAULTS) == set(ARCHS)
+    assert all(TOKEN_SHIFT_DEFAULTS[a] == 0.5 for a in GAU_ARCHS) and TOKEN_SHIFT_DEFAULTS["transformer++"] == 0.0
+    for arch in ARCHS:
+        cfg = ModelConfig.preset("small", arch=arch)
+        assert cfg.token_shift == TOKEN_SHIFT_DEFAULTS[arch] and ModelConfig(arch=arch).token_shift == cfg.token_shift
+        assert ModelConfig.from_dict(cfg.to_dict()).token_shift == cfg.token_shift
+        assert ModelConfig.preset("small", arch=arch, token_shift=0.25).token_shift == 0.25
+        assert ModelConfig.preset("small-paper", arch=arch).token_shift == 0.0
+    assert ModelConfig.from_dict({**ModelConfig(arch="transformer++").to_dict(), "token_shift": 0.5}).token_shift == 0.5
+
+
 @pytest.mark.parametrize("arch", ["flash", "transformer++"])
 def test_the_options_keep_the_training_forward_one_graph(arch):
     """torch.compile (flashgau train --compile) with the new options on: no graph break."""
