@@ -166,7 +166,9 @@ class FakeCompiled:
         return self.model(input_ids, **kwargs)
 
 
-def test_compiled_run_times_its_compile_and_scores_full_batches_compiled(small_corpus, tmp_path, monkeypatch):
+@pytest.fixture
+def fake_compiles(monkeypatch):
+    """state.compile_model replaced by FakeCompiled; the list of those made."""
     made = []
 
     def fake(model):
@@ -174,6 +176,11 @@ def test_compiled_run_times_its_compile_and_scores_full_batches_compiled(small_c
         return made[-1]
 
     monkeypatch.setattr(state, "compile_model", fake)
+    return made
+
+
+def test_compiled_run_times_its_compile_and_scores_full_batches_compiled(small_corpus, tmp_path, fake_compiles):
+    made = fake_compiles
     # 4 windows of 32 per step in micro-batches of 2; 5 held-out windows per check: batches of 2, 2 and 1
     cfg = tiny_config(small_corpus, tmp_path / "r", steps=3, compile="on", eval_every=3, eval_windows=5)
     result, lines = run_logged(cfg)
@@ -246,14 +253,8 @@ def test_a_real_compiled_run_matches_eager_and_does_not_recompile_on_each_check(
     assert summary["compile_seconds"] > 0
 
 
-def test_a_budgeted_compiled_run_plans_without_counting_the_scoring_compile(small_corpus, tmp_path, monkeypatch):
-    made = []
-
-    def fake(model):
-        made.append(FakeCompiled(model))
-        return made[-1]
-
-    monkeypatch.setattr(state, "compile_model", fake)
+def test_a_budgeted_compiled_run_plans_without_counting_the_scoring_compile(small_corpus, tmp_path, fake_compiles):
+    made = fake_compiles
     _, lines = run_logged(tiny_config(small_corpus, tmp_path / "r", steps=None, time_budget=4.0, compile="on",
                                       eval_every=None))
     assert any(line.startswith("time budget 4 s") for line in lines) or \
