@@ -54,8 +54,8 @@ def test_no_tensor_is_created_on_the_cpu_by_accident(arch, causal, options):
                 state.reserve(T + 1, exact=False)
                 try:
                     y, state = block.step(x[:, :1], state, pos)
-                except RuntimeError as err:     # a step that asks the data whether a chunk is complete (a GPU
-                    assert "meta tensors" in str(err)   # sync there) stops the meta run at that question
+                except (RuntimeError, NotImplementedError) as err:  # a step that reads the data (FLASH: how far
+                    assert "meta tensor" in str(err)   # into its chunk it is, a GPU sync) stops the meta run there
                     continue
                 assert y.device == meta
 
