@@ -86,9 +86,9 @@ def test_a_run_stopped_by_a_signal_is_not_saved_and_resumes_next_time(tmp_path, 
 
 
 def test_a_saved_run_trained_with_other_defaults_is_named_with_what_changed(tmp_path, small_corpus, capsys, parse):
-    args = _args(parse, tmp_path, small_corpus, "--archs", "transformer++")
+    args = _args(parse, tmp_path, small_corpus, "--archs", "transformer++", "flash-0.1.0")   # flash-0.1.0: a row
     assert quality.run(args) == 0
-    (path,) = (tmp_path / "runs" / "quality").glob("*.json")
+    path = next((tmp_path / "runs" / "quality").glob("*-transformer++.json"))
     capsys.readouterr()
     assert quality.run(args) == 0
     assert "saved run trained with" not in capsys.readouterr().out            # today's settings: nothing to say

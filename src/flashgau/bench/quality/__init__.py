@@ -138,8 +138,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     D, Q, M = DEFAULTS, QUICK, MLM_DEFAULTS
     # the QA task fine-tunes a pre-trained model: its experiment is not a quality series of runs from scratch
     p.add_argument("--objective", choices=[o for o in OBJECTIVES if o != "qa"], default="lm",
-                   help="lm: causal language models, held-out loss and bits per byte; mlm: the paper's C4 experiment, bidirectional models trained on masked "
-                   "language modelling, held-out masked-token loss, speedup to Transformer++'s loss (its defaults: "
+                   help="lm: causal language models, held-out loss and bits per byte; mlm: the paper's C4 experiment, "
+                   "bidirectional models trained on masked language modelling, held-out masked-token loss, speedup to Transformer++'s loss (its defaults: "
                    f"--archs {' '.join(MLM_ARCHS)} --preset {M['preset']} --contexts {_list(M['contexts'])} "
                    f"--time-budget {M['time_budget']:g} --batch-tokens {M['batch_tokens']}) (default: lm)")
     p.add_argument("--archs", nargs="+", choices=ROWS, default=None, metavar="ARCH",
@@ -234,8 +234,12 @@ def run_key(arch: str, context: int, seed: int, s: QualitySettings, series: Opti
 def train_config(arch: str, context: int, seed: int, s: QualitySettings, out_dir: Path, series: Optional[str] = None,
                  *, model: Optional[dict] = None, lr: Optional[float] = None):
     """The TrainConfig of one run: `series` "time" or "steps" (default: the first of s.series); `model` options
-    (default: the arch's ARCH_OPTIONS of the settings) and `lr` (default: s.lr) for a variant."""
+    (default: the arch's ARCH_OPTIONS of the settings) and `lr` (default: s.lr) for a variant. `arch` may be a row of
+    VARIANT_ROWS: its arch, with the row's options under `model`."""
     from ...training.config import TrainConfig
+    if arch in VARIANT_ROWS:
+        arch, options = VARIANT_ROWS[arch]
+        model = {**s.arch_options.get(arch, {}), **options, **(model or {})}
     timed = (series or s.series[0]) == "time"
     return TrainConfig(arch=arch, preset=s.preset, objective=s.objective, context=context,
                        steps=None if timed else s.steps, time_budget=s.budget_for(context) if timed else None,
@@ -285,21 +289,17 @@ def train_one(arch: str, context: int, seed: int, s: QualitySettings, folder: Pa
     from ...training.checkpoint import CHECKPOINT_NAME
 
     series = series or s.series[0]
-    row = arch
-    if arch in VARIANT_ROWS:
-        arch, options = VARIANT_ROWS[arch]
-        model = {**s.arch_options.get(arch, {}), **options, **(model or {})}
     cfg = train_config(arch, context, seed, s, folder, series, model=model, lr=lr)
     t0 = time.perf_counter()
     result, records = train_or_resume(cfg, s.device, log)
     pts = curve(records)
     final_rec = next((r for r in records if r.get("kind") == "final"), {})
-    rec = dict(arch=row, context=context, seed=seed, preset=s.preset, key=folder.name, device=s.device,
+    rec = dict(arch=arch, context=context, seed=seed, preset=s.preset, key=folder.name, device=s.device,
                series=series, budget=s.budget_label(series, context), model_options=cfg.model, lr=cfg.lr,
                train_config=cfg.to_dict(), model_config=result.model.config.to_dict(),
                num_parameters=result.num_parameters, steps=result.step, tokens=result.tokens_seen,
                elapsed=result.elapsed, train_time=pts[-1]["train_time"] if pts else None,
-               final=result.final.to_dict() if result.final else None,
+               final=result.final.to_dict(),
                final_eval_seconds=final_rec.get("eval_seconds"), curve=pts,
                env=common.environment(torch.device(s.device)),
                session_seconds=time.perf_counter() - t0)
@@ -365,7 +365,9 @@ def run(args: argparse.Namespace) -> int:
     plan = [(T, seed, x, a) for T in s.contexts for seed in s.seeds for x in s.series for a in s.archs]
     for T, seed, series, arch in plan:
         key = run_key(arch, T, seed, s, series)
-        warn_if_stale(store, key, train_config(arch, T, seed, s, runs_dir / key, series))
+        if store.has(key):
+            warn_if_stale(store.load(key), key, store.path(key), train_config(arch, T, seed, s, runs_dir / key,
+                                                                               series))
     for T, seed, series, arch in plan if not args.report_only else ():
         key = run_key(arch, T, seed, s, series)
         if not train_and_save(store, key, lambda: train_one(arch, T, seed, s, runs_dir / key, args.keep_checkpoints,
@@ -386,15 +388,15 @@ def stale_settings(saved: dict, cfg) -> dict[str, tuple]:
     return {k: (then.get(k), x) for k, x in now.items() if then.get(k) != x}
 
 
-def warn_if_stale(store: common.ResultStore, key: str, cfg) -> None:
-    """One line when the saved run `key` was trained with other model settings than today's code would use."""
-    saved = store.load(key) if store.has(key) else None
+def warn_if_stale(saved: Optional[dict], key: str, path: Path, cfg) -> None:
+    """One line when the saved run `key` (its record `saved`, in `path`) was trained with other model settings than
+    today's code would use."""
     if not saved or "model_config" not in saved:
         return
     diff = stale_settings(saved, cfg)
     if diff:
         what = ", ".join(f"{k} {a!r} (today {b!r})" for k, (a, b) in sorted(diff.items()))
-        print(f"  {key}: saved run trained with {what}; its row is kept: delete {store.path(key)} to train it "
+        print(f"  {key}: saved run trained with {what}; its row is kept: delete {path} to train it "
               "again with today's settings", flush=True)
 
 
