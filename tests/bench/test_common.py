@@ -3,6 +3,7 @@ report header, the device's matmul peak at tiny sizes, results folders per devic
 
 import argparse
 
+import pytest
 import torch
 
 from flashgau.bench import common
@@ -48,7 +49,17 @@ def test_results_folder_and_run_keys_per_device():
     assert str(common.results_folder(None, cpu)) == "benchmarks/results"
     assert str(common.results_folder(None, gpu)) == "benchmarks/results/gpu"
     assert str(common.results_folder("x", gpu)) == "x"
-    assert (common.device_tag(cpu), common.device_tag(gpu)) == ("", "-cuda")
+    assert (common.device_tag(cpu, "fp32"), common.device_tag(gpu, "fp32")) == ("", "-cuda")
+    assert common.device_tag(cpu, "bf16") == "-bf16"
+
+
+@pytest.mark.parametrize("speedup, tag", [(3.1, "-bf16"), (1 / 14, "")])
+def test_run_keys_name_the_precision_auto_resolves_to(monkeypatch, speedup, tag):
+    """A CPU whose bf16 products are fast trains "auto" runs in bf16: their keys say so, so an fp32 run of another
+    machine in the same results folder never stands in for them (nor the other way round)."""
+    from flashgau.runtime import precision
+    monkeypatch.setattr(precision, "cpu_bf16_probe", lambda: dict(bf16_speedup=speedup, bf16_flags=[]))
+    assert common.device_tag(torch.device("cpu"), "auto") == tag
 
 
 def test_command_line_names_the_module(monkeypatch):

@@ -101,10 +101,12 @@ def test_a_saved_run_trained_with_other_defaults_is_named_with_what_changed(tmp_
 
 
 def test_quick_settings_yield_to_explicit_options(parse):
-    s = quality.settings_from_args(parse(quality, ["--quick"]))
+    s = quality.settings_from_args(parse(quality, ["--quick", "--precision", "fp32"]))
     assert (s.preset, s.contexts, s.seeds, s.time_budget, s.steps, s.batch_tokens, s.eval_tokens, s.series) == (
         "tiny", [128, 512], [0], 6.0, 20, 2048, 4096, ["time", "steps"])
     assert quality.run_key("flash", 128, 0, s, "time") == "tiny-T128-6s-train-seed0-flash"
+    s = quality.settings_from_args(parse(quality, ["--quick", "--precision", "bf16"]))
+    assert quality.run_key("flash", 128, 0, s, "time") == "tiny-T128-6s-train-seed0-flash-bf16"
     s = quality.settings_from_args(parse(quality, ["--time-budget", 30]))
     assert (s.series, s.time_budget, s.steps) == (["time"], 30.0, None)
     s = quality.settings_from_args(parse(quality, ["--series", "steps", "--time-budget", 30]))
@@ -186,7 +188,7 @@ def test_mlm_objective_trains_bidirectional_models_and_measures_speedup_to_trans
     assert md.startswith("# Masked-language-model quality at equal training budget")
     assert "masked-token loss" in md and "speedup to Transformer++'s masked-token loss" in md
     assert "bits/byte" not in md and "quality-mlm.png" in md
-    s = quality.settings_from_args(parse(quality, ["--objective", "mlm"]))
+    s = quality.settings_from_args(parse(quality, ["--objective", "mlm", "--precision", "fp32"]))
     assert (s.archs, s.contexts, s.preset) == (list(quality.MLM_ARCHS), [512, 2048], "tiny") and s.stem == "quality-mlm"
     assert (s.budget_for(512), s.budget_for(2048), s.budget_for(1024)) == (100.0, 240.0, 120.0)
     assert quality.run_key("flash", 2048, 1, s, "time") == "tiny-T2048-240s-train-seed1-flash"

@@ -62,10 +62,14 @@ def results_folder(out: Optional[str], device) -> Path:
     return Path(DEFAULT_OUT) / ("gpu" if device.type == "cuda" else "")
 
 
-def device_tag(device) -> str:
-    """Suffix of saved-run keys: none for the CPU (the keys of earlier runs), "-cuda" for a GPU, so runs of both
-    kinds in one results folder never stand in for each other."""
-    return "" if device.type == "cpu" else f"-{device.type}"
+def device_tag(device, precision: str) -> str:
+    """Suffix of saved-run keys: none for fp32 on the CPU (the keys of earlier runs), "-cuda" for a GPU, then
+    "-bf16" / "-fp16" when `precision` (as asked: "auto" is resolved on `device`) runs in that dtype, so runs of
+    other device kinds or precisions in one results folder never stand in for each other."""
+    from ..runtime import resolve_precision
+
+    name = resolve_precision(precision, device).name
+    return ("" if device.type == "cpu" else f"-{device.type}") + ("" if name == "fp32" else f"-{name}")
 
 
 def main(name: str, add_arguments: Callable, run: Callable, argv: Optional[Sequence[str]] = None) -> int:

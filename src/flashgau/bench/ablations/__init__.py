@@ -13,8 +13,8 @@ benchmark is resumable run by run like the others.
 Groups (GROUPS; `--groups` picks some): issue22 (token shift, init, norm, partial RoPE, relative bias, the causal
 linear normaliser, one at a time on top of token shift, against the FLASH of flashgau 0.1.0), lr (a small sweep per
 arch), the paper's ablations at 1K on the paper's model (`small-paper`; 4K where the context matters): GAU heads,
-relu^2 vs softmax, the parts of mixed chunk attention, MC-TFM++, chunk size, s, GAU against MHSA; the baselines'
-settings (Combiner's pooling).
+relu^2 vs softmax, the parts of mixed chunk attention, MC-TFM++, chunk size, s, GAU against MHSA, the causal
+linear normaliser, fp32 attention kernels under bf16 training (4K); the baselines' settings (Combiner's pooling).
 """
 
 from __future__ import annotations
@@ -183,6 +183,13 @@ QK_DIM = _paper("qk_dim", "Shared query/key width s = 128 vs 512 (the TriviaQA r
 NORMALISERS = _paper("normalisers", "FLASH's causal linear normaliser: the paper's average vs the sum", (
     PAPER_FLASH, _v("linear_normalizer sum", linear_normalizer="sum")), (), contexts=(1024, 4096),
     note="sum: the visible chunk summaries / C (lucidrains, OpenNLPLab); the paper's Code 8 averages them.")
+ATTENTION_PRECISION = _paper(
+    "attention_precision", "GAU attention kernels in fp32 under bf16 training (issue 20, item 4)", (
+        PAPER_FLASH, _v("fp32 attention kernels", attention_precision="fp32")), (), contexts=(4096,),
+    note="fp32 attention kernels (attention_precision fp32): GAU's relu^2 scores, weights and products with "
+         "the values in fp32, its projections in bf16; the paper's (auto) runs them in bf16 (the chunk summaries "
+         "stay fp32 in both). Only meaningful where the runs train in bf16 (--precision auto on a "
+         "CPU with fast bf16, or a GPU): in fp32 training both rows are the same model.")
 POOLING = Group(
     "combiner_pooling", "Combiner: chunk summaries pooled from rotated or un-rotated keys (issue 20, baselines 5)",
     "small", (512,), "steps", 100, (
@@ -191,7 +198,7 @@ POOLING = Group(
     note="C = sqrt(T) = 32 (the quality benchmark's setting for Combiner).")
 
 GROUPS: dict[str, Group] = {g.name: g for g in (ISSUE22, DEFAULTS_GROUP, LR, TOKEN_SHIFT_ARCHS, HEADS, SOFTMAX, PARTS, MCTFM, CHUNK, GAU_MHSA, QK_DIM,
-                                                NORMALISERS, POOLING)}
+                                                NORMALISERS, ATTENTION_PRECISION, POOLING)}
 
 DEFAULTS = dict(batch_tokens=4096, eval_tokens=16384, precision="auto", lr=2e-3)
 QUICK = dict(preset="tiny", context=128, steps=6, time_budget=3.0, seeds=(0,), batch_tokens=1024, eval_tokens=1024)
@@ -264,7 +271,7 @@ def run_key(v: Variant, context: int, seed: int, s: quality.QualitySettings) -> 
     diff = {k: x for k, x in cfg.items() if paper.get(k) != x}
     digest = hashlib.sha1(json.dumps(dict(diff, lr=v.lr or s.lr), sort_keys=True).encode()).hexdigest()[:8]
     return f"{s.preset}-T{context}-{s.budget_label(s.series[0], context)}-seed{seed}-{v.arch}-{digest}" \
-           f"{common.device_tag(torch.device(s.device))}"
+           f"{common.device_tag(torch.device(s.device), s.precision)}"
 
 
 def planned(groups: Sequence[Group], args, device) -> list[tuple[Group, quality.QualitySettings, Variant, int, int,

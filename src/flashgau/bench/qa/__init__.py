@@ -85,7 +85,7 @@ class QASettings:
 
     def key(self, row: Row, seed: int) -> str:
         return (f"{self.preset}-T{self.context}-pt{self.pretrain_seconds:g}s-ft{self.finetune_seconds:g}s-seed{seed}-"
-                f"{row.slug}{common.device_tag(torch.device(self.device))}")
+                f"{row.slug}{common.device_tag(torch.device(self.device), self.precision)}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -228,7 +228,7 @@ def settings_from_args(args) -> QualitySettings:
 
 def run_key(arch: str, context: int, seed: int, s: QualitySettings, series: Optional[str] = None) -> str:
     budget = s.budget_label(series or s.series[0], context)
-    return f"{s.preset}-T{context}-{budget}-seed{seed}-{arch}{common.device_tag(torch.device(s.device))}"
+    return f"{s.preset}-T{context}-{budget}-seed{seed}-{arch}{common.device_tag(torch.device(s.device), s.precision)}"
 
 
 def train_config(arch: str, context: int, seed: int, s: QualitySettings, out_dir: Path, series: Optional[str] = None,

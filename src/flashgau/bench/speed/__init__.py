@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
     s = settings_from_args(args)
     device = torch.device(s.device)
-    tag = common.device_tag(device)
+    tag = common.device_tag(device, "fp32")      # the key names its precision already
     out = common.results_folder(args.out, device)
     store = common.ResultStore(out / "runs" / s.stem)
     plan = groups(s)
