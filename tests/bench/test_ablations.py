@@ -1,5 +1,6 @@
 """`flashgau bench ablations` at tiny size: variants train through the quality benchmark's functions, a variant shared
-by two groups trains once, keys follow what a variant changes, the report pairs deltas by seed and checks claims."""
+by two groups trains once, keys follow what a variant changes, the report pairs deltas by seed and checks claims and
+names the machines of an equal-time group whose runs came from more than one kind."""
 
 import json
 
@@ -9,6 +10,7 @@ import torch
 from flashgau.bench import ablations
 from flashgau.bench.ablations import Claim, Group, report
 from flashgau.bench.ablations import _v as variant
+from flashgau.bench.common import ResultStore
 
 
 def _args(parse, out, corpus, *extra):
@@ -71,3 +73,35 @@ def test_claim_verdicts_count_only_differences_beyond_the_noise():
     assert report.verdict("not_lower", [-0.2, -0.1])[0] == "disagrees"
     assert report.verdict("similar", [0.04])[0] == "agrees" and report.verdict("similar", [0.3])[0] == "disagrees"
     assert report.noise([0.0, 0.2]) == pytest.approx(0.1) and report.noise([0.5]) == report.NOISE
+
+
+def test_an_equal_time_group_whose_runs_came_from_two_kinds_of_machine_is_flagged(tmp_path, parse, capsys):
+    """A report built from saved run records (no training): in both groups the variant "other" ran on another
+    machine at 512; only the equal-time group is flagged there, not its 1K context (one machine), not the
+    equal-steps group."""
+    pair = (variant("base"), variant("other", lr=1e-3))
+    timed = Group("timed", "timed", "small", (512, 1024), "time", 60, pair, "base", seeds=(0,))
+    stepped = Group("stepped", "stepped", "small", (512,), "steps", 60, pair, "base", seeds=(0,))
+    device = torch.device("cpu")
+    plan = ablations.planned([timed, stepped], parse(ablations, ["--data", tmp_path, "--device", "cpu",
+                                                                 "--precision", "fp32"]), device)
+    avx2 = dict(cpu="AMD EPYC", cpu_capability="AVX2", cores=2, device="cpu")
+    amx = dict(cpu="Intel(R) Xeon(R) Platinum", cpu_capability="AVX512", cores=2, device="cpu")
+    store = ResultStore(tmp_path)
+    for g, s, v, T, seed, key in plan:
+        store.save(key, dict(key=key, context=T, seed=seed, steps=60, tokens=60 * 4096, train_time=60.0,
+                             num_parameters=1000, final=dict(loss=2.5 if v.label == "base" else 2.4),
+                             env=dict(command=f"flashgau bench ablations --groups {g.name}",
+                                      machine=amx if v.label == "other" and T == 512 else avx2)))
+    rep = report.build_report(store, [timed, stepped], plan, None, device)
+    assert [g["mixed_machines"] for g in rep["groups"]] == [
+        {"512": {"AMD EPYC (AVX2, 2 cores)": ["base seed 0"], "Intel(R) Xeon(R) Platinum (AVX512, 2 cores)":
+                 ["other seed 0"]}}, {}]
+    assert [line for line in capsys.readouterr().out.splitlines() if "warning" in line] == [
+        "warning: ablations timed, equal time at 512: runs trained on 2 machine kinds, not comparable at equal time: "
+        "AMD EPYC (AVX2, 2 cores) (1 run) vs Intel(R) Xeon(R) Platinum (AVX512, 2 cores) (1 run)"]
+    md = report.markdown(rep)
+    assert md.count("kinds of machine") == 1
+    assert ("### Context 512\n\n⚠ **Equal time at 512: runs from 2 kinds of machine**, not comparable at equal time "
+            "(one makes more steps in the same seconds): AMD EPYC (AVX2, 2 cores): base seed 0; Intel(R) Xeon(R) "
+            "Platinum (AVX512, 2 cores): other seed 0.\n\n| Variant") in md

@@ -1,5 +1,5 @@
 """What the benchmarks share: the Markdown table, options against defaults and --quick, the machine line of every
-report header, the device's matmul peak at tiny sizes, results folders per device."""
+report header and the machine kind of a run, the device's matmul peak at tiny sizes, results folders per device."""
 
 import argparse
 
@@ -37,6 +37,26 @@ def test_machine_line_names_cpu_isa_device_and_gpu():
     assert common.machine_line(old) == ("Intel(R) Xeon(R) Processor, CPU capability AVX512, 2 cores, 2 torch "
                                         "threads, 23.6 GiB RAM; device cpu")     # a record from before devices
     assert f"- machine: {line}\n" in common.env_markdown(common.environment())
+
+
+def test_machine_kind_is_cpu_capability_and_cores_or_the_gpu_and_mixed_kinds_are_named():
+    epyc = dict(cpu="AMD EPYC", cpu_capability="AVX2", cores=2, threads=2, device="cpu", cpu_flags=["avx2"])
+    assert common.machine_kind(dict(machine=epyc)) == "AMD EPYC (AVX2, 2 cores)"
+    assert common.machine_kind(dict(machine=dict(epyc, threads=1, memory_gib=8.0))) == "AMD EPYC (AVX2, 2 cores)"
+    assert common.machine_kind(dict(machine=dict(epyc, device="cuda:0", gpu="NVIDIA H200"))) == "NVIDIA H200"
+    assert common.machine_kind({}) == common.machine_kind(None) == common.UNKNOWN_MACHINE
+    runs = [dict(name="a", env=dict(machine=epyc)), dict(name="b", env=dict(machine=dict(epyc, cores=4))),
+            dict(name="c", env=dict(machine=epyc))]
+    name = lambda r: r["name"]                                                  # noqa: E731
+    kinds = common.mixed_machines(runs, name)
+    assert kinds == {"AMD EPYC (AVX2, 2 cores)": ["a", "c"], "AMD EPYC (AVX2, 4 cores)": ["b"]}
+    assert common.mixed_machines([runs[0], runs[2]], name) == {}                # one kind: nothing to say
+    assert common.mixed_machines([dict(name="x"), dict(name="y", env={})], name) == {}   # all unknown alike
+    assert common.mixed_machines([runs[0], dict(name="x")], name) == {"AMD EPYC (AVX2, 2 cores)": ["a"],
+                                                                      "unknown machine": ["x"]}
+    assert common.mixed_machines_line("Equal time at 512", kinds).endswith(
+        "runs from 2 kinds of machine**, not comparable at equal time (one makes more steps in the same seconds): "
+        "AMD EPYC (AVX2, 2 cores): a, c; AMD EPYC (AVX2, 4 cores): b.")
 
 
 def test_matmul_peak_at_tiny_sizes():

@@ -1,5 +1,6 @@
 """`flashgau bench quality` at tiny size: runs train through the training loop on the chosen device, reports have
-the right fields, finished runs are skipped, interrupted runs resume. No assertion on wall-clock time."""
+the right fields, finished runs are skipped, interrupted runs resume, equal-time rows from two kinds of machine are
+flagged. No assertion on wall-clock time."""
 
 import json
 
@@ -112,7 +113,7 @@ def test_quick_settings_yield_to_explicit_options(parse):
     s = quality.settings_from_args(parse(quality, ["--series", "steps", "--time-budget", 30]))
     assert (s.series, s.time_budget, s.steps) == (["steps"], None, 100)
     s = quality.settings_from_args(parse(quality, ["--quick", "--preset", "small", "--batch-tokens", 8192,
-                                                   "--steps", 5]))
+                                                   "--steps", 5, "--precision", "fp32"]))
     assert (s.preset, s.batch_tokens, s.time_budget, s.steps) == ("small", 8192, None, 5)
     assert quality.run_key("flash", 128, 0, s) == "small-T128-5steps-seed0-flash"
 
@@ -261,3 +262,43 @@ def test_flash_against_its_0_1_0_defaults_at_60_steps_and_at_the_end():
     assert steps["end"] == pytest.approx(-0.1) and steps["early"] == pytest.approx(2.5 - 2.9)
     assert timed["equal_time"] == 8.0 and timed["end"] == pytest.approx((2.4 - 0.4 / 3) - (2.8 - 0.7 / 3))
     assert "after the first 60 steps 2.5000 vs 2.9000 (-0.4000 nats)" in report._before_text(steps)
+
+
+def test_equal_time_rows_from_two_kinds_of_machine_are_flagged_and_equal_steps_are_not(tmp_path, parse, capsys):
+    """A report built from saved run records (no training): at 32 the equal-time runs come from two machines, and
+    so do the equal-steps runs; at 64 one machine trained every run. Only equal time at 32 is flagged."""
+    from flashgau.bench.common import ResultStore
+
+    s = quality.settings_from_args(parse(quality, ["--archs", "transformer++", "flash", "--contexts", 32, 64,
+                                                   "--seeds", 0, "--time-budget", 1, "--steps", 3, "--device", "cpu",
+                                                   "--precision", "fp32"]))
+    avx2 = dict(cpu="AMD EPYC", cpu_capability="AVX2", cores=2, device="cpu")
+    avx512 = dict(avx2, cpu_capability="AVX512")
+    store = ResultStore(tmp_path)
+    for series in ("time", "steps"):
+        for T in (32, 64):
+            for arch in ("transformer++", "flash"):
+                other = T == 32 and arch == "flash"
+                curve = [dict(step=step, train_time=t, tokens=64 * step, heldout_loss=x)
+                         for step, t, x in ((1, 0.5, 3.0), (3, 1.0, 2.5 if arch == "flash" else 2.6))]
+                store.save(quality.run_key(arch, T, 0, s, series), dict(
+                    key=quality.run_key(arch, T, 0, s, series), arch=arch, context=T, seed=0, steps=3, tokens=192,
+                    train_time=1.0, num_parameters=1000, curve=curve,
+                    final=dict(loss=curve[-1]["heldout_loss"], perplexity=13.0, bits_per_byte=3.7),
+                    env=dict(command="flashgau bench quality", machine=avx512 if other else avx2)))
+    rep = report.build_report(store, s)
+    assert rep["mixed_machines"] == {"32": {"AMD EPYC (AVX2, 2 cores)": ["transformer++ seed 0"],
+                                            "AMD EPYC (AVX512, 2 cores)": ["flash seed 0"]}}
+    (warning,) = [line for line in capsys.readouterr().out.splitlines() if "warning" in line]
+    assert warning == ("warning: quality, equal time at 32: runs trained on 2 machine kinds, not comparable at equal "
+                       "time: AMD EPYC (AVX2, 2 cores) (1 run) vs AMD EPYC (AVX512, 2 cores) (1 run)")
+    md = report.markdown(rep)
+    assert md.count("kinds of machine") == 1
+    assert ("**Equal time at 32: runs from 2 kinds of machine**, not comparable at equal time (one makes more steps "
+            "in the same seconds): AMD EPYC (AVX2, 2 cores): transformer++ seed 0; AMD EPYC (AVX512, 2 cores): flash "
+            "seed 0.") in md
+    steps_only = quality.settings_from_args(parse(quality, ["--archs", "transformer++", "flash", "--contexts", 32,
+                                                            "--seeds", 0, "--steps", 3, "--device", "cpu",
+                                                            "--precision", "fp32"]))
+    assert report.build_report(store, steps_only)["mixed_machines"] == {}
+    assert "warning" not in capsys.readouterr().out

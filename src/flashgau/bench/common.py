@@ -1,7 +1,7 @@
 """What every benchmark shares: its options for device and precision, settings resolved against the defaults or the
---quick set, the record of where and how it ran (and the report header that names the machine), a resumable store
-of finished runs, atomic writes, the device's measured matrix-multiply peak, and the Markdown table of every
-report."""
+--quick set, the record of where and how it ran (the report header that names the machine; the machine kinds an
+equal-time comparison mixes), a resumable store of finished runs, atomic writes, the device's measured
+matrix-multiply peak, and the Markdown table of every report."""
 
 from __future__ import annotations
 
@@ -145,6 +145,45 @@ def machine_line(m: dict) -> str:
         line += (f": {m['gpu']} ({m.get('gpu_memory_gib')} GiB, compute capability {m.get('gpu_capability')}, "
                  f"CUDA {m.get('cuda')})")
     return line
+
+
+UNKNOWN_MACHINE = "unknown machine"
+
+
+def machine_kind(env: Optional[dict]) -> str:
+    """The kind of machine a run record's `env` (environment()) names, as far as its speed goes: the GPU's name on a
+    GPU, else the CPU with its capability and cores, e.g. "AMD EPYC (AVX2, 2 cores)"; UNKNOWN_MACHINE for a record
+    without a machine, so that such runs stand out only beside runs of a known machine."""
+    m = (env or {}).get("machine")
+    if not m:
+        return UNKNOWN_MACHINE
+    return m["gpu"] if m.get("gpu") else f"{m.get('cpu')} ({m.get('cpu_capability')}, {m.get('cores')} cores)"
+
+
+def mixed_machines(runs: Iterable[dict], name: Callable[[dict], str]) -> dict[str, list[str]]:
+    """The rows (`name` of each run record) per machine kind (kinds in name order), when `runs` were trained on
+    more than one kind; else {}. Runs compared at equal training time are comparable only from one kind: another
+    makes more (or fewer) steps in the same seconds."""
+    kinds: dict[str, list[str]] = {}
+    for r in runs:
+        kinds.setdefault(machine_kind(r.get("env")), []).append(name(r))
+    return dict(sorted(kinds.items())) if len(kinds) > 1 else {}
+
+
+def mixed_machines_line(where: str, kinds: dict[str, list[str]]) -> str:
+    """The Markdown line of a report that says the equal-time comparison `where` mixes machine kinds
+    (mixed_machines), naming each kind and its rows."""
+    rows = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in kinds.items())
+    return (f"⚠ **{where}: runs from {len(kinds)} kinds of machine**, not comparable at equal time (one makes more "
+            f"steps in the same seconds): {rows}.")
+
+
+def warn_mixed_machines(where: str, kinds: dict[str, list[str]]) -> None:
+    """The one-line warning, printed as a report is built, that the equal-time comparison `where` mixes machine
+    kinds (mixed_machines); the report names the rows of each."""
+    print(f"warning: {where}: runs trained on {len(kinds)} machine kinds, not comparable at equal time: "
+          + " vs ".join(f"{kind} ({len(names)} run{'s' if len(names) > 1 else ''})" for kind, names in kinds.items()),
+          flush=True)
 
 
 def env_markdown(env: dict) -> str:

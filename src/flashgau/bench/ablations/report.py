@@ -1,6 +1,7 @@
 """The ablations report, built from the saved runs: per group and context, each variant's held-out loss against the
 group's reference (the difference paired by seed), its steps, step time and parameters; each paper claim with the
-measured difference and whether it agrees; Markdown and a plot."""
+measured difference and whether it agrees; the equal-time groups and contexts whose runs were trained on more than
+one kind of machine; Markdown and a plot."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import statistics
 from pathlib import Path
 from typing import Optional
 
-from ..common import env_markdown, environment, fmt_ctx, md_table, save_figure, unique
+from ..common import (env_markdown, environment, fmt_ctx, md_table, mixed_machines, mixed_machines_line, save_figure,
+                      unique, warn_mixed_machines)
 from ..quality.report import _pm, floor_line, near_floor
 
 NOISE = 0.03      # nats: below this a difference is not read as an effect, whatever the seeds say
@@ -45,17 +47,23 @@ def verdict(expect: str, deltas: list[float]) -> tuple[str, float, float]:
 
 
 def build_report(store, groups, plan, floor: Optional[dict], device) -> dict:
-    """The report (JSON-ready) of the saved runs the plan asks for."""
+    """The report (JSON-ready) of the saved runs the plan asks for. A group of the equal-time series has
+    `mixed_machines`: per context whose runs (over variants and seeds) were trained on more than one machine kind,
+    the rows of each kind (a warning is printed); equal steps do not depend on speed."""
     saved = {r["key"]: r for r in store.all() if r.get("final")}
     runs = [dict(saved[key], group=g.name, variant=v.label) for g, s, v, T, seed, key in plan if key in saved]
     out = []
     for g in groups:
         settings = next((s for gg, s, *_ in plan if gg is g), None)
-        contexts = {}
+        contexts, mixed = {}, {}
         for T in g.contexts:
             mine = [r for r in runs if r["group"] == g.name and r["context"] == T]
             if not mine:
                 continue
+            kinds = mixed_machines(mine, lambda r: f"{r['variant']} seed {r['seed']}") if g.series == "time" else {}
+            if kinds:
+                mixed[str(T)] = kinds
+                warn_mixed_machines(f"ablations {g.name}, equal time at {fmt_ctx(T)}", kinds)
             reference = [r for r in mine if r["variant"] == g.reference]
             contexts[str(T)] = {v.label: dict(row(rs, reference, floor), arch=v.arch, model=v.model, lr=v.lr)
                                 for v in g.variants if (rs := [r for r in mine if r["variant"] == v.label])}
@@ -76,7 +84,7 @@ def build_report(store, groups, plan, floor: Optional[dict], device) -> dict:
                         batch_tokens=settings.batch_tokens if settings else None,
                         lr=settings.lr if settings else None,
                         precision=settings.precision_reason if settings else None,
-                        contexts=contexts, claims=claims))
+                        contexts=contexts, claims=claims, mixed_machines=mixed))
     return dict(benchmark="ablations", env=environment(device), unigram_floor=floor, groups=out, runs=runs,
                 run_envs=unique((r.get("env", {}) for r in runs), lambda e: e.get("command")),
                 headline=[dict(text=f"{c['text']} ({fmt_ctx(c['context'])}): {c['verdict']} "
@@ -114,7 +122,9 @@ def markdown(rep: dict) -> str:
                       _pm(r["step_seconds"], "{:.2f}"),
                       _pm(r["loss"], "{:.4f}") + (" ⚠" if r["near_unigram"] else ""),
                       _pm(r["delta"], "{:+.4f}"), len(r["seeds"])] for label, r in rows.items()]
+            kinds = g.get("mixed_machines", {}).get(T)
             L += [f"### Context {fmt_ctx(int(T))}", "",
+                  *([mixed_machines_line(f"Equal time at {fmt_ctx(int(T))}", kinds), ""] if kinds else []),
                   *md_table(["Variant", "arch", "params", "steps", "step (s)", "final held-out loss",
                              "Δ vs reference", "seeds"], table), ""]
     L += ["![Δ held-out loss of each variant against its group's reference](ablations.png)", ""]

@@ -1,7 +1,8 @@
 """The quality report, built from the saved run records: per (series, context, seed) the time each arch needs to
 reach the reference's final held-out loss (Transformer+'s; Transformer++'s for the masked-LM experiment, as in the
 paper's C4 plot) and its loss against Transformer++'s (at equal training time, or at equal steps); per series and
-(arch, context) the final numbers over seeds, flagged when near the unigram floor; Markdown and a plot."""
+(arch, context) the final numbers over seeds, flagged when near the unigram floor; the equal-time contexts whose
+runs were trained on more than one kind of machine; Markdown and a plot."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typing import Optional
 
 import torch
 
-from ..common import ResultStore, env_markdown, environment, fmt_ctx, md_table, save_figure, unique
+from ..common import (ResultStore, env_markdown, environment, fmt_ctx, md_table, mixed_machines, mixed_machines_line,
+                      save_figure, unique, warn_mixed_machines)
 
 REFERENCE = "transformer+"      # the paper's speedup column: time to reach its final loss
 BASELINE = "transformer++"      # loss at equal training time is compared against it
@@ -89,7 +91,9 @@ def compare(group: dict, series: str = "time", ref_arch: str = REFERENCE) -> dic
 def build_report(store: ResultStore, s, floor: Optional[dict] = None) -> dict:
     """The report (a JSON-ready dict) of the saved runs that these settings ask for, per series: comparisons per
     (series, context, seed) and a summary per series and (arch, context); `floor` is the unigram floor
-    (unigram_floor), whose neighbours are flagged."""
+    (unigram_floor), whose neighbours are flagged. `mixed_machines`: per context of the equal-time series whose runs
+    (over archs and seeds) were trained on more than one machine kind, the rows of each kind (a warning is printed);
+    equal steps do not depend on speed."""
     from . import run_key
 
     wanted = {run_key(a, T, seed, s, x): x for x in s.series for a in s.archs for T in s.contexts for seed in s.seeds}
@@ -106,8 +110,16 @@ def build_report(store: ResultStore, s, floor: Optional[dict] = None) -> dict:
         summary[x] = summarise([r for r in runs if r["series"] == x],
                                [c for c in comparisons if c["series"] == x], s.archs, s.contexts, floor)
     before = against_before(runs)
+    mixed = {}
+    for T in s.contexts:
+        kinds = mixed_machines([r for r in runs if r["series"] == "time" and r["context"] == T],
+                               lambda r: f"{r['arch']} seed {r['seed']}")
+        if kinds:
+            mixed[str(T)] = kinds
+            warn_mixed_machines(f"{s.stem}, equal time at {fmt_ctx(T)}", kinds)
     return dict(benchmark="quality", settings=s.to_dict(), env=environment(torch.device(s.device)), runs=runs,
                 unigram_floor=floor, comparisons=comparisons, summary=summary, against_before=before,
+                mixed_machines=mixed,
                 run_envs=unique((r.get("env", {}) for r in runs), lambda e: e.get("command")),
                 headline=headline(comparisons, s.objective) + [dict(name=f"flash_vs_0.1.0_{b['series']}_{b['context']}_seed"
                                                        f"{b['seed']}", value=b["end"], text=_before_text(b))
@@ -272,6 +284,8 @@ def markdown(rep: dict) -> str:
          "during training, against the seconds spent in training steps. Mean ± half-range over seeds. See "
          "docs/benchmarks.md.", "", floor_line(rep.get("unigram_floor")), "",
          "Run environment:", "", *(env_markdown(e) for e in rep["run_envs"][-2:]), ""]
+    for T, kinds in rep.get("mixed_machines", {}).items():
+        L += [mixed_machines_line(f"Equal time at {fmt_ctx(int(T))}", kinds), ""]
     L += ["## FLASH against Transformer++" + ("" if mlm else ", and against FLASH with flashgau 0.1.0's defaults"),
           ""] \
         + ([f"- {h['text']}" for h in rep["headline"]] or ["- (FLASH and Transformer++ were not both trained)"]) + [""]
