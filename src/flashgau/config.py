@@ -79,7 +79,7 @@ SIZE_FIELDS = ("arch", "vocab_size", "d_model", "n_layers", "causal", "max_seq_l
 PAPER_SUFFIX = "-paper"
 # Fields whose default changed (issue 22's measurements, docs/model_options.md), with the value they had before: a
 # saved config without the field (written before it existed) was made with that value.
-DEFAULTS_BEFORE: dict[str, Any] = dict(token_shift=0.0, init="normal")
+DEFAULTS_BEFORE: dict[str, Any] = dict(token_shift=0.0, init="normal", combiner_pooling="rotated")
 # token_shift=None resolves per arch to the value measured best for it (issue 22; `flashgau bench ablations --groups
 # defaults token_shift_archs`, small preset, 512, AMD EPYC AVX2; docs/model_options.md has the figures): FLASH 0.10
 # nats lower with it after 60 steps (two seeds); after 100 steps without it Transformer++ is 0.07-0.14 nats lower
@@ -161,9 +161,10 @@ class ModelConfig:
     combiner_chunk_size: Combiner's chunk length; None: chunk_size (FLASH's C). "auto" (given to
                      ModelConfig.for_context or flashgau train, which know the context T): the power of two
                      2^ceil(log2(T)/2), about sqrt(T), the cost optimum of Combiner-Fixed (its authors' "sqrt").
-    combiner_pooling: what Combiner's chunk summaries are max-pooled from and read with: "rotated" (the RoPE-
-                     rotated q and k, as the direct part) or "unrotated" (q and k before RoPE: the summaries carry
-                     content only, as in the authors' model, which has no RoPE; the direct part keeps RoPE).
+    combiner_pooling: what Combiner's chunk summaries are max-pooled from and read with: "unrotated" (q and k
+                     before RoPE: the summaries carry content only, as in the authors' model, which has no RoPE;
+                     the direct part keeps RoPE; measured better, docs/baselines.md) or "rotated" (the RoPE-rotated
+                     q and k, as the direct part; the -paper presets', as every baseline there rotates).
     gau_heads:       h, heads of GAU attention (flash, flash-quad): each head attends with its own s/h channels of
                      every query/key map and its own e/h channels of v, at the cost of one head (the same
                      parameters and multiply-adds; the paper's ablation "one head vs several", 1 is the paper's).
@@ -213,7 +214,7 @@ class ModelConfig:
     performer_chunk_size: Optional[int] = None
     performer_epsilon: float = 0.0
     combiner_chunk_size: Optional[int] = None
-    combiner_pooling: str = "rotated"
+    combiner_pooling: str = "unrotated"
     gau_heads: int = 1
     gau_attention: str = "relu2"
     mixed_chunk_parts: str = "both"

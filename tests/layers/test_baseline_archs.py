@@ -139,8 +139,10 @@ def test_layer_equals_the_dense_reference_of_its_op(arch, causal):
             ref = mixed_chunk_softmax_attention_reference(*heads, chunk_size=4, causal=causal, key_mask=mask)
         elif arch == "performer":
             ref = favor_attention_reference(*heads, layer.projection, causal=causal, key_mask=mask)
-        else:
-            ref = combiner_attention_reference(*heads, chunk_size=4, causal=causal, key_mask=mask)
+        else:                       # the default pooling reads un-rotated summary inputs: (q, k, v, sq, sk)
+            q, k, v, *summary = heads
+            summary = dict(zip(("summary_q", "summary_k"), summary))
+            ref = combiner_attention_reference(q, k, v, chunk_size=4, causal=causal, key_mask=mask, **summary)
         out = layer(x, ctx)
     real = mask[..., None]
     torch.testing.assert_close(out * real, layer.merge(ref) * real, atol=1e-4, rtol=1e-4)
@@ -266,7 +268,7 @@ def test_performer_chunk_size_changes_speed_not_maths():
 @pytest.mark.parametrize("causal", [True, False])
 def test_combiner_unrotated_pooling_pools_keys_before_rope(causal):
     """combiner_pooling="unrotated": the layer equals the op's reference with the summaries pooled from (and read
-    with) q and k before RoPE, the direct part rotated; "rotated" (default) pools the rotated ones."""
+    with) q and k before RoPE, the direct part rotated (the default); "rotated" pools the rotated ones."""
     from flashgau.layers.positions import apply_rope
     x = torch.randn(3, 15, 64, generator=torch.Generator().manual_seed(2))
     mask = right_padding([15, 9, 4], 15)

@@ -194,7 +194,7 @@ POOLING = Group(
     "combiner_pooling", "Combiner: chunk summaries pooled from rotated or un-rotated keys (issue 20, baselines 5)",
     "small", (512,), "steps", 100, (
         _v("Combiner (rotated)", "combiner", combiner_pooling="rotated"),
-        _v("Combiner (unrotated)", "combiner", combiner_pooling="unrotated")), "Combiner (rotated)", seeds=(0,),
+        _v("Combiner (unrotated)", "combiner", combiner_pooling="unrotated")), "Combiner (rotated)",
     note="C = sqrt(T) = 32 (the quality benchmark's setting for Combiner).")
 
 GROUPS: dict[str, Group] = {g.name: g for g in (ISSUE22, DEFAULTS_GROUP, LR, TOKEN_SHIFT_ARCHS, HEADS, SOFTMAX, PARTS, MCTFM, CHUNK, GAU_MHSA, QK_DIM,
