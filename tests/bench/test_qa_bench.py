@@ -1,6 +1,7 @@
 """`flashgau bench qa` at tiny size: each row is pre-trained then fine-tuned from its pre-trained run, both phases
-saved and skipped on a rerun, the report gives the paper's columns (PT perplexity, EM / F1 beside the floors,
-latency reduction against Transformer+), and the rows carry the paper's settings (s x 4, first-to-all)."""
+saved and skipped on a rerun, the report gives the paper's columns (PT perplexity, EM / F1 and the choice score
+beside the floors, latency reduction against Transformer+; a run saved before the choice score still reports), and
+the rows carry the paper's settings (s x 4, first-to-all)."""
 
 import json
 
@@ -36,14 +37,32 @@ def test_rows_pretrain_then_finetune_and_report_the_papers_columns(tmp_path, sma
     first = rows["flash-s512-first-to-all"]
     assert first["pt_latency_reduction"] > 0 and first["ft_latency_reduction"] > 0
     assert 0 <= first["f1"][0] <= 100 and first["examples"] == 200
+    assert first["choice"] == [ft["final"]["choice"]] and 0 <= first["choice"][0] <= 100
+    assert all(x["chosen"] in x["speakers"] for x in first["samples"])
     assert first["floor_frequent_f1"] > 0 and first["paper"][1] == 73.9
     md = (tmp_path / "qa-quick.md").read_text()
     assert "FLASH, s = 512 + first-to-all" in md and "most frequent speaker" in md
     assert "What the models write" in md and len(first["samples"]) == 5
+    assert "| FT choice |" in md and "| chosen |" in md
+    assert f"choice {first['choice'][0]:.1f}" in next(h["text"] for h in rep["headline"]
+                                                       if h["text"].startswith("FLASH, s = 512 + first-to-all"))
     assert (tmp_path / "qa-quick.png").stat().st_size > 0
     capsys.readouterr()
     assert qa.run(args) == 0                                            # resumable: nothing trains again
     assert capsys.readouterr().out.count("done, skipped") == 2
+    old = runs / f"{ft['key']}-ft.json"                                  # saved before the choice score existed
+    record = json.loads(old.read_text())
+    del record["final"]["choice"]
+    for x in record["final"]["samples"]:
+        del x["chosen"]
+    old.write_text(json.dumps(record))
+    assert qa.run(_args(parse, tmp_path, small_corpus, "--rows", "transformer+", "flash-s512-first-to-all",
+                        "--report-only")) == 0
+    rows = {r["row"]: r for r in json.loads((tmp_path / "qa-quick.json").read_text())["rows"]}
+    assert rows["flash-s512-first-to-all"]["choice"] == [None] and rows["transformer+"]["choice"][0] is not None
+    line = next(x for x in (tmp_path / "qa-quick.md").read_text().splitlines()
+                if x.startswith("| FLASH, s = 512 + first-to-all |"))
+    assert [c.strip() for c in line.split("|")][6] == "–"                # its FT choice cell
 
 
 @pytest.mark.parametrize("option, value, message", [

@@ -63,6 +63,18 @@ def test_examples_are_answerable_from_their_context(split):
         assert e.target == e.answer + "\n"
 
 
+@pytest.mark.parametrize("chars", [700, 1500, 3000])
+def test_windows_end_on_a_line_of_text_never_on_a_speech_tag_whose_speech_is_cut_off(split, chars):
+    texts = {d.name: d.text for d in split.heldout}
+    for e in qa.make_examples(split.heldout, 200, seed=15, context_chars=chars):
+        text = texts[e.document]
+        end = e.offset + len(e.context)
+        lines = e.context.split("\n")
+        assert text[e.offset:end] == e.context and text[end] == "\n" and lines[-1].strip()
+        assert not (qa.is_tag(lines[-1].strip()) and lines[-2].strip() == ""), lines[-3:]
+        assert not [s for s in qa.speeches(text) if e.offset <= s.start < end < s.lines[0][0]]
+
+
 def test_examples_are_deterministic_and_come_only_from_the_given_plays(split):
     a = qa.make_examples(split.heldout, 30, seed=7, context_chars=1500)
     assert a == qa.make_examples(split.heldout, 30, seed=7, context_chars=1500)

@@ -1,7 +1,11 @@
 """The QA task (who speaks this line): labels on the answer tokens only, training examples from the training plays
 and held-out examples from the held-out plays only, everything deterministic from its seed, the training stream's
 exact resume and its split across processes, the score of a perfect "model" (its answers written by the decoder's
-path, the generation stubbed) and the held-out score shared out over processes."""
+path, the generation stubbed), the choice score (the likeliest speaker of the window: a brute-force recomputation,
+a model made to prefer the right or a wrong tag) and the held-out score shared out over processes."""
+
+import dataclasses
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,7 +17,7 @@ from flashgau.data.corpus import load_split
 from flashgau.data.tokenizers import ByteTokenizer
 from flashgau.errors import ConfigError
 from flashgau.runtime import Distributed
-from flashgau.tasks.qa import QAStream, QATask, encode_example, pack, window_chars
+from flashgau.tasks.qa import QAHeldout, QAStream, QATask, encode_example, pack, window_chars
 
 TOK = ByteTokenizer()
 T = 512
@@ -141,10 +145,13 @@ def test_a_perfect_model_scores_100_and_a_wrong_one_0_beside_the_floors(heldout,
     assert result.exact_match == 100.0 and result.f1 == 100.0 and result.windows == 24 and not result.all_windows
     assert 0 < result.floor_random_em <= 100 and 0 < result.floor_frequent_em <= 100
     assert result.tokens == sum(len(heldout.encoded[j].target) for j in heldout.selection(24).tolist())
-    assert result.record() == {"heldout_loss": result.loss, "heldout_exact_match": 100.0, "heldout_f1": 100.0}
+    assert result.record() == {"heldout_loss": result.loss, "heldout_exact_match": 100.0, "heldout_f1": 100.0,
+                               "heldout_choice": result.choice}
     assert "exact match: 100.00" in result.report() and "floors" in result.describe()
     first = heldout.examples[0]
-    assert result.samples[0] == dict(answer=first.answer, predicted=first.answer, speakers=list(first.speakers))
+    assert result.samples[0] == dict(answer=first.answer, predicted=first.answer, chosen=result.samples[0]["chosen"],
+                                     speakers=list(first.speakers))
+    assert result.samples[0]["chosen"] in first.speakers
     assert len(result.samples) == 5 and f"written {first.answer!r}" in result.report()
     monkeypatch.setattr(model, "generate", answering(heldout, right=False))
     assert heldout.evaluate(model, batch_size=8, limit=24).exact_match == 0.0
@@ -153,6 +160,92 @@ def test_a_perfect_model_scores_100_and_a_wrong_one_0_beside_the_floors(heldout,
 def test_real_greedy_decoding_answers_one_line(heldout):
     answers = heldout.predict(tiny_model(), [0, 1, 2], batch_size=2)
     assert len(answers) == 3 and all("\n" not in a for a in answers)
+
+
+def brute_force_choice(model, heldout, j):
+    """The tag of example j's window whose tag + line break the model finds likeliest after the prompt: one unpadded
+    forward pass per tag, the prompt the example's own unless the longest tag needs its window cut further."""
+    e = heldout.examples[j]
+    tags = sorted(set(e.speakers))
+    longest = max(tags, key=lambda tag: len(TOK.encode(tag + "\n")))
+    prompt = encode_example(dataclasses.replace(e, answer=longest), TOK, T).prompt
+    scores = {}
+    for tag in tags:
+        target = TOK.encode(tag + "\n")
+        with torch.no_grad():
+            logp = model(torch.tensor([prompt + target])).logits[0].log_softmax(-1)
+        scores[tag] = sum(float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(target))
+    return max(tags, key=scores.__getitem__), scores
+
+
+def test_the_choice_score_of_an_untrained_model_is_its_likeliest_speaker(heldout):
+    model = tiny_model(seed=1)
+    index = heldout.selection(8).tolist()
+    want = [brute_force_choice(model, heldout, j) for j in index]
+    got = heldout.likelihoods(model, index, batch_size=3)          # batches mix examples and prompt lengths
+    for j, (_, scores), mine in zip(index, want, got):
+        assert list(heldout.choices[j].tags) == list(scores) and len(mine) == len(scores)
+        assert mine == pytest.approx(list(scores.values()), abs=1e-3)
+    assert heldout.choose(model, index, batch_size=3) == [tag for tag, _ in want]
+    result = heldout.evaluate(model, batch_size=4, limit=8)
+    expected = 100 * sum(qa.exact_match(tag, heldout.examples[j].answer) for j, (tag, _) in zip(index, want)) / 8
+    assert 0 <= result.choice <= 100 and result.choice == pytest.approx(expected)
+    assert [x["chosen"] for x in result.samples] == [tag for tag, _ in want[:5]]
+
+
+def preferring(heldout, tags):
+    """A forward pass whose logits put every row's mass on the tokens of `tags[question]` + line break after
+    "Answer: " (the row's example known by its question)."""
+    prefix = TOK.encode("\n" + qa.ANSWER_PREFIX)
+    newline = TOK.encode("\n")[0]
+
+    def forward(input_ids, attention_mask=None, **kwargs):
+        logits = torch.zeros(*input_ids.shape, TOK.vocab_size)
+        for r, row in enumerate(input_ids.tolist()):
+            question = TOK.decode(row[:row.index(newline)])
+            at = max(i for i in range(len(row)) if row[i:i + len(prefix)] == prefix) + len(prefix)
+            for i, t in enumerate(TOK.encode(tags[question] + "\n")):
+                if at - 1 + i < len(row):
+                    logits[r, at - 1 + i, t] = 10.0
+        return SimpleNamespace(logits=logits)
+    return forward
+
+
+def test_a_model_that_prefers_the_right_tag_chooses_100_and_a_wrong_one_0(heldout, monkeypatch):
+    model = tiny_model()
+    index = heldout.selection(12).tolist()
+    right = {heldout.examples[j].question: heldout.examples[j].answer for j in index}
+    monkeypatch.setattr(model, "forward", preferring(heldout, right))
+    monkeypatch.setattr(model, "generate", answering(heldout, right=False))
+    result = heldout.evaluate(model, batch_size=5, limit=12)
+    assert result.choice == 100.0 and result.exact_match == 0.0           # greedy writes a wrong name, the choice
+    assert all(x["chosen"] == x["answer"] for x in result.samples)       # among the window's speakers is right
+    wrong = {}
+    for j in index:
+        e = heldout.examples[j]
+        others = [tag for tag in sorted(set(e.speakers)) if qa.normalize_tag(tag) != qa.normalize_tag(e.answer)]
+        wrong[e.question] = others[0] if others else e.answer
+    monkeypatch.setattr(model, "forward", preferring(heldout, wrong))
+    chosen = heldout.choose(model, index, batch_size=5)
+    assert chosen == [wrong[heldout.examples[j].question] for j in index]
+    stuck = sum(wrong[heldout.examples[j].question] == heldout.examples[j].answer for j in index)
+    assert stuck < 12 and heldout.evaluate(model, batch_size=5, limit=12).choice == pytest.approx(100 * stuck / 12)
+
+
+def test_the_choice_prompt_is_cut_on_the_left_when_the_longest_tag_would_not_fit():
+    example = qa.QAExample('Who speaks the line "Who is there, standing so late?"?', "Ber.\nWho is there, standing "
+                           "so late?\n\nFIRST GRAVEDIGGER.\nNay, answer me.", "Ber.",
+                           ("Ber.", "FIRST GRAVEDIGGER."), "d", 0)
+    fits = encode_example(example, TOK, 200)
+    context = len(fits.prompt) + len(fits.target) - 1                      # room for "Ber.\n" only
+    held = QAHeldout([example], TOK, context)
+    choices = held.choices[0]
+    assert choices.tags == ("Ber.", "FIRST GRAVEDIGGER.") and not held.encoded[0].truncated
+    assert len(choices.prompt) + len(choices.ids[1]) - 1 == context
+    question, drop = len(TOK.encode(example.question + "\n")), len(choices.ids[1]) - len(choices.ids[0])
+    full = held.encoded[0].prompt                       # the window loses `drop` tokens on its left, nothing else
+    assert drop > 0 and choices.prompt == full[:question] + full[question + drop:]
+    assert held.choose(tiny_model(), [0])[0] in choices.tags
 
 
 class Share(Distributed):
@@ -173,7 +266,8 @@ def test_the_heldout_score_is_shared_out_over_processes(heldout, monkeypatch):
     sums = []
     for rank in range(3):
         heldout.evaluate(model, batch_size=4, limit=20, dist=Share(rank, 3, sums))
-    nats, tokens, count, em, f1 = (sum(s[i] for s in sums) for i in range(5))
+    nats, tokens, count, em, f1, choice = (sum(s[i] for s in sums) for i in range(6))
     assert count == one.windows == 20 and tokens == one.tokens
     assert nats / tokens == pytest.approx(one.loss, rel=1e-5)
     assert 100 * em / count == pytest.approx(one.exact_match) and 100 * f1 / count == pytest.approx(one.f1)
+    assert 100 * choice / count == pytest.approx(one.choice)

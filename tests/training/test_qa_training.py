@@ -40,14 +40,16 @@ def test_a_qa_fine_tune_trains_on_answers_and_eval_repeats_its_score(small_corpu
     assert 0 < final.floor_frequent_em <= 100 and 0 < final.floor_random_em <= 100
     records = read_metrics(tmp_path / "metrics.jsonl")
     checks = [r for r in records if r["kind"] == "eval"]
-    assert [r["step"] for r in checks] == [2, 4] and all("heldout_f1" in r for r in checks)
+    assert [r["step"] for r in checks] == [2, 4] and all("heldout_f1" in r and "heldout_choice" in r for r in checks)
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["final"]["f1"] == final.f1
+    assert summary["final"]["f1"] == final.f1 and summary["final"]["choice"] == final.choice
+    assert 0 <= final.choice <= 100
     state = load_checkpoint(tmp_path)
     assert state["train_config"]["objective"] == "qa" and set(state["sampler"]) == {"examples_drawn"}
     again, what = evaluate_checkpoint(tmp_path)
     assert again.loss == pytest.approx(final.loss, rel=1e-5)
-    assert (again.exact_match, again.f1, again.windows) == (final.exact_match, final.f1, final.windows)
+    assert (again.exact_match, again.f1, again.choice, again.windows) == (final.exact_match, final.f1, final.choice,
+                                                                          final.windows)
 
 
 def test_a_qa_run_resumes_exactly(small_corpus, lm_run, tmp_path):
@@ -81,3 +83,4 @@ def test_the_command_line_fine_tunes_and_evaluates(small_corpus, lm_run, tmp_pat
     assert main(["eval", str(out)]) == 0
     report = capsys.readouterr().out
     assert "exact match:" in report and "floor, most frequent speaker:" in report and "examples: 200" in report
+    assert "choice (likeliest speaker of the window):" in report and ", chosen '" in report

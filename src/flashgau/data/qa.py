@@ -11,8 +11,10 @@ line spoken inside the window, and its answer, the speaker tag written before th
 The question first means a causal model must carry the quoted line through the whole window, find it far back,
 and copy the tag written just before its speech: a long-range retrieval, the point of the paper's experiment.
 The quoted line is unique in the window (so the answer is defined) and its speech starts inside the window (so
-the tag is there to copy). Examples are a deterministic function of the documents and a seed; training examples
-come from training plays, evaluation examples from held-out plays only (the caller passes the split's sides).
+the tag is there to copy). The window ends on a line of text: never on a blank line, nor on a speaker tag whose
+speech it cuts off (it ends before that tag instead, which would otherwise sit right before "Answer: " as a
+distractor). Examples are a deterministic function of the documents and a seed; training examples come from
+training plays, evaluation examples from held-out plays only (the caller passes the split's sides).
 
 Speeches: in the plays a speech is a speaker tag alone on a line after a blank line ("Hor.", "KING HENRY.", or,
 in one play, "THESEUS" without a period), followed by the speech's lines up to the next blank line. Stage
@@ -161,7 +163,7 @@ def _one_example(doc, found: Sequence[Speech], rng: random.Random, context_chars
     text = doc.text
     first = rng.randrange(len(found))
     start = found[first].start
-    end = text.rfind("\n", start, start + context_chars)
+    end = _window_end(text, start, text.rfind("\n", start, start + context_chars))
     if end <= start:
         return None
     inside = [s for s in found[first:] if s.end <= end]
@@ -176,6 +178,22 @@ def _one_example(doc, found: Sequence[Speech], rng: random.Random, context_chars
     question = f'Who speaks the line "{line.strip()}"?'
     return QAExample(question=question, context=window, answer=speech.tag,
                      speakers=tuple(s.tag for s in inside), document=doc.name, offset=start)
+
+
+def _window_end(text: str, start: int, end: int) -> int:
+    """Where the window text[start:end], cut at a line break, ends so that its last line is a line of text: before
+    any trailing blank lines and before a trailing speaker tag (a tag line after a blank line) whose speech the cut
+    leaves out, which would otherwise sit right before "Answer: " as a distractor. At most `start` when nothing is
+    left."""
+    while end > start:
+        line_start = max(text.rfind("\n", start, end) + 1, start)
+        line = text[line_start:end].strip()
+        previous = text[max(text.rfind("\n", start, line_start - 1) + 1, start):line_start - 1] \
+            if line_start > start else ""
+        if line and not (is_tag(line) and not previous.strip()):
+            return end
+        end = line_start - 1
+    return end
 
 
 # ------------------------------------------------------------------------------------------------------ scores

@@ -21,10 +21,14 @@ in the score).
   held-out text, the tokenizer and T, never on the run, its seed or the model.
 - Score: the answer-token loss (teacher forcing; `loss`, what the curves compare), and the exact match and token
   F1 (percent) of the answers the model writes itself: greedy decoding of the prompt with flashgau's decoder
-  (generation.py: prefill, then one token per step from the decoding state) up to the first line break. Beside
-  them the two floors on the same examples: always the window's most frequent speaker, and a random speaker of
-  the window. With several processes the teacher-forced batches are shared out as for LM (shared_logits), the
-  examples to generate split by rank, and the counts summed.
+  (generation.py: prefill, then one token per step from the decoding state) up to the first line break; and the
+  choice accuracy (percent): each distinct speaker tag of the window scored by the model's log-likelihood of the
+  tag and its line break after the prompt (one forward pass over prompt + tag per tag), the likeliest one taken as
+  the answer and compared as EM compares. Greedy EM reads 0 for a model that writes a name of its own; the choice
+  still ranks such models against each other and against the floors. Beside them the two floors on the same
+  examples: always the window's most frequent speaker, and a random speaker of the window. With several processes
+  the teacher-forced batches are shared out as for LM (shared_logits), the examples to generate and to choose for
+  split by rank, and the counts summed.
 
 Shapes: B batch, T tokens, V vocabulary.
 """
@@ -32,6 +36,7 @@ Shapes: B batch, T tokens, V vocabulary.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 from dataclasses import asdict, dataclass, field
@@ -119,6 +124,28 @@ def encode_example(example: qa.QAExample, tokenizer: Tokenizer, context: int) ->
     return Encoded(question + window + prefix, target, over > 0)
 
 
+@dataclass(frozen=True)
+class Choices:
+    """What the choice score picks an example's answer among: the distinct speaker tags of its window (sorted), each
+    as the ids of the tag and its line break, and the prompt they are scored after: the example's own, its window
+    cut further on the left when the longest tag would not fit in T (the same prompt for every tag)."""
+
+    prompt: list[int]
+    tags: tuple[str, ...]
+    ids: tuple[list[int], ...]
+
+
+def choices_of(example: qa.QAExample, encoded: Encoded, tokenizer: Tokenizer, context: int) -> Choices:
+    """The Choices of an example encoded for context T (`encoded`: encode_example's)."""
+    tags = tuple(sorted(set(example.speakers)))
+    ids = tuple(tokenizer.encode(f"{tag}\n") for tag in tags)
+    longest = max(range(len(tags)), key=lambda k: len(ids[k]))
+    prompt = encoded.prompt
+    if len(prompt) + len(ids[longest]) - 1 > context:
+        prompt = encode_example(dataclasses.replace(example, answer=tags[longest]), tokenizer, context).prompt
+    return Choices(prompt, tags, ids)
+
+
 def pack(encoded: Sequence[Encoded], context: int) -> Batch:
     """Examples as a Batch of T inputs each (right-padded), labels -100 but on the target's tokens."""
     n = len(encoded)
@@ -171,6 +198,7 @@ class QAEvalResult:
     loss: float                  # mean nats per answer token (teacher forcing)
     exact_match: float           # percent of examples whose greedy answer is the tag (qa.exact_match)
     f1: float                    # mean token F1, percent
+    choice: float                # percent of examples whose likeliest speaker of the window is the tag (EM's way)
     floor_frequent_em: float     # always the window's most frequent speaker
     floor_frequent_f1: float
     floor_random_em: float       # a random speaker of the window
@@ -180,34 +208,40 @@ class QAEvalResult:
     windows: int                 # examples scored
     truncated: int               # of them, examples whose window lost tokens on its left
     all_windows: bool = True
-    samples: list = field(default_factory=list)   # the first SAMPLES scored: {answer, predicted, speakers}
+    samples: list = field(default_factory=list)   # the first SAMPLES scored: {answer, predicted, chosen, speakers}
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def record(self) -> dict:
-        return {"heldout_loss": self.loss, "heldout_exact_match": self.exact_match, "heldout_f1": self.f1}
+        return {"heldout_loss": self.loss, "heldout_exact_match": self.exact_match, "heldout_f1": self.f1,
+                "heldout_choice": self.choice}
 
     def brief(self) -> str:
-        return f"held-out answer loss {self.loss:.4f}, EM {self.exact_match:.1f}, F1 {self.f1:.1f}"
+        return (f"held-out answer loss {self.loss:.4f}, EM {self.exact_match:.1f}, F1 {self.f1:.1f}, choice "
+                f"{self.choice:.1f}")
 
     def headline(self) -> str:
-        return (f"held-out QA: EM {self.exact_match:.1f} F1 {self.f1:.1f} (floors: most frequent speaker "
-                f"{self.floor_frequent_f1:.1f}, random speaker {self.floor_random_f1:.1f} F1)")
+        return (f"held-out QA: EM {self.exact_match:.1f} F1 {self.f1:.1f} choice {self.choice:.1f} (floors: most "
+                f"frequent speaker EM {self.floor_frequent_em:.1f} F1 {self.floor_frequent_f1:.1f}, random speaker "
+                f"EM {self.floor_random_em:.1f} F1 {self.floor_random_f1:.1f})")
 
     def describe(self) -> str:
         return (f"held-out answer loss {self.loss:.4f} nats/token | exact match {self.exact_match:.1f} | F1 "
-                f"{self.f1:.1f} | floors: most frequent speaker EM {self.floor_frequent_em:.1f} F1 "
-                f"{self.floor_frequent_f1:.1f}, random speaker EM {self.floor_random_em:.1f} F1 "
-                f"{self.floor_random_f1:.1f} ({self.windows:,} examples, {self.tokens:,} answer tokens"
+                f"{self.f1:.1f} | choice {self.choice:.1f} | floors: most frequent speaker EM "
+                f"{self.floor_frequent_em:.1f} F1 {self.floor_frequent_f1:.1f}, random speaker EM "
+                f"{self.floor_random_em:.1f} F1 {self.floor_random_f1:.1f} ({self.windows:,} examples, "
+                f"{self.tokens:,} answer tokens"
                 f"{subset_note(self.all_windows)})")
 
     def report(self) -> str:
         return (f"answer loss: {self.loss:.4f} nats/token\nexact match: {self.exact_match:.2f}\nF1: {self.f1:.2f}\n"
+                f"choice (likeliest speaker of the window): {self.choice:.2f}\n"
                 f"floor, most frequent speaker: EM {self.floor_frequent_em:.2f}  F1 {self.floor_frequent_f1:.2f}\n"
                 f"floor, random speaker: EM {self.floor_random_em:.2f}  F1 {self.floor_random_f1:.2f}\n"
                 f"examples: {self.windows:,}  answer tokens: {self.tokens:,}  truncated windows: {self.truncated:,}"
-                + "".join(f"\n  answer {x['answer']!r}, written {x['predicted']!r}" for x in self.samples))
+                + "".join(f"\n  answer {x['answer']!r}, written {x['predicted']!r}, chosen {x['chosen']!r}"
+                          for x in self.samples))
 
 
 class QAHeldout:
@@ -217,6 +251,7 @@ class QAHeldout:
         self.examples = list(examples)
         self.tokenizer, self.context = tokenizer, context
         self.encoded = [encode_example(e, tokenizer, context) for e in self.examples]
+        self.choices = [choices_of(e, enc, tokenizer, context) for e, enc in zip(self.examples, self.encoded)]
         newline = tokenizer.encode("\n")
         self.newline = newline[0] if len(newline) == 1 else None     # stops decoding where the answer ends
         self.max_new = max(len(e.target) for e in self.encoded) + ANSWER_SLACK
@@ -264,6 +299,52 @@ class QAHeldout:
         return answers
 
     @torch.no_grad()
+    def likelihoods(self, model: torch.nn.Module, index: Sequence[int], *, batch_size: int = 8,
+                    precision: Optional[Precision] = None) -> list[list[float]]:
+        """For each example of `index`, the log-likelihood (nats) `model` gives each of its choices (Choices: a
+        speaker tag and its line break) after the choices' prompt: one forward pass over prompt + tag per tag,
+        `batch_size` of them per pass."""
+        rows = self.choice_rows(index)
+        scores = {j: [0.0] * len(self.choices[j].tags) for j in index}
+        for start in range(0, len(rows), batch_size):
+            part = rows[start:start + batch_size]
+            for (j, k), nats in zip(part, self._choice_pass(model, part, precision)):
+                scores[j][k] = nats
+        return [scores[j] for j in index]
+
+    def choose(self, model: torch.nn.Module, index: Sequence[int], *, batch_size: int = 8,
+               precision: Optional[Precision] = None) -> list[str]:
+        """The tag `model` chooses for each example of `index`: the likeliest of its choices (the first in sorted
+        order on a tie)."""
+        return [self.choices[j].tags[max(range(len(s)), key=s.__getitem__)]
+                for j, s in zip(index, self.likelihoods(model, index, batch_size=batch_size, precision=precision))]
+
+    def choice_rows(self, index: Sequence[int]) -> list[tuple[int, int]]:
+        """(example, choice) of every choice of the examples `index`, in order: one sequence each."""
+        return [(j, k) for j in index for k in range(len(self.choices[j].tags))]
+
+    def _choice_pass(self, model: torch.nn.Module, rows: Sequence[tuple[int, int]],
+                     precision: Optional[Precision]) -> list[float]:
+        """One forward pass over prompt + tag (all but its last token) of each (example, choice) of `rows`, right
+        padded; the summed log-probabilities of each tag's tokens."""
+        device = next(model.parameters()).device
+        seqs = [(self.choices[j].prompt, self.choices[j].ids[k]) for j, k in rows]
+        width = max(len(p) + len(t) - 1 for p, t in seqs)
+        ids = torch.zeros(len(seqs), width, dtype=torch.long)
+        mask = torch.zeros(len(seqs), width, dtype=torch.bool)
+        for r, (p, t) in enumerate(seqs):
+            seq = (p + t)[:-1]
+            ids[r, :len(seq)] = torch.tensor(seq)
+            mask[r, :len(seq)] = True
+        with precision.autocast() if precision is not None else contextlib.nullcontext():
+            logits = model(ids.to(device), attention_mask=None if bool(mask.all()) else mask.to(device)).logits
+        out = []
+        for r, (p, t) in enumerate(seqs):
+            logp = logits[r, len(p) - 1:len(p) + len(t) - 1].float().log_softmax(-1)
+            out.append(float(logp.gather(-1, torch.tensor(t, device=logp.device)[:, None]).sum()))
+        return out
+
+    @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, *, batch_size: int = 8, precision: Optional[Precision] = None,
                  limit: Optional[int] = None, dist: Optional[Distributed] = None) -> QAEvalResult:
         dist = dist if dist is not None else Distributed()
@@ -287,23 +368,31 @@ class QAHeldout:
                 extra = -(-most // batch_size) - -(-len(mine) // batch_size)
                 for _ in range(extra):
                     self.predict(model, index[:1], batch_size=1, precision=precision, stop_early=False)
+        with eval_mode(model):
+            chosen = self.choose(model, mine, batch_size=batch_size, precision=precision)
+            if dist.fsdp:       # the same number of (collective) forward passes on every process
+                passes = lambda part: -(-len(self.choice_rows(part)) // batch_size)  # noqa: E731
+                for _ in range(max(passes(index[r::dist.world_size]) for r in range(dist.world_size)) - passes(mine)):
+                    self._choice_pass(model, self.choice_rows(index[:1])[:1], precision)
         em = sum(qa.exact_match(a, self.examples[j].answer) for a, j in zip(answers, mine))
         f1 = sum(qa.token_f1(a, self.examples[j].answer) for a, j in zip(answers, mine))
-        nats, tokens, count, em, f1 = dist.sum([nats, tokens, count, em, f1])
+        choice = sum(qa.exact_match(c, self.examples[j].answer) for c, j in zip(chosen, mine))
+        nats, tokens, count, em, f1, choice = dist.sum([nats, tokens, count, em, f1, choice])
         tokens, count = int(tokens), int(count)
         scored = [self.examples[j] for j in index]
         floors = qa.floors(scored, seed=FLOOR_SEED)
         frequent, drawn = floors["most_frequent_speaker"], floors["random_speaker"]
         loss = nats / max(tokens, 1)
         return QAEvalResult(loss=loss, exact_match=100 * em / max(count, 1), f1=100 * f1 / max(count, 1),
+                            choice=100 * choice / max(count, 1),
                             floor_frequent_em=frequent["exact_match"], floor_frequent_f1=frequent["f1"],
                             floor_random_em=drawn["exact_match"], floor_random_f1=drawn["f1"],
                             perplexity=math.exp(min(loss, 700.0)), tokens=tokens, windows=count,
                             truncated=sum(self.encoded[j].truncated for j in index),
                             all_windows=limit is None or limit >= len(self),
-                            samples=[dict(answer=self.examples[j].answer, predicted=a,
+                            samples=[dict(answer=self.examples[j].answer, predicted=a, chosen=c,
                                           speakers=list(self.examples[j].speakers))
-                                     for a, j in list(zip(answers, mine))[:SAMPLES]])
+                                     for a, c, j in list(zip(answers, chosen, mine))[:SAMPLES]])
 
 
 # ------------------------------------------------------------------------------------------------ the task
@@ -313,7 +402,7 @@ class QATask(Task):
     causal = True
     generates = False
     describe = ("question answering, who speaks this line (a stand-in for TriviaQA): loss on the answer tokens, "
-                "scored by greedy decoding (exact match, F1)")
+                "scored by greedy decoding (exact match, F1) and by the likeliest speaker of the window (choice)")
 
     def training_stream(self, data, config, *, rank: int = 0, world_size: int = 1) -> QAStream:
         docs = decoded(data.train_docs, data.tokenizer, data.prepared.names("train"))

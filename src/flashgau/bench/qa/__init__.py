@@ -6,10 +6,11 @@ A row is two ordinary training runs (the `flashgau train` loop): pre-training (`
 plays, then fine-tuning (`--objective qa --init-from` the pre-trained run) on questions drawn from the same
 training plays. Both use one split of whole plays (TrainConfig's default held-out fraction), so no held-out play is
 seen in either. Reported per row, as the paper's table: the pre-training perplexity (held-out, per byte token), the
-fine-tuned exact match and token F1 of the greedily decoded answers on the fixed held-out questions (with the two
-floors of the task on the same questions: the window's most frequent speaker, a random speaker of the window), and
-the pre-training and fine-tuning step latency reduction against Transformer+ (its seconds per step over the row's;
-equal batches). Resumable: each finished phase of a row is saved (runs/qa/<key>-pt.json, -ft.json) and skipped on a
+fine-tuned exact match and token F1 of the greedily decoded answers on the fixed held-out questions and the choice
+accuracy (the window's speaker the model finds likeliest; tasks/qa.py), with the two floors of the task on the same
+questions (the window's most frequent speaker, a random speaker of the window), and the pre-training and
+fine-tuning step latency reduction against Transformer+ (its seconds per step over the row's; equal batches).
+Resumable: each finished phase of a row is saved (runs/qa/<key>-pt.json, -ft.json) and skipped on a
 rerun; the pre-trained checkpoint is kept until its fine-tuning is saved.
 
 The rows (ROWS) follow the paper's: Transformer+, Combiner, FLASH-Quad with s = 128 and 512, FLASH with s = 512, and
@@ -223,8 +224,9 @@ def _brief(rec: dict) -> str:
     f = rec["final"]
     if rec["phase"] == "pt":
         return f"held-out perplexity {f['perplexity']:.3f} per token, {f['bits_per_byte']:.4f} bits/byte"
-    return (f"EM {f['exact_match']:.1f}, F1 {f['f1']:.1f} (floors F1: most frequent speaker "
-            f"{f['floor_frequent_f1']:.1f}, random {f['floor_random_f1']:.1f})")
+    return (f"EM {f['exact_match']:.1f}, F1 {f['f1']:.1f}, choice {f['choice']:.1f} (floors EM / F1: most frequent "
+            f"speaker {f['floor_frequent_em']:.1f} / {f['floor_frequent_f1']:.1f}, random {f['floor_random_em']:.1f} / "
+            f"{f['floor_random_f1']:.1f})")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

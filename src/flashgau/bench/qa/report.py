@@ -1,6 +1,6 @@
 """The QA report, built from the saved runs: the paper's TriviaQA table (reference §8.2) on the stand-in task, one
-row per model: pre-training perplexity, fine-tuned EM and F1 beside the task's floors, pre-training and fine-tuning
-step latency reduction against Transformer+; Markdown and a plot."""
+row per model: pre-training perplexity, fine-tuned EM, F1 and choice accuracy beside the task's floors, pre-training
+and fine-tuning step latency reduction against Transformer+; Markdown and a plot."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ def build_report(store, s, rows) -> dict:
             pt_steps=[pt["steps"] for pt, _ in runs], pt_step_seconds=[pt["step_seconds"] for pt, _ in runs],
             ft_steps=[ft["steps"] for _, ft in runs], ft_step_seconds=[ft["step_seconds"] for _, ft in runs],
             answer_loss=[x["loss"] for x in f], exact_match=[x["exact_match"] for x in f], f1=[x["f1"] for x in f],
+            choice=[x.get("choice") for x in f],        # None: a run saved before the choice score existed
             floor_frequent_em=f[0]["floor_frequent_em"], floor_frequent_f1=f[0]["floor_frequent_f1"],
             floor_random_em=f[0]["floor_random_em"], floor_random_f1=f[0]["floor_random_f1"],
             examples=f[0]["windows"], truncated=f[0]["truncated"], paper=PAPER.get(row.slug),
@@ -59,6 +60,12 @@ def above_floor(r: dict) -> bool:
     return _mean(r["f1"]) > max(r["floor_frequent_f1"], r["floor_random_f1"])
 
 
+def choice_above_floor(r: dict) -> Optional[bool]:
+    """Whether a row's mean choice accuracy clears the higher of the two floors' EM (None: no choice score saved)."""
+    choice = _mean(r["choice"])
+    return None if choice is None else choice > max(r["floor_frequent_em"], r["floor_random_em"])
+
+
 def headline(table: list[dict]) -> list[dict]:
     out = []
     for r in table:
@@ -66,6 +73,9 @@ def headline(table: list[dict]) -> list[dict]:
         text = (f"{r['label']}: PT ppl {_mean(r['pt_perplexity']):.3f}, FT EM {_mean(r['exact_match']):.1f} "
                 f"F1 {_mean(r['f1']):.1f} ({note}; floors F1 {r['floor_frequent_f1']:.1f} / "
                 f"{r['floor_random_f1']:.1f})")
+        if choice_above_floor(r) is not None:
+            text += (f", choice {_mean(r['choice']):.1f} ({'above' if choice_above_floor(r) else 'NOT above'} the "
+                     f"floors EM {r['floor_frequent_em']:.1f} / {r['floor_random_em']:.1f})")
         if r.get("pt_latency_reduction"):
             text += f", PT/FT latency reduction {r['pt_latency_reduction']:.2f}x / {r['ft_latency_reduction']:.2f}x"
         out.append(dict(text=text))
@@ -90,8 +100,13 @@ def markdown(rep: dict) -> str:
              "- **PT ppl**: held-out perplexity per byte token of the pre-trained model (the held-out plays).",
              "- **EM / F1**: exact match and token F1 (percent) of the answers the fine-tuned model writes itself "
              "(greedy decoding with the constant-memory decoder).",
+             "- **choice**: percent of questions where the speaker of the window the fine-tuned model finds likeliest "
+             "(log-likelihood of the tag and its line break after the prompt) is the answer, compared as EM compares. "
+             "Greedy EM reads 0 for a model that writes a name of its own; the choice still ranks rows near the "
+             "floors.",
              "- **Floors** (same questions): always the window's most frequent speaker; a random speaker of the "
-             "window. A row at or below them has not learned to find the line: its F1 says nothing of its architecture.",
+             "window. A row at or below them has not learned to find the line: its F1 (or choice, against the floors' "
+             "EM) says nothing of its architecture.",
              "- **PT / FT latency reduction**: Transformer+'s seconds per step over the row's (equal batches), the "
              "paper's last column.", ""]
     if rows:
@@ -106,19 +121,21 @@ def markdown(rep: dict) -> str:
         red = lambda x: "–" if x is None else f"{x:.2f}×"  # noqa: E731
         table.append([r["label"], f"{r['params']:,}", _pm(r["pt_perplexity"]), _pm(r["exact_match"], "{:.1f}"),
                       _pm(r["f1"], "{:.1f}") + ("" if above_floor(r) else " ⚠"),
+                      _pm(r["choice"], "{:.1f}") + (" ⚠" if choice_above_floor(r) is False else ""),
                       f"{red(r['pt_latency_reduction'])} / {red(r['ft_latency_reduction'])}",
                       f"{_mean(r['pt_step_seconds']):.2f} / {_mean(r['ft_step_seconds']):.2f}",
                       f"{_mean(r['pt_steps']):.0f} / {_mean(r['ft_steps']):.0f}",
                       "–" if p is None else f"{p[0]:.2f} · {p[1]:.1f} · {p[2]:.2f}× / {p[3]:.2f}×"])
-    lines += md_table(["Model", "params", "PT ppl", "FT EM", "FT F1", "PT / FT latency reduction",
+    lines += md_table(["Model", "params", "PT ppl", "FT EM", "FT F1", "FT choice", "PT / FT latency reduction",
                        "s per step PT / FT", "steps PT / FT", "paper: PT ppl · F1 · reduction"], table)
-    lines += ["", "⚠: F1 not above the higher floor.", ""]
+    lines += ["", "⚠: F1 not above the higher floor's F1, or choice not above the higher floor's EM.", ""]
     if any(r["samples"] for r in rows):
         lines += ["## What the models write", "", "The first held-out questions of the first seed: the true speaker "
-                  "tag, the answer the fine-tuned model wrote, and the speakers of the window.", ""]
-        lines += md_table(["Model", "answer", "written", "speakers in the window"],
-                          [[r["label"], x["answer"], x["predicted"] or "(nothing)", ", ".join(x["speakers"])]
-                           for r in rows for x in r["samples"]])
+                  "tag, the answer the fine-tuned model wrote, the speaker of the window it finds likeliest (choice), "
+                  "and the speakers of the window.", ""]
+        lines += md_table(["Model", "answer", "written", "chosen", "speakers in the window"],
+                          [[r["label"], x["answer"], x["predicted"] or "(nothing)", x.get("chosen", "–"),
+                            ", ".join(x["speakers"])] for r in rows for x in r["samples"]])
         lines += [""]
     lines += ["## Run environment", ""]
     for env in rep["env"]:
