@@ -129,6 +129,14 @@ def test_exclusive_cumsum_matches_sums_before(n, dtype, tol):
                                   **tol)
 
 
+@pytest.mark.parametrize("dim", [1, -1])
+def test_exclusive_cumsum_gradcheck_fp64(dim):
+    """The slice-by-slice form (fp32, fp64), over a middle axis and the last (strided slices)."""
+    x = torch.randn(2, 5, 3, dtype=torch.float64, generator=_gen()).requires_grad_()
+    torch.testing.assert_close(exclusive_cumsum(x, dim), sums_before(x.narrow(dim, 0, x.shape[dim] - 1), dim))
+    assert torch.autograd.gradcheck(lambda t: exclusive_cumsum(t, dim), [x])
+
+
 # ----------------------------------------------------------------------------------------------------- RoPE
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, dict(atol=1e-6, rtol=1e-5)), (torch.bfloat16, BF16)])
 @pytest.mark.parametrize("width,dims", [(16, 16), (16, 8), (12, 4)])
@@ -206,6 +214,16 @@ def test_gau_projection_with_unused_outputs():
     y_ref = y.detach().clone().requires_grad_()
     gau_projection_plain(y_ref, gamma, beta, cos, sin, e=6, s=4, dims=4)[2].sum().backward()
     torch.testing.assert_close(y.grad, y_ref.grad)
+
+
+def test_gau_projection_gradcheck_fp64():
+    """The written-out backward against finite differences (y, gamma, beta; the first map writes z's gradient)."""
+    B, T, e, s, n, dims = 1, 5, 3, 4, 2, 4
+    y = torch.randn(B, T, 2 * e + s, dtype=torch.float64, generator=_gen()).requires_grad_()
+    gamma = torch.randn(n, s, dtype=torch.float64, generator=_gen(1)).requires_grad_()
+    beta = torch.randn(n, s, dtype=torch.float64, generator=_gen(2)).requires_grad_()
+    cos, sin = rope_tables(torch.arange(T), dims, torch.float64)
+    assert torch.autograd.gradcheck(lambda *a: gau_projection(*a, cos, sin, e=e, s=s, dims=dims), [y, gamma, beta])
 
 
 # ------------------------------------------------------------------------------------------------ whole models

@@ -98,8 +98,9 @@ class GAUBase(nn.Module):
         return u, v, list(maps.unbind(0))
 
     def finish(self, x: Tensor, u: Tensor, o: Tensor) -> Tensor:
-        """x + W_o(u * o), o (B, h, T, e/h)."""
-        o = o[:, 0] if self.heads == 1 else o.transpose(1, 2).flatten(2)
+        """x + W_o(u * o), o (B, h, T, e/h). One head: squeeze, not o[:, 0], whose backward would zero-fill a buffer
+        of o's shape and copy the gradient into it."""
+        o = o.squeeze(1) if self.heads == 1 else o.transpose(1, 2).flatten(2)
         return x + self.dropout(self.to_out(u * o.to(u.dtype)))
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:

@@ -12,7 +12,8 @@ report's changes table, which times both in one process (docs/benchmarks.md). Al
     rope_nocat         ops/rope.py: RoPE (every arch's queries and keys) as one autograd function writing the
                        rotated halves in place, no `cat`
     lean_global        ops/mixed_chunk.py: the causal global part's exclusive prefix sum over chunks in one pass
-                       (no zero block concatenated, no flips in backward)
+                       (no zero block concatenated, no flips in backward; ops/chunks.py), and its product added into
+                       the local part's output in place (no copy of it)
 
 `plain(*names)` turns the named ones (all when none is named) off inside a `with` block. The switches are read when
 a layer runs; under torch.compile every one reads as off (the compiler fuses the plain forms).
@@ -29,7 +30,7 @@ FAST_PATHS: dict[str, str] = {
     "causal_blocks": "causal local part: only the sub-blocks at or below the diagonal",
     "fused_projection": "GAU projection epilogue in one autograd function, RoPE without cat",
     "rope_nocat": "RoPE as one autograd function, no cat (every arch)",
-    "lean_global": "causal global part: one-pass exclusive prefix sum over chunks",
+    "lean_global": "causal global part: one-pass exclusive prefix sum over chunks, added in place",
 }
 
 _enabled = dict.fromkeys(FAST_PATHS, True)

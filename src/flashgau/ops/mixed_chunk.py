@@ -155,7 +155,11 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
             lin_q = lin_q / denom.reshape(B * H * G, 1, 1).to(lin_q.dtype)
         else:
             lin_q = lin_q / C
-        out = torch.baddbmm(out, lin_q, kv_seen.to(lin_q.dtype).reshape(B * H * G, s, e))
+        kv_seen = kv_seen.to(lin_q.dtype).reshape(B * H * G, s, e)
+        if fastpath.enabled("lean_global") and _same_dtypes_in_place(out, lin_q):
+            out = out.baddbmm_(lin_q, kv_seen)                           # no copy of the local part
+        else:
+            out = torch.baddbmm(out, lin_q, kv_seen)
     elif parts != "local":
         total = count.sum(1).clamp_min(1.0).expand(B).reshape(B, 1, 1, 1) if average else C
         kv_all = (kv.sum(2) / total).to(lin_q.dtype).reshape(B * H, s, e)
@@ -182,6 +186,15 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
         state = FlashFirstToAllState(**vars(state), first_k=first_k * ready.to(first_k.dtype),
                                      first_v=first_v * ready.to(first_v.dtype))
     return out, state
+
+
+def _same_dtypes_in_place(out: Tensor, lin_q: Tensor) -> bool:
+    """Whether out.baddbmm_(lin_q, kv) gives torch.baddbmm(out, lin_q, kv)'s dtype: always with autocast off; under
+    autocast (which runs baddbmm in its dtype, but not the in-place form) when out and lin_q are in that dtype."""
+    device = out.device.type
+    if not torch.is_autocast_enabled(device):
+        return True
+    return out.dtype == lin_q.dtype == torch.get_autocast_dtype(device)
 
 
 def _add_first_chunk(out: Tensor, quad_q: Tensor, quad_k: Tensor, v: Tensor, BH: int, G: int, C: int) -> Tensor:

@@ -99,7 +99,7 @@ class _GAUProjection(torch.autograd.Function):
             z = F.silu(y_z)
             dgamma = torch.zeros(gamma.shape, dtype=torch.float32, device=y.device)
             dbeta = torch.zeros(beta.shape, dtype=torch.float32, device=y.device)
-            dz = torch.zeros_like(z)
+            dz = None                                                   # the first map writes it, the others add
             dzs = torch.empty_like(z) if dims else None
             for i, dm in enumerate(dmaps):
                 if dm is None:
@@ -107,7 +107,10 @@ class _GAUProjection(torch.autograd.Function):
                 d = rotate_back_into(dzs, dm, cos, sin, dims) if dims else dm
                 dbeta[i] = d.sum((0, 1), dtype=torch.float32)
                 dgamma[i] = (d * z).sum((0, 1), dtype=torch.float32)
-                dz.addcmul_(d, g[i])
+                if dz is None:
+                    dz = torch.mul(d, g[i])
+                else:
+                    dz.addcmul_(d, g[i])
             dy = torch.empty_like(y)
             for lo, hi, grad in ((0, e, du), (e, 2 * e, dv), (2 * e, 2 * e + s, dz)):
                 if grad is None:
