@@ -64,8 +64,9 @@ def analytic_flops(cfg: ModelConfig, batch: int, context: int) -> Optional[dict]
 _REGISTERED = False
 
 
-def _register_cpu_sdpa() -> None:
-    """FlopCounterMode formulas for torch's fused CPU attention kernel (forward and backward), causal = half."""
+def _register_missing_formulas() -> None:
+    """FlopCounterMode formulas it lacks: torch's fused CPU attention kernel (forward and backward; causal = half),
+    and the in-place baddbmm_ (mixed_chunk's global part adds into the local output in place)."""
     global _REGISTERED
     if _REGISTERED:
         return
@@ -85,12 +86,14 @@ def _register_cpu_sdpa() -> None:
         def _bwd(grad_out, q, k, v, out, lse, dropout_p=0.0, is_causal=False, *args, out_shape=None, **kwargs):
             flops = fc.sdpa_backward_flop_count(grad_out, q, k, v)
             return flops // 2 if is_causal else flops
+    if aten.baddbmm_ not in fc.flop_registry:
+        fc.flop_registry[aten.baddbmm_] = fc.flop_registry[aten.baddbmm]
     _REGISTERED = True
 
 
 def flop_counter():
-    """A FlopCounterMode (quiet) that also knows the CPU SDPA kernel."""
+    """A FlopCounterMode (quiet) that also knows the CPU SDPA kernel and baddbmm_."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    _register_cpu_sdpa()
+    _register_missing_formulas()
     return FlopCounterMode(display=False)

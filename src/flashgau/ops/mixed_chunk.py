@@ -192,7 +192,7 @@ def _same_dtypes_in_place(out: Tensor, lin_q: Tensor) -> bool:
     """Whether out.baddbmm_(lin_q, kv) gives torch.baddbmm(out, lin_q, kv)'s dtype: always with autocast off; under
     autocast (which runs baddbmm in its dtype, but not the in-place form) when out and lin_q are in that dtype."""
     device = out.device.type
-    if not torch.is_autocast_enabled(device):
+    if not torch.amp.is_autocast_available(device) or not torch.is_autocast_enabled(device):
         return True
     return out.dtype == lin_q.dtype == torch.get_autocast_dtype(device)
 
