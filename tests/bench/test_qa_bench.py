@@ -23,8 +23,8 @@ def test_rows_pretrain_then_finetune_and_report_the_papers_columns(tmp_path, sma
     runs = tmp_path / "runs" / "qa-quick"
     saved = {p.name: json.loads(p.read_text()) for p in runs.glob("*.json")}
     assert len(saved) == 4                                              # two rows x (pre-training, fine-tuning)
-    ft = next(r for name, r in saved.items() if name.endswith("first-to-all-ft.json"))
-    pt = next(r for name, r in saved.items() if name.endswith("first-to-all-pt.json"))
+    ft = next(r for name, r in saved.items() if "first-to-all-task" in name and name.endswith("-ft.json"))
+    pt = next(r for name, r in saved.items() if "first-to-all-task" in name and name.endswith("-pt.json"))
     assert pt["train_config"]["objective"] == "lm" and ft["train_config"]["objective"] == "qa"
     assert ft["train_config"]["init_from"] == str(runs / pt["key"] / "pt")
     tiny = ModelConfig.for_context("tiny", arch="flash", context=512)
@@ -80,3 +80,7 @@ def test_every_row_is_a_valid_model_at_the_default_settings(parse):
         cfg = ModelConfig.for_context(s.preset, arch=row.arch, context=s.context, **qa.model_options(row, s))
         assert cfg.arch == row.arch
     assert len({s.key(row, 0) for row in qa.ROWS}) == len(qa.ROWS)
+    # a saved run names the version of the examples it trained on: runs on older examples are not reused
+    from flashgau.data.qa import TASK_VERSION
+    old_key = s.key(qa.ROWS[0], 0).replace(f"-task{TASK_VERSION}", "")
+    assert old_key != s.key(qa.ROWS[0], 0) and f"-task{TASK_VERSION}" in s.key(qa.ROWS[0], 0)

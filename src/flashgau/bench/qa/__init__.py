@@ -31,6 +31,7 @@ from typing import Optional, Sequence
 import torch
 
 from ...config import ModelConfig
+from ...data.qa import TASK_VERSION
 from ...errors import ConfigError
 from ...runtime import resolve_device, resolve_precision
 from .. import common, quality
@@ -86,7 +87,7 @@ class QASettings:
 
     def key(self, row: Row, seed: int) -> str:
         return (f"{self.preset}-T{self.context}-pt{self.pretrain_seconds:g}s-ft{self.finetune_seconds:g}s-seed{seed}-"
-                f"{row.slug}{common.device_tag(torch.device(self.device), self.precision)}")
+                f"{row.slug}-task{TASK_VERSION}{common.device_tag(torch.device(self.device), self.precision)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
