@@ -325,24 +325,17 @@ class QAHeldout:
 
     def _choice_pass(self, model: torch.nn.Module, rows: Sequence[tuple[int, int]],
                      precision: Optional[Precision]) -> list[float]:
-        """One forward pass over prompt + tag (all but its last token) of each (example, choice) of `rows`, right
-        padded; the summed log-probabilities of each tag's tokens."""
+        """One forward pass over prompt + tag of each (example, choice) of `rows`, packed as training examples are
+        (pack: right padded, labels on the tag's tokens); the summed log-probabilities of each tag's tokens."""
         device = next(model.parameters()).device
-        seqs = [(self.choices[j].prompt, self.choices[j].ids[k]) for j, k in rows]
-        width = max(len(p) + len(t) - 1 for p, t in seqs)
-        ids = torch.zeros(len(seqs), width, dtype=torch.long)
-        mask = torch.zeros(len(seqs), width, dtype=torch.bool)
-        for r, (p, t) in enumerate(seqs):
-            seq = (p + t)[:-1]
-            ids[r, :len(seq)] = torch.tensor(seq)
-            mask[r, :len(seq)] = True
+        encoded = [Encoded(self.choices[j].prompt, self.choices[j].ids[k], False) for j, k in rows]
+        batch = pack(encoded, max(len(e.prompt) + len(e.target) - 1 for e in encoded))
+        mask = None if batch.attention_mask is None else batch.attention_mask.to(device)
         with precision.autocast() if precision is not None else contextlib.nullcontext():
-            logits = model(ids.to(device), attention_mask=None if bool(mask.all()) else mask.to(device)).logits
-        out = []
-        for r, (p, t) in enumerate(seqs):
-            logp = logits[r, len(p) - 1:len(p) + len(t) - 1].float().log_softmax(-1)
-            out.append(float(logp.gather(-1, torch.tensor(t, device=logp.device)[:, None]).sum()))
-        return out
+            logits = model(batch.input_ids.to(device), attention_mask=mask).logits
+        nats = F.cross_entropy(logits.float().transpose(1, 2), batch.labels.to(device), reduction="none",
+                               ignore_index=IGNORE_INDEX)                     # 0 where a label is ignored
+        return (-nats.sum(1)).tolist()
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, *, batch_size: int = 8, precision: Optional[Precision] = None,
