@@ -51,13 +51,15 @@ def split():
     return load_split(None, 0.1)
 
 
-def test_examples_are_answerable_from_their_context(split):
+def test_examples_quote_the_first_line_of_a_speech_answerable_from_their_context(split):
     examples = qa.make_examples(split.train, 60, seed=3, context_chars=2000)
     for e in examples:
         quoted = e.question.split('"')[1]
         assert e.context.count(quoted) == 1                    # the line is in the window, once
         upto = e.context[:e.context.index(quoted) + len(quoted)]
         assert qa.speeches("\n" + upto + "\n")[-1].tag == e.answer    # the tag of the speech holding the line
+        above, indent = upto[:-len(quoted)].split("\n")[-2:]
+        assert above.strip() == e.answer and not indent.strip()    # ... on the line right above it
         assert e.answer in e.speakers and len(e.context) <= 2000
         assert e.prompt.startswith(e.question) and e.prompt.endswith(qa.ANSWER_PREFIX)
         assert e.target == e.answer + "\n"

@@ -2,14 +2,15 @@
 for the paper's TriviaQA fine-tuning (the questions and passages of TriviaQA cannot be downloaded here).
 
 An example is a window of a play (about `context_chars` characters, cut at line breaks), a question quoting one
-line spoken inside the window, and its answer, the speaker tag written before that speech in the window:
+line spoken inside the window (the first line of a speech), and its answer, the speaker tag written just above
+that line in the window:
 
     Who speaks the line "Stay! speak, speak! I charge thee speak!"?     <- the question comes first,
     <the window of the play, ~4K characters>                              <- then the context,
     Answer: Hor.                                                          <- then the answer.
 
 The question first means a causal model must carry the quoted line through the whole window, find it far back,
-and copy the tag written just before its speech: a long-range retrieval, the point of the paper's experiment.
+and copy the tag written on the line above it: a long-range retrieval, the point of the paper's experiment.
 The quoted line is unique in the window (so the answer is defined) and its speech starts inside the window (so
 the tag is there to copy). The window ends on a line of text: never on a blank line, nor on a speaker tag whose
 speech it cuts off (it ends before that tag instead, which would otherwise sit right before "Answer: " as a
@@ -38,8 +39,9 @@ _NOT_TAGS = ("ACT ", "SCENE ", "EPILOGUE", "PROLOGUE", "THE END", "FINIS", "DRAM
 MIN_LINE_CHARS = 24          # quoted lines shorter than this are too generic to be found
 ANSWER_PREFIX = "Answer: "
 # The version of the examples this module draws, bumped whenever the same seed draws other examples (saved benchmark
-# runs name it, so a run on older examples is never reused): 2, windows never end on a cut-off speaker tag.
-TASK_VERSION = 2
+# runs name it, so a run on older examples is never reused): 2, windows never end on a cut-off speaker tag; 3, the
+# quoted line is the first line of its speech, so its tag is on the line right above it.
+TASK_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ def make_examples(documents: Iterable, count: int, *, seed: int, context_chars: 
                   min_speeches: int = 8) -> list[QAExample]:
     """`count` examples from `documents` (objects with .name and .text, e.g. a CorpusSplit side), deterministic from
     `seed`: each draws a play (in proportion to its speeches), a window of about context_chars characters starting
-    at a line start, and a quotable line of a speech that starts inside the window. Plays with fewer than
+    at a line start, and the first line of a speech inside the window, long enough to quote. Plays with fewer than
     `min_speeches` speeches (the poems) are left out."""
     plays = Plays(documents, min_speeches=min_speeches)
     rng = random.Random(seed)
@@ -173,12 +175,12 @@ def _one_example(doc, found: Sequence[Speech], rng: random.Random, context_chars
     if len(inside) < 2:
         return None
     window = text[start:end]
-    candidates = [(s, line) for s in inside for _, line in s.lines
-                  if len(line.strip()) >= MIN_LINE_CHARS and window.count(line.strip()) == 1]
+    firsts = [(s, s.lines[0][1].strip()) for s in inside]
+    candidates = [(s, line) for s, line in firsts if len(line) >= MIN_LINE_CHARS and window.count(line) == 1]
     if not candidates:
         return None
     speech, line = candidates[rng.randrange(len(candidates))]
-    question = f'Who speaks the line "{line.strip()}"?'
+    question = f'Who speaks the line "{line}"?'
     return QAExample(question=question, context=window, answer=speech.tag,
                      speakers=tuple(s.tag for s in inside), document=doc.name, offset=start)
 

@@ -59,8 +59,11 @@ ROWS: tuple[Row, ...] = (
     Row("FLASH, s = 512 + first-to-all", "flash-s512-first-to-all", "flash", 4,
         {"chunk_size": QA_CHUNK, "first_to_all": True}),
 )
-DEFAULTS = dict(preset="tiny", context=1024, pretrain_seconds=240.0, finetune_seconds=240.0, seeds=(0,),
-                batch_tokens=8192, precision="auto")
+# A two-layer model cannot copy from far back (induction needs two layers at least: the tiny preset's Transformer+ has
+# one), so the rows are small-preset models; at 512 bytes a step is short enough for ~350 pre-training and ~750
+# fine-tuning steps of 4096 tokens in 150 + 300 s on a 2-core CPU (docs/qa.md has what that buys).
+DEFAULTS = dict(preset="small", context=512, pretrain_seconds=150.0, finetune_seconds=300.0, seeds=(0,),
+                batch_tokens=4096, precision="auto")
 QUICK = dict(preset="tiny", context=512, pretrain_seconds=2.0, finetune_seconds=2.0, seeds=(0,), batch_tokens=1024)
 
 
@@ -108,8 +111,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-tokens", type=int, default=None, metavar="N", help="tokens per step, both phases "
                    f"(default: {D['batch_tokens']})")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of pre-training (default: 2e-3)")
-    p.add_argument("--finetune-lr", type=float, default=1e-3, help="peak learning rate of fine-tuning "
-                   "(default: 1e-3)")
+    p.add_argument("--finetune-lr", type=float, default=2e-3, help="peak learning rate of fine-tuning "
+                   "(default: 2e-3)")
     p.add_argument("--warmup-steps", type=int, default=20, help="warm-up steps of each phase, at most a fifth of it "
                    "(default: 20)")
     p.add_argument("--eval-windows", type=int, default=8, metavar="N", help="held-out windows (questions) of the "
