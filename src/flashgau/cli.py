@@ -516,7 +516,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .runtime.allocator import keep_freed_memory
+
     command = "flashgau"
+    keep_freed_memory()                 # long-context CPU steps reuse freed activations (runtime/allocator.py)
     try:
         args = build_parser().parse_args(argv)
         command = f"flashgau {args.command}"
