@@ -82,13 +82,14 @@ def main(argv=None):
             rows.append(row)
     from flashgau.bench.common import code_state, environment, machine_kind
 
-    head = [f"# Host allocator: glibc's own malloc against flashgau's keep-freed-memory setting", "",
+    head = ["# Host allocator: glibc's own malloc against flashgau's keep-freed-memory setting", "",
             f"Machine: {machine_kind(environment())}; code {code_state().get('git_commit')}; torch threads: "
             f"{os.environ.get('OMP_NUM_THREADS', 'default')}; {a.preset} preset, {a.precision}, a step = forward + "
-            f"backward + clip + AdamW; median of {a.steps} steps after one warm-up, {a.rounds} process(es) per setting, "
-            f"alternating. Command: `python benchmarks/allocator_effect.py {' '.join(argv or sys.argv[1:])}`", "",
-            "| arch | context x batch | step, glibc's own | step, kept | speed-up | page faults per step (own / kept) | "
-            "kernel time per step (own / kept) | peak RSS (own / kept) |",
+            f"backward + clip + AdamW; median of {a.steps} steps after one warm-up, {a.rounds} process(es) per "
+            f"setting, alternating. Command: `python benchmarks/allocator_effect.py {' '.join(argv or sys.argv[1:])}`",
+            "",
+            "| arch | context x batch | step, glibc's own | step, kept | speed-up | "
+            "page faults per step (own / kept) | kernel time per step (own / kept) | peak RSS (own / kept) |",
             "|---|---|---:|---:|---:|---:|---:|---:|"]
     if a.out:
         with open(a.out, "w") as fh:

@@ -4,8 +4,8 @@ PyTorch's CPU tensors come from the C library's malloc. glibc serves every block
 grows with use but never past 32 MiB on 64-bit Linux) with a fresh mmap and unmaps it on free. A training step at a
 long context allocates many activations above that size ((batch x T, e) fp32 at T = 16384, e = 512 is 32 MiB), so
 every step faults in and zero-fills all of them again, in the kernel. On a 2-core AMD EPYC Zen 5 (AVX-512), FLASH's
-small-preset fp32 step at T = 16384 took 5.7 s with 720,000 page faults and 3.8 s with almost none once freed
-memory was kept (benchmarks/results/avx512/allocator.md).
+small-preset fp32 step at T = 16384 took 6.9 s with 685,000 page faults, and 4.3 s with 4 once freed memory was
+kept (benchmarks/results/avx512/allocator.md; docs/training.md).
 
 `keep_freed_memory()` sets glibc's malloc so that it never maps a block of its own (M_MMAP_MAX = 0: large blocks
 come from the heap) and never trims the heap (M_TRIM_THRESHOLD = SIZE_MAX): a freed activation is reused by the
