@@ -59,9 +59,9 @@ ROWS: tuple[Row, ...] = (
     Row("FLASH, s = 512 + first-to-all", "flash-s512-first-to-all", "flash", 4,
         {"chunk_size": QA_CHUNK, "first_to_all": True}),
 )
-# A two-layer model cannot copy from far back (induction needs two layers at least: the tiny preset's Transformer+ has
-# one), so the rows are small-preset models; at 512 bytes a step is short enough for ~350 pre-training and ~750
-# fine-tuning steps of 4096 tokens in 150 + 300 s on a 2-core CPU (docs/qa.md has what that buys).
+# The tiny preset's Transformer+ has one layer and copying from far back takes two at least (induction), so the rows
+# are small-preset models; at 512 bytes, 150 + 300 s buy 110-380 pre-training and 230-880 fine-tuning steps of 4,096
+# tokens per row on a 2-core CPU, by arch (docs/qa.md has what that buys).
 DEFAULTS = dict(preset="small", context=512, pretrain_seconds=150.0, finetune_seconds=300.0, seeds=(0,),
                 batch_tokens=4096, precision="auto")
 QUICK = dict(preset="tiny", context=512, pretrain_seconds=2.0, finetune_seconds=2.0, seeds=(0,), batch_tokens=1024)
