@@ -516,13 +516,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .runtime.allocator import keep_freed_memory
-
     command = "flashgau"
-    keep_freed_memory()                 # long-context CPU steps reuse freed activations (runtime/allocator.py)
     try:
         args = build_parser().parse_args(argv)
         command = f"flashgau {args.command}"
+        from .runtime.allocator import keep_freed_memory
+
+        keep_freed_memory()             # long-context CPU steps reuse freed activations (runtime/allocator.py)
         return args.run(args)
     except FlashgauError as err:
         _report(command, err)
