@@ -11,10 +11,12 @@ one). Usage, with a cold inductor cache (what a fresh machine pays) and the CPU 
 """
 import sys, time, statistics, torch
 from flashgau import ModelConfig, LanguageModel
+from flashgau.runtime import keep_freed_memory
 import torch._dynamo
 from torch._dynamo.utils import counters
 
 ctx, batch, steps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+keep_freed_memory()                     # as the flashgau command does
 torch.manual_seed(0)
 def make():
     torch.manual_seed(0)
