@@ -2,7 +2,6 @@
 for the next step to reuse, instead of being mapped afresh and unmapped (then faulted in again); it stays off where
 asked (FLASHGAU_MALLOC=system) or where the user tuned malloc."""
 
-import ctypes
 import json
 import os
 import subprocess
@@ -27,14 +26,6 @@ print(json.dumps([kept, in_heap, held - rss()]))
 """
 
 
-def _glibc() -> bool:
-    try:
-        ctypes.CDLL(None).gnu_get_libc_version
-        return sys.platform.startswith("linux")
-    except (OSError, AttributeError):
-        return False
-
-
 def _probe(**env) -> tuple[bool, bool, int]:
     """In a fresh process: whether keep_freed_memory applied, whether a 64 MiB tensor came from the heap (not a
     mapping of its own), and how many bytes its free gave back to the OS."""
@@ -44,7 +35,7 @@ def _probe(**env) -> tuple[bool, bool, int]:
     return tuple(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-@pytest.mark.skipif(not _glibc(), reason="glibc's malloc only")
+@pytest.mark.skipif(allocator.glibc_mallopt() is None, reason="glibc's malloc only")
 def test_a_freed_large_tensor_stays_in_the_heap_for_reuse_instead_of_going_back_to_the_os():
     kept, in_heap, returned = _probe()
     assert kept is True and in_heap is True and returned < 2**20, returned

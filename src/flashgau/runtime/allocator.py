@@ -32,16 +32,22 @@ def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for reuse (see the module docstring); whether it did."""
     if os.environ.get(ENV, "").strip().lower() == "system" or _user_tuned(os.environ):
         return False
+    mallopt = glibc_mallopt()
+    return mallopt is not None and mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, _NEVER) == 1
+
+
+def glibc_mallopt():
+    """glibc's mallopt(int, int) -> int on Linux; None under any other C library or system."""
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
         libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version                     # glibc only: other C libraries read mallopt differently
         mallopt = libc.mallopt
     except (OSError, AttributeError):
-        return False
+        return None
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, _NEVER) == 1
+    return mallopt
 
 
 def _user_tuned(environ) -> bool:
