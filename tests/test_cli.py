@@ -228,7 +228,9 @@ def test_a_real_process_interrupted_mid_run_resumes_to_the_same_curve(signame, s
 
 
 def test_ctrl_c_while_starting_up_is_one_line(tmp_path):
-    """SIGINT half a second in (torch is still being imported, or the command has just started): no traceback."""
+    """SIGINT half a second in (torch is being imported, the command has started, or Python is shutting down):
+    one line, no traceback, and the status of an interrupted program (130, or death by SIGINT, which a shell also
+    reports as 130); or the command's own error if it ended first."""
     import signal
     import time
 
@@ -237,8 +239,49 @@ def test_ctrl_c_while_starting_up_is_one_line(tmp_path):
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    assert "Traceback" not in err, err
-    assert proc.returncode in (130, 1) and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err and "terminate called" not in err, err
+    assert proc.returncode in (130, -signal.SIGINT, 1) and len(err.strip().splitlines()) == 1, err
+
+
+def test_ctrl_c_inside_start_up_is_held_until_it_ends():
+    """A Ctrl-C inside torch's import (C++ code that aborts the process if interrupted) waits for the block to end."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from flashgau import cli
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals reach the main thread only")
+    before, finished = signal.getsignal(signal.SIGINT), []
+    with pytest.raises(KeyboardInterrupt):
+        with cli._ctrl_c_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)                    # the handler runs here
+            finished.append(True)
+    assert finished == [True] and signal.getsignal(signal.SIGINT) is before
+    with cli._ctrl_c_held():                    # no Ctrl-C: nothing raised, the handler restored
+        pass
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_ctrl_c_after_the_command_ends_quietly_with_130(tmp_path):
+    """Called as the program, main leaves a Ctrl-C during Python's shutdown (torch's exit handlers) no traceback;
+    called in-process with argv, it leaves the caller's SIGINT handler alone."""
+    import signal
+
+    script = ("import os, signal, sys, time\n"
+              f"sys.argv = ['flashgau', 'eval', {str(tmp_path / 'none.pt')!r}]\n"
+              "from flashgau.cli import main\n"
+              "main()\n"
+              "os.kill(os.getpid(), signal.SIGINT)\n"
+              "time.sleep(30)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"flashgau eval: error: no checkpoint at {tmp_path / 'none.pt'}"]
+    before = signal.getsignal(signal.SIGINT)
+    assert main(["eval", str(tmp_path / "none.pt")]) == 1 and signal.getsignal(signal.SIGINT) is before
 
 
 @pytest.fixture(scope="module")

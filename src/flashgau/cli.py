@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
@@ -516,9 +520,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one command; its exit status. Called as the program (argv None: the `flashgau` command, `python -m
+    flashgau`), a Ctrl-C after the command is done (while Python shuts down) ends the process at once with 130."""
     command = "flashgau"
     try:
-        args = build_parser().parse_args(argv)
+        with _ctrl_c_held():            # start-up: torch's C++ import code aborts the process if interrupted
+            import torch  # noqa: F401
+            args = build_parser().parse_args(argv)
         command = f"flashgau {args.command}"
         from .runtime.allocator import keep_freed_memory
 
@@ -527,9 +535,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except FlashgauError as err:
         _report(command, err)
         return 1
-    except KeyboardInterrupt:          # also during start-up, while torch is imported
+    except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if argv is None:
+            _quiet_ctrl_c_at_exit()
+
+
+@contextmanager
+def _ctrl_c_held():
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block and raise it as KeyboardInterrupt when the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
+
+
+def _quiet_ctrl_c_at_exit() -> None:
+    """From here on a Ctrl-C ends the process at once with status 130 (instead of a KeyboardInterrupt traceback
+    from an exit handler of torch's, or an exit by the signal)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def leave(signum, frame):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signal.SIGINT, leave)
 
 
 def _report(command: str, err: FlashgauError) -> None:
