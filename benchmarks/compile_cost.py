@@ -1,21 +1,23 @@
 """What torch.compile costs and gains for a training step here: the figures behind `flashgau train --compile auto`
 (training/compiling.py's constants, docs/training.md "Compiling").
 
-Small preset FLASH, fp32, forward + backward + AdamW step on random bytes: a few eager steps, then the same model
-under torch.compile (the first step compiles), then a held-out-style forward in eval mode under no_grad (the
-scoring graph), then training steps and scoring calls alternated, counting dynamo's graphs (a recompile would add
-one). Usage, with a cold inductor cache (what a fresh machine pays) and the CPU to itself:
+Small preset FLASH, fp32 (or bf16 autocast, as `--precision bf16` trains), forward + backward + AdamW step on random
+bytes: a few eager steps, then the same model under torch.compile (the first step compiles), then a held-out-style
+forward in eval mode under no_grad (the scoring graph), then training steps and scoring calls alternated, counting
+dynamo's graphs (a recompile would add one). Usage, with a cold inductor cache (what a fresh machine pays) and the CPU to itself:
 
     d=$(mktemp -d); flock -x /tmp/flashgau-cpu.lock env OMP_NUM_THREADS=2 TORCHINDUCTOR_CACHE_DIR=$d \
-        PYTHONPATH=src python benchmarks/compile_cost.py CONTEXT BATCH STEPS
+        PYTHONPATH=src python benchmarks/compile_cost.py CONTEXT BATCH STEPS [fp32|bf16]
 """
 import sys, time, statistics, torch
 from flashgau import ModelConfig, LanguageModel
-from flashgau.runtime import keep_freed_memory
+from flashgau.runtime import keep_freed_memory, resolve_precision
 import torch._dynamo
 from torch._dynamo.utils import counters
 
 ctx, batch, steps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+precision = resolve_precision(sys.argv[4] if len(sys.argv) > 4 else "fp32", torch.device("cpu"))
+print(f"precision {precision.describe()}", flush=True)
 keep_freed_memory()                     # as the flashgau command does
 torch.manual_seed(0)
 def make():
@@ -26,7 +28,9 @@ def make():
 ids = torch.randint(0, 256, (batch, ctx + 1))
 def step(fwd, opt):
     t = time.perf_counter()
-    out = fwd(ids[:, :-1], labels=ids[:, 1:]); out.loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    with precision.autocast():
+        out = fwd(ids[:, :-1], labels=ids[:, 1:])
+    out.loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
     return time.perf_counter() - t
 m, opt = make()
 eager = [step(m, opt) for _ in range(steps + 1)]
@@ -41,14 +45,14 @@ print("graphs after training:", dict(counters["stats"]), flush=True)
 def ev():
     m.eval()
     t = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), precision.autocast():
         c(ids[:, :-1])
     m.train()
     return time.perf_counter() - t
 e1 = ev(); e2 = ev()
 print(f"compiled eval: first {e1:.1f} s, second {e2:.3f} s", flush=True)
 t_eager = time.perf_counter(); m.eval()
-with torch.no_grad(): m(ids[:, :-1])
+with torch.no_grad(), precision.autocast(): m(ids[:, :-1])
 m.train(); t_eager = time.perf_counter() - t_eager
 print(f"eager eval batch {t_eager:.3f} s", flush=True)
 before = dict(counters["stats"])
