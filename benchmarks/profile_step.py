@@ -16,6 +16,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from flashgau.bench.speed import make_step, model_config
 from flashgau.model import LanguageModel
+from flashgau.runtime import keep_freed_memory
 
 
 def main(argv=None):
@@ -27,6 +28,7 @@ def main(argv=None):
     p.add_argument("--precision", default="fp32")
     p.add_argument("--out", default="benchmarks/results")
     a = p.parse_args(argv)
+    keep_freed_memory()                 # as the flashgau command does (runtime/allocator.py)
     torch.manual_seed(0)
     model = LanguageModel(model_config(a.arch, a.preset, a.context))
     step = make_step(model, a.precision, a.batch, a.context, 0)
