@@ -2,7 +2,8 @@
 
 Not FlashAttention: FLASH is a model architecture (the Gated Attention Unit with mixed chunk attention).
 
-The public API, loaded on first use (so `flashgau --help` and Ctrl-C during start-up do not wait for torch):
+The public API, loaded on first use (so `import flashgau` does not wait for torch; the command imports it while
+holding a Ctrl-C, cli.main):
 ModelConfig, ARCHS, LanguageModel, LMOutput, DecodeState.
 """
 
