@@ -527,7 +527,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with _ctrl_c_held():            # start-up: torch's C++ import code aborts the process if interrupted
             import torch  # noqa: F401
             args = build_parser().parse_args(argv)
-        command = f"flashgau {args.command}"
+            command = f"flashgau {args.command}"
         from .runtime.allocator import keep_freed_memory
 
         keep_freed_memory()             # long-context CPU steps reuse freed activations (runtime/allocator.py)
