@@ -23,7 +23,7 @@ SKIP = 10       # tokens at the start of each copy left out (the second copy's f
 def copy_losses(run: str, rows: int, length: int) -> tuple[int, float, float]:
     """(the run's step, loss of the first copy, loss of the second copy) over `rows` passages of `length` tokens."""
     trained = load_trained(run)
-    held = load_split(None, 0.1).heldout
+    held = load_split(None).heldout                 # the split training makes by default
     ids = trained.tokenizer.encode("\n".join(d.text for d in held))
     gap = max((len(ids) - length) // rows, 1)
     newline = trained.tokenizer.encode("\n")

@@ -560,8 +560,9 @@ def _ctrl_c_held():
 
 
 def _quiet_ctrl_c_at_exit() -> None:
-    """From here on a Ctrl-C ends the process at once with status 130 (instead of a KeyboardInterrupt traceback
-    from an exit handler of torch's, or an exit by the signal)."""
+    """From here on a Ctrl-C ends the process at once with status 130, instead of a KeyboardInterrupt traceback from
+    an exit handler of torch's. (In Python's last moments of shutdown, after it has put back the system's own
+    handler, a Ctrl-C ends the process by the signal, which a shell reports as 130 too.)"""
     if threading.current_thread() is not threading.main_thread():
         return
 
@@ -570,8 +571,6 @@ def _quiet_ctrl_c_at_exit() -> None:
         sys.stderr.flush()
         os._exit(130)
 
-    sys.stdout.flush()
-    sys.stderr.flush()
     signal.signal(signal.SIGINT, leave)
 
 
