@@ -185,10 +185,12 @@ def test_gau_projection_matches_plain(n, dims, per_row, dtype, tol):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("n,dims", [(4, 8), (2, 8), (4, 4), (2, 0)])
 @pytest.mark.parametrize("per_row", [False, True])
-def test_gau_projection_inference_equals_the_autograd_forward(n, dims, per_row, dtype):
-    """The no-gradient form (decoding) gives the autograd function's outputs exactly: the same arithmetic per
-    element, all maps in one pass."""
-    B, T, e, s = 2, 7, 12, 8
+@pytest.mark.parametrize("T", [7, 1])
+def test_gau_projection_inference_equals_the_autograd_forward(n, dims, per_row, dtype, T):
+    """The no-gradient form gives the autograd function's outputs: exactly for several tokens per row (the same
+    arithmetic per element, all maps in one pass); for one token per row (decoding: one SiLU pass over the row, not
+    one per part) within the last bit of fp32, where SiLU's vectorised loop and its scalar tail may differ."""
+    B, e, s = 2, 12, 8
     y = torch.randn(B, T, 2 * e + s, generator=_gen()).to(dtype) * 2
     gamma, beta = torch.randn(n, s, generator=_gen(1)), torch.randn(n, s, generator=_gen(2)) * 0.1
     pos = torch.randint(0, 100, (B, T), generator=_gen(3)) if per_row else torch.arange(T)
@@ -199,9 +201,12 @@ def test_gau_projection_inference_equals_the_autograd_forward(n, dims, per_row, 
     with torch.inference_mode():
         got = gau_projection_inference(y, gamma, beta, cos, sin, e=e, s=s, dims=dims)
     assert len(got) == len(want) == n + 2
+    assert all(t.is_contiguous() for t in want[:2])          # the attention's products read v without a copy
+    assert T == 1 or all(t.is_contiguous() for t in got[:2])
     for g, w in zip(got, want):
         assert g.dtype == w.dtype and g.shape == w.shape
-        torch.testing.assert_close(g, w, atol=0, rtol=0)
+        exact = T > 1 or dtype != torch.float32
+        torch.testing.assert_close(g, w, atol=0 if exact else 1e-6, rtol=0 if exact else 2.5e-7)
 
 
 def test_gau_projection_with_unused_outputs():
