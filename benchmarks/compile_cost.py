@@ -4,9 +4,9 @@
 Small preset FLASH, fp32 (or bf16 autocast, as `--precision bf16` trains), forward + backward + AdamW step on random
 bytes: a few eager steps, then the same model under torch.compile (the first step compiles), then a held-out-style
 forward in eval mode under no_grad (the scoring graph), then training steps and scoring calls alternated, counting
-dynamo's graphs (a recompile would add one), and last eager and compiled steps alternated (the speed-up side by side,
-which host drift between the phases cannot bias). Usage, with a cold inductor cache (what a fresh machine pays) and the
-CPU to itself:
+dynamo's graphs (a recompile would add one), and last eager and compiled steps alternated (the speed-up side by
+side, which host drift between the phases cannot bias). Usage, with a cold inductor cache (what a fresh machine pays)
+and the CPU to itself:
 
     d=$(mktemp -d); flock -x /tmp/flashgau-cpu.lock env OMP_NUM_THREADS=2 TORCHINDUCTOR_CACHE_DIR=$d \
         PYTHONPATH=src python benchmarks/compile_cost.py CONTEXT BATCH STEPS [fp32|bf16]

@@ -9,12 +9,12 @@ From the pre-activation y = h W_uvz + b (B, T, 2e + s) of a GAU layer (layers/ga
 Forward: one SiLU pass over y, written into three tensors (u, v and z each contiguous: the attention's batched
 products read v as it is, where bf16 products on a CPU copy a strided v first; 5% of a bf16 training step at 512 x 8
 on a Xeon with AMX, no change in fp32), one scale/offset pass per map written straight into the maps' buffer, RoPE's
-two halves written in place (ops/rope.py; no `cat`, no temporaries). Backward, written out: the maps' gradients rotated back, gamma's and beta's gradients reduced, z's
-gradient accumulated over the maps, and one SiLU backward per part straight into the slices of dy (no `cat` of
-the parts' gradients). Only y and the tables are saved; z = silu(y_z) is recomputed in backward (s of the 2e + s
-channels). `gau_projection_plain` (same signature) and layers/gau.py's plain path (autograd through silu, split,
-addcmul and apply_rope) are the reference; tests/ops/test_fastpath.py holds them equal forward and backward, fp32
-and bf16.
+two halves written in place (ops/rope.py; no `cat`, no temporaries). Backward, written out: the maps' gradients
+rotated back, gamma's and beta's gradients reduced, z's gradient accumulated over the maps, and one SiLU backward
+per part straight into the slices of dy (no `cat` of the parts' gradients). Only y and the tables are saved; z =
+silu(y_z) is recomputed in backward (s of the 2e + s channels). `gau_projection_plain` (same signature) and
+layers/gau.py's plain path (autograd through silu, split, addcmul and apply_rope) are the reference;
+tests/ops/test_fastpath.py holds them equal forward and backward, fp32 and bf16.
 
 `gau_projection_inference` (same signature and results) is the forward alone, for calls without gradients
 (decoding): all maps in one pass, no autograd function around it.
