@@ -15,7 +15,8 @@ The backend follows the device: NCCL on CUDA (process LOCAL_RANK on cuda:LOCAL_R
 gloo on CPUs. Every collective times out after FLASHGAU_DIST_TIMEOUT seconds (default 600): a process whose peer
 died or hangs stops with `PeerLost` (one line) instead of waiting forever. gloo notices a dead peer at once (its
 connection closes); a peer that hangs is caught by the timeout. On NCCL, PyTorch's watchdog ends a process whose
-collective timed out.
+collective timed out. A process that joined leaves the group at the end: after a barrier when the run ended well
+(no process tears its group down while a peer's collective still runs), at once after an error.
 
 FSDP (`fsdp=True`): each block of the model, then the whole model, is sharded with `fully_shard` over all
 processes; parameters, gradients and optimizer state are split, and forward passes gather the parameters they
@@ -375,9 +376,17 @@ def join_process_group(device_spec: Any = "auto", *, fsdp: bool = False) -> Iter
                        backend=torch.distributed.get_backend())
     try:
         yield dist
-    finally:
-        if joined and torch.distributed.is_initialized():
+    except BaseException:
+        if joined and torch.distributed.is_initialized():   # no barrier: a peer may be gone or mid-collective
             torch.distributed.destroy_process_group()
+        raise
+    if joined and torch.distributed.is_initialized():
+        # every process past its last collective before any leaves (PyTorch's shutdown pattern): a process that
+        # exits while a peer's collective still runs can abort in gloo's teardown. This process's work is done and
+        # saved: a peer that is already gone fails the barrier, which then has nothing left to guard
+        with contextlib.suppress(RuntimeError):
+            torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def _vectorize_scalars(model: torch.nn.Module) -> list[str]:
