@@ -59,6 +59,21 @@ def test_speed_writes_reports_and_resumes(tmp_path, capsys, parse):
     assert {p: p.stat().st_mtime_ns for p in runs} == stamps
 
 
+def test_a_later_command_in_the_same_folder_keeps_the_fixed_batch_table_whole(tmp_path, parse):
+    """A second command writing to the folder (here: no fixed-batch series, another context) rebuilds the report
+    from every saved group: the batch-1 table keeps the first command's contexts, its batch-1 fixed-tokens group
+    among them, and shows no row of a precision without batch-1 steps."""
+    assert speed.run(_args(parse, tmp_path, "--no-memory")) == 0
+    later = [*TINY, "--contexts", 16, "--batch-contexts", "--precisions", "fp32", "--out", tmp_path, "--no-memory"]
+    assert speed.run(parse(speed, later)) == 0
+    md = (tmp_path / "speed.md").read_text()
+    table = md.split("## Fixed batch (batch 1): step time against context", 1)[1].split("\n## ", 1)[0]
+    header = next(line for line in table.splitlines() if line.startswith("| Model"))
+    assert header.split(" | ")[2:4] == ["32", "64"]          # 32: the batch series; 64: tokens at batch 1
+    rows = [line for line in table.splitlines() if line.startswith("| flash") or line.startswith("| transformer")]
+    assert len(rows) == 2 and all("–" not in line for line in rows)
+
+
 def test_memory_and_counted_flops_of_a_step_in_a_separate_process(tmp_path, parse):
     args = parse(speed, [*TINY, "--contexts", 32, "--batch-contexts", "--precisions", "fp32", "--out", tmp_path])
     assert speed.run(args) == 0

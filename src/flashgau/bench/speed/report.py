@@ -262,14 +262,18 @@ def markdown(rep: dict) -> str:
                               (rows.get(a, "tokens", T, p) for p in precs)) for T in ctxs)] for a in archs]
     L += [f"## Peak memory of one training step ({' / '.join(precs)})", "",
           *md_table(["Model", *map(fmt_ctx, ctxs)], table)]
-    bctx = sorted(set(rows.contexts("batch")) |
-                  {T for T in s.batch_contexts if any(rows.batch1(a, T, "fp32") for a in archs)})
+    # the fixed-batch series, and the fixed-tokens groups of batch 1 beside it (asked for now, or saved by an earlier
+    # command writing to this folder)
+    batch = set(rows.contexts("batch"))
+    candidates = set(s.batch_contexts) | (set(rows.contexts("tokens")) if batch else set())
+    bctx = sorted(batch | {T for T in candidates if any(rows.batch1(a, T, p) for a in archs for p in precs)})
     if bctx:
         table = []
         for a in archs:
             for prec in precs:
                 rs = [rows.batch1(a, T, prec) for T in bctx]
-                table.append([a, prec, *map(_time, rs), _x(rs[-1], rs[0])])
+                if any(rs):
+                    table.append([a, prec, *map(_time, rs), _x(rs[-1], rs[0])])
         L += ["", "## Fixed batch (batch 1): step time against context", "",
               *md_table(["Model", "precision", *map(fmt_ctx, bctx), "growth first→last"], table, left=2)]
     kctx = rows.contexts("checkpointed")
