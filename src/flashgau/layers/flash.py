@@ -22,6 +22,7 @@ from torch import Tensor
 from ..config import ModelConfig
 from ..ops import (FlashState, SoftmaxChunkState, mixed_chunk_attention, mixed_chunk_attention_step,
                    mixed_chunk_softmax_attention, mixed_chunk_softmax_attention_step)
+from ..ops.autocast import cast
 from .context import Context
 from .gau import GAUBase
 
@@ -71,7 +72,7 @@ class FlashLayer(GAUBase):
               pos: Tensor) -> tuple[Tensor, FlashState | SoftmaxChunkState]:
         """x, h (B, 1, d): one token per row at positions pos (B,); the state is updated in place and returned."""
         u, v, (quad_q, quad_k, lin_q, lin_k) = self._maps(h, pos[:, None])
-        bias_row = self.rel.chunk_row(pos % self.chunk_size, self.chunk_size).to(quad_q.dtype)   # (B, 1, 1, C)
+        bias_row = cast(self.rel.chunk_row(pos % self.chunk_size, self.chunk_size), quad_q.dtype)  # (B, 1, 1, C)
         with self.attention_context(x.device):
             if self.softmax:
                 o, state = mixed_chunk_softmax_attention_step(quad_q, quad_k, lin_q, lin_k, v, state, pos,

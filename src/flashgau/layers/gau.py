@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from ..ops import KVCache, relu2_attention, relu2_attention_step, softmax_attention, softmax_attention_step
 from ..ops import fastpath
-from ..ops.autocast import autocast_off
+from ..ops.autocast import autocast_off, cast
 from ..ops.projection import gau_projection, gau_projection_inference
 from .context import Context
 from .init import residual_output
@@ -101,7 +101,7 @@ class GAUBase(nn.Module):
         """x + W_o(u * o), o (B, h, T, e/h). One head: squeeze, not o[:, 0], whose backward would zero-fill a buffer
         of o's shape and copy the gradient into it."""
         o = o.squeeze(1) if self.heads == 1 else o.transpose(1, 2).flatten(2)
-        return x + self.dropout(self.to_out(u * o.to(u.dtype)))
+        return x + self.dropout(self.to_out(u * cast(o, u.dtype)))
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
         return self._attend(x, self.shift(self.norm(x), ctx), ctx, want_state=False)[0]

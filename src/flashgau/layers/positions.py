@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ops import fastpath, rope
+from ..ops.autocast import cast
 
 
 def _inv_freq(half: int, device: torch.device) -> Tensor:
@@ -32,7 +33,7 @@ def _angles(pos: Tensor, dim: int) -> Tensor:
     """pos (...,) integers -> angles (..., dim/2) in fp32. Under torch.compile the frequencies are computed in the
     graph (a constant the compiler folds) instead of read from the cache, which it cannot trace."""
     inv = _inv_freq if torch.compiler.is_compiling() else _inv_freq_cached
-    return pos.to(torch.float32)[..., None] * inv(dim // 2, pos.device)
+    return cast(pos, torch.float32)[..., None] * inv(dim // 2, pos.device)
 
 
 def rope_tables(pos: Tensor, dims: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -41,7 +42,7 @@ def rope_tables(pos: Tensor, dims: int, dtype: torch.dtype) -> tuple[Tensor, Ten
     ang = _angles(pos, dims)
     if pos.dim() == 2:          # (B, T, half) -> (B, 1, T, half)
         ang = ang[:, None]
-    return ang.cos().to(dtype), ang.sin().to(dtype)
+    return cast(ang.cos(), dtype), cast(ang.sin(), dtype)
 
 
 def apply_rope(x: Tensor, pos: Tensor, dims: Optional[int] = None) -> Tensor:

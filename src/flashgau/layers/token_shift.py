@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..ops.autocast import cast
 from ..ops.chunks import pick_rows
 from ..ops.state import State
 from .context import Context
@@ -77,7 +78,7 @@ class TokenShift(nn.Module):
     def step(self, h: Tensor, carry: Tensor) -> Tensor:
         """One token per row, h (B, 1, d), carry (B, n) of the previous token (a view into the state, written in
         place with this token's channels): the shifted input."""
-        out = torch.cat([carry[:, None].to(h.dtype), h[..., self.n:]], dim=-1)
+        out = torch.cat([cast(carry[:, None], h.dtype), h[..., self.n:]], dim=-1)
         carry.copy_(h[:, 0, :self.n])
         return out
 

@@ -48,6 +48,7 @@ import torch
 from torch import Tensor
 
 from . import fastpath
+from .autocast import cast
 from .chunks import chunk_mask, exclusive_cumsum, open_chunk, pick_rows, sums_before, to_chunks
 from .local_blocks import causal_local_attention, default_block
 from .state import State, check_final_state, check_first_to_all, check_linear_normalizer, check_parts
@@ -271,9 +272,9 @@ def mixed_chunk_attention_step(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, li
     e = state.v.shape[-1]
     slot = pos % C                                                       # (B,)
     at = slot.reshape(B, 1, 1, 1)                                        # write this token into its slot
-    state.quad_k.scatter_(2, at.expand(B, H, 1, s), quad_k.to(state.quad_k.dtype))
-    state.lin_k.scatter_(2, at.expand(B, H, 1, s), lin_k.to(state.lin_k.dtype))
-    state.v.scatter_(2, at.expand(B, H, 1, e), v.to(state.v.dtype))
+    state.quad_k.scatter_(2, at.expand(B, H, 1, s), cast(quad_k, state.quad_k.dtype))
+    state.lin_k.scatter_(2, at.expand(B, H, 1, s), cast(lin_k, state.lin_k.dtype))
+    state.v.scatter_(2, at.expand(B, H, 1, e), cast(v, state.v.dtype))
     n = max(slot.tolist()) + 1           # slots [0, n) hold the open chunk's tokens (of the row furthest into it)
 
     # as the parallel form computes a query's row: one (1, n) row per (row, head), /C and the bias in one baddbmm,
@@ -285,19 +286,19 @@ def mixed_chunk_attention_step(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, li
         out = quad_q.new_zeros(B * H, 1, e)
     else:
         q = quad_q.reshape(B * H, 1, s)
-        keys = state.quad_k[:, :, :n].reshape(B * H, n, s).transpose(1, 2).to(dtype)
-        bias = bias_row[..., :n].to(dtype).expand(B, H, 1, n).reshape(B * H, 1, n)
+        keys = cast(state.quad_k[:, :, :n].reshape(B * H, n, s).transpose(1, 2), dtype)
+        bias = cast(bias_row[..., :n], dtype).expand(B, H, 1, n).reshape(B * H, 1, n)
         weights = torch.relu(torch.baddbmm(bias, q, keys, alpha=1.0 / C)).square()
-        out = weights @ state.v[:, :, :n].reshape(B * H, n, e).to(dtype)                # (B*H, 1, e)
+        out = weights @ cast(state.v[:, :, :n].reshape(B * H, n, e), dtype)              # (B*H, 1, e)
         if first_to_all:
             first = torch.relu(q @ state.first_k.reshape(B * H, C, s).transpose(1, 2).to(dtype) / C).square()
             out = torch.baddbmm(out, first, state.first_v.reshape(B * H, C, e).to(dtype))
     if parts != "local":
         if linear_normalizer == "average":
-            lin_q = lin_q / state.count.clamp_min(1.0).reshape(B, 1, 1, 1).to(lin_q.dtype)
+            lin_q = lin_q / cast(state.count.clamp_min(1.0).reshape(B, 1, 1, 1), lin_q.dtype)
         else:
             lin_q = lin_q / C
-        out = torch.baddbmm(out, lin_q.reshape(B * H, 1, s), state.kv.reshape(B * H, s, e).to(dtype))
+        out = torch.baddbmm(out, lin_q.reshape(B * H, 1, s), cast(state.kv.reshape(B * H, s, e), dtype))
     out = out.reshape(B, H, 1, e)
 
     if n == C:                                                           # a row's chunk is complete: fold it in

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .autocast import autocast_off
+from .autocast import autocast_off, cast
 from .rope import rotate_back_into, rotate_into, rotate_plain
 
 
@@ -61,7 +61,8 @@ def gau_projection_inference(y: Tensor, gamma: Tensor, beta: Tensor, cos: Tensor
         else:                                                          # decoding: one op
             act = F.silu(y)
             u, v, z = act[..., :e], act[..., e:2 * e], act[..., 2 * e:]
-        zs = torch.addcmul(beta.to(y.dtype)[:, None, None], z[None], gamma.to(y.dtype)[:, None, None])   # (n, B, T, s)
+        g, b = cast(gamma, y.dtype)[:, None, None], cast(beta, y.dtype)[:, None, None]
+        zs = torch.addcmul(b, z[None], g)                               # (n, B, T, s)
         maps = rotate_into(torch.empty_like(zs), zs, cos, sin, dims) if dims else zs
     return (u, v, *maps.unbind(0))
 
