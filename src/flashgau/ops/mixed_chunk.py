@@ -291,8 +291,8 @@ def mixed_chunk_attention_step(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, li
         weights = torch.relu(torch.baddbmm(bias, q, keys, alpha=1.0 / C)).square()
         out = weights @ cast(state.v[:, :, :n].reshape(B * H, n, e), dtype)              # (B*H, 1, e)
         if first_to_all:
-            first = torch.relu(q @ state.first_k.reshape(B * H, C, s).transpose(1, 2).to(dtype) / C).square()
-            out = torch.baddbmm(out, first, state.first_v.reshape(B * H, C, e).to(dtype))
+            first = torch.relu(q @ cast(state.first_k.reshape(B * H, C, s).transpose(1, 2), dtype) / C).square()
+            out = torch.baddbmm(out, first, cast(state.first_v.reshape(B * H, C, e), dtype))
     if parts != "local":
         if linear_normalizer == "average":
             lin_q = lin_q / cast(state.count.clamp_min(1.0).reshape(B, 1, 1, 1), lin_q.dtype)

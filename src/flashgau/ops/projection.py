@@ -51,7 +51,7 @@ def gau_projection_inference(y: Tensor, gamma: Tensor, beta: Tensor, cos: Tensor
     in inference mode, where each op's fixed cost outweighs its arithmetic): the scale/offset of every map in one
     addcmul and RoPE over all maps at once (6 ops, where the autograd function runs 5 per map inside its apply).
     Longer inputs (prefill, scoring) get u, v and z as the autograd form does: the same arithmetic per element.
-    One token per row gets them as views of one SiLU pass (two ops fewer, 3% of a decoding step), where SiLU's
+    One token per row gets them as views of one SiLU pass (four ops fewer, 3% of a decoding step), where SiLU's
     vectorised loop and its scalar tail may differ from the per-part pass in the last bit of fp32. The maps are
     slices of one (n, B, T, s) buffer."""
     plain_dtypes = torch.is_autocast_enabled(y.device.type)
