@@ -9,9 +9,11 @@ from flashgau.layers.positions import rope_tables
 from flashgau.model import LanguageModel
 from flashgau.ops import fastpath, mixed_chunk_attention
 from flashgau.ops.chunks import exclusive_cumsum, sums_before
-from flashgau.ops.local_blocks import causal_local_attention, default_block, local_fraction
+from flashgau.ops.local_blocks import (causal_local_attention, causal_local_attention_with_summaries, default_block,
+                                      local_fraction)
 from flashgau.ops.projection import gau_projection, gau_projection_inference, gau_projection_plain
 from flashgau.ops.rope import rotate, rotate_plain
+from flashgau.ops.shift import shift_channels, shift_channels_plain
 
 from op_helpers import assert_forward_backward_close, random_right_padding, with_inputs
 
@@ -57,6 +59,34 @@ def test_causal_local_strips_match_the_masked_square_bf16(C, block):
 def test_causal_local_gradcheck_fp64():
     inputs = [t.requires_grad_() for t in _local_inputs(2, 6, 3, 4, torch.float64)]
     assert torch.autograd.gradcheck(lambda q, k, v, b: causal_local_attention(q, k, v, b, 2), inputs)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, dict(atol=1e-5, rtol=1e-4)), (torch.bfloat16, BF16)])
+@pytest.mark.parametrize("used", ["both", "local", "summaries"])
+def test_causal_local_with_summaries_matches_the_two_plain_products(dtype, tol, used):
+    """One node for the local part and lin_k^T v: both outputs, and every input's gradient when either or both are
+    used downstream (v's gradients summed in one buffer)."""
+    q, k, v, bias = _local_inputs(3, 16, 8, 12, dtype)
+    lin_k = torch.randn(3, 16, 8, generator=_gen(1)).to(dtype)
+
+    def pick(out, kv):
+        parts = {"local": [out.flatten()], "summaries": [kv.flatten()], "both": [out.flatten(), kv.flatten()]}
+        return torch.cat(parts[used]).float()
+
+    fast = lambda q, k, v, b, lk: pick(*causal_local_attention_with_summaries(q, k, v, b, 4, lk))   # noqa: E731
+    ref = lambda q, k, v, b, lk: pick(_plain_causal_local(q, k, v, b), lk.transpose(1, 2) @ v)     # noqa: E731
+    names, inputs = ["q", "k", "v", "bias", "lin_k"], [q, k, v, bias, lin_k]
+    read = {"both": [0, 1, 2, 3, 4], "local": [0, 1, 2, 3], "summaries": [2, 4]}[used]   # inputs the outputs read
+    assert_forward_backward_close(with_inputs(fast, inputs, read), with_inputs(ref, inputs, read),
+                                  [inputs[i] for i in read], names=[names[i] for i in read], **tol)
+
+
+def test_causal_local_with_summaries_gradcheck_fp64():
+    q, k, v, bias = (t.requires_grad_() for t in _local_inputs(2, 6, 3, 4, torch.float64))
+    lin_k = torch.randn(2, 6, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda *a: torch.cat([t.flatten() for t in causal_local_attention_with_summaries(*a[:4], 3, a[4])]),
+        [q, k, v, bias, lin_k])
 
 
 def test_causal_local_refuses_a_strip_height_that_does_not_divide_c():
@@ -229,6 +259,38 @@ def test_gau_projection_gradcheck_fp64():
     beta = torch.randn(n, s, dtype=torch.float64, generator=_gen(2)).requires_grad_()
     cos, sin = rope_tables(torch.arange(T), dims, torch.float64)
     assert torch.autograd.gradcheck(lambda *a: gau_projection(*a, cos, sin, e=e, s=s, dims=dims), [y, gamma, beta])
+
+
+# ---------------------------------------------------------------------------------------------- token shift
+@pytest.mark.parametrize("T", [1, 2, 9])
+@pytest.mark.parametrize("n,back", [(6, 6), (6, 3), (5, 3), (10, 0), (10, 10), (0, 0)])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, dict(atol=0, rtol=0)), (torch.bfloat16, dict(atol=0, rtol=0))])
+def test_shift_without_cat_matches_plain(T, n, back, masked, dtype, tol):
+    """A pure data movement (and a 0/1 mask): equal to the last bit, forward and backward."""
+    h = torch.randn(3, T, 10, generator=_gen()).to(dtype)
+    mask = random_right_padding(3, T) if masked else None
+    assert_forward_backward_close(lambda x: shift_channels(x, n, back, mask),
+                                  lambda x: shift_channels_plain(x, n, back, mask), [h], names=["h"], **tol)
+
+
+def test_shift_moves_the_channels_it_says():
+    h = torch.arange(1.0, 13.0).reshape(1, 3, 4)                   # token t, channel c: 4t + c + 1
+    out = shift_channels(h, 3, 2, torch.tensor([[True, True, False]]))
+    # channels 0, 1 from the previous token, channel 2 from the next (token 2 is padding: it shifts in 0), 3 kept
+    assert out.tolist() == [[[0, 0, 7, 4], [1, 2, 0, 8], [5, 6, 0, 12]]]
+
+
+def test_shift_gradcheck_fp64():
+    h = torch.randn(2, 5, 7, dtype=torch.float64, requires_grad=True)
+    mask = random_right_padding(2, 5)
+    for n, back in ((4, 4), (4, 2), (7, 3)):
+        assert torch.autograd.gradcheck(lambda x: shift_channels(x, n, back, mask), [h])
+
+
+def test_shift_refuses_inconsistent_widths():
+    with pytest.raises(ValueError, match="back <= n <= width"):
+        shift_channels(torch.zeros(1, 2, 4), 5, 2)
 
 
 # ------------------------------------------------------------------------------------------------ whole models

@@ -20,8 +20,10 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..ops import fastpath
 from ..ops.autocast import cast
 from ..ops.chunks import pick_rows
+from ..ops.shift import shift_channels, shift_channels_plain
 from ..ops.state import State
 from .context import Context
 
@@ -57,14 +59,9 @@ class TokenShift(nn.Module):
         if not self.active:
             return h
         n = self.n
-        if ctx.key_mask is not None:                     # padded sources shift in zeros
-            src = h[..., :n] * ctx.key_mask[..., None].to(h.dtype)
-        else:
-            src = h[..., :n]
-        if ctx.causal:
-            return torch.cat([_later(src, 1), h[..., n:]], dim=-1)
-        back = n - n // 2
-        return torch.cat([_later(src[..., :back], 1), _later(src[..., back:], -1), h[..., n:]], dim=-1)
+        back = n if ctx.causal else n - n // 2          # channels from the previous token, the rest from the next
+        shift = shift_channels if fastpath.enabled("shift_nocat") else shift_channels_plain
+        return shift(h, n, back, ctx.key_mask)
 
     def wrap(self, state: Any, hs: Sequence[Tensor], ctx: Context) -> Any:
         """The block's decoding state after a prefill: `state` itself without token shift, else a ShiftState
@@ -82,10 +79,3 @@ class TokenShift(nn.Module):
         carry.copy_(h[:, 0, :self.n])
         return out
 
-
-def _later(x: Tensor, by: int) -> Tensor:
-    """x (B, T, c) moved `by` positions along T (by > 0: to later positions, each token gets the one `by` before
-    it), zeros shifted in."""
-    if by > 0:
-        return torch.cat([x.new_zeros(x.shape[0], by, x.shape[2]), x[:, :-by]], dim=1)
-    return torch.cat([x[:, -by:], x.new_zeros(x.shape[0], -by, x.shape[2])], dim=1)

@@ -14,6 +14,10 @@ report's changes table, which times both in one process (docs/benchmarks.md). Al
     lean_global        ops/mixed_chunk.py: the causal global part's exclusive prefix sum over chunks in one pass
                        (no zero block concatenated, no flips in backward; ops/chunks.py), and its product added into
                        the local part's output in place (no copy of it)
+    local_summaries    ops/local_blocks.py: the causal global part's chunk summaries lin_k^T v computed in the causal
+                       local part's autograd node (needs causal_blocks), so v's two gradients meet in one buffer
+    shift_nocat        ops/shift.py: token shift's channel shift (layers/token_shift.py) as one autograd function
+                       writing one output forward and one gradient backward, no `cat`, no zero-filled slice buffers
 
 `plain(*names)` turns the named ones (all when none is named) off inside a `with` block. The switches are read when
 a layer runs; under torch.compile every one reads as off (the compiler fuses the plain forms).
@@ -31,6 +35,8 @@ FAST_PATHS: dict[str, str] = {
     "fused_projection": "GAU projection epilogue in one autograd function, RoPE without cat",
     "rope_nocat": "RoPE as one autograd function, no cat (every arch)",
     "lean_global": "causal global part: one-pass exclusive prefix sum over chunks, added in place",
+    "local_summaries": "chunk summaries from the causal local part's node: v's gradients summed in place",
+    "shift_nocat": "token shift as one autograd function, no cat",
 }
 
 _enabled = dict.fromkeys(FAST_PATHS, True)

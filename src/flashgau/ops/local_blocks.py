@@ -13,7 +13,12 @@ cover n(n+1)/2 of the n^2 blocks: (n + 1) / (2n) of the square (5/8 at C = 256, 
 
 Only R (the strips' relu(S), (n + 1) / (2n) of one T x C map) is saved for backward; R^2 is recomputed there. Scores and
 products run in the dtype of the inputs with autocast off, as the plain form computes them (bf16 inputs: bf16).
-Shapes: N = batch x heads x chunks; q, k (N, C, s); v (N, C, e); bias (C, C).
+
+`causal_local_attention_with_summaries` also returns the global part's chunk summaries lin_k^T v (N, s, e) from the
+same autograd node (the local_summaries fast path, ops/fastpath.py): v's two gradients then meet in one buffer, the
+summaries' added in place (dV += lin_k dKV), where two consumers of v would make autograd add two full-size
+gradients, and lin_k's gradient v dKV^T comes out in its own layout (no copy of a transposed one).
+Shapes: N = batch x heads x chunks; q, k, lin_k (N, C, s); v (N, C, e); bias (C, C).
 """
 
 from __future__ import annotations
@@ -52,15 +57,25 @@ def local_fraction(C: int, block: Optional[int]) -> float:
 def causal_local_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, block: int) -> Tensor:
     """sum_{j <= i in the chunk} relu(q_i.k_j / C + bias_ij)^2 v_j for every query i of every chunk: (N, C, e).
     block (rows per strip) must divide C."""
-    C = q.shape[1]
+    _check_block(q.shape[1], block)
+    return _CausalLocal.apply(q, k, v, bias, block, None)[0]
+
+
+def causal_local_attention_with_summaries(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, block: int,
+                                          lin_k: Tensor) -> tuple[Tensor, Tensor]:
+    """(causal_local_attention(q, k, v, bias, block), lin_k^T v per chunk (N, s, e)) from one autograd node."""
+    _check_block(q.shape[1], block)
+    return _CausalLocal.apply(q, k, v, bias, block, lin_k)
+
+
+def _check_block(C: int, block: int) -> None:
     if block < 1 or C % block:
         raise ValueError(f"the strip height {block} must divide the chunk length {C}")
-    return _CausalLocal.apply(q, k, v, bias, block)
 
 
 class _CausalLocal(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, block: int) -> Tensor:
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, block: int, lin_k: Optional[Tensor]):
         N, C, _ = q.shape
         dtype = q.dtype
         with autocast_off(q.device):
@@ -73,13 +88,14 @@ class _CausalLocal(torch.autograd.Function):
                 r = torch.baddbmm(masked[lo:hi, :hi], q[:, lo:hi], k[:, :hi].transpose(1, 2), alpha=1.0 / C).relu_()
                 torch.bmm(r * r, v[:, :hi].to(dtype), out=out[:, lo:hi])
                 relus.append(r)
-        ctx.save_for_backward(q, k, v, *relus)
+            kv = None if lin_k is None else torch.bmm(lin_k.to(dtype).transpose(1, 2), v.to(dtype))
+        ctx.save_for_backward(q, k, v, lin_k, *relus)
         ctx.block, ctx.bias_dtype = block, bias.dtype
-        return out
+        return out, kv
 
     @staticmethod
-    def backward(ctx, d_out: Tensor):
-        q, k, v, *relus = ctx.saved_tensors
+    def backward(ctx, d_out: Tensor, d_kv: Optional[Tensor]):
+        q, k, v, lin_k, *relus = ctx.saved_tensors
         block = ctx.block
         N, C, _ = q.shape
         dtype = q.dtype
@@ -108,4 +124,10 @@ class _CausalLocal(torch.autograd.Function):
             dq.mul_(scale)
             dk.mul_(scale)
             dbias.mul_(2.0)
-        return dq, dk, dv.to(v.dtype), dbias.to(ctx.bias_dtype), None
+            d_lin_k = None
+            if lin_k is not None:                               # the summaries: kv = lin_k^T v
+                d_kv = d_kv.to(dtype)
+                lk = lin_k.to(dtype)
+                dv.baddbmm_(lk, d_kv)
+                d_lin_k = torch.bmm(vv, d_kv.transpose(1, 2)).to(lin_k.dtype)
+        return dq, dk, dv.to(v.dtype), dbias.to(ctx.bias_dtype), None, d_lin_k

@@ -50,7 +50,7 @@ from torch import Tensor
 from . import fastpath
 from .autocast import cast
 from .chunks import chunk_mask, exclusive_cumsum, open_chunk, pick_rows, sums_before, to_chunks
-from .local_blocks import causal_local_attention, default_block
+from .local_blocks import causal_local_attention, causal_local_attention_with_summaries, default_block
 from .state import State, check_final_state, check_first_to_all, check_linear_normalizer, check_parts
 
 
@@ -119,10 +119,15 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
                                        for t in (quad_q, quad_k, lin_q, lin_k, v))
 
     # 2. local: exact relu^2 attention inside each chunk
+    kv_chunks = None
     if parts == "global":
         out = v.new_zeros(B * H * G, C, e)
     elif (block := local_block_for(C, causal, local_block)) is not None:
-        out = causal_local_attention(quad_q, quad_k, v, bias.to(quad_q.dtype), block)   # (B*H*G, C, e)
+        if parts == "both" and fastpath.enabled("local_summaries"):           # the summaries of step 3 from one node
+            out, kv_chunks = causal_local_attention_with_summaries(quad_q, quad_k, v, bias.to(quad_q.dtype), block,
+                                                                   lin_k)
+        else:
+            out = causal_local_attention(quad_q, quad_k, v, bias.to(quad_q.dtype), block)   # (B*H*G, C, e)
     else:
         if causal:
             bias = bias.masked_fill(~torch.ones(C, C, dtype=torch.bool, device=bias.device).tril(), float("-inf"))
@@ -136,7 +141,9 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
     if parts == "local":                                                  # no summaries (the state's sum stays 0)
         kv = v.new_zeros(B, H, G, s, e, dtype=acc)
     else:
-        kv = (lin_k.transpose(1, 2) @ v).to(acc).reshape(B, H, G, s, e)  # masked/padded tokens have v = 0
+        if kv_chunks is None:
+            kv_chunks = lin_k.transpose(1, 2) @ v                         # masked/padded tokens have v = 0
+        kv = kv_chunks.to(acc).reshape(B, H, G, s, e)
     if km is None:                                                        # real tokens per chunk: (B or 1, G)
         count = (T - C * torch.arange(G, device=quad_q.device)).clamp(max=C).to(torch.float32)[None]
     else:
