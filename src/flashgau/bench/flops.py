@@ -66,7 +66,8 @@ _REGISTERED = False
 
 def _register_missing_formulas() -> None:
     """FlopCounterMode formulas it lacks: torch's fused CPU attention kernel (forward and backward; causal = half),
-    and the in-place baddbmm_ (mixed_chunk's global part adds into the local output in place)."""
+    and the in-place baddbmm_ and addmm_ (mixed_chunk's global part adds into the local output in place; the GAU
+    projection's backward accumulates h's gradient over its three parts)."""
     global _REGISTERED
     if _REGISTERED:
         return
@@ -86,8 +87,9 @@ def _register_missing_formulas() -> None:
         def _bwd(grad_out, q, k, v, out, lse, dropout_p=0.0, is_causal=False, *args, out_shape=None, **kwargs):
             flops = fc.sdpa_backward_flop_count(grad_out, q, k, v)
             return flops // 2 if is_causal else flops
-    if aten.baddbmm_ not in fc.flop_registry:
-        fc.flop_registry[aten.baddbmm_] = fc.flop_registry[aten.baddbmm]
+    for in_place, op in ((aten.baddbmm_, aten.baddbmm), (aten.addmm_, aten.addmm)):
+        if in_place not in fc.flop_registry:
+            fc.flop_registry[in_place] = fc.flop_registry[op]
     _REGISTERED = True
 
 

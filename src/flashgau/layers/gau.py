@@ -29,7 +29,7 @@ from ..config import ModelConfig
 from ..ops import KVCache, relu2_attention, relu2_attention_step, softmax_attention, softmax_attention_step
 from ..ops import fastpath
 from ..ops.autocast import autocast_off, cast
-from ..ops.projection import gau_projection, gau_projection_inference
+from ..ops.projection import gau_projection, gau_projection_inference, product_dtype
 from .context import Context
 from .init import residual_output
 from .norms import make_norm
@@ -68,20 +68,21 @@ class GAUBase(nn.Module):
 
     def project(self, h: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
         """h (B, T, d) the normalised (and shifted) input, pos (T,) or (B, T) -> u (B, T, e), v (B, h, T, e/h), n_maps
-        tensors (B, h, T, s/h) (h = gau_heads). With one head and the fused_projection fast path, the epilogue after
-        the uvz product is one autograd function (ops/projection.py), or without gradients (decoding) its forward
+        tensors (B, h, T, s/h) (h = gau_heads). With one head and the fused_projection fast path, the uvz product
+        and its epilogue are one autograd function (ops/projection.py), or without gradients (decoding) its forward
         alone; the plain form below is their reference."""
-        y = self.to_uvz(h)
         if self.heads == 1 and fastpath.enabled("fused_projection"):
-            cos, sin = rope_tables(pos, self.rope_dims, y.dtype) if self.rope_dims else (y, y)
+            dtype = product_dtype(h)
+            cos, sin = rope_tables(pos, self.rope_dims, dtype) if self.rope_dims else (h, h)
             if pos.dim() == 2:                                           # (B, 1, T, half) -> (B, T, half)
                 cos, sin = cos[:, 0], sin[:, 0]
             fused = gau_projection if torch.is_grad_enabled() else gau_projection_inference
-            u, v, *maps = fused(y, self.gamma, self.beta, cos, sin, e=self.e, s=self.s, dims=self.rope_dims)
+            u, v, *maps = fused(h, self.to_uvz.weight, self.to_uvz.bias, self.gamma, self.beta, cos, sin, e=self.e,
+                                s=self.s, dims=self.rope_dims)
             if self.fp32_attention:
                 v, maps = v.float(), [m.float() for m in maps]
             return u, v[:, None], [m[:, None] for m in maps]
-        u, v, z = F.silu(y).split([self.e, self.e, self.s], dim=-1)
+        u, v, z = F.silu(self.to_uvz(h)).split([self.e, self.e, self.s], dim=-1)
         gamma, beta = (p.to(z.dtype)[:, None, None] for p in (self.gamma, self.beta))
         zs = torch.addcmul(beta, z[None], gamma)                        # (n_maps, B, T, s): each map contiguous
         if self.heads > 1:                                               # (n_maps, B, h, T, s/h), (B, h, T, e/h)

@@ -7,8 +7,9 @@ report's changes table, which times both in one process (docs/benchmarks.md). Al
     causal_blocks      ops/local_blocks.py: the causal local part of mixed chunk attention computes only the
                        sub-blocks of each chunk's C x C square at or below the diagonal (3/4 of it at C = 256), forward
                        and backward, instead of the whole square with the upper half masked
-    fused_projection   ops/projection.py: GAU's projection epilogue (SiLU, split, the scale/offset maps and RoPE)
-                       as one autograd function, RoPE without `cat`, its backward written out (no saved copies)
+    fused_projection   ops/projection.py: GAU's uvz product and its epilogue (SiLU, split, the scale/offset maps
+                       and RoPE) as one autograd function: the product in three parts written contiguous, RoPE
+                       without `cat`, its backward written out (no saved copies)
     rope_nocat         ops/rope.py: RoPE (every arch's queries and keys) as one autograd function writing the
                        rotated halves in place, no `cat`
     lean_global        ops/mixed_chunk.py: the causal global part's exclusive prefix sum over chunks in one pass
@@ -32,7 +33,7 @@ import torch
 
 FAST_PATHS: dict[str, str] = {
     "causal_blocks": "causal local part: only the sub-blocks at or below the diagonal",
-    "fused_projection": "GAU projection epilogue in one autograd function, RoPE without cat",
+    "fused_projection": "GAU projection and epilogue in one autograd function, RoPE without cat",
     "rope_nocat": "RoPE as one autograd function, no cat (every arch)",
     "lean_global": "causal global part: one-pass exclusive prefix sum over chunks, added in place",
     "local_summaries": "chunk summaries from the causal local part's node: v's gradients summed in place",
