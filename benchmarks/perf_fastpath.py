@@ -5,9 +5,11 @@ Run under the shared CPU lock, e.g.
 
     flock -x /tmp/flashgau-cpu.lock .venv/bin/python benchmarks/perf_fastpath.py --contexts 4096 8192
 
-With --each, FLASH is also timed with every fast path on but one ("-name"), in the same rounds: the row of each
-change, its step time against all on. Freed memory is kept for reuse, as `flashgau train` and `flashgau bench` keep
-it (runtime/allocator.py). Prints a Markdown table and writes it with the raw times to --out (.md and .json). FLOPs
+With --each, one FLASH block (forward + backward at batch 1, the preset's first block) is also timed with every fast
+path on but one ("-name"), and with all off, in rounds whose order rotates: the row of each change, as the median
+of its per-round ratios to all on (a whole step's noise on a shared host, several percent, hides changes of 1-3%;
+a block's is smaller and it runs 8x as many rounds in the time). Freed memory is kept for reuse, as `flashgau train`
+and `flashgau bench` keep it (runtime/allocator.py). Prints a Markdown table and writes it with the raw times to --out (.md and .json). FLOPs
 are bench/flops.py's analytic matmul count of the step; for FLASH with the local strips on, the causal local part's
 share is scaled by the fraction of the C x C square its strips compute (ops/local_blocks.local_fraction), i.e. the
 FLOPs executed.
@@ -26,6 +28,7 @@ import torch
 from flashgau.bench.common import matmul_peak
 from flashgau.bench.flops import analytic_flops
 from flashgau.bench.speed import make_step, model_config
+from flashgau.layers.context import Context
 from flashgau.model import LanguageModel
 from flashgau.ops import fastpath
 from flashgau.ops.local_blocks import default_block, local_fraction
@@ -41,7 +44,7 @@ def without_modes() -> tuple[str, ...]:
 
 def executed_flops(cfg, context: int, mode: str) -> float:
     flops = analytic_flops(cfg, 1, context)["total"]
-    if cfg.arch == "flash" and mode in ("fast", *without_modes()) and mode != "-causal_blocks" and cfg.causal:
+    if cfg.arch == "flash" and mode == "fast" and cfg.causal:
         C = min(cfg.chunk_size, context)
         if C == cfg.chunk_size:
             local = 3 * context * cfg.n_layers * 2 * C * (cfg.qk_dim + cfg.expanded_dim)
@@ -56,7 +59,8 @@ def main(argv=None):
     p.add_argument("--preset", default="small")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--each", action="store_true", help="also time FLASH with each fast path off alone")
+    p.add_argument("--each", action="store_true", help="also time one FLASH block with each fast path off alone")
+    p.add_argument("--each-rounds", type=int, default=15)
     p.add_argument("--out", default="benchmarks/results/perf-fastpath-run")
     a = p.parse_args(argv)
 
@@ -74,8 +78,7 @@ def main(argv=None):
             cfgs[arch] = model_config(arch, a.preset, T)
             model = LanguageModel(cfgs[arch])
             steps[arch] = make_step(model, "fp32", 1, T, 0)
-        configs = [(arch, mode) for arch in a.archs
-                   for mode in MODES + (without_modes() if a.each and arch == "flash" else ())]
+        configs = [(arch, mode) for arch in a.archs for mode in MODES]
         times = {c: [] for c in configs}
 
         def run(arch, mode):
@@ -89,15 +92,17 @@ def main(argv=None):
             for _ in range(a.warmup):
                 run(*c)
         for r in range(a.repeats):
-            for c in configs:
+            for c in rotated(configs, r):
                 times[c].append(run(*c))
-                print(f"T={T} round {r} {c[0]:14s} {c[1]:17s} {times[c][-1]:7.3f} s", flush=True)
+                print(f"T={T} round {r} {c[0]:14s} {c[1]:5s} {times[c][-1]:7.3f} s", flush=True)
         for arch, mode in configs:
             t = statistics.median(times[(arch, mode)])
             flops = executed_flops(cfgs[arch], T, mode)
             records.append(dict(context=T, arch=arch, mode=mode, median_s=t, times_s=times[(arch, mode)],
                                 flops=flops, peak_share=flops / t / peak))
         steps.clear()                                                   # free the models before the next T
+        if a.each and "flash" in a.archs:
+            records += time_block_each(model_config("flash", a.preset, T), T, a.each_rounds)
     lines = table(records, a.archs)
     header = (f"torch {torch.__version__}, {torch.get_num_threads()} threads; fp32 matmul peak "
               f"{peak / 1e9:.1f} GFLOP/s (2048^3); {a.preset} preset, batch 1, fp32 eager; median of {a.repeats} "
@@ -111,6 +116,45 @@ def main(argv=None):
     return 0
 
 
+def rotated(items: list, r: int) -> list:
+    """items in round r's order: rotated by r, so no configuration always runs after the same one."""
+    k = r % len(items)
+    return items[k:] + items[:k]
+
+
+def time_block_each(cfg, T: int, rounds: int) -> list[dict]:
+    """One FLASH block's forward + backward (batch 1, fp32) with all fast paths on ("fast"), each off alone
+    ("-name") and all off ("plain"), rounds in rotating order: records of mode "block<mode>"."""
+    torch.manual_seed(0)
+    block = LanguageModel(cfg).blocks[0]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, T, cfg.d_model, generator=gen).requires_grad_()
+    grad = torch.randn(1, T, cfg.d_model, generator=gen)
+    ctx = Context(positions=torch.arange(T), key_mask=None, causal=cfg.causal)
+    modes = ["fast", *without_modes(), "plain"]
+
+    def run(mode):
+        off = () if mode == "plain" else (mode[1:],) if mode.startswith("-") else None
+        with fastpath.plain(*off) if off is not None else contextlib.nullcontext():
+            t0 = time.perf_counter()
+            block(x, ctx).backward(grad)
+            elapsed = time.perf_counter() - t0
+        x.grad = None
+        block.zero_grad(set_to_none=True)
+        return elapsed
+
+    times = {m: [] for m in modes}
+    for m in modes:
+        run(m)
+    for r in range(rounds):
+        for m in rotated(modes, r):
+            times[m].append(run(m))
+    print(f"T={T} one block, median ms: " + ", ".join(f"{m} {1e3 * statistics.median(t):.1f}"
+                                                     for m, t in times.items()), flush=True)
+    return [dict(context=T, arch="flash", mode=f"block{m}", median_s=statistics.median(times[m]), times_s=times[m],
+                 ratios=[w / f for w, f in zip(times[m], times["fast"])]) for m in modes]
+
+
 def table(records, archs):
     by = {(r["context"], r["arch"], r["mode"]): r for r in records}
     lines = ["| T | arch | plain s | fast s | plain / fast | GFLOP plain | GFLOP fast | % peak plain | % peak fast |",
@@ -122,16 +166,20 @@ def table(records, archs):
             lines.append(f"| {T} | {arch} | {pl['median_s']:.2f} | {fa['median_s']:.2f} | "
                          f"{pl['median_s'] / fa['median_s']:.2f}x | {pl['flops'] / 1e9:.0f} | "
                          f"{fa['flops'] / 1e9:.0f} | {100 * pl['peak_share']:.0f}% | {100 * fa['peak_share']:.0f}% |")
-    each = [r for r in records if r["mode"].startswith("-")]
+    each = [r for r in records if r["mode"].startswith("block") and r["mode"] != "blockfast"]
     if each:
-        lines += ["", "Each fast path: FLASH's step with every fast path on but that one, against all on (same rounds; "
-                  "above 1x: the fast path saves that share of the step; min-max of the per-round ratios last).",
-                  "", "| T | fast path off | step s | / all on | per-round ratios |", "|---|---|---:|---:|---:|"]
+        lines += ["", "Each fast path: one FLASH block's forward + backward (batch 1, fp32) with every fast path on but "
+                  "that one (all off: plain), against all on, in the same rounds (order rotating). Ratio: median of "
+                  "the per-round ratios (above 1x: the fast path saves that share of the block's time), min-max "
+                  "last.", "", "| T | fast path off | block ms | all on ms | / all on | per-round ratios |",
+                  "|---|---|---:|---:|---:|---:|"]
         for r in each:
-            fa = by[(r["context"], "flash", "fast")]
-            ratios = sorted(w / f for w, f in zip(r["times_s"], fa["times_s"]))
-            lines.append(f"| {r['context']} | {r['mode'][1:]} | {r['median_s']:.2f} | "
-                         f"{r['median_s'] / fa['median_s']:.3f}x | {ratios[0]:.3f}-{ratios[-1]:.3f} |")
+            fast = by[(r["context"], "flash", "blockfast")]
+            ratios = sorted(r["ratios"])
+            name = "all (plain)" if r["mode"] == "blockplain" else r["mode"][len("block-"):]
+            lines.append(f"| {r['context']} | {name} | "
+                         f"{1e3 * r['median_s']:.1f} | {1e3 * fast['median_s']:.1f} | "
+                         f"{statistics.median(ratios):.3f}x | {ratios[0]:.3f}-{ratios[-1]:.3f} |")
     if "flash" in archs and "transformer++" in archs:
         lines += ["", "| T | Transformer++ / FLASH, both plain (before) | both fast (after) |", "|---|---:|---:|"]
         for T in contexts:
