@@ -30,6 +30,8 @@ alone), and everything after it in that dtype; gamma and beta are cast to it.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -67,8 +69,10 @@ def gau_projection_inference(h: Tensor, weight: Tensor, bias: Tensor, gamma: Ten
     per element. One token per row (decoding, where each op's fixed cost outweighs its arithmetic) gets them as views
     of one product and one SiLU pass (3% of a decoding step), within the last bit of the parts' products and SiLU
     passes. The maps are slices of one (n, B, T, s) buffer."""
-    h, weight, bias = _product_dtypes(h, weight, bias)
-    with autocast_off(h.device):
+    autocast = _autocast_on(h)
+    if autocast:
+        h, weight, bias = _product_dtypes(h, weight, bias)
+    with autocast_off(h.device) if autocast else contextlib.nullcontext():   # entering one costs ~10 us a layer
         if h.shape[-2] > 1:                                            # prefill, scoring: as the autograd form
             u, v, z = (F.silu(y) for y in _products(h, weight, bias, e, s))
         else:                                                          # decoding: one product, one SiLU pass
@@ -83,11 +87,14 @@ def gau_projection_inference(h: Tensor, weight: Tensor, bias: Tensor, gamma: Ten
 def product_dtype(h: Tensor) -> torch.dtype:
     """The dtype nn.Linear's product of h runs in: autocast's on h's device where it is on (fp64 is left alone),
     else h's."""
-    device = h.device.type
-    if h.dtype == torch.float64 or not torch.amp.is_autocast_available(device) \
-            or not torch.is_autocast_enabled(device):
+    if h.dtype == torch.float64 or not _autocast_on(h):
         return h.dtype
-    return torch.get_autocast_dtype(device)
+    return torch.get_autocast_dtype(h.device.type)
+
+
+def _autocast_on(h: Tensor) -> bool:
+    device = h.device.type
+    return torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
 
 
 def _product_dtypes(h: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:
