@@ -10,7 +10,8 @@ A causal block takes all n channels from the previous token (back = n); a bidire
 `shift_channels` is one autograd function (the shift_nocat fast path, ops/fastpath.py): forward writes the three
 regions of one output, backward the transposed shift of the gradient into one buffer. `shift_channels_plain` is the
 form it replaces (cat of zero rows and slices, then cat of the channel groups; its backward zero-fills a full-size
-buffer per slice and adds the two gradients of h: ~2% of a FLASH training step at 8K on a 2-core Xeon), kept as its
+buffer per slice and adds the two gradients of h: its ops took ~2% of a profiled FLASH training step at 8K on a
+2-core Xeon with AMX; one shift's forward + backward at (1, 8192, 256) 6.6 ms there, this form's 3.5), kept as its
 reference. Shapes: h (B, T, d), key_mask (B, T) bool or None, 0 <= back <= n <= d.
 """
 
