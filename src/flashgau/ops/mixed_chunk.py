@@ -47,9 +47,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import fastpath
 from .autocast import cast
 from .chunks import chunk_mask, exclusive_cumsum, open_chunk, pick_rows, sums_before, to_chunks
+from .fastpath import enabled as fast_path
 from .local_blocks import causal_local_attention, causal_local_attention_with_summaries, default_block
 from .state import State, check_final_state, check_first_to_all, check_linear_normalizer, check_parts
 
@@ -123,7 +123,7 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
     if parts == "global":
         out = v.new_zeros(B * H * G, C, e)
     elif (block := local_block_for(C, causal, local_block)) is not None:
-        if parts == "both" and fastpath.enabled("local_summaries"):           # the summaries of step 3 from one node
+        if parts == "both" and fast_path("local_summaries"):           # the summaries of step 3 from one node
             out, kv_chunks = causal_local_attention_with_summaries(quad_q, quad_k, v, bias.to(quad_q.dtype), block,
                                                                    lin_k)
         else:
@@ -153,7 +153,7 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
         kv = torch.cat([torch.zeros_like(kv[:, :, :1]), kv[:, :, 1:]], 2)
         count = torch.cat([torch.zeros_like(count[:, :1]), count[:, 1:]], 1)
     if parts != "local" and causal:
-        if fastpath.enabled("lean_global"):
+        if fast_path("lean_global"):
             kv_seen = exclusive_cumsum(kv, 2)                            # chunk g sees the chunks < g
         else:
             kv_seen = sums_before(kv[:, :, :-1], 2)
@@ -164,7 +164,7 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
         else:
             lin_q = lin_q / C
         kv_seen = kv_seen.to(lin_q.dtype).reshape(B * H * G, s, e)
-        if fastpath.enabled("lean_global") and _same_dtypes_in_place(out, lin_q):
+        if fast_path("lean_global") and _same_dtypes_in_place(out, lin_q):
             out = out.baddbmm_(lin_q, kv_seen)                           # no copy of the local part
         else:
             out = torch.baddbmm(out, lin_q, kv_seen)
@@ -220,7 +220,7 @@ def _add_first_chunk(out: Tensor, quad_q: Tensor, quad_k: Tensor, v: Tensor, BH:
 def local_block_for(C: int, causal: bool, local_block: Optional[int] = None) -> Optional[int]:
     """The strip height the causal local part runs with (None: the plain full square): local_block, or
     local_blocks.default_block(C); None when bidirectional or with the causal_blocks fast path off."""
-    if not causal or not fastpath.enabled("causal_blocks"):
+    if not causal or not fast_path("causal_blocks"):
         return None
     if local_block is None:
         return default_block(C)
