@@ -35,6 +35,9 @@ def _five(T):
 OPS = {
     "mixed_chunk": _spec(ops.mixed_chunk_attention, ops.mixed_chunk_attention_step, _five, [_x(C, C, seed=5)],
                          dict(chunk_size=C), lambda capacity: [_x(B, 1, 1, C, seed=6)]),
+    "mixed_chunk_first_to_all": _spec(ops.mixed_chunk_first_to_all_attention,
+                                      ops.mixed_chunk_first_to_all_attention_step, _five, [_x(C, C, seed=5)],
+                                      dict(chunk_size=C), lambda capacity: [_x(B, 1, 1, C, seed=6)]),
     "relu2": _spec(ops.relu2_attention, ops.relu2_attention_step, lambda T: _qk(2, T) + [_x(B, H, T, E, seed=9)],
                    [_x(T, T, seed=5)], dict(norm=float(T)), lambda capacity: [_x(B, 1, 1, capacity, seed=6)]),
     "softmax": _spec(ops.softmax_attention, ops.softmax_attention_step, lambda T: _qk(3, T)),

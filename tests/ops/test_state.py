@@ -7,6 +7,7 @@ from flashgau.ops.combiner import empty_combiner_state
 from flashgau.ops.favor import empty_favor_state
 from flashgau.ops.kv_cache import KVCache
 from flashgau.ops.mixed_chunk import empty_flash_state
+from flashgau.ops.mixed_chunk_first_to_all import empty_flash_first_to_all_state
 from flashgau.ops.mixed_chunk_softmax import empty_softmax_chunk_state
 
 B = 3
@@ -27,6 +28,7 @@ def _numbered(state):
 
 STATES = {
     "flash": lambda: empty_flash_state(B, 1, 4, 8, 6),
+    "flash_first_to_all": lambda: empty_flash_first_to_all_state(B, 1, 4, 8, 6),
     "kv_cache": lambda: KVCache.from_prefill(torch.zeros(B, 2, 5, 4), torch.zeros(B, 2, 5, 3)),
     "combiner": lambda: _reserved(empty_combiner_state(B, 2, 4, 8), 8),
     "favor": lambda: empty_favor_state(B, 2, 16, 8),

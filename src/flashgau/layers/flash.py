@@ -9,7 +9,8 @@ The paper's ablations: cfg.mixed_chunk_parts "local" or "global" runs one part o
 no relative bias); cfg.gau_attention "softmax" makes the local part softmax(quad_q.quad_k / sqrt(s/h) + b) over the
 chunk's visible keys (ops/mixed_chunk_softmax.py, MC-TFM++'s op, with the bias); cfg.gau_heads as in GAU.
 cfg.first_to_all (flashgau's reading of the paper's "first-to-all"): the chunks after the first also attend exactly
-to the first chunk, which leaves their global part (ops/mixed_chunk.py; relu^2 only, the config says so).
+to the first chunk, which leaves their global part (the op beside the plain one, ops/mixed_chunk_first_to_all.py;
+relu^2 only, the config says so).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import Tensor
 
 from ..config import ModelConfig
 from ..ops import (FlashState, SoftmaxChunkState, mixed_chunk_attention, mixed_chunk_attention_step,
+                   mixed_chunk_first_to_all_attention, mixed_chunk_first_to_all_attention_step,
                    mixed_chunk_softmax_attention, mixed_chunk_softmax_attention_step)
 from ..ops.autocast import cast
 from .context import Context
@@ -37,7 +39,12 @@ class FlashLayer(GAUBase):
         self.chunk_size = cfg.chunk_size
         self.linear_normalizer = cfg.linear_normalizer
         self.parts = parts
-        self.first_to_all = cfg.first_to_all
+        # the relu^2 op and its step, plain or first-to-all, picked once (the softmax local part has its own op)
+        if cfg.first_to_all:
+            self.relu2_op, self.relu2_op_step = (mixed_chunk_first_to_all_attention,
+                                                 mixed_chunk_first_to_all_attention_step)
+        else:
+            self.relu2_op, self.relu2_op_step = mixed_chunk_attention, mixed_chunk_attention_step
 
     def _maps(self, h: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
         """u, v and the four maps quad_q, quad_k, lin_q, lin_k; with one part only, the two it uses stand in for the
@@ -47,9 +54,7 @@ class FlashLayer(GAUBase):
 
     def _options(self) -> dict:
         options = dict(linear_normalizer=self.linear_normalizer, parts=self.parts)
-        if self.softmax:
-            return dict(options, scale=self.softmax_scale)
-        return dict(options, first_to_all=self.first_to_all)
+        return dict(options, scale=self.softmax_scale) if self.softmax else options
 
     def _attend(self, x: Tensor, h: Tensor, ctx: Context,
                 want_state: bool) -> tuple[Tensor, Optional[FlashState | SoftmaxChunkState]]:
@@ -63,9 +68,9 @@ class FlashLayer(GAUBase):
                                                          key_mask=ctx.key_mask, output_final_state=want_state,
                                                          **self._options())
             else:
-                o, state = mixed_chunk_attention(quad_q, quad_k, lin_q, lin_k, v, bias, chunk_size=self.chunk_size,
-                                                 causal=ctx.causal, key_mask=ctx.key_mask,
-                                                 output_final_state=want_state, **self._options())
+                o, state = self.relu2_op(quad_q, quad_k, lin_q, lin_k, v, bias, chunk_size=self.chunk_size,
+                                         causal=ctx.causal, key_mask=ctx.key_mask, output_final_state=want_state,
+                                         **self._options())
         return self.finish(x, u, o), state
 
     def _step(self, x: Tensor, h: Tensor, state: FlashState | SoftmaxChunkState,
@@ -78,6 +83,6 @@ class FlashLayer(GAUBase):
                 o, state = mixed_chunk_softmax_attention_step(quad_q, quad_k, lin_q, lin_k, v, state, pos,
                                                               bias_row=bias_row, **self._options())
             else:
-                o, state = mixed_chunk_attention_step(quad_q, quad_k, lin_q, lin_k, v, bias_row, state, pos,
-                                                      **self._options())
+                o, state = self.relu2_op_step(quad_q, quad_k, lin_q, lin_k, v, bias_row, state, pos,
+                                              **self._options())
         return self.finish(x, u, o), state

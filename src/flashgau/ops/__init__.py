@@ -10,9 +10,11 @@ One contract for every op (modelled on flash-linear-attention's ops):
 - step form, for decoding one token per row:
       o, state = op_step(<inputs of the token (B, H, 1, .)>, state, pos, *, <options>)
   at positions pos (B,) int64, the position of each row's token (favor's step needs none and takes none).
-- state: one dataclass per op (FlashState or its FlashFirstToAllState, KVCache, CombinerState or its CombinerPoolState, FavorState,
-  SoftmaxChunkState), a subclass of
-  state.State: (B, ...) tensors, with clone(), select(rows) and nbytes().
+- state: one dataclass per op (FlashState, FlashFirstToAllState, KVCache, CombinerState or its CombinerPoolState,
+  FavorState, SoftmaxChunkState), a subclass of state.State: (B, ...) tensors, with clone(), select(rows) and
+  nbytes().
+- variant: a variant of an op is an op of its own in a file beside it, with the same contract (mixed_chunk.py and
+  mixed_chunk_first_to_all.py), composing the plain op's steps.
 
 The one update rule. A state does not hold the position: the caller owns it (generation.DecodeState.pos, one (B,)
 tensor for the whole model, advanced once per token after every layer has stepped) and passes it to each step. A
@@ -28,8 +30,9 @@ from .combiner import (CombinerPoolState, CombinerState, combiner_attention, com
                        empty_combiner_state)
 from .favor import FavorState, empty_favor_state, favor_attention, favor_attention_step
 from .kv_cache import KVCache
-from .mixed_chunk import (FlashFirstToAllState, FlashState, empty_flash_state, mixed_chunk_attention,
-                          mixed_chunk_attention_step)
+from .mixed_chunk import FlashState, empty_flash_state, mixed_chunk_attention, mixed_chunk_attention_step
+from .mixed_chunk_first_to_all import (FlashFirstToAllState, empty_flash_first_to_all_state,
+                                       mixed_chunk_first_to_all_attention, mixed_chunk_first_to_all_attention_step)
 from .mixed_chunk_softmax import (SoftmaxChunkState, empty_softmax_chunk_state, mixed_chunk_softmax_attention,
                                   mixed_chunk_softmax_attention_step)
 from .quad import relu2_attention, relu2_attention_step
@@ -39,6 +42,8 @@ from .state import State
 __all__ = ["State", "FlashState", "FlashFirstToAllState", "KVCache", "CombinerState", "CombinerPoolState", "FavorState",
            "SoftmaxChunkState",
            "mixed_chunk_attention", "mixed_chunk_attention_step", "empty_flash_state",
+           "mixed_chunk_first_to_all_attention", "mixed_chunk_first_to_all_attention_step",
+           "empty_flash_first_to_all_state",
            "relu2_attention", "relu2_attention_step", "softmax_attention", "softmax_attention_step",
            "combiner_attention", "combiner_attention_step", "empty_combiner_state",
            "favor_attention", "favor_attention_step", "empty_favor_state",

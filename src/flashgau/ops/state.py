@@ -69,9 +69,3 @@ def check_parts(parts: str) -> None:
     if parts not in MIXED_CHUNK_PARTS:
         raise ValueError(f"parts must be one of {MIXED_CHUNK_PARTS}, got {parts!r}")
 
-
-def check_first_to_all(first_to_all: bool, parts: str) -> None:
-    """Raise ValueError when first_to_all is asked of mixed chunk attention without its local part."""
-    if first_to_all and parts == "global":
-        raise ValueError("first_to_all adds the first chunk's keys to the local part, which parts='global' does not "
-                         "compute")

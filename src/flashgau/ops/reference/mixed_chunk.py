@@ -21,7 +21,7 @@ from .masks import dense_mask
 def mixed_chunk_attention_reference(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor,
                                     bias: Tensor, *, chunk_size: int, causal: bool,
                                     key_mask: Optional[Tensor] = None, linear_normalizer: str = "average",
-                                    parts: str = "both", first_to_all: bool = False) -> Tensor:
+                                    parts: str = "both") -> Tensor:
     """FLASH's mixed chunk attention written as one dense T x T operator (`parts`: "both", or "local" / "global"
     alone).
 
@@ -29,9 +29,6 @@ def mixed_chunk_attention_reference(quad_q: Tensor, quad_k: Tensor, lin_q: Tenso
     Global: query i sees keys j of earlier chunks (causal) or of every chunk (bidirectional) with weight
     lin_q_i.lin_k_j / N_i, N_i = number of real keys it sees globally (0 keys: weight 0) with linear_normalizer
     "average", N_i = C with "sum".
-    first_to_all: a query i of a chunk >= 1 also sees every real key j of chunk 0 with weight
-    relu(quad_q_i.quad_k_j / C)^2 (no bias), and chunk 0's keys leave its global part (and N_i); chunk 0's queries
-    are unchanged.
     """
     T = quad_q.shape[-2]
     C = chunk_size
@@ -44,12 +41,6 @@ def mixed_chunk_attention_reference(quad_q: Tensor, quad_k: Tensor, lin_q: Tenso
         global_mask = (chunk[None, :] < chunk[:, None])[None, None]
     else:
         global_mask = torch.ones(1, 1, T, T, dtype=torch.bool, device=quad_q.device)
-    if first_to_all:
-        to_first = ((chunk[:, None] >= 1) & (chunk[None, :] == 0))[None, None]    # query in chunk >= 1, key in 0
-        first = torch.relu(quad_q @ quad_k.transpose(-1, -2) / C) ** 2 * (to_first & dense_mask(T, key_mask, False,
-                                                                                               quad_q.device))
-        local = local + first
-        global_mask = global_mask & ~to_first
     if key_mask is not None:
         global_mask = global_mask & key_mask[:, None, None, :].bool()
     count = global_mask.sum(-1, keepdim=True).clamp_min(1).to(quad_q.dtype) if linear_normalizer == "average" else C
