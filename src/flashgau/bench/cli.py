@@ -26,8 +26,8 @@ HELP = {
     "quality": "held-out loss of every arch trained with the same budget at several contexts; time to reach "
                "Transformer+'s loss",
     "decode": "per-token decoding latency and state memory against position",
-    "ablations": "the paper's ablations and issue 22's candidates: named model variants trained side by side, each "
-                 "paper claim checked against the measurement",
+    "ablations": "the paper's ablations and the candidates for FLASH's defaults: named model variants trained side "
+                 "by side, each paper claim checked against the measurement",
     "scaling": "training tokens/s on 1 process and on N (torchrun, DDP) with the same global batch; scaling "
                "efficiency",
     "qa": "the paper's TriviaQA table on the stand-in QA task: six models pre-trained and fine-tuned for equal time, "
