@@ -1,24 +1,8 @@
-"""Fixtures of the benchmark smoke tests: argument namespaces and the scripts of benchmarks/ (the corpus fixture is
-tests/conftest.py's)."""
+"""Fixtures of the benchmark smoke tests: argument namespaces (the corpus fixture is tests/conftest.py's)."""
 
 import argparse
-import importlib.util
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def benchmark_script():
-    """benchmark_script(name): the module benchmarks/<name>.py, loaded from its file (the scripts are no package)."""
-    def load(name):
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    return load
 
 
 @pytest.fixture

@@ -57,7 +57,7 @@ def test_a_key_changes_with_what_the_variant_resolves_to(parse):
     is the defaults' run; another value, or another lr, is another run."""
     from flashgau import ModelConfig
 
-    s = ablations.settings(ablations.ISSUE22, parse(ablations, ["--groups", "issue22"]), torch.device("cpu"))
+    s = ablations.settings(ablations.CANDIDATES, parse(ablations, ["--groups", "candidates"]), torch.device("cpu"))
     key = lambda v: ablations.run_key(v, 512, 0, s)                   # noqa: E731
     defaults = key(variant("defaults"))
     assert key(variant("spelled out", token_shift=ModelConfig().token_shift, init=ModelConfig().init)) == defaults

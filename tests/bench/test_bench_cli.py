@@ -13,7 +13,8 @@ def test_bench_subcommands_are_registered(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "--help"])
     out = capsys.readouterr().out
-    for name in ("speed", "quality", "all"):
+    for name in ("speed", "quality", "all", "scaling", "qa", "profile-step", "perf-fastpath", "compile-cost",
+                 "copy-probe", "data-scale"):
         assert name in out
     assert ("decode" in out) == ("decode" in bench_cli.available())
 

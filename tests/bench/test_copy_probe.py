@@ -1,5 +1,5 @@
-"""benchmarks/copy_probe.py: the two copies are scored where they are (a model that copies perfectly scores the second
-copy near 0 and the first at chance)."""
+"""`flashgau bench copy-probe`: the two copies are scored where they are (a model that copies perfectly scores the
+second copy near 0 and the first at chance)."""
 
 import math
 import types
@@ -7,11 +7,11 @@ import types
 import pytest
 import torch
 
+from flashgau.bench import copy_probe
 from flashgau.data.tokenizers import ByteTokenizer
 
 
-def test_a_perfect_copier_scores_the_second_copy_only(benchmark_script, monkeypatch):
-    script = benchmark_script("copy_probe")
+def test_a_perfect_copier_scores_the_second_copy_only(monkeypatch):
     length = 40
 
     class Copier(torch.nn.Module):
@@ -25,7 +25,7 @@ def test_a_perfect_copier_scores_the_second_copy_only(benchmark_script, monkeypa
             return types.SimpleNamespace(logits=logits)
 
     trained = types.SimpleNamespace(model=Copier(), tokenizer=ByteTokenizer(), step=7)
-    monkeypatch.setattr(script, "load_trained", lambda run: trained)
-    step, first, second = script.copy_losses("run", rows=3, length=length)
+    monkeypatch.setattr(copy_probe, "load_trained", lambda run: trained)
+    step, first, second = copy_probe.copy_losses("run", rows=3, length=length)
     assert step == 7
     assert first == pytest.approx(math.log(256), rel=1e-4) and second < 1e-3

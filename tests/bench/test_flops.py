@@ -21,8 +21,9 @@ def test_analytic_matches_flop_counter(arch):
     assert analytic == pytest.approx(counted, rel=0.03)
 
 
-def test_flop_ratio_of_the_issue():
-    """Issue 5 quotes model-FLOP ratios Transformer++ / FLASH of about 2x at 8K and 3.5x at 16K (small preset)."""
+def test_flop_ratio_of_the_speed_targets():
+    """The speed targets quote model-FLOP ratios Transformer++ / FLASH of about 2x at 8K and 3.5x at 16K (small
+    preset)."""
     ratio = {}
     for T in (8192, 16384):
         t = analytic_flops(ModelConfig.preset("small", arch="transformer++"), 1, T)["total"]

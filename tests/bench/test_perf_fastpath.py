@@ -1,15 +1,15 @@
-"""benchmarks/perf_fastpath.py at a tiny size: whole steps with all fast paths off and on, and with --each one row
+"""`flashgau bench perf-fastpath` at a tiny size: whole steps with all fast paths off and on, and with --each one row
 per fast path (one FLASH block with every fast path on but that one), the switches restored afterwards."""
 
 import json
 
+from flashgau.bench import cli as bench_cli
 from flashgau.ops import fastpath
 
 
-def test_perf_fastpath_times_every_fast_path_alone(benchmark_script, tmp_path):
-    script = benchmark_script("perf_fastpath")
+def test_perf_fastpath_times_every_fast_path_alone(tmp_path):
     out = tmp_path / "pf"
-    assert script.main(["--preset", "tiny", "--contexts", "128", "--repeats", "1", "--warmup", "0", "--each",
+    assert bench_cli.main(["perf-fastpath", "--preset", "tiny", "--contexts", "128", "--repeats", "1", "--warmup", "0", "--each",
                         "--each-rounds", "2", "--out", str(out)]) == 0
     records = json.loads(out.with_suffix(".json").read_text())["records"]
     modes = {(r["arch"], r["mode"]) for r in records}

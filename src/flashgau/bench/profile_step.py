@@ -1,33 +1,37 @@
-"""Profile one training step of an arch with torch.profiler: the aten ops by self CPU time, and the source lines
-of flashgau (layers/, ops/, model.py) that issued them. Run under the shared CPU lock, e.g.
+"""`flashgau bench profile-step`: one training step of an arch under torch.profiler: the aten ops by self CPU time,
+the flashgau functions (layers/, ops/, model.py) that issued them, and the backward functions. Run it with the CPU
+to itself, e.g.
 
-    flock /tmp/flashgau-cpu.lock .venv/bin/python benchmarks/profile_step.py --arch flash --context 8192 --batch 1
+    flock /tmp/flashgau-cpu.lock flashgau bench profile-step --arch flash --context 8192 --batch 1
 
-Writes benchmarks/results/profile-<arch>-T<context>-B<batch>-<precision>.txt.
+Writes <out>/profile-<arch>-T<context>-B<batch>-<precision>.txt and prints it.
 """
+
+from __future__ import annotations
 
 import argparse
 import collections
-import sys
 from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from flashgau.bench.speed import make_step, model_config
-from flashgau.model import LanguageModel
-from flashgau.runtime import keep_freed_memory
+from ..model import LanguageModel
+from ..runtime import keep_freed_memory
+from . import common
+from .speed import make_step, model_config
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser()
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default="flash")
     p.add_argument("--preset", default="small")
     p.add_argument("--context", type=int, default=8192)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--precision", default="fp32")
-    p.add_argument("--out", default="benchmarks/results")
-    a = p.parse_args(argv)
+    p.add_argument("--out", default=common.DEFAULT_OUT)
+
+
+def run(a: argparse.Namespace) -> int:
     keep_freed_memory()                 # as the flashgau command does (runtime/allocator.py)
     torch.manual_seed(0)
     model = LanguageModel(model_config(a.arch, a.preset, a.context))
@@ -56,11 +60,7 @@ def main(argv=None):
     lines += ["", "## backward functions by total CPU time (children included)", ""]
     for k, t in bwd.most_common(15):
         lines.append(f"{t / 1e6:8.3f} s {100 * t / total:5.1f}%  {k}")
-    out = Path(a.out) / f"profile-{a.arch}-T{a.context}-B{a.batch}-{a.precision}.txt"
-    out.write_text("\n".join(lines) + "\n")
+    common.write_text(Path(a.out) / f"profile-{a.arch}-T{a.context}-B{a.batch}-{a.precision}.txt",
+                      "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

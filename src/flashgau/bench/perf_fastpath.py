@@ -1,23 +1,24 @@
-"""Before / after of the fast paths (ops/fastpath.py), side by side in one process: one training step (forward,
-backward, clip, AdamW; bench/speed's make_step) of FLASH and Transformer++ at batch 1, fp32 eager, with every fast
-path off ("plain", the before) and on ("fast", the after), the four configurations timed interleaved round by round.
-Run under the shared CPU lock, e.g.
+"""`flashgau bench perf-fastpath`: before / after of the fast paths (ops/fastpath.py), side by side in one process:
+one training step (forward, backward, clip, AdamW; bench/speed's make_step) of FLASH and Transformer++ at batch 1,
+fp32 eager, with every fast path off ("plain", the before) and on ("fast", the after), the four configurations
+timed interleaved round by round. Run it with the CPU to itself, e.g.
 
-    flock -x /tmp/flashgau-cpu.lock .venv/bin/python benchmarks/perf_fastpath.py --contexts 4096 8192
+    flock -x /tmp/flashgau-cpu.lock flashgau bench perf-fastpath --contexts 4096 8192
 
 With --each, one FLASH block (forward + backward at batch 1, the preset's first block) is also timed with every fast
 path on but one ("-name"), and with all off, in rounds whose order rotates: the row of each change, as the median
 of its per-round ratios to all on (a whole step's noise on a shared host, several percent, hides changes of 1-3%;
 a block's is smaller and it runs 8x as many rounds in the time). Freed memory is kept for reuse, as `flashgau train`
-and `flashgau bench` keep it (runtime/allocator.py). Prints a Markdown table and writes it with the raw times to --out (.md and .json). FLOPs
-are bench/flops.py's analytic matmul count of the step; for FLASH with the local strips on, the causal local part's
-share is scaled by the fraction of the C x C square its strips compute (ops/local_blocks.local_fraction), i.e. the
-FLOPs executed.
+and `flashgau bench` keep it (runtime/allocator.py). Prints a Markdown table and writes it with the raw times to
+--out (.md and .json). FLOPs are bench/flops.py's analytic matmul count of the step; for FLASH with the local strips
+on, the causal local part's share is scaled by the fraction of the C x C square its strips compute
+(ops/local_blocks.local_fraction), i.e. the FLOPs executed.
 """
+
+from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import platform
 import statistics
 import time
@@ -25,14 +26,14 @@ from pathlib import Path
 
 import torch
 
-from flashgau.bench.common import matmul_peak
-from flashgau.bench.flops import analytic_flops
-from flashgau.bench.speed import make_step, model_config
-from flashgau.layers.context import Context
-from flashgau.model import LanguageModel
-from flashgau.ops import fastpath
-from flashgau.ops.local_blocks import default_block, local_fraction
-from flashgau.runtime import keep_freed_memory
+from ..layers.context import Context
+from ..model import LanguageModel
+from ..ops import fastpath
+from ..ops.local_blocks import default_block, local_fraction
+from ..runtime import keep_freed_memory
+from . import common
+from .flops import analytic_flops
+from .speed import make_step, model_config
 
 MODES = ("plain", "fast")
 
@@ -52,8 +53,7 @@ def executed_flops(cfg, context: int, mode: str) -> float:
     return flops
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser()
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--contexts", type=int, nargs="+", default=[4096, 8192])
     p.add_argument("--archs", nargs="+", default=["flash", "transformer++"])
     p.add_argument("--preset", default="small")
@@ -61,12 +61,14 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--each", action="store_true", help="also time one FLASH block with each fast path off alone")
     p.add_argument("--each-rounds", type=int, default=15)
-    p.add_argument("--out", default="benchmarks/results/perf-fastpath-run")
-    a = p.parse_args(argv)
+    p.add_argument("--out", default=f"{common.DEFAULT_OUT}/perf-fastpath-run",
+                   help="path of the report without its suffix (.md and .json are written)")
 
+
+def run(a: argparse.Namespace) -> int:
     keep_freed_memory()
     started = time.time()
-    peak = matmul_peak("fp32", torch.device("cpu"), [2048], repeats=6)["flops_per_s"]
+    peak = common.matmul_peak("fp32", torch.device("cpu"), [2048], repeats=6)["flops_per_s"]
     cpu = platform.processor() or platform.machine()
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}; fp32 matmul peak (2048^3) "
           f"{peak / 1e9:.1f} GFLOP/s", flush=True)
@@ -81,7 +83,7 @@ def main(argv=None):
         configs = [(arch, mode) for arch in a.archs for mode in MODES]
         times = {c: [] for c in configs}
 
-        def run(arch, mode):
+        def time_step(arch, mode):
             off = () if mode == "plain" else (mode[1:],) if mode.startswith("-") else None
             with fastpath.plain(*off) if off is not None else contextlib.nullcontext():
                 t0 = time.perf_counter()
@@ -90,10 +92,10 @@ def main(argv=None):
 
         for c in configs:
             for _ in range(a.warmup):
-                run(*c)
+                time_step(*c)
         for r in range(a.repeats):
             for c in rotated(configs, r):
-                times[c].append(run(*c))
+                times[c].append(time_step(*c))
                 print(f"T={T} round {r} {c[0]:14s} {c[1]:5s} {times[c][-1]:7.3f} s", flush=True)
         for arch, mode in configs:
             t = statistics.median(times[(arch, mode)])
@@ -109,10 +111,9 @@ def main(argv=None):
               f"interleaved steps after {a.warmup} warm-up; wall time {time.time() - started:.0f} s")
     print("\n" + header + "\n\n" + "\n".join(lines))
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(dict(peak_flops_per_s=peak, torch=torch.__version__,
-                                                        threads=torch.get_num_threads(), records=records), indent=1))
-    out.with_suffix(".md").write_text(header + "\n\n" + "\n".join(lines) + "\n")
+    common.write_json(out.with_suffix(".json"), dict(peak_flops_per_s=peak, torch=torch.__version__,
+                                                     threads=torch.get_num_threads(), records=records))
+    common.write_text(out.with_suffix(".md"), header + "\n\n" + "\n".join(lines) + "\n")
     return 0
 
 
@@ -133,7 +134,7 @@ def time_block_each(cfg, T: int, rounds: int) -> list[dict]:
     ctx = Context(positions=torch.arange(T), key_mask=None, causal=cfg.causal)
     modes = ["fast", *without_modes(), "plain"]
 
-    def run(mode):
+    def time_block(mode):
         off = () if mode == "plain" else (mode[1:],) if mode.startswith("-") else None
         with fastpath.plain(*off) if off is not None else contextlib.nullcontext():
             t0 = time.perf_counter()
@@ -145,10 +146,10 @@ def time_block_each(cfg, T: int, rounds: int) -> list[dict]:
 
     times = {m: [] for m in modes}
     for m in modes:
-        run(m)
+        time_block(m)
     for r in range(rounds):
         for m in rotated(modes, r):
-            times[m].append(run(m))
+            times[m].append(time_block(m))
     print(f"T={T} one block, median ms: " + ", ".join(f"{m} {1e3 * statistics.median(t):.1f}"
                                                      for m, t in times.items()), flush=True)
     return [dict(context=T, arch="flash", mode=f"block{m}", median_s=statistics.median(times[m]), times_s=times[m],
@@ -187,6 +188,3 @@ def table(records, archs):
             lines.append(f"| {T} | {ratio('plain'):.2f}x | {ratio('fast'):.2f}x |")
     return lines
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
