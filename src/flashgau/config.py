@@ -77,10 +77,10 @@ PAPER_SHAPES: dict[str, Any] = dict(qk_dim=128, chunk_size=256)
 SIZE_FIELDS = ("arch", "vocab_size", "d_model", "n_layers", "causal", "max_seq_len", "chunk_size", "qk_dim",
                "n_heads", "ffn_dim", "quad_norm_len", "random_features")
 PAPER_SUFFIX = "-paper"
-# Fields whose default changed (issue 22's measurements, docs/model_options.md), with the value they had before: a
+# Fields whose default changed (the ablations' measurements, docs/model_options.md), with the value they had before: a
 # saved config without the field (written before it existed) was made with that value.
 DEFAULTS_BEFORE: dict[str, Any] = dict(token_shift=0.0, init="normal", combiner_pooling="rotated")
-# token_shift=None resolves per arch to the value measured best for it (issue 22; `flashgau bench ablations --groups
+# token_shift=None resolves per arch to the value measured best for it (`flashgau bench ablations --groups
 # defaults token_shift_archs`, small preset, 512, AMD EPYC AVX2; docs/model_options.md has the figures): FLASH 0.10
 # nats lower with it after 60 steps (two seeds); after 100 steps without it Transformer++ is 0.07-0.14 nats lower
 # (two seeds), Performer 0.28, Combiner 0.25, Transformer+ the same (0.01), MC-TFM++ either way by seed (+0.32 /

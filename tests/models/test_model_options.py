@@ -82,7 +82,7 @@ def test_init_schemes_draw_the_documented_stds(arch):
                    if isinstance(m, torch.nn.Linear) and m.bias is not None)
         assert abs(model.embed.weight.std().item() - cfg.init_std) < 0.05 * cfg.init_std
         stds[init] = model
-    # the default is fan_in (issue 22's measurement, docs/model_options.md), weight for weight
+    # the default is fan_in (the ablations' measurement, docs/model_options.md), weight for weight
     torch.manual_seed(0)
     default = LanguageModel(ModelConfig.preset("small", arch=arch, n_layers=2))
     assert all(torch.equal(a, b) for a, b in zip(default.state_dict().values(), stds["fan_in"].state_dict().values()))
