@@ -37,14 +37,12 @@ def add_setting_option(group, name: str, **overrides: Any) -> None:
     option = {**field.metadata, **overrides}
     help_text = option.pop("help")
     option.pop("flag", None)
-    kind = _kind(TRAIN_TYPES[name])
+    kind, negatable, shown = _kind(TRAIN_TYPES[name]), option.pop("negatable", False), field.default
     if kind is bool:
-        negatable = option.pop("negatable", False)
         option["action"] = argparse.BooleanOptionalAction if negatable else "store_true"
-        shown = ("on" if field.default else "off") if negatable else None
-    else:
-        option["type"] = None if kind is str else kind
-        shown = field.default
+        shown = ("on" if field.default else "off") if negatable else None     # a plain switch: off unless given
+    elif kind in (int, float):
+        option["type"] = kind
     shown = option.pop("default_text", shown)
     if shown is not None:
         help_text += f" (default: {shown})"
