@@ -257,7 +257,7 @@ def _read_model_config(path: str) -> dict:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .runtime.distributed import launch_rank
+    from .runtime.launch import launch_rank
     from .tasks import get_task
     from .training.config import TrainConfig
     from .training.loop import train
@@ -578,7 +578,8 @@ def _report(command: str, err: FlashgauError) -> None:
     """The error's one line on stderr. Under torchrun rank 0 reports (the processes of a run fail alike, and an
     error of another process reaches rank 0 as "rank N failed: ..."); the others report only a lost peer, which
     rank 0 may be."""
-    from .runtime.distributed import PeerLost, launch_rank
+    from .runtime.distributed import PeerLost
+    from .runtime.launch import launch_rank
 
     rank = launch_rank()
     if rank == 0:
