@@ -16,7 +16,7 @@ import torch
 
 from ..config import ModelConfig
 from ..data.batching import HeldoutWindows, TokenDocuments, WindowSampler
-from ..data.corpus import DEFAULT_CORPUS, split_fingerprint  # noqa: F401 (re-exported)
+from ..data.sources import DEFAULT_CORPUS
 from ..data.prepare import prepared_cached
 from ..data.prepared import PreparedData, is_prepared, open_prepared
 from ..data.tokenizers import Tokenizer, is_tokenizer_file, tokenizer_digest
