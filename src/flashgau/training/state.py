@@ -38,14 +38,13 @@ from typing import Any, Callable, Optional, Union
 import torch
 
 from ..config import ModelConfig
-from ..data.tokenizers import Tokenizer, tokenizer_from_dict
-from ..errors import CheckpointError, ConfigError, TokenizerError
+from ..errors import CheckpointError, ConfigError
 from ..model import LanguageModel
 from ..runtime import Distributed, Precision, resolve_precision
 from ..tasks import HeldoutSet, TrainingStream, get_task
 from .budget import BudgetPlan
 from .compiling import CompileChoice
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model_state, resolve_checkpoint_path
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model_state, resolve_checkpoint_path, saved_settings
 from .config import TrainConfig
 from .init_from import read_init_source
 from .optim import WarmupCosine, make_optimizer
@@ -271,20 +270,6 @@ def _windows(config: TrainConfig, data: RunData, dist: Distributed) -> tuple[Tra
     task = get_task(config.objective)
     return (task.training_stream(data, config, rank=dist.rank, world_size=dist.world_size),
             task.heldout(data.heldout_docs, data.tokenizer, config.context))
-
-
-def saved_settings(state: dict, where: str) -> tuple[TrainConfig, ModelConfig, Tokenizer]:
-    """The training settings, model config and tokenizer a checkpoint holds, each checked (CheckpointError)."""
-    try:
-        config = TrainConfig.from_dict(state["train_config"])
-        model_cfg = ModelConfig.from_dict(state["model_config"])
-    except (ConfigError, ValueError, TypeError) as err:
-        raise CheckpointError(f"{where}: saved settings are not valid for this flashgau: {err}") from None
-    try:
-        tokenizer = tokenizer_from_dict(state["tokenizer"])
-    except TokenizerError as err:
-        raise CheckpointError(f"{where}: {err}") from None
-    return config, model_cfg, tokenizer
 
 
 def _optimizer(model: LanguageModel, config: TrainConfig) -> torch.optim.Optimizer:
