@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.batching import IGNORE_INDEX, HeldoutWindows, TokenDocuments, WindowSampler
+from ..data.run_data import RunData
 from ..data.tokenizers import Tokenizer
 from ..runtime import Distributed, Precision
 from .base import Task, shared_logits, subset_note
@@ -109,8 +110,9 @@ class LMTask(Task):
     generates = True
     describe = "language modelling: a causal model predicts every next token"
 
-    def training_stream(self, data, config, *, rank: int = 0, world_size: int = 1) -> WindowSampler:
-        return self.windows(data, config, rank=rank, world_size=world_size)
+    def training_stream(self, data: RunData, *, context: int, seed: int, pack_documents: bool = False,
+                        rank: int = 0, world_size: int = 1) -> WindowSampler:
+        return data.sampler(context, seed, pack_documents=pack_documents, rank=rank, world_size=world_size)
 
     def heldout(self, docs: TokenDocuments, tokenizer: Tokenizer, context: int) -> LMHeldout:
         return LMHeldout(HeldoutWindows(docs, context), tokenizer.token_byte_lengths())

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.batching import IGNORE_INDEX, Batch, HeldoutWindows, TokenDocuments, WindowSampler
+from ..data.run_data import RunData
 from ..data.tokenizers import Tokenizer
 from ..errors import ConfigError, TokenizerError
 from ..runtime import Distributed, Precision
@@ -204,13 +205,16 @@ class MLMTask(Task):
     causal = False
     generates = False
     describe = "masked language modelling: a bidirectional model restores 15% of the tokens, corrupted BERT-style"
+    no_sample = ("(its model does not continue text): leave sample_tokens at 0, and fill masks with `flashgau fill "
+                 "RUN --text ...` after training")
 
     def tokenizer(self, data_tokenizer: Tokenizer) -> Tokenizer:
         return data_tokenizer.with_mask_token()
 
-    def training_stream(self, data, config, *, rank: int = 0, world_size: int = 1) -> MaskedWindows:
-        return MaskedWindows(self.windows(data, config, rank=rank, world_size=world_size), data.tokenizer,
-                             config.seed)
+    def training_stream(self, data: RunData, *, context: int, seed: int, pack_documents: bool = False,
+                        rank: int = 0, world_size: int = 1) -> MaskedWindows:
+        windows = data.sampler(context, seed, pack_documents=pack_documents, rank=rank, world_size=world_size)
+        return MaskedWindows(windows, data.tokenizer, seed)
 
     def heldout(self, docs: TokenDocuments, tokenizer: Tokenizer, context: int) -> MLMHeldout:
         return MLMHeldout(HeldoutWindows(docs, context), tokenizer)

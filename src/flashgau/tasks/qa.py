@@ -47,6 +47,7 @@ import torch.nn.functional as F
 
 from ..data import qa
 from ..data.batching import IGNORE_INDEX, Batch, TokenDocuments, evenly_spaced, shared_batches
+from ..data.run_data import RunData
 from ..data.tokenizers import Tokenizer
 from ..errors import ConfigError
 from ..runtime import Distributed, Precision
@@ -396,11 +397,13 @@ class QATask(Task):
     generates = False
     describe = ("question answering, who speaks this line (a stand-in for TriviaQA): loss on the answer tokens, "
                 "scored by greedy decoding (exact match, F1) and by the likeliest speaker of the window (choice)")
+    no_sample = "(its score writes the answers itself): leave sample_tokens at 0"
 
-    def training_stream(self, data, config, *, rank: int = 0, world_size: int = 1) -> QAStream:
+    def training_stream(self, data: RunData, *, context: int, seed: int, pack_documents: bool = False,
+                        rank: int = 0, world_size: int = 1) -> QAStream:
         docs = decoded(data.train_docs, data.tokenizer, data.prepared.names("train"))
-        chars = window_chars(config.context, data.tokenizer, docs)
-        return QAStream(plays_of(docs, "training"), data.tokenizer, config.context, chars, config.seed, rank=rank,
+        chars = window_chars(context, data.tokenizer, docs)
+        return QAStream(plays_of(docs, "training"), data.tokenizer, context, chars, seed, rank=rank,
                         world_size=world_size)
 
     def heldout(self, docs: TokenDocuments, tokenizer: Tokenizer, context: int) -> QAHeldout:

@@ -38,6 +38,7 @@ from typing import Any, Callable, Optional, Union
 import torch
 
 from ..config import ModelConfig
+from ..data.run_data import RunData
 from ..errors import CheckpointError, ConfigError
 from ..model import LanguageModel
 from ..runtime import Distributed, Precision, resolve_precision
@@ -49,7 +50,7 @@ from .config import TrainConfig
 from .init_from import read_init_source
 from .optim import WarmupCosine, make_optimizer
 from .run_folder import check_writable
-from .setup import (RunData, absolute_data_path, absolute_tokenizer, build_model, config_for_data, model_config_for,
+from .setup import (absolute_data_path, absolute_tokenizer, build_model, config_for_data, model_config_for,
                     prepare_data, prepare_run_data)
 
 
@@ -268,7 +269,8 @@ def _digest(state) -> str:
 def _windows(config: TrainConfig, data: RunData, dist: Distributed) -> tuple[TrainingStream, HeldoutSet]:
     """This process's training stream (its share of the run's one stream) and the held-out set, from the task."""
     task = get_task(config.objective)
-    return (task.training_stream(data, config, rank=dist.rank, world_size=dist.world_size),
+    return (task.training_stream(data, context=config.context, seed=config.seed,
+                                 pack_documents=config.pack_documents, rank=dist.rank, world_size=dist.world_size),
             task.heldout(data.heldout_docs, data.tokenizer, config.context))
 
 
