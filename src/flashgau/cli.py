@@ -439,7 +439,8 @@ def add_fill_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_fill(args: argparse.Namespace) -> int:
     from .runtime import resolve_device, resolve_precision
-    from .training.trained import fill_masks, load_trained
+    from .tasks.mlm import fill_masks
+    from .training.trained import load_trained
 
     device = resolve_device(args.device)
     trained = load_trained(args.checkpoint, device=device)

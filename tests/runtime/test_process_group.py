@@ -15,7 +15,7 @@ from flashgau.runtime import Distributed, PeerFailed, join_process_group, resolv
 from flashgau.runtime import distributed as dist_mod
 from flashgau.runtime.launch import Launch, launch_rank, torchrun_launch
 from flashgau.training.config import TrainConfig
-from flashgau.training.evaluate import evaluate
+from flashgau.tasks.lm import evaluate
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 

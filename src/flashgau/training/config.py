@@ -59,7 +59,8 @@ class TrainConfig:
                         state stay fp32 in every precision.
     compile:            "off", "on" (train under torch.compile; held-out scoring of full batches too), or "auto" (on
                         where a compiler is present and the run is long enough to repay the compile time, decided
-                        when the run starts: training/compiling.py). true / false (older checkpoints) read as on / off.
+                        when the run starts: training/compiling.py). true / false (checkpoints of flashgau 0.1.0 written
+                        before "auto" existed) read as on / off.
     checkpoint_activations: recompute each block's activations in the backward pass instead of keeping them
                         (LanguageModel.set_activation_checkpointing): a training step's activation memory falls to
                         about one block's plus a (B, T, d) input per block, for about one more forward pass of time;
@@ -177,7 +178,7 @@ class TrainConfig:
         need(self.tokenizer in TOKENIZERS or is_tokenizer_file(self.tokenizer),
              f"tokenizer must be one of {', '.join(TOKENIZERS)} or the path of a tokenizer.json, got "
              f"{self.tokenizer!r}")
-        if isinstance(self.compile, bool):                                  # saved by flashgau before "auto"
+        if isinstance(self.compile, bool):          # checkpoints of flashgau 0.1.0 written before "auto" existed
             self.compile = "on" if self.compile else "off"
         need(self.compile in COMPILE_MODES, f"compile must be one of {', '.join(COMPILE_MODES)} (or true / false), "
                                             f"got {self.compile!r}")

@@ -12,7 +12,8 @@ Checkpoint contents (a dict; flashgau.training.checkpoint writes it atomically a
     plan                          the time-budget plan (training/budget.py), None for a run given in steps
     step, tokens_seen, elapsed    optimizer steps done, training tokens consumed, wall seconds so far
     train_seconds                 seconds spent inside optimizer steps so far (the clock of a time budget that
-                                  covers training only); absent in older checkpoints: 0
+                                  covers training only); absent in checkpoints of flashgau 0.1.0 written
+                                  before the training-only budget existed: read as 0
     sampler                       the training stream's state (the task's: the window sampler's generator state and
                                   windows drawn; for MLM also the masking generator's state)
     rng                           torch's global CPU RNG state (and the CUDA one when the run used a GPU)
@@ -233,7 +234,7 @@ def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optiona
         raise CheckpointError(f"{where}: saved training state does not fit this run: {err}") from None
     step, tokens, elapsed = (_get(state, "step", int, where), _get(state, "tokens_seen", int, where),
                              _get(state, "elapsed", (int, float), where))
-    trained = state.get("train_seconds", 0.0)
+    trained = state.get("train_seconds", 0.0)       # absent in early checkpoints of flashgau 0.1.0
     total = schedule.total_steps
     if (step < 0 or (total is not None and step > total) or tokens < 0 or not 0 <= elapsed < math.inf
             or isinstance(trained, bool) or not isinstance(trained, (int, float)) or not 0 <= trained < math.inf):
