@@ -22,15 +22,18 @@ settings (training/config.py) know nothing of any objective: they ask the run's 
 The loss of a training batch is the model's own: mean cross-entropy over the labels that are not -100 (every
 micro-batch weighted by its count of scored labels). A Score carries `loss` (what the curves, the plots and the
 quality benchmark compare), `windows` (units scored) and the task's own metric; it says itself what it is
-(record, brief, headline, describe, report), so no caller needs to know which task made it.
+(record, brief, headline, describe, report, all written from its `metrics()`), so no caller needs to know which
+task made it.
 
 A new task is one more module with one Task subclass and one entry in tasks.TASKS; nothing in the loop changes. The
-QA task (qa.py: labels on the answer tokens only, scored by generating the answer greedily, EM / F1) is one. Shapes: B batch, T tokens, V vocabulary.
+QA task (qa.py: labels on the answer tokens only, scored by generating the answer greedily, EM / F1) is one.
+Shapes: B batch, T tokens, V vocabulary.
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import asdict
 from typing import Callable, ClassVar, Iterable, Iterator, Optional, Protocol
 
 import torch
@@ -48,17 +51,43 @@ class TrainingStream(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-class Score(Protocol):
+class Score:
+    """A held-out score: each task's is a dataclass of its figures, and its class says how they are written, in
+    format strings over `metrics()`; every view is then written alike for every task."""
+
     loss: float            # mean nats per scored token: the number every curve and comparison uses
     windows: int           # units scored
     all_windows: bool      # False: a fixed subset of the held-out set
 
-    def to_dict(self) -> dict: ...
-    def record(self) -> dict: ...        # the fields of a held-out record in metrics.jsonl ("heldout_loss", ...)
-    def brief(self) -> str: ...          # a periodic check's line
-    def headline(self) -> str: ...       # the one line `flashgau train` ends with
-    def describe(self) -> str: ...       # the final score, in full, on one line
-    def report(self) -> str: ...         # what `flashgau eval` prints, one figure per line
+    RECORD: ClassVar[dict[str, str]]    # a held-out record's fields in metrics.jsonl ("heldout_loss", ...): metric
+    BRIEF: ClassVar[str]                # a periodic check's line, after "held-out "
+    HEADLINE: ClassVar[str]             # the one line `flashgau train` ends with, after "held-out "
+    DESCRIBE: ClassVar[str]             # the final score, in full, on one line, after "held-out "
+    REPORT: ClassVar[str]               # what `flashgau eval` prints, one figure per line
+
+    def metrics(self) -> dict:
+        """The figures by name (the dataclass's fields), and `subset`: what a fixed subset of the held-out set adds
+        to a description."""
+        return {**asdict(self), "subset": "" if self.all_windows else ", a fixed subset of the held-out set"}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def record(self) -> dict:
+        metrics = self.metrics()
+        return {name: metrics[metric] for name, metric in self.RECORD.items()}
+
+    def brief(self) -> str:
+        return "held-out " + self.BRIEF.format_map(self.metrics())
+
+    def headline(self) -> str:
+        return "held-out " + self.HEADLINE.format_map(self.metrics())
+
+    def describe(self) -> str:
+        return "held-out " + self.DESCRIBE.format_map(self.metrics())
+
+    def report(self) -> str:
+        return self.REPORT.format_map(self.metrics())
 
 
 class HeldoutSet(Protocol):
@@ -140,6 +169,3 @@ def shared_logits(model: torch.nn.Module, windows: HeldoutWindows, batches: Call
             for _ in scored_logits(model, [idle] * extra, precision):
                 pass
 
-
-def subset_note(all_windows: bool) -> str:
-    return "" if all_windows else ", a fixed subset of the held-out set"
