@@ -99,7 +99,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from .flags import given_settings, model_option_names, model_options, option_name
-    from .runtime.distributed import launch_rank
+    from .runtime.launch import launch_rank
     from .training.config import TrainConfig
     from .training.loop import train
     from .training.state import RESUME_CHANGES
@@ -287,7 +287,8 @@ def add_fill_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_fill(args: argparse.Namespace) -> int:
     from .runtime import resolve_device, resolve_precision
-    from .training.trained import fill_masks, load_trained
+    from .tasks.mlm import fill_masks
+    from .training.trained import load_trained
 
     device = resolve_device(args.device)
     trained = load_trained(args.checkpoint, device=device)
@@ -426,7 +427,8 @@ def _report(command: str, err: FlashgauError) -> None:
     """The error's one line on stderr. Under torchrun rank 0 reports (the processes of a run fail alike, and an
     error of another process reaches rank 0 as "rank N failed: ..."); the others report only a lost peer, which
     rank 0 may be."""
-    from .runtime.distributed import PeerLost, launch_rank
+    from .runtime.distributed import PeerLost
+    from .runtime.launch import launch_rank
 
     rank = launch_rank()
     if rank == 0:

@@ -59,7 +59,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, small_corpus, cap
 
     args = _args(parse, tmp_path, small_corpus, "--archs", "flash")
     s = quality.settings_from_args(args)
-    key = quality.run_key("flash", 32, 0, s)
+    key = s.run_key("flash", 32, 0)
     folder = tmp_path / "runs" / "quality" / key
     train(quality.train_config("flash", 32, 0, s, folder), stop_after=1, progress=False, log=lambda m: None)
     assert quality.run(args) == 0
@@ -76,7 +76,7 @@ def test_a_run_stopped_by_a_signal_is_not_saved_and_resumes_next_time(tmp_path, 
     monkeypatch.setattr(loop, "train", lambda *a, **k: real_train(*a, **k, stop_after=1)
                         if "resume" not in k else real_train(*a, **k))   # the first session stops as SIGTERM would
     args = _args(parse, tmp_path, small_corpus, "--archs", "flash")
-    key = quality.run_key("flash", 32, 0, quality.settings_from_args(args))
+    key = quality.settings_from_args(args).run_key("flash", 32, 0)
     assert quality.run(args) == 1
     assert "interrupted after step 1 of 3" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "quality" / f"{key}.json").exists()
@@ -105,9 +105,9 @@ def test_quick_settings_yield_to_explicit_options(parse):
     s = quality.settings_from_args(parse(quality, ["--quick", "--precision", "fp32"]))
     assert (s.preset, s.contexts, s.seeds, s.time_budget, s.steps, s.batch_tokens, s.eval_tokens, s.series) == (
         "tiny", [128, 512], [0], 6.0, 20, 2048, 4096, ["time", "steps"])
-    assert quality.run_key("flash", 128, 0, s, "time") == "tiny-T128-6s-train-seed0-flash"
+    assert s.run_key("flash", 128, 0, "time") == "tiny-T128-6s-train-seed0-flash"
     s = quality.settings_from_args(parse(quality, ["--quick", "--precision", "bf16"]))
-    assert quality.run_key("flash", 128, 0, s, "time") == "tiny-T128-6s-train-seed0-flash-bf16"
+    assert s.run_key("flash", 128, 0, "time") == "tiny-T128-6s-train-seed0-flash-bf16"
     s = quality.settings_from_args(parse(quality, ["--time-budget", 30]))
     assert (s.series, s.time_budget, s.steps) == (["time"], 30.0, None)
     s = quality.settings_from_args(parse(quality, ["--series", "steps", "--time-budget", 30]))
@@ -115,7 +115,7 @@ def test_quick_settings_yield_to_explicit_options(parse):
     s = quality.settings_from_args(parse(quality, ["--quick", "--preset", "small", "--batch-tokens", 8192,
                                                    "--steps", 5, "--precision", "fp32"]))
     assert (s.preset, s.batch_tokens, s.time_budget, s.steps) == ("small", 8192, None, 5)
-    assert quality.run_key("flash", 128, 0, s) == "small-T128-5steps-seed0-flash"
+    assert s.run_key("flash", 128, 0) == "small-T128-5steps-seed0-flash"
 
 
 def test_curve_and_interpolation():
@@ -192,7 +192,7 @@ def test_mlm_objective_trains_bidirectional_models_and_measures_speedup_to_trans
     s = quality.settings_from_args(parse(quality, ["--objective", "mlm", "--precision", "fp32"]))
     assert (s.archs, s.contexts, s.preset) == (list(quality.MLM_ARCHS), [512, 2048], "tiny") and s.stem == "quality-mlm"
     assert (s.budget_for(512), s.budget_for(2048), s.budget_for(1024)) == (100.0, 240.0, 120.0)
-    assert quality.run_key("flash", 2048, 1, s, "time") == "tiny-T2048-240s-train-seed1-flash"
+    assert s.run_key("flash", 2048, 1, "time") == "tiny-T2048-240s-train-seed1-flash"
     s = quality.settings_from_args(parse(quality, ["--objective", "mlm", "--time-budget", 30]))
     assert s.budget_for(2048) == 30.0 and s.context_budgets == {}
     s = quality.settings_from_args(parse(quality, ["--context-budget", "4096=50", "--time-budget", 20]))
@@ -281,8 +281,8 @@ def test_equal_time_rows_from_two_kinds_of_machine_are_flagged_and_equal_steps_a
                 other = T == 32 and arch == "flash"
                 curve = [dict(step=step, train_time=t, tokens=64 * step, heldout_loss=x)
                          for step, t, x in ((1, 0.5, 3.0), (3, 1.0, 2.5 if arch == "flash" else 2.6))]
-                store.save(quality.run_key(arch, T, 0, s, series), dict(
-                    key=quality.run_key(arch, T, 0, s, series), arch=arch, context=T, seed=0, steps=3, tokens=192,
+                store.save(s.run_key(arch, T, 0, series), dict(
+                    key=s.run_key(arch, T, 0, series), arch=arch, context=T, seed=0, steps=3, tokens=192,
                     train_time=1.0, num_parameters=1000, curve=curve,
                     final=dict(loss=curve[-1]["heldout_loss"], perplexity=13.0, bits_per_byte=3.7),
                     env=dict(command="flashgau bench quality", machine=avx512 if other else avx2)))

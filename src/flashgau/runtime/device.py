@@ -11,6 +11,7 @@ from typing import Optional, Union
 import torch
 
 from ..errors import ConfigError
+from .launch import torchrun_launch
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 
@@ -19,8 +20,6 @@ def resolve_device(spec: Optional[Union[str, torch.device]] = "auto") -> torch.d
     """"auto" (or None): the first CUDA device when PyTorch sees one, else the CPU. "cpu", "cuda", "cuda:N" are
     checked against what this machine has; anything else is a ConfigError naming the choices. Under torchrun
     (LOCAL_RANK set), "auto" and "cuda" give each process of a machine its own GPU: cuda:LOCAL_RANK."""
-    from .distributed import torchrun_launch
-
     if isinstance(spec, torch.device):
         spec = str(spec)
     launch = torchrun_launch()

@@ -7,7 +7,7 @@ over the processes (PyTorch's DistributedDataParallel, or FSDP2's `fully_shard`)
         plan = dist.broadcast(plan)                           # rank 0's object on every process
 
 torchrun starts N processes and tells each who it is in its environment (RANK, WORLD_SIZE, LOCAL_RANK,
-LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT); this module reads them, nothing else does. Without torchrun, or with
+LOCAL_WORLD_SIZE: read by launch.py; MASTER_ADDR, MASTER_PORT: read by torch.distributed). Without torchrun, or with
 one process, `join_process_group` gives a `Distributed` of one process whose collectives return their inputs, so
 the training loop has one code path for both.
 
@@ -34,13 +34,14 @@ import contextlib
 import math
 import os
 import re
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 
 import torch
 
 from ..errors import ConfigError, FlashgauError
+from .device import resolve_device
+from .launch import torchrun_launch
 
 TIMEOUT_ENV = "FLASHGAU_DIST_TIMEOUT"
 DEFAULT_TIMEOUT = 600.0          # seconds a collective waits for the other processes (PyTorch's NCCL default)
@@ -53,45 +54,6 @@ class PeerLost(FlashgauError):
 
 class PeerFailed(FlashgauError):
     """Another process of the run failed while setting up (that process reports its own error)."""
-
-
-@dataclass(frozen=True)
-class Launch:
-    """Who this process is among the processes torchrun started (its environment variables)."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-    local_world_size: int
-
-
-def torchrun_launch() -> Optional[Launch]:
-    """This process's place in a torchrun launch; None when torchrun (or a launcher that sets the same variables)
-    did not start it."""
-    env = os.environ
-    if "RANK" not in env or "WORLD_SIZE" not in env:
-        return None
-    try:
-        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
-        local = int(env.get("LOCAL_RANK", rank))
-        local_world = int(env.get("LOCAL_WORLD_SIZE", world))
-    except ValueError:
-        raise ConfigError(f"RANK / WORLD_SIZE / LOCAL_RANK are not integers ({env.get('RANK')!r}, "
-                          f"{env.get('WORLD_SIZE')!r}, {env.get('LOCAL_RANK')!r}); start the run with torchrun") \
-            from None
-    if not (world >= 1 and 0 <= rank < world and 0 <= local < max(local_world, 1)):
-        raise ConfigError(f"RANK {rank} of WORLD_SIZE {world} (LOCAL_RANK {local}) is not a process of a run; "
-                          "start the run with torchrun")
-    return Launch(rank, world, local, local_world)
-
-
-def launch_rank() -> int:
-    """This process's rank under torchrun (0 without): what decides who prints the command's results."""
-    try:
-        launch = torchrun_launch()
-    except ConfigError:
-        return 0
-    return launch.rank if launch is not None else 0
 
 
 def collective_timeout() -> float:
@@ -353,8 +315,6 @@ def join_process_group(device_spec: Any = "auto", *, fsdp: bool = False) -> Iter
     """The run's processes, for the duration: under torchrun with WORLD_SIZE > 1 this process joins the process
     group (gloo on CPUs, NCCL on cuda:LOCAL_RANK) unless it already belongs to one, and leaves it at the end if it
     joined; otherwise a Distributed of one process on the device `device_spec` names (device.resolve_device)."""
-    from .device import resolve_device
-
     launch = torchrun_launch()
     device = resolve_device(device_spec)
     if launch is None or launch.world_size == 1:

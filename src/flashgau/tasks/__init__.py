@@ -29,4 +29,5 @@ def get_task(objective: str) -> Task:
         raise ConfigError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}") from None
 
 
-__all__ = ["TASKS", "OBJECTIVES", "get_task", "Task", "TrainingStream", "HeldoutSet", "Score", "LMTask", "MLMTask", "QATask"]
+__all__ = ["TASKS", "OBJECTIVES", "get_task", "Task", "TrainingStream", "HeldoutSet", "Score", "LMTask", "MLMTask",
+           "QATask"]

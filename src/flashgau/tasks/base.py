@@ -1,15 +1,18 @@
 """What every task supplies, and the pieces their evaluations share.
 
-A task is what a run learns. The training loop (training/loop.py) and the run state (training/state.py) know
-nothing of any objective: they ask the run's task for
+A task is what a run learns. The training loop (training/loop.py), the run state (training/state.py) and the run
+settings (training/config.py) know nothing of any objective: they ask the run's task for
 
     task.causal                       the model's direction (a causal LM, or a bidirectional encoder)
     task.generates                    whether the end-of-run sample (text continued from a prompt) makes sense
     task.tokenizer(data_tokenizer)    the run's tokenizer, from the data's (MLM: + the mask token)
-    task.training_stream(data, config, rank=, world_size=)
-                                      a TrainingStream: next_batch(n) -> Batch (input_ids, labels with -100 where
-                                      nothing is scored, attention_mask), state_dict() / load_state_dict() (saved
-                                      in the checkpoint as "sampler": resume is exact)
+    task.check_settings(sample_tokens=)
+                                      a ConfigError for run settings the objective cannot serve
+    task.training_stream(data, context=, seed=, pack_documents=, rank=, world_size=)
+                                      a TrainingStream drawn from the run's data (data/run_data.py): next_batch(n) ->
+                                      Batch (input_ids, labels with -100 where nothing is scored, attention_mask),
+                                      state_dict() / load_state_dict() (saved in the checkpoint as "sampler":
+                                      resume is exact)
     task.heldout(docs, tokenizer, context)
                                       a HeldoutSet: len() units (windows, examples) and evaluate(model, *,
                                       batch_size, precision, limit, dist) -> Score, on fixed units (limit: a fixed,
@@ -19,26 +22,27 @@ nothing of any objective: they ask the run's task for
 The loss of a training batch is the model's own: mean cross-entropy over the labels that are not -100 (every
 micro-batch weighted by its count of scored labels). A Score carries `loss` (what the curves, the plots and the
 quality benchmark compare), `windows` (units scored) and the task's own metric; it says itself what it is
-(record, brief, headline, describe, report), so no caller needs to know which task made it.
+(record, brief, headline, describe, report, all written from its `metrics()`), so no caller needs to know which
+task made it.
 
 A new task is one more module with one Task subclass and one entry in tasks.TASKS; nothing in the loop changes. The
-QA task (qa.py: labels on the answer tokens only, scored by generating the answer greedily, EM / F1) is one. Shapes: B batch, T tokens, V vocabulary.
+QA task (qa.py: labels on the answer tokens only, scored by generating the answer greedily, EM / F1) is one.
+Shapes: B batch, T tokens, V vocabulary.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Callable, ClassVar, Iterable, Iterator, Optional, Protocol
+from dataclasses import asdict
+from typing import Callable, ClassVar, Iterable, Iterator, Optional, Protocol
 
 import torch
 
-from ..data.batching import Batch, HeldoutWindows, TokenDocuments, WindowSampler
+from ..data.batching import Batch, HeldoutWindows, TokenDocuments
+from ..data.run_data import RunData
 from ..data.tokenizers import Tokenizer
+from ..errors import ConfigError
 from ..runtime import Distributed, Precision
-
-if TYPE_CHECKING:                      # the training layer sits above this one: named in annotations only
-    from ..training.config import TrainConfig
-    from ..training.setup import RunData
 
 
 class TrainingStream(Protocol):
@@ -47,17 +51,43 @@ class TrainingStream(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-class Score(Protocol):
+class Score:
+    """A held-out score: each task's is a dataclass of its figures, and its class says how they are written, in
+    format strings over `metrics()`; every view is then written alike for every task."""
+
     loss: float            # mean nats per scored token: the number every curve and comparison uses
     windows: int           # units scored
     all_windows: bool      # False: a fixed subset of the held-out set
 
-    def to_dict(self) -> dict: ...
-    def record(self) -> dict: ...        # the fields of a held-out record in metrics.jsonl ("heldout_loss", ...)
-    def brief(self) -> str: ...          # a periodic check's line
-    def headline(self) -> str: ...       # the one line `flashgau train` ends with
-    def describe(self) -> str: ...       # the final score, in full, on one line
-    def report(self) -> str: ...         # what `flashgau eval` prints, one figure per line
+    RECORD: ClassVar[dict[str, str]]    # a held-out record's fields in metrics.jsonl ("heldout_loss", ...): metric
+    BRIEF: ClassVar[str]                # a periodic check's line, after "held-out "
+    HEADLINE: ClassVar[str]             # the one line `flashgau train` ends with, after "held-out "
+    DESCRIBE: ClassVar[str]             # the final score, in full, on one line, after "held-out "
+    REPORT: ClassVar[str]               # what `flashgau eval` prints, one figure per line
+
+    def metrics(self) -> dict:
+        """The figures by name (the dataclass's fields), and `subset`: what a fixed subset of the held-out set adds
+        to a description."""
+        return {**asdict(self), "subset": "" if self.all_windows else ", a fixed subset of the held-out set"}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def record(self) -> dict:
+        metrics = self.metrics()
+        return {name: metrics[metric] for name, metric in self.RECORD.items()}
+
+    def brief(self) -> str:
+        return "held-out " + self.BRIEF.format_map(self.metrics())
+
+    def headline(self) -> str:
+        return "held-out " + self.HEADLINE.format_map(self.metrics())
+
+    def describe(self) -> str:
+        return "held-out " + self.DESCRIBE.format_map(self.metrics())
+
+    def report(self) -> str:
+        return self.REPORT.format_map(self.metrics())
 
 
 class HeldoutSet(Protocol):
@@ -73,20 +103,23 @@ class Task:
     causal: ClassVar[bool]
     generates: ClassVar[bool]
     describe: ClassVar[str]
+    no_sample: ClassVar[str] = ""      # a task that does not generate: why it writes no sample, and what to do
+
+    def check_settings(self, *, sample_tokens: int) -> None:
+        """A ConfigError for run settings this objective cannot serve: an end-of-run sample of a task that does not
+        generate."""
+        if sample_tokens and not self.generates:
+            raise ConfigError(f"objective {self.name} writes no sample {self.no_sample}")
 
     def tokenizer(self, data_tokenizer: Tokenizer) -> Tokenizer:
         """The run's tokenizer, made from the data's (what the checkpoint stores; its vocabulary sizes the model)."""
         return data_tokenizer
 
-    def training_stream(self, data: "RunData", config: "TrainConfig", *, rank: int = 0,
-                        world_size: int = 1) -> TrainingStream:
+    def training_stream(self, data: RunData, *, context: int, seed: int, pack_documents: bool = False,
+                        rank: int = 0, world_size: int = 1) -> TrainingStream:
+        """This process's share (rank of world_size) of the run's training batches: windows of `context` tokens
+        drawn from `data` with `seed`, crossing document boundaries when `pack_documents`."""
         raise NotImplementedError
-
-    @staticmethod
-    def windows(data: "RunData", config: "TrainConfig", *, rank: int = 0, world_size: int = 1) -> WindowSampler:
-        """The run's random training windows (data/batching.py), this process's share of them."""
-        return data.sampler(config.context, config.seed, pack_documents=config.pack_documents, rank=rank,
-                            world_size=world_size)
 
     def heldout(self, docs: TokenDocuments, tokenizer: Tokenizer, context: int) -> HeldoutSet:
         raise NotImplementedError
@@ -136,6 +169,3 @@ def shared_logits(model: torch.nn.Module, windows: HeldoutWindows, batches: Call
             for _ in scored_logits(model, [idle] * extra, precision):
                 pass
 
-
-def subset_note(all_windows: bool) -> str:
-    return "" if all_windows else ", a fixed subset of the held-out set"

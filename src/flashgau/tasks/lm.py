@@ -12,20 +12,21 @@ compares across tokenizers as well as across architectures.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..data.batching import IGNORE_INDEX, HeldoutWindows, TokenDocuments, WindowSampler
+from ..data.run_data import RunData
 from ..data.tokenizers import Tokenizer
 from ..runtime import Distributed, Precision
-from .base import Task, shared_logits, subset_note
+from .base import Score, Task, shared_logits
 
 
 @dataclass
-class EvalResult:
+class EvalResult(Score):
     loss: float            # mean nats per scored token
     bits_per_byte: float
     perplexity: float      # exp(loss), per token
@@ -34,26 +35,13 @@ class EvalResult:
     windows: int
     all_windows: bool = True   # False: a fixed subset of the held-out windows was scored
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def record(self) -> dict:
-        return {"heldout_loss": self.loss, "heldout_bpb": self.bits_per_byte}
-
-    def brief(self) -> str:
-        return f"held-out loss {self.loss:.4f}, {self.bits_per_byte:.4f} bits/byte"
-
-    def headline(self) -> str:
-        return f"held-out bits per byte: {self.bits_per_byte:.4f}"
-
-    def describe(self) -> str:
-        return (f"held-out loss {self.loss:.4f} nats/token | {self.bits_per_byte:.4f} bits/byte | "
-                f"perplexity {self.perplexity:.2f} per token ({self.tokens:,} tokens, {self.bytes:,} bytes, "
-                f"{self.windows:,} windows{subset_note(self.all_windows)})")
-
-    def report(self) -> str:
-        return (f"loss: {self.loss:.4f} nats/token\nbits per byte: {self.bits_per_byte:.4f}\n"
-                f"perplexity: {self.perplexity:.3f} per token\ntokens: {self.tokens:,}  bytes: {self.bytes:,}")
+    RECORD = {"heldout_loss": "loss", "heldout_bpb": "bits_per_byte"}
+    BRIEF = "loss {loss:.4f}, {bits_per_byte:.4f} bits/byte"
+    HEADLINE = "bits per byte: {bits_per_byte:.4f}"
+    DESCRIBE = ("loss {loss:.4f} nats/token | {bits_per_byte:.4f} bits/byte | perplexity {perplexity:.2f} per token "
+                "({tokens:,} tokens, {bytes:,} bytes, {windows:,} windows{subset})")
+    REPORT = ("loss: {loss:.4f} nats/token\nbits per byte: {bits_per_byte:.4f}\n"
+              "perplexity: {perplexity:.3f} per token\ntokens: {tokens:,}  bytes: {bytes:,}")
 
 
 @torch.no_grad()
@@ -109,8 +97,9 @@ class LMTask(Task):
     generates = True
     describe = "language modelling: a causal model predicts every next token"
 
-    def training_stream(self, data, config, *, rank: int = 0, world_size: int = 1) -> WindowSampler:
-        return self.windows(data, config, rank=rank, world_size=world_size)
+    def training_stream(self, data: RunData, *, context: int, seed: int, pack_documents: bool = False,
+                        rank: int = 0, world_size: int = 1) -> WindowSampler:
+        return data.sampler(context, seed, pack_documents=pack_documents, rank=rank, world_size=world_size)
 
     def heldout(self, docs: TokenDocuments, tokenizer: Tokenizer, context: int) -> LMHeldout:
         return LMHeldout(HeldoutWindows(docs, context), tokenizer.token_byte_lengths())

@@ -25,17 +25,18 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from ..data.batching import IGNORE_INDEX, Batch, HeldoutWindows, TokenDocuments, WindowSampler
+from ..data.run_data import RunData
 from ..data.tokenizers import Tokenizer
 from ..errors import ConfigError, TokenizerError
 from ..runtime import Distributed, Precision
-from .base import Task, eval_mode, shared_logits, subset_note
+from .base import Score, Task, eval_mode, shared_logits
 
 MASK_RATE = 0.15         # share of a window's real tokens chosen
 MASK_SHARE = 0.8         # of the chosen: replaced by the mask token
@@ -118,7 +119,7 @@ class MaskedWindows:
 # ------------------------------------------------------------------------------------------------ held-out
 
 @dataclass
-class MLMEvalResult:
+class MLMEvalResult(Score):
     loss: float            # mean nats per masked (chosen) token
     accuracy: float        # share of masked tokens whose most likely prediction is the original
     perplexity: float      # exp(loss)
@@ -126,27 +127,13 @@ class MLMEvalResult:
     windows: int
     all_windows: bool = True
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def record(self) -> dict:
-        return {"heldout_loss": self.loss, "heldout_accuracy": self.accuracy}
-
-    def brief(self) -> str:
-        return f"held-out masked-token loss {self.loss:.4f}, accuracy {self.accuracy:.2%}"
-
-    def headline(self) -> str:
-        return f"held-out masked-token loss: {self.loss:.4f} nats (accuracy {self.accuracy:.2%})"
-
-    def describe(self) -> str:
-        return (f"held-out masked-token loss {self.loss:.4f} nats/token | accuracy {self.accuracy:.2%} | perplexity "
-                f"{self.perplexity:.2f} ({self.tokens:,} masked tokens, {self.windows:,} windows"
-                f"{subset_note(self.all_windows)})")
-
-    def report(self) -> str:
-        return (f"masked-token loss: {self.loss:.4f} nats/token\naccuracy: {self.accuracy:.4f}\n"
-                f"perplexity: {self.perplexity:.3f} per masked token\nmasked tokens: {self.tokens:,}  "
-                f"windows: {self.windows:,}")
+    RECORD = {"heldout_loss": "loss", "heldout_accuracy": "accuracy"}
+    BRIEF = "masked-token loss {loss:.4f}, accuracy {accuracy:.2%}"
+    HEADLINE = "masked-token loss: {loss:.4f} nats (accuracy {accuracy:.2%})"
+    DESCRIBE = ("masked-token loss {loss:.4f} nats/token | accuracy {accuracy:.2%} | perplexity {perplexity:.2f} "
+                "({tokens:,} masked tokens, {windows:,} windows{subset})")
+    REPORT = ("masked-token loss: {loss:.4f} nats/token\naccuracy: {accuracy:.4f}\nperplexity: {perplexity:.3f} per "
+              "masked token\nmasked tokens: {tokens:,}  windows: {windows:,}")
 
 
 @dataclass
@@ -204,13 +191,16 @@ class MLMTask(Task):
     causal = False
     generates = False
     describe = "masked language modelling: a bidirectional model restores 15% of the tokens, corrupted BERT-style"
+    no_sample = ("(its model does not continue text): leave sample_tokens at 0, and fill masks with `flashgau fill "
+                 "RUN --text ...` after training")
 
     def tokenizer(self, data_tokenizer: Tokenizer) -> Tokenizer:
         return data_tokenizer.with_mask_token()
 
-    def training_stream(self, data, config, *, rank: int = 0, world_size: int = 1) -> MaskedWindows:
-        return MaskedWindows(self.windows(data, config, rank=rank, world_size=world_size), data.tokenizer,
-                             config.seed)
+    def training_stream(self, data: RunData, *, context: int, seed: int, pack_documents: bool = False,
+                        rank: int = 0, world_size: int = 1) -> MaskedWindows:
+        windows = data.sampler(context, seed, pack_documents=pack_documents, rank=rank, world_size=world_size)
+        return MaskedWindows(windows, data.tokenizer, seed)
 
     def heldout(self, docs: TokenDocuments, tokenizer: Tokenizer, context: int) -> MLMHeldout:
         return MLMHeldout(HeldoutWindows(docs, context), tokenizer)

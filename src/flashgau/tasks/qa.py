@@ -39,7 +39,7 @@ import contextlib
 import dataclasses
 import math
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import torch
@@ -47,10 +47,11 @@ import torch.nn.functional as F
 
 from ..data import qa
 from ..data.batching import IGNORE_INDEX, Batch, TokenDocuments, evenly_spaced, shared_batches
+from ..data.run_data import RunData
 from ..data.tokenizers import Tokenizer
 from ..errors import ConfigError
 from ..runtime import Distributed, Precision
-from .base import Task, eval_mode, shared_logits, subset_note
+from .base import Score, Task, eval_mode, shared_logits
 
 HELDOUT_EXAMPLES = 200      # the fixed held-out set
 HELDOUT_SEED = 15           # its examples are drawn with this seed
@@ -194,7 +195,7 @@ class QAStream:
 # ------------------------------------------------------------------------------------------------ held-out
 
 @dataclass
-class QAEvalResult:
+class QAEvalResult(Score):
     loss: float                  # mean nats per answer token (teacher forcing)
     exact_match: float           # percent of examples whose greedy answer is the tag (qa.exact_match)
     f1: float                    # mean token F1, percent
@@ -210,38 +211,26 @@ class QAEvalResult:
     all_windows: bool = True
     samples: list = field(default_factory=list)   # the first SAMPLES scored: {answer, predicted, chosen, speakers}
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    RECORD = {"heldout_loss": "loss", "heldout_exact_match": "exact_match", "heldout_f1": "f1",
+              "heldout_choice": "choice"}
+    BRIEF = "answer loss {loss:.4f}, EM {exact_match:.1f}, F1 {f1:.1f}, choice {choice:.1f}"
+    HEADLINE = ("QA: EM {exact_match:.1f} F1 {f1:.1f} choice {choice:.1f} (floors: most frequent speaker EM "
+                "{floor_frequent_em:.1f} F1 {floor_frequent_f1:.1f}, random speaker EM {floor_random_em:.1f} F1 "
+                "{floor_random_f1:.1f})")
+    DESCRIBE = ("answer loss {loss:.4f} nats/token | exact match {exact_match:.1f} | F1 {f1:.1f} | choice "
+                "{choice:.1f} | floors: most frequent speaker EM {floor_frequent_em:.1f} F1 {floor_frequent_f1:.1f}, "
+                "random speaker EM {floor_random_em:.1f} F1 {floor_random_f1:.1f} ({windows:,} examples, "
+                "{tokens:,} answer tokens{subset})")
+    REPORT = ("answer loss: {loss:.4f} nats/token\nexact match: {exact_match:.2f}\nF1: {f1:.2f}\n"
+              "choice (likeliest speaker of the window): {choice:.2f}\n"
+              "floor, most frequent speaker: EM {floor_frequent_em:.2f}  F1 {floor_frequent_f1:.2f}\n"
+              "floor, random speaker: EM {floor_random_em:.2f}  F1 {floor_random_f1:.2f}\n"
+              "examples: {windows:,}  answer tokens: {tokens:,}  truncated windows: {truncated:,}{sample_lines}")
 
-    def record(self) -> dict:
-        return {"heldout_loss": self.loss, "heldout_exact_match": self.exact_match, "heldout_f1": self.f1,
-                "heldout_choice": self.choice}
-
-    def brief(self) -> str:
-        return (f"held-out answer loss {self.loss:.4f}, EM {self.exact_match:.1f}, F1 {self.f1:.1f}, choice "
-                f"{self.choice:.1f}")
-
-    def headline(self) -> str:
-        return (f"held-out QA: EM {self.exact_match:.1f} F1 {self.f1:.1f} choice {self.choice:.1f} (floors: most "
-                f"frequent speaker EM {self.floor_frequent_em:.1f} F1 {self.floor_frequent_f1:.1f}, random speaker "
-                f"EM {self.floor_random_em:.1f} F1 {self.floor_random_f1:.1f})")
-
-    def describe(self) -> str:
-        return (f"held-out answer loss {self.loss:.4f} nats/token | exact match {self.exact_match:.1f} | F1 "
-                f"{self.f1:.1f} | choice {self.choice:.1f} | floors: most frequent speaker EM "
-                f"{self.floor_frequent_em:.1f} F1 {self.floor_frequent_f1:.1f}, random speaker EM "
-                f"{self.floor_random_em:.1f} F1 {self.floor_random_f1:.1f} ({self.windows:,} examples, "
-                f"{self.tokens:,} answer tokens"
-                f"{subset_note(self.all_windows)})")
-
-    def report(self) -> str:
-        return (f"answer loss: {self.loss:.4f} nats/token\nexact match: {self.exact_match:.2f}\nF1: {self.f1:.2f}\n"
-                f"choice (likeliest speaker of the window): {self.choice:.2f}\n"
-                f"floor, most frequent speaker: EM {self.floor_frequent_em:.2f}  F1 {self.floor_frequent_f1:.2f}\n"
-                f"floor, random speaker: EM {self.floor_random_em:.2f}  F1 {self.floor_random_f1:.2f}\n"
-                f"examples: {self.windows:,}  answer tokens: {self.tokens:,}  truncated windows: {self.truncated:,}"
-                + "".join(f"\n  answer {x['answer']!r}, written {x['predicted']!r}, chosen {x['chosen']!r}"
-                          for x in self.samples))
+    def metrics(self) -> dict:
+        """Score.metrics, and `sample_lines`: the answers of the first examples, one line each."""
+        return {**super().metrics(), "sample_lines": "".join(
+            f"\n  answer {x['answer']!r}, written {x['predicted']!r}, chosen {x['chosen']!r}" for x in self.samples)}
 
 
 class QAHeldout:
@@ -396,11 +385,13 @@ class QATask(Task):
     generates = False
     describe = ("question answering, who speaks this line (a stand-in for TriviaQA): loss on the answer tokens, "
                 "scored by greedy decoding (exact match, F1) and by the likeliest speaker of the window (choice)")
+    no_sample = "(its score writes the answers itself): leave sample_tokens at 0"
 
-    def training_stream(self, data, config, *, rank: int = 0, world_size: int = 1) -> QAStream:
+    def training_stream(self, data: RunData, *, context: int, seed: int, pack_documents: bool = False,
+                        rank: int = 0, world_size: int = 1) -> QAStream:
         docs = decoded(data.train_docs, data.tokenizer, data.prepared.names("train"))
-        chars = window_chars(config.context, data.tokenizer, docs)
-        return QAStream(plays_of(docs, "training"), data.tokenizer, config.context, chars, config.seed, rank=rank,
+        chars = window_chars(context, data.tokenizer, docs)
+        return QAStream(plays_of(docs, "training"), data.tokenizer, context, chars, seed, rank=rank,
                         world_size=world_size)
 
     def heldout(self, docs: TokenDocuments, tokenizer: Tokenizer, context: int) -> QAHeldout:

@@ -6,17 +6,17 @@
     mlm = train(TrainConfig(objective="mlm", out="runs/mlm"))         # a bidirectional model, masked-token loss
     print(fill_masks(mlm.model, mlm.tokenizer, "To be, or n<mask>t to be").text)
 
-Modules: config (TrainConfig), state (a run's state: start, resume, the checkpoint layout), loop (train()),
-budget (fitting a run into a time budget), evaluate (held-out scoring of LM; every objective's metric lives with
-its task in flashgau.tasks), trained (using a finished run),
-checkpoint (the file), optim, metrics, progress, setup (data and model of a run).
+Modules: config (TrainConfig), setup (the data and model of a run), state (a run's state: start, resume, the
+checkpoint layout), init_from (starting from another run's weights), loop (train()), budget (fitting a run into a
+time budget), compiling (--compile auto), trained (using a finished run), checkpoint (the file and the settings it
+holds), run_folder, optim, metrics, progress. Every objective's metric lives with its task (flashgau.tasks).
 """
 
+from ..tasks.mlm import FillResult, fill_masks
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .evaluate import EvalResult, evaluate
-from .trained import FillResult, evaluate_checkpoint, fill_masks, load_trained, sample_text
 from .loop import TrainResult, train
+from .trained import evaluate_checkpoint, load_trained, sample_text
 
-__all__ = ["TrainConfig", "train", "TrainResult", "evaluate", "EvalResult", "evaluate_checkpoint", "load_trained",
-           "sample_text", "fill_masks", "FillResult", "load_checkpoint", "save_checkpoint"]
+__all__ = ["TrainConfig", "train", "TrainResult", "evaluate_checkpoint", "load_trained", "sample_text", "fill_masks",
+           "FillResult", "load_checkpoint", "save_checkpoint"]

@@ -1,5 +1,6 @@
 """Checkpoint files: one file holding everything needed to continue a run, written atomically, read with clear
-errors. What goes inside is the run state's business (training/state.py); this module knows the file.
+errors. What goes inside is the run state's business (training/state.py); this module knows the file, and reads
+back the settings every checkpoint holds (`saved_settings`: the training settings, model config and tokenizer).
 
 The file is a dict saved with torch.save (plus "format" and "version") and read back with `weights_only=True`, so
 loading runs no pickled code. `save_checkpoint` writes to a temporary file in the same folder, flushes it to disk,
@@ -19,8 +20,11 @@ from typing import Any, Union
 
 import torch
 
-from ..errors import CheckpointError
+from ..config import ModelConfig
+from ..data.tokenizers import Tokenizer, tokenizer_from_dict
+from ..errors import CheckpointError, ConfigError, TokenizerError
 from ..files import fsync_folder
+from .config import TrainConfig
 
 CHECKPOINT_FORMAT = "flashgau-checkpoint"
 CHECKPOINT_VERSION = 2          # 2 added the time-budget plan, the precision that ran and the gradient scaler
@@ -144,3 +148,17 @@ def load_model_state(model: torch.nn.Module, weights: dict, path: Union[str, Pat
                  if names]
         raise CheckpointError(f"{path}: weights do not fit the saved model config ({'; '.join(parts)})")
     model.load_state_dict(weights)
+
+
+def saved_settings(state: dict, where: str) -> tuple[TrainConfig, ModelConfig, Tokenizer]:
+    """The training settings, model config and tokenizer a checkpoint holds, each checked (CheckpointError)."""
+    try:
+        config = TrainConfig.from_dict(state["train_config"])
+        model_cfg = ModelConfig.from_dict(state["model_config"])
+    except (ConfigError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{where}: saved settings are not valid for this flashgau: {err}") from None
+    try:
+        tokenizer = tokenizer_from_dict(state["tokenizer"])
+    except TokenizerError as err:
+        raise CheckpointError(f"{where}: {err}") from None
+    return config, model_cfg, tokenizer

@@ -8,17 +8,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
-from ..config import ARCHS, PRESET_NAMES
+from ..config import ARCHS, PRESET_NAMES, ModelConfig
 from ..data.tokenizers import is_tokenizer_file
 from ..errors import ConfigError
 from ..runtime import PRECISIONS
+from ..tasks import get_task
 from .budget import COVERS
 from .compiling import COMPILE_MODES
-
-if TYPE_CHECKING:
-    from ..config import ModelConfig
 
 TOKENIZERS = ("bytes", "bpe")
 # ModelConfig fields a run sets itself, so TrainConfig.model may not: why, for the error message.
@@ -138,8 +136,6 @@ class TrainConfig:
         "(ModelConfig.for_context) when the settings are made, before anything is written")})
 
     def __post_init__(self) -> None:
-        from ..tasks import OBJECTIVES, TASKS
-
         def need(ok: bool, msg: str) -> None:
             if not ok:
                 raise ConfigError(msg)
@@ -160,8 +156,7 @@ class TrainConfig:
 
         need(self.arch in ARCHS, f"unknown arch {self.arch!r}; choose one of {', '.join(ARCHS)}")
         need(self.preset in PRESET_NAMES, f"unknown preset {self.preset!r}; choose one of {', '.join(PRESET_NAMES)}")
-        need(self.objective in OBJECTIVES, f"unknown objective {self.objective!r}; choose one of "
-                                           f"{', '.join(OBJECTIVES)}")
+        task = get_task(self.objective)
         for name in ("context", "batch_tokens", "micro_batch_tokens", "eval_windows", "bpe_vocab_size"):
             positive_int(name)
         for name in ("steps", "eval_every", "save_every"):
@@ -170,11 +165,7 @@ class TrainConfig:
              f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
         need(_is_int(self.sample_tokens) and 0 <= self.sample_tokens <= MAX_INT,
              f"sample_tokens must be an integer >= 0, got {self.sample_tokens!r}")
-        need(TASKS[self.objective].generates or self.sample_tokens == 0,
-             f"objective {self.objective} writes no sample "
-             + ("(its model does not continue text): leave sample_tokens at 0, and fill masks with `flashgau fill "
-                "RUN --text ...` after training" if self.objective == "mlm" else
-                "(its score writes the answers itself): leave sample_tokens at 0"))
+        task.check_settings(sample_tokens=self.sample_tokens)
         need(self.sample_prompt is None or isinstance(self.sample_prompt, str),
              f"sample_prompt must be text or None, got {type(self.sample_prompt).__name__}")
         need(self.init_from is None or (isinstance(self.init_from, str) and self.init_from != ""),
@@ -199,7 +190,7 @@ class TrainConfig:
         need(self.tokenizer in TOKENIZERS or is_tokenizer_file(self.tokenizer),
              f"tokenizer must be one of {', '.join(TOKENIZERS)} or the path of a tokenizer.json, got "
              f"{self.tokenizer!r}")
-        if isinstance(self.compile, bool):                                  # saved by flashgau before "auto"
+        if isinstance(self.compile, bool):          # checkpoints of flashgau 0.1.0 written before "auto" existed
             self.compile = "on" if self.compile else "off"
         need(self.compile in COMPILE_MODES, f"compile must be one of {', '.join(COMPILE_MODES)} (or true / false), "
                                             f"got {self.compile!r}")
@@ -211,12 +202,9 @@ class TrainConfig:
             self.time_budget = DEFAULT_TIME_BUDGET
         self.model_config(256)                                             # the model options fit together
 
-    def model_config(self, vocab_size: int) -> "ModelConfig":
+    def model_config(self, vocab_size: int) -> ModelConfig:
         """The run's ModelConfig over `vocab_size` ids (causal or not as the objective says; the preset, the context
         and the model options); a ConfigError naming the option that does not fit."""
-        from ..config import ModelConfig
-        from ..tasks import get_task
-
         if not isinstance(self.model, dict) or not all(isinstance(k, str) for k in self.model):
             raise ConfigError(f"model must be a dict of ModelConfig fields, got {self.model!r}")
         for name in sorted(set(self.model) & set(NOT_MODEL_OPTIONS)):

@@ -36,7 +36,7 @@ from ..config import ModelConfig
 from ..data.tokenizers import Tokenizer, tokenizer_digest
 from ..errors import CheckpointError, ConfigError
 from ..model import LanguageModel
-from .checkpoint import load_checkpoint, resolve_checkpoint_path
+from .checkpoint import load_checkpoint, resolve_checkpoint_path, saved_settings
 from .config import TrainConfig
 from .setup import absolute_tokenizer
 
@@ -132,8 +132,6 @@ class InitSource:
 def read_init_source(path: Union[str, Path]) -> InitSource:
     """The run at `path` (a run folder or checkpoint file), read for `--init-from`; one-line errors
     (CheckpointError) for a missing or unreadable source."""
-    from .state import saved_settings
-
     try:
         ckpt = resolve_checkpoint_path(path)
     except CheckpointError:

@@ -1,5 +1,5 @@
-"""What a run needs before its first step, built the same way for a fresh run, a resumed run and `eval`:
-the split corpus as memory-mapped token documents, the tokenizer, and the model.
+"""What a run needs before its first step, built the same way for a fresh run, a resumed run and `eval`: its data
+(data.run_data.RunData: the split corpus as memory-mapped token documents, and the run's tokenizer) and the model.
 
 The data of a run is always a prepared dataset (data/prepared.py): `--data DIR` naming a prepared folder is opened
 as it is; the default corpus and plain text are prepared on the fly into the cache (data/prepare.py,
@@ -8,67 +8,21 @@ documents, not of tokens."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 
 from ..config import ModelConfig
-from ..data.batching import HeldoutWindows, TokenDocuments, WindowSampler
-from ..data.corpus import DEFAULT_CORPUS, split_fingerprint  # noqa: F401 (re-exported)
 from ..data.prepare import prepared_cached
-from ..data.prepared import PreparedData, is_prepared, open_prepared
+from ..data.prepared import is_prepared, open_prepared
+from ..data.run_data import RunData
+from ..data.sources import DEFAULT_CORPUS
 from ..data.tokenizers import Tokenizer, is_tokenizer_file, tokenizer_digest
 from ..errors import CheckpointError, CorpusError
 from ..model import LanguageModel
+from ..tasks import get_task
 from .config import TrainConfig
-
-HELDOUT_NAMES_KEPT = 1000      # held-out document names a checkpoint records (all of them for smaller corpora)
-
-
-@dataclass
-class RunData:
-    """The data of a run: a prepared dataset, its tokenizer and the fingerprint of its split text."""
-
-    prepared: PreparedData
-    tokenizer: Tokenizer
-    fingerprint: str
-
-    @property
-    def train_docs(self) -> TokenDocuments:
-        return self.prepared.train
-
-    @property
-    def heldout_docs(self) -> TokenDocuments:
-        return self.prepared.heldout
-
-    def sampler(self, context: int, seed: int, *, pack_documents: bool = False, rank: int = 0,
-                world_size: int = 1) -> WindowSampler:
-        docs = self.train_docs.packed() if pack_documents else self.train_docs
-        return WindowSampler(docs, context, seed, rank=rank, world_size=world_size)
-
-    def heldout(self, context: int) -> HeldoutWindows:
-        return HeldoutWindows(self.heldout_docs, context)
-
-    def describe(self) -> str:
-        return self.prepared.describe()
-
-    def heldout_names(self, limit: int = HELDOUT_NAMES_KEPT) -> list[str]:
-        return self.prepared.names("heldout", limit)
-
-    def first_heldout_line(self, chars: int = 80) -> str:
-        """The first line (at most `chars` characters) of the first held-out document, leading blanks skipped:
-        decoded from its first tokens, as many as it takes."""
-        doc = self.heldout_docs
-        n = 256
-        while True:
-            text = self.tokenizer.decode(doc.tokens(0, 0, n).tolist()).lstrip()
-            lines = text.splitlines()
-            # a few characters of margin: the last decoded character may be a cut multi-byte one
-            if n >= int(doc.lengths[0]) or len(lines) > 1 or (lines and len(lines[0]) > chars + 4):
-                return lines[0][:chars] if lines else ""
-            n *= 2
 
 
 def prepare_data(cfg: TrainConfig, tokenizer: Optional[Tokenizer] = None, *, progress: bool = False,
@@ -77,8 +31,6 @@ def prepare_data(cfg: TrainConfig, tokenizer: Optional[Tokenizer] = None, *, pro
     tokenizer `cfg.tokenizer` asks for (BPE: trained on the training split), or with `tokenizer` when one is given
     (a resumed run's). Its tokenizer is the run's: the data's, as the objective's task makes it (MLM: with the mask
     token, which the data never holds). Raises CorpusError / ConfigError for unusable data."""
-    from ..tasks import get_task
-
     if tokenizer is not None:
         tokenizer = tokenizer.without_mask_token()
     if is_prepared(cfg.data):

@@ -12,7 +12,8 @@ Checkpoint contents (a dict; flashgau.training.checkpoint writes it atomically a
     plan                          the time-budget plan (training/budget.py), None for a run given in steps
     step, tokens_seen, elapsed    optimizer steps done, training tokens consumed, wall seconds so far
     train_seconds                 seconds spent inside optimizer steps so far (the clock of a time budget that
-                                  covers training only); absent in older checkpoints: 0
+                                  covers training only); absent in checkpoints of flashgau 0.1.0 written
+                                  before the training-only budget existed: read as 0
     sampler                       the training stream's state (the task's: the window sampler's generator state and
                                   windows drawn; for MLM also the masking generator's state)
     rng                           torch's global CPU RNG state (and the CUDA one when the run used a GPU)
@@ -38,19 +39,19 @@ from typing import Any, Callable, Optional, Union
 import torch
 
 from ..config import ModelConfig
-from ..data.tokenizers import Tokenizer, tokenizer_from_dict
-from ..errors import CheckpointError, ConfigError, TokenizerError
+from ..data.run_data import RunData
+from ..errors import CheckpointError, ConfigError
 from ..model import LanguageModel
 from ..runtime import Distributed, Precision, resolve_precision
 from ..tasks import HeldoutSet, TrainingStream, get_task
 from .budget import BudgetPlan
 from .compiling import CompileChoice
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model_state, resolve_checkpoint_path
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model_state, resolve_checkpoint_path, saved_settings
 from .config import TrainConfig
 from .init_from import read_init_source
 from .optim import WarmupCosine, make_optimizer
 from .run_folder import check_writable
-from .setup import (RunData, absolute_data_path, absolute_tokenizer, build_model, config_for_data, model_config_for,
+from .setup import (absolute_data_path, absolute_tokenizer, build_model, config_for_data, model_config_for,
                     prepare_data, prepare_run_data)
 
 
@@ -233,7 +234,7 @@ def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optiona
         raise CheckpointError(f"{where}: saved training state does not fit this run: {err}") from None
     step, tokens, elapsed = (_get(state, "step", int, where), _get(state, "tokens_seen", int, where),
                              _get(state, "elapsed", (int, float), where))
-    trained = state.get("train_seconds", 0.0)
+    trained = state.get("train_seconds", 0.0)       # absent in early checkpoints of flashgau 0.1.0
     total = schedule.total_steps
     if (step < 0 or (total is not None and step > total) or tokens < 0 or not 0 <= elapsed < math.inf
             or isinstance(trained, bool) or not isinstance(trained, (int, float)) or not 0 <= trained < math.inf):
@@ -269,22 +270,9 @@ def _digest(state) -> str:
 def _windows(config: TrainConfig, data: RunData, dist: Distributed) -> tuple[TrainingStream, HeldoutSet]:
     """This process's training stream (its share of the run's one stream) and the held-out set, from the task."""
     task = get_task(config.objective)
-    return (task.training_stream(data, config, rank=dist.rank, world_size=dist.world_size),
+    return (task.training_stream(data, context=config.context, seed=config.seed,
+                                 pack_documents=config.pack_documents, rank=dist.rank, world_size=dist.world_size),
             task.heldout(data.heldout_docs, data.tokenizer, config.context))
-
-
-def saved_settings(state: dict, where: str) -> tuple[TrainConfig, ModelConfig, Tokenizer]:
-    """The training settings, model config and tokenizer a checkpoint holds, each checked (CheckpointError)."""
-    try:
-        config = TrainConfig.from_dict(state["train_config"])
-        model_cfg = ModelConfig.from_dict(state["model_config"])
-    except (ConfigError, ValueError, TypeError) as err:
-        raise CheckpointError(f"{where}: saved settings are not valid for this flashgau: {err}") from None
-    try:
-        tokenizer = tokenizer_from_dict(state["tokenizer"])
-    except TokenizerError as err:
-        raise CheckpointError(f"{where}: {err}") from None
-    return config, model_cfg, tokenizer
 
 
 def _optimizer(model: LanguageModel, config: TrainConfig) -> torch.optim.Optimizer:

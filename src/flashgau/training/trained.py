@@ -20,11 +20,9 @@ from ..errors import CheckpointError, ConfigError, TokenizerError
 from ..model import LanguageModel
 from ..runtime import Precision, resolve_device, resolve_precision
 from ..tasks import Score, get_task
-from ..tasks.mlm import FillResult, fill_masks  # noqa: F401 (the Python face of `flashgau fill`)
-from .checkpoint import load_checkpoint, load_model_state, resolve_checkpoint_path
+from .checkpoint import load_checkpoint, load_model_state, resolve_checkpoint_path, saved_settings
 from .config import TrainConfig
 from .setup import absolute_data_path, prepare_run_data
-from .state import saved_settings
 
 
 @dataclass

@@ -54,6 +54,7 @@ from ...errors import FlashgauError
 from ...tasks import OBJECTIVES
 from ...runtime import resolve_device, resolve_precision
 from .. import common
+from .report import build_report, markdown, plot
 
 SERIES = ("time", "steps")
 # 4096 tokens per step (8 windows of 512: the ablations' loop); 100 steps are 410K tokens, past the ~250K tokens
@@ -120,6 +121,13 @@ class QualitySettings:
         """The budget of a series at `context` as it appears in run keys: "150s-train" (training seconds) or
         "100steps"."""
         return f"{self.budget_for(context):g}s-train" if series == "time" else f"{self.steps}steps"
+
+    def run_key(self, arch: str, context: int, seed: int, series: Optional[str] = None) -> str:
+        """The name of one run's record and folder: preset, context, the budget of `series` (default: the first of
+        self.series), seed, arch and the device's tag."""
+        budget = self.budget_label(series or self.series[0], context)
+        tag = common.device_tag(torch.device(self.device), self.precision)
+        return f"{self.preset}-T{context}-{budget}-seed{seed}-{arch}{tag}"
 
     def describe_series(self, series: str) -> str:
         return (f"equal time: {self.time_budget:g} s of training steps per run" if series == "time"
@@ -224,11 +232,6 @@ def settings_from_args(args) -> QualitySettings:
         heldout_fraction=args.heldout_fraction, data=args.data, quick=bool(args.quick), device=str(device),
         series=series, objective=args.objective,
         context_budgets=_context_budgets(args, mlm) if "time" in series else {})
-
-
-def run_key(arch: str, context: int, seed: int, s: QualitySettings, series: Optional[str] = None) -> str:
-    budget = s.budget_label(series or s.series[0], context)
-    return f"{s.preset}-T{context}-{budget}-seed{seed}-{arch}{common.device_tag(torch.device(s.device), s.precision)}"
 
 
 def train_config(arch: str, context: int, seed: int, s: QualitySettings, out_dir: Path, series: Optional[str] = None,
@@ -353,8 +356,6 @@ def unigram_floor(data: Optional[str], heldout_fraction: float) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .report import build_report, markdown, plot
-
     s = settings_from_args(args)
     out = common.results_folder(args.out, torch.device(s.device))
     runs_dir = out / "runs" / s.stem
@@ -364,12 +365,12 @@ def run(args: argparse.Namespace) -> int:
     # archs interleaved within each (context, seed, series)
     plan = [(T, seed, x, a) for T in s.contexts for seed in s.seeds for x in s.series for a in s.archs]
     for T, seed, series, arch in plan:
-        key = run_key(arch, T, seed, s, series)
+        key = s.run_key(arch, T, seed, series)
         if store.has(key):
             warn_if_stale(store.load(key), key, store.path(key), train_config(arch, T, seed, s, runs_dir / key,
                                                                                series))
     for T, seed, series, arch in plan if not args.report_only else ():
-        key = run_key(arch, T, seed, s, series)
+        key = s.run_key(arch, T, seed, series)
         if not train_and_save(store, key, lambda: train_one(arch, T, seed, s, runs_dir / key, args.keep_checkpoints,
                                                             series=series), budget=budget):
             return 1

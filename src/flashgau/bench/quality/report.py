@@ -94,9 +94,7 @@ def build_report(store: ResultStore, s, floor: Optional[dict] = None) -> dict:
     (unigram_floor), whose neighbours are flagged. `mixed_machines`: per context of the equal-time series whose runs
     (over archs and seeds) were trained on more than one machine kind, the rows of each kind (a warning is printed);
     equal steps do not depend on speed."""
-    from . import run_key
-
-    wanted = {run_key(a, T, seed, s, x): x for x in s.series for a in s.archs for T in s.contexts for seed in s.seeds}
+    wanted = {s.run_key(a, T, seed, x): x for x in s.series for a in s.archs for T in s.contexts for seed in s.seeds}
     runs = [r for r in store.all() if r.get("final") and r.get("key") in wanted]
     for r in runs:
         r["series"] = wanted[r["key"]]

@@ -1,4 +1,5 @@
-"""Held-out scoring: loss, bits per byte (per UTF-8 byte, also for BPE) and perplexity."""
+"""The language-modelling task's held-out scoring (tasks/lm.py): loss, bits per byte (per UTF-8 byte, also for
+BPE) and perplexity."""
 
 import math
 
@@ -9,7 +10,7 @@ from torch import nn
 from flashgau import LMOutput
 from flashgau.data.batching import HeldoutWindows, tokenize_documents
 from flashgau.data.tokenizers import BPETokenizer, ByteTokenizer
-from flashgau.training.evaluate import evaluate
+from flashgau.tasks.lm import evaluate
 
 TEXTS = ["It is a wise father that knows his own child.\n" * 30, "All that glisters is not gold; " * 20]
 
