@@ -43,7 +43,7 @@ TRAIN_OPTIONS = {
     "length (give one)": (("steps", "time_budget"), "time_budget_covers"),
     "optimization": ("batch_tokens", "micro_batch_tokens", "lr", "warmup_steps", "weight_decay", "grad_clip",
                      "compile", "seed"),
-    "hardware (may change on --resume)": ("device", "precision", "fsdp", "checkpoint_activations"),
+    "hardware (all but --precision may change on --resume)": ("device", "precision", "fsdp", "checkpoint_activations"),
     "run": ("out", "resume", "init_from", "overwrite", "stop_after", "eval_every", "eval_windows", "save_every",
             "sample_tokens", "sample_prompt", "no_progress"),
 }
@@ -79,10 +79,8 @@ def add_runtime_arguments(p: argparse.ArgumentParser, *, precision_default: str 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from .flags import add_model_options, add_setting_option
-    from .tasks import OBJECTIVES
 
-    command_says = {"objective": dict(choices=OBJECTIVES),      # the tasks' (TrainConfig does not import tasks)
-                    "sample_tokens": dict(default_text=CLI_SAMPLE_TOKENS)}
+    command_says = {"sample_tokens": dict(default_text=CLI_SAMPLE_TOKENS)}
     for title, names in TRAIN_OPTIONS.items():
         group = p.add_argument_group(title)
         for name in names:

@@ -14,7 +14,7 @@ from ..config import ARCHS, PRESET_NAMES, ModelConfig
 from ..data.tokenizers import is_tokenizer_file
 from ..errors import ConfigError
 from ..runtime import PRECISIONS
-from ..tasks import get_task
+from ..tasks import OBJECTIVES, get_task
 from .budget import COVERS
 from .compiling import COMPILE_MODES
 
@@ -68,7 +68,7 @@ class TrainConfig:
         "(BERT corruption: 15% of the tokens chosen, 80% masked, 10% random, 10% kept; loss on the chosen ones; the "
         "tokenizer gains a mask token; fill masks with `flashgau fill`); qa: who speaks this line, a causal model "
         "trained on the answer tokens and scored by greedy answers (exact match, F1), usually with --init-from a "
-        "language model (docs/qa.md)")
+        "language model (docs/qa.md)", choices=OBJECTIVES)
     context: int = _setting(512, "tokens per window", metavar="T")
     steps: Optional[int] = _setting(None, "number of optimizer steps")
     time_budget: Optional[float] = _setting(
