@@ -134,7 +134,7 @@ def test_time_budget_sets_the_step_count(small_corpus, tmp_path):
 
 
 def test_a_step_that_cannot_fit_the_budget_is_refused_before_training(small_corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr(loop_mod, "_one_window_seconds", lambda run: 10.0)      # 4 windows/step: ~40 s a step
+    monkeypatch.setattr(loop_mod, "one_window_seconds", lambda run: 10.0)      # 4 windows/step: ~40 s a step
     with pytest.raises(ConfigError, match=r"one training step takes about 40 s .* raise --time-budget to 100"):
         train(tiny(small_corpus, tmp_path / "run", steps=None, time_budget=60.0), progress=False,
               log=lambda s: None)

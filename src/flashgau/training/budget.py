@@ -25,8 +25,11 @@ requested windows and the final score on the whole held-out set, and the deadlin
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass
 from typing import Optional
+
+import torch
 
 from ..errors import ConfigError
 
@@ -129,3 +132,21 @@ def refit_steps(plan: BudgetPlan, *, step: int, elapsed: float, step_seconds: fl
     if abs(total - plan.total_steps) <= tolerance * plan.total_steps:
         return plan.total_steps
     return total
+
+
+def one_window_seconds(run) -> float:
+    """One forward + backward of `run`'s eager model (training/state.py's RunState) on one window of random tokens
+    (no optimizer step; gradients discarded; the global RNG is restored): what a step costs, before one is taken."""
+    rng = torch.get_rng_state()
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, run.model_config.vocab_size, (1, run.config.context + 1), generator=gen).to(run.device)
+    t0 = time.perf_counter()
+    with run.precision.autocast():
+        out = run.model(ids[:, :-1], labels=ids[:, 1:])
+    out.loss.float().backward()
+    if run.device.type == "cuda":
+        torch.cuda.synchronize(run.device)
+    seconds = time.perf_counter() - t0
+    run.model.zero_grad(set_to_none=True)
+    torch.set_rng_state(rng)
+    return seconds

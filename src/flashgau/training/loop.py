@@ -7,9 +7,10 @@ cosine schedule. Every step is logged to metrics.jsonl; every `eval_every` steps
 subset of held-out windows; every `save_every` steps and at the end a checkpoint is written atomically. At the end
 the held-out set is scored, a sample is written, and loss.png and summary.json are drawn.
 
-A time-budgeted run fits itself to the machine (training/budget.py). Resuming restores the weights, optimizer,
-schedule, window sampler and RNG state, so the continued run takes the same steps as an uninterrupted one.
-Ctrl-C or SIGTERM stops after the current step and saves a checkpoint (a second Ctrl-C aborts).
+A time-budgeted run fits itself to the machine (training/budget.py); torch.compile is applied (or, for "auto",
+decided) before the first step (training/compiling.py). Resuming restores the weights, optimizer, schedule, window
+sampler and RNG state, so the continued run takes the same steps as an uninterrupted one. Ctrl-C or SIGTERM stops
+after the current step and saves a checkpoint (a second Ctrl-C aborts).
 
 Under torchrun the same loop runs in every process (runtime/distributed.py): each process draws its share of every
 step's windows from the run's one stream, gradients are averaged by DDP (or reduced by FSDP), and each process
@@ -37,16 +38,15 @@ import torch
 from ..errors import ConfigError, FlashgauError
 from ..runtime import PeerLost, describe_device, join_process_group
 from ..runtime.distributed import as_float
-from ..runtime import compiler_status
-from .budget import EVAL_SHARE, PERIODIC_CHECKS, check_first_step, plan_budget, refit_steps
+from .budget import PERIODIC_CHECKS, check_first_step, one_window_seconds, plan_budget, refit_steps
 from .checkpoint import save_checkpoint
-from .compiling import ShapeRouted, break_even_seconds, decide_compile, expected_run_seconds, measured_speedup
+from .compiling import ShapeRouted, settle_compile
 from .config import TrainConfig
 from ..tasks import Score
 from .metrics import MetricsLog, NoMetricsLog, plot_losses, read_metrics
 from .progress import Progress
 from .run_folder import claimed_by_rank0
-from .state import RunState, compile_model, resume_run, start_run
+from .state import RunState, resume_run, start_run
 from .trained import sample_text
 
 METRICS_NAME = "metrics.jsonl"
@@ -103,7 +103,7 @@ def train(config: Optional[TrainConfig] = None, *, resume: Optional[Union[str, P
             # the first process of each machine sets up first (it prepares the data into the machine's cache)
             run = dist.first_on_each_machine(lambda: _open_run(config, resume, changes, dist, compile, overwrite,
                                                                progress, log))
-            _settle_compile(run)
+            settle_compile(run)                       # compile "on", or "auto" decided now (before DDP wraps it)
             run.spread()
             dist.check_same(run.identity(), hint=" (every process must start the same run or resume the same "
                                                  "checkpoint)")
@@ -133,44 +133,11 @@ def _open_run(config, resume, changes, dist, compile, overwrite, progress, log) 
     """The run this process takes part in: resumed from `resume`, or started from `config`."""
     if resume is not None:
         changes = {**(changes or {}), **({"compile": compile} if compile is not None else {})}
-        run = resume_run(resume, device=dist.device, changes=changes, progress=progress, log=log, dist=dist)
-    else:
-        config = config if config is not None else TrainConfig()
-        if compile is not None:
-            config = TrainConfig.from_dict({**config.to_dict(), "compile": compile})
-        run = start_run(config, device=dist.device, overwrite=overwrite, progress=progress, log=log, dist=dist)
-    return run
-
-
-def _settle_compile(run: RunState) -> None:
-    """compile "auto": decide now, once per session, whether this run compiles (training/compiling.py): a compiler
-    for the device, and a run long enough to repay the compile (its time budget's training share, or its steps left
-    times an eager step timed on one window, as check_first_step times it). Rank 0's choice holds for every
-    process. Before `spread`: DDP then wraps the compiled model."""
-    cfg = run.config
-    if cfg.compile != "auto":
-        return
-    ok, note = compiler_status(run.device.type)
-    micro, accumulation = cfg.split(run.dist.world_size)
-    speedup = measured_speedup(micro)
-    steps_left = None if run.total_steps is None else run.total_steps - run.step
-    step_seconds = None
-    if ok and speedup > 1.0 and cfg.time_budget is None and steps_left:
-        buffers = {name: b.clone() for name, b in run.model.named_buffers()}    # counters (Performer's redraws)
-        step_seconds = _one_window_seconds(run) * micro * accumulation
-        if steps_left * step_seconds > break_even_seconds(speedup=speedup):   # the first pass pays one-time costs:
-            step_seconds = min(step_seconds, _one_window_seconds(run) * micro * accumulation)     # time it again
-        with torch.no_grad():
-            for name, b in run.model.named_buffers():
-                b.copy_(buffers[name])
-    spent = run.train_seconds if cfg.time_budget_covers == "training" else run.elapsed_before
-    seconds = expected_run_seconds(time_budget=cfg.time_budget, covers=cfg.time_budget_covers, spent=spent,
-                                   steps_left=steps_left, step_seconds=step_seconds, eval_share=EVAL_SHARE)
-    choice = run.dist.broadcast(decide_compile(compiler=ok, compiler_note=note, device_type=run.device.type,
-                                               run_seconds=seconds, speedup=speedup))
-    run.compile_choice = choice
-    if choice.on:
-        run.compiled = run.forward = compile_model(run.model)
+        return resume_run(resume, device=dist.device, changes=changes, progress=progress, log=log, dist=dist)
+    config = config if config is not None else TrainConfig()
+    if compile is not None:
+        config = TrainConfig.from_dict({**config.to_dict(), "compile": compile})
+    return start_run(config, device=dist.device, overwrite=overwrite, progress=progress, log=log, dist=dist)
 
 
 def _what_is_kept(session: Optional["_Session"]) -> str:
@@ -228,9 +195,9 @@ class _Session:
         if self.budget is None or run.plan is not None or run.step > 0:
             return
         micro, accumulation = cfg.split(run.dist.world_size)       # this process's windows of a step
-        estimate = run.dist.max([_one_window_seconds(run)])[0] * micro * accumulation
+        estimate = run.dist.max([one_window_seconds(run)])[0] * micro * accumulation
         if estimate > 0.5 * self.budget:     # the first pass pays one-time costs (allocations, thread pools)
-            estimate = run.dist.max([_one_window_seconds(run)])[0] * micro * accumulation
+            estimate = run.dist.max([one_window_seconds(run)])[0] * micro * accumulation
         check_first_step(estimate, self.budget, windows_per_step=cfg.windows_per_step, context=cfg.context,
                          precision=run.precision.name)
 
@@ -510,24 +477,6 @@ def _optimizer_step(run: RunState) -> tuple[float, float, int]:
 
 
 # ------------------------------------------------------------------------------------------ the time budget
-
-def _one_window_seconds(run: RunState) -> float:
-    """One forward + backward of the eager model on one window of random tokens (no optimizer step; gradients
-    discarded; the global RNG is restored), to refuse a step that cannot fit before taking it."""
-    rng = torch.get_rng_state()
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, run.model_config.vocab_size, (1, run.config.context + 1), generator=gen).to(run.device)
-    t0 = time.perf_counter()
-    with run.precision.autocast():
-        out = run.model(ids[:, :-1], labels=ids[:, 1:])
-    out.loss.float().backward()
-    if run.device.type == "cuda":
-        torch.cuda.synchronize(run.device)
-    seconds = time.perf_counter() - t0
-    run.model.zero_grad(set_to_none=True)
-    torch.set_rng_state(rng)
-    return seconds
-
 
 def _timed_enough(step_times: list[float], budget: float, compiled: bool = False) -> bool:
     """Enough steps timed to plan: TIMED_STEPS after the first (which pays one-time costs), or fewer when they
