@@ -110,7 +110,7 @@ def settle_compile(run) -> None:
     """Apply the compile mode to `run` (training/state.py's RunState) once per session, before `run.spread()` (DDP
     then wraps the compiled model): "on" compiles; "auto" decides first, by the rule above: a compiler for the
     device, and a run long enough to repay the compile (its time budget's training share, or its steps left times
-    an eager step timed on one window, as the time budget's first-step check times it). Rank 0's choice holds for every
+    an eager step timed on one window, as TimeBudget.before_start times it). Rank 0's choice holds for every
     process; it is kept in `run.compile_choice` (what "auto" chose and why)."""
     cfg = run.config
     on = cfg.compile == "on"
