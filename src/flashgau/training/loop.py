@@ -10,7 +10,7 @@ the held-out set is scored, a sample is written, and loss.png and summary.json a
 A time-budgeted run fits itself to the machine (training/budget.py); torch.compile is applied (or, for "auto",
 decided) before the first step (training/compiling.py). Resuming restores the weights, optimizer, schedule, window
 sampler and RNG state, so the continued run takes the same steps as an uninterrupted one. Ctrl-C or SIGTERM stops
-after the current step and saves a checkpoint (a second Ctrl-C aborts).
+after the current step and saves a checkpoint (a second Ctrl-C aborts: training/stopping.py).
 
 Under torchrun the same loop runs in every process (runtime/distributed.py): each process draws its share of every
 step's windows from the run's one stream, gradients are averaged by DDP (or reduced by FSDP), and each process
@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -46,6 +43,7 @@ from .metrics import MetricsLog, NoMetricsLog, plot_losses, read_metrics
 from .progress import Progress
 from .run_folder import claimed_by_rank0
 from .state import RunState, resume_run, start_run
+from .stopping import stop_on_signals
 from .trained import sample_text
 
 METRICS_NAME = "metrics.jsonl"
@@ -210,7 +208,7 @@ class _Session:
         run = self.run
         run.model.train()
         try:
-            with _stop_on_signals(self.bar.write) as stop:
+            with stop_on_signals(self.bar.write) as stop:
                 while ((run.total_steps is None or run.step < run.total_steps) and not stop.requested
                        and (stop_after is None or run.step < stop_after)):
                     t_step = time.perf_counter()
@@ -446,31 +444,3 @@ def _write_summary(result: TrainResult, run: RunState, session_seconds: float, c
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
-
-
-class _StopFlag:
-    requested = False
-
-
-@contextmanager
-def _stop_on_signals(say: Callable[[str], None]):
-    """First Ctrl-C (SIGINT) or SIGTERM (what schedulers and `kill` send): finish the current step, save, return.
-    A second Ctrl-C aborts at once."""
-    flag = _StopFlag()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum, frame):
-        if flag.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        flag.requested = True
-        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        say(f"{name}: stopping after this step and saving a checkpoint (Ctrl-C again to abort without saving)")
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
