@@ -37,7 +37,7 @@ from ..runtime.distributed import as_float
 from ..tasks import Score
 from .budget import PERIODIC_CHECKS, TimeBudget
 from .checkpoint import save_checkpoint
-from .compiling import ShapeRouted, settle_compile
+from .compiling import CompileTimes, ShapeRouted, held_out_scorer, settle_compile
 from .config import TrainConfig
 from .metrics import MetricsLog, NoMetricsLog, plot_losses, read_metrics
 from .progress import Progress
@@ -152,27 +152,22 @@ def _silent(text: str) -> None:
 
 
 class _Session:
-    """One process's stretch of a run: the loop, the checks, the saves and the end. A time-budgeted run is kept to
-    its plan by `budget` (training/budget.py), which the loop calls after every step and every periodic check."""
+    """One process's stretch of a run: the loop, the checks, the saves and the end. The loop calls two helpers after
+    every step: `budget`, which keeps a time-budgeted run to its plan (training/budget.py; also called after every
+    periodic check), and `compile_times`, which measures what compiling cost (training/compiling.py)."""
 
     def __init__(self, run: RunState, t_start: float, *, progress: bool, log: Callable[[str], None]) -> None:
         self.run, self.cfg, self.t_start, self.log = run, run.config, t_start, log
         self.bar = Progress(run.total_steps, initial=run.step, enabled=progress)
         self.note = self.bar.write if progress else log     # what the run decides on the way (plans, stops)
         self.intervals = _Intervals(run.config, run.total_steps)
-        self.eval_batch = max(1, run.config.micro_batch_tokens // run.config.context)
-        self.scorer = run.model               # what held-out scoring calls
-        if run.compiled is not None and not run.dist.fsdp:
-            # score in batches of the training micro-batch's shape through the compiled model (training/compiling.py)
-            self.eval_batch = run.config.split(run.dist.world_size)[0]
-            self.scorer = ShapeRouted(run.model, run.compiled, (self.eval_batch, run.config.context))
-        self.first_step_seconds: Optional[float] = None    # of this session, when it compiles
-        self.compile_seconds: Optional[float] = None
+        self.scorer, self.eval_batch = held_out_scorer(run)      # compiled for full batches when the run compiles
         self.step_times: list[float] = []     # seconds per optimizer step, this session
         self.wall = run.elapsed_before        # run seconds at the end of the last step, by rank 0's clock
         self.metrics = (MetricsLog if run.dist.is_main else NoMetricsLog)(run.out_dir / METRICS_NAME)
         self.on_first_save: Optional[Callable[[], None]] = None
         self.saved_step: Optional[int] = run.step if run.resumed else None     # of the last checkpoint
+        self.compile_times = CompileTimes(self)
         self.budget = TimeBudget(self, self.cfg.time_budget) if self.cfg.time_budget is not None else None
 
     def elapsed(self) -> float:
@@ -231,8 +226,7 @@ class _Session:
                                          "elapsed": round(self.elapsed(), 3),
                                          "train_seconds": round(run.train_seconds, 3)})
                     self.bar.update(run.step, loss, n_tokens / dt)
-                    if run.compiled is not None and len(self.step_times) <= 2:
-                        self.note_compile_time()
+                    self.compile_times.after_step()
                     if self.budget is not None:
                         self.budget.after_step()
                     if self.intervals.eval_due(run.step, run.total_steps):
@@ -242,18 +236,6 @@ class _Session:
                 return stop.requested and (run.total_steps is None or run.step < run.total_steps)
         finally:
             self.bar.close()
-
-    def note_compile_time(self) -> None:
-        """A compiled session's first step compiles the model: its time beyond the second step's is the compile time,
-        logged and recorded (metrics.jsonl "compile", summary.json compile_seconds)."""
-        if len(self.step_times) == 1:
-            self.first_step_seconds = self.step_times[0]
-            return
-        self.compile_seconds = max(self.step_times[0] - self.step_times[1], 0.0)
-        self.note(f"torch.compile: first step took {self.step_times[0]:.1f} s ({self.compile_seconds:.1f} s compile, "
-                  f"then {self.step_times[1]:.2f} s/step)")
-        self.metrics.append({"kind": "compile", "step": self.run.step, "first_step_seconds":
-                             round(self.step_times[0], 3), "compile_seconds": round(self.compile_seconds, 3)})
 
     def periodic_check(self) -> None:
         run = self.run
@@ -345,20 +327,8 @@ class _Session:
                              num_parameters=run.model.num_parameters(), final=final, sample=sample, model=run.model,
                              tokenizer=run.data.tokenizer, data=run.data, interrupted=interrupted)
         if run.dist.is_main:
-            _write_summary(result, run, time.perf_counter() - self.t_start, self.compile_record())
+            _write_summary(result, run, time.perf_counter() - self.t_start, self.compile_times.record())
         return result
-
-    def compile_record(self) -> dict:
-        """summary.json's "compile": the mode asked for, whether this session compiled and why ("auto"), and the
-        compile times measured (seconds; None when not measured: no compile, or a single step)."""
-        run, scorer = self.run, self.scorer
-        choice = run.compile_choice
-        return {"mode": self.cfg.compile, "on": run.compiled is not None,
-                "reason": choice.reason if choice is not None else None,
-                "compile_seconds": None if self.compile_seconds is None else round(self.compile_seconds, 3),
-                "first_step_seconds": None if self.first_step_seconds is None else round(self.first_step_seconds, 3),
-                "eval_compile_seconds": (round(scorer.compile_seconds, 3) if isinstance(scorer, ShapeRouted)
-                                         and scorer.compile_seconds is not None else None)}
 
 
 # ------------------------------------------------------------------------------------------------ one step
