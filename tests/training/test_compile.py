@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
+import flashgau.training.compiling as compiling
 import flashgau.training.loop as loop
-import flashgau.training.state as state
 from flashgau.cli import build_parser, main
 from flashgau.errors import ConfigError
 from flashgau.runtime import compiler
@@ -150,7 +150,7 @@ def test_auto_on_a_two_step_run_chooses_off_and_says_why(small_corpus, tmp_path)
 
 
 def test_auto_without_a_compiler_is_off(small_corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr(loop, "compiler_status", lambda device_type: (False, "no C++ compiler found (test)"))
+    monkeypatch.setattr(compiling, "compiler_status", lambda device_type: (False, "no C++ compiler found (test)"))
     _, lines = run_logged(tiny_config(small_corpus, tmp_path / "r", steps=2, compile="auto"))
     assert "compile auto: off (no C++ compiler found (test))" in lines
 
@@ -168,14 +168,14 @@ class FakeCompiled:
 
 @pytest.fixture
 def fake_compiles(monkeypatch):
-    """state.compile_model replaced by FakeCompiled; the list of those made."""
+    """compiling.compile_model replaced by FakeCompiled; the list of those made."""
     made = []
 
     def fake(model):
         made.append(FakeCompiled(model))
         return made[-1]
 
-    monkeypatch.setattr(state, "compile_model", fake)
+    monkeypatch.setattr(compiling, "compile_model", fake)
     return made
 
 
@@ -199,8 +199,8 @@ def test_compiled_run_times_its_compile_and_scores_full_batches_compiled(small_c
 
 def test_auto_on_turns_compile_on_before_the_first_step(small_corpus, tmp_path, monkeypatch):
     made = []
-    monkeypatch.setattr(loop, "compile_model", lambda model: made.append(FakeCompiled(model)) or made[-1])
-    monkeypatch.setattr(loop, "decide_compile", lambda **kw: CompileChoice(True, "test"))
+    monkeypatch.setattr(compiling, "compile_model", lambda model: made.append(FakeCompiled(model)) or made[-1])
+    monkeypatch.setattr(compiling, "decide_compile", lambda **kw: CompileChoice(True, "test"))
     _, lines = run_logged(tiny_config(small_corpus, tmp_path / "r", steps=2, compile="auto"))
     assert "compile auto: on (test)" in lines and any("| torch.compile" in line for line in lines)
     assert len(made) == 1 and made[0].calls[0] == (True, True, (2, 32))
@@ -209,7 +209,7 @@ def test_auto_on_turns_compile_on_before_the_first_step(small_corpus, tmp_path, 
 def test_resume_may_switch_to_auto(small_corpus, tmp_path):
     cfg = tiny_config(small_corpus, tmp_path / "r", steps=4, compile=True)
     monkey = pytest.MonkeyPatch()
-    monkey.setattr(state, "compile_model", FakeCompiled)
+    monkey.setattr(compiling, "compile_model", FakeCompiled)
     try:
         run_logged(cfg, stop_after=2)
     finally:
@@ -270,6 +270,6 @@ def test_auto_with_a_time_budget_judges_its_training_share(small_corpus, tmp_pat
         seen.update(kw)
         return CompileChoice(False, "spy")
 
-    monkeypatch.setattr(loop, "decide_compile", spy)
+    monkeypatch.setattr(compiling, "decide_compile", spy)
     run_logged(tiny_config(small_corpus, tmp_path / "r", steps=None, time_budget=4.0, compile="auto"))
     assert seen["run_seconds"] == pytest.approx(3.0) and seen["speedup"] == COMPILED_SPEEDUP

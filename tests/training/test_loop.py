@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from flashgau.errors import CheckpointError, ConfigError, CorpusError
+from flashgau.training import budget as budget_mod
 from flashgau.training import loop as loop_mod
 from flashgau.training.checkpoint import load_checkpoint
 from flashgau.training.config import TrainConfig
@@ -126,7 +127,7 @@ def test_time_budget_sets_the_step_count(small_corpus, tmp_path):
     assert result.finished and result.total_steps >= 1
     assert len(losses(tmp_path)) == result.total_steps == load_checkpoint(tmp_path)["schedule"]["total_steps"]
     plans = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "plan"]
-    assert plans and plans[0]["step"] == loop_mod.TIMED_STEPS + 1     # planned after timing the first steps
+    assert plans and plans[0]["step"] == budget_mod.TIMED_STEPS + 1     # planned after timing the first steps
     saved = load_checkpoint(tmp_path)["plan"]
     assert saved["total_steps"] == result.total_steps and saved["step_seconds"] > 0
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -134,7 +135,7 @@ def test_time_budget_sets_the_step_count(small_corpus, tmp_path):
 
 
 def test_a_step_that_cannot_fit_the_budget_is_refused_before_training(small_corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr(loop_mod, "_one_window_seconds", lambda run: 10.0)      # 4 windows/step: ~40 s a step
+    monkeypatch.setattr(budget_mod, "one_window_seconds", lambda run: 10.0)      # 4 windows/step: ~40 s a step
     with pytest.raises(ConfigError, match=r"one training step takes about 40 s .* raise --time-budget to 100"):
         train(tiny(small_corpus, tmp_path / "run", steps=None, time_budget=60.0), progress=False,
               log=lambda s: None)

@@ -7,14 +7,15 @@ the first held-out check; s: eager step time / compiled step time), so it pays w
 break-even. C and s are measured (below); on the machine they were measured on, passes of one window ran slower
 compiled, so "auto" never compiles those, and passes of several windows need ~700 s of training to repay it. The
 run length R is the time budget's training share when the run has one, else its steps times an eager step timed on
-one window at the start (`expected_run_seconds`, training/loop.py).
+one window at the start (`expected_run_seconds`). `settle_compile` applies the mode to a run when a session starts.
 
-`ShapeRouted` is what held-out scoring calls while the run compiles: the compiled model for batches of the shape it
-was compiled for (the training micro-batch: the run scores in batches of that size, so all but perhaps the last
-batch of a scoring pass have it), the eager model for any other shape (so a short last batch or a small periodic
-check never triggers a recompile, nor dynamic-shape kernels). Eval mode and no_grad make a second graph beside the
-training one; both stay cached, so switching between training and scoring does not recompile (measured, docs/
-training.md). Generation (decoding from a cache, one token at a time) stays eager.
+`ShapeRouted` is what held-out scoring calls while the run compiles (`held_out_scorer`): the compiled model for
+batches of the shape it was compiled for (the training micro-batch: the run scores in batches of that size, so all
+but perhaps the last batch of a scoring pass have it), the eager model for any other shape (so a short last batch or
+a small periodic check never triggers a recompile, nor dynamic-shape kernels). Eval mode and no_grad make a second
+graph beside the training one; both stay cached, so switching between training and scoring does not recompile
+(measured, docs/training.md). Generation (decoding from a cache, one token at a time) stays eager. `CompileTimes`
+measures what compiling cost a session (summary.json "compile").
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
+
+from ..runtime import compiler_status
+from .budget import EVAL_SHARE, one_window_seconds
 
 COMPILE_MODES = ("off", "on", "auto")
 
@@ -98,6 +102,45 @@ def expected_run_seconds(*, time_budget: Optional[float], covers: str, spent: fl
     return steps_left * step_seconds
 
 
+def compile_model(model: torch.nn.Module) -> Any:
+    """The model under torch.compile (a wrapper sharing its parameters)."""
+    return torch.compile(model)
+
+
+def settle_compile(run) -> None:
+    """Apply the compile mode to `run` (training/state.py's RunState) once per session, before `run.spread()` (DDP
+    then wraps the compiled model): "on" compiles; "auto" decides first, by the rule above: a compiler for the
+    device, and a run long enough to repay the compile (its time budget's training share, or its steps left times
+    an eager step timed on one window, as TimeBudget.before_start times it). Rank 0's choice holds for every
+    process; it is kept in `run.compile_choice` (what "auto" chose and why)."""
+    cfg = run.config
+    on = cfg.compile == "on"
+    if cfg.compile == "auto":
+        ok, note = compiler_status(run.device.type)
+        micro, accumulation = cfg.split(run.dist.world_size)
+        speedup = measured_speedup(micro)
+        steps_left = None if run.total_steps is None else run.total_steps - run.step
+        step_seconds = None
+        if ok and speedup > 1.0 and cfg.time_budget is None and steps_left:
+            buffers = {name: b.clone() for name, b in run.model.named_buffers()}   # counters (Performer's redraws)
+            step_seconds = one_window_seconds(run) * micro * accumulation
+            # the first pass pays one-time costs: when it says compiling pays, time a second pass
+            if steps_left * step_seconds > break_even_seconds(speedup=speedup):
+                step_seconds = min(step_seconds, one_window_seconds(run) * micro * accumulation)
+            with torch.no_grad():
+                for name, b in run.model.named_buffers():
+                    b.copy_(buffers[name])
+        spent = run.train_seconds if cfg.time_budget_covers == "training" else run.elapsed_before
+        seconds = expected_run_seconds(time_budget=cfg.time_budget, covers=cfg.time_budget_covers, spent=spent,
+                                       steps_left=steps_left, step_seconds=step_seconds, eval_share=EVAL_SHARE)
+        run.compile_choice = run.dist.broadcast(decide_compile(compiler=ok, compiler_note=note,
+                                                               device_type=run.device.type, run_seconds=seconds,
+                                                               speedup=speedup))
+        on = run.compile_choice.on
+    if on:
+        run.compiled = run.forward = compile_model(run.model)
+
+
 class ShapeRouted:
     """The eager model, but for calls whose input_ids have `shape`: those go to `compiled` (the same module under
     torch.compile). Every other attribute (eval(), train(), parameters(), generate(), ...) is the eager model's.
@@ -132,3 +175,51 @@ class ShapeRouted:
 
     def __getattr__(self, name: str):
         return getattr(self.model, name)
+
+
+def held_out_scorer(run) -> tuple[Any, int]:
+    """What held-out scoring of `run` calls, and its batch size in windows: the model, in batches of
+    micro_batch_tokens // context windows; while the run compiles (and is not sharded), a ShapeRouted in batches of
+    the training micro-batch, so that full batches go through the compiled model."""
+    cfg = run.config
+    if run.compiled is not None and not run.dist.fsdp:
+        batch = cfg.split(run.dist.world_size)[0]
+        return ShapeRouted(run.model, run.compiled, (batch, cfg.context)), batch
+    return run.model, max(1, cfg.micro_batch_tokens // cfg.context)
+
+
+class CompileTimes:
+    """What compiling cost one session, measured through `loop` (the session of training/loop.py: its run,
+    `step_times`, `scorer`, `note` and `metrics`): the training graph's compile, a compiled session's first step
+    beyond its second (logged, and kept in metrics.jsonl "compile"), and the scoring graph's (the ShapeRouted
+    scorer's). `record()` is summary.json's "compile"."""
+
+    def __init__(self, loop) -> None:
+        self.loop = loop
+        self.first_step_seconds: Optional[float] = None
+        self.compile_seconds: Optional[float] = None
+
+    def after_step(self) -> None:
+        loop, times = self.loop, self.loop.step_times
+        if loop.run.compiled is None or len(times) > 2:
+            return
+        if len(times) == 1:
+            self.first_step_seconds = times[0]
+            return
+        self.compile_seconds = max(times[0] - times[1], 0.0)
+        loop.note(f"torch.compile: first step took {times[0]:.1f} s ({self.compile_seconds:.1f} s compile, then "
+                  f"{times[1]:.2f} s/step)")
+        loop.metrics.append({"kind": "compile", "step": loop.run.step, "first_step_seconds": round(times[0], 3),
+                             "compile_seconds": round(self.compile_seconds, 3)})
+
+    def record(self) -> dict:
+        """The mode asked for, whether this session compiled and why ("auto"), and the compile times measured
+        (seconds; None when not measured: no compile, or a single step)."""
+        run, scorer = self.loop.run, self.loop.scorer
+        choice = run.compile_choice
+        return {"mode": run.config.compile, "on": run.compiled is not None,
+                "reason": choice.reason if choice is not None else None,
+                "compile_seconds": None if self.compile_seconds is None else round(self.compile_seconds, 3),
+                "first_step_seconds": None if self.first_step_seconds is None else round(self.first_step_seconds, 3),
+                "eval_compile_seconds": (round(scorer.compile_seconds, 3) if isinstance(scorer, ShapeRouted)
+                                         and scorer.compile_seconds is not None else None)}

@@ -7,9 +7,10 @@ cosine schedule. Every step is logged to metrics.jsonl; every `eval_every` steps
 subset of held-out windows; every `save_every` steps and at the end a checkpoint is written atomically. At the end
 the held-out set is scored, a sample is written, and loss.png and summary.json are drawn.
 
-A time-budgeted run fits itself to the machine (training/budget.py). Resuming restores the weights, optimizer,
-schedule, window sampler and RNG state, so the continued run takes the same steps as an uninterrupted one.
-Ctrl-C or SIGTERM stops after the current step and saves a checkpoint (a second Ctrl-C aborts).
+A time-budgeted run fits itself to the machine (training/budget.py); torch.compile is applied (or, for "auto",
+decided) before the first step (training/compiling.py). Resuming restores the weights, optimizer, schedule, window
+sampler and RNG state, so the continued run takes the same steps as an uninterrupted one. Ctrl-C or SIGTERM stops
+after the current step and saves a checkpoint (a second Ctrl-C aborts: training/stopping.py).
 
 Under torchrun the same loop runs in every process (runtime/distributed.py): each process draws its share of every
 step's windows from the run's one stream, gradients are averaged by DDP (or reduced by FSDP), and each process
@@ -23,11 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import statistics
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -37,22 +34,21 @@ import torch
 from ..errors import ConfigError, FlashgauError
 from ..runtime import PeerLost, describe_device, join_process_group
 from ..runtime.distributed import as_float
-from ..runtime import compiler_status
-from .budget import EVAL_SHARE, PERIODIC_CHECKS, check_first_step, plan_budget, refit_steps
-from .checkpoint import save_checkpoint
-from .compiling import ShapeRouted, break_even_seconds, decide_compile, expected_run_seconds, measured_speedup
-from .config import TrainConfig
 from ..tasks import Score
+from .budget import PERIODIC_CHECKS, TimeBudget
+from .checkpoint import save_checkpoint
+from .compiling import CompileTimes, ShapeRouted, held_out_scorer, settle_compile
+from .config import TrainConfig
 from .metrics import MetricsLog, NoMetricsLog, plot_losses, read_metrics
 from .progress import Progress
 from .run_folder import claimed_by_rank0
-from .state import RunState, compile_model, resume_run, start_run
+from .state import RunState, resume_run, start_run
+from .stopping import stop_on_signals
 from .trained import sample_text
 
 METRICS_NAME = "metrics.jsonl"
 PLOT_NAME = "loss.png"
 SUMMARY_NAME = "summary.json"
-TIMED_STEPS = 4          # a time-budgeted run times this many steps (the first excluded) before fixing its length
 
 
 class TrainingDiverged(FlashgauError):
@@ -103,12 +99,13 @@ def train(config: Optional[TrainConfig] = None, *, resume: Optional[Union[str, P
             # the first process of each machine sets up first (it prepares the data into the machine's cache)
             run = dist.first_on_each_machine(lambda: _open_run(config, resume, changes, dist, compile, overwrite,
                                                                progress, log))
-            _settle_compile(run)
+            settle_compile(run)                       # compile "on", or "auto" decided now (before DDP wraps it)
             run.spread()
             dist.check_same(run.identity(), hint=" (every process must start the same run or resume the same "
                                                  "checkpoint)")
             session = _Session(run, t_start, progress=progress, log=log)
-            session.check_first_step()
+            if session.budget is not None:
+                session.budget.before_start()             # a first step that cannot fit is refused here
             with claimed_by_rank0(run.out_dir, dist) as folder:
                 replacing = dist.is_main and not run.resumed and run.checkpoint_path.exists()
                 if replacing:
@@ -133,44 +130,11 @@ def _open_run(config, resume, changes, dist, compile, overwrite, progress, log) 
     """The run this process takes part in: resumed from `resume`, or started from `config`."""
     if resume is not None:
         changes = {**(changes or {}), **({"compile": compile} if compile is not None else {})}
-        run = resume_run(resume, device=dist.device, changes=changes, progress=progress, log=log, dist=dist)
-    else:
-        config = config if config is not None else TrainConfig()
-        if compile is not None:
-            config = TrainConfig.from_dict({**config.to_dict(), "compile": compile})
-        run = start_run(config, device=dist.device, overwrite=overwrite, progress=progress, log=log, dist=dist)
-    return run
-
-
-def _settle_compile(run: RunState) -> None:
-    """compile "auto": decide now, once per session, whether this run compiles (training/compiling.py): a compiler
-    for the device, and a run long enough to repay the compile (its time budget's training share, or its steps left
-    times an eager step timed on one window, as check_first_step times it). Rank 0's choice holds for every
-    process. Before `spread`: DDP then wraps the compiled model."""
-    cfg = run.config
-    if cfg.compile != "auto":
-        return
-    ok, note = compiler_status(run.device.type)
-    micro, accumulation = cfg.split(run.dist.world_size)
-    speedup = measured_speedup(micro)
-    steps_left = None if run.total_steps is None else run.total_steps - run.step
-    step_seconds = None
-    if ok and speedup > 1.0 and cfg.time_budget is None and steps_left:
-        buffers = {name: b.clone() for name, b in run.model.named_buffers()}    # counters (Performer's redraws)
-        step_seconds = _one_window_seconds(run) * micro * accumulation
-        if steps_left * step_seconds > break_even_seconds(speedup=speedup):   # the first pass pays one-time costs:
-            step_seconds = min(step_seconds, _one_window_seconds(run) * micro * accumulation)     # time it again
-        with torch.no_grad():
-            for name, b in run.model.named_buffers():
-                b.copy_(buffers[name])
-    spent = run.train_seconds if cfg.time_budget_covers == "training" else run.elapsed_before
-    seconds = expected_run_seconds(time_budget=cfg.time_budget, covers=cfg.time_budget_covers, spent=spent,
-                                   steps_left=steps_left, step_seconds=step_seconds, eval_share=EVAL_SHARE)
-    choice = run.dist.broadcast(decide_compile(compiler=ok, compiler_note=note, device_type=run.device.type,
-                                               run_seconds=seconds, speedup=speedup))
-    run.compile_choice = choice
-    if choice.on:
-        run.compiled = run.forward = compile_model(run.model)
+        return resume_run(resume, device=dist.device, changes=changes, progress=progress, log=log, dist=dist)
+    config = config if config is not None else TrainConfig()
+    if compile is not None:
+        config = TrainConfig.from_dict({**config.to_dict(), "compile": compile})
+    return start_run(config, device=dist.device, overwrite=overwrite, progress=progress, log=log, dist=dist)
 
 
 def _what_is_kept(session: Optional["_Session"]) -> str:
@@ -188,51 +152,26 @@ def _silent(text: str) -> None:
 
 
 class _Session:
-    """One process's stretch of a run: the loop, the time budget's plan, the checks, the saves and the end."""
+    """One process's stretch of a run: the loop, the checks, the saves and the end. The loop calls two helpers after
+    every step: `budget`, which keeps a time-budgeted run to its plan (training/budget.py; also called after every
+    periodic check), and `compile_times`, which measures what compiling cost (training/compiling.py)."""
 
     def __init__(self, run: RunState, t_start: float, *, progress: bool, log: Callable[[str], None]) -> None:
         self.run, self.cfg, self.t_start, self.log = run, run.config, t_start, log
-        self.budget = run.config.time_budget
         self.bar = Progress(run.total_steps, initial=run.step, enabled=progress)
         self.note = self.bar.write if progress else log     # what the run decides on the way (plans, stops)
         self.intervals = _Intervals(run.config, run.total_steps)
-        self.eval_batch = max(1, run.config.micro_batch_tokens // run.config.context)
-        self.scorer = run.model               # what held-out scoring calls
-        if run.compiled is not None and not run.dist.fsdp:
-            # score in batches of the training micro-batch's shape through the compiled model (training/compiling.py)
-            self.eval_batch = run.config.split(run.dist.world_size)[0]
-            self.scorer = ShapeRouted(run.model, run.compiled, (self.eval_batch, run.config.context))
-        self.first_step_seconds: Optional[float] = None    # of this session, when it compiles
-        self.compile_seconds: Optional[float] = None
+        self.scorer, self.eval_batch = held_out_scorer(run)      # compiled for full batches when the run compiles
         self.step_times: list[float] = []     # seconds per optimizer step, this session
-        self.eval_times: list[float] = []     # seconds per held-out window in the periodic checks
+        self.wall = run.elapsed_before        # run seconds at the end of the last step, by rank 0's clock
         self.metrics = (MetricsLog if run.dist.is_main else NoMetricsLog)(run.out_dir / METRICS_NAME)
         self.on_first_save: Optional[Callable[[], None]] = None
         self.saved_step: Optional[int] = run.step if run.resumed else None     # of the last checkpoint
-        self.wall = run.elapsed_before        # run seconds at the end of the last step, by rank 0's clock
+        self.compile_times = CompileTimes(self)
+        self.budget = TimeBudget(self, self.cfg.time_budget) if self.cfg.time_budget is not None else None
 
     def elapsed(self) -> float:
         return self.run.elapsed_before + time.perf_counter() - self.t_start
-
-    def clock(self, *, agreed: bool = False) -> float:
-        """What the time budget counts: the run's wall seconds (`agreed`: rank 0's at the end of the last step, the
-        same on every process), or its training-step seconds (the slowest process's, summed) when the budget
-        covers training only (TrainConfig.time_budget_covers)."""
-        if self.cfg.time_budget_covers == "training":
-            return self.run.train_seconds
-        return self.wall if agreed else self.elapsed()
-
-    def check_first_step(self) -> None:
-        """A time-budgeted run whose first step cannot fit is refused before anything is written."""
-        run, cfg = self.run, self.cfg
-        if self.budget is None or run.plan is not None or run.step > 0:
-            return
-        micro, accumulation = cfg.split(run.dist.world_size)       # this process's windows of a step
-        estimate = run.dist.max([_one_window_seconds(run)])[0] * micro * accumulation
-        if estimate > 0.5 * self.budget:     # the first pass pays one-time costs (allocations, thread pools)
-            estimate = run.dist.max([_one_window_seconds(run)])[0] * micro * accumulation
-        check_first_step(estimate, self.budget, windows_per_step=cfg.windows_per_step, context=cfg.context,
-                         precision=run.precision.name)
 
     def open_log(self) -> None:
         run, cfg = self.run, self.cfg
@@ -243,7 +182,7 @@ class _Session:
             self.log(f"resuming {run.checkpoint_path} at step {run.step}/{run.total_steps}")
         else:
             self.metrics.path.unlink(missing_ok=True)
-        length = f"{run.total_steps} steps" if run.total_steps else f"time budget {self.budget:g} s"
+        length = f"{run.total_steps} steps" if run.total_steps else f"time budget {cfg.time_budget:g} s"
         options = "".join(f", {k}={v}" for k, v in cfg.model.items())
         micro, accumulation = cfg.split(run.dist.world_size)
         processes = f"{run.dist.world_size} processes x " if run.dist.world_size > 1 else ""
@@ -258,6 +197,72 @@ class _Session:
         if run.compile_choice is not None:
             self.log(run.compile_choice.describe())
 
+    # ------------------------------------------------------------------------------------------ the loop
+    def steps(self, stop_after: Optional[int]) -> bool:
+        """Train until the last step, a stop request or `stop_after`; True when interrupted before the end."""
+        run = self.run
+        run.model.train()
+        try:
+            with stop_on_signals(self.bar.write) as stop:
+                while ((run.total_steps is None or run.step < run.total_steps) and not stop.requested
+                       and (stop_after is None or run.step < stop_after)):
+                    t_step = time.perf_counter()
+                    lr = run.schedule.apply(run.optimizer, run.step)
+                    loss, grad_norm, n_tokens = _optimizer_step(run)
+                    if not math.isfinite(loss):
+                        raise TrainingDiverged(f"training diverged at step {run.step + 1} (loss {loss}); the last "
+                                               f"checkpoint is kept; {_divergence_hint(self.cfg)}")
+                    # what every process takes: the slowest one's step time, rank 0's clock, a stop asked anywhere
+                    dt, self.wall, stopping = run.dist.max([time.perf_counter() - t_step,
+                                                             self.elapsed() if run.dist.is_main else -math.inf,
+                                                             float(stop.requested)])
+                    stop.requested = stopping > 0
+                    self.step_times.append(dt)
+                    run.step += 1
+                    run.tokens_seen += n_tokens
+                    run.train_seconds += dt
+                    self.metrics.append({"kind": "train", "step": run.step, "loss": loss, "lr": lr,
+                                         "grad_norm": grad_norm, "tokens": run.tokens_seen,
+                                         "elapsed": round(self.elapsed(), 3),
+                                         "train_seconds": round(run.train_seconds, 3)})
+                    self.bar.update(run.step, loss, n_tokens / dt)
+                    self.compile_times.after_step()
+                    if self.budget is not None:
+                        self.budget.after_step()
+                    if self.intervals.eval_due(run.step, run.total_steps):
+                        self.periodic_check()
+                    if self.intervals.save_due(run.step, run.total_steps):
+                        self.checkpoint()
+                return stop.requested and (run.total_steps is None or run.step < run.total_steps)
+        finally:
+            self.bar.close()
+
+    def periodic_check(self) -> None:
+        run = self.run
+        t_eval = time.perf_counter()
+        result = self.score(run.plan.periodic_windows if run.plan else self.cfg.eval_windows)
+        window_seconds = (time.perf_counter() - t_eval) / result.windows
+        _check_finite(result, run.step, self.cfg)
+        self.metrics.append({"kind": "eval", "step": run.step, "elapsed": round(self.elapsed(), 3),
+                             **result.record()})
+        self.bar.write(f"step {run.step}: {result.brief()} ({result.windows} fixed windows)")
+        if self.budget is not None:
+            self.budget.after_check(window_seconds)
+
+    def set_length(self, total: int, *, record: bool = True) -> None:
+        """The run's new length (the time budget's plan): the schedule, the progress bar and, when `record`, the
+        metrics log follow; the check and save intervals are fixed when the length is first known."""
+        run = self.run
+        run.plan.total_steps = total
+        run.schedule.set_total(total)
+        if not self.intervals.known:
+            self.intervals = _Intervals(self.cfg, total)
+        self.bar.set_total(total)
+        if record:
+            self.metrics.append({"kind": "plan", "step": run.step, "elapsed": round(self.elapsed(), 3),
+                                 **run.plan.to_dict()})
+
+    # ------------------------------------------------------------------------------ scoring, sampling, saving
     def checkpoint(self) -> None:
         """Rank 0 writes the checkpoint (every process takes part: FSDP gathers the shards)."""
         run = self.run
@@ -276,152 +281,20 @@ class _Session:
         return self.run.heldout.evaluate(self.scorer, batch_size=self.eval_batch, precision=self.run.precision,
                                          limit=limit, dist=self.run.dist)
 
+    def window_seconds(self, windows: int) -> float:
+        """Seconds per held-out window, timed on `windows` of them (a compiled scorer compiles first, untimed)."""
+        if isinstance(self.scorer, ShapeRouted) and self.scorer.first_seconds is None:
+            self.score(windows)
+        t0 = time.perf_counter()
+        self.score(windows)
+        return (time.perf_counter() - t0) / windows
+
     def sample(self, max_new_tokens: int, seed: int) -> str:
         """The continuation of the run's prompt (every process writes it: with FSDP decoding needs them all)."""
         run = self.run
         with run.dist.full_weights(run.model):
             return sample_text(run.model, run.data.tokenizer, run.sample_prompt, max_new_tokens=max_new_tokens,
                                seed=seed, precision=run.precision)
-
-    # ------------------------------------------------------------------------------------------ the loop
-    def steps(self, stop_after: Optional[int]) -> bool:
-        """Train until the last step, a stop request or `stop_after`; True when interrupted before the end."""
-        run = self.run
-        run.model.train()
-        try:
-            with _stop_on_signals(self.bar.write) as stop:
-                while ((run.total_steps is None or run.step < run.total_steps) and not stop.requested
-                       and (stop_after is None or run.step < stop_after)):
-                    self.one_step(stop)
-                    if self.budget is not None:
-                        self.keep_to_budget()
-                    if self.intervals.eval_due(run.step, run.total_steps):
-                        self.periodic_check()
-                    if self.intervals.save_due(run.step, run.total_steps):
-                        self.checkpoint()
-                return stop.requested and (run.total_steps is None or run.step < run.total_steps)
-        finally:
-            self.bar.close()
-
-    def one_step(self, stop: "_StopFlag") -> None:
-        run = self.run
-        t_step = time.perf_counter()
-        lr = run.schedule.apply(run.optimizer, run.step)
-        loss, grad_norm, n_tokens = _optimizer_step(run)
-        if not math.isfinite(loss):
-            raise TrainingDiverged(f"training diverged at step {run.step + 1} (loss {loss}); the last checkpoint "
-                                   f"is kept; {_divergence_hint(self.cfg)}")
-        # what every process takes: the slowest one's step time, rank 0's clock, a stop asked for on any of them
-        dt, self.wall, stopping = run.dist.max([time.perf_counter() - t_step,
-                                                 self.elapsed() if run.dist.is_main else -math.inf,
-                                                 float(stop.requested)])
-        stop.requested = stopping > 0
-        self.step_times.append(dt)
-        run.step += 1
-        run.tokens_seen += n_tokens
-        run.train_seconds += dt
-        self.metrics.append({"kind": "train", "step": run.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                             "tokens": run.tokens_seen, "elapsed": round(self.elapsed(), 3),
-                             "train_seconds": round(run.train_seconds, 3)})
-        self.bar.update(run.step, loss, n_tokens / dt)
-        if run.compiled is not None and len(self.step_times) <= 2:
-            self.note_compile_time()
-
-    def note_compile_time(self) -> None:
-        """A compiled session's first step compiles the model: its time beyond the second step's is the compile time,
-        logged and recorded (metrics.jsonl "compile", summary.json compile_seconds)."""
-        if len(self.step_times) == 1:
-            self.first_step_seconds = self.step_times[0]
-            return
-        self.compile_seconds = max(self.step_times[0] - self.step_times[1], 0.0)
-        self.note(f"torch.compile: first step took {self.step_times[0]:.1f} s ({self.compile_seconds:.1f} s compile, "
-                  f"then {self.step_times[1]:.2f} s/step)")
-        self.metrics.append({"kind": "compile", "step": self.run.step, "first_step_seconds":
-                             round(self.step_times[0], 3), "compile_seconds": round(self.compile_seconds, 3)})
-
-    def periodic_check(self) -> None:
-        run = self.run
-        t_eval = time.perf_counter()
-        result = self.score(run.plan.periodic_windows if run.plan else self.cfg.eval_windows)
-        self.eval_times.append((time.perf_counter() - t_eval) / result.windows)
-        _check_finite(result, run.step, self.cfg)
-        self.metrics.append({"kind": "eval", "step": run.step, "elapsed": round(self.elapsed(), 3),
-                             **result.record()})
-        self.bar.write(f"step {run.step}: {result.brief()} ({result.windows} fixed windows)")
-        if run.plan is not None and run.step < run.total_steps:
-            self.refit()
-
-    # ------------------------------------------------------------------------------------ the time budget
-    def keep_to_budget(self) -> None:
-        """Plan once the first steps are timed; stop at the deadline whatever the plan said."""
-        run = self.run
-        if run.plan is None:
-            if _timed_enough(self.step_times, self.budget, compiled=run.compiled is not None):
-                self.make_plan()
-            return
-        if run.step < run.total_steps and self.clock(agreed=True) + statistics.median(self.step_times[-20:]) \
-                > run.plan.deadline:
-            self.note(f"time budget: training stops at step {run.step} of {run.total_steps} planned (steps took "
-                      "longer than timed)")
-            run.schedule.total_steps = run.plan.total_steps = run.step
-            self.bar.set_total(run.step)
-
-    def make_plan(self) -> None:
-        """Time one held-out batch, a short decode and a checkpoint write, then fit the run into the budget."""
-        run, cfg = self.run, self.cfg
-        windows = min(self.eval_batch, len(run.heldout))
-        if isinstance(self.scorer, ShapeRouted) and self.scorer.first_seconds is None:
-            self.score(windows)                       # compiles the scoring graph, which the timing must not count
-        t0 = time.perf_counter()
-        self.score(windows)
-        window_seconds = (time.perf_counter() - t0) / windows
-        sample_seconds = 0.0
-        if cfg.sample_tokens:
-            t0 = time.perf_counter()
-            probe = min(8, cfg.sample_tokens)
-            self.sample(probe, seed=0)
-            sample_seconds = (time.perf_counter() - t0) / probe * cfg.sample_tokens
-            run.model.train()
-        t0 = time.perf_counter()
-        self.checkpoint()
-        save_seconds = time.perf_counter() - t0
-        timed = self.step_times[1:] or self.step_times
-        run.plan = run.dist.broadcast(                     # rank 0's timings decide for every process
-            plan_budget(budget=self.budget, elapsed=self.clock(), steps_done=run.step,
-                        step_seconds=statistics.median(timed), window_seconds=window_seconds,
-                        heldout_windows=len(run.heldout), periodic_windows=cfg.eval_windows,
-                        sample_seconds=sample_seconds, save_seconds=save_seconds,
-                        covers=cfg.time_budget_covers))
-        run.schedule.set_total(run.plan.total_steps)
-        self.intervals = _Intervals(cfg, run.total_steps)
-        self.bar.set_total(run.total_steps)
-        self.metrics.append({"kind": "plan", "step": run.step, "elapsed": round(self.elapsed(), 3),
-                             **run.plan.to_dict()})
-        self.note(run.plan.describe(self.budget, len(run.heldout)))
-
-    def refit(self) -> None:
-        """Re-fit the plan to what the machine does now: the held-out scoring time measured in the checks moves
-        the deadline (the final score must still fit), the step time of the last 50 steps sets the step count."""
-        run, plan = self.run, self.run.plan
-        plan.window_seconds = statistics.median(self.eval_times)
-        final_seconds = (plan.final_windows or len(run.heldout)) * plan.window_seconds
-        if plan.covers == "run":                 # a training-time deadline does not pay for the final score
-            plan.deadline += plan.final_seconds - final_seconds
-        plan.final_seconds = final_seconds
-        recent = statistics.median(self.step_times[-50:])
-        checks_left = max(0, (run.total_steps - run.step) // self.intervals.eval_every)
-        total = refit_steps(plan, step=run.step, elapsed=self.clock(), step_seconds=recent,
-                            checks_left=checks_left)
-        plan, total = run.dist.broadcast((plan, total))      # rank 0's measurements decide for every process
-        run.plan = plan
-        if total != run.total_steps and total > run.step:
-            self.note(f"time budget: {total} steps instead of {run.total_steps} (steps take {recent:.2f} s, "
-                      f"planned {plan.step_seconds:.2f} s)")
-            plan.total_steps = total
-            run.schedule.set_total(total)
-            self.bar.set_total(total)
-            self.metrics.append({"kind": "plan", "step": run.step, "elapsed": round(self.elapsed(), 3),
-                                 **plan.to_dict()})
 
     # --------------------------------------------------------------------------------------------- the end
     def finish(self, interrupted: bool) -> TrainResult:
@@ -454,20 +327,8 @@ class _Session:
                              num_parameters=run.model.num_parameters(), final=final, sample=sample, model=run.model,
                              tokenizer=run.data.tokenizer, data=run.data, interrupted=interrupted)
         if run.dist.is_main:
-            _write_summary(result, run, time.perf_counter() - self.t_start, self.compile_record())
+            _write_summary(result, run, time.perf_counter() - self.t_start, self.compile_times.record())
         return result
-
-    def compile_record(self) -> dict:
-        """summary.json's "compile": the mode asked for, whether this session compiled and why ("auto"), and the
-        compile times measured (seconds; None when not measured: no compile, or a single step)."""
-        run, scorer = self.run, self.scorer
-        choice = run.compile_choice
-        return {"mode": self.cfg.compile, "on": run.compiled is not None,
-                "reason": choice.reason if choice is not None else None,
-                "compile_seconds": None if self.compile_seconds is None else round(self.compile_seconds, 3),
-                "first_step_seconds": None if self.first_step_seconds is None else round(self.first_step_seconds, 3),
-                "eval_compile_seconds": (round(scorer.compile_seconds, 3) if isinstance(scorer, ShapeRouted)
-                                         and scorer.compile_seconds is not None else None)}
 
 
 # ------------------------------------------------------------------------------------------------ one step
@@ -507,33 +368,6 @@ def _optimizer_step(run: RunState) -> tuple[float, float, int]:
     run.optimizer.zero_grad(set_to_none=True)
     loss, tokens = dist.sum([float(loss_sum), sum(b.num_tokens for b in batches)])
     return loss, grad_norm, int(tokens)
-
-
-# ------------------------------------------------------------------------------------------ the time budget
-
-def _one_window_seconds(run: RunState) -> float:
-    """One forward + backward of the eager model on one window of random tokens (no optimizer step; gradients
-    discarded; the global RNG is restored), to refuse a step that cannot fit before taking it."""
-    rng = torch.get_rng_state()
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, run.model_config.vocab_size, (1, run.config.context + 1), generator=gen).to(run.device)
-    t0 = time.perf_counter()
-    with run.precision.autocast():
-        out = run.model(ids[:, :-1], labels=ids[:, 1:])
-    out.loss.float().backward()
-    if run.device.type == "cuda":
-        torch.cuda.synchronize(run.device)
-    seconds = time.perf_counter() - t0
-    run.model.zero_grad(set_to_none=True)
-    torch.set_rng_state(rng)
-    return seconds
-
-
-def _timed_enough(step_times: list[float], budget: float, compiled: bool = False) -> bool:
-    """Enough steps timed to plan: TIMED_STEPS after the first (which pays one-time costs), or fewer when they
-    already used a tenth of the budget. A compiled first step (the compile) never stands for a step alone."""
-    return len(step_times) > TIMED_STEPS or (len(step_times) >= 2 and sum(step_times) > 0.1 * budget) \
-        or (step_times[0] > 0.25 * budget and not compiled)
 
 
 def _check_finite(result: Score, step: int, cfg: TrainConfig) -> None:
@@ -580,31 +414,3 @@ def _write_summary(result: TrainResult, run: RunState, session_seconds: float, c
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
-
-
-class _StopFlag:
-    requested = False
-
-
-@contextmanager
-def _stop_on_signals(say: Callable[[str], None]):
-    """First Ctrl-C (SIGINT) or SIGTERM (what schedulers and `kill` send): finish the current step, save, return.
-    A second Ctrl-C aborts at once."""
-    flag = _StopFlag()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum, frame):
-        if flag.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        flag.requested = True
-        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        say(f"{name}: stopping after this step and saving a checkpoint (Ctrl-C again to abort without saving)")
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)

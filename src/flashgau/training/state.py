@@ -60,7 +60,8 @@ class RunState:
     """A run between two steps. Persistent parts go into the checkpoint; `data`, `heldout`, `forward`, `device`,
     `dist` and `out_dir` are rebuilt from them. `sampler` and `heldout` come from the run's task (flashgau.tasks).
     Under torchrun every process holds one (`dist`: who it is; the sampler draws its share of the windows;
-    `forward` is the DDP-wrapped or FSDP-sharded model)."""
+    `forward` is the DDP-wrapped or FSDP-sharded model). start_run / resume_run leave the model uncompiled:
+    training/compiling.py's settle_compile applies the compile mode (`compiled`, `compile_choice`)."""
 
     config: TrainConfig
     model_config: ModelConfig
@@ -68,8 +69,7 @@ class RunState:
     heldout: HeldoutSet
     sampler: TrainingStream
     model: LanguageModel
-    forward: Any                       # the model, or its torch.compile wrapper
-    compiled: Any                      # the model's torch.compile wrapper when the run compiles, else None
+    forward: Any                       # what a training step calls: the model, compiled and spread as the run says
     optimizer: torch.optim.Optimizer
     scaler: Optional[torch.amp.GradScaler]
     schedule: WarmupCosine
@@ -84,7 +84,8 @@ class RunState:
     train_seconds: float = 0.0         # seconds inside optimizer steps, all sessions
     resumed: bool = False
     dist: Distributed = field(default_factory=Distributed)
-    compile_choice: Optional[CompileChoice] = None     # what --compile auto chose and why (training/compiling.py)
+    compiled: Any = None               # the model's torch.compile wrapper when the run compiles, else None
+    compile_choice: Optional[CompileChoice] = None     # what --compile auto chose and why
 
     @property
     def checkpoint_path(self) -> Path:
@@ -173,12 +174,9 @@ def start_run(config: TrainConfig, *, device: torch.device, overwrite: bool = Fa
     if source is not None:
         source.load_into(model)
     model.to(device).set_activation_checkpointing(config.checkpoint_activations)
-    compiled = _compiled(model, config.compile)
     return RunState(config=config, model_config=model_cfg, data=data, heldout=heldout, sampler=sampler, model=model,
-                    forward=compiled if compiled is not None else model, compiled=compiled,
-                    optimizer=_optimizer(model, config),
-                    scaler=precision.grad_scaler(), precision=precision, device=device, out_dir=out_dir,
-                    sample_prompt=prompt, dist=dist,
+                    forward=model, optimizer=_optimizer(model, config), scaler=precision.grad_scaler(),
+                    precision=precision, device=device, out_dir=out_dir, sample_prompt=prompt, dist=dist,
                     schedule=WarmupCosine(config.lr, config.steps, config.warmup_steps, config.min_lr_ratio))
 
 
@@ -240,11 +238,9 @@ def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optiona
             or isinstance(trained, bool) or not isinstance(trained, (int, float)) or not 0 <= trained < math.inf):
         raise CheckpointError(f"{where}: saved progress is out of range (step {step} of {total}, {tokens} tokens, "
                               f"{elapsed} s, {trained!r} s of training)")
-    compiled = _compiled(model, config.compile)
     return RunState(config=config, model_config=model_cfg, data=data, heldout=heldout, sampler=sampler, model=model,
-                    forward=compiled if compiled is not None else model, compiled=compiled,
-                    optimizer=optimizer, scaler=scaler,
-                    schedule=schedule, precision=precision, device=device, out_dir=ckpt_path.parent,
+                    forward=model, optimizer=optimizer, scaler=scaler, schedule=schedule, precision=precision,
+                    device=device, out_dir=ckpt_path.parent,
                     sample_prompt=_sample_prompt(config, data, model_cfg), plan=plan, step=step, tokens_seen=tokens,
                     elapsed_before=float(elapsed), train_seconds=float(trained), resumed=True, dist=dist)
 
@@ -277,17 +273,6 @@ def _windows(config: TrainConfig, data: RunData, dist: Distributed) -> tuple[Tra
 
 def _optimizer(model: LanguageModel, config: TrainConfig) -> torch.optim.Optimizer:
     return make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay, betas=(config.beta1, config.beta2))
-
-
-def _compiled(model: LanguageModel, compile: str):
-    """The model under torch.compile for compile "on" (a wrapper that shares the model's parameters; "auto" is
-    decided when the run starts, training/loop.py), else None."""
-    return compile_model(model) if compile == "on" else None
-
-
-def compile_model(model: LanguageModel):
-    """The model under torch.compile (a wrapper sharing its parameters)."""
-    return torch.compile(model)
 
 
 def _resumed_precision(state: dict, config: TrainConfig, device: torch.device, where: str) -> Precision:
