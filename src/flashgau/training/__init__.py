@@ -9,7 +9,8 @@
 Modules: config (TrainConfig), setup (the data and model of a run), state (a run's state: start, resume, the
 checkpoint layout), init_from (starting from another run's weights), loop (train()), budget (fitting a run into a
 time budget), compiling (--compile auto), trained (using a finished run), checkpoint (the file and the settings it
-holds), run_folder, optim, metrics, progress. Every objective's metric lives with its task (flashgau.tasks).
+holds), run_folder, stopping (Ctrl-C and SIGTERM), optim, metrics, progress. Every objective's metric lives with
+its task (flashgau.tasks).
 """
 
 from ..tasks.mlm import FillResult, fill_masks
