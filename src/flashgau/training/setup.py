@@ -2,7 +2,7 @@
 the split corpus as memory-mapped token documents, the tokenizer, and the model.
 
 The data of a run is always a prepared dataset (data/prepared.py): `--data DIR` naming a prepared folder is opened
-as it is; the default corpus and plain text are prepared on the fly into the cache (data/prepare.py,
+as it is; the default corpus and plain text are prepared on the fly into the cache (data/cache.py,
 $FLASHGAU_CACHE) the first time, and opened from there afterwards. Start-up then costs time in the number of
 documents, not of tokens."""
 
@@ -17,7 +17,7 @@ import torch
 from ..config import ModelConfig
 from ..data.batching import HeldoutWindows, TokenDocuments, WindowSampler
 from ..data.corpus import DEFAULT_CORPUS, split_fingerprint  # noqa: F401 (re-exported)
-from ..data.prepare import prepared_cached
+from ..data.cache import prepared_cached
 from ..data.prepared import PreparedData, is_prepared, open_prepared
 from ..data.tokenizers import Tokenizer, is_tokenizer_file, tokenizer_digest
 from ..errors import CheckpointError, CorpusError
