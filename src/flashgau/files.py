@@ -1,9 +1,61 @@
-"""Small file-system helpers shared by the modules that write files atomically (checkpoints, prepared data)."""
+"""Writing files safely, in one way everywhere: `atomic_write` replaces a file whole or not at all, `FolderLock` keeps
+a folder to one process at a time, `fsync_folder` makes a rename in a folder durable.
+
+Checkpoints, the metrics log and plot, prepared-data manifests and benchmark reports are written with
+`atomic_write`; run folders and folders being prepared are held with a `FolderLock`.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
 from pathlib import Path
+from typing import BinaryIO, Callable, Optional, TextIO, Union
+
+from .errors import ConfigError
+
+try:
+    import fcntl
+except ImportError:             # pragma: no cover - Windows: folders are not locked
+    fcntl = None
+
+TEMPORARY = ".tmp-"             # a temporary file of `name` is `.<name>.tmp-<pid>-<random>`
+
+Content = Union[bytes, str, Callable[[BinaryIO], None]]
+
+
+def atomic_write(path: Union[str, Path], content: Content, *, encoding: str = "utf-8") -> Path:
+    """Replace `path` with `content` whole or not at all; returns the path.
+
+    `content` is bytes, text (written in `encoding`) or a function that writes into the binary file it is given
+    (`lambda f: torch.save(obj, f)`, `lambda f: fig.savefig(f, format="png")`). It goes to a temporary file of a
+    unique name beside `path` (`.<name>.tmp-<pid>-<random>`, with the permissions a new file gets), which is flushed
+    to disk and renamed over `path` (os.replace: atomic on POSIX and Windows); then the folder is flushed. A failure
+    anywhere, in the writer included, removes the temporary file, leaves the previous `path` as it was and
+    propagates. After a write, temporary files of `path` whose process has died (killed while writing) are removed.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}{TEMPORARY}{os.getpid()}-{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with open(fd, "wb") as handle:
+            if callable(content):
+                content(handle)
+            else:
+                handle.write(content.encode(encoding) if isinstance(content, str) else content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_folder(path.parent)
+    for stale in path.parent.glob(f".{path.name}{TEMPORARY}*"):
+        pid = stale.name[len(path.name) + 1 + len(TEMPORARY):].split("-")[0]
+        if not process_alive(pid):
+            stale.unlink(missing_ok=True)
+    return path
 
 
 def fsync_folder(folder: Path) -> None:
@@ -19,3 +71,66 @@ def fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def process_alive(pid: Union[int, str]) -> bool:
+    """Whether process `pid` (of this machine) still runs; False for a string that is no process id."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+class FolderBusy(ConfigError):
+    """The lock is held by another process, named in `owner` ("flashgau process <pid>", or "another process")."""
+
+    def __init__(self, path: Path, owner: str) -> None:
+        super().__init__(f"{path.parent} is in use by {owner}")
+        self.path, self.owner = path, owner
+
+
+class FolderLock:
+    """An exclusive lock on the file `path` of a folder, for as long as this process holds it.
+
+    fcntl.flock, non-blocking: the kernel releases the lock when the process ends, however it ends, so a crash never
+    leaves a folder stuck. The holder writes its name into the file ("flashgau process <pid>"); a second process is
+    refused with FolderBusy naming it. Where fcntl is missing (Windows) nothing is locked. The file stays when the
+    lock is released."""
+
+    def __init__(self, path: Union[str, Path]) -> None:
+        self.path = Path(path)
+        self._handle: Optional[TextIO] = None
+
+    def acquire(self) -> "FolderLock":
+        """Take the lock (FolderBusy if another process holds it; OSError if the file cannot be opened)."""
+        handle = open(self.path, "a+", encoding="utf-8")
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                handle.seek(0)
+                owner = handle.read().strip() or "another process"
+                handle.close()
+                if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise FolderBusy(self.path, owner) from None
+                raise
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"flashgau process {os.getpid()}")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()        # closing the file releases the lock
+            self._handle = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

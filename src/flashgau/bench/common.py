@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shlex
 import statistics
@@ -20,6 +19,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import torch
 
 from ..errors import FlashgauError
+from ..files import atomic_write
 from ..runtime import PRECISIONS
 from ..runtime.device import machine_record
 
@@ -249,10 +249,7 @@ def write_json(path: Path, data: Any) -> Path:
 def write_text(path: Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, text)
 
 
 def write_reports(out: Path, stem: str, report: dict, markdown: Callable, plot: Callable) -> None:
@@ -278,10 +275,7 @@ def log_axes(ax, title: str, xlabel: str, ylabel: str) -> None:
 def save_figure(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda handle: fig.savefig(handle, dpi=100, format=path.suffix[1:] or "png"))
 
 
 # --------------------------------------------------------------------------------------------- measuring

@@ -1,7 +1,8 @@
 """Text in, token windows out: sources (sources.py: text, folders, JSON lines, Parquet, Arrow), corpora and the
-split (corpus.py), tokenizers (tokenizers.py), preparation into token shards (prepare.py) and the prepared format
-read through memory maps (prepared.py), windows (batching.py), and the data of one run: a prepared dataset with the
-run's tokenizer (run_data.py). `flashgau.data.prepare.prepare` is the function behind `flashgau prepare`.
+split (corpus.py), tokenizers (tokenizers.py), preparation into token shards (prepare.py; on the fly into a cache:
+cache.py) and the prepared format read through memory maps (prepared.py), windows (batching.py), and the data of one
+run: a prepared dataset with the run's tokenizer (run_data.py). `flashgau.data.prepare.prepare` is the function
+behind `flashgau prepare`.
 
 Nothing here imports the model."""
 

@@ -19,24 +19,18 @@ split (its name hash, length and text digest); the BPE sample's word counts whil
 
 Progress: a bar (bytes/s and tokens/s) on a terminal, a line every 15 s otherwise.
 
-Interruptions: the folder gets its manifest last, atomically; until then it holds a `.preparing` marker (locked by
-the writing process) and is refused by every reader. Running the same prepare again starts it clean (only the
-files a preparation writes are removed). Running it again on a finished folder with the same data and settings
-checks every shard's checksum and stops ("up to date").
+Interruptions: the folder gets its manifest last, atomically; until then it holds a `.preparing` marker (the
+writing process's files.FolderLock) and is refused by every reader. Running the same prepare again starts it clean
+(only the files a preparation writes are removed). Running it again on a finished folder with the same data and
+settings checks every shard's checksum and stops ("up to date").
 
-On-the-fly preparation (`prepared_cached`): plain text given to `flashgau train --data` is prepared into
-$FLASHGAU_CACHE/prepared/<key> (default ~/.cache/flashgau) once; the key hashes the request and the source's
-names, sizes and modification times (sources.Source.stat_key), so a second start on unchanged data opens the
-cache without tokenizing, and any change to a file prepares afresh. Delete the folder to reclaim the space.
+Plain text given to `flashgau train --data` is prepared the same way into a cache (cache.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import sys
 import time
 from array import array
 from dataclasses import dataclass
@@ -45,33 +39,22 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Union
 
 from ..errors import ConfigError, CorpusError, FlashgauError, TokenizerError
+from ..files import FolderBusy, FolderLock
+from ..meter import Meter
 from .corpus import (DEFAULT_HELDOUT_FRACTION, empty_corpus, fingerprint_header, heldout_positions,
                      name_order_key, one_document_cut, too_short_to_split)
-from ..files import fsync_folder
-from .prepared import (DTYPES, FORMAT, MANIFEST, MARKER, TOKENIZER_FILE, VERSION, PreparedData, SideWriter,
+from .prepared import (DTYPES, FORMAT, MANIFEST, MARKER, SPOOL, TOKENIZER_FILE, VERSION, PreparedData, SideWriter,
                        open_prepared, prepared_files, read_manifest, sha256_file, token_dtype, verify_prepared,
                        write_manifest)
 from .sources import DEFAULT_TEXT_FIELD, Source, open_source
 from .tokenizers import ByteTokenizer, Tokenizer, make_tokenizer, save_tokenizer, tokenizer_digest
 
-try:
-    import fcntl
-except ImportError:             # pragma: no cover - Windows: the folder is not locked
-    fcntl = None
-
 DEFAULT_SHARD_BYTES = 256 << 20
 DEFAULT_BPE_SAMPLE_BYTES = 64 << 20
 PIECE_CHARS = 1 << 20           # longer documents are BPE-encoded in pieces of about this many characters
 BATCH_CHARS = 2 << 20           # characters per BPE encode_batch call
-CACHE_ENV = "FLASHGAU_CACHE"
-SPOOL = ".heldout-text.tmp"
 
 Log = Callable[[str], None]
-
-
-def cache_root() -> Path:
-    """Where on-the-fly preparations live: $FLASHGAU_CACHE, else ~/.cache/flashgau."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "flashgau").expanduser()
 
 
 @dataclass
@@ -155,7 +138,7 @@ def prepare(data: Optional[Union[str, Path]], out: Union[str, Path], *, tokenize
             raise ConfigError(f"--out {out} is not empty and holds no prepared dataset; choose a new or empty folder")
         _remove(prepared_files(out))
         try:
-            _write(source, out, request, tok, shard_bytes=shard_bytes, progress=progress, log=log)
+            write_prepared(source, out, request, tok, shard_bytes=shard_bytes, progress=progress, log=log)
         except FlashgauError:
             _remove(prepared_files(out))
             raise
@@ -163,28 +146,24 @@ def prepare(data: Optional[Union[str, Path]], out: Union[str, Path], *, tokenize
 
 
 class _Claim:
-    """The `.preparing` marker of a folder being written, locked by this process (fcntl.flock: released by the
+    """The `.preparing` marker of a folder being written, locked by this process (files.FolderLock: released by the
     kernel when the process ends, however it ends); removed when the preparation is finished."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.created = not folder.exists()
         self.marker_existed = (folder / MARKER).exists()
-        self._handle = None
+        self._lock = FolderLock(folder / MARKER)
 
     def __enter__(self) -> "_Claim":
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self._handle = open(self.folder / MARKER, "a+")
+            self._lock.acquire()
+        except FolderBusy:
+            raise ConfigError(f"{self.folder} is being prepared by another process; wait for it or choose "
+                              "another --out") from None
         except OSError as err:
             raise ConfigError(f"cannot write in {self.folder}: {err.strerror or err}") from None
-        if fcntl is not None:
-            try:
-                fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                self._handle.close()
-                raise ConfigError(f"{self.folder} is being prepared by another process; wait for it or choose "
-                                  "another --out") from None
         return self
 
     def __exit__(self, kind, value, tb) -> None:
@@ -197,88 +176,7 @@ class _Claim:
                 self.folder.rmdir()
             except OSError:
                 pass
-        self._handle.close()
-
-
-# ------------------------------------------------------------------------------------------ the on-the-fly cache
-
-def prepared_cached(data: Optional[Union[str, Path]], *, tokenizer: Union[str, Tokenizer] = "bytes",
-                    bpe_vocab_size: int = 4096, heldout_fraction: float = DEFAULT_HELDOUT_FRACTION,
-                    also_accept: Optional[Tokenizer] = None, progress: bool = False,
-                    log: Log = lambda s: None) -> PreparedData:
-    """`data` prepared into the cache (module docstring) and opened: from the cache when it is there.
-    `also_accept`: a tokenizer (a resumed run's) whose entry under the `tokenizer` request (e.g. "bpe", trained
-    when the run started) is as good as one made with it."""
-    source = open_source(data)
-    request, tok = make_request(source, tokenizer, heldout_fraction=heldout_fraction, bpe_vocab_size=bpe_vocab_size,
-                                bpe_sample_bytes=DEFAULT_BPE_SAMPLE_BYTES)
-    root = cache_root() / "prepared"
-    if also_accept is not None:
-        found = _cached(root, request)
-        if found is not None and tokenizer_digest(found.tokenizer) == tokenizer_digest(also_accept):
-            return found
-        request, tok = make_request(source, also_accept, heldout_fraction=heldout_fraction,
-                                    bpe_vocab_size=bpe_vocab_size, bpe_sample_bytes=DEFAULT_BPE_SAMPLE_BYTES)
-    found = _cached(root, request)
-    if found is not None:
-        return found
-    final = root / request.key()[:32]
-    tmp = root / f"{final.name}.tmp-{os.getpid()}"
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        _remove_stale(root)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-    except OSError as err:
-        raise ConfigError(f"cannot write the data cache {root}: {err.strerror or err}; set {CACHE_ENV} to a writable "
-                          "folder, or prepare the data with `flashgau prepare` and train on the prepared folder") \
-            from None
-    log(f"preparing {source.label} into the cache {final} (once; later runs on the same data reuse it)")
-    try:
-        _write(source, tmp, request, tok, shard_bytes=DEFAULT_SHARD_BYTES, progress=progress, log=log)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            found = _cached(root, request)
-            if found is not None:             # another process finished the same entry first: use theirs
-                return found
-            shutil.rmtree(final, ignore_errors=True)     # a damaged entry (refused above)
-            os.rename(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    fsync_folder(root)
-    return open_prepared(final)
-
-
-def _cached(root: Path, request: Request) -> Optional[PreparedData]:
-    folder = root / request.key()[:32]
-    if not (folder / MANIFEST).is_file():
-        return None
-    try:
-        found = open_prepared(folder)
-    except CorpusError:
-        return None                           # damaged: prepared again
-    return found if found.manifest.get("request") == request.to_dict() else None
-
-
-def _remove_stale(root: Path) -> None:
-    """Temporary folders of preparations whose process died."""
-    for tmp in root.glob("*.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
+        self._lock.release()
 
 
 # -------------------------------------------------------------------------------------------------- the passes
@@ -304,9 +202,9 @@ class _SplitDoc:
     blocks: Iterator[str]
 
 
-def _write(source: Source, folder: Path, request: Request, tok: Optional[Tokenizer], *, shard_bytes: int,
-           progress: bool, log: Log) -> None:
-    """All passes into `folder` (empty but for the marker), ending with the manifest."""
+def write_prepared(source: Source, folder: Path, request: Request, tok: Optional[Tokenizer], *, shard_bytes: int,
+                   progress: bool, log: Log) -> None:
+    """All passes into `folder` (empty but for a marker), ending with the manifest."""
     seconds = {}
     t0 = time.perf_counter()
     scan = _scan(source, progress)
@@ -628,44 +526,30 @@ def _utf8(text: str, name: str, offset: int) -> bytes:
 
 # ---------------------------------------------------------------------------------------------------- progress
 
-class _Meter:
-    """Input bytes and tokens per second: a tqdm bar on a terminal (after 2 s), a line every 15 s otherwise."""
+class _Meter(Meter):
+    """Input bytes and tokens per second: a bar in bytes on a terminal (after 2 s), a line every 15 s otherwise."""
 
-    def __init__(self, what: str, total: Optional[int], enabled: bool, every: float = 15.0) -> None:
-        self.what, self.total, self.enabled, self.every = what, total, enabled, every
+    def __init__(self, what: str, total: Optional[int], enabled: bool) -> None:
+        super().__init__(total, enabled=enabled, desc=what, unit="B", unit_scale=True, delay=2.0)
+        self.what = what
         self.bytes = self.tokens = 0
-        self.start = self.last = time.perf_counter()
-        self._bar = None
-        if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-            self._bar = tqdm(total=total, desc=what, unit="B", unit_scale=True, delay=2.0,
-                             file=sys.stderr, dynamic_ncols=True)
 
     def update(self, nbytes: int, ntokens: int = 0) -> None:
         self.bytes += nbytes
         self.tokens += ntokens
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if self._bar is not None:
-            self._bar.update(nbytes)
-            if ntokens and now - self.last > 0.5:
-                self.last = now
-                self._bar.set_postfix_str(f"{self.tokens / (now - self.start):,.0f} tokens/s", refresh=False)
-        elif now - self.last >= self.every:
-            self.last = now
-            print(f"{self.what}: {self.describe()}", file=sys.stderr, flush=True)
+        self.show(self.bytes)
+
+    def postfix(self) -> str:
+        return f"{self.tokens / self.seconds():,.0f} tokens/s" if self.tokens else ""
+
+    def line(self) -> str:
+        return f"{self.what}: {self.describe()}"
 
     def describe(self) -> str:
-        seconds = max(time.perf_counter() - self.start, 1e-9)
+        seconds = max(self.seconds(), 1e-9)
         share = f" of {self.total / 1e6:,.1f} MB" if self.total else ""
         return (f"{self.bytes / 1e6:,.1f} MB{share} in {seconds:.1f} s ({self.bytes / 1e6 / seconds:,.1f} MB/s"
                 + (f", {self.tokens / seconds:,.0f} tokens/s)" if self.tokens else ")"))
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
 
 
 # ------------------------------------------------------------------------------------------------------- helpers

@@ -45,7 +45,7 @@ from typing import Optional, Union
 import torch
 
 from ..errors import CorpusError, TokenizerError
-from ..files import fsync_folder
+from ..files import TEMPORARY, atomic_write
 from .batching import TokenDocuments
 from .tokenizers import Tokenizer, tokenizer_from_dict
 
@@ -54,6 +54,7 @@ VERSION = 1
 MANIFEST = "manifest.json"
 MARKER = ".preparing"
 TOKENIZER_FILE = "tokenizer.json"
+SPOOL = ".heldout-text.tmp"     # the held-out text while it is tokenized (for the split fingerprint)
 SIDES = ("train", "heldout")
 # dtype name -> (torch dtype, bytes per token, array typecode, largest vocabulary it holds)
 DTYPES = {"uint8": (torch.uint8, 1, "B", 1 << 8), "uint16": (torch.uint16, 2, "H", 1 << 16),
@@ -185,16 +186,9 @@ class SideWriter:
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:
-    """Write manifest.json atomically (temporary file, fsync, rename, fsync of the folder): the last step of a
-    preparation, which makes the folder valid."""
-    tmp = folder / f".{MANIFEST}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=1)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, folder / MANIFEST)
-    fsync_folder(folder)
+    """Write manifest.json atomically (files.atomic_write): the last step of a preparation, which makes the folder
+    valid."""
+    atomic_write(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 
 
 def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
@@ -209,8 +203,8 @@ def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
 
 def prepared_files(folder: Path) -> list[Path]:
     """The files a preparation writes in `folder` (what a restart or --overwrite removes; nothing else is)."""
-    names = {MANIFEST, f".{MANIFEST}.tmp", TOKENIZER_FILE, ".heldout-text.tmp"}
-    out = [folder / n for n in names if (folder / n).exists()]
+    names = {MANIFEST, TOKENIZER_FILE, SPOOL}
+    out = [folder / n for n in names if (folder / n).exists()] + list(folder.glob(f".{MANIFEST}{TEMPORARY}*"))
     for side in SIDES:
         out += [p for p in folder.glob(f"{side}-*.bin")]
         out += [folder / f"{side}{ext}" for ext in (".idx", ".names") if (folder / f"{side}{ext}").exists()]

@@ -3,15 +3,13 @@ errors. What goes inside is the run state's business (training/state.py); this m
 back the settings every checkpoint holds (`saved_settings`: the training settings, model config and tokenizer).
 
 The file is a dict saved with torch.save (plus "format" and "version") and read back with `weights_only=True`, so
-loading runs no pickled code. `save_checkpoint` writes to a temporary file in the same folder, flushes it to disk,
-then renames it over the target (`os.replace`, atomic on POSIX and Windows): a crash or kill during a save leaves the
-previous file intact.
+loading runs no pickled code. `save_checkpoint` writes it with files.atomic_write (a temporary file beside the
+target, flushed to disk, renamed over it): a crash or kill during a save leaves the previous file intact.
 """
 
 from __future__ import annotations
 
 import errno
-import os
 import pickle
 import shutil
 import zipfile
@@ -23,7 +21,7 @@ import torch
 from ..config import ModelConfig
 from ..data.tokenizers import Tokenizer, tokenizer_from_dict
 from ..errors import CheckpointError, ConfigError, TokenizerError
-from ..files import fsync_folder
+from ..files import atomic_write
 from .config import TrainConfig
 
 CHECKPOINT_FORMAT = "flashgau-checkpoint"
@@ -40,25 +38,11 @@ def save_checkpoint(state: dict[str, Any], path: Union[str, Path]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        return atomic_write(path, lambda handle: torch.save(payload, handle))
     except (OSError, RuntimeError) as err:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(f"cannot write {path}: {_write_failure(err, path.parent)}; the previous checkpoint "
                               "is kept") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_folder(path.parent)
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a process killed while saving
-        if not _alive(stale.name.rsplit("-", 1)[-1]):
-            stale.unlink(missing_ok=True)
-    return path
 
 
 def _write_failure(err: BaseException, folder: Path) -> str:
@@ -71,17 +55,6 @@ def _write_failure(err: BaseException, folder: Path) -> str:
                                                                                       and free < 64 * 2**20):
         return f"the disk is full ({free / 2**20:.0f} MiB free)" if free is not None else "the disk is full"
     return str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-
-
-def _alive(pid: str) -> bool:
-    """Whether process `pid` still runs (its temporary file is then its own business)."""
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def resolve_checkpoint_path(path: Union[str, Path]) -> Path:

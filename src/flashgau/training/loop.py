@@ -32,6 +32,7 @@ from typing import Callable, Optional, Union
 import torch
 
 from ..errors import ConfigError, FlashgauError
+from ..files import atomic_write
 from ..runtime import PeerLost, describe_device, join_process_group
 from ..runtime.distributed import as_float
 from ..tasks import Score
@@ -410,7 +411,4 @@ def _write_summary(result: TrainResult, run: RunState, session_seconds: float, c
                "plan": run.plan.to_dict() if run.plan else None,
                "compile_seconds": compiled["compile_seconds"], "compile": compiled,
                "final": result.final.to_dict() if result.final else None, "sample": result.sample}
-    path = run.out_dir / SUMMARY_NAME
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(run.out_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")

@@ -9,9 +9,10 @@ session's first step: first_step_seconds, compile_seconds).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable, Union
+
+from ..files import atomic_write
 
 
 class MetricsLog:
@@ -26,9 +27,7 @@ class MetricsLog:
 
     def truncate_after(self, step: int) -> None:
         records = [r for r in read_metrics(self.path) if r.get("kind") != "final" and r.get("step", 0) <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 class NoMetricsLog(MetricsLog):
@@ -84,11 +83,7 @@ def plot_losses(records: Iterable[dict[str, Any]], path: Union[str, Path], title
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda handle: fig.savefig(handle, dpi=100, format="png"))
 
 
 def _smooth(values: list[float]) -> list[float]:

@@ -1,6 +1,6 @@
 """A run folder is owned by one process at a time, and replacing a run never loses it.
 
-`RunFolder(path).claim()` takes an exclusive lock on `<path>/.lock` (fcntl.flock: the kernel releases it when the
+`RunFolder(path).claim()` takes the folder's lock, `<path>/.lock` (files.FolderLock: released by the kernel when the
 process ends, however it ends, so a crashed run never leaves the folder stuck). A second process gets a one-line
 error naming the owner. Where fcntl is missing (Windows) the folder is not locked.
 
@@ -12,7 +12,6 @@ the old run back before doing anything else.
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 from contextlib import contextmanager
@@ -20,16 +19,13 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from ..errors import ConfigError, FlashgauError
+from ..files import FolderBusy, FolderLock
 from ..runtime import Distributed
-
-try:
-    import fcntl
-except ImportError:             # pragma: no cover - Windows
-    fcntl = None
 
 RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "loss.png", "summary.json")
 PREVIOUS = ".previous"
 CHECKPOINT = "checkpoint.pt"
+LOCK = ".lock"
 
 
 def check_writable(path: Path) -> None:
@@ -51,34 +47,24 @@ class RunFolder:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._lock = None
+        self._lock: Optional[FolderLock] = None
 
     def claim(self) -> "RunFolder":
         check_writable(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path / ".lock", "a+")
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as err:
-                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise
-                handle.seek(0)
-                owner = handle.read().strip() or "another process"
-                handle.close()
-                raise ConfigError(f"{self.path} is in use by {owner}; wait for it to finish or choose another "
-                                  "--out") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"flashgau process {os.getpid()}")
-        handle.flush()
-        self._lock = handle
+        lock = FolderLock(self.path / LOCK)
+        try:
+            lock.acquire()
+        except FolderBusy as busy:
+            raise ConfigError(f"{self.path} is in use by {busy.owner}; wait for it to finish or choose another "
+                              "--out") from None
+        self._lock = lock
         self._recover()
         return self
 
     def release(self) -> None:
         if self._lock is not None:
-            self._lock.close()          # closing the file releases the lock
+            self._lock.release()
             self._lock = None
 
     def __enter__(self) -> "RunFolder":

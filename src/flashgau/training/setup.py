@@ -2,7 +2,7 @@
 (data.run_data.RunData: the split corpus as memory-mapped token documents, and the run's tokenizer) and the model.
 
 The data of a run is always a prepared dataset (data/prepared.py): `--data DIR` naming a prepared folder is opened
-as it is; the default corpus and plain text are prepared on the fly into the cache (data/prepare.py,
+as it is; the default corpus and plain text are prepared on the fly into the cache (data/cache.py,
 $FLASHGAU_CACHE) the first time, and opened from there afterwards. Start-up then costs time in the number of
 documents, not of tokens."""
 
@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import torch
 
 from ..config import ModelConfig
-from ..data.prepare import prepared_cached
+from ..data.cache import prepared_cached
 from ..data.prepared import is_prepared, open_prepared
 from ..data.run_data import RunData
 from ..data.sources import DEFAULT_CORPUS
