@@ -378,8 +378,8 @@ class ModelConfig:
                     **overrides: Any) -> "ModelConfig":
         """The model of a run that trains `arch` at size `preset` on windows of `context` tokens; `flashgau train`
         (TrainConfig.model_config) builds its models here, and the benchmarks are to, so that one (preset, arch,
-        context) is one model everywhere. On top of the preset and `overrides`, the choices the paper ties to its training length
-        n = context:
+        context) is one model everywhere. On top of the preset and `overrides`, the choices the paper ties to its
+        training length n = context:
 
         - FLASH-Quad: quad_norm_len = context unless given, so the fixed normaliser divides by the training length
           as the paper does, and rel_pos="auto" picks the paper's bias for that n (Toeplitz up to 512, RoPE-

@@ -88,7 +88,7 @@ def test_an_equal_time_group_whose_runs_came_from_two_kinds_of_machine_is_flagge
     avx2 = dict(cpu="AMD EPYC", cpu_capability="AVX2", cores=2, device="cpu")
     amx = dict(cpu="Intel(R) Xeon(R) Platinum", cpu_capability="AVX512", cores=2, device="cpu")
     store = ResultStore(tmp_path)
-    for g, s, v, T, seed, key in plan:
+    for g, _s, v, T, seed, key in plan:
         store.save(key, dict(key=key, context=T, seed=seed, steps=60, tokens=60 * 4096, train_time=60.0,
                              num_parameters=1000, final=dict(loss=2.5 if v.label == "base" else 2.4),
                              env=dict(command=f"flashgau bench ablations --groups {g.name}",

@@ -9,8 +9,8 @@ from flashgau.ops import fastpath
 
 def test_perf_fastpath_times_every_fast_path_alone(tmp_path):
     out = tmp_path / "pf"
-    assert bench_cli.main(["perf-fastpath", "--preset", "tiny", "--contexts", "128", "--repeats", "1", "--warmup", "0", "--each",
-                        "--each-rounds", "2", "--out", str(out)]) == 0
+    assert bench_cli.main(["perf-fastpath", "--preset", "tiny", "--contexts", "128", "--repeats", "1", "--warmup", "0",
+                           "--each", "--each-rounds", "2", "--out", str(out)]) == 0
     records = json.loads(out.with_suffix(".json").read_text())["records"]
     modes = {(r["arch"], r["mode"]) for r in records}
     assert modes == {("flash", "plain"), ("flash", "fast"), ("transformer++", "plain"), ("transformer++", "fast"),

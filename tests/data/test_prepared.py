@@ -58,7 +58,8 @@ def test_a_messy_folder_splits_and_cleans_as_in_memory(tmp_path):
     prepared = quiet_prepare(data, tmp_path / "p", shard_bytes=2000)
     assert len(prepared.train.shards) > 1                                # small shards: several
     for docs in (prepared.train, prepared.heldout):
-        assert (docs.index[:, 1] + docs.index[:, 2] <= torch.tensor([len(s) for s in docs.shards])[docs.index[:, 0]]).all()
+        shard_lengths = torch.tensor([len(s) for s in docs.shards])
+        assert (docs.index[:, 1] + docs.index[:, 2] <= shard_lengths[docs.index[:, 0]]).all()
     assert_same_as_in_memory(prepared, load_split(data), ByteTokenizer())
 
 

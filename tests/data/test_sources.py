@@ -61,7 +61,8 @@ def test_stat_key_changes_when_a_file_changes(tmp_path):
 
 
 def test_parquet_and_arrow_rows_are_documents(tmp_path):
-    pa = pytest.importorskip("pyarrow", reason="Parquet/Arrow need the optional extra: pip install 'flashgau[datasets]'")
+    pa = pytest.importorskip("pyarrow",
+                             reason="Parquet/Arrow need the optional extra: pip install 'flashgau[datasets]'")
     import pyarrow.ipc
     import pyarrow.parquet
 

@@ -89,7 +89,8 @@ def test_combiner_state_grows_by_one_summary_per_chunk_and_generate_reserves_onc
         first.reserve(40)
         assert first.sum_k.shape[2] == 10                                   # 40 positions / C = 4
         _, kept = model.generate(tokens(1, 5), 30, temperature=0, return_state=True)
-        assert getattr(kept.layers[0], "attn", kept.layers[0]).sum_k.shape[2] == -(-35 // 4)                 # reserved for the final length only
+        # reserved for the final length only
+        assert getattr(kept.layers[0], "attn", kept.layers[0]).sum_k.shape[2] == -(-35 // 4)
 
 
 def test_config_validates_the_performer_fields():

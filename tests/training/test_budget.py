@@ -49,7 +49,8 @@ def test_refit_follows_the_measured_step_time_but_ignores_small_drift():
 
 def test_a_step_longer_than_half_the_budget_is_refused_with_what_to_change():
     check_first_step(10.0, 300.0, windows_per_step=8, context=512, precision="fp32")
-    with pytest.raises(StepDoesNotFit, match=r"about 75 s here \(8 windows of 512 tokens, bf16\).* --time-budget to 190"):
+    with pytest.raises(StepDoesNotFit,
+                       match=r"about 75 s here \(8 windows of 512 tokens, bf16\).* --time-budget to 190"):
         check_first_step(75.0, 120.0, windows_per_step=8, context=512, precision="bf16")
 
 

@@ -61,7 +61,8 @@ def test_an_lm_source_starts_an_mlm_run_and_back_the_mask_row_added_then_dropped
     emb = mlm.model.state_dict()["embed.weight"]
     assert torch.equal(emb[:256], saved["embed.weight"]) and emb.shape[0] == 257
     quiet(tiny_config(small_corpus, tmp_path / "mlm", objective="mlm", init_from=str(source), steps=2))
-    back = start_run(tiny_config(small_corpus, tmp_path / "lm", init_from=str(tmp_path / "mlm")), device=torch.device("cpu"))
+    back = start_run(tiny_config(small_corpus, tmp_path / "lm", init_from=str(tmp_path / "mlm")),
+                     device=torch.device("cpu"))
     assert back.model_config.causal and back.model_config.vocab_size == 256
     mlm_weights = load_checkpoint(tmp_path / "mlm")["model"]
     assert torch.equal(back.model.state_dict()["embed.weight"], mlm_weights["embed.weight"][:256])

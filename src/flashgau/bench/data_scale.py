@@ -248,8 +248,8 @@ def write_report(r: dict, out: Path, name: str) -> None:
         "|---|---:|---:|---:|---|",
         f"| default corpus, empty cache (prepared on the fly) | {cold['first_step_s']:.2f} s | (the preparation) "
         f"| {cold['peak_rss_mib']:,} MiB | {cold['first_step_s']:.2f} |",
-        f"| default corpus (from the cache: every later start) | {d['first_step_s']:.2f} s | {d['data_s'] * 1e3:.0f} ms | "
-        f"{d['peak_rss_mib']:,.0f} MiB | {runs(d, 'first_step_s')} |",
+        f"| default corpus (from the cache: every later start) | {d['first_step_s']:.2f} s | "
+        f"{d['data_s'] * 1e3:.0f} ms | {d['peak_rss_mib']:,.0f} MiB | {runs(d, 'first_step_s')} |",
         f"| prepared {c['bytes'] / 1e9:.1f} GB corpus (`--data DIR`) | {p['first_step_s']:.2f} s | "
         f"{p['data_s'] * 1e3:.0f} ms | {p['peak_rss_mib']:,.0f} MiB | {runs(p, 'first_step_s')} |",
         "",

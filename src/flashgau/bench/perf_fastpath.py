@@ -169,7 +169,8 @@ def table(records, archs):
                          f"{fa['flops'] / 1e9:.0f} | {100 * pl['peak_share']:.0f}% | {100 * fa['peak_share']:.0f}% |")
     each = [r for r in records if r["mode"].startswith("block") and r["mode"] != "blockfast"]
     if each:
-        lines += ["", "Each fast path: one FLASH block's forward + backward (batch 1, fp32) with every fast path on but "
+        lines += ["",
+                  "Each fast path: one FLASH block's forward + backward (batch 1, fp32) with every fast path on but "
                   "that one (all off: plain), against all on, in the same rounds (order rotating). Ratio: median of "
                   "the per-round ratios (above 1x: the fast path saves that share of the block's time), min-max "
                   "last.", "", "| T | fast path off | block ms | all on ms | / all on | per-round ratios |",

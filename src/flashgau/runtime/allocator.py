@@ -42,7 +42,9 @@ def glibc_mallopt():
         return None
     try:
         libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version                     # glibc only: other C libraries read mallopt differently
+        # glibc only: other C libraries read mallopt differently. The lookup raises AttributeError where the
+        # symbol is missing (musl, ...), which is the point; the value itself is not needed.
+        _ = libc.gnu_get_libc_version
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return None

@@ -1,7 +1,8 @@
 """Fitting a run into a wall-clock budget (`flashgau train --time-budget S`) on whatever machine it lands on.
 
-By default the budget covers the whole run: setup, training steps, the periodic held-out checks, the final held-out score, the
-sample, the checkpoints and the plot. Nothing is assumed about the machine; everything is timed on it:
+By default the budget covers the whole run: setup, training steps, the periodic held-out checks, the final
+held-out score, the sample, the checkpoints and the plot. Nothing is assumed about the machine; everything is
+timed on it:
 
 1. Before the first step, one forward + backward on a single window (no optimizer step, random tokens, weights
    untouched) estimates a step. If one step would take more than half the budget, the run stops there and says

@@ -143,9 +143,10 @@ def start_run(config: TrainConfig, *, device: torch.device, overwrite: bool = Fa
               log: Callable[[str], None] = lambda s: None, dist: Optional[Distributed] = None) -> RunState:
     """A fresh run: data, tokenizer, model, optimizer; the schedule's length is None for a time budget. With
     `config.init_from` the model and tokenizer are those of that run, its weights loaded (training/init_from.py).
-    The data and tokenizer-file paths are stored absolute, so `eval` and `--resume` work from any folder. Preparing the data
-    on the fly (the first time) shows its progress when `progress`. `dist`: this process's place among the run's
-    processes (default: the only one); the caller spreads the model over them (`RunState.spread`)."""
+    The data and tokenizer-file paths are stored absolute, so `eval` and `--resume` work from any folder.
+    Preparing the data on the fly (the first time) shows its progress when `progress`. `dist`: this process's
+    place among the run's processes (default: the only one); the caller spreads the model over them
+    (`RunState.spread`)."""
     dist = dist if dist is not None else Distributed(device=device)
     config.split(dist.world_size)
     config = TrainConfig.from_dict({**config.to_dict(), "data": absolute_data_path(config.data),

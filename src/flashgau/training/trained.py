@@ -63,11 +63,11 @@ def evaluate_checkpoint(path: Union[str, Path], *, data: Optional[Union[str, Pat
     """Score a checkpoint on fixed windows with the metric of the objective it trained (LM: loss, bits per byte,
     perplexity; MLM: masked-token loss, accuracy, perplexity on fixed masked positions; QA: answer-token loss, exact
     match and F1 of greedy answers, the two floors, on fixed examples of the held-out plays): by default the held-out
-    documents of the data it was trained on (the same split as in training, checked against the run's data fingerprint; `train_data` gives that data's
-    new place if it moved); with `data`, every document at that path (text, read in memory, or a prepared folder,
-    both of its sides, memory-mapped). Returns the result and a description of
-    what was scored. `precision` None: the precision the run trained in where this device is of the same kind
-    (so the default repeats the run's final score), else "auto"."""
+    documents of the data it was trained on (the same split as in training, checked against the run's data
+    fingerprint; `train_data` gives that data's new place if it moved); with `data`, every document at that path
+    (text, read in memory, or a prepared folder, both of its sides, memory-mapped). Returns the result and a
+    description of what was scored. `precision` None: the precision the run trained in where this device is of
+    the same kind (so the default repeats the run's final score), else "auto"."""
     device = resolve_device(device)
     trained = load_trained(path, device=device)
     cfg = trained.train_config

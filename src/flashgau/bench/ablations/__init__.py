@@ -198,9 +198,9 @@ POOLING = Group(
         _v("Combiner (unrotated)", "combiner", combiner_pooling="unrotated")), "Combiner (rotated)",
     note="C = sqrt(T) = 32 (the quality benchmark's setting for Combiner).")
 
-GROUPS: dict[str, Group] = {g.name: g for g in (CANDIDATES, DEFAULTS_GROUP, LR, TOKEN_SHIFT_ARCHS, HEADS, SOFTMAX, PARTS,
-                                                MCTFM, CHUNK, GAU_MHSA, QK_DIM, NORMALISERS, ATTENTION_PRECISION,
-                                                POOLING)}
+GROUPS: dict[str, Group] = {g.name: g for g in (CANDIDATES, DEFAULTS_GROUP, LR, TOKEN_SHIFT_ARCHS, HEADS, SOFTMAX,
+                                                PARTS, MCTFM, CHUNK, GAU_MHSA, QK_DIM, NORMALISERS,
+                                                ATTENTION_PRECISION, POOLING)}
 
 DEFAULTS = dict(batch_tokens=4096, eval_tokens=16384, precision="auto", lr=2e-3)
 QUICK = dict(preset="tiny", context=128, steps=6, time_budget=3.0, seeds=(0,), batch_tokens=1024, eval_tokens=1024)
@@ -218,7 +218,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate of the variants that do not set their "
                    f"own (default: {DEFAULTS['lr']:g})")
     p.add_argument("--eval-tokens", type=int, default=None, metavar="N",
-                   help=f"tokens of the fixed held-out subset scored during training (default: {DEFAULTS['eval_tokens']})")
+                   help="tokens of the fixed held-out subset scored during training "
+                   f"(default: {DEFAULTS['eval_tokens']})")
     common.add_common_arguments(p, precision_default=DEFAULTS["precision"])
     p.add_argument("--data", default=None, metavar="PATH", help="corpus (default: the Shakespeare book corpus)")
     p.add_argument("--heldout-fraction", type=float, default=0.02, help="share of the corpus held out (default: "
@@ -306,7 +307,7 @@ def run(args: argparse.Namespace) -> int:
     groups = chosen_groups(args)
     plan = planned(groups, args, device)
     if args.list:
-        for g, s, v, T, seed, key in plan:
+        for g, _s, v, T, seed, key in plan:
             print(f"{'done' if store.has(key) else 'todo'}  {g.name:10s} {v.label:36s} T={T} seed {seed}  {key}")
         return 0
     if plan:

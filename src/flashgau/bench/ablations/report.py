@@ -151,7 +151,8 @@ def plot(rep: dict, path: Path) -> None:
             ys = [j + i * width for j, label in enumerate(labels) if label in rows]
             ds = [rows[label]["delta"] for label in labels if label in rows]
             means = [statistics.fmean(d) if d else 0.0 for d in ds]
-            err = [[m - min(d) if d else 0 for m, d in zip(means, ds)], [max(d) - m if d else 0 for m, d in zip(means, ds)]]
+            err = [[m - min(d) if d else 0 for m, d in zip(means, ds)],
+                   [max(d) - m if d else 0 for m, d in zip(means, ds)]]
             ax.barh(ys, means, height=width, xerr=err, color=f"C{i}", label=f"context {fmt_ctx(int(T))}")
         ax.set_yticks([j + 0.4 - width / 2 for j in range(len(labels))], labels, fontsize=7)
         ax.invert_yaxis()

@@ -147,7 +147,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     # the QA task fine-tunes a pre-trained model: its experiment is not a quality series of runs from scratch
     p.add_argument("--objective", choices=[o for o in OBJECTIVES if o != "qa"], default="lm",
                    help="lm: causal language models, held-out loss and bits per byte; mlm: the paper's C4 experiment, "
-                   "bidirectional models trained on masked language modelling, held-out masked-token loss, speedup to Transformer++'s loss (its defaults: "
+                   "bidirectional models trained on masked language modelling, held-out masked-token loss, speedup to "
+                   "Transformer++'s loss (its defaults: "
                    f"--archs {' '.join(MLM_ARCHS)} --preset {M['preset']} --contexts {_list(M['contexts'])} "
                    f"--time-budget {M['time_budget']:g} --batch-tokens {M['batch_tokens']}) (default: lm)")
     p.add_argument("--archs", nargs="+", choices=ROWS, default=None, metavar="ARCH",
@@ -224,7 +225,8 @@ def settings_from_args(args) -> QualitySettings:
     o = common.options(args, {**DEFAULTS, **MLM_DEFAULTS} if mlm else DEFAULTS, QUICK)
     series = chosen_series(args)
     return QualitySettings(
-        archs=list(args.archs or (MLM_ARCHS if mlm else ROWS)), preset=o["preset"], contexts=sorted(o["contexts"]), seeds=list(o["seeds"]),
+        archs=list(args.archs or (MLM_ARCHS if mlm else ROWS)), preset=o["preset"], contexts=sorted(o["contexts"]),
+        seeds=list(o["seeds"]),
         time_budget=o["time_budget"] if "time" in series else None, steps=o["steps"] if "steps" in series else None,
         batch_tokens=o["batch_tokens"], micro_batch_tokens=args.micro_batch_tokens, lr=args.lr,
         warmup_steps=args.warmup_steps, precision=o["precision"],

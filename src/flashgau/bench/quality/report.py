@@ -62,9 +62,10 @@ def interp_loss_at(points: list[dict], t: float) -> Optional[float]:
 
 def compare(group: dict, series: str = "time", ref_arch: str = REFERENCE) -> dict:
     """Per arch of one (series, context, seed) group of runs: the training time to reach the final held-out loss
-    of `ref_arch` (Transformer+ unless told) and the speedup that gives; and its held-out loss against Transformer++'s. Equal time: on the
-    curves at the shorter of the two runs' training times (pairwise: a slow arch does not set the time for
-    everyone). Equal steps: the final held-out losses (every arch took the same steps)."""
+    of `ref_arch` (Transformer+ unless told) and the speedup that gives; and its held-out loss against
+    Transformer++'s. Equal time: on the curves at the shorter of the two runs' training times (pairwise: a slow
+    arch does not set the time for everyone). Equal steps: the final held-out losses (every arch took the same
+    steps)."""
     ref, base = group.get(ref_arch), group.get(BASELINE)
     rows = {}
     for arch, r in group.items():
@@ -104,7 +105,8 @@ def build_report(store: ResultStore, s, floor: Optional[dict] = None) -> dict:
             for seed in s.seeds:
                 group = {r["arch"]: r for r in runs if r["series"] == x and r["context"] == T and r["seed"] == seed}
                 if group:
-                    comparisons.append(dict(series=x, context=T, seed=seed, rows=compare(group, x, reference(s.objective))))
+                    comparisons.append(dict(series=x, context=T, seed=seed,
+                                            rows=compare(group, x, reference(s.objective))))
         summary[x] = summarise([r for r in runs if r["series"] == x],
                                [c for c in comparisons if c["series"] == x], s.archs, s.contexts, floor)
     before = against_before(runs)
@@ -119,9 +121,10 @@ def build_report(store: ResultStore, s, floor: Optional[dict] = None) -> dict:
                 unigram_floor=floor, comparisons=comparisons, summary=summary, against_before=before,
                 mixed_machines=mixed,
                 run_envs=unique((r.get("env", {}) for r in runs), lambda e: e.get("command")),
-                headline=headline(comparisons, s.objective) + [dict(name=f"flash_vs_0.1.0_{b['series']}_{b['context']}_seed"
-                                                       f"{b['seed']}", value=b["end"], text=_before_text(b))
-                                                  for b in before if "end" in b])
+                headline=headline(comparisons, s.objective)
+                + [dict(name=f"flash_vs_0.1.0_{b['series']}_{b['context']}_seed" f"{b['seed']}", value=b["end"],
+                        text=_before_text(b))
+                   for b in before if "end" in b])
 
 
 def summarise(runs: list[dict], comparisons: list[dict], archs, contexts, floor: Optional[dict]) -> dict:
