@@ -26,7 +26,8 @@ from .config import TrainConfig
 
 CHECKPOINT_FORMAT = "flashgau-checkpoint"
 CHECKPOINT_VERSION = 2          # 2 added the time-budget plan, the precision that ran and the gradient scaler
-READABLE_VERSIONS = (1, 2)      # a version-1 file reads as a run with no plan, its precision chosen afresh
+# version 1 (written by early flashgau 0.1.0) reads as a run with no plan, its precision chosen afresh
+READABLE_VERSIONS = (1, 2)
 CHECKPOINT_NAME = "checkpoint.pt"
 REQUIRED_KEYS = ("model_config", "model", "tokenizer", "train_config", "optimizer", "schedule", "step",
                  "tokens_seen", "elapsed", "sampler", "rng", "data")
