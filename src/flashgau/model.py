@@ -103,7 +103,7 @@ class LanguageModel(nn.Module):
         layers: callables (x, ctx) -> x to run in place of the blocks, one per block, each calling its block (the
         Hugging Face face runs every block through a transformers layer, which checkpoints it itself); without
         them a block is checkpointed by set_activation_checkpointing. block_inputs: a list that receives the input
-        of each block (B, T, d), in order."""
+        of each block (B, T, d), in order, then the last block's output (n_layers + 1 tensors)."""
         ctx = self.context(input_ids, key_mask)
         x = self.embed_tokens(input_ids, ctx.positions)
         recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled() and layers is None
@@ -114,6 +114,8 @@ class LanguageModel(nn.Module):
                 x = layers[i](x, ctx)
             else:
                 x = checkpointed(block, x, ctx) if recompute else block(x, ctx)
+        if block_inputs is not None:
+            block_inputs.append(x)
         return x
 
     @staticmethod
@@ -149,11 +151,11 @@ class LanguageModel(nn.Module):
     def prefill(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None, *, capacity: int = 0,
                 block_inputs: Optional[list] = None):
         """(logits (B, T, V), DecodeState) after the prompt; causal models with a decoding state only.
-        block_inputs, a list, receives the input of each block (as in hidden)."""
+        block_inputs, a list, receives the input of each block and the last block's output (as in hidden)."""
         return generation.prefill(self, input_ids, attention_mask, capacity=capacity, block_inputs=block_inputs)
 
     def decode_step(self, token_ids: Tensor, state: "generation.DecodeState", *, block_inputs: Optional[list] = None):
-        """Feed one token per row; (logits (B, V), state). block_inputs receives the input of each block."""
+        """Feed one token per row; (logits (B, V), state). block_inputs: as in prefill, (B, 1, d) each."""
         return generation.decode_step(self, token_ids, state, block_inputs=block_inputs)
 
     def generate(self, input_ids: Tensor, max_new_tokens: int, temperature: float = 1.0,
