@@ -1,9 +1,10 @@
 """Decoding: prefill a prompt in parallel, then one token per step from explicit per-layer states.
 
 FLASH keeps a fixed-size FlashState per layer (running sum of finished chunks' summaries + the open chunk's
-buffer; with first_to_all also the first chunk's keys and values); FLASH-Quad and the Transformers keep a KVCache. Rows of a batch may sit at different positions (prompts of
-different lengths, right-padded). A DecodeState is plain data: keep it and pass it back to continue a stream.
-Decoding runs in torch.inference_mode (no autograd bookkeeping: the per-token cost is many small ops).
+buffer; with first_to_all also the first chunk's keys and values); FLASH-Quad and the Transformers keep a KVCache.
+Rows of a batch may sit at different positions (prompts of different lengths, right-padded). A DecodeState is
+plain data: keep it and pass it back to continue a stream. Decoding runs in torch.inference_mode (no autograd
+bookkeeping: the per-token cost is many small ops).
 
 Every function here takes the model as an argument and uses only its `config`, `blocks` (each with forward,
 prefill, step and supports_cache), `embed_tokens` and `logits_from_hidden`; model.py imports this module, never

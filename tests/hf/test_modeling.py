@@ -112,13 +112,13 @@ def test_left_and_right_padding_give_the_same_logits_and_loss(build):
     left_ids = torch.zeros_like(x)
     left_ids[0], left_ids[1, 3:] = x[0], x[1, :5]
     r = hf(right_ids, attention_mask=right.long(), labels=right_ids)
-    l = hf(left_ids, attention_mask=left.long(), labels=left_ids)
-    assert torch.allclose(r.loss, l.loss, atol=1e-6)
-    assert torch.allclose(l.logits[1, 3:], r.logits[1, :5], atol=1e-5)      # real columns: the same numbers
+    lp = hf(left_ids, attention_mask=left.long(), labels=left_ids)
+    assert torch.allclose(r.loss, lp.loss, atol=1e-6)
+    assert torch.allclose(lp.logits[1, 3:], r.logits[1, :5], atol=1e-5)      # real columns: the same numbers
     alone = model(x[1:, :5]).logits[0]
     assert torch.allclose(r.logits[1, :5], alone, atol=1e-5)
     assert torch.allclose(r.logits[1, -1], alone[-1], atol=1e-5)            # last column: the row's last token
-    assert torch.allclose(l.logits[1, -1], alone[-1], atol=1e-5)
+    assert torch.allclose(lp.logits[1, -1], alone[-1], atol=1e-5)
     # padding scores nothing, whatever its labels say
     assert torch.allclose(hf(right_ids, attention_mask=right.long(), labels=x).loss, r.loss)
 
