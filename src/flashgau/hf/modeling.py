@@ -16,9 +16,10 @@ it; every number comes from LanguageModel's pieces (embed, blocks, norm, head), 
   other linear baselines have none, and asking for it is a ValueError naming the arch.
 - Padding on either side for the causal model. Each row's real tokens (attention_mask 1) are that row's sequence,
   at positions 0, 1, ...: a left-padded batch (how HF pads decoder-only prompts) is moved to the right-padded layout
-  flashgau takes, run, and its logits and hidden states put back in the columns of the input. Those at padded
-  columns are not meaningful, except the last column, which always holds the values after each row's last real
-  token: what `generate` reads, so that it continues every row from its own end whichever side it was padded on.
+  flashgau takes, run, and its logits, hidden states and attentions put back in the columns of the input (a batch
+  already right-padded is returned as computed). Values at padded columns are not meaningful, except the last
+  column of the logits, which always holds the logits after each row's last real token: what `generate` reads, so
+  that it continues every row from its own end whichever side it was padded on.
   Traced, compiled or exported, the forward reads no tensor value on the host (the checks that would are eager only).
 - `generate`: the first call prefills (flashgau's prefill; rows sit at their own positions) into a FlashgauCache,
   later calls feed one token per row through decode_step: FLASH's state keeps a fixed size however many tokens
@@ -259,9 +260,11 @@ class FlashgauForCausalLM(FlashgauPreTrainedModel, GenerationMixin):
         hidden_states = self._hidden_states(block_inputs) if want_hidden else None
         if order is not None:
             logits = _in_input_columns(logits, order, mask)
-            if hidden_states is not None:
-                hidden_states = tuple(_in_input_columns(h, order, mask) for h in hidden_states)
-            if attentions is not None:
+            moved = torch.compiler.is_compiling() or not bool((order == torch.arange(order.shape[1],
+                                                                                    device=order.device)).all())
+            if moved and hidden_states is not None:
+                hidden_states = tuple(_in_input_columns(h, order) for h in hidden_states)
+            if moved and attentions is not None:
                 attentions = tuple(_square_in_input_columns(a, order) for a in attentions)
         loss = None if targets is None else self._scaled(loss, targets, mask, num_items_in_batch)
         return self._result(CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache,
@@ -344,11 +347,12 @@ def _right_padded(input_ids: Tensor, attention_mask: Optional[Tensor]):
     return input_ids.gather(1, order), mask.gather(1, order), order
 
 
-def _in_input_columns(values: Tensor, order: Tensor, mask: Tensor) -> Tensor:
-    """Right-padded values (B, T, ...) back in the input's columns; the last column gets each row's last real
-    token's values (right-padded mask: the number of real tokens per row is mask.sum(1))."""
+def _in_input_columns(values: Tensor, order: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    """Right-padded values (B, T, ...) back in the input's columns; given the right-padded mask, the last column
+    gets each row's last real token's values (the number of real tokens per row is mask.sum(1))."""
     columns = order.argsort(dim=1)
-    columns[:, -1] = mask.sum(1) - 1
+    if mask is not None:
+        columns[:, -1] = mask.sum(1) - 1
     return values[torch.arange(values.shape[0], device=values.device)[:, None], columns]
 
 
