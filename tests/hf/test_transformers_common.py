@@ -43,7 +43,8 @@ def _find_tests() -> Path:
     """transformers' tests folder, or a module-level skip naming what is missing."""
     given = os.environ.get("FLASHGAU_TRANSFORMERS_TESTS")
     folder = Path(given) if given else REPO / ".cache" / "transformers-tests" / "tests"
-    where = f"{folder} ({'FLASHGAU_TRANSFORMERS_TESTS' if given else 'the default place; set FLASHGAU_TRANSFORMERS_TESTS'})"
+    source = "FLASHGAU_TRANSFORMERS_TESTS" if given else "the default place; set FLASHGAU_TRANSFORMERS_TESTS"
+    where = f"{folder} ({source})"
     if not folder.is_dir():
         pytest.skip(f"transformers' test files are not at {where}: point FLASHGAU_TRANSFORMERS_TESTS at the tests "
                     f"folder of transformers {transformers.__version__}'s source (docs/hugging_face.md)",
