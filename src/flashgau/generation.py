@@ -71,31 +71,38 @@ def _check_cache(model) -> None:
                          "docs/normalisers.md); generate() falls back to re-running the sequence")
 
 
-def _parallel(model, input_ids: Tensor, mask: Optional[Tensor], *, want_state: bool):
-    """One parallel pass: (logits (B, T, V), each block's decoding state (empty unless want_state), Context)."""
+def _parallel(model, input_ids: Tensor, mask: Optional[Tensor], *, want_state: bool,
+              block_inputs: Optional[list] = None):
+    """One parallel pass: (logits (B, T, V), each block's decoding state (empty unless want_state), Context);
+    block_inputs, a list, receives the input of each block, then the last block's output."""
     ctx = Context(positions=torch.arange(input_ids.shape[1], device=input_ids.device), key_mask=mask,
                   causal=model.config.causal)
     x = model.embed_tokens(input_ids, ctx.positions)
     states = []
     for block in model.blocks:
+        if block_inputs is not None:
+            block_inputs.append(x)
         if want_state:
             x, state = block.prefill(x, ctx)
             states.append(state)
         else:
             x = block(x, ctx)
+    if block_inputs is not None:
+        block_inputs.append(x)
     return model.logits_from_hidden(x), states, ctx
 
 
 @torch.inference_mode()
-def prefill(model, input_ids: Tensor, attention_mask: Optional[Tensor] = None, *,
-            capacity: int = 0) -> tuple[Tensor, DecodeState]:
+def prefill(model, input_ids: Tensor, attention_mask: Optional[Tensor] = None, *, capacity: int = 0,
+            block_inputs: Optional[list] = None) -> tuple[Tensor, DecodeState]:
     """Run the prompt in parallel; returns (logits (B, T, V), DecodeState after each row's last real token).
-    capacity reserves room in growing caches for that many positions."""
+    capacity reserves room in growing caches for that many positions; block_inputs, a list, receives the input
+    (B, T, d) of each block, then the last block's output."""
     if not model.config.causal:
         raise ValueError("decoding needs a causal model (ModelConfig(causal=True))")
     _check_cache(model)
     mask = check_inputs(model.config, input_ids, attention_mask)
-    logits, states, ctx = _parallel(model, input_ids, mask, want_state=True)
+    logits, states, ctx = _parallel(model, input_ids, mask, want_state=True, block_inputs=block_inputs)
     for s in states:
         s.reserve(capacity)                       # growing states only; fixed-size ones ignore it
     B = input_ids.shape[0]
@@ -106,8 +113,10 @@ def prefill(model, input_ids: Tensor, attention_mask: Optional[Tensor] = None, *
 
 
 @torch.inference_mode()
-def decode_step(model, token_ids: Tensor, state: DecodeState) -> tuple[Tensor, DecodeState]:
-    """Feed one token per row (token_ids (B,) or (B, 1)); returns (logits (B, V), state updated in place)."""
+def decode_step(model, token_ids: Tensor, state: DecodeState, *,
+                block_inputs: Optional[list] = None) -> tuple[Tensor, DecodeState]:
+    """Feed one token per row (token_ids (B,) or (B, 1)); returns (logits (B, V), state updated in place).
+    block_inputs, a list, receives the input (B, 1, d) of each block, then the last block's output."""
     if not isinstance(state, DecodeState):
         raise ValueError(f"decode_step takes the DecodeState that prefill() returned, got {type(state).__name__}")
     if state.model != model_signature(model):
@@ -126,7 +135,11 @@ def decode_step(model, token_ids: Tensor, state: DecodeState) -> tuple[Tensor, D
         s.reserve(last + 1, exact=False)          # room for this token in growing states (doubling)
     x = model.embed_tokens(token_ids[:, None], state.pos[:, None])
     for i, block in enumerate(model.blocks):
+        if block_inputs is not None:
+            block_inputs.append(x)
         x, state.layers[i] = block.step(x, state.layers[i], state.pos)
+    if block_inputs is not None:
+        block_inputs.append(x)
     state.pos += 1
     state.last_logits = model.logits_from_hidden(x)[:, 0]
     return state.last_logits, state

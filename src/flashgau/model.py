@@ -91,14 +91,31 @@ class LanguageModel(nn.Module):
             logits = pieces.scatter(self.logits_from_hidden(self.hidden(pieces.gather(input_ids), pieces.key_mask)))
         return LMOutput(logits=logits, loss=None if labels is None else self.loss(logits, labels, mask))
 
-    def hidden(self, input_ids: Tensor, key_mask: Optional[Tensor]) -> Tensor:
-        """The last block's output (B, T, d) for checked ids (B, T) and key mask (B, T) bool or None."""
-        T = input_ids.shape[1]
-        ctx = Context(positions=torch.arange(T, device=input_ids.device), key_mask=key_mask, causal=self.config.causal)
+    def context(self, input_ids: Tensor, key_mask: Optional[Tensor]) -> Context:
+        """What every block is told about checked ids (B, T) with key mask (B, T) bool or None."""
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        return Context(positions=positions, key_mask=key_mask, causal=self.config.causal)
+
+    def hidden(self, input_ids: Tensor, key_mask: Optional[Tensor], *, layers=None,
+               block_inputs: Optional[list] = None) -> Tensor:
+        """The last block's output (B, T, d) for checked ids (B, T) and key mask (B, T) bool or None.
+
+        layers: callables (x, ctx) -> x to run in place of the blocks, one per block, each calling its block (the
+        Hugging Face face runs every block through a transformers layer, which checkpoints it itself); without
+        them a block is checkpointed by set_activation_checkpointing. block_inputs: a list that receives the input
+        of each block (B, T, d), in order, then the last block's output (n_layers + 1 tensors)."""
+        ctx = self.context(input_ids, key_mask)
         x = self.embed_tokens(input_ids, ctx.positions)
-        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
-        for block in self.blocks:
-            x = checkpointed(block, x, ctx) if recompute else block(x, ctx)
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled() and layers is None
+        for i, block in enumerate(self.blocks):
+            if block_inputs is not None:
+                block_inputs.append(x)
+            if layers is not None:
+                x = layers[i](x, ctx)
+            else:
+                x = checkpointed(block, x, ctx) if recompute else block(x, ctx)
+        if block_inputs is not None:
+            block_inputs.append(x)
         return x
 
     @staticmethod
@@ -131,13 +148,15 @@ class LanguageModel(nn.Module):
         return generation.supports_cache(self)
 
     # ------------------------------------------------------------------ decoding (see generation.py)
-    def prefill(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None, *, capacity: int = 0):
-        """(logits (B, T, V), DecodeState) after the prompt; causal models with a decoding state only."""
-        return generation.prefill(self, input_ids, attention_mask, capacity=capacity)
+    def prefill(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None, *, capacity: int = 0,
+                block_inputs: Optional[list] = None):
+        """(logits (B, T, V), DecodeState) after the prompt; causal models with a decoding state only.
+        block_inputs, a list, receives the input of each block and the last block's output (as in hidden)."""
+        return generation.prefill(self, input_ids, attention_mask, capacity=capacity, block_inputs=block_inputs)
 
-    def decode_step(self, token_ids: Tensor, state: "generation.DecodeState"):
-        """Feed one token per row; (logits (B, V), state)."""
-        return generation.decode_step(self, token_ids, state)
+    def decode_step(self, token_ids: Tensor, state: "generation.DecodeState", *, block_inputs: Optional[list] = None):
+        """Feed one token per row; (logits (B, V), state). block_inputs: as in prefill, (B, 1, d) each."""
+        return generation.decode_step(self, token_ids, state, block_inputs=block_inputs)
 
     def generate(self, input_ids: Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: Optional[int] = None, top_p: Optional[float] = None, eos_token_id: Optional[int] = None,

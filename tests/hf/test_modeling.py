@@ -147,3 +147,204 @@ def test_training_path_has_gradients_and_unsupported_arguments_are_refused(build
         out = hf(x, use_cache=True)
         with pytest.raises(ValueError, match="padding|real"):
             hf(x[:, :1], attention_mask=torch.zeros(2, 7, dtype=torch.long), cache=out.cache)
+
+
+def test_from_pretrained_with_output_loading_info_reports_missing_weights(build, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    hf_causal(build("flash")).save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if k != "model.norm.weight"}, tmp_path / "model.safetensors",
+              metadata={"format": "pt"})
+    model, info = AutoModelForCausalLM.from_pretrained(tmp_path, output_loading_info=True)
+    assert isinstance(model, FlashgauForCausalLM) and sorted(info["missing_keys"]) == ["model.norm.weight"]
+    with pytest.raises(ValueError, match="output_loading_info=True"):
+        AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
+def test_resize_token_embeddings_takes_the_new_ids_and_keeps_the_old_rows(tie, build, tmp_path):
+    hf = hf_causal(build("transformer++", tie_embeddings=tie))
+    V = hf.config.vocab_size
+    x = tokens(2, 6)
+    with torch.no_grad():
+        before = hf(x).logits
+    hf.resize_token_embeddings(V + 3)
+    assert hf.config.vocab_size == hf.model.config.vocab_size == V + 3
+    assert (hf.get_output_embeddings() is None) == tie
+    if not tie:
+        assert hf.get_output_embeddings().weight.shape[0] == V + 3
+    new = torch.cat([x, torch.full((2, 1), V + 2)], 1)          # a new id, accepted as input and as a label
+    with torch.no_grad():
+        out = hf(new, labels=new)
+    assert out.logits.shape == (2, 7, V + 3) and torch.isfinite(out.loss)
+    torch.testing.assert_close(out.logits[:, :6, :V], before)  # the old vocabulary scores as before
+    with pytest.raises(ValueError, match=rf"\[0, {V + 3}\)"):
+        hf(torch.full((1, 2), V + 3))
+    hf.save_pretrained(tmp_path)
+    again = AutoModelForCausalLM.from_pretrained(tmp_path)
+    with torch.no_grad():
+        assert torch.equal(again(new).logits, hf(new).logits)
+
+
+def test_set_output_embeddings_replaces_an_untied_head_and_refuses_a_tied_one(build):
+    untied = hf_causal(build("flash", tie_embeddings=False))
+    head = torch.nn.Linear(untied.config.hidden_size, untied.config.vocab_size, bias=False)
+    untied.set_output_embeddings(head)
+    assert untied.get_output_embeddings() is head and untied.model.head is head
+    with pytest.raises(ValueError, match="tie_embeddings"):
+        hf_causal(build("flash")).set_output_embeddings(head)
+
+
+def _padded(lengths, T=8, seed=4):
+    """The same rows right-padded and left-padded (pad id 0), with their masks."""
+    x = tokens(len(lengths), T, seed=seed).clamp(min=1)
+    right = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
+    left_ids = torch.zeros_like(x)
+    for b, n in enumerate(lengths):
+        left_ids[b, T - n:] = x[b, :n]
+    return x.masked_fill(~right, 0), right.long(), left_ids, right.flip(1).long()
+
+
+@pytest.mark.parametrize("arch", ["flash", "transformer++", "flash-quad"])
+def test_hidden_states_are_each_blocks_input_and_the_final_normed_output(arch, build):
+    model = build(arch, n_layers=2)
+    hf = hf_causal(model)
+    right_ids, right, left_ids, left = _padded([8, 5])
+    with torch.no_grad():
+        out = hf(right_ids, attention_mask=right, output_hidden_states=True)
+        lout = hf(left_ids, attention_mask=left, output_hidden_states=True)
+        alone = hf(right_ids[1:, :5], output_hidden_states=True)
+    h = out.hidden_states
+    assert len(h) == 3 and all(t.shape == (2, 8, 64) for t in h)
+    ctx = model.context(right_ids, right.bool())
+    with torch.no_grad():
+        want = [model.embed_tokens(right_ids, torch.arange(8))]
+        want.append(model.blocks[0](want[0], ctx))
+        last = model.blocks[1](want[1], ctx)
+        want.append(model.norm(last))
+        assert torch.equal(model.logits_from_hidden(last)[1, 4], out.logits[1, -1])
+    for got, expected in zip(h, want):     # a right-padded batch: the tensors as computed, padding included
+        assert torch.equal(got, expected)
+    for a, b, c in zip(h, lout.hidden_states, alone.hidden_states):       # left padding: the same real columns
+        torch.testing.assert_close(b[1, 3:], a[1, :5], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(a[1, :5], c[0], atol=1e-5, rtol=1e-5)
+    hf.config.output_hidden_states = True                               # the config's default
+    with torch.no_grad():
+        assert len(hf(right_ids).hidden_states) == 3
+    encoder = FlashgauForMaskedLM.from_language_model(build(arch, causal=False, n_layers=2))
+    with torch.no_grad():
+        enc = encoder(right_ids, attention_mask=right, output_hidden_states=True)
+    assert len(enc.hidden_states) == 3 and enc.hidden_states[2].shape == (2, 8, 64)
+
+
+def test_generate_returns_hidden_states_through_the_cache(build):
+    model = build("flash", n_layers=2)
+    hf = hf_causal(model)
+    prompt = tokens(2, 5).clamp(min=1)
+    with torch.no_grad():
+        out = hf.generate(prompt, max_new_tokens=6, do_sample=False, return_dict_in_generate=True,
+                          output_hidden_states=True)
+        full = hf(out.sequences[:, :-1], output_hidden_states=True, use_cache=False).hidden_states
+    steps = out.hidden_states
+    assert len(steps) == 6 and steps[0][0].shape == (2, 5, 64) and steps[1][0].shape == (2, 1, 64)
+    for layer in range(3):                 # every step's hidden states are those of one pass over the sequence
+        stepped = torch.cat([step[layer] for step in steps], 1)
+        torch.testing.assert_close(stepped, full[layer], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch, heads", [("transformer++", 4), ("transformer+", 4), ("flash-quad", 1)])
+def test_attentions_are_the_weight_matrices_in_the_input_columns(arch, heads, build):
+    hf = hf_causal(build(arch, n_layers=2))
+    right_ids, right, left_ids, left = _padded([8, 5])
+    with torch.no_grad():
+        out = hf(right_ids, attention_mask=right, output_attentions=True)
+        lout = hf(left_ids, attention_mask=left, output_attentions=True)
+    assert len(out.attentions) == 2 and out.attentions[0].shape == (2, heads, 8, 8)
+    for a, b in zip(out.attentions, lout.attentions):
+        assert torch.equal(a.triu(1), torch.zeros_like(a))                  # causal: no weight on later keys
+        torch.testing.assert_close(b[1, :, 3:, 3:], a[1, :, :5, :5], atol=1e-6, rtol=1e-5)
+    if arch != "flash-quad":                                               # softmax rows sum to one
+        torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones(2, heads, 8))
+    with torch.no_grad():                                                  # generate re-runs the sequence for them
+        gen = hf.generate(left_ids, attention_mask=left, max_new_tokens=3, do_sample=False,
+                          return_dict_in_generate=True, output_attentions=True)
+    assert len(gen.attentions) == 3 and gen.attentions[2][0].shape == (2, heads, 10, 10)
+
+
+@pytest.mark.parametrize("arch", ["flash", "performer"])
+def test_attentions_of_an_arch_without_a_weight_matrix_are_refused_in_one_line(arch, build):
+    hf = hf_causal(build(arch))
+    with pytest.raises(ValueError, match=f"output_attentions is not available for arch '{arch}'") as err:
+        hf(tokens(1, 4), output_attentions=True)
+    assert "\n" not in str(err.value)
+    assert ("mixed chunk" in str(err.value)) == (arch == "flash")
+
+
+def test_shift_labels_replace_labels_in_the_loss(build):
+    model = build("flash")
+    hf = hf_causal(model)
+    x = tokens(2, 8)
+    shifted = torch.cat([x[:, 1:], torch.full((2, 1), -100)], 1)
+    other = tokens(2, 8, seed=9)
+    with torch.no_grad():
+        by_labels = hf(x, labels=x).loss
+        assert torch.equal(hf(x, shift_labels=shifted).loss, by_labels)
+        assert torch.equal(hf(x, labels=other, shift_labels=shifted).loss, by_labels)   # labels are not used
+        assert torch.allclose(hf(x, shift_labels=other).loss, model(x, labels=other).loss)
+        _, _, left_ids, left = _padded([8, 5])                                      # left padding: moved along
+        right_ids, right = _padded([8, 5])[:2]
+        want = hf(right_ids, attention_mask=right, labels=right_ids).loss
+        lshift = torch.cat([left_ids[:, 1:], torch.full((2, 1), -100)], 1).masked_fill(left == 0, -100)
+        assert torch.allclose(hf(left_ids, attention_mask=left, shift_labels=lshift).loss, want, atol=1e-6)
+    with pytest.raises(ValueError, match="shift_labels"):
+        FlashgauForMaskedLM.from_language_model(build("flash", causal=False))(x, shift_labels=x)
+
+
+def test_cache_layers_are_transformers_cache_layers(build):
+    from transformers.cache_utils import CacheLayerMixin
+
+    for arch, has_keys in (("flash", False), ("transformer++", True)):
+        hf = hf_causal(build(arch, n_layers=2))
+        with torch.no_grad():
+            cache = hf(tokens(3, 5), use_cache=True).cache
+        assert len(cache) == len(cache.layers) == 2
+        assert all(isinstance(layer, CacheLayerMixin) and layer.is_initialized for layer in cache.layers)
+        assert all(layer.get_seq_length() == 5 for layer in cache.layers)
+        assert (cache.layers[1].keys is not None) == has_keys
+        if has_keys:
+            assert cache.layers[1].keys is cache.state.layers[1].k and cache.layers[1].keys.shape[0] == 3
+        cache.reorder_cache(torch.tensor([2, 0]))                     # the layers follow the reordered state
+        assert len(cache.layers) == 2 and cache.layers[0].state is cache.state.layers[0]
+        cache.reset()
+        assert len(cache) == 0 and cache.layers == []
+
+
+def test_the_causal_lm_exports_with_an_attention_mask(build):
+    hf = hf_causal(build("flash"))
+    right_ids, right, left_ids, left = _padded([8, 5])
+
+    class Logits(torch.nn.Module):                       # the logits of a padded batch, no cache
+        def __init__(self):
+            super().__init__()
+            self.hf = hf
+
+        def forward(self, ids, mask):
+            return self.hf(ids, attention_mask=mask, use_cache=False).logits
+
+    program = torch.export.export(Logits(), (left_ids, left))
+    with torch.no_grad():
+        want = hf(left_ids, attention_mask=left).logits
+        assert torch.allclose(program.module()(left_ids, left), want, atol=1e-5)
+        full = torch.ones_like(left)                      # traced with padding, run without: the same numbers
+        assert torch.allclose(program.module()(left_ids, full), hf(left_ids).logits, atol=1e-5)
+
+
+def test_hidden_states_are_the_tensors_of_the_pass_and_carry_gradients(build):
+    hf = hf_causal(build("flash", n_layers=2))
+    right_ids, right, _, _ = _padded([8, 5])
+    out = hf(right_ids, attention_mask=right, output_hidden_states=True)
+    for h in out.hidden_states:
+        h.retain_grad()
+    out.logits.flatten()[0].backward()
+    assert all(h.grad is not None for h in out.hidden_states[:-1])    # the last one (normed) is beside the head

@@ -15,13 +15,69 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from transformers.cache_utils import Cache
+from transformers.cache_utils import Cache, CacheLayerMixin
 
 from ..generation import DecodeState
+from ..ops import KVCache
+
+
+class FlashgauCacheLayer(CacheLayerMixin):
+    """One block's decoding state inside a FlashgauCache, as a transformers cache layer: what code that walks
+    `cache.layers` sees. `state` is the block's FlashState, KVCache, ...; `keys` / `values` are a KVCache's
+    (B, H, capacity, d) tensors and None for states without them (FLASH's fixed-size sums). flashgau's prefill and
+    decode_step write the state; the layer takes no keys and values through `update`, and rows are selected or
+    reordered for the whole cache at once (FlashgauCache.reorder_cache)."""
+
+    is_sliding = False
+
+    def __init__(self, cache: "FlashgauCache", index: int) -> None:
+        self.cache, self.index = cache, index       # keys, values and is_initialized are read from the state
+
+    def __repr__(self) -> str:
+        return f"FlashgauCacheLayer({self.index}, {type(self.state).__name__})"
+
+    @property
+    def state(self):
+        return self.cache.state.layers[self.index]
+
+    @property
+    def is_initialized(self) -> bool:
+        return self.cache.state is not None
+
+    @property
+    def keys(self):
+        return self.state.k if isinstance(self.state, KVCache) else None
+
+    @property
+    def values(self):
+        return self.state.v if isinstance(self.state, KVCache) else None
+
+    def lazy_initialization(self, key_states, value_states) -> None:
+        raise NotImplementedError("a FlashgauCache layer is filled by flashgau's prefill, not from keys and values")
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        raise NotImplementedError("a FlashgauCache layer is written by flashgau's decode_step, not from keys and "
+                                  "values")
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.cache.seen + query_length, 0
+
+    def get_seq_length(self) -> int:
+        return self.cache.seen
+
+    def get_max_length(self) -> int:
+        return -1
+
+    def reset(self) -> None:
+        raise NotImplementedError("reset the whole FlashgauCache (cache.reset())")
+
+    def reorder_cache(self, beam_idx) -> None:
+        raise NotImplementedError("reorder the whole FlashgauCache (cache.reorder_cache(beam_idx))")
 
 
 class FlashgauCache(Cache):
-    """Empty until the model's first forward pass prefills it; then `state` is the DecodeState."""
+    """Empty until the model's first forward pass prefills it; then `state` is the DecodeState and `layers` holds
+    one FlashgauCacheLayer per block."""
 
     is_compileable = False
 
@@ -29,6 +85,15 @@ class FlashgauCache(Cache):
         super().__init__(layers=[])
         self.state = state
         self.seen = seen            # columns fed so far (HF's sequence length, padding included)
+
+    @property
+    def state(self) -> Optional[DecodeState]:
+        return self._state
+
+    @state.setter
+    def state(self, state: Optional[DecodeState]) -> None:
+        self._state = state
+        self.layers = [] if state is None else [FlashgauCacheLayer(self, i) for i in range(len(state.layers))]
 
     def __repr__(self) -> str:
         if self.state is None:
@@ -38,7 +103,7 @@ class FlashgauCache(Cache):
                 f"{self.seen} columns seen, {self.nbytes()} bytes)")
 
     def __len__(self) -> int:
-        return 0 if self.state is None else len(self.state.layers)
+        return len(self.layers)
 
     def nbytes(self) -> int:
         """Bytes held by the layer states: constant for FLASH whatever the number of tokens decoded."""

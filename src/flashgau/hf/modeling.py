@@ -1,40 +1,48 @@
 """FlashgauForCausalLM and FlashgauForMaskedLM: flashgau's LanguageModel behind Hugging Face's PreTrainedModel.
 
 Each holds one LanguageModel (`.model`, built from the config or handed in) and adds only HF's conventions around
-it; every number comes from LanguageModel's forward, prefill and decode_step:
+it; every number comes from LanguageModel's pieces (embed, blocks, norm, head), prefill and decode_step:
 
 - `labels=input_ids` for the causal model: the shift is done inside (the target of position t is token t + 1; the
   last position and padded targets score nothing), -100 is ignored, and the loss is the mean cross-entropy (or, when
   HF's Trainer passes `num_items_in_batch`, the sum over that many targets, as HF's own models do).
+  `shift_labels` (targets already aligned with the logits, what sequence parallelism hands each rank) replaces
+  labels in the loss.
 - Outputs are `CausalLMOutputWithPast` / `MaskedLMOutput`: indexable, `.loss`, `.logits`, `.cache` (HF's name for
   past_key_values since transformers 5; `past_key_values` is accepted as an argument and read as an attribute).
+  `output_hidden_states` (or config.output_hidden_states) adds `hidden_states`: the input of each block and the final
+  normed output, (B, T, d) each. `output_attentions` adds `attentions`, (B, H, T, T) per block, for the archs whose
+  attention has a weight matrix (Transformer+/++ softmax, FLASH-Quad's relu^2); FLASH's mixed chunk attention and the
+  other linear baselines have none, and asking for it is a ValueError naming the arch.
 - Padding on either side for the causal model. Each row's real tokens (attention_mask 1) are that row's sequence,
   at positions 0, 1, ...: a left-padded batch (how HF pads decoder-only prompts) is moved to the right-padded layout
-  flashgau takes, run, and its logits put back in the columns of the input. Logits at padded columns are not
-  meaningful, except the last column, which always holds the logits after each row's last real token: what
-  `generate` reads, so that it continues every row from its own end whichever side it was padded on.
+  flashgau takes, run, and its logits, hidden states and attentions put back in the columns of the input (a batch
+  already right-padded is returned as computed). Values at padded columns are not meaningful, except the last
+  column of the logits, which always holds the logits after each row's last real token: what `generate` reads, so
+  that it continues every row from its own end whichever side it was padded on.
+  Traced, compiled or exported, the forward reads no tensor value on the host (the checks that would are eager only).
 - `generate`: the first call prefills (flashgau's prefill; rows sit at their own positions) into a FlashgauCache,
   later calls feed one token per row through decode_step: FLASH's state keeps a fixed size however many tokens
   are generated. Beam search reorders the cache with DecodeState.select. A model without a decoding state (FLASH-Quad
   with normalizer="paper", whose outputs depend on the final length) generates by re-running the whole sequence
-  for every token, as flashgau's own generate does; handing it a cache is an error.
-- `activation_checkpointing_enable()` / `gradient_checkpointing_enable()` (and HF Trainer's gradient_checkpointing)
-  switch LanguageModel's own per-block checkpointing (LanguageModel.set_activation_checkpointing): every block,
-  non-reentrant; other checkpoint options (reentrant, offload, every_n_layers > 1) are refused, not ignored.
+  for every token, as flashgau's own generate does, and so does generate with output_attentions (the weights of a
+  step are those of the whole sequence); handing such a model a cache is an error.
+- Activation checkpointing is transformers' own: each block runs through a FlashgauLayer (a
+  GradientCheckpointingLayer), so `activation_checkpointing_enable(...)` / `gradient_checkpointing_enable(...)` and
+  Trainer's gradient_checkpointing apply with their options (use_reentrant, offload, every_n_layers).
 
-Shapes: B batch, T tokens, V vocabulary.
+Shapes: B batch, T tokens, d width, H heads, V vocabulary.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Optional
 
 import torch
-from torch import Tensor
-from torch.utils.checkpoint import checkpoint
+from torch import Tensor, nn
 from transformers import GenerationMixin, PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import CausalLMOutputWithPast, MaskedLMOutput
 
 from ..inputs import check_inputs
@@ -44,8 +52,20 @@ from .configuration import FlashgauConfig
 
 # Arguments HF models take that flashgau has no meaning for: refused when set rather than silently ignored.
 _UNSUPPORTED = {"inputs_embeds": "give input_ids", "position_ids": "each row's positions count from its first real "
-                "token", "token_type_ids": "there are no token types", "output_attentions": "not available",
-                "output_hidden_states": "not available"}
+                "token", "token_type_ids": "there are no token types"}
+
+
+class FlashgauLayer(GradientCheckpointingLayer):
+    """One block of the LanguageModel as transformers sees it: HF's activation checkpointing wraps this layer's
+    forward. The layer holds its block without owning it: the block's weights keep their one name,
+    model.blocks.<i>, in state dicts and saved folders."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "block", block)       # not a submodule: no second name for the same weights
+
+    def forward(self, x: Tensor, ctx) -> Tensor:
+        return self.block(x, ctx)
 
 
 class FlashgauPreTrainedModel(PreTrainedModel):
@@ -55,6 +75,7 @@ class FlashgauPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
+    _no_split_modules = ["FlashgauLayer"]
     causal: bool = True
 
     def __init__(self, config: FlashgauConfig, language_model: Optional[LanguageModel] = None):
@@ -67,8 +88,7 @@ class FlashgauPreTrainedModel(PreTrainedModel):
         if language_model is not None and language_model.config != model_config:
             raise ValueError("language_model was built from another ModelConfig than this config's")
         self.model = language_model if language_model is not None else LanguageModel(model_config)
-        # validates input the way the model does, but with padding allowed on either side (see module docstring)
-        self._any_padding = dataclasses.replace(model_config, causal=False)
+        self.layers = nn.ModuleList(FlashgauLayer(block) for block in self.model.blocks)
         self.post_init()
 
     @classmethod
@@ -80,45 +100,43 @@ class FlashgauPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
         """PreTrainedModel.from_pretrained, refusing a folder whose weights do not cover the model: flashgau's
-        modules initialise themselves when built, so a missing weight would be left as whatever memory held."""
-        want_info = kwargs.pop("output_loading_info", False)
+        modules initialise themselves when built, so a missing weight would silently keep a random value. With
+        output_loading_info=True nothing is refused: (model, info) is returned, and info["missing_keys"] lists
+        what the folder lacked, as transformers does."""
+        if kwargs.get("output_loading_info"):
+            return super().from_pretrained(*args, **kwargs)
         model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
         missing = sorted(info.get("missing_keys") or ())
         if missing:
             raise ValueError(f"the saved weights lack {len(missing)} tensor(s) of this model: "
-                             f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
-        return (model, info) if want_info else model
-
-    def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=checkpoint,
-                                    every_n_layers: int = 1) -> None:
-        """What HF's activation_checkpointing_enable / _disable call: LanguageModel's per-block checkpointing, which
-        uses its own non-reentrant torch.utils.checkpoint (aware of its recompute: layers/recompute.py). HF's
-        function is accepted only when it is that same plain checkpoint (HF's default); anything else is refused."""
-        if enable:
-            func = gradient_checkpointing_func
-            plain = func is checkpoint or (isinstance(func, functools.partial) and func.func is checkpoint
-                                           and not func.args and func.keywords == {"use_reentrant": False})
-            if not plain:
-                raise ValueError("flashgau checkpoints every block with non-reentrant torch.utils.checkpoint and no "
-                                 "other options: call activation_checkpointing_enable() without "
-                                 "activation_checkpointing_kwargs (or with {'use_reentrant': False}) and offload")
-            if every_n_layers != 1:
-                raise ValueError(f"flashgau checkpoints every block; every_n_layers={every_n_layers} is not supported")
-        self.model.set_activation_checkpointing(bool(enable))
+                             f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} "
+                             "(from_pretrained(..., output_loading_info=True) loads it anyway and lists them)")
+        return model
 
     def _init_weights(self, module) -> None:
         """Nothing: LanguageModel initialises its own weights when built (from_pretrained then loads them all)."""
 
+    # ------------------------------------------------------------------ embeddings
     def get_input_embeddings(self):
         return self.model.embed
 
-    def set_input_embeddings(self, value) -> None:
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        """Replace the token embedding (resize_token_embeddings does): the model's vocabulary, and so the range of
+        token ids and labels it accepts, follows its size."""
         self.model.embed = value
+        if value.num_embeddings != self.model.config.vocab_size:
+            self.model.config = dataclasses.replace(self.model.config, vocab_size=value.num_embeddings)
 
     def get_output_embeddings(self):
         """The output head, or None when it is the input embedding itself (tie_embeddings: one tensor, nothing to
-        tie or save twice)."""
+        tie, resize or save twice)."""
         return self.model.head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        if self.model.head is None:
+            raise ValueError("this model's output head is its input embedding (tie_embeddings=True): "
+                             "use set_input_embeddings")
+        self.model.head = value
 
     # ------------------------------------------------------------------ shared by the forward passes
     @staticmethod
@@ -126,6 +144,31 @@ class FlashgauPreTrainedModel(PreTrainedModel):
         for name, why in _UNSUPPORTED.items():
             if kwargs.get(name) is not None and kwargs.get(name) is not False:
                 raise ValueError(f"flashgau models take no {name} ({why})")
+
+    def _wanted(self, output_hidden_states: Optional[bool], output_attentions: Optional[bool]) -> tuple[bool, bool]:
+        """(hidden states wanted, attentions wanted), from the arguments or else the config; an arch without
+        attention weights refuses the second in one line."""
+        hidden = bool(getattr(self.config, "output_hidden_states", False) if output_hidden_states is None
+                      else output_hidden_states)
+        attentions = bool(getattr(self.config, "output_attentions", False) if output_attentions is None
+                          else output_attentions)
+        if attentions and not all(getattr(b, "has_attention_weights", False) for b in self.model.blocks):
+            arch = self.model.config.arch
+            why = ("FLASH's mixed chunk attention (relu^2 within chunks plus linear attention across them)"
+                   if arch == "flash" else "its attention") + " has no (T, T) weight matrix"
+            raise ValueError(f"output_attentions is not available for arch {arch!r}: {why}; "
+                             "output_hidden_states is")
+        return hidden, attentions
+
+    def _attentions(self, block_inputs: list, ids: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, ...]:
+        """Each block's attention weights (B, H, T, T) from its input, in the layout ids and mask are in."""
+        ctx = self.model.context(ids, mask)
+        return tuple(block.attention_weights(x, ctx) for block, x in zip(self.model.blocks, block_inputs))
+
+    def _hidden_states(self, block_inputs: list) -> tuple[Tensor, ...]:
+        """block_inputs (each block's input, then the last block's output) -> HF's hidden_states: each block's
+        input and the final normed output."""
+        return (*block_inputs[:-1], self.model.norm(block_inputs[-1]))
 
     @staticmethod
     def _scaled(loss: Optional[Tensor], targets: Tensor, mask: Optional[Tensor], num_items_in_batch):
@@ -160,11 +203,13 @@ class FlashgauForCausalLM(FlashgauPreTrainedModel, GenerationMixin):
                 labels: Optional[Tensor] = None, cache: Optional[FlashgauCache] = None,
                 use_cache: Optional[bool] = None, return_dict: Optional[bool] = None,
                 num_items_in_batch=None, past_key_values: Optional[FlashgauCache] = None,
-                **kwargs) -> CausalLMOutputWithPast:
+                output_hidden_states: Optional[bool] = None, output_attentions: Optional[bool] = None,
+                shift_labels: Optional[Tensor] = None, **kwargs) -> CausalLMOutputWithPast:
         """input_ids (B, T); attention_mask (B, T) 1 = real token, padding on either side; labels (B, T) (usually
-        input_ids; shifted inside, -100 ignored); cache: the FlashgauCache of earlier calls, to feed input_ids on
-        top of (no padding then). use_cache (default: config.use_cache in eval mode without gradients or labels)
-        prefills and returns a cache. Logits are (B, T, V)."""
+        input_ids; shifted inside, -100 ignored) or shift_labels (B, T), the target of each position as it is;
+        cache: the FlashgauCache of earlier calls, to feed input_ids on top of (no padding then). use_cache
+        (default: config.use_cache in eval mode without gradients or labels) prefills and returns a cache. Logits
+        are (B, T, V)."""
         self._refuse_unsupported(kwargs)
         if past_key_values is not None:
             if cache is not None:
@@ -172,49 +217,79 @@ class FlashgauForCausalLM(FlashgauPreTrainedModel, GenerationMixin):
             cache = past_key_values
         if input_ids is None:
             raise ValueError("input_ids are required")
+        want_hidden, want_attentions = self._wanted(output_hidden_states, output_attentions)
         if cache is not None and not isinstance(cache, FlashgauCache):
             raise ValueError(f"a flashgau model takes a FlashgauCache, got {type(cache).__name__}")
         if cache is not None and not self.model.supports_cache:
             self._refuse_cache()
         if cache is not None and cache.state is not None:
-            return self._result(self._decode(input_ids, attention_mask, labels, cache), return_dict)
+            if labels is not None or shift_labels is not None:
+                raise ValueError("labels cannot be scored on top of a cache; call the model on the whole sequence")
+            if want_attentions:
+                raise ValueError("output_attentions is not available on top of a cache (a decoding state keeps no "
+                                 "weight matrix); call the model on the whole sequence")
+            return self._result(self._decode(input_ids, attention_mask, cache, want_hidden), return_dict)
         if use_cache is None:
             use_cache = (self.config.use_cache and not self.training and not torch.is_grad_enabled()
-                         and labels is None)
+                         and labels is None and shift_labels is None)
         use_cache = use_cache and self.model.supports_cache
 
-        check_inputs(self._any_padding, input_ids, attention_mask, labels)
+        any_padding = dataclasses.replace(self.model.config, causal=False)   # padding may be on either side
+        check_inputs(any_padding, input_ids, attention_mask, labels)
+        if shift_labels is not None:
+            check_inputs(any_padding, input_ids, attention_mask, shift_labels)
         ids, mask, order = _right_padded(input_ids, attention_mask)
-        targets = None if labels is None else _next_token_targets(labels, mask, order)
+        if shift_labels is not None:
+            targets = shift_labels.to(torch.long) if order is None else shift_labels.to(torch.long).gather(1, order)
+        else:
+            targets = None if labels is None else _next_token_targets(labels, mask, order)
+        block_inputs = [] if want_hidden or want_attentions else None
+        key_mask = check_inputs(self.model.config, ids, mask, targets)
         if use_cache:
-            logits, state = self.model.prefill(ids, mask)
-            logits = logits.clone()                 # an ordinary tensor (prefill runs in inference mode)
-            loss = None
-            if targets is not None:
-                check_inputs(self.model.config, ids, mask, targets)
-                loss = LanguageModel.loss(logits, targets, mask)
+            logits, state = self.model.prefill(ids, mask, block_inputs=block_inputs)
+            logits = logits.clone()                 # ordinary tensors (prefill runs in inference mode)
+            block_inputs = None if block_inputs is None else [h.clone() for h in block_inputs]
             cache = cache if cache is not None else FlashgauCache()
             cache.state, cache.seen = state, input_ids.shape[1]
         else:
-            out = self.model(ids, mask, labels=targets)
-            logits, loss, cache = out.logits, out.loss, None
+            logits = self.model.logits_from_hidden(
+                self.model.hidden(ids, key_mask, layers=self.layers, block_inputs=block_inputs))
+            cache = None
+        loss = None if targets is None else LanguageModel.loss(logits, targets, key_mask)
+        attentions = self._attentions(block_inputs, ids, key_mask) if want_attentions else None
+        hidden_states = self._hidden_states(block_inputs) if want_hidden else None
         if order is not None:
             logits = _in_input_columns(logits, order, mask)
+            moved = torch.compiler.is_compiling() or not bool((order == torch.arange(order.shape[1],
+                                                                                    device=order.device)).all())
+            if moved and hidden_states is not None:
+                hidden_states = tuple(_in_input_columns(h, order) for h in hidden_states)
+            if moved and attentions is not None:
+                attentions = tuple(_square_in_input_columns(a, order) for a in attentions)
         loss = None if targets is None else self._scaled(loss, targets, mask, num_items_in_batch)
-        return self._result(CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache), return_dict)
+        return self._result(CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache,
+                                                   hidden_states=hidden_states, attentions=attentions), return_dict)
 
-    def _decode(self, input_ids: Tensor, attention_mask: Optional[Tensor], labels: Optional[Tensor],
-                cache: FlashgauCache) -> CausalLMOutputWithPast:
-        """Feed input_ids (B, n) on top of the cache's state, one column at a time: (B, n, V) logits."""
-        if labels is not None:
-            raise ValueError("labels cannot be scored on top of a cache; call the model on the whole sequence")
+    def _decode(self, input_ids: Tensor, attention_mask: Optional[Tensor], cache: FlashgauCache,
+                want_hidden: bool) -> CausalLMOutputWithPast:
+        """Feed input_ids (B, n) on top of the cache's state, one column at a time: (B, n, V) logits (and the
+        hidden states of those n columns)."""
         n = input_ids.shape[1]
-        if attention_mask is not None and not bool((attention_mask[:, -n:] != 0).all()):
+        if (attention_mask is not None and not torch.compiler.is_compiling()
+                and not bool((attention_mask[:, -n:] != 0).all())):
             raise ValueError("tokens fed on top of a cache must all be real (attention_mask 1): pad the prompt, "
                              "not the continuation")
-        steps = [self.model.decode_step(input_ids[:, t], cache.state)[0] for t in range(n)]
+        steps, hidden = [], []
+        for t in range(n):
+            block_inputs = [] if want_hidden else None
+            steps.append(self.model.decode_step(input_ids[:, t], cache.state, block_inputs=block_inputs)[0])
+            if want_hidden:
+                hidden.append([h.clone() for h in block_inputs])
         cache.seen += n
-        return CausalLMOutputWithPast(logits=torch.stack(steps, 1).clone(), cache=cache)
+        hidden_states = None
+        if want_hidden:
+            hidden_states = self._hidden_states([torch.cat(column, 1) for column in zip(*hidden)])
+        return CausalLMOutputWithPast(logits=torch.stack(steps, 1).clone(), cache=cache, hidden_states=hidden_states)
 
     def _refuse_cache(self):
         c = self.model.config
@@ -223,10 +298,11 @@ class FlashgauForCausalLM(FlashgauPreTrainedModel, GenerationMixin):
                          "token")
 
     def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, cache=None, **kwargs):
-        if not self.model.supports_cache:           # no decoding state: re-run the whole sequence every step
-            if cache is not None:
+        rerun = not self.model.supports_cache or bool(kwargs.get("output_attentions"))
+        if rerun:                                   # no decoding state: re-run the whole sequence every step
+            if cache is not None and not self.model.supports_cache:
                 self._refuse_cache()
-            next_sequence_length, kwargs["use_cache"] = None, False
+            next_sequence_length, kwargs["use_cache"], cache = None, False, None
         return super().prepare_inputs_for_generation(input_ids, next_sequence_length=next_sequence_length,
                                                      cache=cache, **kwargs)
 
@@ -239,32 +315,54 @@ class FlashgauForMaskedLM(FlashgauPreTrainedModel):
 
     def forward(self, input_ids: Optional[Tensor] = None, attention_mask: Optional[Tensor] = None,
                 labels: Optional[Tensor] = None, return_dict: Optional[bool] = None, num_items_in_batch=None,
+                output_hidden_states: Optional[bool] = None, output_attentions: Optional[bool] = None,
                 **kwargs) -> MaskedLMOutput:
         self._refuse_unsupported(kwargs)
+        if kwargs.get("shift_labels") is not None:
+            raise ValueError("a masked LM takes no shift_labels: its labels are already the targets of their own "
+                             "positions")
         if input_ids is None:
             raise ValueError("input_ids are required")
-        out = self.model(input_ids, attention_mask, labels=labels)
+        want_hidden, want_attentions = self._wanted(output_hidden_states, output_attentions)
+        key_mask = check_inputs(self.model.config, input_ids, attention_mask, labels)
+        block_inputs = [] if want_hidden or want_attentions else None
+        logits = self.model.logits_from_hidden(
+            self.model.hidden(input_ids, key_mask, layers=self.layers, block_inputs=block_inputs))
+        loss = None if labels is None else LanguageModel.loss(logits, labels, key_mask)
         mask = None if attention_mask is None else attention_mask != 0
-        loss = None if labels is None else self._scaled(out.loss, labels, mask, num_items_in_batch)
-        return self._result(MaskedLMOutput(loss=loss, logits=out.logits), return_dict)
+        loss = None if labels is None else self._scaled(loss, labels, mask, num_items_in_batch)
+        return self._result(MaskedLMOutput(
+            loss=loss, logits=logits, hidden_states=self._hidden_states(block_inputs) if want_hidden else None,
+            attentions=self._attentions(block_inputs, input_ids, key_mask) if want_attentions else None), return_dict)
 
 
 def _right_padded(input_ids: Tensor, attention_mask: Optional[Tensor]):
     """(ids, mask, order): each row's real tokens moved to its start, in order (the layout flashgau takes), and
-    `order` (B, T), the input column each column of the result came from. Without padding: the input, None, None."""
-    if attention_mask is None or bool((attention_mask != 0).all()):
+    `order` (B, T), the input column each column of the result came from. Without padding: the input, None, None
+    (traced or exported, where no tensor value is read on the host, the general path runs whatever the mask)."""
+    if attention_mask is None or (not torch.compiler.is_compiling() and bool((attention_mask != 0).all())):
         return input_ids, None, None
     mask = attention_mask != 0
     order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices     # real columns first, in order
     return input_ids.gather(1, order), mask.gather(1, order), order
 
 
-def _in_input_columns(logits: Tensor, order: Tensor, mask: Tensor) -> Tensor:
-    """Right-padded logits (B, T, V) back in the input's columns; the last column gets each row's last real
-    token's logits (right-padded mask: the number of real tokens per row is mask.sum(1))."""
+def _in_input_columns(values: Tensor, order: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    """Right-padded values (B, T, ...) back in the input's columns; given the right-padded mask, the last column
+    gets each row's last real token's values (the number of real tokens per row is mask.sum(1))."""
     columns = order.argsort(dim=1)
-    columns[:, -1] = mask.sum(1) - 1
-    return logits[torch.arange(logits.shape[0], device=logits.device)[:, None], columns]
+    if mask is not None:
+        columns[:, -1] = mask.sum(1) - 1
+    return values[torch.arange(values.shape[0], device=values.device)[:, None], columns]
+
+
+def _square_in_input_columns(weights: Tensor, order: Tensor) -> Tensor:
+    """Right-padded attention weights (B, H, T, T) back in the input's columns, on the query and the key axis."""
+    columns = order.argsort(dim=1)                                   # (B, T): right-padded column of each input one
+    B, H, T, _ = weights.shape
+    rows = columns[:, None, :, None].expand(B, H, T, T)
+    weights = weights.gather(2, rows)
+    return weights.gather(3, columns[:, None, None, :].expand(B, H, T, T))
 
 
 def _next_token_targets(labels: Tensor, mask: Optional[Tensor], order: Optional[Tensor]) -> Tensor:

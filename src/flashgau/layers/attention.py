@@ -13,7 +13,7 @@ from typing import Any, Optional
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from ..ops import KVCache, softmax_attention, softmax_attention_step
+from ..ops import KVCache, softmax_attention, softmax_attention_step, softmax_attention_weights
 from .context import Context
 from .init import residual_output
 from .positions import apply_rope
@@ -70,3 +70,16 @@ class MultiHeadAttention(nn.Module):
         """x (B, 1, d): one token per row at positions pos (B,); the state is updated in place and returned."""
         o, state = self.attend_step(self.heads(x, pos[:, None]), state, pos)
         return self.merge(o), state
+
+    @property
+    def has_attention_weights(self) -> bool:
+        """Softmax attention has a (T, T) weight matrix; a subclass with another op (Performer, Combiner,
+        mixed chunks) has none."""
+        return type(self).attend is MultiHeadAttention.attend
+
+    def attention_weights(self, x: Tensor, ctx: Context) -> Tensor:
+        """The weights (B, H, T, T) that forward(x, ctx) applies to the values."""
+        if not self.has_attention_weights:
+            raise NotImplementedError(f"{type(self).__name__} has no (T, T) attention weight matrix")
+        q, k, _ = self.heads(x, ctx.positions)
+        return softmax_attention_weights(q, k, causal=ctx.causal, key_mask=ctx.key_mask)

@@ -5,7 +5,9 @@ Every block maps x (B, T, d) -> (B, T, d) and has three entry points:
     prefill(x, ctx) -> (y, state)         the same output plus its decoding state (causal only)
     step(x_t, state, pos) -> (y, state)   one token per row (x_t: (B, 1, d)) at positions pos (B,); the state is
                                           updated in place (the ops' rule, flashgau.ops) and returned
-and a `supports_cache` flag (False when the state cannot reproduce the parallel output).
+and a `supports_cache` flag (False when the state cannot reproduce the parallel output). A block whose attention
+has a (T, T) weight matrix (softmax, relu^2) says so with `has_attention_weights` and gives it with
+`attention_weights(x, ctx) -> (B, H, T, T)`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,14 @@ class TransformerBlock(nn.Module):
     @property
     def supports_cache(self) -> bool:
         return getattr(self.attn, "supports_cache", False)
+
+    @property
+    def has_attention_weights(self) -> bool:
+        return getattr(self.attn, "has_attention_weights", False)
+
+    def attention_weights(self, x: Tensor, ctx: Context) -> Tensor:
+        """The attention weights (B, H, T, T) of forward(x, ctx) (softmax attention only: has_attention_weights)."""
+        return self.attn.attention_weights(self.shift(self.norm1(x), ctx), ctx)
 
     def _ffn(self, x: Tensor, h: Tensor) -> Tensor:
         """x + ffn(h), h the shifted norm2(x)."""

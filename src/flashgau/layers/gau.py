@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from ..ops import KVCache, relu2_attention, relu2_attention_step, softmax_attention, softmax_attention_step
+from ..ops import (KVCache, relu2_attention, relu2_attention_step, relu2_attention_weights, softmax_attention,
+                   softmax_attention_step, softmax_attention_weights)
 from ..ops import fastpath
 from ..ops.autocast import autocast_off, cast
 from ..ops.projection import gau_projection, gau_projection_inference, product_dtype
@@ -140,6 +141,19 @@ class GAU(GAUBase):
         if self.normalizer == "fixed":
             return float(self.norm_len)
         return ctx.lengths(batch).clamp_min(1)
+
+    has_attention_weights = True
+
+    def attention_weights(self, x: Tensor, ctx: Context) -> Tensor:
+        """The weights (B, h, T, T) that forward(x, ctx) applies to v (h = gau_heads)."""
+        _, _, (q, k) = self.project(self.shift(self.norm(x), ctx), ctx.positions)
+        bias = self.rel(ctx.positions, ctx.positions).to(q.dtype)
+        with self.attention_context(x.device):
+            if self.softmax:
+                return softmax_attention_weights(q, k, causal=ctx.causal, key_mask=ctx.key_mask, bias=bias,
+                                                 scale=self.softmax_scale)
+            return relu2_attention_weights(q, k, bias, norm=self._norm(ctx, x.shape[0]), causal=ctx.causal,
+                                           key_mask=ctx.key_mask)
 
     def _attend(self, x: Tensor, h: Tensor, ctx: Context, want_state: bool) -> tuple[Tensor, Optional[KVCache]]:
         u, v, (q, k) = self.project(h, ctx.positions)

@@ -35,8 +35,8 @@ from .mixed_chunk_first_to_all import (FlashFirstToAllState, empty_flash_first_t
                                        mixed_chunk_first_to_all_attention, mixed_chunk_first_to_all_attention_step)
 from .mixed_chunk_softmax import (SoftmaxChunkState, empty_softmax_chunk_state, mixed_chunk_softmax_attention,
                                   mixed_chunk_softmax_attention_step)
-from .quad import relu2_attention, relu2_attention_step
-from .softmax import softmax_attention, softmax_attention_step
+from .quad import relu2_attention, relu2_attention_step, relu2_attention_weights
+from .softmax import softmax_attention, softmax_attention_step, softmax_attention_weights
 from .state import State
 
 __all__ = ["State", "FlashState", "FlashFirstToAllState", "KVCache", "CombinerState", "CombinerPoolState", "FavorState",
@@ -44,7 +44,8 @@ __all__ = ["State", "FlashState", "FlashFirstToAllState", "KVCache", "CombinerSt
            "mixed_chunk_attention", "mixed_chunk_attention_step", "empty_flash_state",
            "mixed_chunk_first_to_all_attention", "mixed_chunk_first_to_all_attention_step",
            "empty_flash_first_to_all_state",
-           "relu2_attention", "relu2_attention_step", "softmax_attention", "softmax_attention_step",
+           "relu2_attention", "relu2_attention_step", "relu2_attention_weights", "softmax_attention",
+           "softmax_attention_step", "softmax_attention_weights",
            "combiner_attention", "combiner_attention_step", "empty_combiner_state",
            "favor_attention", "favor_attention_step", "empty_favor_state",
            "mixed_chunk_softmax_attention", "mixed_chunk_softmax_attention_step", "empty_softmax_chunk_state"]

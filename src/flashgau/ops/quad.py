@@ -2,7 +2,8 @@
 
 Forms (the contract of flashgau.ops), sharing the state KVCache:
 - `relu2_attention` (parallel: training, prefill) -> (o, KVCache or None);
-- `relu2_attention_step` (decoding one token per row against the cache) -> (o, KVCache).
+- `relu2_attention_step` (decoding one token per row against the cache) -> (o, KVCache);
+and `relu2_attention_weights`, the (B, H, T, T) weight matrix of the parallel form (what a caller inspects).
 
 Shapes: B batch, H heads (1 in a GAU), T tokens, s query/key width, e value width.
 q, k: (B, H, T, s); v: (B, H, T, e); bias: broadcastable to (B, H, T, T).
@@ -30,6 +31,14 @@ def relu2_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, *, norm: Unio
     """Parallel form. Returns (o (B, H, T, e), final_state): final_state is None unless output_final_state (causal
     only), then the KVCache of k and v, ready for `relu2_attention_step` at each row's next position."""
     check_final_state(causal, output_final_state)
+    weights = relu2_attention_weights(q, k, bias, norm=norm, causal=causal, key_mask=key_mask)
+    return weights @ v, (KVCache.from_prefill(k, v) if output_final_state else None)
+
+
+def relu2_attention_weights(q: Tensor, k: Tensor, bias: Tensor, *, norm: Union[float, Tensor], causal: bool,
+                            key_mask: Optional[Tensor] = None) -> Tensor:
+    """The weight matrix of relu2_attention, (B, H, T, T): relu(q_i.k_j / n + b_ij)^2, 0 where key j is not
+    visible to query i (later than i when causal, or padding)."""
     T = q.shape[2]
     weights = torch.relu(q @ k.transpose(-1, -2) / _norm(norm, q) + bias).square()
     keep = None
@@ -38,9 +47,7 @@ def relu2_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, *, norm: Unio
     if key_mask is not None:
         km = key_mask.bool()[:, None, None, :]
         keep = km if keep is None else keep & km
-    if keep is not None:
-        weights = weights * keep
-    return weights @ v, (KVCache.from_prefill(k, v) if output_final_state else None)
+    return weights if keep is None else weights * keep
 
 
 def relu2_attention_step(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, state: KVCache, pos: Tensor, *,

@@ -2,7 +2,8 @@
 
 Forms (the contract of flashgau.ops), sharing the state KVCache:
 - `softmax_attention` (parallel: training, prefill) -> (o, KVCache or None);
-- `softmax_attention_step` (decoding one token per row against the cache) -> (o, KVCache).
+- `softmax_attention_step` (decoding one token per row against the cache) -> (o, KVCache);
+and `softmax_attention_weights`, the (B, H, T, T) weight matrix of the parallel form (SDPA does not return it).
 
 Shapes: q, k, v (B, H, T, dh); key_mask (B, T) bool, True = real token. Options for a GAU with a softmax kernel
 (ModelConfig.gau_attention="softmax"): `bias`, an additive bias of the logits broadcastable to (B, H, T, T) (the
@@ -41,6 +42,22 @@ def softmax_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, key_mask
     else:
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     return o, (KVCache.from_prefill(k, v) if output_final_state else None)
+
+
+def softmax_attention_weights(q: Tensor, k: Tensor, *, causal: bool, key_mask: Optional[Tensor] = None,
+                              bias: Optional[Tensor] = None, scale: Optional[float] = None) -> Tensor:
+    """The weight matrix of softmax_attention, (B, H, T, T): softmax over the visible keys of q.k * scale + bias
+    (0 for keys that are not visible: later than the query when causal, or padding when bidirectional; a causal
+    model's padded keys come after every real query)."""
+    T = q.shape[-2]
+    scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5 if scale is None else scale)
+    if bias is not None:
+        scores = scores + bias.to(scores.dtype)
+    visible = torch.ones(T, T, dtype=torch.bool, device=q.device)
+    visible = visible.tril() if causal else visible
+    if key_mask is not None and not causal:
+        visible = visible & key_mask.bool()[:, None, None, :]
+    return torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
 
 
 def softmax_attention_step(q: Tensor, k: Tensor, v: Tensor, state: KVCache, pos: Tensor, *,
