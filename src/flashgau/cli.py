@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -268,12 +269,24 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint file or a run folder")
     p.add_argument("--prompt", required=True, help="text to continue")
     p.add_argument("--max-new-tokens", type=int, default=200, metavar="N", help="tokens to generate (default: 200)")
-    p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature, > 0 (default: 0.8)")
+    p.add_argument("--temperature", type=_temperature, default=0.8, help="softmax temperature; 0 (or below 1e-5) "
+                   "is greedy: the most likely token every time (default: 0.8)")
     p.add_argument("--top-k", type=int, metavar="K", help="sample only from the K most likely tokens")
     p.add_argument("--top-p", type=float, metavar="P", help="sample only from the smallest set of tokens whose "
                    "probability reaches P (nucleus sampling)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed; same seed, same text (default: 0)")
     add_runtime_arguments(p)
+
+
+def _temperature(text: str) -> float:
+    """--temperature: a finite number >= 0 (an argparse usage error otherwise)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (0: greedy), got {text!r}")
+    return value
 
 
 def run_sample(args: argparse.Namespace) -> int:

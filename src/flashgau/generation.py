@@ -1,8 +1,9 @@
 """Decoding: prefill a prompt in parallel, then one token per step from explicit per-layer states.
 
 FLASH keeps a fixed-size FlashState per layer (running sum of finished chunks' summaries + the open chunk's
-buffer; with first_to_all also the first chunk's keys and values); FLASH-Quad and the Transformers keep a KVCache. Rows of a batch may sit at different positions (prompts of
-different lengths, right-padded). A DecodeState is plain data: keep it and pass it back to continue a stream.
+buffer; with first_to_all also the first chunk's keys and values); FLASH-Quad and the Transformers keep a KVCache.
+Rows of a batch may sit at different positions (prompts of different lengths, right-padded). A DecodeState is plain
+data: keep it and pass it back to continue a stream.
 Decoding runs in torch.inference_mode (no autograd bookkeeping: the per-token cost is many small ops).
 
 Every function here takes the model as an argument and uses only its `config`, `blocks` (each with forward,
@@ -131,10 +132,13 @@ def decode_step(model, token_ids: Tensor, state: DecodeState) -> tuple[Tensor, D
     return state.last_logits, state
 
 
+GREEDY_BELOW = 1e-5     # temperatures below this are greedy (vLLM's rule): dividing by them overflows float32
+
+
 def sample_next(logits: Tensor, *, temperature: float = 1.0, top_k: Optional[int] = None,
                 top_p: Optional[float] = None, generator: Optional[torch.Generator] = None) -> Tensor:
-    """(B, V) logits -> (B,) token ids. temperature 0 is greedy (argmax)."""
-    if temperature == 0:
+    """(B, V) logits -> (B,) token ids. A temperature of 0, or below GREEDY_BELOW, is greedy (argmax)."""
+    if temperature < GREEDY_BELOW:
         return logits.argmax(-1)
     logits = logits.float()
     # shift by the row maximum before dividing: at tiny temperatures the quotient would overflow (inf - inf = nan)

@@ -63,11 +63,11 @@ def evaluate_checkpoint(path: Union[str, Path], *, data: Optional[Union[str, Pat
     """Score a checkpoint on fixed windows with the metric of the objective it trained (LM: loss, bits per byte,
     perplexity; MLM: masked-token loss, accuracy, perplexity on fixed masked positions; QA: answer-token loss, exact
     match and F1 of greedy answers, the two floors, on fixed examples of the held-out plays): by default the held-out
-    documents of the data it was trained on (the same split as in training, checked against the run's data fingerprint; `train_data` gives that data's
-    new place if it moved); with `data`, every document at that path (text, read in memory, or a prepared folder,
-    both of its sides, memory-mapped). Returns the result and a description of
-    what was scored. `precision` None: the precision the run trained in where this device is of the same kind
-    (so the default repeats the run's final score), else "auto"."""
+    documents of the data it was trained on (the same split as in training, checked against the run's data
+    fingerprint; `train_data` gives that data's new place if it moved); with `data`, every document at that path
+    (text, read in memory, or a prepared folder, both of its sides, memory-mapped). Returns the result and a
+    description of what was scored. `precision` None: the precision the run trained in where this device is of the
+    same kind (so the default repeats the run's final score), else "auto"."""
     device = resolve_device(device)
     trained = load_trained(path, device=device)
     cfg = trained.train_config
@@ -123,8 +123,8 @@ def sample_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str, *, max_
         raise TokenizerError(f"the tokenizer turns the prompt {prompt!r} into no tokens")
     if not (isinstance(max_new_tokens, int) and max_new_tokens >= 1):
         raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-    if not temperature > 0:
-        raise ConfigError(f"temperature must be > 0, got {temperature}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+        raise ConfigError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         raise ConfigError(f"top_k must be >= 1, got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
