@@ -65,6 +65,20 @@ def test_sample_continues_the_prompt_reproducibly(run_dir, capsys):
     assert run(argv[:-1] + ["2"], capsys)[1] != first or True  # different seeds may coincide on a tiny model
 
 
+def test_sample_temperature_zero_and_tiny_are_greedy_and_bad_ones_a_usage_line(run_dir, capsys):
+    argv = ["sample", str(run_dir), "--prompt", "ROMEO.", "--max-new-tokens", "12", "--temperature"]
+    code, greedy, _ = run(argv + ["0"], capsys)
+    assert code == 0 and greedy.startswith("ROMEO.")
+    for tiny in ("1e-300", "5e-324"):
+        assert run(argv + [tiny, "--seed", "4"], capsys)[:2] == (0, greedy)
+    for bad in ("inf", "nan", "-1", "warm"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv + [bad])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.count("\n") == 1
+        assert f"argument --temperature: must be a finite number >= 0 (0: greedy), got '{bad}'" in err
+
+
 def test_resume_via_cli_matches_an_uninterrupted_run(small_corpus, tmp_path, capsys):
     base = ["train", *TINY, "--steps", "6", "--data", str(small_corpus), "--sample-tokens", "0"]
     assert main(base + ["--out", str(tmp_path / "a")]) == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -174,11 +175,13 @@ def _check_prepared_request(given: dict) -> None:
 def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
     from .data.prepare import DEFAULT_BPE_SAMPLE_BYTES, DEFAULT_SHARD_BYTES
 
-    p.add_argument("data", metavar="DATA", help="a UTF-8 text file, a folder of them (each file one document), JSON "
-                   "lines / Parquet / Arrow files or a folder of them (each record one document; Parquet and "
-                   "Arrow need pip install 'flashgau[datasets]'), or 'shakespeare' (the default corpus)")
-    p.add_argument("--out", required=True, metavar="DIR", help="the prepared folder: token shards, document index, "
+    p.add_argument("data", metavar="DATA", nargs="?", help="a UTF-8 text file, a folder of them (each file one "
+                   "document), JSON lines / Parquet / Arrow files or a folder of them (each record one document; "
+                   "Parquet and Arrow need pip install 'flashgau[datasets]'), or 'shakespeare' (the default corpus)")
+    p.add_argument("--out", metavar="DIR", help="the prepared folder: token shards, document index, "
                    "tokenizer and manifest.json (written last); train on it with flashgau train --data DIR")
+    p.add_argument("--verify", metavar="DIR", help="instead of preparing: check the prepared folder DIR against its "
+                   "manifest, every shard's SHA-256 included; one line per problem")
     p.add_argument("--tokenizer", default="bytes", metavar="bytes|bpe|FILE.json", help="bytes (V=256), byte-level "
                    "BPE trained here on the training split (or a sample of it), or a byte-level BPE tokenizer.json "
                    "(default: bytes)")
@@ -200,6 +203,10 @@ def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
 def run_prepare(args: argparse.Namespace) -> int:
     from .data.prepare import prepare
 
+    if args.verify is not None:
+        return _verify_prepared(args)
+    if args.data is None or args.out is None:
+        raise ConfigError("give the DATA to prepare and --out DIR (or --verify DIR to check a prepared folder)")
     for name in ("bpe_sample_mb", "shard_mb"):
         if not getattr(args, name) > 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
@@ -209,6 +216,19 @@ def run_prepare(args: argparse.Namespace) -> int:
                    overwrite=args.overwrite, progress=not args.no_progress)
     print(f"ready: flashgau train --data {data.path}")
     return 0
+
+
+def _verify_prepared(args: argparse.Namespace) -> int:
+    from .data.prepared import prepared_problems
+
+    if args.data is not None or args.out is not None:
+        raise ConfigError("--verify DIR checks a prepared folder: give no DATA or --out with it")
+    count, problems = prepared_problems(args.verify)
+    for problem in problems:
+        print(f"flashgau prepare: error: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"{args.verify}: {count} shards verified")
+    return 1 if problems else 0
 
 
 # ------------------------------------------------------------------------------------------------------ eval
@@ -249,12 +269,24 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint file or a run folder")
     p.add_argument("--prompt", required=True, help="text to continue")
     p.add_argument("--max-new-tokens", type=int, default=200, metavar="N", help="tokens to generate (default: 200)")
-    p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature, > 0 (default: 0.8)")
+    p.add_argument("--temperature", type=_temperature, default=0.8, help="softmax temperature; 0 (or below 1e-5) "
+                   "is greedy: the most likely token every time (default: 0.8)")
     p.add_argument("--top-k", type=int, metavar="K", help="sample only from the K most likely tokens")
     p.add_argument("--top-p", type=float, metavar="P", help="sample only from the smallest set of tokens whose "
                    "probability reaches P (nucleus sampling)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed; same seed, same text (default: 0)")
     add_runtime_arguments(p)
+
+
+def _temperature(text: str) -> float:
+    """--temperature: a finite number >= 0 (an argparse usage error otherwise)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (0: greedy), got {text!r}")
+    return value
 
 
 def run_sample(args: argparse.Namespace) -> int:

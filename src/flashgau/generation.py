@@ -145,10 +145,13 @@ def decode_step(model, token_ids: Tensor, state: DecodeState, *,
     return state.last_logits, state
 
 
+GREEDY_BELOW = 1e-5     # temperatures below this are greedy (vLLM's rule): dividing by them overflows float32
+
+
 def sample_next(logits: Tensor, *, temperature: float = 1.0, top_k: Optional[int] = None,
                 top_p: Optional[float] = None, generator: Optional[torch.Generator] = None) -> Tensor:
-    """(B, V) logits -> (B,) token ids. temperature 0 is greedy (argmax)."""
-    if temperature == 0:
+    """(B, V) logits -> (B,) token ids. A temperature of 0, or below GREEDY_BELOW, is greedy (argmax)."""
+    if temperature < GREEDY_BELOW:
         return logits.argmax(-1)
     logits = logits.float()
     # shift by the row maximum before dividing: at tiny temperatures the quotient would overflow (inf - inf = nan)

@@ -11,21 +11,35 @@ from torch import Tensor
 from .config import ModelConfig
 
 
+LABEL_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)    # what the checks and loss take
+
+
+def _is_integer(dtype: torch.dtype) -> bool:
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+
+
 def check_inputs(config: ModelConfig, input_ids: Tensor, attention_mask: Optional[Tensor] = None,
                  labels: Optional[Tensor] = None) -> Optional[Tensor]:
     """Raise ValueError for input the model `config` cannot take; return the key mask (B, T) bool, or None when
     every token is real (the unmasked fast path).
 
-    input_ids (B, T) integer ids in [0, V); attention_mask (B, T) bool or 0/1, 1 = real token, right padding for a
-    causal model; labels (B, T) integer ids or -100 (ignored). The checks that read tensor values run eagerly only:
-    under torch.compile they would split the graph.
+    input_ids (B, T) int64 or int32 ids in [0, V) (the dtypes the embedding takes: others are refused, integer
+    ones with the .long() that converts them); attention_mask (B, T) bool or 0/1, 1 = real token, right padding for
+    a causal model; labels (B, T) integer ids or -100 (ignored). The checks that read tensor values run eagerly
+    only: under torch.compile they would split the graph.
     """
-    if not isinstance(input_ids, Tensor) or input_ids.dim() != 2:
-        shape = tuple(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
-        raise ValueError(f"input_ids must be a 2-D tensor (batch, tokens), got {shape}; "
-                         "add a batch dimension with input_ids[None]")
-    if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool or input_ids.is_complex():
+    if not isinstance(input_ids, Tensor):
+        raise ValueError(f"input_ids must be a tensor of shape (B, T) (batch, tokens), got a "
+                         f"{type(input_ids).__name__}; make one with torch.tensor(ids)[None] for one sequence")
+    if input_ids.dim() != 2:
+        hint = "; add a batch dimension with input_ids[None]" if input_ids.dim() == 1 else ""
+        raise ValueError(f"input_ids must have shape (B, T) (batch, tokens), got shape {tuple(input_ids.shape)}"
+                         + hint)
+    if not _is_integer(input_ids.dtype):
         raise ValueError(f"input_ids must be an integer tensor of token ids, got dtype {input_ids.dtype}")
+    if input_ids.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"input_ids must be int64 (or int32) token ids, got dtype {input_ids.dtype}; convert them "
+                         "with input_ids.long()")
     B, T = input_ids.shape
     if B == 0 or T == 0:
         raise ValueError(f"input_ids is empty (shape {(B, T)}); give at least one token per row")
@@ -58,8 +72,9 @@ def check_inputs(config: ModelConfig, input_ids: Tensor, attention_mask: Optiona
         if not isinstance(labels, Tensor) or labels.shape != input_ids.shape:
             shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
             raise ValueError(f"labels must have the shape of input_ids {(B, T)}, got {shape}")
-        if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-            raise ValueError(f"labels must be integer token ids (-100 = ignore), got dtype {labels.dtype}")
+        if labels.dtype not in LABEL_DTYPES:
+            raise ValueError(f"labels must be integer token ids (-100 = ignore), got dtype {labels.dtype}"
+                             + ("; convert them with labels.long()" if _is_integer(labels.dtype) else ""))
         if values:
             bad = (labels != -100) & ((labels < 0) | (labels >= config.vocab_size))
             if bool(bad.any()):
@@ -80,6 +95,6 @@ def check_segment_ids(input_ids: Tensor, segment_ids: Optional[Tensor]) -> None:
     if not isinstance(segment_ids, Tensor) or segment_ids.shape != input_ids.shape:
         shape = tuple(segment_ids.shape) if isinstance(segment_ids, Tensor) else type(segment_ids).__name__
         raise ValueError(f"segment_ids must have the shape of input_ids {tuple(input_ids.shape)}, got {shape}")
-    if segment_ids.dtype.is_floating_point or segment_ids.dtype == torch.bool or segment_ids.is_complex():
+    if not _is_integer(segment_ids.dtype):
         raise ValueError(f"segment_ids must be an integer tensor (the document of each token), got dtype "
                          f"{segment_ids.dtype}")

@@ -139,6 +139,24 @@ def test_options_that_cannot_run_are_one_line_errors(tmp_path, capsys):
     assert "device must be" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option, value, says", [
+    ("--contexts", "0", "--contexts must be positive integers, got 0"),
+    ("--contexts", "-5", "--contexts must be positive integers, got -5"),
+    ("--tokens-per-step", "0", "--tokens-per-step must be a positive integer, got 0"),
+    ("--batch-contexts", "-1", "--batch-contexts must be positive integers, got -1"),
+    ("--compile-contexts", "0", "--compile-contexts must be positive integers, got 0"),
+    ("--peak-sizes", "0", "--peak-sizes must be positive integers, got 0"),
+    ("--repeats", "0", "--repeats must be a positive integer, got 0"),
+    ("--warmup", "-1", "--warmup must be an integer >= 0, got -1"),
+    ("--seed", "-3", "--seed must be an integer >= 0, got -3"),
+    ("--max-attention-gib", "nan", "--max-attention-gib must be a number of GiB >= 0, got nan"),
+])
+def test_an_option_out_of_range_is_one_line_naming_it(tmp_path, capsys, option, value, says):
+    assert speed.main(["--preset", "tiny", "--out", str(tmp_path), option, value]) == 2
+    assert capsys.readouterr().err == f"flashgau bench speed: error: {says}\n"
+    assert not list(tmp_path.iterdir())
+
+
 def _compiled_args(parse, out, *compile_contexts):
     return parse(speed, ["--preset", "tiny", "--archs", "transformer++", "flash", "--contexts", 32,
                          "--tokens-per-step", 64, "--batch-contexts", "--precisions", "fp32", "--warmup", 0,

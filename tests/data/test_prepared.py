@@ -12,7 +12,8 @@ import torch
 
 from flashgau.data import prepare as prepare_mod
 from flashgau.data import sources as sources_mod
-from flashgau.data.batching import HeldoutWindows, WindowSampler, tokenize_documents
+from flashgau.data import prepared as prepared_mod
+from flashgau.data.batching import HeldoutWindows, TokenDocuments, WindowSampler, tokenize_documents
 from flashgau.data.corpus import Document, load_split, split_documents, split_fingerprint
 from flashgau.data.prepare import prepare, safe_cut
 from flashgau.data.prepared import open_prepared, token_dtype, verify_prepared
@@ -170,14 +171,145 @@ def test_a_manifest_that_does_not_match_its_files_is_refused_in_one_line(prepare
     _one_line(err)
 
 
-def test_a_changed_shard_is_caught_by_its_checksum(prepared_dir):
-    raw = bytearray((prepared_dir / "train-00000.bin").read_bytes())
-    raw[100] ^= 1
-    (prepared_dir / "train-00000.bin").write_bytes(bytes(raw))
-    open_prepared(prepared_dir)                                          # sizes still fit: cheap checks pass
-    with pytest.raises(CorpusError, match="does not match its checksum") as err:
-        verify_prepared(prepared_dir)
+def _flip_byte(path, at=100):
+    """Other bytes of the same size: the change a size check cannot see."""
+    raw = bytearray(path.read_bytes())
+    raw[at] ^= 1
+    path.write_bytes(bytes(raw))
+
+
+@pytest.fixture()
+def new_process(monkeypatch):
+    """What this process knows it has hashed, forgotten (as in a new process)."""
+    monkeypatch.setattr(prepared_mod, "_VERIFIED", {})
+
+
+@pytest.mark.parametrize("shard", ["train-00000.bin", "heldout-00000.bin"])
+def test_a_shard_changed_at_its_size_is_refused_at_open(prepared_dir, new_process, shard):
+    _flip_byte(prepared_dir / shard)
+    for check in (open_prepared, verify_prepared):
+        with pytest.raises(CorpusError, match=f"{shard} does not match its checksum .*`flashgau prepare") as err:
+            check(prepared_dir)
+        _one_line(err)
+
+
+def test_the_heldout_shards_are_checked_before_every_score(prepared_dir):
+    data = open_prepared(prepared_dir)
+    windows = HeldoutWindows(data.heldout, 64)
+    assert next(windows.batches(4)).input_ids.shape == (4, 64)          # unchanged: scored
+    _flip_byte(prepared_dir / "heldout-00000.bin")
+    with pytest.raises(CorpusError, match="heldout-00000.bin does not match its checksum") as err:
+        next(windows.batches(4))
     _one_line(err)
+    both = HeldoutWindows(TokenDocuments.concat([data.train, data.heldout]), 64)    # eval --data PREPARED
+    with pytest.raises(CorpusError, match="heldout-00000.bin"):
+        next(both.batches(4))
+
+
+def test_a_training_shard_is_hashed_once_per_process_and_again_after_a_write(prepared_dir, new_process,
+                                                                             monkeypatch):
+    hashed = []
+    real = prepared_mod.sha256_file
+    monkeypatch.setattr(prepared_mod, "sha256_file", lambda path, *a: hashed.append(path.name) or real(path, *a))
+    open_prepared(prepared_dir)
+    assert "train-00000.bin" in hashed
+    hashed.clear()
+    open_prepared(prepared_dir)                                          # a re-open reads no training shard again
+    assert "train-00000.bin" not in hashed and "heldout-00000.bin" in hashed
+    shard = prepared_dir / "train-00000.bin"
+    _flip_byte(shard)
+    st = shard.stat()
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))        # a write moves mtime (and ctime) on
+    with pytest.raises(CorpusError, match="train-00000.bin does not match its checksum"):
+        open_prepared(prepared_dir)
+
+
+def test_the_process_that_prepares_does_not_hash_its_shards_again(small_corpus, tmp_path, new_process, monkeypatch):
+    hashed = []
+    real = prepared_mod.sha256_file
+    monkeypatch.setattr(prepared_mod, "sha256_file", lambda path, *a: hashed.append(path.name) or real(path, *a))
+    quiet_prepare(small_corpus, tmp_path / "p", shard_bytes=3000)
+    assert not [name for name in hashed if name.startswith("train-")]
+
+
+def test_rerunning_prepare_rebuilds_a_damaged_folder_and_verify_lists_each_problem(small_corpus, prepared_dir,
+                                                                                  new_process, capsys):
+    from flashgau.cli import main
+
+    assert main(["prepare", "--verify", str(prepared_dir)]) == 0
+    assert capsys.readouterr().out == f"{prepared_dir}: 2 shards verified\n"
+    _flip_byte(prepared_dir / "train-00000.bin")
+    (prepared_dir / "heldout-00000.bin").write_bytes(b"short")
+    assert main(["prepare", "--verify", str(prepared_dir)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("flashgau prepare: error: ") for line in lines)
+    assert "train-00000.bin does not match its checksum" in lines[0] and "heldout-00000.bin: 5 bytes" in lines[1]
+    logs = []
+    again = prepare(small_corpus, prepared_dir, progress=False, log=logs.append)
+    assert "does not match" in logs[0] and "preparing it again" in logs[0]
+    assert main(["prepare", "--verify", str(again.path)]) == 0
+    assert main(["prepare", "--verify", str(prepared_dir / "nothing")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_prepared_folder_without_its_manifest_says_so(small_corpus, prepared_dir, tmp_path):
+    (prepared_dir / "manifest.json").unlink()
+    for call in (open_prepared, lambda p: quiet_prepare(p, tmp_path / "q")):
+        with pytest.raises(CorpusError, match="holds token shards but no manifest.json .*`flashgau prepare") as err:
+            call(prepared_dir)
+        _one_line(err)
+    logs = []
+    prepare(small_corpus, prepared_dir, progress=False, log=logs.append)     # the same prepare finishes it
+    assert "starting it again" in logs[0]
+    open_prepared(prepared_dir)
+
+
+def test_a_damaged_cache_entry_is_prepared_again_and_named_when_found_during_a_run(small_corpus, new_process):
+    from flashgau.data.cache import prepared_cached
+
+    first = prepared_cached(small_corpus)
+    _flip_byte(first.path / "heldout-00000.bin")
+    with pytest.raises(CorpusError, match=f"delete {first.path} .*prepared again at the next start") as err:
+        next(HeldoutWindows(first.heldout, 64).batches(2))
+    _one_line(err)
+    logs = []
+    again = prepared_cached(small_corpus, log=logs.append)
+    assert again.path == first.path and "preparing it again" in logs[0]
+    next(HeldoutWindows(again.heldout, 64).batches(2))
+
+
+def test_a_full_disk_during_prepare_is_one_line_and_leaves_nothing(small_corpus, tmp_path, monkeypatch, capsys):
+    import builtins
+    import errno
+
+    from flashgau.cli import main
+
+    class Full:
+        """A file whose writes fail once the disk has taken 2000 bytes."""
+
+        def __init__(self, handle):
+            self.handle = handle
+
+        def write(self, data):
+            if self.handle.tell() + len(data) > 2000:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.handle.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+    monkeypatch.setattr(prepared_mod, "open", lambda *a, **k: Full(builtins.open(*a, **k)), raising=False)
+    out = tmp_path / "p"
+    assert main(["prepare", str(small_corpus), "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("flashgau prepare: error: cannot write the prepared data in") and err.count("\n") == 1
+    assert "No space left on device" in err and not out.exists()
+    (tmp_path / "cache").mkdir()
+    monkeypatch.setenv("FLASHGAU_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match="cannot write the data cache .* No space left on device") as caught:
+        __import__("flashgau.data.cache", fromlist=["x"]).prepared_cached(small_corpus)
+    _one_line(caught)
+    assert not list((tmp_path / "cache" / "prepared").iterdir())
 
 
 def test_prepared_folders_are_never_read_as_text(prepared_dir, tmp_path):

@@ -106,6 +106,7 @@ def test_selected_rows_decode_as_those_rows_alone(arch, build):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(max_new_tokens=-1), "max_new_tokens"), (dict(temperature=-0.5), "temperature"),
+    (dict(temperature=float("inf")), "temperature"), (dict(temperature=float("nan")), "temperature"),
     (dict(top_k=0), "top_k"), (dict(top_p=1.5), "top_p"), (dict(max_new_tokens=100), "max_seq_len"),
 ])
 def test_bad_generate_arguments(kwargs, message, build):

@@ -71,7 +71,9 @@ def test_loss_is_mean_cross_entropy_over_counted_labels(build):
 
 @pytest.mark.parametrize("make_args, message", [
     (lambda x: (x.float(),), "integer tensor"),
-    (lambda x: (x[0],), "2-D tensor"),
+    (lambda x: (x[0],), r"shape \(B, T\) \(batch, tokens\), got shape \(8,\); add a batch dimension"),
+    (lambda x: (x[None],), r"shape \(B, T\) \(batch, tokens\), got shape \(1, 2, 8\)$"),
+    (lambda x: (x.tolist(),), r"tensor of shape \(B, T\) \(batch, tokens\), got a list"),
     (lambda x: (x + VOCAB,), "token ids must lie in"),
     (lambda x: (x[:, :0],), "empty"),
     (lambda x: (torch.randint(0, VOCAB, (1, 65)),), "exceeds max_seq_len"),
@@ -87,6 +89,60 @@ def test_bad_input_raises_a_clear_error(make_args, message, build):
     model = build("flash")
     with pytest.raises(ValueError, match=message):
         model(*make_args(tokens(2, 8)))
+
+
+ID_DTYPES = [torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.uint16, torch.uint32,
+             torch.float16, torch.bfloat16, torch.float32, torch.float64]
+
+
+def _said_for(dtype, message):
+    """What check_inputs says about ids of `dtype` that are bad as `message` says: the dtype first where the
+    embedding cannot take it."""
+    if dtype.is_floating_point:
+        return f"input_ids must be an integer tensor of token ids, got dtype {dtype}"
+    if dtype not in (torch.int64, torch.int32):
+        return rf"input_ids must be int64 \(or int32\) token ids, got dtype {dtype}; convert them with input_ids.long"
+    return message
+
+
+def _bad_ids(dtype):
+    ids = tokens(2, 8)
+    ids[1, 3] = VOCAB
+    return ids.to(dtype)
+
+
+PROMISED = {      # the README's ValueErrors: (ids, attention_mask) of a dtype -> the message for int64 ids
+    "ids out of range": (lambda d: (_bad_ids(d), None), rf"token ids must lie in \[0, {VOCAB}\)"),
+    "mask of the wrong shape": (lambda d: (tokens(2, 8).to(d), torch.ones(2, 5)), "shape of input_ids"),
+    "left padding": (lambda d: (tokens(2, 8).to(d), torch.tensor([[0] + [1] * 7] * 2)), "needs right padding"),
+    "too long": (lambda d: (tokens(1, 65).to(d), None), "exceeds max_seq_len 64"),
+}
+
+
+@pytest.mark.parametrize("dtype", ID_DTYPES, ids=str)
+@pytest.mark.parametrize("case", PROMISED)
+def test_every_promised_error_is_a_value_error_in_every_dtype_ids_come_in(build, dtype, case):
+    model = build("flash")
+    make, message = PROMISED[case]
+    said = _said_for(dtype, message)
+    ids, mask = make(dtype)
+    with pytest.raises(ValueError, match=said):
+        model(ids, attention_mask=mask)
+    with pytest.raises(ValueError, match=said):
+        model.generate(ids, 2, attention_mask=mask, temperature=0)
+
+
+@pytest.mark.parametrize("dtype", ID_DTYPES, ids=str)
+def test_decode_step_refuses_bad_ids_in_every_dtype(build, dtype):
+    model = build("flash")
+    _, state = model.prefill(tokens(2, 4))
+    with pytest.raises(ValueError, match=_said_for(dtype, rf"token ids must lie in \[0, {VOCAB}\)")):
+        model.decode_step(torch.tensor([1, VOCAB]).to(dtype), state)
+    if dtype in (torch.int64, torch.int32):
+        model.decode_step(torch.tensor([1, 2]).to(dtype), state)                    # good ids: stepped
+    _, full = model.prefill(tokens(1, 64))
+    with pytest.raises(ValueError, match="position 64 reaches max_seq_len 64"):
+        model.decode_step(torch.tensor([1]).to(dtype), full)
 
 
 def test_no_weight_decay_names_cover_norms_biases_gains_and_position_tables():
@@ -200,7 +256,7 @@ def test_a_state_from_another_model_is_refused_by_name(build):
         flash.decode_step(torch.tensor([1]), state.layers)
 
 
-@pytest.mark.parametrize("temperature", [1e-45, 1e-30, 1e-8])
+@pytest.mark.parametrize("temperature", [5e-324, 1e-300, 1e-45, 1e-30, 1e-8])
 def test_tiny_temperatures_sample_the_argmax_instead_of_failing(build, temperature):
     model = build("flash")
     ids = tokens(2, 6)

@@ -155,6 +155,19 @@ def test_auto_without_a_compiler_is_off(small_corpus, tmp_path, monkeypatch):
     assert "compile auto: off (no C++ compiler found (test))" in lines
 
 
+def test_on_without_a_compiler_is_one_line_before_anything_is_compiled_or_written(small_corpus, tmp_path, capsys,
+                                                                                 monkeypatch):
+    monkeypatch.setattr(compiling, "compiler_status", lambda device_type: (False, "no C++ compiler found (test)"))
+    monkeypatch.setattr(compiling, "compile_model", lambda model: pytest.fail("compiled"))
+    out = tmp_path / "r"
+    assert main(["train", "--data", str(small_corpus), "--steps", "1", "--compile", "on", "--out", str(out),
+                 "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("flashgau train: error: --compile on cannot compile here: no C++ compiler found (test); train "
+                   "with --compile off (or auto, which compiles only where it can)\n")
+    assert not out.exists()
+
+
 class FakeCompiled:
     """Stands in for torch.compile's wrapper: calls the model, records (training?, grad enabled?, shape)."""
 
@@ -168,8 +181,9 @@ class FakeCompiled:
 
 @pytest.fixture
 def fake_compiles(monkeypatch):
-    """compiling.compile_model replaced by FakeCompiled; the list of those made."""
+    """compiling.compile_model replaced by FakeCompiled (and a compiler found); the list of those made."""
     made = []
+    monkeypatch.setattr(compiling, "compiler_status", lambda device_type: (True, "test"))
 
     def fake(model):
         made.append(FakeCompiled(model))

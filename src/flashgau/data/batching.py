@@ -23,7 +23,7 @@ comparable between runs and architectures with the same tokenizer and context.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
@@ -77,14 +77,18 @@ class TokenDocuments:
 
     shards: 1-D integer tensors (uint8, uint16, int32, uint32, ...); index (N, 3) long: per document its shard, the
     offset of its first token in that shard, and its length. starts (packed documents only): per entry of the
-    index, the sorted offsets (from the entry's first token) where an original document begins."""
+    index, the sorted offsets (from the entry's first token) where an original document begins. check: called
+    before each scoring pass over the documents (HeldoutWindows.batches); prepared.py sets it to check the shards'
+    checksums."""
 
     def __init__(self, shards: Sequence[torch.Tensor], index: torch.Tensor,
-                 starts: Optional[Sequence[torch.Tensor]] = None) -> None:
+                 starts: Optional[Sequence[torch.Tensor]] = None,
+                 check: Optional[Callable[[], None]] = None) -> None:
         self.shards = list(shards)
         self.index = index
         self.lengths = index[:, 2]
         self.starts = None if starts is None else list(starts)
+        self.check = check
         self._one_per_document = False
 
     @classmethod
@@ -103,7 +107,9 @@ class TokenDocuments:
         for part in parts:
             rows.append(part.index + torch.tensor([len(shards), 0, 0]))
             shards += part.shards
-        return cls(shards, torch.cat(rows) if rows else torch.zeros(0, 3, dtype=torch.long))
+        checks = [part.check for part in parts if part.check is not None]
+        return cls(shards, torch.cat(rows) if rows else torch.zeros(0, 3, dtype=torch.long),
+                   check=(lambda: [check() for check in checks]) if checks else None)
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
@@ -146,7 +152,7 @@ class TokenDocuments:
             if len(shard):
                 spans.append([i, 0, len(shard)])
                 starts.append(self.index[self.index[:, 0] == i, 1].sort().values)
-        return TokenDocuments(self.shards, torch.tensor(spans, dtype=torch.long).reshape(-1, 3), starts)
+        return TokenDocuments(self.shards, torch.tensor(spans, dtype=torch.long).reshape(-1, 3), starts, self.check)
 
 
 def as_documents(docs) -> TokenDocuments:
@@ -239,7 +245,10 @@ class HeldoutWindows:
     def batches(self, batch_size: int, limit: Optional[int] = None, *, rank: int = 0,
                 world_size: int = 1) -> Iterator[Batch]:
         """Batches of at most `batch_size` windows of `selection(limit)`; with `world_size` processes, process `rank`
-        takes batches rank, rank + world_size, ... (the same batches one process would make, shared out)."""
+        takes batches rank, rank + world_size, ... (the same batches one process would make, shared out). The
+        documents' `check` runs first."""
+        if self.docs.check is not None:
+            self.docs.check()
         for sel in shared_batches(self.selection(limit).tolist(), batch_size, rank, world_size):
             rows = [self.docs.tokens(int(self._doc[j]), int(self._start[j]), int(self._start[j]) + self.context + 1)
                     for j in sel]

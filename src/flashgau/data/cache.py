@@ -2,7 +2,9 @@
 prepared (prepare.py) into $FLASHGAU_CACHE/prepared/<key> (default ~/.cache/flashgau) once; the key hashes the
 request and the source's names, sizes and modification times (sources.Source.stat_key), so a second start on
 unchanged data opens the cache without tokenizing, and any change to a file prepares afresh. Delete the folder to
-reclaim the space.
+reclaim the space. An entry that no longer matches its manifest (a shard changed on disk: prepared.py checks their
+checksums) is prepared afresh when a run starts, with a line saying so; found during a run, it is an error that
+names the entry to delete.
 
 An entry is written into a temporary folder beside it (`<key>.tmp-<pid>`) and renamed into place when finished,
 so no reader sees half an entry; temporary folders of processes that died are removed by the next preparation.
@@ -43,12 +45,12 @@ def prepared_cached(data: Optional[Union[str, Path]], *, tokenizer: Union[str, T
                                 bpe_sample_bytes=DEFAULT_BPE_SAMPLE_BYTES)
     root = cache_root() / "prepared"
     if also_accept is not None:
-        found = _cached(root, request)
+        found = _cached(root, request, log)
         if found is not None and tokenizer_digest(found.tokenizer) == tokenizer_digest(also_accept):
             return found
         request, tok = make_request(source, also_accept, heldout_fraction=heldout_fraction,
                                     bpe_vocab_size=bpe_vocab_size, bpe_sample_bytes=DEFAULT_BPE_SAMPLE_BYTES)
-    found = _cached(root, request)
+    found = _cached(root, request, log)
     if found is not None:
         return found
     final = root / request.key()[:32]
@@ -69,26 +71,36 @@ def prepared_cached(data: Optional[Union[str, Path]], *, tokenizer: Union[str, T
         try:
             os.rename(tmp, final)
         except OSError:
-            found = _cached(root, request)
+            found = _cached(root, request, log)
             if found is not None:             # another process finished the same entry first: use theirs
                 return found
             shutil.rmtree(final, ignore_errors=True)     # a damaged entry (refused above)
             os.rename(tmp, final)
+    except OSError as err:                    # e.g. the disk is full: nothing of the entry is kept
+        raise ConfigError(f"cannot write the data cache {root}: {err.strerror or err}; free space there, set "
+                          f"{CACHE_ENV} to another folder, or prepare the data with `flashgau prepare --out DIR` "
+                          "and train on DIR") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     fsync_folder(root)
-    return open_prepared(final)
+    return open_prepared(final, remedy=cache_remedy(final))
 
 
-def _cached(root: Path, request: Request) -> Optional[PreparedData]:
+def cache_remedy(folder: Path) -> str:
+    """What to do about a cache entry that no longer matches its manifest."""
+    return f"delete {folder} (a cached preparation of the data: it is prepared again at the next start)"
+
+
+def _cached(root: Path, request: Request, log: Log) -> Optional[PreparedData]:
     folder = root / request.key()[:32]
     if not (folder / MANIFEST).is_file():
         return None
     try:
-        found = open_prepared(folder)
-    except CorpusError:
-        return None                           # damaged: prepared again
+        found = open_prepared(folder, remedy=cache_remedy(folder))
+    except CorpusError as err:
+        log(f"{str(err).split(';')[0]}: preparing it again")
+        return None
     return found if found.manifest.get("request") == request.to_dict() else None
 
 

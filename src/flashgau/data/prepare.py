@@ -22,7 +22,8 @@ Progress: a bar (bytes/s and tokens/s) on a terminal, a line every 15 s otherwis
 Interruptions: the folder gets its manifest last, atomically; until then it holds a `.preparing` marker (the
 writing process's files.FolderLock) and is refused by every reader. Running the same prepare again starts it clean
 (only the files a preparation writes are removed). Running it again on a finished folder with the same data and
-settings checks every shard's checksum and stops ("up to date").
+settings checks every shard's checksum and stops ("up to date"), or, when a file no longer matches, prepares it
+again. A write that fails (a full disk) removes what was written and is one line.
 
 Plain text given to `flashgau train --data` is prepared the same way into a cache (cache.py).
 """
@@ -44,8 +45,8 @@ from ..meter import Meter
 from .corpus import (DEFAULT_HELDOUT_FRACTION, empty_corpus, fingerprint_header, heldout_positions,
                      name_order_key, one_document_cut, too_short_to_split)
 from .prepared import (DTYPES, FORMAT, MANIFEST, MARKER, SPOOL, TOKENIZER_FILE, VERSION, PreparedData, SideWriter,
-                       open_prepared, prepared_files, read_manifest, sha256_file, token_dtype, verify_prepared,
-                       write_manifest)
+                       has_prepared_files, open_prepared, prepared_files, read_manifest, sha256_file, token_dtype,
+                       verify_prepared, write_manifest)
 from .sources import DEFAULT_TEXT_FIELD, Source, open_source
 from .tokenizers import ByteTokenizer, Tokenizer, make_tokenizer, save_tokenizer, tokenizer_digest
 
@@ -125,14 +126,17 @@ def prepare(data: Optional[Union[str, Path]], out: Union[str, Path], *, tokenize
             except CorpusError:
                 old = {}
             if old.get("request") == request.to_dict() and not overwrite:
-                data_ = verify_prepared(out)
-                log(f"{out} is up to date: it holds this preparation of {source.label} (every shard checked)")
-                return data_
-            if not overwrite:
+                try:
+                    data_ = verify_prepared(out)
+                    log(f"{out} is up to date: it holds this preparation of {source.label} (every shard checked)")
+                    return data_
+                except CorpusError as err:      # the same preparation, damaged on disk: made again
+                    log(f"{str(err).split(';')[0]}: preparing it again")
+            elif not overwrite:
                 raise ConfigError(f"{out} already holds a prepared dataset (of {old.get('source', {}).get('path')}, "
                                   "other data or settings); give --overwrite to replace it, or another --out")
             (out / MANIFEST).unlink()       # from here on a kill leaves an unfinished folder, never a stale whole one
-        elif claim.marker_existed:
+        elif claim.marker_existed or has_prepared_files(out):
             log(f"{out}: an earlier prepare was interrupted; starting it again")
         elif existed and [p for p in out.iterdir() if p.name != MARKER]:
             raise ConfigError(f"--out {out} is not empty and holds no prepared dataset; choose a new or empty folder")
@@ -142,6 +146,10 @@ def prepare(data: Optional[Union[str, Path]], out: Union[str, Path], *, tokenize
         except FlashgauError:
             _remove(prepared_files(out))
             raise
+        except OSError as err:             # e.g. the disk is full: one line, and nothing half written is kept
+            _remove(prepared_files(out))
+            raise ConfigError(f"cannot write the prepared data in {out}: {err.strerror or err}; free space there or "
+                              "choose another --out (nothing of it was kept)") from None
     return open_prepared(out)
 
 

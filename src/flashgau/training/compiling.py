@@ -26,6 +26,7 @@ from typing import Any, Optional
 
 import torch
 
+from ..errors import ConfigError
 from ..runtime import compiler_status
 from .budget import EVAL_SHARE, one_window_seconds
 
@@ -112,9 +113,16 @@ def settle_compile(run) -> None:
     then wraps the compiled model): "on" compiles; "auto" decides first, by the rule above: a compiler for the
     device, and a run long enough to repay the compile (its time budget's training share, or its steps left times
     an eager step timed on one window, as TimeBudget.before_start times it). Rank 0's choice holds for every
-    process; it is kept in `run.compile_choice` (what "auto" chose and why)."""
+    process; it is kept in `run.compile_choice` (what "auto" chose and why). "on" where the device has no compiler
+    torch.compile needs (runtime.compiler_status: a C++ compiler on CPUs, triton on CUDA) is one ConfigError line,
+    raised before anything is compiled or written."""
     cfg = run.config
     on = cfg.compile == "on"
+    if on and run.device.type in ("cpu", "cuda"):
+        ok, note = compiler_status(run.device.type)
+        if not ok:
+            raise ConfigError(f"--compile on cannot compile here: {note}; train with --compile off (or auto, which "
+                              "compiles only where it can)")
     if cfg.compile == "auto":
         ok, note = compiler_status(run.device.type)
         micro, accumulation = cfg.split(run.dist.world_size)

@@ -123,8 +123,8 @@ def sample_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str, *, max_
         raise TokenizerError(f"the tokenizer turns the prompt {prompt!r} into no tokens")
     if not (isinstance(max_new_tokens, int) and max_new_tokens >= 1):
         raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-    if not temperature > 0:
-        raise ConfigError(f"temperature must be > 0, got {temperature}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+        raise ConfigError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         raise ConfigError(f"top_k must be >= 1, got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:

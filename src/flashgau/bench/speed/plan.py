@@ -76,9 +76,24 @@ class Group:
         return asdict(self)
 
 
+# the integer options and the least each takes
+LEAST = dict(contexts=1, tokens_per_step=1, batch_contexts=1, compile_contexts=1, warmup=0, repeats=1, peak_sizes=1,
+             seed=0)
+
+
 def settings_from_args(args) -> SpeedSettings:
-    device = resolve_device(args.device)
+    """The settings of `args` (the options of `add_arguments`); one ConfigError line for an option out of range."""
     o = options(args, DEFAULTS, QUICK)
+    for name, least in LEAST.items():
+        value = o[name] if name in o else getattr(args, name, None)
+        several = isinstance(value, (list, tuple))
+        bad = [v for v in (value if several else [value]) if v is not None and not (isinstance(v, int) and v >= least)]
+        if bad:
+            what = {1: ("a positive integer", "positive integers"), 0: ("an integer >= 0", "integers >= 0")}[least]
+            raise ConfigError(f"--{name.replace('_', '-')} must be {what[several]}, got {bad[0]!r}")
+    if not args.max_attention_gib >= 0:
+        raise ConfigError(f"--max-attention-gib must be a number of GiB >= 0, got {args.max_attention_gib}")
+    device = resolve_device(args.device)
     archs = list(args.archs or ARCHS)
     reasons = precisions_for(o["precisions"], device)
     name = getattr(args, "name", None)
