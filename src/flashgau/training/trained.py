@@ -22,6 +22,7 @@ from ..runtime import Precision, resolve_device, resolve_precision
 from ..tasks import Score, get_task
 from .checkpoint import load_checkpoint, load_model_state, resolve_checkpoint_path, saved_settings
 from .config import TrainConfig
+from .run_folder import check_not_set_aside
 from .setup import absolute_data_path, prepare_run_data
 
 
@@ -37,7 +38,9 @@ class TrainedModel:
 
 
 def load_trained(path: Union[str, Path], *, device: Union[str, torch.device, None] = "cpu") -> TrainedModel:
-    """The model (eval mode, fp32 weights, on `device`) and tokenizer of a checkpoint file or run folder."""
+    """The model (eval mode, fp32 weights, on `device`) and tokenizer of a checkpoint file or run folder (a folder
+    whose run is set aside by an interrupted --overwrite: a CheckpointError saying where it is)."""
+    check_not_set_aside(path)
     path = resolve_checkpoint_path(path)
     state = load_checkpoint(path)
     train_cfg, model_cfg, tokenizer = saved_settings(state, str(path))
@@ -63,11 +66,11 @@ def evaluate_checkpoint(path: Union[str, Path], *, data: Optional[Union[str, Pat
     """Score a checkpoint on fixed windows with the metric of the objective it trained (LM: loss, bits per byte,
     perplexity; MLM: masked-token loss, accuracy, perplexity on fixed masked positions; QA: answer-token loss, exact
     match and F1 of greedy answers, the two floors, on fixed examples of the held-out plays): by default the held-out
-    documents of the data it was trained on (the same split as in training, checked against the run's data fingerprint; `train_data` gives that data's
-    new place if it moved); with `data`, every document at that path (text, read in memory, or a prepared folder,
-    both of its sides, memory-mapped). Returns the result and a description of
-    what was scored. `precision` None: the precision the run trained in where this device is of the same kind
-    (so the default repeats the run's final score), else "auto"."""
+    documents of the data it was trained on (the same split as in training, checked against the run's data
+    fingerprint; `train_data` gives that data's new place if it moved); with `data`, every document at that path
+    (text, read in memory, or a prepared folder, both of its sides, memory-mapped). Returns the result and a
+    description of what was scored. `precision` None: the precision the run trained in where this device is of the
+    same kind (so the default repeats the run's final score), else "auto"."""
     device = resolve_device(device)
     trained = load_trained(path, device=device)
     cfg = trained.train_config
