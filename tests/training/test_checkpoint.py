@@ -10,6 +10,7 @@ from pathlib import PurePosixPath
 import pytest
 import torch
 
+from flashgau import files
 from flashgau.errors import CheckpointError
 from flashgau.training import checkpoint as ckpt_mod
 from flashgau.training.checkpoint import (CHECKPOINT_NAME, REQUIRED_KEYS, load_checkpoint, load_model_state,
@@ -43,7 +44,7 @@ def test_crash_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
                            "data/3: file write failed")
 
     monkeypatch.setattr(ckpt_mod.torch, "save", crashing_save)
-    monkeypatch.setattr(ckpt_mod.shutil, "disk_usage", lambda folder: type("U", (), {"free": 3 * 2**20})())
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda folder: type("U", (), {"free": 3 * 2**20})())
     with pytest.raises(CheckpointError, match=r"cannot write .*: the disk is full \(3 MiB free\); the previous "
                                               "checkpoint is kept"):
         save_checkpoint(_state(2.0), path)
