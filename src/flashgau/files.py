@@ -72,7 +72,7 @@ def write_files(folder: Union[str, Path], writer: Callable[[Path], None], *, rep
     (holding the folder, so that two writers do not mix their files), else a ConfigError. A failure anywhere, in
     `writer` included (a full disk), removes `staging`, leaves `folder` as it was and propagates. Staging folders of
     `folder` whose process has died (killed while writing) are removed."""
-    folder = Path(folder)
+    folder = Path(os.path.abspath(folder))        # "." has a name to stage beside
     staging = folder.with_name(f".{folder.name}{TEMPORARY}{os.getpid()}-{secrets.token_hex(4)}")
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging.mkdir()
