@@ -50,6 +50,8 @@ def test_crash_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         save_checkpoint(_state(2.0), path)
     assert load_checkpoint(path)["step"] == 1
     assert os.listdir(tmp_path) == [CHECKPOINT_NAME]  # the partial temporary file was removed
+    with pytest.raises(CheckpointError, match=r"the disk is full \(3 MiB free\); no checkpoint is written yet$"):
+        save_checkpoint(_state(2.0), tmp_path / "first" / CHECKPOINT_NAME)        # none before: none is kept
 
 
 def test_a_flipped_byte_is_caught_by_the_archive_checksums(tmp_path):

@@ -1,6 +1,7 @@
 """Nothing lost, nothing silently wrong: one process per run folder, replacing a run keeps the old one until the new
 one has a checkpoint, stored artefacts are verified when read, a diverged model is never saved."""
 
+import errno
 import json
 import os
 import signal
@@ -10,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from flashgau.errors import CheckpointError, ConfigError, CorpusError, TokenizerError
+from flashgau.errors import CheckpointError, ConfigError, CorpusError, FlashgauError, TokenizerError
 from flashgau.training import loop as loop_mod
 from flashgau.training.checkpoint import load_checkpoint, save_checkpoint
 from flashgau.training.config import TrainConfig
@@ -306,3 +307,26 @@ def test_a_run_that_diverges_before_its_first_checkpoint_says_none_is_kept(small
                                                "written; settings"):
         quiet(tiny(small_corpus, tmp_path / "run"))
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("where", ["metrics", "plot"])
+def test_a_full_disk_in_the_run_folder_is_one_line_naming_what_is_kept(small_corpus, tmp_path, monkeypatch, where):
+    from flashgau.training.metrics import MetricsLog
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if where == "metrics":
+        real = MetricsLog.append
+        monkeypatch.setattr(MetricsLog, "append", lambda self, record: full() if record.get("step") == 3
+                            else real(self, record))
+    else:
+        monkeypatch.setattr(loop_mod, "plot_losses", full)
+    out = tmp_path / "run"
+    step = 2 if where == "metrics" else 4
+    with pytest.raises(FlashgauError, match=rf"cannot write in {out}: the disk is full .*; its checkpoint of step "
+                                            rf"{step} is kept; make room, then continue with: flashgau train "
+                                            rf"--resume {out}$"):
+        quiet(tiny(small_corpus, out, save_every=2))
+    monkeypatch.undo()
+    assert load_checkpoint(out)["step"] == step and quiet(resume=out).finished

@@ -32,15 +32,16 @@ REQUIRED_KEYS = ("model_config", "model", "tokenizer", "train_config", "optimize
 
 def save_checkpoint(state: dict[str, Any], path: Union[str, Path]) -> Path:
     """Write `state` (plus format and version) to `path` atomically; returns the path. A write that fails (a full
-    disk, a vanished folder) raises CheckpointError and leaves the previous checkpoint as it was."""
+    disk, a vanished folder) raises CheckpointError, saying whether a previous checkpoint is kept, and leaves it as it
+    was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
     try:
         return atomic_write(path, lambda handle: torch.save(payload, handle))
     except (OSError, RuntimeError) as err:
-        raise CheckpointError(f"cannot write {path}: {write_failure(err, path.parent)}; the previous checkpoint "
-                              "is kept") from None
+        kept = "the previous checkpoint is kept" if path.exists() else "no checkpoint is written yet"
+        raise CheckpointError(f"cannot write {path}: {write_failure(err, path.parent)}; {kept}") from None
 
 
 def resolve_checkpoint_path(path: Union[str, Path]) -> Path:

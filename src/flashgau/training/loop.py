@@ -22,6 +22,7 @@ stops with PeerLost (one line: which checkpoint is kept, if any, and how to cont
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import time
@@ -32,7 +33,7 @@ from typing import Callable, Optional, Union
 import torch
 
 from ..errors import ConfigError, FlashgauError
-from ..files import atomic_write
+from ..files import atomic_write, write_failure
 from ..runtime import PeerLost, describe_device, join_process_group
 from ..runtime.distributed import as_float
 from ..tasks import Score
@@ -47,6 +48,7 @@ from .state import RunState, resume_run, start_run
 from .stopping import stop_on_signals
 from .trained import sample_text
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)         # writes that fail for want of room: a full disk, a quota
 METRICS_NAME = "metrics.jsonl"
 PLOT_NAME = "loss.png"
 SUMMARY_NAME = "summary.json"
@@ -116,9 +118,11 @@ def train(config: Optional[TrainConfig] = None, *, resume: Optional[Union[str, P
                     session.open_log()
                     interrupted = session.steps(stop_after)
                     return session.finish(interrupted)
-                except BaseException:
+                except BaseException as err:
                     if replacing and session.on_first_save is not None:      # no checkpoint of the new run yet
                         log(folder.restore_previous())
+                    if isinstance(err, OSError) and err.errno in DISK_FULL:
+                        raise session.write_failed(err) from None
                     raise
         except Exception as err:
             lost = dist.lost_peer(err)
@@ -284,11 +288,22 @@ class _Session:
         if not math.isfinite(result.loss):
             raise self.diverged(f"the held-out loss is {result.loss} at step {self.run.step}: the model diverged")
 
+    def kept(self) -> str:
+        """Which checkpoint of this run is on disk, in words."""
+        return (f"its checkpoint of step {self.saved_step} is kept" if self.saved_step is not None
+                else "no checkpoint of this run was written")
+
     def diverged(self, what: str) -> TrainingDiverged:
         """The error of a diverged run: `what` happened, which checkpoint is kept, and the usual culprits."""
-        kept = (f"its checkpoint of step {self.saved_step} is kept" if self.saved_step is not None
-                else "no checkpoint of this run was written")
-        return TrainingDiverged(f"{what}; {kept}; {_divergence_hint(self.cfg)}")
+        return TrainingDiverged(f"{what}; {self.kept()}; {_divergence_hint(self.cfg)}")
+
+    def write_failed(self, err: OSError) -> FlashgauError:
+        """The error of a write into the run folder that failed for want of space (the metrics log, the plot, the
+        summary; a checkpoint says so itself): one line, what is kept and how to go on."""
+        out = self.run.out_dir
+        go_on = (f"make room, then continue with: flashgau train --resume {out}" if self.saved_step is not None
+                 else "make room and start it again")
+        return FlashgauError(f"cannot write in {out}: {write_failure(err, out)}; {self.kept()}; {go_on}")
 
     def score(self, limit: Optional[int]) -> Score:
         return self.run.heldout.evaluate(self.scorer, batch_size=self.eval_batch, precision=self.run.precision,
