@@ -76,9 +76,9 @@ def set_aside_run(path: Union[str, Path]) -> Optional[Path]:
     return None
 
 
-def set_aside_message(path: Union[str, Path], *, resuming: bool = False) -> Optional[str]:
+def set_aside_message(path: Union[str, Path], *, new_run: bool = False) -> Optional[str]:
     """One line for a command that reads the run of `path` while that run is set aside (`set_aside_run`), saying
-    where it is and what to do; None when it is not. `resuming`: the line for a new run started there."""
+    where it is and what to do; None when it is not. `new_run`: the line for a new run started there."""
     aside = set_aside_run(path)
     if aside is None:
         return None
@@ -87,7 +87,7 @@ def set_aside_message(path: Union[str, Path], *, resuming: bool = False) -> Opti
     if owner is not None:
         return (f"{folder} is being replaced by {owner} (train --overwrite): the previous run is in {aside} until "
                 "the new run writes its first checkpoint; read it there, or wait for that process to finish")
-    if resuming:
+    if new_run:
         return (f"{folder} holds an interrupted --overwrite: the previous run is in {aside}; continue it with "
                 f"--resume {folder} (which moves it back), start over with --overwrite, or choose another --out")
     return (f"{folder} holds an interrupted --overwrite: the previous run is in {aside}; move it back (and continue "
@@ -109,7 +109,7 @@ def check_new_run(path: Union[str, Path], overwrite: bool) -> None:
     path = Path(path)
     if overwrite:
         return
-    message = set_aside_message(path, resuming=True)
+    message = set_aside_message(path, new_run=True)
     if message is not None:
         raise ConfigError(message)
     if (path / CHECKPOINT).exists():
