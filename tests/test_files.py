@@ -1,5 +1,7 @@
-"""files.atomic_write replaces a file whole or not at all; files.FolderLock keeps a folder to one process."""
+"""files.atomic_write replaces a file whole or not at all; files.write_files writes a folder all or none;
+files.FolderLock keeps a folder to one process."""
 
+import errno
 import os
 import subprocess
 import sys
@@ -106,3 +108,29 @@ def test_without_fcntl_nothing_is_locked(tmp_path, monkeypatch):
     monkeypatch.setattr(files, "fcntl", None)
     with FolderLock(tmp_path / ".lock"), FolderLock(tmp_path / ".lock"):
         pass
+
+
+def test_write_files_writes_a_folder_all_or_none(tmp_path):
+    out = tmp_path / "out"
+
+    def two(folder, second=b"2"):
+        (folder / "a").write_bytes(b"1")
+        (folder / "b").write_bytes(second)
+
+    assert files.write_files(out, two) == out and {p.name: p.read_bytes() for p in out.iterdir()} == {"a": b"1",
+                                                                                                    "b": b"2"}
+
+    def full(folder):
+        (folder / "a").write_bytes(b"new")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError):
+        files.write_files(out, full, replace=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {"a": b"1", "b": b"2"}
+    assert os.listdir(tmp_path) == ["out"]                                     # the staging folder is gone
+    with pytest.raises(ConfigError, match="filled by another process"):
+        files.write_files(out, two)
+    (out / "mine").write_bytes(b"kept")
+    files.write_files(out, lambda folder: two(folder, b"3"), replace=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {"a": b"1", "b": b"3", "mine": b"kept"}
+    assert "disk is full" in files.write_failure(OSError(errno.ENOSPC, "No space left on device"), tmp_path)

@@ -1,8 +1,10 @@
-"""Writing files safely, in one way everywhere: `atomic_write` replaces a file whole or not at all, `FolderLock` keeps
-a folder to one process at a time, `fsync_folder` makes a rename in a folder durable.
+"""Writing files safely, in one way everywhere: `atomic_write` replaces a file whole or not at all, `write_files`
+writes a set of files into a folder all or none, `FolderLock` keeps a folder to one process at a time,
+`fsync_folder` makes a rename in a folder durable, `write_failure` says in words why a write failed.
 
-Checkpoints, the metrics log and plot, prepared-data manifests and benchmark reports are written with
-`atomic_write`; run folders and folders being prepared are held with a `FolderLock`.
+Checkpoints, the metrics log and plot and prepared-data manifests are written with `atomic_write`; an exported
+Hugging Face folder and a benchmark's reports with `write_files`; run folders and folders being prepared are held
+with a `FolderLock`.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable, Optional, TextIO, Union
+from typing import BinaryIO, Callable, Iterator, Optional, TextIO, Union
 
 from .errors import ConfigError
 
@@ -56,6 +60,80 @@ def atomic_write(path: Union[str, Path], content: Content, *, encoding: str = "u
         if not process_alive(pid):
             stale.unlink(missing_ok=True)
     return path
+
+
+def write_files(folder: Union[str, Path], writer: Callable[[Path], None], *, replace: bool = False) -> Path:
+    """Write the files that `writer(staging)` puts into the folder it is given into `folder`, all of them or none;
+    returns `folder`.
+
+    `staging` is a new folder beside `folder` (`.<name>.tmp-<pid>-<random>`, on the same disk). When `writer` is done
+    its files are flushed to disk, then: where `folder` is absent or empty, `staging` is renamed to it (one atomic
+    step); where it holds files, they are kept, and with `replace` each staged file is renamed over its namesake
+    (holding the folder, so that two writers do not mix their files), else a ConfigError. A failure anywhere, in
+    `writer` included (a full disk), removes `staging`, leaves `folder` as it was and propagates. Staging folders of
+    `folder` whose process has died (killed while writing) are removed."""
+    folder = Path(os.path.abspath(folder))        # "." has a name to stage beside
+    staging = folder.with_name(f".{folder.name}{TEMPORARY}{os.getpid()}-{secrets.token_hex(4)}")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging.mkdir()
+    try:
+        writer(staging)
+        for item in staging.iterdir():
+            if item.is_file():
+                with open(item, "rb") as handle:
+                    os.fsync(handle.fileno())
+        try:
+            os.rename(staging, folder)               # absent, or an empty folder (POSIX replaces it)
+        except OSError:
+            if not folder.is_dir():
+                raise
+            if any(folder.iterdir()) and not replace:
+                raise ConfigError(f"{folder} was filled by another process while this one wrote; choose another "
+                                  "folder or replace its files") from None
+            with _folder_held(folder):
+                for item in sorted(staging.iterdir()):
+                    os.replace(item, folder / item.name)
+            fsync_folder(folder)
+        fsync_folder(folder.parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for stale in folder.parent.glob(f".{folder.name}{TEMPORARY}*"):
+        pid = stale.name[len(folder.name) + 1 + len(TEMPORARY):].split("-")[0]
+        if not process_alive(pid):
+            shutil.rmtree(stale, ignore_errors=True)
+    return folder
+
+
+@contextmanager
+def _folder_held(folder: Path) -> Iterator[None]:
+    """An exclusive lock on the folder itself (flock on its descriptor), waited for; nothing where folders cannot be
+    locked."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        fd = None
+    try:
+        if fd is not None and fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def write_failure(err: BaseException, folder: Union[str, Path]) -> str:
+    """In words: why a write into `folder` failed (a full disk named as such, with the space left: torch reports it
+    as "enforce fail ... file write failed", safetensors as "No space left on device (os error 28)")."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if getattr(err, "errno", None) == errno.ENOSPC or "No space left" in str(err) or (free is not None
+                                                                                      and free < 64 * 2**20):
+        return f"the disk is full ({free / 2**20:.0f} MiB free)" if free is not None else "the disk is full"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror + (f": {err.filename}" if err.filename else "")
+    return str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
 
 
 def fsync_folder(folder: Path) -> None:

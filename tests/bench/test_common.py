@@ -1,7 +1,13 @@
 """What the benchmarks share: the Markdown table, options against defaults and --quick, the machine line of every
-report header and the machine kind of a run, the device's matmul peak at tiny sizes, results folders per device."""
+report header and the machine kind of a run, the device's matmul peak at tiny sizes, results folders per device,
+a report's files written all or none (a full disk, a kill, two writers)."""
 
 import argparse
+import errno
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -90,3 +96,61 @@ def test_command_line_names_the_module(monkeypatch):
     assert common.command_line() == "python -m flashgau.bench.speed --quick --out 'a b'"
     monkeypatch.setattr("sys.argv", ["/usr/bin/flashgau", "bench", "all"])
     assert common.command_line() == "flashgau bench all"
+
+
+def report_writer(stem, value, plot=None):
+    """write_reports of a report {"value": value}: its Markdown and its "plot" (the value again) as text."""
+    def default_plot(report, path):
+        common.write_text(path, f"plot {report['value']}")
+
+    return lambda out: common.write_reports(out, stem, {"value": value}, lambda r: f"md {r['value']}",
+                                            plot or default_plot)
+
+
+def reports(out, stem="speed"):
+    return {ext: (out / f"{stem}.{ext}").read_text() for ext in ("json", "md", "png")
+            if (out / f"{stem}.{ext}").exists()}
+
+
+def test_a_full_disk_while_writing_reports_is_one_line_and_leaves_the_earlier_ones(tmp_path, capsys):
+    out = tmp_path / "results"
+    report_writer("speed", 1)(out)
+    before = reports(out)
+
+    def full(report, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(common.WriteFailed, match=rf"cannot write {out}/speed.json, .md and .png: the disk is full "
+                                                 r"\(\d+ MiB free\); the reports there are as they were"):
+        report_writer("speed", 2, full)(out)
+    assert reports(out) == before and os.listdir(tmp_path) == ["results"]
+    assert common.run_checked("speed", lambda args: report_writer("speed", 2, full)(out), None) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(common.WriteFailed, match=rf"cannot write {tmp_path}/a-file/k.json: "):
+        common.ResultStore(tmp_path / "a-file").save("k", {})                # any OSError, one line
+
+
+def test_a_report_writer_killed_midway_leaves_the_earlier_reports_and_the_next_cleans_up(tmp_path):
+    out = tmp_path / "results"
+    report_writer("speed", 1)(out)
+    before = reports(out)
+    code = ("import os, signal\nfrom flashgau.bench import common\n"
+            "def killed(report, path):\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+            f"common.write_reports(common.Path({str(out)!r}), 'speed', {{'value': 2}}, str, killed)\n")
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == -signal.SIGKILL
+    assert reports(out) == before and len(os.listdir(tmp_path)) == 2       # the results and a dead staging folder
+    report_writer("speed", 3)(out)
+    assert reports(out)["md"] == "md 3" and os.listdir(tmp_path) == ["results"]
+
+
+def test_two_writers_of_one_report_never_mix_their_files(tmp_path):
+    out = tmp_path / "results"
+
+    def meanwhile(report, path):                   # another writer writes the same report while this one plots
+        report_writer("speed", 2)(out)
+        common.write_text(path, f"plot {report['value']}")
+
+    report_writer("speed", 1, meanwhile)(out)
+    assert reports(out) == {"json": '{\n "value": 1\n}\n', "md": "md 1", "png": "plot 1"}

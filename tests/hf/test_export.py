@@ -3,8 +3,13 @@ pipeline("text-generation") writes what flashgau's greedy decoding writes, the B
 tokenizer.json, the model card gives the held-out bits per byte; pipeline("fill-mask") runs on a saved encoder and,
 on an exported masked-LM run (bytes and BPE), gives flashgau's own fill candidates."""
 
+import errno
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,6 +18,8 @@ from hf_helpers import NEEDS_HF
 
 pytest.importorskip("transformers", reason=NEEDS_HF)
 
+import transformers.modeling_utils as hf_modeling_utils  # noqa: E402
+from safetensors import SafetensorError  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline  # noqa: E402
 
 from flashgau.cli import main  # noqa: E402
@@ -131,3 +138,98 @@ def test_an_exported_mlm_run_fills_masks_in_the_pipeline_as_flashgau_does(tokeni
     guesses = pipeline("fill-mask", model=str(out))(text, top_k=4)
     assert [g["token"] for g in guesses] == [c.token_id for c in want]
     assert [g["score"] for g in guesses] == pytest.approx([c.probability for c in want], rel=1e-3)
+
+
+# ------------------------------------------------------------------ all or none: a full disk, a kill, two writers
+
+@pytest.fixture(scope="module")
+def one_run(small_corpus, tmp_path_factory):
+    run = tmp_path_factory.mktemp("export-faults") / "run"
+    assert main(["train", *TINY, "--data", str(small_corpus), "--out", str(run)]) == 0
+    return run
+
+
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()} if folder.exists() else None
+
+
+def weights_then(failure):
+    """A safetensors writer that writes half of the weights file, then fails as `failure` says."""
+    real = hf_modeling_utils.safe_save_file
+
+    def half(tensors, filename, metadata=None):
+        real(tensors, filename, metadata=metadata)
+        with open(filename, "r+b") as handle:
+            handle.truncate(os.path.getsize(filename) // 2)
+        failure()
+
+    return half
+
+
+def full_disk_oserror():
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def full_disk_safetensors():
+    raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+
+@pytest.mark.parametrize("failure", [full_disk_oserror, full_disk_safetensors], ids=["oserror", "safetensors"])
+@pytest.mark.parametrize("before", ["absent", "an earlier export"])
+def test_a_full_disk_during_export_leaves_one_line_and_nothing_half_written(one_run, tmp_path, capsys, monkeypatch,
+                                                                             failure, before):
+    out = tmp_path / "hf"
+    if before != "absent":
+        assert main(["export", str(one_run), str(out)]) == 0
+    was = snapshot(out)
+    monkeypatch.setattr(hf_modeling_utils, "safe_save_file", weights_then(failure))
+    assert main(["export", str(one_run), str(out), "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot write {out}: the disk is full" in err and "nothing was written" in err
+    assert snapshot(out) == was and sorted(os.listdir(tmp_path)) == (["hf"] if was else [])
+
+
+def test_an_export_killed_while_writing_leaves_nothing_and_the_next_one_cleans_up(one_run, tmp_path):
+    out = tmp_path / "hf"
+    code = ("import os, signal, sys\nimport transformers.modeling_utils as m\nfrom flashgau.cli import main\n"
+            "real = m.safe_save_file\n"
+            "def killed(tensors, filename, metadata=None):\n"
+            "    real(tensors, filename, metadata=metadata)\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n"
+            "m.safe_save_file = killed\n"
+            f"main(['export', {str(one_run)!r}, {str(out)!r}])\n")
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists() and len(os.listdir(tmp_path)) == 1               # only the killed export's staging
+    assert main(["export", str(one_run), str(out)]) == 0
+    assert os.listdir(tmp_path) == ["hf"] and {"config.json", "model.safetensors"} <= set(os.listdir(out))
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_two_exports_into_one_folder_never_mix(one_run, small_corpus, tmp_path, capsys, monkeypatch, overwrite):
+    """The second export writes while the first finishes: without --overwrite it refuses (the folder was empty when
+    it started, not when it ended); with it, its complete set replaces the first's."""
+    other = tmp_path / "other"
+    assert main(["train", *TINY, "--seed", "3", "--data", str(small_corpus), "--out", str(other)]) == 0
+    out = tmp_path / "hf"
+    real = hf_modeling_utils.safe_save_file
+
+    def meanwhile(tensors, filename, metadata=None):
+        monkeypatch.setattr(hf_modeling_utils, "safe_save_file", real)
+        assert main(["export", str(other), str(out)]) == 0                   # the first export, finished
+        real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(hf_modeling_utils, "safe_save_file", meanwhile)
+    capsys.readouterr()
+    code = main(["export", str(one_run), str(out)] + (["--overwrite"] if overwrite else []))
+    err = capsys.readouterr().err
+    winner = one_run if overwrite else other
+    if overwrite:
+        assert code == 0 and err == ""
+    else:
+        assert code == 1 and err.count("\n") == 1 and "filled by another process" in err
+    model = AutoModelForCausalLM.from_pretrained(out)
+    x = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.equal(model(x).logits, load_trained(winner).model(x).logits)
+    assert sorted(os.listdir(tmp_path)) == ["hf", "other"]

@@ -10,6 +10,7 @@ from pathlib import PurePosixPath
 import pytest
 import torch
 
+from flashgau import files
 from flashgau.errors import CheckpointError
 from flashgau.training import checkpoint as ckpt_mod
 from flashgau.training.checkpoint import (CHECKPOINT_NAME, REQUIRED_KEYS, load_checkpoint, load_model_state,
@@ -43,12 +44,14 @@ def test_crash_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
                            "data/3: file write failed")
 
     monkeypatch.setattr(ckpt_mod.torch, "save", crashing_save)
-    monkeypatch.setattr(ckpt_mod.shutil, "disk_usage", lambda folder: type("U", (), {"free": 3 * 2**20})())
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda folder: type("U", (), {"free": 3 * 2**20})())
     with pytest.raises(CheckpointError, match=r"cannot write .*: the disk is full \(3 MiB free\); the previous "
                                               "checkpoint is kept"):
         save_checkpoint(_state(2.0), path)
     assert load_checkpoint(path)["step"] == 1
     assert os.listdir(tmp_path) == [CHECKPOINT_NAME]  # the partial temporary file was removed
+    with pytest.raises(CheckpointError, match=r"the disk is full \(3 MiB free\); no checkpoint is written yet$"):
+        save_checkpoint(_state(2.0), tmp_path / "first" / CHECKPOINT_NAME)        # none before: none is kept
 
 
 def test_a_flipped_byte_is_caught_by_the_archive_checksums(tmp_path):

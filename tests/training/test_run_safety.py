@@ -1,6 +1,7 @@
 """Nothing lost, nothing silently wrong: one process per run folder, replacing a run keeps the old one until the new
 one has a checkpoint, stored artefacts are verified when read, a diverged model is never saved."""
 
+import errno
 import json
 import os
 import signal
@@ -10,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from flashgau.errors import CheckpointError, ConfigError, CorpusError, TokenizerError
+from flashgau.errors import CheckpointError, ConfigError, CorpusError, FlashgauError, TokenizerError
 from flashgau.training import loop as loop_mod
 from flashgau.training.checkpoint import load_checkpoint, save_checkpoint
 from flashgau.training.config import TrainConfig
@@ -144,7 +145,7 @@ def test_a_diverged_model_is_never_saved(small_corpus, tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(loop_mod, "_optimizer_step", poisoned)
-    with pytest.raises(TrainingDiverged, match="weights became NaN .* lr 0.004, weight_decay 0.1"):
+    with pytest.raises(TrainingDiverged, match="weights became NaN .*; its checkpoint of step 2 is kept; .* lr 0.004"):
         quiet(tiny(small_corpus, tmp_path / "run", steps=6, save_every=1, eval_every=100, lr=4e-3))
     ckpt = load_checkpoint(tmp_path / "run")
     assert ckpt["step"] == 2 and all(torch.isfinite(t).all() for t in ckpt["model"].values())
@@ -189,3 +190,143 @@ def test_a_bad_sample_is_refused_before_training(small_corpus, tmp_path, overrid
     with pytest.raises(error, match=message):
         quiet(tiny(small_corpus, tmp_path / "run", **overrides))
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------- a run set aside, two starts into one folder
+
+def killed_while_replacing(out):
+    """A separate process that starts replacing the run in `out` (--overwrite sets it aside) and is killed by SIGKILL
+    before its first checkpoint."""
+    code = ("import os, signal\nfrom flashgau.training.run_folder import RunFolder\n"
+            f"RunFolder({str(out)!r}).claim(new_run=True, overwrite=True)\n"
+            f"open({str(out / 'metrics.jsonl')!r}, 'w').write('{{\"kind\": \"train\", \"step\": 1}}\\n')\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", code])
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "checkpoint.pt").exists() and (out / ".previous" / "checkpoint.pt").exists()
+
+
+@pytest.fixture
+def set_aside(small_corpus, tmp_path):
+    """A finished run in tmp_path/run, set aside by an --overwrite killed before its first checkpoint; its bytes."""
+    out = tmp_path / "run"
+    quiet(tiny(small_corpus, out))
+    old = (out / "checkpoint.pt").read_bytes()
+    killed_while_replacing(out)
+    return out, old
+
+
+def test_a_run_set_aside_by_a_killed_overwrite_is_not_replaced_by_a_new_run(small_corpus, set_aside):
+    out, old = set_aside
+    with pytest.raises(ConfigError, match=rf"{out} holds an interrupted --overwrite: the previous run is in "
+                                          rf"{out}/.previous; continue it with --resume {out}"):
+        quiet(tiny(small_corpus, out, seed=5))
+    assert (out / ".previous" / "checkpoint.pt").read_bytes() == old and not (out / "checkpoint.pt").exists()
+    result = quiet(resume=out)                       # --resume moves it back (and would continue an unfinished run)
+    assert result.finished and not (out / ".previous").exists()
+    assert load_checkpoint(out)["train_config"]["seed"] == 0
+
+
+def test_a_run_set_aside_is_named_by_every_command_that_reads_a_run(small_corpus, set_aside, tmp_path, capsys):
+    from flashgau.cli import main
+
+    out, old = set_aside
+    commands = [["eval", str(out)], ["sample", str(out / "checkpoint.pt"), "--prompt", "KING."],
+                ["fill", str(out), "--text", "a<mask>"],
+                ["train", "--init-from", str(out), "--data", str(small_corpus), "--out", str(tmp_path / "new")]]
+    try:
+        import transformers  # noqa: F401
+        commands.append(["export", str(out), str(tmp_path / "hf")])
+    except ImportError:
+        pass
+    for argv in commands:
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "no checkpoint" not in err, err
+        assert (f"{out} holds an interrupted --overwrite: the previous run is in {out}/.previous; move it back (and "
+                f"continue it) with flashgau train --resume {out}, read it where it is ({out}/.previous)") in err, err
+    assert main(["eval", str(out / ".previous"), "--json"]) == 0                  # read where it is
+    assert (out / ".previous" / "checkpoint.pt").read_bytes() == old and not (tmp_path / "hf").exists()
+
+
+def test_a_run_being_replaced_is_named_with_its_replacer(small_corpus, tmp_path):
+    out = tmp_path / "run"
+    quiet(tiny(small_corpus, out))
+    code = ("import time\nfrom flashgau.training.run_folder import RunFolder\n"
+            f"owner = RunFolder({str(out)!r}).claim(new_run=True, overwrite=True)\nprint('ready', flush=True)\n"
+            "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        with pytest.raises(CheckpointError, match=rf"{out} is being replaced by flashgau process {proc.pid} "
+                                                  rf"\(train --overwrite\): the previous run is in {out}/.previous"):
+            evaluate_checkpoint(out)
+        with pytest.raises(ConfigError, match=f"in use by flashgau process {proc.pid}"):
+            quiet(resume=out)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def run_first_while_starting(monkeypatch, first):
+    """Make the next train() run `first()` to its end after its own setup and before it claims its folder: a second
+    start into one folder that is slower to start than the first."""
+    real = loop_mod.settle_compile
+
+    def slow(run):
+        monkeypatch.setattr(loop_mod, "settle_compile", real)
+        first()
+        real(run)
+
+    monkeypatch.setattr(loop_mod, "settle_compile", slow)
+
+
+def test_a_second_start_that_claims_the_folder_after_a_first_finished_refuses(small_corpus, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    run_first_while_starting(monkeypatch, lambda: quiet(tiny(small_corpus, out, seed=1)))
+    with pytest.raises(ConfigError, match=rf"{out} already holds a run; continue it with --resume"):
+        quiet(tiny(small_corpus, out, seed=2))
+    assert load_checkpoint(out)["train_config"]["seed"] == 1 and not (out / ".previous").exists()
+    assert json.loads((out / "summary.json").read_text())["final"] is not None
+
+
+def test_a_resume_whose_checkpoint_was_replaced_while_it_started_refuses(small_corpus, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    quiet(tiny(small_corpus, out), stop_after=2)
+    run_first_while_starting(monkeypatch, lambda: quiet(tiny(small_corpus, out, seed=7), overwrite=True))
+    with pytest.raises(ConfigError, match=r"checkpoint.pt was changed by another process while this run was "
+                                          rf"starting; start it again: flashgau train --resume {out}"):
+        quiet(resume=out)
+    state = load_checkpoint(out)
+    assert state["train_config"]["seed"] == 7 and state["step"] == 4
+
+
+def test_a_run_that_diverges_before_its_first_checkpoint_says_none_is_kept(small_corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(loop_mod, "_optimizer_step", lambda run: (float("nan"), 0.0, 64))
+    with pytest.raises(TrainingDiverged, match="training diverged at step 1 .*; no checkpoint of this run was "
+                                               "written; settings"):
+        quiet(tiny(small_corpus, tmp_path / "run"))
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("where", ["metrics", "plot"])
+def test_a_full_disk_in_the_run_folder_is_one_line_naming_what_is_kept(small_corpus, tmp_path, monkeypatch, where):
+    from flashgau.training.metrics import MetricsLog
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if where == "metrics":
+        real = MetricsLog.append
+        monkeypatch.setattr(MetricsLog, "append", lambda self, record: full() if record.get("step") == 3
+                            else real(self, record))
+    else:
+        monkeypatch.setattr(loop_mod, "plot_losses", full)
+    out = tmp_path / "run"
+    step = 2 if where == "metrics" else 4
+    with pytest.raises(FlashgauError, match=rf"cannot write in {out}: the disk is full .*; its checkpoint of step "
+                                            rf"{step} is kept; make room, then continue with: flashgau train "
+                                            rf"--resume {out}$"):
+        quiet(tiny(small_corpus, out, save_every=2))
+    monkeypatch.undo()
+    assert load_checkpoint(out)["step"] == step and quiet(resume=out).finished

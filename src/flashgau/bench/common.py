@@ -1,7 +1,8 @@
 """What every benchmark shares: its options for device and precision, settings resolved against the defaults or the
 --quick set, the record of where and how it ran (the report header that names the machine; the machine kinds an
-equal-time comparison mixes), a resumable store of finished runs, atomic writes, the device's measured
-matrix-multiply peak, and the Markdown table of every report."""
+equal-time comparison mixes), a resumable store of finished runs, writes that are whole or absent (a report's files
+together; a failed write is one line), the device's measured matrix-multiply peak, and the Markdown table of every
+report."""
 
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ import shlex
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 
 from ..errors import FlashgauError
-from ..files import atomic_write
+from ..files import atomic_write, write_failure, write_files
 from ..runtime import PRECISIONS
 from ..runtime.device import machine_record
 
@@ -248,15 +250,44 @@ def write_json(path: Path, data: Any) -> Path:
 
 def write_text(path: Path, text: str) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, text)
+    with write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write(path, text)
+
+
+class WriteFailed(FlashgauError):
+    """A file of results could not be written (`reason`: why, in words: a full disk named as such)."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"cannot write {what}: {reason}")
+        self.reason = reason
+
+
+@contextmanager
+def write_errors(path: Path) -> Iterator[None]:
+    """A write of `path` that fails (a full disk, a folder that cannot be written) as WriteFailed, one line."""
+    try:
+        yield
+    except OSError as err:
+        raise WriteFailed(str(path), write_failure(err, Path(path).parent)) from None
 
 
 def write_reports(out: Path, stem: str, report: dict, markdown: Callable, plot: Callable) -> None:
-    """A benchmark's <out>/<stem>.json, .md and .png, then its headline lines on the terminal."""
-    write_json(out / f"{stem}.json", report)
-    write_text(out / f"{stem}.md", markdown(report))
-    plot(report, out / f"{stem}.png")
+    """A benchmark's <out>/<stem>.json, .md and .png, all three or none (files.write_files: written beside, then
+    moved in; a failed write is one line and leaves the reports there as they were), then its headline lines."""
+    out = Path(out)
+
+    def write(folder: Path) -> None:
+        write_json(folder / f"{stem}.json", report)
+        write_text(folder / f"{stem}.md", markdown(report))
+        plot(report, folder / f"{stem}.png")
+
+    try:
+        with write_errors(out):
+            write_files(out, write, replace=True)
+    except WriteFailed as err:
+        raise WriteFailed(f"{out / stem}.json, .md and .png", f"{err.reason}; the reports there are as they were") \
+            from None
     print(f"wrote {out / stem}.md, .json, .png")
     for line in report.get("headline", []):
         print(line["text"])
@@ -274,8 +305,9 @@ def log_axes(ax, title: str, xlabel: str, ylabel: str) -> None:
 
 def save_figure(fig, path: Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda handle: fig.savefig(handle, dpi=100, format=path.suffix[1:] or "png"))
+    with write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write(path, lambda handle: fig.savefig(handle, dpi=100, format=path.suffix[1:] or "png"))
 
 
 # --------------------------------------------------------------------------------------------- measuring

@@ -1,6 +1,7 @@
 """A flashgau model as a Hugging Face folder: config.json, model.safetensors, generation_config.json, the tokenizer
 files and a short README.md model card. What `flashgau export RUN OUT` writes; `from_pretrained` reads it back
-(after `import flashgau.hf`)."""
+(after `import flashgau.hf`). The folder is written all or none (files.write_files): a full disk, a kill or a
+second export into the same folder never leaves a config.json without its weights."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import json
 from pathlib import Path
 from typing import Optional, Union
 
+from safetensors import SafetensorError
 from transformers.utils import logging as hf_logging
 
 from ..data.tokenizers import Tokenizer
 from ..errors import ConfigError, FlashgauError
+from ..files import write_failure, write_files
 from ..model import LanguageModel
 from .modeling import FlashgauForCausalLM, FlashgauForMaskedLM
 from .tokenization import to_hf_tokenizer
@@ -21,7 +24,9 @@ def save_pretrained_folder(model: LanguageModel, tokenizer: Tokenizer, out: Unio
                            card: Optional[str] = None, overwrite: bool = False) -> Path:
     """Write `model` (causal: FlashgauForCausalLM, bidirectional: FlashgauForMaskedLM) and `tokenizer` to the
     folder `out`, plus `card` as README.md; returns the folder. A folder that already holds files is refused
-    unless overwrite (files of the same names are then replaced, others kept)."""
+    unless overwrite (files of the same names are then replaced, others kept). Everything is written beside `out`
+    first and moved into place when whole: a failure (a full disk: FlashgauError, one line) leaves `out` as it
+    was."""
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file; give a folder to write the model to")
@@ -34,14 +39,21 @@ def save_pretrained_folder(model: LanguageModel, tokenizer: Tokenizer, out: Unio
     hf_model = cls.from_language_model(model, pad_token_id=hf_tokenizer.pad_token_id)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()               # one small file: no "Writing model shards" bar on stderr
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        hf_model.save_pretrained(out)
-        hf_tokenizer.save_pretrained(out)
+
+    def write(folder: Path) -> None:
+        hf_model.save_pretrained(folder)
+        hf_tokenizer.save_pretrained(folder)
         if card is not None:
-            (out / "README.md").write_text(card, encoding="utf-8")
-    except OSError as err:
-        raise FlashgauError(f"cannot write {out}: {err.strerror or err}") from None
+            (folder / "README.md").write_text(card, encoding="utf-8")
+
+    try:
+        write_files(out, write, replace=overwrite)
+    except Exception as err:
+        # a failed write: an OSError, safetensors' SafetensorError, the tokenizers library's plain Exception
+        if not isinstance(err, (OSError, SafetensorError)) and "os error" not in str(err):
+            raise
+        raise FlashgauError(f"cannot write {out}: {write_failure(err, out.parent)}; nothing was written there") \
+            from None
     finally:
         if bars:
             hf_logging.enable_progress_bar()

@@ -9,9 +9,7 @@ target, flushed to disk, renamed over it): a crash or kill during a save leaves 
 
 from __future__ import annotations
 
-import errno
 import pickle
-import shutil
 import zipfile
 from pathlib import Path
 from typing import Any, Union
@@ -21,7 +19,7 @@ import torch
 from ..config import ModelConfig
 from ..data.tokenizers import Tokenizer, tokenizer_from_dict
 from ..errors import CheckpointError, ConfigError, TokenizerError
-from ..files import atomic_write
+from ..files import atomic_write, write_failure
 from .config import TrainConfig
 
 CHECKPOINT_FORMAT = "flashgau-checkpoint"
@@ -35,27 +33,16 @@ REQUIRED_KEYS = ("model_config", "model", "tokenizer", "train_config", "optimize
 
 def save_checkpoint(state: dict[str, Any], path: Union[str, Path]) -> Path:
     """Write `state` (plus format and version) to `path` atomically; returns the path. A write that fails (a full
-    disk, a vanished folder) raises CheckpointError and leaves the previous checkpoint as it was."""
+    disk, a vanished folder) raises CheckpointError, saying whether a previous checkpoint is kept, and leaves it as it
+    was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
     try:
         return atomic_write(path, lambda handle: torch.save(payload, handle))
     except (OSError, RuntimeError) as err:
-        raise CheckpointError(f"cannot write {path}: {_write_failure(err, path.parent)}; the previous checkpoint "
-                              "is kept") from None
-
-
-def _write_failure(err: BaseException, folder: Path) -> str:
-    """In words: why a write failed (torch reports a full disk as "enforce fail ... file write failed")."""
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:
-        free = None
-    if getattr(err, "errno", None) == errno.ENOSPC or "No space left" in str(err) or (free is not None
-                                                                                      and free < 64 * 2**20):
-        return f"the disk is full ({free / 2**20:.0f} MiB free)" if free is not None else "the disk is full"
-    return str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        kept = "the previous checkpoint is kept" if path.exists() else "no checkpoint is written yet"
+        raise CheckpointError(f"cannot write {path}: {write_failure(err, path.parent)}; {kept}") from None
 
 
 def resolve_checkpoint_path(path: Union[str, Path]) -> Path:

@@ -38,6 +38,7 @@ from ..errors import CheckpointError, ConfigError
 from ..model import LanguageModel
 from .checkpoint import load_checkpoint, resolve_checkpoint_path, saved_settings
 from .config import TrainConfig
+from .run_folder import check_not_set_aside
 from .setup import absolute_tokenizer
 
 # TrainConfig fields the source run decides (what its model and tokenizer were built from)
@@ -132,6 +133,7 @@ class InitSource:
 def read_init_source(path: Union[str, Path]) -> InitSource:
     """The run at `path` (a run folder or checkpoint file), read for `--init-from`; one-line errors
     (CheckpointError) for a missing or unreadable source."""
+    check_not_set_aside(path, prefix="--init-from: ")
     try:
         ckpt = resolve_checkpoint_path(path)
     except CheckpointError:

@@ -17,11 +17,12 @@ step's windows from the run's one stream, gradients are averaged by DDP (or redu
 takes the same steps: rank 0's clock and plan decide the time budget, and a stop asked for on any process stops
 all of them after the same step. Rank 0 alone claims the run folder, writes the checkpoint, metrics, plot and
 summary, and prints; the held-out score is split over the processes and summed. A process that loses its peers
-stops with PeerLost (one line: the last checkpoint is kept, --resume continues).
+stops with PeerLost (one line: which checkpoint is kept, if any, and how to continue).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import time
@@ -32,7 +33,7 @@ from typing import Callable, Optional, Union
 import torch
 
 from ..errors import ConfigError, FlashgauError
-from ..files import atomic_write
+from ..files import atomic_write, write_failure
 from ..runtime import PeerLost, describe_device, join_process_group
 from ..runtime.distributed import as_float
 from ..tasks import Score
@@ -42,11 +43,12 @@ from .compiling import CompileTimes, ShapeRouted, held_out_scorer, settle_compil
 from .config import TrainConfig
 from .metrics import MetricsLog, NoMetricsLog, plot_losses, read_metrics
 from .progress import Progress
-from .run_folder import claimed_by_rank0
+from .run_folder import claimed_by_rank0, restore_set_aside
 from .state import RunState, resume_run, start_run
 from .stopping import stop_on_signals
 from .trained import sample_text
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)         # writes that fail for want of room: a full disk, a quota
 METRICS_NAME = "metrics.jsonl"
 PLOT_NAME = "loss.png"
 SUMMARY_NAME = "summary.json"
@@ -107,18 +109,20 @@ def train(config: Optional[TrainConfig] = None, *, resume: Optional[Union[str, P
             session = _Session(run, t_start, progress=progress, log=log)
             if session.budget is not None:
                 session.budget.before_start()             # a first step that cannot fit is refused here
-            with claimed_by_rank0(run.out_dir, dist) as folder:
-                replacing = dist.is_main and not run.resumed and run.checkpoint_path.exists()
-                if replacing:
-                    folder.set_aside()
+            # whether a run is there, and whether it is still the one resumed, is decided under the claim
+            with claimed_by_rank0(run.out_dir, dist, new_run=not run.resumed, overwrite=overwrite,
+                                  resumes=run.resumed_from) as folder:
+                replacing = folder.replacing
                 session.on_first_save = folder.discard_previous if replacing else None
                 try:
                     session.open_log()
                     interrupted = session.steps(stop_after)
                     return session.finish(interrupted)
-                except BaseException:
+                except BaseException as err:
                     if replacing and session.on_first_save is not None:      # no checkpoint of the new run yet
                         log(folder.restore_previous())
+                    if isinstance(err, OSError) and err.errno in DISK_FULL:
+                        raise session.write_failed(err) from None
                     raise
         except Exception as err:
             lost = dist.lost_peer(err)
@@ -131,6 +135,10 @@ def _open_run(config, resume, changes, dist, compile, overwrite, progress, log) 
     """The run this process takes part in: resumed from `resume`, or started from `config`."""
     if resume is not None:
         changes = {**(changes or {}), **({"compile": compile} if compile is not None else {})}
+        if dist.is_main:
+            note = restore_set_aside(resume)      # a run set aside by an interrupted --overwrite comes back first
+            if note:
+                log(note)
         return resume_run(resume, device=dist.device, changes=changes, progress=progress, log=log, dist=dist)
     config = config if config is not None else TrainConfig()
     if compile is not None:
@@ -211,8 +219,7 @@ class _Session:
                     lr = run.schedule.apply(run.optimizer, run.step)
                     loss, grad_norm, n_tokens = _optimizer_step(run)
                     if not math.isfinite(loss):
-                        raise TrainingDiverged(f"training diverged at step {run.step + 1} (loss {loss}); the last "
-                                               f"checkpoint is kept; {_divergence_hint(self.cfg)}")
+                        raise self.diverged(f"training diverged at step {run.step + 1} (loss {loss})")
                     # what every process takes: the slowest one's step time, rank 0's clock, a stop asked anywhere
                     dt, self.wall, stopping = run.dist.max([time.perf_counter() - t_step,
                                                              self.elapsed() if run.dist.is_main else -math.inf,
@@ -243,7 +250,7 @@ class _Session:
         t_eval = time.perf_counter()
         result = self.score(run.plan.periodic_windows if run.plan else self.cfg.eval_windows)
         window_seconds = (time.perf_counter() - t_eval) / result.windows
-        _check_finite(result, run.step, self.cfg)
+        self.check_finite(result)
         self.metrics.append({"kind": "eval", "step": run.step, "elapsed": round(self.elapsed(), 3),
                              **result.record()})
         self.bar.write(f"step {run.step}: {result.brief()} ({result.windows} fixed windows)")
@@ -268,8 +275,7 @@ class _Session:
         """Rank 0 writes the checkpoint (every process takes part: FSDP gathers the shards)."""
         run = self.run
         if not run.dist.all_finite(run.model.parameters()):
-            raise TrainingDiverged(f"the weights became NaN or infinite by step {self.run.step}: the model "
-                                   f"diverged; the last checkpoint is kept; {_divergence_hint(self.cfg)}")
+            raise self.diverged(f"the weights became NaN or infinite by step {self.run.step}: the model diverged")
         state = run.checkpoint_dict(self.elapsed())
         if run.dist.is_main:
             save_checkpoint(state, run.checkpoint_path)
@@ -277,6 +283,27 @@ class _Session:
         if self.on_first_save is not None:
             self.on_first_save()
             self.on_first_save = None
+
+    def check_finite(self, result: Score) -> None:
+        if not math.isfinite(result.loss):
+            raise self.diverged(f"the held-out loss is {result.loss} at step {self.run.step}: the model diverged")
+
+    def kept(self) -> str:
+        """Which checkpoint of this run is on disk, in words."""
+        return (f"its checkpoint of step {self.saved_step} is kept" if self.saved_step is not None
+                else "no checkpoint of this run was written")
+
+    def diverged(self, what: str) -> TrainingDiverged:
+        """The error of a diverged run: `what` happened, which checkpoint is kept, and the usual culprits."""
+        return TrainingDiverged(f"{what}; {self.kept()}; {_divergence_hint(self.cfg)}")
+
+    def write_failed(self, err: OSError) -> FlashgauError:
+        """The error of a write into the run folder that failed for want of space (the metrics log, the plot, the
+        summary; a checkpoint says so itself): one line, what is kept and how to go on."""
+        out = self.run.out_dir
+        go_on = (f"make room, then continue with: flashgau train --resume {out}" if self.saved_step is not None
+                 else "make room and start it again")
+        return FlashgauError(f"cannot write in {out}: {write_failure(err, out)}; {self.kept()}; {go_on}")
 
     def score(self, limit: Optional[int]) -> Score:
         return self.run.heldout.evaluate(self.scorer, batch_size=self.eval_batch, precision=self.run.precision,
@@ -313,7 +340,7 @@ class _Session:
                                  "eval_seconds": round(time.perf_counter() - t_eval, 3), **final.record(),
                                  **final.to_dict()})
             self.log(final.describe())
-            _check_finite(final, run.step, cfg)
+            self.check_finite(final)
             if cfg.sample_tokens:
                 sample = run.sample_prompt + self.sample(cfg.sample_tokens, seed=cfg.seed)
                 self.log(f"--- sample (prompt, then {cfg.sample_tokens} generated tokens) ---\n{sample}\n---")
@@ -369,12 +396,6 @@ def _optimizer_step(run: RunState) -> tuple[float, float, int]:
     run.optimizer.zero_grad(set_to_none=True)
     loss, tokens = dist.sum([float(loss_sum), sum(b.num_tokens for b in batches)])
     return loss, grad_norm, int(tokens)
-
-
-def _check_finite(result: Score, step: int, cfg: TrainConfig) -> None:
-    if not math.isfinite(result.loss):
-        raise TrainingDiverged(f"the held-out loss is {result.loss} at step {step}: the model diverged; the last "
-                               f"checkpoint is kept; {_divergence_hint(cfg)}")
 
 
 def _divergence_hint(cfg: TrainConfig) -> str:

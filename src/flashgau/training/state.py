@@ -50,7 +50,7 @@ from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model_state, reso
 from .config import TrainConfig
 from .init_from import read_init_source
 from .optim import WarmupCosine, make_optimizer
-from .run_folder import check_writable
+from .run_folder import check_new_run, check_not_set_aside, check_writable, file_stamp
 from .setup import (absolute_data_path, absolute_tokenizer, build_model, config_for_data, model_config_for,
                     prepare_data, prepare_run_data)
 
@@ -83,6 +83,7 @@ class RunState:
     elapsed_before: float = 0.0        # wall seconds of the earlier sessions of this run
     train_seconds: float = 0.0         # seconds inside optimizer steps, all sessions
     resumed: bool = False
+    resumed_from: Optional[tuple[Path, tuple]] = None   # the checkpoint read and its file stamp (run_folder.file_stamp)
     dist: Distributed = field(default_factory=Distributed)
     compiled: Any = None               # the model's torch.compile wrapper when the run compiles, else None
     compile_choice: Optional[CompileChoice] = None     # what --compile auto chose and why
@@ -143,10 +144,10 @@ def start_run(config: TrainConfig, *, device: torch.device, overwrite: bool = Fa
               log: Callable[[str], None] = lambda s: None, dist: Optional[Distributed] = None) -> RunState:
     """A fresh run: data, tokenizer, model, optimizer; the schedule's length is None for a time budget. With
     `config.init_from` the model and tokenizer are those of that run, its weights loaded (training/init_from.py).
-    The data and tokenizer-file paths are stored absolute, so `eval` and `--resume` work from any folder.
-    Preparing the data on the fly (the first time) shows its progress when `progress`. `dist`: this process's
-    place among the run's processes (default: the only one); the caller spreads the model over them
-    (`RunState.spread`)."""
+    The data and tokenizer-file paths are stored absolute, so `eval` and `--resume` work from any folder. Preparing
+    the data on the fly (the first time) shows its progress when `progress`. `dist`: this process's place among the
+    run's processes (default: the only one); the caller spreads the model over them (`RunState.spread`). A folder
+    that holds a run is refused here unless `overwrite`, and again when the caller claims it (run_folder.py)."""
     dist = dist if dist is not None else Distributed(device=device)
     config.split(dist.world_size)
     config = TrainConfig.from_dict({**config.to_dict(), "data": absolute_data_path(config.data),
@@ -165,9 +166,7 @@ def start_run(config: TrainConfig, *, device: torch.device, overwrite: bool = Fa
     else:
         model_cfg = model_config_for(config, data.tokenizer.vocab_size)
     out_dir = Path(config.out_dir)
-    if (out_dir / CHECKPOINT_NAME).exists() and not overwrite:
-        raise ConfigError(f"{out_dir} already holds a run; continue it with --resume {out_dir}, start over with "
-                          "--overwrite, or choose another --out")
+    check_new_run(out_dir, overwrite)       # early, to fail before the work below; decided when the folder is claimed
     precision = resolve_precision(config.precision, device)
     sampler, heldout = _windows(config, data, dist)
     prompt = _sample_prompt(config, data, model_cfg)
@@ -199,7 +198,9 @@ def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optiona
     if refused:
         raise ConfigError(f"{', '.join(refused)} cannot change on resume: a resumed run keeps the settings saved in "
                           f"its checkpoint (may change: {', '.join(RESUME_CHANGES)})")
+    check_not_set_aside(path)
     ckpt_path = resolve_checkpoint_path(path)
+    stamp = file_stamp(ckpt_path)
     state = load_checkpoint(ckpt_path)
     where = str(ckpt_path)
     config, model_cfg, tokenizer = saved_settings(state, where)
@@ -243,7 +244,8 @@ def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optiona
                     forward=model, optimizer=optimizer, scaler=scaler, schedule=schedule, precision=precision,
                     device=device, out_dir=ckpt_path.parent,
                     sample_prompt=_sample_prompt(config, data, model_cfg), plan=plan, step=step, tokens_seen=tokens,
-                    elapsed_before=float(elapsed), train_seconds=float(trained), resumed=True, dist=dist)
+                    elapsed_before=float(elapsed), train_seconds=float(trained), resumed=True, dist=dist,
+                    resumed_from=(ckpt_path, stamp))
 
 
 def _digest(state) -> str:

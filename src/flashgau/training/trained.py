@@ -22,6 +22,7 @@ from ..runtime import Precision, resolve_device, resolve_precision
 from ..tasks import Score, get_task
 from .checkpoint import load_checkpoint, load_model_state, resolve_checkpoint_path, saved_settings
 from .config import TrainConfig
+from .run_folder import check_not_set_aside
 from .setup import absolute_data_path, prepare_run_data
 
 
@@ -37,7 +38,9 @@ class TrainedModel:
 
 
 def load_trained(path: Union[str, Path], *, device: Union[str, torch.device, None] = "cpu") -> TrainedModel:
-    """The model (eval mode, fp32 weights, on `device`) and tokenizer of a checkpoint file or run folder."""
+    """The model (eval mode, fp32 weights, on `device`) and tokenizer of a checkpoint file or run folder (a folder
+    whose run is set aside by an interrupted --overwrite: a CheckpointError saying where it is)."""
+    check_not_set_aside(path)
     path = resolve_checkpoint_path(path)
     state = load_checkpoint(path)
     train_cfg, model_cfg, tokenizer = saved_settings(state, str(path))
