@@ -302,3 +302,22 @@ def test_equal_time_rows_from_two_kinds_of_machine_are_flagged_and_equal_steps_a
                                                             "--precision", "fp32"]))
     assert report.build_report(store, steps_only)["mixed_machines"] == {}
     assert "warning" not in capsys.readouterr().out
+
+
+def test_a_run_set_aside_by_an_interrupted_replacement_is_resumed_not_replaced(tmp_path, small_corpus, capsys, parse):
+    from flashgau.training.loop import train
+    from flashgau.training.run_folder import RunFolder
+
+    args = _args(parse, tmp_path, small_corpus, "--archs", "flash")
+    s = quality.settings_from_args(args)
+    key = s.run_key("flash", 32, 0)
+    folder = tmp_path / "runs" / "quality" / key
+    train(quality.train_config("flash", 32, 0, s, folder), stop_after=1, progress=False, log=lambda m: None)
+    with RunFolder(folder) as claimed:          # an --overwrite killed after setting the run aside
+        claimed.set_aside()
+    assert not (folder / "checkpoint.pt").exists()
+    assert quality.run(args) == 0
+    assert "resuming" in capsys.readouterr().out
+    rec = json.loads((tmp_path / "runs" / "quality" / f"{key}.json").read_text())
+    assert rec["steps"] == 3 and rec["final"] is not None
+    assert json.loads((folder / "summary.json").read_text())["step"] == 3

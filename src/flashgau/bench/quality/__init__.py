@@ -314,15 +314,16 @@ def train_one(arch: str, context: int, seed: int, s: QualitySettings, folder: Pa
 
 
 def train_or_resume(cfg, device: str, log=print):
-    """Train `cfg` (a TrainConfig) into its folder, or resume the run whose checkpoint is there (a finished one is
-    scored again); (TrainResult, the run's metric records). A run stopped before its last step (Ctrl-C, SIGTERM)
-    raises FlashgauError, so that no benchmark records it as done."""
+    """Train `cfg` (a TrainConfig) into its folder, or resume the run whose checkpoint is there or set aside by an
+    interrupted replacement (a finished one is scored again); (TrainResult, the run's metric records). A run stopped
+    before its last step (Ctrl-C, SIGTERM) raises FlashgauError, so that no benchmark records it as done."""
     from ...training.checkpoint import CHECKPOINT_NAME
     from ...training.loop import METRICS_NAME, train
     from ...training.metrics import read_metrics
+    from ...training.run_folder import set_aside_run
 
     folder = Path(cfg.out)
-    if (folder / CHECKPOINT_NAME).exists():
+    if (folder / CHECKPOINT_NAME).exists() or set_aside_run(folder) is not None:   # resuming moves it back
         log(f"  resuming {folder}")
         result = train(resume=folder, device=device, progress=False, log=lambda m: None)
     else:
