@@ -302,3 +302,17 @@ def test_equal_time_rows_from_two_kinds_of_machine_are_flagged_and_equal_steps_a
                                                             "--precision", "fp32"]))
     assert report.build_report(store, steps_only)["mixed_machines"] == {}
     assert "warning" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("objective, contexts", [("lm", (512, 1024, 4096)), ("mlm", (512, 2048))])
+def test_the_runs_are_the_experiment_files_of_configs(objective, contexts, parse, tmp_path):
+    """Each run of the benchmark at a context of configs/ is that file's run (but for arch, seed and folder): the
+    settings live in the files, and `flashgau train --config lm-4096` trains what the benchmark does."""
+    from flashgau.training.config import TrainConfig
+    from flashgau.training.run_config import read_run_config
+
+    s = quality.settings_from_args(parse(quality, ["--objective", objective, "--series", "time", "--contexts",
+                                                   *contexts]))
+    for T in contexts:
+        run = quality.train_config("flash", T, 0, s, tmp_path / "x", "time")
+        assert run == TrainConfig(**{**read_run_config(f"{objective}-{T}"), "out": str(tmp_path / "x")}), T

@@ -44,7 +44,7 @@ from .compiling import CompileTimes, ShapeRouted, held_out_scorer, settle_compil
 from .config import TrainConfig
 from .metrics import MetricsLog, NoMetricsLog, flat_hparams, plot_losses, read_metrics, require_loggers
 from .progress import Progress
-from .run_config import CONFIG_NAME, format_run_config, resolved_settings
+from .run_config import CONFIG_NAME, changed_model_options, format_run_config, resolved_settings
 from .run_folder import claimed_by_rank0
 from .state import RunState, resume_run, start_run
 from .stopping import stop_on_signals
@@ -198,7 +198,7 @@ class _Session:
         self.metrics.open_sinks(cfg.log, hparams=flat_hparams(settings), config_text=text, name=run.out_dir.name,
                                 step=run.step)
         length = f"{run.total_steps} steps" if run.total_steps else f"time budget {cfg.time_budget:g} s"
-        options = "".join(f", {k}={v}" for k, v in cfg.model.items())
+        options = "".join(f", {k}={v}" for k, v in changed_model_options(cfg).items())
         micro, accumulation = cfg.split(run.dist.world_size)
         processes = f"{run.dist.world_size} processes x " if run.dist.world_size > 1 else ""
         self.log(f"{cfg.arch} ({cfg.preset}{options}, {run.model.num_parameters():,} parameters) | "

@@ -196,8 +196,8 @@ class TensorBoardSink(_Sink):
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-        # purge_step: TensorBoard hides what an earlier session logged after the step this one starts from
-        self.writer = SummaryWriter(log_dir=str(folder / TENSORBOARD_DIR), purge_step=step if step else None)
+        # purge_step: TensorBoard hides what an earlier session (or a run this one replaces) logged after `step`
+        self.writer = SummaryWriter(log_dir=str(folder / TENSORBOARD_DIR), purge_step=step + 1)
         if step == 0:
             experiment, start, end = hparams_summary(hparams, {"final/loss": math.nan})
             for summary in (experiment, start, end):
@@ -218,8 +218,8 @@ class TensorBoardSink(_Sink):
 
 class WandbSink(_Sink):
     """A Weights & Biases run in OUT/wandb, offline unless WANDB_MODE says otherwise (`wandb sync OUT/wandb/...`
-    uploads it later); its project WANDB_PROJECT or "flashgau", its name the run folder's. The scalars carry "step"
-    and "tokens", so either can be the x axis."""
+    uploads it later); its project WANDB_PROJECT or "flashgau", its name the run folder's; each session of a resumed
+    run is a W&B run of its own. The scalars carry "step" and "tokens", so either can be the x axis."""
 
     def __init__(self, folder: Path, *, hparams: dict, config_text: str, name: str, step: int) -> None:
         super().__init__()

@@ -117,6 +117,16 @@ def merge_settings(file: dict[str, Any], given: dict[str, Any], given_model: dic
     return merged
 
 
+def changed_model_options(config: TrainConfig) -> dict[str, Any]:
+    """The model options of `config` that change its model from the preset's (a run from a config.toml lists every
+    field: the log line names those that matter)."""
+    try:
+        base = dataclasses.replace(config, model={}).model_config(256).to_dict()
+    except ConfigError:                                # the options make a model the preset alone cannot (context)
+        return dict(config.model)
+    return {k: v for k, v in config.model.items() if base.get(k) != v}
+
+
 # ------------------------------------------------------------------------------------------------ writing
 
 def resolved_settings(config: TrainConfig, model_config: ModelConfig) -> dict[str, Any]:
