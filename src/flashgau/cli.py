@@ -39,6 +39,7 @@ class Command:
 # generated from the field (flags.add_setting_option; on --resume only state.RESUME_CHANGES may be given); a pair is
 # two fields of which one may be given; the other names are options that set no field (OWN_OPTIONS).
 TRAIN_OPTIONS = {
+    "settings file": ("config",),
     "model": ("arch", "preset", "objective"),
     "data": ("data", "tokenizer", "bpe_vocab_size", "context", "pack_documents"),
     "length (give one)": (("steps", "time_budget"), "time_budget_covers"),
@@ -46,10 +47,14 @@ TRAIN_OPTIONS = {
                      "compile", "seed"),
     "hardware (all but --precision may change on --resume)": ("device", "precision", "fsdp", "checkpoint_activations"),
     "run": ("out", "resume", "init_from", "overwrite", "stop_after", "eval_every", "eval_windows", "save_every",
-            "sample_tokens", "sample_prompt", "no_progress"),
+            "sample_tokens", "sample_prompt", "log", "no_progress"),
 }
 # options of the commands that set no TrainConfig field, by name (--device, --no-progress: of several commands)
 OWN_OPTIONS = {
+    "config": dict(metavar="FILE", help="the run's settings from a TOML file (top-level keys: the settings below, "
+                   "with underscores; a [model] table: the model options), e.g. a run folder's config.toml, which "
+                   "repeats that run, or a bundled one by name (lm-512, ...: configs/); options given too win "
+                   "(docs/training.md)"),
     "device": dict(default="auto", metavar="DEVICE", help="auto (a CUDA GPU when PyTorch sees one, else the CPU), "
                    "cpu, cuda or cuda:N (default: auto)"),
     "fsdp": dict(action="store_true", help="under torchrun: shard parameters, gradients and optimizer state over the "
@@ -109,8 +114,9 @@ def run_train(args: argparse.Namespace) -> int:
         given = given_settings(args)
         out = given.pop("out", None)
         changes = {name: given.pop(name) for name in RESUME_CHANGES if name in given}
-        if given or model_options(args):
-            names = ", ".join([option_name(name) for name in given] + model_option_names(args))
+        if given or model_options(args) or args.config:
+            names = ", ".join([option_name(name) for name in given] + model_option_names(args)
+                              + (["--config"] if args.config else []))
             raise ConfigError(f"{names} cannot be given with --resume: a resumed run keeps the settings saved in "
                               "its checkpoint (--device, --fsdp, --compile, --[no-]checkpoint-activations, "
                               "--sample-tokens, --prompt and --data, the same text in a new place, may change)")
@@ -124,19 +130,24 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def new_run_config(args: argparse.Namespace) -> TrainConfig:
-    """The settings of a new run: the TrainConfig fields and model options given, TrainConfig's defaults for the
-    rest, but a sample of CLI_SAMPLE_TOKENS where the objective writes text."""
+    """The settings of a new run: the TrainConfig fields and model options given, over those of --config's file,
+    TrainConfig's defaults for the rest, but a sample of CLI_SAMPLE_TOKENS where the objective writes text."""
     from .flags import given_settings, model_options
     from .tasks import get_task
     from .training.config import TrainConfig
+    from .training.run_config import merge_settings, read_run_config
 
     given = given_settings(args)
-    _check_prepared_request(given)
-    if "init_from" in given:
-        _check_init_source(given)
-    if get_task(given.get("objective", TrainConfig.objective)).generates:
-        given.setdefault("sample_tokens", CLI_SAMPLE_TOKENS)
-    return TrainConfig(**given, model=model_options(args))
+    file = read_run_config(args.config) if args.config else {}
+    # the tokenizer and model options typed here must agree with the data and run they name, wherever those are set
+    typed = {**{k: file[k] for k in ("data", "init_from") if k in file}, **given}
+    _check_prepared_request(typed)
+    if "init_from" in typed:
+        _check_init_source(typed)
+    settings = merge_settings(file, given, model_options(args))
+    if get_task(settings.get("objective", TrainConfig.objective)).generates:
+        settings.setdefault("sample_tokens", CLI_SAMPLE_TOKENS)
+    return TrainConfig(**settings)
 
 
 def _check_init_source(given: dict) -> None:

@@ -321,3 +321,17 @@ def test_a_run_set_aside_by_an_interrupted_replacement_is_resumed_not_replaced(t
     rec = json.loads((tmp_path / "runs" / "quality" / f"{key}.json").read_text())
     assert rec["steps"] == 3 and rec["final"] is not None
     assert json.loads((folder / "summary.json").read_text())["step"] == 3
+
+
+@pytest.mark.parametrize("objective, contexts", [("lm", (512, 1024, 4096)), ("mlm", (512, 2048))])
+def test_the_runs_are_the_experiment_files_of_configs(objective, contexts, parse, tmp_path):
+    """Each run of the benchmark at a context of configs/ is that file's run (but for arch, seed and folder): the
+    settings live in the files, and `flashgau train --config lm-4096` trains what the benchmark does."""
+    from flashgau.training.config import TrainConfig
+    from flashgau.training.run_config import read_run_config
+
+    s = quality.settings_from_args(parse(quality, ["--objective", objective, "--series", "time", "--contexts",
+                                                   *contexts]))
+    for T in contexts:
+        run = quality.train_config("flash", T, 0, s, tmp_path / "x", "time")
+        assert run == TrainConfig(**{**read_run_config(f"{objective}-{T}"), "out": str(tmp_path / "x")}), T

@@ -98,7 +98,8 @@ def test_two_processes_train_the_curve_of_one_and_rank_0_alone_writes(ddp_run, t
     assert final["tokens"] == one.final.tokens and final["windows"] == one.final.windows
     summary = json.loads((out / "summary.json").read_text())
     assert summary["step"] == 6 and summary["tokens_seen"] == one.tokens_seen and summary["sample"]
-    assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "metrics.jsonl", "loss.png", "summary.json", ".lock"}
+    assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "metrics.jsonl", "loss.png", "summary.json",
+                                            "config.toml", ".lock"}
     assert load_checkpoint(out)["runtime"]["processes"] == 2
     assert proc.stdout.count("held-out bits per byte:") == 1 and proc.stdout.count("--- sample") == 1
     assert "2 processes (gloo, DDP" in proc.stdout and not error_lines(proc.stderr)

@@ -17,6 +17,7 @@ from ..runtime import PRECISIONS
 from ..tasks import OBJECTIVES, get_task
 from .budget import COVERS
 from .compiling import COMPILE_MODES
+from .metrics import LOGGERS
 
 TOKENIZERS = ("bytes", "bpe")
 # ModelConfig fields a run sets itself, so TrainConfig.model may not: why, for the error message.
@@ -124,6 +125,11 @@ class TrainConfig:
     seed: int = _setting(0, "seed of initialisation and window order")
     out: Optional[str] = _setting(None, "output folder: checkpoint.pt, metrics.jsonl, loss.png, summary.json",
                                   metavar="DIR", default_text="runs/<arch>-<preset>")
+    log: tuple[str, ...] = _setting(
+        (), "also log the curves (training loss, learning rate, tokens/s, held-out scores; against steps and tokens) "
+        "and the settings to TensorBoard (OUT/tensorboard) and/or Weights & Biases (OUT/wandb, offline unless "
+        "WANDB_MODE says otherwise); metrics.jsonl and loss.png are always written", choices=LOGGERS, nargs="+",
+        metavar="tensorboard|wandb", default_text="neither")
     init_from: Optional[str] = _setting(
         None, "start from the weights of the run at RUN (a run folder or checkpoint file): new optimizer and schedule "
         "from step 0, any --objective and --data; the model and tokenizer are RUN's (options that conflict with them "
@@ -194,6 +200,11 @@ class TrainConfig:
             self.compile = "on" if self.compile else "off"
         need(self.compile in COMPILE_MODES, f"compile must be one of {', '.join(COMPILE_MODES)} (or true / false), "
                                             f"got {self.compile!r}")
+        if isinstance(self.log, str):
+            self.log = (self.log,)
+        need(isinstance(self.log, (list, tuple)) and all(name in LOGGERS for name in self.log),
+             f"log must be a list of {' and '.join(LOGGERS)} (or empty), got {self.log!r}")
+        self.log = tuple(dict.fromkeys(self.log))
         for name in ("pack_documents", "checkpoint_activations"):
             need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         need(self.tokenizer != "bpe" or self.bpe_vocab_size > 256,

@@ -5,7 +5,9 @@ objective. One optimizer step = `accumulation_steps` micro-batches of the task's
 share of the step's scored tokens, then gradient clipping and an AdamW step at the learning rate of the warm-up +
 cosine schedule. Every step is logged to metrics.jsonl; every `eval_every` steps the model is scored on a fixed
 subset of held-out windows; every `save_every` steps and at the end a checkpoint is written atomically. At the end
-the held-out set is scored, a sample is written, and loss.png and summary.json are drawn.
+the held-out set is scored, a sample is written, and loss.png and summary.json are drawn. The run's settings,
+resolved, are written first as config.toml (`flashgau train --config` repeats the run from it:
+training/run_config.py); a run that asks for TensorBoard or W&B (TrainConfig.log) gets the metrics there too.
 
 A time-budgeted run fits itself to the machine (training/budget.py); torch.compile is applied (or, for "auto",
 decided) before the first step (training/compiling.py). Resuming restores the weights, optimizer, schedule, window
@@ -41,8 +43,9 @@ from .budget import PERIODIC_CHECKS, TimeBudget
 from .checkpoint import save_checkpoint
 from .compiling import CompileTimes, ShapeRouted, held_out_scorer, settle_compile
 from .config import TrainConfig
-from .metrics import MetricsLog, NoMetricsLog, plot_losses, read_metrics
+from .metrics import MetricsLog, NoMetricsLog, flat_hparams, plot_losses, read_metrics, require_loggers
 from .progress import Progress
+from .run_config import CONFIG_NAME, changed_model_options, format_run_config, resolved_settings
 from .run_folder import claimed_by_rank0, restore_set_aside
 from .state import RunState, resume_run, start_run
 from .stopping import stop_on_signals
@@ -124,6 +127,8 @@ def train(config: Optional[TrainConfig] = None, *, resume: Optional[Union[str, P
                     if isinstance(err, OSError) and err.errno in DISK_FULL:
                         raise session.write_failed(err) from None
                     raise
+                finally:
+                    session.metrics.close()
         except Exception as err:
             lost = dist.lost_peer(err)
             if lost is None:
@@ -139,10 +144,13 @@ def _open_run(config, resume, changes, dist, compile, overwrite, progress, log) 
             note = restore_set_aside(resume)      # a run set aside by an interrupted --overwrite comes back first
             if note:
                 log(note)
-        return resume_run(resume, device=dist.device, changes=changes, progress=progress, log=log, dist=dist)
+        run = resume_run(resume, device=dist.device, changes=changes, progress=progress, log=log, dist=dist)
+        require_loggers(run.config.log)
+        return run
     config = config if config is not None else TrainConfig()
     if compile is not None:
         config = TrainConfig.from_dict({**config.to_dict(), "compile": compile})
+    require_loggers(config.log)
     return start_run(config, device=dist.device, overwrite=overwrite, progress=progress, log=log, dist=dist)
 
 
@@ -191,8 +199,14 @@ class _Session:
             self.log(f"resuming {run.checkpoint_path} at step {run.step}/{run.total_steps}")
         else:
             self.metrics.path.unlink(missing_ok=True)
+        settings = resolved_settings(cfg, run.model_config)
+        text = format_run_config(settings, title=f"the settings of the run in {run.out_dir}, resolved: flashgau "
+                                 "train --config THIS_FILE --out NEW_DIR repeats it")
+        atomic_write(run.out_dir / CONFIG_NAME, text)
+        self.metrics.open_sinks(cfg.log, hparams=flat_hparams(settings), config_text=text, name=run.out_dir.name,
+                                step=run.step)
         length = f"{run.total_steps} steps" if run.total_steps else f"time budget {cfg.time_budget:g} s"
-        options = "".join(f", {k}={v}" for k, v in cfg.model.items())
+        options = "".join(f", {k}={v}" for k, v in changed_model_options(cfg).items())
         micro, accumulation = cfg.split(run.dist.world_size)
         processes = f"{run.dist.world_size} processes x " if run.dist.world_size > 1 else ""
         self.log(f"{cfg.arch} ({cfg.preset}{options}, {run.model.num_parameters():,} parameters) | "
@@ -231,6 +245,7 @@ class _Session:
                     run.train_seconds += dt
                     self.metrics.append({"kind": "train", "step": run.step, "loss": loss, "lr": lr,
                                          "grad_norm": grad_norm, "tokens": run.tokens_seen,
+                                         "tokens_per_s": round(n_tokens / max(dt, 1e-9), 1),
                                          "elapsed": round(self.elapsed(), 3),
                                          "train_seconds": round(run.train_seconds, 3)})
                     self.bar.update(run.step, loss, n_tokens / dt)

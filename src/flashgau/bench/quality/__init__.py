@@ -2,7 +2,9 @@
 
 Every run is a normal training run of flashgau.training.train (the `flashgau train` loop, unchanged) on the chosen
 device: the default book corpus (Shakespeare, whole plays held out), byte tokens, the chosen preset, one
-TrainConfig per (series, arch, context, seed). Two series, side by side:
+TrainConfig per (series, arch, context, seed). The settings its runs share are read from the experiment's files in
+configs/ (lm-512.toml; mlm-512.toml and mlm-2048.toml), which `flashgau train --config` runs one by one; the
+benchmark's options override them. Two series, side by side:
 
 - equal time (`--time-budget S`): every arch gets S seconds of training steps (TrainConfig.time_budget_covers =
   "training": held-out checks, checkpoints and setup are not charged, so an arch whose evaluation is slow loses no
@@ -53,23 +55,39 @@ from ... import ARCHS
 from ...errors import FlashgauError
 from ...tasks import OBJECTIVES
 from ...runtime import resolve_device, resolve_precision
+from ...training.run_config import read_run_config
 from .. import common
 from .report import build_report, markdown, plot
 
 SERIES = ("time", "steps")
-# 4096 tokens per step (8 windows of 512: the ablations' loop); 100 steps are 410K tokens, past the ~250K tokens
-# every arch spends on the unigram plateau of the byte-level plays; 150 training seconds give 60-115 steps on a
-# 2-core AVX2 CPU in fp32
-DEFAULTS = dict(preset="small", contexts=(512, 4096), seeds=(0, 1), time_budget=150.0, steps=100, batch_tokens=4096,
-                eval_tokens=16384, precision="auto")
+
+
+def _experiment(name: str) -> dict:
+    """The run settings of the bundled config `name` (configs/NAME.toml) that every run of the benchmark shares
+    (its arch, context, seed, budget and folder are the benchmark's), as DEFAULTS entries; eval_windows as the
+    tokens they hold, so that each context scores about as many."""
+    c = read_run_config(name)
+    return dict(preset=c["preset"], time_budget=c["time_budget"], batch_tokens=c["batch_tokens"],
+                micro_batch_tokens=c["micro_batch_tokens"], lr=c["lr"], warmup_steps=c["warmup_steps"],
+                precision=c["precision"], heldout_fraction=c["heldout_fraction"],
+                eval_tokens=c["eval_windows"] * c["context"], time_budget_covers=c["time_budget_covers"])
+
+
+# The run settings are the paper's LM experiment as configs/lm-512.toml holds it (lm-1024 and lm-4096 differ by the
+# context and its held-out windows only): 4096 tokens per step (8 windows of 512: the ablations' loop); 100 steps
+# are 410K tokens, past the ~250K tokens every arch spends on the unigram plateau of the byte-level plays; 150
+# training seconds give 60-115 steps on a 2-core AVX2 CPU in fp32
+DEFAULTS = dict(**_experiment("lm-512"), contexts=(512, 4096), seeds=(0, 1), steps=100)
 QUICK = dict(preset="tiny", contexts=(128, 512), seeds=(0,), time_budget=6.0, steps=20, batch_tokens=2048,
              eval_tokens=4096)
-# --objective mlm: the archs of the paper's C4 plot at 512 and 2K. Tiny models: on 2 AVX2 cores in fp32 the small
-# preset (2.5K tokens/s) spends a 2-minute budget on the unigram plateau (MLM scores 15% of the tokens); the tiny
-# one (~55K tokens/s) leaves it, FLASH within ~15 s, Transformer++ at 2K only after ~150 s: hence 240 s at 2K
+# --objective mlm: the archs of the paper's C4 plot at 512 and 2K, configs/mlm-512.toml and mlm-2048.toml. Tiny
+# models: on 2 AVX2 cores in fp32 the small preset (2.5K tokens/s) spends a 2-minute budget on the unigram plateau
+# (MLM scores 15% of the tokens); the tiny one (~55K tokens/s) leaves it, FLASH within ~15 s, Transformer++ at 2K
+# only after ~150 s: hence 240 s at 2K
 MLM_ARCHS = ("transformer+", "transformer++", "performer", "combiner", "flash-quad", "flash")
-MLM_DEFAULTS = dict(preset="tiny", contexts=(512, 2048), time_budget=120.0, batch_tokens=4096)
-MLM_CONTEXT_BUDGETS = {"512": 100.0, "2048": 240.0}     # seconds per run at these contexts (time_budget elsewhere)
+MLM_DEFAULTS = dict(_experiment("mlm-512"), contexts=(512, 2048), time_budget=120.0)
+# seconds per run at these contexts (time_budget elsewhere)
+MLM_CONTEXT_BUDGETS = {str(T): _experiment(f"mlm-{T}")["time_budget"] for T in (512, 2048)}
 # the baselines' own settings (docs/baselines.md), on top of the preset in every run of the benchmark
 ARCH_OPTIONS: dict[str, dict] = {"performer": {"performer_chunk_size": 64}, "combiner": {"combiner_chunk_size": "auto"}}
 UNIGRAM_MARGIN = 0.05   # nats: a row this close to the unigram floor is flagged
@@ -148,7 +166,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objective", choices=[o for o in OBJECTIVES if o != "qa"], default="lm",
                    help="lm: causal language models, held-out loss and bits per byte; mlm: the paper's C4 experiment, "
                    "bidirectional models trained on masked language modelling, held-out masked-token loss, speedup to "
-                   "Transformer++'s loss (its defaults: "
+                   "Transformer++'s loss (its defaults, configs/mlm-512.toml and mlm-2048.toml: "
                    f"--archs {' '.join(MLM_ARCHS)} --preset {M['preset']} --contexts {_list(M['contexts'])} "
                    f"--time-budget {M['time_budget']:g} --batch-tokens {M['batch_tokens']}) (default: lm)")
     p.add_argument("--archs", nargs="+", choices=ROWS, default=None, metavar="ARCH",
@@ -172,17 +190,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    + " unless --time-budget, --steps or --quick is given)")
     p.add_argument("--batch-tokens", type=int, default=None, metavar="N", help="tokens per step "
                    f"(default: {D['batch_tokens']}; --quick: {Q['batch_tokens']})")
-    p.add_argument("--micro-batch-tokens", type=int, default=8192, metavar="N", help="tokens per forward pass "
-                   "(default: 8192)")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
-    p.add_argument("--warmup-steps", type=int, default=20, help="warm-up steps, at most a fifth of a run "
-                   "(default: 20)")
+    p.add_argument("--micro-batch-tokens", type=int, default=None, metavar="N", help="tokens per forward pass "
+                   f"(default: {D['micro_batch_tokens']})")
+    p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default: {D['lr']:g})")
+    p.add_argument("--warmup-steps", type=int, default=None, help="warm-up steps, at most a fifth of a run "
+                   f"(default: {D['warmup_steps']})")
     common.add_common_arguments(p, precision_default=D["precision"])
     p.add_argument("--eval-tokens", type=int, default=None, metavar="N",
                    help="tokens of the fixed held-out subset scored during training "
                         f"(default: {D['eval_tokens']}; --quick: {Q['eval_tokens']})")
-    p.add_argument("--heldout-fraction", type=float, default=0.02, help="share of the corpus held out, whole "
-                   "documents (default: 0.02: one play, The Merry Wives of Windsor, ~128K bytes)")
+    p.add_argument("--heldout-fraction", type=float, default=None, help="share of the corpus held out, whole "
+                   f"documents (default: {D['heldout_fraction']:g}: one play, The Merry Wives of Windsor, ~128K "
+                   "bytes)")
     p.add_argument("--data", default=None, metavar="PATH", help="corpus (default: the Shakespeare book corpus)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's checkpoint.pt")
     p.add_argument("--quick", action="store_true", help="a reduced version: tiny preset, contexts 128 and 512, "
@@ -228,10 +247,10 @@ def settings_from_args(args) -> QualitySettings:
         archs=list(args.archs or (MLM_ARCHS if mlm else ROWS)), preset=o["preset"], contexts=sorted(o["contexts"]),
         seeds=list(o["seeds"]),
         time_budget=o["time_budget"] if "time" in series else None, steps=o["steps"] if "steps" in series else None,
-        batch_tokens=o["batch_tokens"], micro_batch_tokens=args.micro_batch_tokens, lr=args.lr,
-        warmup_steps=args.warmup_steps, precision=o["precision"],
+        batch_tokens=o["batch_tokens"], micro_batch_tokens=o["micro_batch_tokens"], lr=o["lr"],
+        warmup_steps=o["warmup_steps"], precision=o["precision"],
         precision_reason=resolve_precision(o["precision"], device).describe(), eval_tokens=o["eval_tokens"],
-        heldout_fraction=args.heldout_fraction, data=args.data, quick=bool(args.quick), device=str(device),
+        heldout_fraction=o["heldout_fraction"], data=args.data, quick=bool(args.quick), device=str(device),
         series=series, objective=args.objective,
         context_budgets=_context_budgets(args, mlm) if "time" in series else {})
 
@@ -248,7 +267,8 @@ def train_config(arch: str, context: int, seed: int, s: QualitySettings, out_dir
     timed = (series or s.series[0]) == "time"
     return TrainConfig(arch=arch, preset=s.preset, objective=s.objective, context=context,
                        steps=None if timed else s.steps, time_budget=s.budget_for(context) if timed else None,
-                       time_budget_covers="training", batch_tokens=max(s.batch_tokens, context),
+                       time_budget_covers=(MLM_DEFAULTS if s.objective == "mlm" else DEFAULTS)["time_budget_covers"],
+                       batch_tokens=max(s.batch_tokens, context),
                        micro_batch_tokens=max(s.micro_batch_tokens, context),
                        lr=s.lr if lr is None else lr, warmup_steps=s.warmup_steps, precision=s.precision,
                        data=s.data, heldout_fraction=s.heldout_fraction,
