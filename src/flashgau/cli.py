@@ -119,7 +119,7 @@ def run_train(args: argparse.Namespace) -> int:
                               + (["--config"] if args.config else []))
             raise ConfigError(f"{names} cannot be given with --resume: a resumed run keeps the settings saved in "
                               "its checkpoint (--device, --fsdp, --compile, --[no-]checkpoint-activations, "
-                              "--sample-tokens, --prompt and --data, the same text in a new place, may change)")
+                              "--sample-tokens, --prompt, --log and --data, the same text in a new place, may change)")
         result = train(resume=args.resume or out or TrainConfig().out_dir, changes=changes, **common)
     else:
         result = train(new_run_config(args), overwrite=args.overwrite, **common)

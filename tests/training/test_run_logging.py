@@ -105,3 +105,27 @@ def test_a_resumed_run_continues_its_tensorboard_curve(small_corpus, tmp_path):
     assert [e.step for e in reader.Scalars("train/loss")] == list(range(1, 7))
     assert {e.step: e.value for e in reader.Scalars("train/loss")} == pytest.approx(train, rel=1e-6)
     assert (out / "config.toml").read_text().count('log = ["tensorboard"]') == 1
+
+
+def test_logging_may_be_switched_on_when_a_run_is_resumed_and_a_failed_replacement_keeps_its_curves(
+        small_corpus, tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard", reason="--log tensorboard needs the optional extra: "
+                        "pip install 'flashgau[tensorboard]'")
+    from flashgau.training import loop as loop_mod
+
+    out = tmp_path / "run"
+    quiet(tiny_config(small_corpus, out), stop_after=3)
+    assert not (out / "tensorboard").exists()
+    quiet(resume=out, changes={"log": ("tensorboard",)})
+    assert 'log = ["tensorboard"]' in (out / "config.toml").read_text()
+    events = sorted(p.name for p in (out / "tensorboard").iterdir())
+    assert events
+
+    def broken(run):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(loop_mod, "_optimizer_step", broken)
+    with pytest.raises(RuntimeError, match="out of memory"):        # a replacement that fails before its checkpoint
+        quiet(tiny_config(small_corpus, out, seed=5), overwrite=True)
+    assert sorted(p.name for p in (out / "tensorboard").iterdir()) == events     # the old run's curves, back
+    assert 'log = ["tensorboard"]' in (out / "config.toml").read_text()

@@ -65,6 +65,7 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(small_co
         quiet(tiny(small_corpus, out, seed=5), overwrite=True)
     assert {name: (out / name).read_bytes() for name in before} == before       # the old run, whole
     assert not (out / ".previous").exists()
+    assert "seed = 0" in (out / "config.toml").read_text()                      # its settings file too
     monkeypatch.undo()
     quiet(tiny(small_corpus, out, seed=5), overwrite=True)
     assert load_checkpoint(out)["train_config"]["seed"] == 5 and not (out / ".previous").exists()

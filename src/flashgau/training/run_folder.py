@@ -34,7 +34,8 @@ try:
 except ImportError:             # pragma: no cover - Windows: folders are not locked
     fcntl = None
 
-RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "loss.png", "summary.json")
+# what a run writes in its folder (files, and the folders of --log tensorboard / wandb)
+RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "loss.png", "summary.json", "config.toml", "tensorboard", "wandb")
 PREVIOUS = ".previous"
 STAGING = PREVIOUS + ".partial"     # .previous while it is being filled
 CHECKPOINT = "checkpoint.pt"
@@ -237,7 +238,10 @@ class RunFolder:
         if not self.previous.exists():
             return None
         for name in RUN_FILES:
-            (self.path / name).unlink(missing_ok=True)
+            if (self.path / name).is_dir():
+                shutil.rmtree(self.path / name)
+            else:
+                (self.path / name).unlink(missing_ok=True)
             if (self.previous / name).exists():
                 os.replace(self.previous / name, self.path / name)
         shutil.rmtree(self.previous, ignore_errors=True)

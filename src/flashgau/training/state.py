@@ -182,7 +182,7 @@ def start_run(config: TrainConfig, *, device: torch.device, overwrite: bool = Fa
 
 # settings a resumed run may change: they do not change what the run computes (moved data must hold the same text;
 # checkpointed activations are recomputed, not changed)
-RESUME_CHANGES = ("compile", "checkpoint_activations", "sample_tokens", "sample_prompt", "data")
+RESUME_CHANGES = ("compile", "checkpoint_activations", "sample_tokens", "sample_prompt", "data", "log")
 
 
 def resume_run(path: Union[str, Path], *, device: torch.device, changes: Optional[dict] = None,
