@@ -157,7 +157,7 @@ the Gated Attention Unit and mixed chunk attention) and its baselines. FLASH is 
 
 ## Use
 
-With flashgau installed (`pip install '.[hf]'` in a flashgau checkout), transformers loads this folder by path; its
+With flashgau installed (`pip install 'flashgau[hf]'`), transformers loads this folder by path; its
 code files (`configuration_flashgau.py`, `modeling_flashgau.py`, `tokenization_flashgau.py`) import flashgau's
 classes:
 

@@ -7,10 +7,10 @@ try:
     from flashgau.hf.modeling import FlashgauForCausalLM as _FlashgauForCausalLM
     from flashgau.hf.modeling import FlashgauForMaskedLM as _FlashgauForMaskedLM
 except ModuleNotFoundError as err:
-    if err.name != "flashgau":
+    if err.name not in ("flashgau", "flashgau.hf"):
         raise
-    raise ImportError("this model's code is in the flashgau package, which is not installed here: install it "
-                      "(pip install '.[hf]' in a flashgau checkout), then load the model again") from None
+    raise ImportError("this model's code is in the flashgau package, which is not installed: "
+                      "pip install 'flashgau[hf]', then load the model again") from None
 
 
 class FlashgauForCausalLM(_FlashgauForCausalLM):

@@ -5,10 +5,10 @@ try:
     from flashgau.hf.tokenization import FlashgauBPETokenizer as _FlashgauBPETokenizer
     from flashgau.hf.tokenization import FlashgauByteTokenizer as _FlashgauByteTokenizer
 except ModuleNotFoundError as err:
-    if err.name != "flashgau":
+    if err.name not in ("flashgau", "flashgau.hf"):
         raise
-    raise ImportError("this model's code is in the flashgau package, which is not installed here: install it "
-                      "(pip install '.[hf]' in a flashgau checkout), then load the model again") from None
+    raise ImportError("this model's code is in the flashgau package, which is not installed: "
+                      "pip install 'flashgau[hf]', then load the model again") from None
 
 
 class FlashgauByteTokenizer(_FlashgauByteTokenizer):
