@@ -344,8 +344,8 @@ def run_fill(args: argparse.Namespace) -> int:
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_path", metavar="RUN", help="a run folder or checkpoint file")
     p.add_argument("out", metavar="OUT", help="folder to write: config.json, model.safetensors, the tokenizer "
-                   "files and a README.md model card (load with transformers' from_pretrained after "
-                   "`import flashgau.hf`)")
+                   "files, the code files that load it by path and a README.md model card (load with transformers' "
+                   "from_pretrained(OUT, trust_remote_code=True) where flashgau is installed)")
     p.add_argument("--overwrite", action="store_true", help="write into OUT even if it already holds files")
 
 
@@ -357,7 +357,7 @@ def run_export(args: argparse.Namespace) -> int:
             raise
         raise FlashgauError(str(err)) from None
     out = export_run(args.run_path, args.out, overwrite=args.overwrite)
-    print(f"wrote {out}/: config.json, model.safetensors, tokenizer files, README.md")
+    print(f"wrote {out}/: config.json, model.safetensors, tokenizer files, code files (trust_remote_code), README.md")
     return 0
 
 

@@ -15,3 +15,7 @@ def hf_causal(model, **config):
     from flashgau.hf import FlashgauForCausalLM
 
     return FlashgauForCausalLM.from_language_model(model, **{"pad_token_id": 0, **config}).eval()
+
+# `flashgau train` options of a run that takes seconds: the tiny preset, 4 steps of 4 windows of 32 tokens
+TINY_RUN = ["--preset", "tiny", "--context", "32", "--batch-tokens", "128", "--lr", "1e-2", "--precision", "fp32",
+            "--eval-windows", "4", "--no-progress", "--sample-tokens", "0", "--steps", "4"]

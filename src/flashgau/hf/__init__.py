@@ -14,7 +14,8 @@ configuration.py  FlashgauConfig (every ModelConfig field)
 modeling.py       FlashgauForCausalLM (generate with flashgau's decoding state), FlashgauForMaskedLM
 cache.py          FlashgauCache: the DecodeState as a transformers Cache
 tokenization.py   FlashgauByteTokenizer, FlashgauBPETokenizer, to_hf_tokenizer
-export.py         export_run: a training run -> a folder from_pretrained reads
+export.py         export_run: a training run -> a folder from_pretrained reads; add_remote_code
+remote_code/      the code files such a folder carries, so transformers loads it by path alone (trust_remote_code)
 """
 
 try:
@@ -26,13 +27,13 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM,
 
 from .cache import FlashgauCache
 from .configuration import FlashgauConfig
-from .export import export_run, save_pretrained_folder
+from .export import add_remote_code, export_run, save_pretrained_folder
 from .modeling import FlashgauForCausalLM, FlashgauForMaskedLM, FlashgauPreTrainedModel
 from .tokenization import FlashgauBPETokenizer, FlashgauByteTokenizer, to_hf_tokenizer
 
 __all__ = ["FlashgauConfig", "FlashgauForCausalLM", "FlashgauForMaskedLM", "FlashgauPreTrainedModel",
            "FlashgauCache", "FlashgauByteTokenizer", "FlashgauBPETokenizer", "to_hf_tokenizer", "export_run",
-           "save_pretrained_folder"]
+           "save_pretrained_folder", "add_remote_code"]
 
 AutoConfig.register(FlashgauConfig.model_type, FlashgauConfig, exist_ok=True)
 AutoModelForCausalLM.register(FlashgauConfig, FlashgauForCausalLM, exist_ok=True)

@@ -14,6 +14,7 @@ import dataclasses
 from transformers import PretrainedConfig
 
 from ..config import ModelConfig
+from .remote_code import copy_code_files
 
 MODEL_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ModelConfig))
 
@@ -46,3 +47,9 @@ class FlashgauConfig(PretrainedConfig):
 
     def to_model_config(self) -> ModelConfig:
         return ModelConfig(**{name: getattr(self, name) for name in MODEL_FIELDS})
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs) -> None:
+        """PretrainedConfig.save_pretrained, plus the code files its auto_map names (a config of a folder written by
+        `flashgau export`, or loaded from one): a folder that loaded by path alone still does once saved again."""
+        super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        copy_code_files(save_directory)

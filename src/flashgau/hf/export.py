@@ -1,7 +1,14 @@
 """A flashgau model as a Hugging Face folder: config.json, model.safetensors, generation_config.json, the tokenizer
-files and a short README.md model card. What `flashgau export RUN OUT` writes; `from_pretrained` reads it back
-(after `import flashgau.hf`). The folder is written all or none (files.write_files): a full disk, a kill or a
-second export into the same folder never leaves a config.json without its weights."""
+files, a short README.md model card and the small code files that let transformers load it by path alone. What
+`flashgau export RUN OUT` writes. The folder is written all or none (files.write_files): a full disk, a kill or a
+second export into the same folder never leaves a config.json without its weights.
+
+The folder follows transformers' convention for a model that lives outside it: `auto_map` in config.json and
+tokenizer_config.json names classes in code files of the folder (flashgau.hf.remote_code), so that
+`AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)` (or AutoModelForMaskedLM, AutoConfig,
+AutoTokenizer, pipeline(...)) works in any process where flashgau is installed, without importing it first; one that
+has imported flashgau.hf loads it without trust_remote_code as well.
+"""
 
 from __future__ import annotations
 
@@ -14,19 +21,20 @@ from transformers.utils import logging as hf_logging
 
 from ..data.tokenizers import Tokenizer
 from ..errors import ConfigError, FlashgauError
-from ..files import write_failure, write_files
+from ..files import atomic_write, write_failure, write_files
 from ..model import LanguageModel
 from .modeling import FlashgauForCausalLM, FlashgauForMaskedLM
+from .remote_code import config_auto_map, copy_code_files, tokenizer_auto_map
 from .tokenization import to_hf_tokenizer
 
 
 def save_pretrained_folder(model: LanguageModel, tokenizer: Tokenizer, out: Union[str, Path], *,
                            card: Optional[str] = None, overwrite: bool = False) -> Path:
     """Write `model` (causal: FlashgauForCausalLM, bidirectional: FlashgauForMaskedLM) and `tokenizer` to the
-    folder `out`, plus `card` as README.md; returns the folder. A folder that already holds files is refused
-    unless overwrite (files of the same names are then replaced, others kept). Everything is written beside `out`
-    first and moved into place when whole: a failure (a full disk: FlashgauError, one line) leaves `out` as it
-    was."""
+    folder `out`, with the code files that load it by path (add_remote_code), plus `card` as README.md; returns the
+    folder. A folder that already holds files is refused unless overwrite (files of the same names are then
+    replaced, others kept). Everything is written beside `out` first and moved into place when whole: a failure (a
+    full disk: FlashgauError, one line) leaves `out` as it was."""
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file; give a folder to write the model to")
@@ -43,6 +51,7 @@ def save_pretrained_folder(model: LanguageModel, tokenizer: Tokenizer, out: Unio
     def write(folder: Path) -> None:
         hf_model.save_pretrained(folder)
         hf_tokenizer.save_pretrained(folder)
+        add_remote_code(folder)
         if card is not None:
             (folder / "README.md").write_text(card, encoding="utf-8")
 
@@ -58,6 +67,46 @@ def save_pretrained_folder(model: LanguageModel, tokenizer: Tokenizer, out: Unio
         if bars:
             hf_logging.enable_progress_bar()
     return out
+
+
+def add_remote_code(folder: Union[str, Path]) -> Path:
+    """Make a folder saved by `save_pretrained` from flashgau's HF classes load by path in a process that never
+    imported flashgau (with trust_remote_code=True and flashgau installed): name the classes of
+    flashgau.hf.remote_code in `auto_map` (AutoConfig and AutoModelForCausalLM or AutoModelForMaskedLM, as the model
+    is causal or not, in config.json; AutoTokenizer in tokenizer_config.json when the folder holds a flashgau
+    tokenizer) and copy their code files beside. Returns the folder."""
+    folder = Path(folder).expanduser()
+    config = _json_object(folder / "config.json")
+    if config.get("model_type") != "flashgau":
+        raise ConfigError(f"{folder / 'config.json'} is not a flashgau model's config (model_type "
+                          f"{config.get('model_type')!r}); save a flashgau model there with save_pretrained first")
+    config["auto_map"] = config_auto_map(bool(config.get("causal", True)))
+    _write_json(folder / "config.json", config)
+    tokenizer_file = folder / "tokenizer_config.json"
+    if tokenizer_file.exists():
+        tokenizer_config = _json_object(tokenizer_file)
+        tokenizer_class = tokenizer_config.get("tokenizer_class")
+        if tokenizer_class in ("FlashgauByteTokenizer", "FlashgauBPETokenizer"):
+            tokenizer_config["auto_map"] = tokenizer_auto_map(tokenizer_class)
+            _write_json(tokenizer_file, tokenizer_config)
+    copy_code_files(folder)
+    return folder
+
+
+def _json_object(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no {path.name} in {path.parent}; save the model there with save_pretrained first") from None
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot read {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} does not hold a JSON object")
+    return data
+
+
+def _write_json(path: Path, data: dict) -> None:
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")     # as transformers
 
 
 def export_run(run: Union[str, Path], out: Union[str, Path], *, overwrite: bool = False) -> Path:
@@ -118,12 +167,17 @@ the Gated Attention Unit and mixed chunk attention) and its baselines. FLASH is 
 
 ## Use
 
+With flashgau installed (`pip install 'flashgau[hf]'`), transformers loads this folder by path; its
+code files (`configuration_flashgau.py`, `modeling_flashgau.py`, `tokenization_flashgau.py`) import flashgau's
+classes:
+
 ```python
-import flashgau.hf  # registers model_type "flashgau" with the Auto classes
 from transformers import {task}, AutoTokenizer, pipeline
 
-model = {task}.from_pretrained("path/to/this/folder")
-tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")
-pipe = pipeline("{pipe}", model="path/to/this/folder")
+model = {task}.from_pretrained("path/to/this/folder", trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder", trust_remote_code=True)
+pipe = pipeline("{pipe}", model="path/to/this/folder", trust_remote_code=True)
 ```
+
+After `import flashgau.hf` the same calls work without `trust_remote_code`.
 """

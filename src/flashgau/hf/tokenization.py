@@ -20,11 +20,22 @@ from typing import Optional
 from transformers import PreTrainedTokenizer, PreTrainedTokenizerFast
 
 from ..data.tokenizers import BPETokenizer, ByteTokenizer, Tokenizer
+from .remote_code import copy_code_files
 
 NUL = "\x00"
 
 
-class FlashgauByteTokenizer(PreTrainedTokenizer):
+class _SavesCodeFiles:
+    """save_pretrained, plus the code files the saved auto_map names (a tokenizer of a folder written by `flashgau
+    export`, or loaded from one): a folder that loaded by path alone still does once saved again."""
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        files = super().save_pretrained(save_directory, *args, **kwargs)
+        copy_code_files(save_directory)
+        return files
+
+
+class FlashgauByteTokenizer(_SavesCodeFiles, PreTrainedTokenizer):
     """Raw UTF-8 bytes: token i (i < 256) is the byte i, written as the character chr(i)."""
 
     vocab_files_names: dict = {}
@@ -61,7 +72,7 @@ class FlashgauByteTokenizer(PreTrainedTokenizer):
         return ()                   # the vocabulary is the 256 bytes: nothing to write
 
 
-class FlashgauBPETokenizer(PreTrainedTokenizerFast):
+class FlashgauBPETokenizer(_SavesCodeFiles, PreTrainedTokenizerFast):
     """Byte-level BPE (flashgau's BPETokenizer) over the HF `tokenizers` library, saved as tokenizer.json. Make one
     with to_hf_tokenizer(bpe), which names its pad token. (No __init__ of its own: transformers would then rebuild
     the backend from the vocabulary instead of loading tokenizer.json as it is.)"""
