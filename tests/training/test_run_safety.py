@@ -15,7 +15,8 @@ from flashgau.errors import CheckpointError, ConfigError, CorpusError, FlashgauE
 from flashgau.training import loop as loop_mod
 from flashgau.training.checkpoint import load_checkpoint, save_checkpoint
 from flashgau.training.config import TrainConfig
-from flashgau.training.loop import TrainingDiverged, train
+from flashgau.training.loop import train
+from flashgau.training.stopping import TrainingDiverged
 from flashgau.training.run_folder import RunFolder
 from flashgau.training.trained import evaluate_checkpoint
 

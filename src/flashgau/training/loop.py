@@ -24,7 +24,6 @@ stops with PeerLost (one line: which checkpoint is kept, if any, and how to cont
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import time
@@ -34,8 +33,8 @@ from typing import Callable, Optional, Union
 
 import torch
 
-from ..errors import ConfigError, FlashgauError
-from ..files import atomic_write, write_failure
+from ..errors import ConfigError
+from ..files import atomic_write
 from ..runtime import PeerLost, describe_device, join_process_group
 from ..runtime.distributed import as_float
 from ..tasks import Score
@@ -48,17 +47,12 @@ from .progress import Progress
 from .run_config import CONFIG_NAME, changed_model_options, format_run_config, resolved_settings
 from .run_folder import claimed_by_rank0, restore_set_aside
 from .state import RunState, resume_run, start_run
-from .stopping import stop_on_signals
+from .stopping import DISK_FULL, Kept, TrainingDiverged, stop_on_signals
 from .trained import sample_text
 
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)         # writes that fail for want of room: a full disk, a quota
 METRICS_NAME = "metrics.jsonl"
 PLOT_NAME = "loss.png"
 SUMMARY_NAME = "summary.json"
-
-
-class TrainingDiverged(FlashgauError):
-    """The training or held-out loss became NaN or infinite."""
 
 
 @dataclass
@@ -125,7 +119,7 @@ def train(config: Optional[TrainConfig] = None, *, resume: Optional[Union[str, P
                     if replacing and session.on_first_save is not None:      # no checkpoint of the new run yet
                         log(folder.restore_previous())
                     if isinstance(err, OSError) and err.errno in DISK_FULL:
-                        raise session.write_failed(err) from None
+                        raise session.kept.write_failed(err) from None
                     raise
                 finally:
                     session.metrics.close()
@@ -133,7 +127,8 @@ def train(config: Optional[TrainConfig] = None, *, resume: Optional[Union[str, P
             lost = dist.lost_peer(err)
             if lost is None:
                 raise
-            raise PeerLost(f"{lost}; {_what_is_kept(session)}") from None
+            kept = session.kept if session is not None else Kept(Path(), None)
+            raise PeerLost(f"{lost}; {kept.after_lost_peer(dist.is_main)}") from None
 
 
 def _open_run(config, resume, changes, dist, compile, overwrite, progress, log) -> RunState:
@@ -152,16 +147,6 @@ def _open_run(config, resume, changes, dist, compile, overwrite, progress, log) 
         config = TrainConfig.from_dict({**config.to_dict(), "compile": compile})
     require_loggers(config.log)
     return start_run(config, device=dist.device, overwrite=overwrite, progress=progress, log=log, dist=dist)
-
-
-def _what_is_kept(session: Optional["_Session"]) -> str:
-    """After a lost peer: which checkpoint remains and how to continue."""
-    if session is None or session.saved_step is None:
-        return "no checkpoint of this run was written yet; start it again"
-    out = session.run.out_dir
-    at = f" at step {session.saved_step}" if session.run.dist.is_main else ""
-    return (f"the last checkpoint{at} is kept in {out}; continue with: flashgau train --resume {out} (under torchrun, "
-            "or in one process)")
 
 
 def _silent(text: str) -> None:
@@ -183,7 +168,7 @@ class _Session:
         self.wall = run.elapsed_before        # run seconds at the end of the last step, by rank 0's clock
         self.metrics = (MetricsLog if run.dist.is_main else NoMetricsLog)(run.out_dir / METRICS_NAME)
         self.on_first_save: Optional[Callable[[], None]] = None
-        self.saved_step: Optional[int] = run.step if run.resumed else None     # of the last checkpoint
+        self.kept = Kept(run.out_dir, run.step if run.resumed else None)      # the last checkpoint
         self.compile_times = CompileTimes(self)
         self.budget = TimeBudget(self, self.cfg.time_budget) if self.cfg.time_budget is not None else None
 
@@ -294,7 +279,7 @@ class _Session:
         state = run.checkpoint_dict(self.elapsed())
         if run.dist.is_main:
             save_checkpoint(state, run.checkpoint_path)
-        self.saved_step = run.step
+        self.kept.saved_step = run.step
         if self.on_first_save is not None:
             self.on_first_save()
             self.on_first_save = None
@@ -303,22 +288,8 @@ class _Session:
         if not math.isfinite(result.loss):
             raise self.diverged(f"the held-out loss is {result.loss} at step {self.run.step}: the model diverged")
 
-    def kept(self) -> str:
-        """Which checkpoint of this run is on disk, in words."""
-        return (f"its checkpoint of step {self.saved_step} is kept" if self.saved_step is not None
-                else "no checkpoint of this run was written")
-
     def diverged(self, what: str) -> TrainingDiverged:
-        """The error of a diverged run: `what` happened, which checkpoint is kept, and the usual culprits."""
-        return TrainingDiverged(f"{what}; {self.kept()}; {_divergence_hint(self.cfg)}")
-
-    def write_failed(self, err: OSError) -> FlashgauError:
-        """The error of a write into the run folder that failed for want of space (the metrics log, the plot, the
-        summary; a checkpoint says so itself): one line, what is kept and how to go on."""
-        out = self.run.out_dir
-        go_on = (f"make room, then continue with: flashgau train --resume {out}" if self.saved_step is not None
-                 else "make room and start it again")
-        return FlashgauError(f"cannot write in {out}: {write_failure(err, out)}; {self.kept()}; {go_on}")
+        return self.kept.diverged(what, self.cfg)
 
     def score(self, limit: Optional[int]) -> Score:
         return self.run.heldout.evaluate(self.scorer, batch_size=self.eval_batch, precision=self.run.precision,
@@ -411,12 +382,6 @@ def _optimizer_step(run: RunState) -> tuple[float, float, int]:
     run.optimizer.zero_grad(set_to_none=True)
     loss, tokens = dist.sum([float(loss_sum), sum(b.num_tokens for b in batches)])
     return loss, grad_norm, int(tokens)
-
-
-def _divergence_hint(cfg: TrainConfig) -> str:
-    """What usually makes a run diverge, with this run's values: the message names no single culprit."""
-    return (f"settings that commonly cause it: lr {cfg.lr:g}, weight_decay {cfg.weight_decay:g}, grad_clip "
-            f"{cfg.grad_clip:g}, warmup_steps {cfg.warmup_steps}, precision {cfg.precision}")
 
 
 class _Intervals:
