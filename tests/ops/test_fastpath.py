@@ -119,7 +119,7 @@ def test_mixed_chunk_fast_paths_match_plain(T, C, block, parts):
 
     def run(plain):
         def f(qq, qk, lq, lk, v, b):
-            with fastpath.plain("causal_blocks", "lean_global") if plain else torch.enable_grad():
+            with fastpath.plain("causal_blocks", "lean_global", "global_trim") if plain else torch.enable_grad():
                 return mixed_chunk_attention(qq, qk, lq, lk, v, b, chunk_size=C, causal=True, key_mask=km,
                                              parts=parts, local_block=block)[0]
         return f

@@ -17,6 +17,10 @@ report's changes table, which times both in one process (docs/benchmarks.md). Al
                        the local part's output in place (no copy of it)
     local_summaries    ops/local_blocks.py: the causal global part's chunk summaries lin_k^T v computed in the causal
                        local part's autograd node (needs causal_blocks), so v's two gradients meet in one buffer
+    global_trim        ops/global_trim.py: the causal global part skips the products whose result is zero or unused:
+                       chunk 0's global term (it sees no summary) and the last chunk's summary (no chunk sees it; it
+                       is computed when the decoding state is asked for), forward and backward: half of the global
+                       part's products at context 512 with chunk 256
     shift_nocat        ops/shift.py: token shift's channel shift (layers/token_shift.py) as one autograd function
                        writing one output forward and one gradient backward, no `cat`, no zero-filled slice buffers
 
@@ -38,6 +42,7 @@ FAST_PATHS: dict[str, str] = {
     "lean_global": "causal global part: one-pass exclusive prefix sum over chunks, added in place",
     "local_summaries": "chunk summaries from the causal local part's node: v's gradients summed in place",
     "shift_nocat": "token shift as one autograd function, no cat",
+    "global_trim": "causal global part: no product for chunk 0's term nor for the last chunk's summary",
 }
 
 _enabled = dict.fromkeys(FAST_PATHS, True)

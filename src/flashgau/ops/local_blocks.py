@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from .autocast import autocast_off
+from .global_trim import trimmed_summaries, trimmed_summaries_backward
 
 DEFAULT_BLOCK = 128         # rows per strip (C = 256: two strips, 3/4 of the square); see default_block
 
@@ -58,14 +59,16 @@ def causal_local_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, block:
     """sum_{j <= i in the chunk} relu(q_i.k_j / C + bias_ij)^2 v_j for every query i of every chunk: (N, C, e).
     block (rows per strip) must divide C."""
     _check_block(q.shape[1], block)
-    return _CausalLocal.apply(q, k, v, bias, block, None)[0]
+    return _CausalLocal.apply(q, k, v, bias, block, None, None)[0]
 
 
 def causal_local_attention_with_summaries(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, block: int,
-                                          lin_k: Tensor) -> tuple[Tensor, Tensor]:
-    """(causal_local_attention(q, k, v, bias, block), lin_k^T v per chunk (N, s, e)) from one autograd node."""
+                                          lin_k: Tensor, rows: Optional[int] = None) -> tuple[Tensor, Tensor]:
+    """(causal_local_attention(q, k, v, bias, block), lin_k^T v per chunk (N, s, e)) from one autograd node. rows
+    (R, with N = R*G): the last chunk of each row gets a zero summary, not computed, and no gradient
+    (ops/global_trim.py: the causal global part never reads it)."""
     _check_block(q.shape[1], block)
-    return _CausalLocal.apply(q, k, v, bias, block, lin_k)
+    return _CausalLocal.apply(q, k, v, bias, block, lin_k, rows)
 
 
 def _check_block(C: int, block: int) -> None:
@@ -75,7 +78,8 @@ def _check_block(C: int, block: int) -> None:
 
 class _CausalLocal(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, block: int, lin_k: Optional[Tensor]):
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, block: int, lin_k: Optional[Tensor],
+                rows: Optional[int]):
         N, C, _ = q.shape
         dtype = q.dtype
         with autocast_off(q.device):
@@ -88,9 +92,14 @@ class _CausalLocal(torch.autograd.Function):
                 r = torch.baddbmm(masked[lo:hi, :hi], q[:, lo:hi], k[:, :hi].transpose(1, 2), alpha=1.0 / C).relu_()
                 torch.bmm(r * r, v[:, :hi].to(dtype), out=out[:, lo:hi])
                 relus.append(r)
-            kv = None if lin_k is None else torch.bmm(lin_k.to(dtype).transpose(1, 2), v.to(dtype))
+            if lin_k is None:
+                kv = None
+            elif rows is None:
+                kv = torch.bmm(lin_k.to(dtype).transpose(1, 2), v.to(dtype))
+            else:
+                kv = trimmed_summaries(lin_k.to(dtype), v.to(dtype), rows)
         ctx.save_for_backward(q, k, v, lin_k, *relus)
-        ctx.block, ctx.bias_dtype = block, bias.dtype
+        ctx.block, ctx.bias_dtype, ctx.rows = block, bias.dtype, rows
         return out, kv
 
     @staticmethod
@@ -128,6 +137,10 @@ class _CausalLocal(torch.autograd.Function):
             if lin_k is not None:                               # the summaries: kv = lin_k^T v
                 d_kv = d_kv.to(dtype)
                 lk = lin_k.to(dtype)
-                dv.baddbmm_(lk, d_kv)
-                d_lin_k = torch.bmm(vv, d_kv.transpose(1, 2)).to(lin_k.dtype)
-        return dq, dk, dv.to(v.dtype), dbias.to(ctx.bias_dtype), None, d_lin_k
+                if ctx.rows is None:
+                    dv.baddbmm_(lk, d_kv)
+                    d_lin_k = torch.bmm(vv, d_kv.transpose(1, 2))
+                else:
+                    d_lin_k = trimmed_summaries_backward(lk, vv, d_kv.contiguous(), dv, ctx.rows)
+                d_lin_k = d_lin_k.to(lin_k.dtype)
+        return dq, dk, dv.to(v.dtype), dbias.to(ctx.bias_dtype), None, d_lin_k, None

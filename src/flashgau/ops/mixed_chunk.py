@@ -43,6 +43,7 @@ from torch import Tensor
 from .autocast import cast
 from .chunks import chunk_mask, exclusive_cumsum, open_chunk, pick_rows, sums_before, to_chunks
 from .fastpath import enabled as fast_path
+from .global_trim import add_trimmed_global
 from .local_blocks import causal_local_attention, causal_local_attention_with_summaries, default_block
 from .state import State, check_final_state, check_linear_normalizer, check_parts
 
@@ -89,7 +90,9 @@ def mixed_chunk_attention(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: 
     G = -(-T // C)
     average = linear_normalizer == "average"
     km, (quad_q, quad_k, lin_q, lin_k, v) = chunked(quad_q, quad_k, lin_q, lin_k, v, key_mask, C)       # 1.
-    out, kv_chunks = local_part(quad_q, quad_k, v, lin_k, bias, C, causal, parts, local_block)          # 2.
+    trim = causal and not output_final_state and fast_path("global_trim")    # the last summary is never read
+    out, kv_chunks = local_part(quad_q, quad_k, v, lin_k, bias, C, causal, parts, local_block,
+                                rows=B * H if trim else None)                                           # 2.
     kv, count = chunk_summaries(lin_k, v, kv_chunks, km, B, H, T, C, parts)                              # 3.
     if parts != "local" and causal:
         out = add_global_causal(out, lin_q, kv, count, C, average)
@@ -117,16 +120,18 @@ def chunked(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Ten
 
 
 def local_part(quad_q: Tensor, quad_k: Tensor, v: Tensor, lin_k: Tensor, bias: Tensor, C: int, causal: bool,
-               parts: str, local_block: Optional[int]) -> tuple[Tensor, Optional[Tensor]]:
+               parts: str, local_block: Optional[int], rows: Optional[int] = None) -> tuple[Tensor, Optional[Tensor]]:
     """Step 2, on the chunked inputs: (the local part (B*H*G, C, e), exact relu^2 attention inside each chunk (zeros
     with parts="global"); the chunk summaries lin_k^T v (B*H*G, s, e) where the causal strips computed them in the
-    same autograd node (the local_summaries fast path), else None)."""
+    same autograd node (the local_summaries fast path), else None). rows (B*H): the summaries of the last chunk of
+    each row are left zero, not computed (ops/global_trim.py; for callers that never read them)."""
     if parts == "global":
         return v.new_zeros(v.shape), None
     block = local_block_for(C, causal, local_block)
     if block is not None:
         if parts == "both" and fast_path("local_summaries"):             # the summaries of step 3 from one node
-            return causal_local_attention_with_summaries(quad_q, quad_k, v, bias.to(quad_q.dtype), block, lin_k)
+            return causal_local_attention_with_summaries(quad_q, quad_k, v, bias.to(quad_q.dtype), block, lin_k,
+                                                         rows)
         return causal_local_attention(quad_q, quad_k, v, bias.to(quad_q.dtype), block), None
     if causal:
         bias = bias.masked_fill(~torch.ones(C, C, dtype=torch.bool, device=bias.device).tril(), float("-inf"))
@@ -171,6 +176,8 @@ def add_global_causal(out: Tensor, lin_q: Tensor, kv: Tensor, count: Tensor, C: 
     else:
         lin_q = lin_q / C
     kv_seen = kv_seen.to(lin_q.dtype).reshape(B * H * G, s, e)
+    if fast_path("global_trim") and _same_dtypes_in_place(out, lin_q) and out.dtype == lin_q.dtype:
+        return add_trimmed_global(out, lin_q, kv_seen, B * H)            # chunk 0 sees no summary: skipped
     if fast_path("lean_global") and _same_dtypes_in_place(out, lin_q):
         return out.baddbmm_(lin_q, kv_seen)                               # no copy of the local part
     return torch.baddbmm(out, lin_q, kv_seen)
