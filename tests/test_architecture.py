@@ -22,7 +22,7 @@ LAYERS = [
     {"layers"},
     {"ops"},
     {"config"},
-    {"files", "meter"},
+    {"files", "meter", "signals"},
     {"errors"},
 ]
 

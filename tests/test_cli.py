@@ -264,18 +264,18 @@ def test_ctrl_c_inside_start_up_is_held_until_it_ends():
     import threading
     import time
 
-    from flashgau import cli
+    from flashgau.signals import ctrl_c_held
 
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signals reach the main thread only")
     before, finished = signal.getsignal(signal.SIGINT), []
     with pytest.raises(KeyboardInterrupt):
-        with cli._ctrl_c_held():
+        with ctrl_c_held():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.05)                    # the handler runs here
             finished.append(True)
     assert finished == [True] and signal.getsignal(signal.SIGINT) is before
-    with cli._ctrl_c_held():                    # no Ctrl-C: nothing raised, the handler restored
+    with ctrl_c_held():                         # no Ctrl-C: nothing raised, the handler restored
         pass
     assert signal.getsignal(signal.SIGINT) is before
 

@@ -11,16 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from .errors import ConfigError, FlashgauError
+from .signals import ctrl_c_held, quiet_ctrl_c_at_exit
 
 if TYPE_CHECKING:
     from .training.config import TrainConfig
@@ -132,53 +129,23 @@ def run_train(args: argparse.Namespace) -> int:
 def new_run_config(args: argparse.Namespace) -> TrainConfig:
     """The settings of a new run: the TrainConfig fields and model options given, over those of --config's file,
     TrainConfig's defaults for the rest, but a sample of CLI_SAMPLE_TOKENS where the objective writes text."""
+    from .data.prepared import check_tokenizer_request
     from .flags import given_settings, model_options
     from .tasks import get_task
     from .training.config import TrainConfig
+    from .training.init_from import check_request
     from .training.run_config import merge_settings, read_run_config
 
     given = given_settings(args)
     file = read_run_config(args.config) if args.config else {}
     # the tokenizer and model options typed here must agree with the data and run they name, wherever those are set
     typed = {**{k: file[k] for k in ("data", "init_from") if k in file}, **given}
-    _check_prepared_request(typed)
-    if "init_from" in typed:
-        _check_init_source(typed)
+    check_tokenizer_request(typed)
+    check_request(typed)
     settings = merge_settings(file, given, model_options(args))
     if get_task(settings.get("objective", TrainConfig.objective)).generates:
         settings.setdefault("sample_tokens", CLI_SAMPLE_TOKENS)
     return TrainConfig(**settings)
-
-
-def _check_init_source(given: dict) -> None:
-    """--init-from RUN decides the model and tokenizer: an explicit --arch / --preset / --tokenizer /
-    --bpe-vocab-size that disagrees with RUN's is refused (the library takes RUN's; model options that conflict are
-    refused there)."""
-    from .training.init_from import conflicts, read_init_source
-
-    if not {"arch", "preset", "tokenizer", "bpe_vocab_size"} & set(given):
-        return
-    problem = conflicts(read_init_source(given["init_from"]), given)
-    if problem:
-        raise ConfigError(problem)
-
-
-def _check_prepared_request(given: dict) -> None:
-    """A prepared --data decides the tokenizer: an explicit --tokenizer / --bpe-vocab-size that disagrees is refused
-    (the library takes the folder's silently)."""
-    from .data.prepared import is_prepared, open_prepared
-    from .data.tokenizers import is_tokenizer_file, load_tokenizer_file, tokenizer_digest
-
-    if not is_prepared(given.get("data")) or not {"tokenizer", "bpe_vocab_size"} & set(given):
-        return
-    tok = open_prepared(given["data"]).tokenizer
-    asked = given.get("tokenizer", tok.kind)
-    same = (tokenizer_digest(load_tokenizer_file(asked)) == tokenizer_digest(tok) if is_tokenizer_file(asked)
-            else asked == tok.kind and given.get("bpe_vocab_size", tok.vocab_size) == tok.vocab_size)
-    if not same:
-        raise ConfigError(f"--data {given['data']} was prepared with its own tokenizer ({tok.kind}, "
-                          f"V={tok.vocab_size}); leave out --tokenizer / --bpe-vocab-size, or prepare the text again "
-                          "with them")
 
 
 # --------------------------------------------------------------------------------------------------- prepare
@@ -414,7 +381,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     flashgau`), a Ctrl-C after the command is done (while Python shuts down) ends the process at once with 130."""
     command = "flashgau"
     try:
-        with _ctrl_c_held():            # start-up: torch's C++ import code aborts the process if interrupted
+        with ctrl_c_held():            # start-up: torch's C++ import code aborts the process if interrupted
             import torch  # noqa: F401
             args = build_parser().parse_args(argv)
             command = f"flashgau {args.command}"
@@ -430,38 +397,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     finally:
         if argv is None:
-            _quiet_ctrl_c_at_exit()
-
-
-@contextmanager
-def _ctrl_c_held():
-    """Hold a Ctrl-C (SIGINT) that arrives inside the block and raise it as KeyboardInterrupt when the block ends."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if held:
-        raise KeyboardInterrupt
-
-
-def _quiet_ctrl_c_at_exit() -> None:
-    """From here on a Ctrl-C ends the process at once with status 130, instead of a KeyboardInterrupt traceback from
-    an exit handler of torch's. (In Python's last moments of shutdown, after it has put back the system's own
-    handler, a Ctrl-C ends the process by the signal, which a shell reports as 130 too.)"""
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def leave(signum, frame):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(130)
-
-    signal.signal(signal.SIGINT, leave)
+            quiet_ctrl_c_at_exit()
 
 
 def _report(command: str, err: FlashgauError) -> None:

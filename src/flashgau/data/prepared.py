@@ -51,10 +51,11 @@ from typing import Optional, Union
 
 import torch
 
-from ..errors import CorpusError, TokenizerError
+from ..errors import ConfigError, CorpusError, TokenizerError
 from ..files import TEMPORARY, atomic_write
 from .batching import TokenDocuments
-from .tokenizers import Tokenizer, tokenizer_from_dict
+from .tokenizers import (Tokenizer, is_tokenizer_file, load_tokenizer_file, tokenizer_digest,
+                         tokenizer_from_dict)
 
 FORMAT = "flashgau-prepared"
 VERSION = 1
@@ -94,6 +95,22 @@ def is_prepared(path: Union[str, Path, None]) -> bool:
     except (OSError, UnicodeDecodeError):
         return False
     return f'"format": "{FORMAT}"' in head
+
+
+def check_tokenizer_request(given: dict) -> None:
+    """A prepared `given["data"]` decides the tokenizer: a tokenizer or bpe_vocab_size in `given` (the settings a
+    user typed, on the command line or in a --config file) that disagrees with the folder's is a ConfigError (the
+    library itself takes the folder's)."""
+    if not is_prepared(given.get("data")) or not {"tokenizer", "bpe_vocab_size"} & set(given):
+        return
+    tok = open_prepared(given["data"]).tokenizer
+    asked = given.get("tokenizer", tok.kind)
+    same = (tokenizer_digest(load_tokenizer_file(asked)) == tokenizer_digest(tok) if is_tokenizer_file(asked)
+            else asked == tok.kind and given.get("bpe_vocab_size", tok.vocab_size) == tok.vocab_size)
+    if not same:
+        raise ConfigError(f"--data {given['data']} was prepared with its own tokenizer ({tok.kind}, "
+                          f"V={tok.vocab_size}); leave out --tokenizer / --bpe-vocab-size, or prepare the text again "
+                          "with them")
 
 
 def refuse_prepared_as_text(path: Path) -> None:

@@ -153,6 +153,17 @@ def read_init_source(path: Union[str, Path]) -> InitSource:
                       weights=weights, step=step)
 
 
+def check_request(given: dict) -> None:
+    """--init-from RUN decides the model and tokenizer: an arch, preset, tokenizer or bpe_vocab_size in `given` (the
+    settings a user typed, on the command line or in a --config file) that disagrees with RUN's is a ConfigError
+    (the library itself takes RUN's; model options that conflict are refused by `InitSource.settle`)."""
+    if "init_from" not in given or not {"arch", "preset", "tokenizer", "bpe_vocab_size"} & set(given):
+        return
+    problem = conflicts(read_init_source(given["init_from"]), given)
+    if problem:
+        raise ConfigError(problem)
+
+
 def conflicts(source: InitSource, given: dict) -> Optional[str]:
     """The first setting of `given` (TrainConfig fields given on the command line) that disagrees with the source
     run's model or tokenizer, as a message; None when all agree."""
