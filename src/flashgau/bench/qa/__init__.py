@@ -1,4 +1,5 @@
-"""`flashgau bench qa`: the paper's TriviaQA table (reference §8.2) on flashgau's stand-in task, "who speaks this
+"""`flashgau bench qa`: the paper's TriviaQA table (with `--task passkey`, `multikey16`, ... the same question on a
+retrieval task instead: bench/qa/retrieval.py) (reference §8.2) on flashgau's stand-in task, "who speaks this
 line?" (docs/qa.md): six rows, each pre-trained as a language model and then fine-tuned on the QA task, for equal
 seconds of training steps, at one context; scored on the held-out plays.
 
@@ -59,6 +60,14 @@ ROWS: tuple[Row, ...] = (
     Row("FLASH, s = 512 + first-to-all", "flash-s512-first-to-all", "flash", 4,
         {"chunk_size": QA_CHUNK, "first_to_all": True}),
 )
+# Two more rows of the retrieval tasks (bench/qa/retrieval.py): FLASH at the preset's own s, and FLASH s = 512 with
+# its global (linear) part off.
+RETRIEVAL_ROWS: tuple[Row, ...] = (
+    Row("FLASH, s = 128 (the preset's)", "flash-s128", "flash", 1, {"chunk_size": QA_CHUNK}),
+    Row("FLASH, s = 512, local only", "flash-s512-local", "flash", 4,
+        {"chunk_size": QA_CHUNK, "mixed_chunk_parts": "local"}),
+)
+WHO_SPEAKS = "who-speaks"
 # The tiny preset's Transformer+ has one layer and copying from far back takes two at least (induction), so the rows
 # are small-preset models; at 512 bytes, 150 + 300 s buy 110-380 pre-training and 230-880 fine-tuning steps of 4,096
 # tokens per row on a 2-core CPU, by arch (docs/qa.md has what that buys).
@@ -97,9 +106,19 @@ class QASettings:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ...tasks.retrieval import TASKS as RETRIEVAL_TASKS
+
     D, Q = DEFAULTS, QUICK
-    p.add_argument("--rows", nargs="+", choices=[r.slug for r in ROWS], default=None, metavar="ROW",
-                   help=f"rows to train (default: all: {' '.join(r.slug for r in ROWS)})")
+    p.add_argument("--task", default=WHO_SPEAKS, choices=[WHO_SPEAKS, *(t.name for t in RETRIEVAL_TASKS)],
+                   help="who-speaks (pre-training then fine-tuning; the default) or a retrieval task (passkey, "
+                   "multikey4/16/64, each also -first: trained from scratch, docs/qa.md)")
+    p.add_argument("--rows", nargs="+", choices=[r.slug for r in ROWS + RETRIEVAL_ROWS], default=None,
+                   metavar="ROW", help=f"rows to train (default: all: {' '.join(r.slug for r in ROWS)}; a "
+                   f"retrieval task adds {' '.join(r.slug for r in RETRIEVAL_ROWS)})")
+    p.add_argument("--seconds", type=float, default=None, metavar="S", help="a retrieval task: seconds of training "
+                   "steps per row (default: 600)")
+    p.add_argument("--init-std", type=float, default=None, metavar="STD", help="a retrieval task: init_std of "
+                   "every row (default: 0.1)")
     p.add_argument("--preset", default=None, help=f"model size (default: {D['preset']})")
     p.add_argument("--context", type=int, default=None, metavar="T", help="context of pre-training and "
                    f"fine-tuning (default: {D['context']}; --quick: {Q['context']})")
@@ -110,7 +129,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    f"per row (default: {D['finetune_seconds']:g})")
     p.add_argument("--batch-tokens", type=int, default=None, metavar="N", help="tokens per step, both phases "
                    f"(default: {D['batch_tokens']})")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of pre-training (default: 2e-3)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of pre-training, or of a retrieval "
+                   "task's runs (default: 2e-3)")
     p.add_argument("--finetune-lr", type=float, default=2e-3, help="peak learning rate of fine-tuning "
                    "(default: 2e-3)")
     p.add_argument("--warmup-steps", type=int, default=20, help="warm-up steps of each phase, at most a fifth of it "
@@ -194,6 +214,15 @@ def run(args: argparse.Namespace) -> int:
     from ...training.checkpoint import CHECKPOINT_NAME
     from .report import build_report, markdown, plot
 
+    if getattr(args, "task", WHO_SPEAKS) != WHO_SPEAKS:
+        from . import retrieval
+
+        chosen = args.rows or [r.slug for r in ROWS + RETRIEVAL_ROWS]
+        return retrieval.run(args, [r for r in ROWS + RETRIEVAL_ROWS if r.slug in chosen])
+    extra = sorted(set(args.rows or ()) & {r.slug for r in RETRIEVAL_ROWS})
+    if extra:
+        raise ConfigError(f"row(s) {', '.join(extra)} belong to the retrieval tasks; give --task passkey (or "
+                          "another retrieval task) or leave them out")
     s = settings_from_args(args)
     out = common.results_folder(args.out, torch.device(s.device))
     stem = "qa-quick" if s.quick else "qa"
