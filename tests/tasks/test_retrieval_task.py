@@ -94,28 +94,33 @@ def test_a_context_too_short_for_the_facts_is_refused(train_docs):
 
 
 class Oracle(torch.nn.Module):
-    """Logits that put all weight on `answer(input_ids, position)` (None: token 0)."""
+    """Logits 30 on `answer(input_ids, position)` (None: token 0), and 40 on `above` where it is given."""
 
-    def __init__(self, answer, chunk):
+    def __init__(self, answer, chunk, above=None):
         super().__init__()
         self.w = torch.nn.Parameter(torch.zeros(1))
         self.config = SimpleNamespace(chunk_size=chunk)
-        self.answer = answer
+        self.answer, self.above = answer, above
 
     def forward(self, input_ids, attention_mask=None):
         logits = torch.zeros(*input_ids.shape, 256)
         for r in range(input_ids.shape[0]):
             for p in range(input_ids.shape[1]):
                 logits[r, p, self.answer(input_ids[r], p) or 0] = 30.0
+        if self.above is not None:
+            logits[..., self.above] = 40.0
         return SimpleNamespace(logits=logits + self.w)
 
 
 def test_the_score_of_a_model_that_knows_and_of_one_that_writes_one_value(heldout_docs):
     held = get_task("multikey4").heldout(heldout_docs, TOK, T)
     labels = {tuple(e.ids[:-1]): pack([e]).labels[0] for e in held.examples}
-    knows = held.evaluate(Oracle(lambda ids, p: int(labels[tuple(ids.tolist())][p]) if
-                                 labels[tuple(ids.tolist())][p] >= 0 else 0, 64), limit=40)
-    assert knows.accuracy == 100.0 and knows.questions == 160 and knows.windows == 40 and not knows.all_windows
+    def answer(ids, p):
+        return max(0, int(labels[tuple(ids.tolist())][p]))
+
+    knows = held.evaluate(Oracle(answer, 64), limit=40)
+    assert knows.accuracy == knows.greedy == 100.0 and knows.questions == 160 and knows.windows == 40
+    assert not knows.all_windows
     assert sum(knows.counts) == 160 and knows.chunk == 64 and knows.loss < 1e-6
     assert all(acc in (None, 100.0) for acc, _ in knows.by_distance().values())
     frequent = retrieval.floors([held.examples[j] for j in held.selection(40).tolist()])["most_frequent_value"]
@@ -124,6 +129,9 @@ def test_the_score_of_a_model_that_knows_and_of_one_that_writes_one_value(heldou
     constant = held.evaluate(Oracle(lambda ids, p: TOK.encode(value)[0], 64), limit=40)
     assert constant.accuracy == pytest.approx(frequent) == pytest.approx(knows.floor_frequent)
     assert "random fact's value" in constant.describe() and "4+ chunks back" in constant.report()
+    # a model that writes a training value first but ranks the right held-out value above the other held-out ones
+    biased = held.evaluate(Oracle(answer, 64, above=TOK.encode(retrieval.TRAIN_VALUES[0])[0]), limit=40)
+    assert biased.greedy == 0.0 and biased.accuracy == 100.0
 
 
 def test_a_tiny_run_end_to_end(small_corpus, tmp_path):

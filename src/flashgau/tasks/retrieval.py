@@ -17,12 +17,16 @@ bytes).
   drawn (exact resume); rank r of W processes takes examples r, r + W, ... of each step's share.
 - Held-out: HELDOUT_EXAMPLES examples drawn with a fixed seed from the held-out documents with held-out keys and
   values: they depend on the held-out text, the tokenizer, T and the task, never on the run or the model.
-- Score: the answer loss (teacher forcing; `loss`), and the accuracy of the model's likeliest next token at each
-  question (the answer is one token, so this is greedy decoding's exact match), in all and by distance between
-  the fact and the question in chunks of the model's `chunk_size` (FLASH's C; for the other archs the preset's
-  value, which a comparison should set alike): in the question's own chunk, 1-2 chunks back, 3 back, 4 or more
-  back. Beside it the floors on the same questions: a random held-out value, the most frequent answer, and the
-  value of a random fact of the example (data/retrieval.py: floors).
+- Score: the answer loss (teacher forcing; `loss`); the accuracy (`accuracy`): the held-out value the model finds
+  likeliest at each question (the argmax of its next-token logits over the held-out values only) against the
+  answer, in all and by distance between the fact and the question in chunks of the model's `chunk_size`
+  (FLASH's C; for the other archs the preset's value, which a comparison should set alike): in the question's
+  own chunk, 1-2 chunks back, 3 back, 4 or more back; and `greedy`, the accuracy of the likeliest next token over
+  the whole vocabulary (greedy decoding's exact match). The held-out values are never an answer in training, so
+  a model learns to write training values only (greedy then reads 0, whatever it found); the accuracy asks which
+  held-out value it prefers, which only reading the fact can decide. Beside them the floors on the same
+  questions: a random held-out value, the most frequent answer, and the value of a random fact of the example
+  (data/retrieval.py: floors).
 
 Shapes: B batch, T tokens, V vocabulary.
 """
@@ -112,7 +116,8 @@ class RetrievalStream:
 @dataclass
 class RetrievalScore(Score):
     loss: float                       # mean nats per answer (teacher forcing)
-    accuracy: float                   # percent of questions whose likeliest next token is the value
+    accuracy: float                   # percent of questions whose likeliest held-out value is the answer
+    greedy: float                     # percent of questions whose likeliest next token (any) is the answer
     same_chunk: Optional[float]       # the same by distance (None: no question at that distance)
     near: Optional[float]             # 1-2 chunks back
     three_back: Optional[float]       # 3 chunks back
@@ -128,13 +133,16 @@ class RetrievalScore(Score):
     windows: int                      # examples scored
     all_windows: bool = True
 
-    RECORD = {"heldout_loss": "loss", "heldout_accuracy": "accuracy", "heldout_same_chunk": "same_chunk",
-              "heldout_near": "near", "heldout_three_back": "three_back", "heldout_far": "far"}
-    BRIEF = "answer loss {loss:.4f}, accuracy {accuracy:.1f} ({by_distance})"
-    HEADLINE = "{task}: accuracy {accuracy:.1f} ({by_distance}; floors: {floors})"
-    DESCRIBE = ("answer loss {loss:.4f} nats | accuracy {accuracy:.1f} | {by_distance} | floors: {floors} "
+    RECORD = {"heldout_loss": "loss", "heldout_accuracy": "accuracy", "heldout_greedy": "greedy",
+              "heldout_same_chunk": "same_chunk", "heldout_near": "near", "heldout_three_back": "three_back",
+              "heldout_far": "far"}
+    BRIEF = "answer loss {loss:.4f}, accuracy {accuracy:.1f} ({by_distance}), greedy {greedy:.1f}"
+    HEADLINE = "{task}: accuracy {accuracy:.1f} ({by_distance}; greedy {greedy:.1f}; floors: {floors})"
+    DESCRIBE = ("answer loss {loss:.4f} nats | accuracy {accuracy:.1f} | {by_distance} | greedy {greedy:.1f} | "
+                "floors: {floors} "
                 "({questions:,} questions in {windows:,} examples{subset})")
-    REPORT = ("task: {task}\nanswer loss: {loss:.4f} nats\naccuracy: {accuracy:.2f}\n"
+    REPORT = ("task: {task}\nanswer loss: {loss:.4f} nats\naccuracy (likeliest held-out value): {accuracy:.2f}\n"
+              "greedy (likeliest token): {greedy:.2f}\n"
               "by distance (chunks of {chunk} tokens): {by_distance}\n"
               "floors: {floors}\nquestions: {questions:,}  examples: {windows:,}")
 
@@ -161,6 +169,8 @@ class RetrievalHeldout:
     def __init__(self, task: "RetrievalTask", examples: Sequence[retrieval.RetrievalExample],
                  phrases: retrieval.Phrases) -> None:
         self.task, self.examples, self.phrases = task, list(examples), phrases
+        self.values = sorted(retrieval.HELDOUT_VALUES)
+        self.value_ids = torch.tensor([phrases.value_ids[v] for v in self.values])
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -180,7 +190,7 @@ class RetrievalHeldout:
         dist = dist if dist is not None else Distributed()
         chunk = int(model.config.chunk_size)
         nats, count = 0.0, 0
-        right = [0] * len(retrieval.BUCKETS)
+        right, greedy = [0] * len(retrieval.BUCKETS), 0
         asked = [0] * len(retrieval.BUCKETS)
 
         def batches(rank: int, world_size: int):
@@ -190,21 +200,24 @@ class RetrievalHeldout:
             scored = batch.labels != IGNORE_INDEX
             nats += float(F.cross_entropy(logits[scored], batch.labels[scored], reduction="sum"))
             best = logits.argmax(-1)
+            chosen = logits[..., self.value_ids.to(logits.device)].argmax(-1)
             count += batch.labels.shape[0]
             for r, j in enumerate(batch.index.tolist()):
                 for q in self.examples[j].queries:
                     b = retrieval.BUCKETS.index(retrieval.bucket(q, chunk))
                     asked[b] += 1
-                    right[b] += self.phrases.value_of.get(int(best[r, q.answer_at - 1])) == q.value
-        sums = dist.sum([nats, count, *right, *asked])
-        nats, count = sums[0], int(sums[1])
-        right, asked = [int(x) for x in sums[2:2 + len(right)]], [int(x) for x in sums[2 + len(right):]]
+                    right[b] += self.values[int(chosen[r, q.answer_at - 1])] == q.value
+                    greedy += self.phrases.value_of.get(int(best[r, q.answer_at - 1])) == q.value
+        sums = dist.sum([nats, count, greedy, *right, *asked])
+        nats, count, greedy = sums[0], int(sums[1]), int(sums[2])
+        right, asked = [int(x) for x in sums[3:3 + len(right)]], [int(x) for x in sums[3 + len(right):]]
         questions = sum(asked)
         index = self.selection(limit).tolist()
         floors = retrieval.floors([self.examples[j] for j in index], seed=FLOOR_SEED)
         accs = [100 * r / n if n else None for r, n in zip(right, asked)]
         spec = self.task.spec
         return RetrievalScore(loss=nats / max(questions, 1), accuracy=100 * sum(right) / max(questions, 1),
+                              greedy=100 * greedy / max(questions, 1),
                               same_chunk=accs[0], near=accs[1], three_back=accs[2], far=accs[3], counts=asked,
                               floor_random=floors["random_value"], floor_frequent=floors["most_frequent_value"],
                               floor_fact=floors["random_fact"], chunk=chunk, facts=spec.facts, form=spec.form,

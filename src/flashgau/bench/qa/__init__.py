@@ -25,48 +25,18 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
-from ...config import ModelConfig
 from ...data.qa import TASK_VERSION
 from ...errors import ConfigError
 from ...runtime import resolve_device, resolve_precision
 from .. import common, quality
+from .rows import QA_CHUNK, RETRIEVAL_ROWS, ROWS, Row, model_options  # noqa: F401 (QA_CHUNK: for callers)
 
-QA_CHUNK = 128
-
-
-@dataclass(frozen=True)
-class Row:
-    """One row of the table: `arch` with `model` options on top of the preset; `qk_scale` times the preset's s."""
-
-    label: str
-    slug: str
-    arch: str
-    qk_scale: int = 1
-    model: dict = field(default_factory=dict)
-
-
-ROWS: tuple[Row, ...] = (
-    Row("Transformer+", "transformer+", "transformer+"),
-    Row("Combiner", "combiner", "combiner", model={"combiner_chunk_size": "auto"}),
-    Row("FLASH-Quad, s = 128", "flash-quad-s128", "flash-quad"),
-    Row("FLASH-Quad, s = 512", "flash-quad-s512", "flash-quad", 4),
-    Row("FLASH, s = 512", "flash-s512", "flash", 4, {"chunk_size": QA_CHUNK}),
-    Row("FLASH, s = 512 + first-to-all", "flash-s512-first-to-all", "flash", 4,
-        {"chunk_size": QA_CHUNK, "first_to_all": True}),
-)
-# Two more rows of the retrieval tasks (bench/qa/retrieval.py): FLASH at the preset's own s, and FLASH s = 512 with
-# its global (linear) part off.
-RETRIEVAL_ROWS: tuple[Row, ...] = (
-    Row("FLASH, s = 128 (the preset's)", "flash-s128", "flash", 1, {"chunk_size": QA_CHUNK}),
-    Row("FLASH, s = 512, local only", "flash-s512-local", "flash", 4,
-        {"chunk_size": QA_CHUNK, "mixed_chunk_parts": "local"}),
-)
 WHO_SPEAKS = "who-speaks"
 # The tiny preset's Transformer+ has one layer and copying from far back takes two at least (induction), so the rows
 # are small-preset models; at 512 bytes, 150 + 300 s buy 110-380 pre-training and 230-880 fine-tuning steps of 4,096
@@ -163,15 +133,6 @@ def settings_from_args(args) -> QASettings:
         finetune_lr=args.finetune_lr, warmup_steps=args.warmup_steps, precision=o["precision"],
         precision_reason=resolve_precision(o["precision"], device).describe(), eval_windows=args.eval_windows,
         data=args.data, quick=bool(args.quick), device=str(device), rows=list(args.rows or [r.slug for r in ROWS]))
-
-
-def model_options(row: Row, s: QASettings) -> dict:
-    """The row's ModelConfig options at the settings' preset and context (s scaled from the preset's own)."""
-    options = dict(row.model)
-    if row.qk_scale != 1:
-        base = ModelConfig.for_context(s.preset, arch=row.arch, context=s.context).qk_dim
-        options["qk_dim"] = base * row.qk_scale
-    return options
 
 
 def phase_config(row: Row, seed: int, s: QASettings, folder: Path, phase: str):

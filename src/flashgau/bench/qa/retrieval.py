@@ -30,6 +30,7 @@ from ...data.retrieval import BUCKETS, TASK_VERSION
 from ...errors import ConfigError
 from ...runtime import resolve_device, resolve_precision
 from .. import common, quality
+from .rows import QA_CHUNK, model_options
 
 RETRIEVAL_DEFAULTS = dict(preset="tiny", context=512, seconds=600.0, seeds=(0, 1), batch_tokens=8192,
                           precision="auto")
@@ -88,8 +89,6 @@ def settings_from_args(args, rows) -> RetrievalSettings:
 def row_config(row, seed: int, s: RetrievalSettings, folder: Path):
     """The TrainConfig of a row's run on the task."""
     from ...training.config import TrainConfig
-    from . import QA_CHUNK, model_options
-
     model = {"chunk_size": QA_CHUNK, **model_options(row, s), "init_std": s.init_std}
     return TrainConfig(arch=row.arch, preset=s.preset, objective=s.task, context=s.context, time_budget=s.seconds,
                        time_budget_covers="training", batch_tokens=s.batch_tokens,
@@ -161,6 +160,7 @@ def build_report(store, s: RetrievalSettings, rows) -> dict:
         table.append(dict(row=row.slug, label=row.label, arch=row.arch, seeds=[r["seed"] for r in runs],
                           params=runs[0]["num_parameters"], steps=[r["steps"] for r in runs],
                           step_seconds=[r["step_seconds"] for r in runs], accuracy=[x["accuracy"] for x in f],
+                          greedy=[x["greedy"] for x in f],
                           **{name: [x[name] for x in f] for name in FIELDS}, counts=f[0]["counts"],
                           floor_random=f[0]["floor_random"], floor_frequent=f[0]["floor_frequent"],
                           floor_fact=f[0]["floor_fact"], facts=f[0]["facts"], questions=f[0]["questions"]))
@@ -184,8 +184,6 @@ def _fmt(xs) -> str:
 
 
 def markdown(rep: dict) -> str:
-    from . import QA_CHUNK
-
     s, rows = rep["settings"], rep["rows"]
     lines = [f"# Retrieval, {s['task']} ({s['preset']} preset, {common.fmt_ctx(s['context'])} context, "
              f"{s['device']})", "",
@@ -196,7 +194,10 @@ def markdown(rep: dict) -> str:
              f"Each row: {s['seconds']:g} s of training steps from scratch, {s['batch_tokens']:,} tokens per step, "
              f"peak lr {s['lr']:g}, init_std {s['init_std']:g} for every row, precision {s['precision_reason']}, "
              f"seeds {', '.join(map(str, s['seeds']))} (mean ± half-range). Distances are in chunks of {QA_CHUNK} "
-             "tokens of absolute position between the fact's value and the token that reads the answer.", ""]
+             "tokens of absolute position between the fact's value and the token that reads the answer. **accuracy**: "
+             "the held-out value the model finds likeliest is the answer (by distance in the next columns); "
+             "**greedy**: its likeliest token of all is (held-out values are never a training answer, so a model "
+             "that reads the fact may still write a training value).", ""]
     if rows:
         r0 = rows[0]
         floors = f"a random value {r0['floor_random']:.1f}, the most frequent value {r0['floor_frequent']:.1f}"
@@ -205,9 +206,10 @@ def markdown(rep: dict) -> str:
         lines += [f"Floors on these {r0['questions']} questions: {floors}. Questions by distance: "
                   + ", ".join(f"{b} {n}" for b, n in zip(BUCKETS, r0["counts"])) + ".", ""]
     table = [[r["label"], f"{r['params']:,}", _fmt(r["accuracy"]), *[_fmt(r[name]) for name in FIELDS],
+              _fmt(r["greedy"]),
               f"{_mean(r['steps']):.0f}", f"{_mean(r['step_seconds']):.3f}",
               "–" if r["latency_reduction"] is None else f"{r['latency_reduction']:.2f}×"] for r in rows]
-    lines += common.md_table(["Model", "params", "accuracy", *BUCKETS, "steps", "s per step",
+    lines += common.md_table(["Model", "params", "accuracy", *BUCKETS, "greedy", "steps", "s per step",
                               "latency reduction"], table)
     lines += ["", "## Run environment", ""]
     for env in rep["env"]:
