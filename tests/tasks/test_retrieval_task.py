@@ -1,8 +1,8 @@
-"""The retrieval tasks (passkey, multi-key): the objectives' names, labels on the answers only, training examples
-from the training documents with training keys and values and held-out ones from the held-out documents with
-held-out ones, the training stream's determinism and exact resume, the score of a model that knows every answer
-and of one that always writes one value (the most-frequent floor), and a tiny end-to-end run with `eval`
-repeating its score."""
+"""The retrieval tasks (passkey, multi-key): the objectives' names, labels on the answers only, training examples from
+the training documents with training keys and held-out ones from the held-out documents with held-out keys, the
+training stream's determinism and exact resume, the score of a model that knows every answer and of one that always
+writes one value (the most-frequent floor), and a tiny end-to-end run with `eval` repeating its score.
+"""
 
 from types import SimpleNamespace
 
@@ -48,13 +48,13 @@ def test_the_objectives_and_their_specs():
         get_task("multikey8")
 
 
-def test_heldout_examples_come_from_heldout_text_keys_and_values(heldout_docs, split):
+def test_heldout_examples_come_from_heldout_text_and_keys(heldout_docs, split):
     held = get_task("multikey4").heldout(heldout_docs, TOK, T)
     assert len(held) == 200
     train_text = "".join(d.text for d in split.train)
     for ex in held.examples[:40]:
         assert len(ex.ids) == T + 1 and len(ex.queries) == 4
-        assert all(k in retrieval.keys("heldout") and v in retrieval.HELDOUT_VALUES for k, v in ex.facts)
+        assert all(k in retrieval.keys("heldout") and v in retrieval.VALUES for k, v in ex.facts)
         text = TOK.decode(ex.ids)
         pieces = [p for p in text.split("\n") if len(p) > 60 and "The key of the" not in p]
         for piece in pieces[:2]:                            # filler lines are held-out text, absent from training
@@ -71,9 +71,11 @@ def test_training_stream_labels_answers_only_and_resumes_exactly(train_docs):
     assert first.num_targets == 4
     for r in range(4):
         (pos,) = (first.labels[r] != IGNORE_INDEX).nonzero().flatten().tolist()
+        key = TOK.decode(first.input_ids[r, :pos + 1].tolist()).split("The key of the ")[-1].split(" ")[0]
+        assert key in retrieval.keys("train")
         assert TOK.decode(first.input_ids[r, :pos + 1].tolist()).endswith(" is ")
         value = TOK.decode([int(first.labels[r, pos])])
-        assert value in retrieval.TRAIN_VALUES
+        assert value in retrieval.VALUES
         assert f" is {value}.\n" in TOK.decode(first.input_ids[r].tolist())      # the fact is in the text
     state = stream.state_dict()
     second = stream.next_batch(4)
@@ -124,13 +126,13 @@ def test_the_score_of_a_model_that_knows_and_of_one_that_writes_one_value(heldou
     assert sum(knows.counts) == 160 and knows.chunk == 64 and knows.loss < 1e-6
     assert all(acc in (None, 100.0) for acc, _ in knows.by_distance().values())
     frequent = retrieval.floors([held.examples[j] for j in held.selection(40).tolist()])["most_frequent_value"]
-    value = max(retrieval.HELDOUT_VALUES, key=lambda v: sum(q.value == v for j in held.selection(40).tolist()
+    value = max(retrieval.VALUES, key=lambda v: sum(q.value == v for j in held.selection(40).tolist()
                                                             for q in held.examples[j].queries))
     constant = held.evaluate(Oracle(lambda ids, p: TOK.encode(value)[0], 64), limit=40)
     assert constant.accuracy == pytest.approx(frequent) == pytest.approx(knows.floor_frequent)
     assert "random fact's value" in constant.describe() and "4+ chunks back" in constant.report()
-    # a model that writes a training value first but ranks the right held-out value above the other held-out ones
-    biased = held.evaluate(Oracle(answer, 64, above=TOK.encode(retrieval.TRAIN_VALUES[0])[0]), limit=40)
+    # a model that writes another token first but ranks the right value above the other values
+    biased = held.evaluate(Oracle(answer, 64, above=TOK.encode("z")[0]), limit=40)
     assert biased.greedy == 0.0 and biased.accuracy == 100.0
 
 

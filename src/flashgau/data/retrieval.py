@@ -22,10 +22,12 @@ Everything is built in token ids, so lengths and distances are exact for any tok
 - keys are made-up two-syllable words (KEYS: none is an English word of the plays, so no fact is known
   beforehand).
 
-Held out: keys and values are split once (`keys(side)`, `values(side)`; side "train" or "heldout") and never
-shared: a training example uses training keys and values only, a scored one held-out keys and values only, and
-its filler comes from the held-out documents (the caller passes each side's documents, the run's split of whole
-plays).
+Held out: the keys are split once (`keys(side)`; side "train" or "heldout") and never shared: a training example
+uses training keys and the training documents, a scored one held-out keys and the held-out documents (the caller
+passes each side's documents, the run's split of whole plays), so no fact of the scoring set was seen in training.
+The values are the same 36 on both sides, drawn uniformly and independently per fact: a value never written as a
+training answer is one a small model trained from scratch never learns to write (measured, docs/qa.md: the same
+checkpoint scored 82% on held-out plays and keys with training values, and chance with values held out too).
 
 Distances. Each fact is inserted into the filler with `back` filler tokens after it, drawn log-uniformly between 0
 and the filler's length (every scale of distance is drawn as often, so short and long distances are both
@@ -46,9 +48,7 @@ from typing import Callable, Sequence
 
 from .tokenizers import Tokenizer
 
-VALUES = string.digits + string.ascii_uppercase          # 36 one-character values
-HELDOUT_VALUES = VALUES[::3]                             # 12 of them (0 3 6 9 C F I L O R U X) only ever scored
-TRAIN_VALUES = "".join(v for v in VALUES if v not in HELDOUT_VALUES)
+VALUES = string.digits + string.ascii_uppercase          # 36 one-character values, of both sides
 _ONSETS = "bdfgklmnprstvz"
 _VOWELS = "aeiou"
 FACT = "\nThe key of the {key} is "
@@ -56,8 +56,8 @@ FACT_END = ".\n"
 QUESTION = "What is the key of the {key}?\n"
 ANSWER_PREFIX = "\nAnswer: "
 FORMS = ("after", "first")
-# bumped whenever the same seed draws other examples (saved benchmark runs name it)
-TASK_VERSION = 1
+# bumped whenever the same seed draws other examples (saved benchmark runs name it): 2, values shared by both sides
+TASK_VERSION = 2
 
 
 @lru_cache(maxsize=None)
@@ -76,12 +76,6 @@ def keys(side: str) -> tuple[str, ...]:
     """The keys of a side ("train" or "heldout"): disjoint, 4,900 words in all (about 980 held out)."""
     _check_side(side)
     return tuple(k for k in _all_keys() if is_heldout_key(k) == (side == "heldout"))
-
-
-def values(side: str) -> str:
-    """The values of a side: TRAIN_VALUES or HELDOUT_VALUES."""
-    _check_side(side)
-    return HELDOUT_VALUES if side == "heldout" else TRAIN_VALUES
 
 
 def _check_side(side: str) -> None:
@@ -201,12 +195,11 @@ def overhead(spec: RetrievalSpec, facts: Sequence[tuple[str, str]], asked: Seque
 
 def make_example(rng: random.Random, spec: RetrievalSpec, context: int, side: str, phrases: Phrases,
                  filler: Callable[[random.Random, int], Sequence[int]]) -> RetrievalExample:
-    """An example of `context` (T) inputs: keys and values of `side`, `filler(rng, n)` giving n filler tokens (a
+    """An example of `context` (T) inputs: keys of `side`, `filler(rng, n)` giving n filler tokens (a
     window of a document of the same side), each fact `back` log-uniformly drawn (module docstring), the asked
     facts drawn among them. A ValueError when the facts and questions leave no room for filler."""
-    pool_keys, pool_values = keys(side), values(side)
-    chosen = rng.sample(pool_keys, spec.facts)
-    facts = [(k, rng.choice(pool_values)) for k in chosen]
+    chosen = rng.sample(keys(side), spec.facts)
+    facts = [(k, rng.choice(VALUES)) for k in chosen]
     asked = rng.sample(range(spec.facts), spec.asked)
     n = context + 1 - overhead(spec, facts, asked, phrases)
     if n < 1:
@@ -246,15 +239,14 @@ def accuracy(predicted: Sequence[str], queries: Sequence[Query], chunk: int) -> 
     return {name: (100 * right / count if count else None, count) for name, (right, count) in hits.items()}
 
 
-def floors(examples: Sequence[RetrievalExample], *, seed: int = 0, side: str = "heldout") -> dict:
-    """Accuracy (percent) of answers that do not read the facts that are asked, on the same queries: a random value
-    of the side, the most frequent value of the queries (the best constant answer), and the value of a random
+def floors(examples: Sequence[RetrievalExample], *, seed: int = 0) -> dict:
+    """Accuracy (percent) of answers that do not read the facts that are asked, on the same queries: a random value,
+    the most frequent value of the queries (the best constant answer), and the value of a random
     fact of the example (knows to copy a value, not which)."""
     rng = random.Random(seed)
     queries = [(e, q) for e in examples for q in e.queries]
     if not queries:
         raise ValueError("no queries to score")
-    pool = values(side)
     counts: dict[str, int] = {}
     for _, q in queries:
         counts[q.value] = counts.get(q.value, 0) + 1
@@ -263,7 +255,7 @@ def floors(examples: Sequence[RetrievalExample], *, seed: int = 0, side: str = "
     def pct(answers) -> float:
         return 100 * sum(a == q.value for a, (_, q) in zip(answers, queries)) / len(queries)
 
-    return {"random_value": pct([rng.choice(pool) for _ in queries]),
+    return {"random_value": pct([rng.choice(VALUES) for _ in queries]),
             "most_frequent_value": pct([frequent] * len(queries)),
             "random_fact": pct([rng.choice(e.facts)[1] for e, _ in queries])}
 

@@ -13,20 +13,18 @@ the labels are -100 but at the answers. K = 64 needs a context of about 2K byte 
 bytes).
 
 - Training: example i of the stream is drawn with its own generator, seeded with (the task, the run's seed, i),
-  from the training documents with training keys and values; the stream's state is the number of examples
+  from the training documents with training keys; the stream's state is the number of examples
   drawn (exact resume); rank r of W processes takes examples r, r + W, ... of each step's share.
-- Held-out: HELDOUT_EXAMPLES examples drawn with a fixed seed from the held-out documents with held-out keys and
-  values: they depend on the held-out text, the tokenizer, T and the task, never on the run or the model.
-- Score: the answer loss (teacher forcing; `loss`); the accuracy (`accuracy`): the held-out value the model finds
-  likeliest at each question (the argmax of its next-token logits over the held-out values only) against the
-  answer, in all and by distance between the fact and the question in chunks of the model's `chunk_size`
-  (FLASH's C; for the other archs the preset's value, which a comparison should set alike): in the question's
-  own chunk, 1-2 chunks back, 3 back, 4 or more back; and `greedy`, the accuracy of the likeliest next token over
-  the whole vocabulary (greedy decoding's exact match). The held-out values are never an answer in training, so
-  a model learns to write training values only (greedy then reads 0, whatever it found); the accuracy asks which
-  held-out value it prefers, which only reading the fact can decide. Beside them the floors on the same
-  questions: a random held-out value, the most frequent answer, and the value of a random fact of the example
-  (data/retrieval.py: floors).
+- Held-out: HELDOUT_EXAMPLES examples drawn with a fixed seed from the held-out documents with held-out keys: they
+  depend on the held-out text, the tokenizer, T and the task, never on the run or the model.
+- Score: the answer loss (teacher forcing; `loss`); the accuracy (`accuracy`): the value the model finds likeliest
+  at each question (the argmax of its next-token logits over the 36 values) against the answer, in all and by
+  distance between the fact and the question in chunks of the model's `chunk_size` (FLASH's C; for the other
+  archs the preset's value, which a comparison should set alike): in the question's own chunk, 1-2 chunks back,
+  3 back, 4 or more back; and `greedy`, the accuracy of the likeliest next token of all (greedy decoding's exact
+  match; below the accuracy only while the model still writes other tokens after " is "). Beside them the floors
+  on the same questions: a random value, the most frequent answer, and the value of a random fact of the
+  example (data/retrieval.py: floors).
 
 Shapes: B batch, T tokens, V vocabulary.
 """
@@ -116,14 +114,14 @@ class RetrievalStream:
 @dataclass
 class RetrievalScore(Score):
     loss: float                       # mean nats per answer (teacher forcing)
-    accuracy: float                   # percent of questions whose likeliest held-out value is the answer
+    accuracy: float                   # percent of questions whose likeliest value is the answer
     greedy: float                     # percent of questions whose likeliest next token (any) is the answer
     same_chunk: Optional[float]       # the same by distance (None: no question at that distance)
     near: Optional[float]             # 1-2 chunks back
     three_back: Optional[float]       # 3 chunks back
     far: Optional[float]              # 4 or more chunks back
     counts: list                      # questions in each of the four buckets
-    floor_random: float               # a random held-out value
+    floor_random: float               # a random value
     floor_frequent: float             # the most frequent answer, always
     floor_fact: float                 # the value of a random fact of the example
     chunk: int                        # the chunk length of the buckets (the model's chunk_size)
@@ -141,7 +139,7 @@ class RetrievalScore(Score):
     DESCRIBE = ("answer loss {loss:.4f} nats | accuracy {accuracy:.1f} | {by_distance} | greedy {greedy:.1f} | "
                 "floors: {floors} "
                 "({questions:,} questions in {windows:,} examples{subset})")
-    REPORT = ("task: {task}\nanswer loss: {loss:.4f} nats\naccuracy (likeliest held-out value): {accuracy:.2f}\n"
+    REPORT = ("task: {task}\nanswer loss: {loss:.4f} nats\naccuracy (likeliest value): {accuracy:.2f}\n"
               "greedy (likeliest token): {greedy:.2f}\n"
               "by distance (chunks of {chunk} tokens): {by_distance}\n"
               "floors: {floors}\nquestions: {questions:,}  examples: {windows:,}")
@@ -169,7 +167,7 @@ class RetrievalHeldout:
     def __init__(self, task: "RetrievalTask", examples: Sequence[retrieval.RetrievalExample],
                  phrases: retrieval.Phrases) -> None:
         self.task, self.examples, self.phrases = task, list(examples), phrases
-        self.values = sorted(retrieval.HELDOUT_VALUES)
+        self.values = sorted(retrieval.VALUES)
         self.value_ids = torch.tensor([phrases.value_ids[v] for v in self.values])
 
     def __len__(self) -> int:
