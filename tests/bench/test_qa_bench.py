@@ -84,3 +84,32 @@ def test_every_row_is_a_valid_model_at_the_default_settings(parse):
     from flashgau.data.qa import TASK_VERSION
     old_key = s.key(qa.ROWS[0], 0).replace(f"-task{TASK_VERSION}", "")
     assert old_key != s.key(qa.ROWS[0], 0) and f"-task{TASK_VERSION}" in s.key(qa.ROWS[0], 0)
+
+
+@pytest.mark.slow
+def test_a_retrieval_task_trains_each_row_from_scratch_and_reports_accuracy_by_distance(tmp_path, small_corpus,
+                                                                                         parse):
+    args = _args(parse, tmp_path, small_corpus, "--task", "passkey", "--seconds", 1, "--rows", "transformer+",
+                 "flash-s512-local")
+    assert qa.run(args) == 0
+    runs = tmp_path / "runs" / "retrieval-passkey-quick"
+    saved = {p.name: json.loads(p.read_text()) for p in runs.glob("*.json")}
+    assert len(saved) == 2 and not list(runs.rglob("checkpoint.pt"))
+    local = next(r for name, r in saved.items() if "flash-s512-local" in name)
+    assert local["train_config"]["objective"] == "passkey" and local["train_config"]["init_from"] is None
+    assert local["model_config"]["mixed_chunk_parts"] == "local" and local["model_config"]["init_std"] == 0.1
+    assert local["model_config"]["chunk_size"] == qa.QA_CHUNK
+    rep = json.loads((tmp_path / "retrieval-passkey-quick.json").read_text())
+    rows = {r["row"]: r for r in rep["rows"]}
+    assert rows["transformer+"]["latency_reduction"] == pytest.approx(1.0)
+    assert sum(rows["flash-s512-local"]["counts"]) == rows["flash-s512-local"]["questions"] == 200
+    assert 0 <= rows["flash-s512-local"]["accuracy"][0] <= 100
+    md = (tmp_path / "retrieval-passkey-quick.md").read_text()
+    assert "| FLASH, s = 512, local only |" in md and "4+ chunks back" in md
+    assert qa.run(_args(parse, tmp_path, small_corpus, "--task", "passkey", "--seconds", 1, "--rows",
+                        "transformer+", "--report-only")) == 0
+
+
+def test_retrieval_rows_are_refused_on_the_who_speaks_task(tmp_path, small_corpus, parse):
+    with pytest.raises(ConfigError, match="flash-s512-local belong to the retrieval tasks"):
+        qa.run(_args(parse, tmp_path, small_corpus, "--rows", "flash-s512-local"))

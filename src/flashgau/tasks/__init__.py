@@ -6,6 +6,9 @@ its metric.
     mlm   masked language modelling (mlm.py): bidirectional, BERT corruption, masked-token loss and accuracy
     qa    question answering, who speaks this line (qa.py): causal, loss on the answer tokens, exact match and F1 of
           greedy answers; usually fine-tuned from a language model (--init-from)
+    passkey, multikey4/16/64 (and each with -first)
+          retrieval (retrieval.py): K facts "The key of the <key> is <value>." in a play, a question after the text
+          (or before it: -first), loss and accuracy of the one-token answer by distance
 
     from flashgau.tasks import get_task
     task = get_task("mlm")              # task.causal is False; task.tokenizer(ByteTokenizer()).vocab_size == 257
@@ -16,13 +19,15 @@ from .base import HeldoutSet, Score, Task, TrainingStream
 from .lm import LMTask
 from .mlm import MLMTask
 from .qa import QATask
+from .retrieval import RetrievalTask
+from .retrieval import TASKS as RETRIEVAL_TASKS
 
-TASKS: dict[str, Task] = {task.name: task for task in (LMTask(), MLMTask(), QATask())}
+TASKS: dict[str, Task] = {task.name: task for task in (LMTask(), MLMTask(), QATask(), *RETRIEVAL_TASKS)}
 OBJECTIVES = tuple(TASKS)
 
 
 def get_task(objective: str) -> Task:
-    """The task of an objective name ("lm", "mlm", "qa"); a ConfigError naming the choices otherwise."""
+    """The task of an objective name ("lm", "mlm", "qa", "passkey", ...); a ConfigError naming the choices otherwise."""
     try:
         return TASKS[objective]
     except (KeyError, TypeError):
@@ -30,4 +35,4 @@ def get_task(objective: str) -> Task:
 
 
 __all__ = ["TASKS", "OBJECTIVES", "get_task", "Task", "TrainingStream", "HeldoutSet", "Score", "LMTask", "MLMTask",
-           "QATask"]
+           "QATask", "RetrievalTask"]

@@ -69,7 +69,9 @@ class TrainConfig:
         "(BERT corruption: 15% of the tokens chosen, 80% masked, 10% random, 10% kept; loss on the chosen ones; the "
         "tokenizer gains a mask token; fill masks with `flashgau fill`); qa: who speaks this line, a causal model "
         "trained on the answer tokens and scored by greedy answers (exact match, F1), usually with --init-from a "
-        "language model (docs/qa.md)", choices=OBJECTIVES)
+        "language model (docs/qa.md); passkey, multikey4/16/64 (each also -first: the question before the text): "
+        "retrieval of facts hidden in a play, a causal model scored by the accuracy of its one-token answers by "
+        "distance (docs/qa.md)", choices=OBJECTIVES)
     context: int = _setting(512, "tokens per window", metavar="T")
     steps: Optional[int] = _setting(None, "number of optimizer steps")
     time_budget: Optional[float] = _setting(

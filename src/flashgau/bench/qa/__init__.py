@@ -1,4 +1,5 @@
-"""`flashgau bench qa`: the paper's TriviaQA table (reference §8.2) on flashgau's stand-in task, "who speaks this
+"""`flashgau bench qa`: the paper's TriviaQA table (with `--task passkey`, `multikey16`, ... the same question on a
+retrieval task instead: bench/qa/retrieval.py) (reference §8.2) on flashgau's stand-in task, "who speaks this
 line?" (docs/qa.md): six rows, each pre-trained as a language model and then fine-tuned on the QA task, for equal
 seconds of training steps, at one context; scored on the held-out plays.
 
@@ -24,41 +25,19 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
-from ...config import ModelConfig
 from ...data.qa import TASK_VERSION
 from ...errors import ConfigError
 from ...runtime import resolve_device, resolve_precision
 from .. import common, quality
+from .rows import QA_CHUNK, RETRIEVAL_ROWS, ROWS, Row, model_options  # noqa: F401 (QA_CHUNK: for callers)
 
-QA_CHUNK = 128
-
-
-@dataclass(frozen=True)
-class Row:
-    """One row of the table: `arch` with `model` options on top of the preset; `qk_scale` times the preset's s."""
-
-    label: str
-    slug: str
-    arch: str
-    qk_scale: int = 1
-    model: dict = field(default_factory=dict)
-
-
-ROWS: tuple[Row, ...] = (
-    Row("Transformer+", "transformer+", "transformer+"),
-    Row("Combiner", "combiner", "combiner", model={"combiner_chunk_size": "auto"}),
-    Row("FLASH-Quad, s = 128", "flash-quad-s128", "flash-quad"),
-    Row("FLASH-Quad, s = 512", "flash-quad-s512", "flash-quad", 4),
-    Row("FLASH, s = 512", "flash-s512", "flash", 4, {"chunk_size": QA_CHUNK}),
-    Row("FLASH, s = 512 + first-to-all", "flash-s512-first-to-all", "flash", 4,
-        {"chunk_size": QA_CHUNK, "first_to_all": True}),
-)
+WHO_SPEAKS = "who-speaks"
 # The tiny preset's Transformer+ has one layer and copying from far back takes two at least (induction), so the rows
 # are small-preset models; at 512 bytes, 150 + 300 s buy 110-380 pre-training and 230-880 fine-tuning steps of 4,096
 # tokens per row on a 2-core CPU, by arch (docs/qa.md has what that buys).
@@ -97,9 +76,19 @@ class QASettings:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ...tasks.retrieval import TASKS as RETRIEVAL_TASKS
+
     D, Q = DEFAULTS, QUICK
-    p.add_argument("--rows", nargs="+", choices=[r.slug for r in ROWS], default=None, metavar="ROW",
-                   help=f"rows to train (default: all: {' '.join(r.slug for r in ROWS)})")
+    p.add_argument("--task", default=WHO_SPEAKS, choices=[WHO_SPEAKS, *(t.name for t in RETRIEVAL_TASKS)],
+                   help="who-speaks (pre-training then fine-tuning; the default) or a retrieval task (passkey, "
+                   "multikey4/16/64, each also -first: trained from scratch, docs/qa.md)")
+    p.add_argument("--rows", nargs="+", choices=[r.slug for r in ROWS + RETRIEVAL_ROWS], default=None,
+                   metavar="ROW", help=f"rows to train (default: all: {' '.join(r.slug for r in ROWS)}; a "
+                   f"retrieval task adds {' '.join(r.slug for r in RETRIEVAL_ROWS)})")
+    p.add_argument("--seconds", type=float, default=None, metavar="S", help="a retrieval task: seconds of training "
+                   "steps per row (default: 600)")
+    p.add_argument("--init-std", type=float, default=None, metavar="STD", help="a retrieval task: init_std of "
+                   "every row (default: 0.1)")
     p.add_argument("--preset", default=None, help=f"model size (default: {D['preset']})")
     p.add_argument("--context", type=int, default=None, metavar="T", help="context of pre-training and "
                    f"fine-tuning (default: {D['context']}; --quick: {Q['context']})")
@@ -110,7 +99,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    f"per row (default: {D['finetune_seconds']:g})")
     p.add_argument("--batch-tokens", type=int, default=None, metavar="N", help="tokens per step, both phases "
                    f"(default: {D['batch_tokens']})")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of pre-training (default: 2e-3)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of pre-training, or of a retrieval "
+                   "task's runs (default: 2e-3)")
     p.add_argument("--finetune-lr", type=float, default=2e-3, help="peak learning rate of fine-tuning "
                    "(default: 2e-3)")
     p.add_argument("--warmup-steps", type=int, default=20, help="warm-up steps of each phase, at most a fifth of it "
@@ -143,15 +133,6 @@ def settings_from_args(args) -> QASettings:
         finetune_lr=args.finetune_lr, warmup_steps=args.warmup_steps, precision=o["precision"],
         precision_reason=resolve_precision(o["precision"], device).describe(), eval_windows=args.eval_windows,
         data=args.data, quick=bool(args.quick), device=str(device), rows=list(args.rows or [r.slug for r in ROWS]))
-
-
-def model_options(row: Row, s: QASettings) -> dict:
-    """The row's ModelConfig options at the settings' preset and context (s scaled from the preset's own)."""
-    options = dict(row.model)
-    if row.qk_scale != 1:
-        base = ModelConfig.for_context(s.preset, arch=row.arch, context=s.context).qk_dim
-        options["qk_dim"] = base * row.qk_scale
-    return options
 
 
 def phase_config(row: Row, seed: int, s: QASettings, folder: Path, phase: str):
@@ -194,6 +175,15 @@ def run(args: argparse.Namespace) -> int:
     from ...training.checkpoint import CHECKPOINT_NAME
     from .report import build_report, markdown, plot
 
+    if getattr(args, "task", WHO_SPEAKS) != WHO_SPEAKS:
+        from . import retrieval
+
+        chosen = args.rows or [r.slug for r in ROWS + RETRIEVAL_ROWS]
+        return retrieval.run(args, [r for r in ROWS + RETRIEVAL_ROWS if r.slug in chosen])
+    extra = sorted(set(args.rows or ()) & {r.slug for r in RETRIEVAL_ROWS})
+    if extra:
+        raise ConfigError(f"row(s) {', '.join(extra)} belong to the retrieval tasks; give --task passkey (or "
+                          "another retrieval task) or leave them out")
     s = settings_from_args(args)
     out = common.results_folder(args.out, torch.device(s.device))
     stem = "qa-quick" if s.quick else "qa"
