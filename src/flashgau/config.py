@@ -61,6 +61,7 @@ PAPER: dict[str, Any] = dict(
     rope_fraction=1.0,            # RoPE over all s dims of q and k
     token_shift=0.0,              # not in the paper
     init="normal", init_std=0.02,  # N(0, 0.02) everywhere
+    embed_init_std=None,          # the embedding too (init_std)
     dropout=0.0,
     tie_embeddings=True,          # not stated by the paper; flashgau's choice
     attention_precision="auto",   # not stated (TPU runs)
@@ -133,12 +134,15 @@ class ModelConfig:
                      autocast: the relu^2 scores, weights and A.v; the chunk summaries and counts stay fp32).
                      "fp32": those scores, weights and products run in fp32 under autocast too (the
                      projections stay in the autocast dtype). Not in the paper (TPU runs, precision unstated).
-    init:            initialisation of the Linear weights (the embedding, the GAU scale gamma and the position
-                     tables are always N(0, init_std), biases and offsets 0). "normal": N(0, init_std) for every
-                     weight (the paper's). "scaled": as "normal", but the output projection of every residual
-                     branch (GAU to_out, attention out, MLP/GLU output) gets init_std / sqrt(R), R the number of
-                     residual branches (n_layers for GAU archs, 2 n_layers for Transformer archs): GPT-2's
-                     scaling. "fan_in": N(0, 1/fan_in) for every Linear weight (LeCun normal).
+    init:            initialisation of the Linear weights (the GAU scale gamma and the position tables are always
+                     N(0, init_std), the embedding N(0, embed_init_std), biases and offsets 0). "normal": N(0,
+                     init_std) for every weight (the paper's). "scaled": as "normal", but the output projection of
+                     every residual branch (GAU to_out, attention out, MLP/GLU output) gets init_std / sqrt(R), R
+                     the number of residual branches (n_layers for GAU archs, 2 n_layers for Transformer archs):
+                     GPT-2's scaling. "fan_in": N(0, 1/fan_in) for every Linear weight (LeCun normal).
+    embed_init_std:  std of the token embedding's normal init; None: init_std (the paper's 0.02). With
+                     tie_embeddings the same table is the output head, so a large std means large initial logits;
+                     untied, 1.0 is PyTorch's nn.Embedding default and lucidrains' (docs/model_options.md).
     rope_fraction:   share of each query/key width that RoPE rotates (GAU's s, a head's width for attention
                      archs), rounded to an even count; the first channels rotate, the rest pass unrotated. 1.0 is
                      the paper (all s dims); lucidrains' FLASH rotates 32 of 128 (0.25); 0 turns RoPE off.
@@ -204,6 +208,7 @@ class ModelConfig:
     tie_embeddings: bool = True
     dropout: float = 0.0
     init_std: float = 0.02
+    embed_init_std: Optional[float] = None
     random_features: int = 256
     feature_redraw_interval: int = 1000
     attention_precision: str = "auto"
@@ -250,6 +255,8 @@ class ModelConfig:
              f"ffn_dim must be None or a positive integer, got {self.ffn_dim!r}")
         need(_is_number(self.dropout) and 0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}")
         need(_is_number(self.init_std) and self.init_std > 0, f"init_std must be > 0, got {self.init_std!r}")
+        need(self.embed_init_std is None or (_is_number(self.embed_init_std) and self.embed_init_std > 0),
+             f"embed_init_std must be None (init_std) or > 0, got {self.embed_init_std!r}")
         need(_is_int(self.feature_redraw_interval) and self.feature_redraw_interval >= 0,
              f"feature_redraw_interval must be an integer >= 0 (0: never), got {self.feature_redraw_interval!r}")
         need(_is_number(self.rope_fraction) and 0.0 <= self.rope_fraction <= 1.0,

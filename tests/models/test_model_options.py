@@ -88,6 +88,24 @@ def test_init_schemes_draw_the_documented_stds(arch):
     assert all(torch.equal(a, b) for a, b in zip(default.state_dict().values(), stds["fan_in"].state_dict().values()))
 
 
+def test_embed_init_std_draws_the_embedding_alone():
+    """embed_init_std sets the token embedding's std (None: init_std, the default and the paper's); every other
+    weight is drawn as before, number for number."""
+    from flashgau import LanguageModel, ModelConfig
+
+    models = {}
+    for std in (None, 1.0):
+        torch.manual_seed(0)
+        models[std] = LanguageModel(ModelConfig.preset("small", n_layers=2, tie_embeddings=False, embed_init_std=std))
+    assert ModelConfig.preset("small").embed_init_std is None and ModelConfig.paper("small").embed_init_std is None
+    assert models[None].embed.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert models[1.0].embed.weight.std().item() == pytest.approx(1.0, rel=0.05)
+    rest = [(n, p) for n, p in models[None].state_dict().items() if n != "embed.weight"]
+    assert all(torch.equal(p, models[1.0].state_dict()[n]) for n, p in rest)
+    with pytest.raises(ValueError, match="embed_init_std"):
+        ModelConfig(embed_init_std=0.0)
+
+
 # ---------------------------------------------------------------------------------------------------- RoPE share
 
 

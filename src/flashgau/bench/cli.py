@@ -5,9 +5,9 @@ A benchmark module (see bench/__init__.py) exposes add_arguments(parser) and run
 only when their subcommand runs (or its parser is built), and `decode` is registered only when bench/decode.py
 exists. The commands of their own (OWN_COMMANDS) are not part of `all`: `scaling` starts torchrun runs that take
 every core or GPU, `qa` trains twelve runs, and the probes (`profile-step`, `perf-fastpath`, `compile-cost`,
-`copy-probe`, `data-scale`) each answer one question about this machine or a trained run. A module's subcommand is
-its name with "-" for "_". Hook into the top-level parser with `add_arguments(parser)` + `run(args)` (the shape of
-flashgau.cli's commands).
+`copy-probe`, `data-scale`, `learn-parity`) each answer one question about this machine or a trained run. A module's
+subcommand is its name with "-" for "_". Hook into the top-level parser with `add_arguments(parser)` + `run(args)`
+(the shape of flashgau.cli's commands).
 """
 
 from __future__ import annotations
@@ -39,11 +39,13 @@ HELP = {
     "compile_cost": "what torch.compile costs and gains for a training step here (the figures behind --compile "
                     "auto)",
     "copy_probe": "does a trained run copy from its context? loss of a held-out passage and of its repeat",
+    "learn_parity": "flashgau's FLASH and lucidrains' FLASH-pytorch trained side by side by one plain loop: held-out "
+                    "loss after the first steps, one difference at a time",
     "data_scale": "flashgau prepare throughput and memory on a synthetic corpus of GBs, and training starts on it",
     "all": "every benchmark in turn (--quick: a reduced version in a few minutes)",
 }
 OWN_COMMANDS = ("scaling", "qa", "profile_step", "perf_fastpath", "compile_cost", "copy_probe",
-                "data_scale")     # benchmarks that `all` does not run
+                "data_scale", "learn_parity")     # benchmarks that `all` does not run
 
 
 def available() -> list[str]:
