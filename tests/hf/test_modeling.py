@@ -348,3 +348,24 @@ def test_hidden_states_are_the_tensors_of_the_pass_and_carry_gradients(build):
         h.retain_grad()
     out.logits.flatten()[0].backward()
     assert all(h.grad is not None for h in out.hidden_states[:-1])    # the last one (normed) is beside the head
+
+
+def test_a_config_json_of_an_earlier_flashgau_keeps_the_defaults_it_was_saved_with(tmp_path):
+    """A field missing from a saved config.json (written before the field existed) reads as the value it had then
+    (config.DEFAULTS_BEFORE), not today's default: the folder's model does not change."""
+    import json
+
+    from flashgau.config import DEFAULTS_BEFORE
+    from flashgau.hf import FlashgauConfig
+
+    cfg = FlashgauConfig.from_model_config(ModelConfig.preset("tiny", arch="flash", vocab_size=64))
+    cfg.save_pretrained(tmp_path)
+    data = json.loads((tmp_path / "config.json").read_text())
+    for name in DEFAULTS_BEFORE:
+        data.pop(name)
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    old = FlashgauConfig.from_pretrained(tmp_path)
+    assert {name: getattr(old, name) for name in DEFAULTS_BEFORE} == DEFAULTS_BEFORE
+    assert old.to_model_config().token_shift == 0.0                 # FLASH without token shift, as it was saved
+    assert FlashgauConfig().to_model_config().token_shift == ModelConfig().token_shift == 0.5   # today's default
+    assert FlashgauConfig().init == ModelConfig().init != DEFAULTS_BEFORE["init"]

@@ -41,6 +41,14 @@ class FlashgauConfig(PretrainedConfig):
         super().__init__(**kwargs)
 
     @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs) -> "FlashgauConfig":
+        """A config.json read back (from_pretrained, AutoConfig): its ModelConfig fields as ModelConfig.from_dict
+        reads a saved config, so a folder written by an earlier flashgau, without a field whose default has changed
+        since (config.DEFAULTS_BEFORE), keeps the model it was saved with."""
+        saved = {name: config_dict[name] for name in MODEL_FIELDS if name in config_dict}
+        return super().from_dict({**config_dict, **ModelConfig.from_dict(saved).to_dict()}, **kwargs)
+
+    @classmethod
     def from_model_config(cls, config: ModelConfig, **kwargs) -> "FlashgauConfig":
         """The HF config of a flashgau ModelConfig; kwargs set HF fields (pad_token_id, use_cache, ...)."""
         return cls(**config.to_dict(), **kwargs)
