@@ -2,7 +2,8 @@
 
 1. `analytic_flops(cfg, batch, context)`: matrix-multiply FLOPs (2 per multiply-add) of one training step =
    3 x the forward pass (backward = 2 x forward), for the archs whose math is written out here. Convention:
-   FLOPs the implementation executes in matmuls. Causal softmax attention (torch SDPA's fused CPU kernel skips the
+   FLOPs the plain forms execute in matmuls (FLASH's causal_blocks and global_trim fast paths skip part of its
+   local square and of its global part: bench/speed/memory.py counts with them off to check these formulas). Causal softmax attention (torch SDPA's fused CPU kernel skips the
    blocks above the diagonal) counts half of the T x T products; relu^2 attention (FLASH-Quad, FLASH's local part)
    computes the full square and masks it, so it counts the full square. Elementwise work (norms, activations,
    relu^2, masks, RoPE, softmax, optimizer) is not counted: it is the part MFU charges for.

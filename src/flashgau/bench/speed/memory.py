@@ -6,8 +6,10 @@ memory: the peak is the resident-set high-water mark (VmHWM, reset through /proc
 minus the resident set before the model was built. On a CUDA device it runs in this process: the peak is
 torch.cuda.max_memory_allocated during the step minus the memory allocated before the model was built. Either way
 it counts weights, gradients, AdamW state, activations and workspace: what the step needs beyond the process. The
-same step runs under FlopCounterMode, giving a counted FLOP total beside the analytic one (bench/flops.py; with
-activation checkpointing, the "checkpointed" series, the count includes the recomputed forward).
+step runs once more under FlopCounterMode with the fast paths that skip work off (SKIPPING_FAST_PATHS: the plain
+forms, whose matmul FLOPs bench/flops.py's formulas count), giving a counted FLOP total beside the analytic one
+that checks the formulas (with activation checkpointing, the "checkpointed" series, the count includes the
+recomputed forward).
 """
 
 from __future__ import annotations
@@ -23,9 +25,13 @@ from pathlib import Path
 import torch
 
 from ...model import LanguageModel
+from ...ops import fastpath
 from ..flops import flop_counter
 from .measure import make_step
 from .plan import Group, SpeedSettings, model_config
+
+# fast paths that skip matmul work of the plain form (bench/flops.py counts the plain forms' FLOPs)
+SKIPPING_FAST_PATHS = ("causal_blocks", "global_trim")
 
 
 class ResidentSet:
@@ -90,10 +96,11 @@ def step_memory(spec: dict, meter) -> dict:
         gc.collect()
         steady = meter.now()
         resettable = meter.reset_peak()
-        counter = flop_counter()
-        with counter:
-            step()
+        step()
         peak = meter.peak()
+        counter = flop_counter()
+        with counter, fastpath.plain(*SKIPPING_FAST_PATHS):    # the plain forms, whose FLOPs flops.py counts
+            step()
         out[arch] = dict(peak_bytes=peak - before if resettable else None, steady_bytes=steady - before,
                          activation_bytes=peak - steady if resettable else None,
                          counted_flops=int(counter.get_total_flops()))
