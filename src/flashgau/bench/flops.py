@@ -3,9 +3,10 @@
 1. `analytic_flops(cfg, batch, context)`: matrix-multiply FLOPs (2 per multiply-add) of one training step =
    3 x the forward pass (backward = 2 x forward), for the archs whose math is written out here. Convention:
    FLOPs the plain forms execute in matmuls (FLASH's causal_blocks and global_trim fast paths skip part of its
-   local square and of its global part: bench/speed/memory.py counts with them off to check these formulas). Causal softmax attention (torch SDPA's fused CPU kernel skips the
-   blocks above the diagonal) counts half of the T x T products; relu^2 attention (FLASH-Quad, FLASH's local part)
-   computes the full square and masks it, so it counts the full square. Elementwise work (norms, activations,
+   local square and of its global part: bench/speed/memory.py counts with them off to check these formulas).
+   Causal softmax attention (torch SDPA's fused CPU kernel skips the blocks above the diagonal) counts half of the
+   T x T products; relu^2 attention (FLASH-Quad, FLASH's local part) in its plain form computes the full square and
+   masks it, so it counts the full square. Elementwise work (norms, activations,
    relu^2, masks, RoPE, softmax, optimizer) is not counted: it is the part MFU charges for.
 
    Per token and layer (d width, e = 2d, s query/key width, C chunk, T context, h GLU hidden, f MLP hidden,
