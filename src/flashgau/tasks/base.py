@@ -51,6 +51,34 @@ class TrainingStream(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
+class ExampleStream:
+    """A training stream of generated examples numbered 0, 1, ... in the run's one order: of a step's batch of B
+    per process, process `rank` of `world_size` takes every world_size-th, so N processes draw what one would.
+    Subclasses give `batch(indices)`; the state a checkpoint keeps is how many examples were drawn."""
+
+    def __init__(self, *, rank: int = 0, world_size: int = 1) -> None:
+        self.rank, self.world_size = rank, world_size
+        self.drawn = 0                       # examples of the run's one stream drawn so far (all processes)
+
+    def batch(self, indices: list[int]) -> Batch:
+        raise NotImplementedError
+
+    def next_batch(self, batch_size: int) -> Batch:
+        W = self.world_size
+        indices = [self.drawn + j * W + self.rank for j in range(batch_size)]
+        self.drawn += batch_size * W
+        return self.batch(indices)
+
+    def state_dict(self) -> dict:
+        return {"examples_drawn": self.drawn}
+
+    def load_state_dict(self, state: dict) -> None:
+        drawn = state["examples_drawn"]
+        if not isinstance(drawn, int) or isinstance(drawn, bool) or drawn < 0:
+            raise ValueError(f"examples_drawn is {drawn!r}")
+        self.drawn = drawn
+
+
 class Score:
     """A held-out score: each task's is a dataclass of its figures, and its class says how they are written, in
     format strings over `metrics()`; every view is then written alike for every task."""

@@ -51,7 +51,7 @@ from ..data.run_data import RunData
 from ..data.tokenizers import Tokenizer
 from ..errors import ConfigError
 from ..runtime import Distributed, Precision
-from .base import Score, Task, eval_mode, shared_logits
+from .base import ExampleStream, Score, Task, eval_mode, shared_logits
 
 HELDOUT_EXAMPLES = 200      # the fixed held-out set
 HELDOUT_SEED = 15           # its examples are drawn with this seed
@@ -164,32 +164,19 @@ def pack(encoded: Sequence[Encoded], context: int) -> Batch:
 
 # ------------------------------------------------------------------------------------------------ training
 
-class QAStream:
+class QAStream(ExampleStream):
     """The training examples of a QA run (module docstring): example i drawn by its own seeded generator."""
 
     def __init__(self, plays: qa.Plays, tokenizer: Tokenizer, context: int, chars: int, seed: int, *,
                  rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(rank=rank, world_size=world_size)
         self.plays, self.tokenizer, self.context, self.chars, self.seed = plays, tokenizer, context, chars, seed
-        self.rank, self.world_size = rank, world_size
-        self.drawn = 0                       # examples of the run's one stream drawn so far (all processes)
 
     def example(self, i: int) -> qa.QAExample:
         return self.plays.example(random.Random(f"flashgau qa training {self.seed} {i}"), self.chars)
 
-    def next_batch(self, batch_size: int) -> Batch:
-        W = self.world_size
-        rows = [self.drawn + j * W + self.rank for j in range(batch_size)]
-        self.drawn += batch_size * W
-        return pack([encode_example(self.example(i), self.tokenizer, self.context) for i in rows], self.context)
-
-    def state_dict(self) -> dict:
-        return {"examples_drawn": self.drawn}
-
-    def load_state_dict(self, state: dict) -> None:
-        drawn = state["examples_drawn"]
-        if not isinstance(drawn, int) or isinstance(drawn, bool) or drawn < 0:
-            raise ValueError(f"examples_drawn is {drawn!r}")
-        self.drawn = drawn
+    def batch(self, indices: list[int]) -> Batch:
+        return pack([encode_example(self.example(i), self.tokenizer, self.context) for i in indices], self.context)
 
 
 # ------------------------------------------------------------------------------------------------ held-out

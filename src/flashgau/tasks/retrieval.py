@@ -44,7 +44,7 @@ from ..data.run_data import RunData
 from ..data.tokenizers import Tokenizer
 from ..errors import ConfigError
 from ..runtime import Distributed, Precision
-from .base import Score, Task, shared_logits
+from .base import ExampleStream, Score, Task, shared_logits
 
 HELDOUT_EXAMPLES = 200
 HELDOUT_SEED = 37
@@ -79,36 +79,23 @@ def pack(examples: Sequence[retrieval.RetrievalExample]) -> Batch:
     return Batch(inputs, labels)
 
 
-class RetrievalStream:
+class RetrievalStream(ExampleStream):
     """The training examples of a retrieval run (module docstring)."""
 
     def __init__(self, task: "RetrievalTask", docs: TokenDocuments, tokenizer: Tokenizer, context: int, seed: int, *,
                  rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(rank=rank, world_size=world_size)
         self.task, self.context, self.seed = task, context, seed
         self.phrases = task.phrases(tokenizer)
         self.filler = filler_source(docs, "training")
-        self.rank, self.world_size = rank, world_size
-        self.drawn = 0
         self.example(0)                                            # fails here, before training, if T cannot fit
 
     def example(self, i: int) -> retrieval.RetrievalExample:
         rng = random.Random(f"flashgau retrieval {self.task.name} training {self.seed} {i}")
         return self.task.make(rng, self.context, "train", self.phrases, self.filler)
 
-    def next_batch(self, batch_size: int) -> Batch:
-        W = self.world_size
-        rows = [self.drawn + j * W + self.rank for j in range(batch_size)]
-        self.drawn += batch_size * W
-        return pack([self.example(i) for i in rows])
-
-    def state_dict(self) -> dict:
-        return {"examples_drawn": self.drawn}
-
-    def load_state_dict(self, state: dict) -> None:
-        drawn = state["examples_drawn"]
-        if not isinstance(drawn, int) or isinstance(drawn, bool) or drawn < 0:
-            raise ValueError(f"examples_drawn is {drawn!r}")
-        self.drawn = drawn
+    def batch(self, indices: list[int]) -> Batch:
+        return pack([self.example(i) for i in indices])
 
 
 @dataclass
