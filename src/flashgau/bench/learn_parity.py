@@ -13,7 +13,8 @@ same width, depth, chunk size, s and expansion, its own defaults otherwise), the
 difference to measure:
 
 - `field=value`: a ModelConfig field (flashgau) or a FLASHTransformer argument (lucidrains), e.g.
-  `flashgau+tie_embeddings=False`, `lucidrains+norm_type=layernorm`;
+  `flashgau+tie_embeddings=True`, `flashgau+arch=transformer++`, `lucidrains+norm_type=layernorm` (a change
+  starts at a `+` followed by `name=`, so a value may hold `+`);
 - `tweak=value`: a scale set after the model is built (TWEAKS; both implementations): `emb_std` (the token
   embedding), `gamma_std` (the scale of the query/key maps of z), `bias_std` (the relative position bias table; in
   FLASH-pytorch the table times its fixed scale sqrt(s)), `sinusoid_scale` (the absolute sinusoid's scale),
@@ -30,6 +31,7 @@ import argparse
 import dataclasses
 import inspect
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -98,7 +100,7 @@ def parse_value(text: str) -> Any:
 
 
 def parse_arm(spec: str) -> Arm:
-    impl, *changes = spec.split("+")
+    impl, *changes = re.split(r"\+(?=\w+=)", spec)     # a "+" inside a value (arch=transformer++) stays
     if impl not in IMPLS:
         raise FlashgauError(f"arm {spec!r}: starts with one of {', '.join(IMPLS)}, got {impl!r}")
     settings, tweaks = {}, {}
@@ -117,7 +119,7 @@ def parse_arm(spec: str) -> Arm:
 
 
 def flashgau_model(arm: Arm, preset: str, context: int) -> nn.Module:
-    cfg = ModelConfig.for_context(preset, arch="flash", context=context, **arm.settings)
+    cfg = ModelConfig.for_context(preset, context=context, **{"arch": "flash", **arm.settings})
     return LanguageModel(cfg)
 
 
