@@ -80,7 +80,8 @@ SIZE_FIELDS = ("arch", "vocab_size", "d_model", "n_layers", "causal", "max_seq_l
 PAPER_SUFFIX = "-paper"
 # Fields whose default changed (the ablations' measurements, docs/model_options.md), with the value they had before: a
 # saved config without the field (written before it existed) was made with that value.
-DEFAULTS_BEFORE: dict[str, Any] = dict(token_shift=0.0, init="normal", combiner_pooling="rotated")
+DEFAULTS_BEFORE: dict[str, Any] = dict(token_shift=0.0, init="normal", combiner_pooling="rotated",
+                                       tie_embeddings=True)
 # token_shift=None resolves per arch to the value measured best for it (`flashgau bench ablations --groups
 # defaults token_shift_archs`, small preset, 512, AMD EPYC AVX2; docs/model_options.md has the figures): FLASH 0.10
 # nats lower with it after 60 steps (two seeds); after 100 steps without it Transformer++ is 0.07-0.14 nats lower
@@ -124,7 +125,9 @@ class ModelConfig:
                      train builds with) sets it to the run's context. Also the n of rel_pos="auto" and of the
                      Toeplitz table for flash-quad.
     scaled_sinusoid: add the paper's absolute sinusoid (one learnable scale, init 1/sqrt(d)) to embeddings.
-    tie_embeddings:  share the input embedding and the output head.
+    tie_embeddings:  share the input embedding and the output head (the paper's presets; 0.2.0's default). False
+                     (the default): an untied output Linear, which with embed_init_std's N(0, 1) embedding learns
+                     faster in every plain training loop measured (docs/model_options.md, "Learning speed").
     random_features: m, random features per layer of FAVOR+ ("performer"); a fixed buffer drawn at init.
     feature_redraw_interval: "performer" redraws its random features every this many training-mode forward
                      passes (0: never); never in eval mode or while decoding. See docs/baselines.md.
@@ -140,9 +143,9 @@ class ModelConfig:
                      every residual branch (GAU to_out, attention out, MLP/GLU output) gets init_std / sqrt(R), R
                      the number of residual branches (n_layers for GAU archs, 2 n_layers for Transformer archs):
                      GPT-2's scaling. "fan_in": N(0, 1/fan_in) for every Linear weight (LeCun normal).
-    embed_init_std:  std of the token embedding's normal init; None: init_std (the paper's 0.02). With
-                     tie_embeddings the same table is the output head, so a large std means large initial logits;
-                     untied, 1.0 is PyTorch's nn.Embedding default and lucidrains' (docs/model_options.md).
+    embed_init_std:  std of the token embedding's normal init; None (the default): 1.0 with an untied head
+                     (PyTorch's nn.Embedding default and lucidrains'), init_std with tie_embeddings (the same table
+                     is then the output head, and a large std would mean large initial logits); embedding_std.
     rope_fraction:   share of each query/key width that RoPE rotates (GAU's s, a head's width for attention
                      archs), rounded to an even count; the first channels rotate, the rest pass unrotated. 1.0 is
                      the paper (all s dims); lucidrains' FLASH rotates 32 of 128 (0.25); 0 turns RoPE off.
@@ -205,7 +208,7 @@ class ModelConfig:
     normalizer: str = "fixed"
     quad_norm_len: int = 512
     scaled_sinusoid: bool = True
-    tie_embeddings: bool = True
+    tie_embeddings: bool = False
     dropout: float = 0.0
     init_std: float = 0.02
     embed_init_std: Optional[float] = None
@@ -336,6 +339,13 @@ class ModelConfig:
         if self.rel_pos != "auto":
             return self.rel_pos
         return "toeplitz" if self.attention_span <= 512 else "rope"
+
+    @property
+    def embedding_std(self) -> float:
+        """The std the token embedding is drawn with: embed_init_std, or for None 1.0 untied and init_std tied."""
+        if self.embed_init_std is not None:
+            return self.embed_init_std
+        return self.init_std if self.tie_embeddings else 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -247,7 +247,7 @@ def test_the_unigram_floor_is_the_held_out_cross_entropy_of_training_frequencies
 
 
 def test_flash_against_its_0_1_0_defaults_at_60_steps_and_at_the_end():
-    """The issue-22 lines: the flash-0.1.0 row trains FLASH with flashgau 0.1.0's defaults, and the report compares
+    """The flash-0.1.0 row trains FLASH with flashgau 0.1.0's defaults, and the report compares
     it with FLASH at the end of both series and, at equal steps, after the first 60 steps on the curves."""
     assert quality.VARIANT_ROWS["flash-0.1.0"] == ("flash", quality.TODAY) and "flash-0.1.0" in quality.ROWS
     curve = lambda losses: [dict(step=s, train_time=s / 10, heldout_loss=x) for s, x in zip((50, 70, 100), losses)]  # noqa: E731
@@ -262,6 +262,22 @@ def test_flash_against_its_0_1_0_defaults_at_60_steps_and_at_the_end():
     assert steps["end"] == pytest.approx(-0.1) and steps["early"] == pytest.approx(2.5 - 2.9)
     assert timed["equal_time"] == 8.0 and timed["end"] == pytest.approx((2.4 - 0.4 / 3) - (2.8 - 0.7 / 3))
     assert "after the first 60 steps 2.5000 vs 2.9000 (-0.4000 nats)" in report._before_text(steps)
+
+
+def test_flash_against_each_earlier_release_is_its_own_line():
+    """flash-0.2.0 is FLASH with the tied embedding and head of 0.2.0 (its embedding at init_std); each earlier
+    release's row gets its own comparison line, named by the release."""
+    from flashgau import ModelConfig
+
+    arch, options = quality.VARIANT_ROWS["flash-0.2.0"]
+    cfg = ModelConfig.preset("small", arch=arch, **options)
+    assert arch == "flash" and (cfg.tie_embeddings, cfg.embedding_std) == (True, cfg.init_std)
+    assert quality.TODAY["tie_embeddings"] is True
+    run = lambda name, loss: dict(arch=name, series="steps", context=512, seed=1, steps=100,  # noqa: E731
+                                  final=dict(loss=loss), train_time=10, curve=[])
+    lines = report.against_before([run("flash", 2.0), run("flash-0.2.0", 2.3), run("flash-0.1.0", 2.6)])
+    assert [(b["release"], round(b["end"], 6)) for b in lines] == [("0.2.0", -0.3), ("0.1.0", -0.6)]
+    assert "vs FLASH 0.2.0 2.3000 (-0.3000 nats)" in report._before_text(lines[0])
 
 
 def test_equal_time_rows_from_two_kinds_of_machine_are_flagged_and_equal_steps_are_not(tmp_path, parse, capsys):

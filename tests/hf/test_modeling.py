@@ -193,7 +193,7 @@ def test_set_output_embeddings_replaces_an_untied_head_and_refuses_a_tied_one(bu
     untied.set_output_embeddings(head)
     assert untied.get_output_embeddings() is head and untied.model.head is head
     with pytest.raises(ValueError, match="tie_embeddings"):
-        hf_causal(build("flash")).set_output_embeddings(head)
+        hf_causal(build("flash", tie_embeddings=True)).set_output_embeddings(head)
 
 
 def _padded(lengths, T=8, seed=4):

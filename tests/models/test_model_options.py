@@ -80,7 +80,7 @@ def test_init_schemes_draw_the_documented_stds(arch):
             assert abs(w.std().item() - want) < 0.05 * want, (init, name, w.std().item(), want)
         assert all(m.bias.detach().abs().max().item() == 0 for m in model.modules()
                    if isinstance(m, torch.nn.Linear) and m.bias is not None)
-        assert abs(model.embed.weight.std().item() - cfg.init_std) < 0.05 * cfg.init_std
+        assert abs(model.embed.weight.std().item() - cfg.embedding_std) < 0.05 * cfg.embedding_std
         stds[init] = model
     # the default is fan_in (the ablations' measurement, docs/model_options.md), weight for weight
     torch.manual_seed(0)
@@ -89,19 +89,26 @@ def test_init_schemes_draw_the_documented_stds(arch):
 
 
 def test_embed_init_std_draws_the_embedding_alone():
-    """embed_init_std sets the token embedding's std (None: init_std, the default and the paper's); every other
+    """embed_init_std sets the token embedding's std; None (the default) is 1.0 with an untied head (the default)
+    and init_std with a tied one (the paper's presets, where the table is also the output head). Every other
     weight is drawn as before, number for number."""
     from flashgau import LanguageModel, ModelConfig
 
     models = {}
-    for std in (None, 1.0):
+    for std in (None, 0.5):
         torch.manual_seed(0)
-        models[std] = LanguageModel(ModelConfig.preset("small", n_layers=2, tie_embeddings=False, embed_init_std=std))
-    assert ModelConfig.preset("small").embed_init_std is None and ModelConfig.paper("small").embed_init_std is None
-    assert models[None].embed.weight.std().item() == pytest.approx(0.02, rel=0.05)
-    assert models[1.0].embed.weight.std().item() == pytest.approx(1.0, rel=0.05)
+        models[std] = LanguageModel(ModelConfig.preset("small", n_layers=2, embed_init_std=std))
+    default, paper = ModelConfig.preset("small"), ModelConfig.paper("small")
+    assert default.embed_init_std is None and paper.embed_init_std is None
+    assert (default.tie_embeddings, default.embedding_std) == (False, 1.0)
+    assert (paper.tie_embeddings, paper.embedding_std) == (True, 0.02)
+    assert models[None].embed.weight.std().item() == pytest.approx(1.0, rel=0.05)
+    assert models[0.5].embed.weight.std().item() == pytest.approx(0.5, rel=0.05)
     rest = [(n, p) for n, p in models[None].state_dict().items() if n != "embed.weight"]
-    assert all(torch.equal(p, models[1.0].state_dict()[n]) for n, p in rest)
+    assert all(torch.equal(p, models[0.5].state_dict()[n]) for n, p in rest)
+    torch.manual_seed(0)
+    tied = LanguageModel(ModelConfig.preset("small", n_layers=2, tie_embeddings=True))
+    assert tied.head is None and tied.embed.weight.std().item() == pytest.approx(0.02, rel=0.05)
     with pytest.raises(ValueError, match="embed_init_std"):
         ModelConfig(embed_init_std=0.0)
 

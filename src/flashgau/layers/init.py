@@ -3,8 +3,9 @@
 Layers mark the output projection of each residual branch with `residual_output(linear)`; `init_weights` draws
 every Linear weight and the embedding: N(0, init_std) ("normal", the paper's), with the marked projections at
 init_std / sqrt(R) ("scaled", GPT-2's residual scaling; R = cfg.residual_branches), or N(0, 1/fan_in) for every
-Linear weight ("fan_in"); the embedding N(0, embed_init_std) when that is set. Biases start at 0. Parameters a layer
-draws itself (GAU scale/offset, position tables) keep their own init.
+Linear weight ("fan_in"); the embedding N(0, cfg.embedding_std): 1.0 with an untied head, init_std tied, unless
+embed_init_std sets it. Biases start at 0. Parameters a layer draws itself (GAU scale/offset, position tables) keep
+their own init.
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ def linear_std(cfg: ModelConfig, linear: nn.Linear) -> float:
 
 
 def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
-    """Draw every Linear weight (linear_std) and Embedding weight (N(0, embed_init_std or init_std)); zero every
-    Linear bias."""
-    embed_std = cfg.init_std if cfg.embed_init_std is None else cfg.embed_init_std
+    """Draw every Linear weight (linear_std) and Embedding weight (N(0, cfg.embedding_std)); zero every Linear
+    bias."""
+    embed_std = cfg.embedding_std
     for module in model.modules():
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, 0.0, linear_std(cfg, module))

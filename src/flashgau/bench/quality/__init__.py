@@ -11,11 +11,11 @@ benchmark's options override them. Two series, side by side:
   training time); the loop turns the seconds into a step count by timing its first steps;
 - equal steps (`--steps N`): every arch takes N optimizer steps, hence sees the same tokens.
 
-Archs run interleaved within each (context, seed, series), with one more row, "flash-0.1.0": FLASH with the defaults
-of flashgau 0.1.0 (TODAY), before the ablations' measurements changed them, so that the report shows what the new
-defaults buy at equal steps and equal time. The baselines run with their own settings
-(ARCH_OPTIONS, docs/baselines.md): Performer's causal block of 64 tokens (speed only: its maths is the same at
-every block length), Combiner's chunk of about sqrt(T) (its authors' choice).
+Archs run interleaved within each (context, seed, series), with two more rows that show what the defaults of each
+release buy at equal steps and equal time: "flash-0.1.0", FLASH with the defaults of flashgau 0.1.0 (TODAY), before
+the ablations' measurements changed them, and "flash-0.2.0", FLASH with 0.2.0's tied embedding and head. The
+baselines run with their own settings (ARCH_OPTIONS, docs/baselines.md): Performer's causal block of 64 tokens
+(speed only: its maths is the same at every block length), Combiner's chunk of about sqrt(T) (its authors' choice).
 
 Reported per run: the final held-out loss, perplexity and bits per byte (all held-out windows), and the curve of
 held-out loss (a fixed subset of held-out windows) against training seconds (the time inside optimizer steps) and
@@ -93,9 +93,12 @@ ARCH_OPTIONS: dict[str, dict] = {"performer": {"performer_chunk_size": 64}, "com
 UNIGRAM_MARGIN = 0.05   # nats: a row this close to the unigram floor is flagged
 # The FLASH defaults of flashgau 0.1.0, before the ablations' measurements changed them ("today" there).
 TODAY = dict(token_shift=0.0, init="normal", norm="layernorm", rope_fraction=1.0, rel_pos="auto",
-             linear_normalizer="average")
+             linear_normalizer="average", tie_embeddings=True)
+# The defaults of flashgau 0.2.0, before the learning-speed measurement untied the head (the embedding's std follows:
+# init_std when tied).
+RELEASE_0_2_0 = dict(tie_embeddings=True)
 # Rows that are not an arch: name -> (arch, model options on top of the preset).
-VARIANT_ROWS: dict[str, tuple[str, dict]] = {"flash-0.1.0": ("flash", TODAY)}
+VARIANT_ROWS: dict[str, tuple[str, dict]] = {"flash-0.2.0": ("flash", RELEASE_0_2_0), "flash-0.1.0": ("flash", TODAY)}
 ROWS: tuple[str, ...] = (*ARCHS, *VARIANT_ROWS)
 
 

@@ -19,7 +19,8 @@ from ..common import (ResultStore, env_markdown, environment, fmt_ctx, md_table,
 REFERENCE = "transformer+"      # the paper's speedup column: time to reach its final loss
 BASELINE = "transformer++"      # loss at equal training time is compared against it
 FLASH = "flash"
-FLASH_BEFORE = "flash-0.1.0"    # FLASH with flashgau 0.1.0's defaults (the ablations' "today")
+# rows of FLASH with an earlier release's defaults -> that release (quality.VARIANT_ROWS)
+FLASH_BEFORE = {"flash-0.2.0": "0.2.0", "flash-0.1.0": "0.1.0"}
 EARLY_STEP = 60                 # "after the first 60 steps": the budget of the ablations that chose the defaults
 NAMES = {"transformer+": "Transformer+", "transformer++": "Transformer++"}
 
@@ -122,7 +123,7 @@ def build_report(store: ResultStore, s, floor: Optional[dict] = None) -> dict:
                 mixed_machines=mixed,
                 run_envs=unique((r.get("env", {}) for r in runs), lambda e: e.get("command")),
                 headline=headline(comparisons, s.objective)
-                + [dict(name=f"flash_vs_0.1.0_{b['series']}_{b['context']}_seed" f"{b['seed']}", value=b["end"],
+                + [dict(name=f"flash_vs_{b['release']}_{b['series']}_{b['context']}_seed{b['seed']}", value=b["end"],
                         text=_before_text(b))
                    for b in before if "end" in b])
 
@@ -170,29 +171,30 @@ def interp_loss_at_step(points: list[dict], step: int) -> Optional[float]:
 
 
 def against_before(runs: list[dict]) -> list[dict]:
-    """FLASH (today's defaults) against flash-0.1.0 per (series, context, seed): the final held-out losses (equal
-    steps) or the curves at the shorter training time (equal time), and in the equal-steps series the curves at step
-    EARLY_STEP too."""
+    """FLASH (today's defaults) against each row of FLASH_BEFORE (an earlier release's defaults) per (series,
+    context, seed): the final held-out losses (equal steps) or the curves at the shorter training time (equal time),
+    and in the equal-steps series the curves at step EARLY_STEP too."""
     out = []
     keys = sorted({(r["series"], r["context"], r["seed"]) for r in runs})
-    for x, T, seed in keys:
-        pair = {r["arch"]: r for r in runs if (r["series"], r["context"], r["seed"]) == (x, T, seed)}
-        new, old = pair.get(FLASH), pair.get(FLASH_BEFORE)
-        if not new or not old:
-            continue
-        line = dict(series=x, context=T, seed=seed)
-        if x == "steps":
-            line.update(end=new["final"]["loss"] - old["final"]["loss"], new=new["final"]["loss"],
-                        old=old["final"]["loss"], steps=new["steps"])
-            early = [interp_loss_at_step(r["curve"], EARLY_STEP) for r in (new, old)]
-            if None not in early:
-                line.update(early=early[0] - early[1], early_new=early[0], early_old=early[1])
-        else:
-            t = min(new["train_time"], old["train_time"])
-            la, lb = interp_loss_at(new["curve"], t), interp_loss_at(old["curve"], t)
-            if la is not None and lb is not None:
-                line.update(end=la - lb, new=la, old=lb, equal_time=t)
-        out.append(line)
+    for row, release in FLASH_BEFORE.items():
+        for x, T, seed in keys:
+            pair = {r["arch"]: r for r in runs if (r["series"], r["context"], r["seed"]) == (x, T, seed)}
+            new, old = pair.get(FLASH), pair.get(row)
+            if not new or not old:
+                continue
+            line = dict(series=x, context=T, seed=seed, release=release)
+            if x == "steps":
+                line.update(end=new["final"]["loss"] - old["final"]["loss"], new=new["final"]["loss"],
+                            old=old["final"]["loss"], steps=new["steps"])
+                early = [interp_loss_at_step(r["curve"], EARLY_STEP) for r in (new, old)]
+                if None not in early:
+                    line.update(early=early[0] - early[1], early_new=early[0], early_old=early[1])
+            else:
+                t = min(new["train_time"], old["train_time"])
+                la, lb = interp_loss_at(new["curve"], t), interp_loss_at(old["curve"], t)
+                if la is not None and lb is not None:
+                    line.update(end=la - lb, new=la, old=lb, equal_time=t)
+            out.append(line)
     return out
 
 
@@ -236,7 +238,7 @@ def headline(comparisons: list[dict], objective: str = "lm") -> list[dict]:
 def _before_text(b: dict) -> str:
     at = f"after {b['steps']} steps" if b["series"] == "steps" else f"at equal training time {b['equal_time']:.0f} s"
     text = (f"{fmt_ctx(b['context'])} context, seed {b['seed']}, {at}: FLASH (defaults) {b['new']:.4f} vs FLASH "
-            f"0.1.0 {b['old']:.4f} ({b['end']:+.4f} nats)")
+            f"{b.get('release', '0.1.0')} {b['old']:.4f} ({b['end']:+.4f} nats)")
     if "early" in b:
         text += (f"; after the first {EARLY_STEP} steps {b['early_new']:.4f} vs {b['early_old']:.4f} "
                  f"({b['early']:+.4f} nats)")
@@ -287,7 +289,7 @@ def markdown(rep: dict) -> str:
          "Run environment:", "", *(env_markdown(e) for e in rep["run_envs"][-2:]), ""]
     for T, kinds in rep.get("mixed_machines", {}).items():
         L += [mixed_machines_line(f"Equal time at {fmt_ctx(int(T))}", kinds), ""]
-    L += ["## FLASH against Transformer++" + ("" if mlm else ", and against FLASH with flashgau 0.1.0's defaults"),
+    L += ["## FLASH against Transformer++" + ("" if mlm else ", and against FLASH with earlier releases' defaults"),
           ""] \
         + ([f"- {h['text']}" for h in rep["headline"]] or ["- (FLASH and Transformer++ were not both trained)"]) + [""]
     ctxs = s["contexts"]
