@@ -8,11 +8,11 @@ here), for what tests/hf/test_generate.py does not already cover:
   over the whole sequence (generate re-runs it, documented) where the arch has weights, one ValueError for FLASH.
 - num_return_sequences with sampling (the prompt repeated) and with beam search (distinct, best first).
 - inputs_embeds: refused by name (flashgau embeds its own ids; docs/hugging_face.md).
-- assisted and prompt lookup decoding: refused, as a flashgau cache cannot be cropped (docs/hugging_face.md); the
-  error without a cache argument is transformers' misleading one (xfail, strict: see its reason).
+- assisted and prompt lookup decoding: refused, as a flashgau cache cannot be cropped (docs/hugging_face.md), with or
+  without a cache argument.
 - eos_token_id stops a row and pads it; min_new_tokens holds eos back.
-- pipeline("text-generation") and pipeline("fill-mask") give the same outputs batched with padding as one by one
-  (fill-mask with the tokenizer's default left padding does not: xfail, strict, LEFT_PADDED_MLM says why).
+- pipeline("text-generation") and pipeline("fill-mask") give the same outputs batched with padding as one by one,
+  with padding on either side.
 """
 
 import copy
@@ -200,32 +200,25 @@ ASSISTED = {"assistant": lambda hf: dict(assistant_model=copy.deepcopy(hf)),
             "prompt-lookup": lambda hf: dict(prompt_lookup_num_tokens=2)}
 
 
+@pytest.mark.parametrize("with_cache", [False, True], ids=["no-cache-argument", "cache-argument"])
 @pytest.mark.parametrize("method", ASSISTED)
 @pytest.mark.parametrize("arch", ["flash", "transformer++"])
-def test_assisted_and_prompt_lookup_decoding_are_refused_as_the_cache_cannot_be_cropped(arch, method, build):
+def test_assisted_and_prompt_lookup_decoding_are_refused_as_the_cache_cannot_be_rolled_back(arch, method,
+                                                                                           with_cache, build):
     """Both verify drafted tokens and crop the cache back past the rejected ones. FLASH's state has folded every
     token into running sums and cannot be rolled back; the KV caches of the other archs live in the same
-    FlashgauCache, which crops nothing (is_croppable False), so the refusal is the same for every arch
-    (docs/hugging_face.md: "Assisted and speculative decoding"). Greedy tokens are therefore not compared."""
+    FlashgauCache, which crops nothing (is_croppable False), so generate refuses both for every arch in one line,
+    whether a cache is passed or not (docs/hugging_face.md: "Assisted and speculative decoding"). Greedy tokens are
+    therefore not compared."""
     hf = hf_causal(build(arch))
     prompt = tokens(1, 5).clamp(min=1)
     assert FlashgauCache().is_croppable is False
     with pytest.raises(NotImplementedError, match="cannot be rolled back"):
         FlashgauCache().crop(1)
-    with pytest.raises(ValueError, match="requires a cache that can be cropped"), torch.no_grad():
-        hf.generate(prompt, max_new_tokens=4, do_sample=False, cache=FlashgauCache(), **ASSISTED[method](hf))
-
-
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="without a cache argument transformers 5.25 stops with RuntimeError 'Assisted decoding "
-                   "requires a cache' (the model makes its FlashgauCache only in its first forward pass, and "
-                   "_is_stateful, which transformers 4 read to refuse assisted generation, is read by nothing in 5.25)")
-@pytest.mark.parametrize("method", ASSISTED)
-def test_assisted_and_prompt_lookup_decoding_say_why_without_a_cache_argument(method, build):
-    hf = hf_causal(build("flash"))
-    prompt = tokens(1, 5).clamp(min=1)
-    with pytest.raises(ValueError, match="crop|roll"), torch.no_grad():
-        hf.generate(prompt, max_new_tokens=4, do_sample=False, **ASSISTED[method](hf))
+    cache = dict(cache=FlashgauCache()) if with_cache else {}
+    with pytest.raises(ValueError, match="cannot be rolled back") as err, torch.no_grad():
+        hf.generate(prompt, max_new_tokens=4, do_sample=False, **cache, **ASSISTED[method](hf))
+    assert "\n" not in str(err.value)
 
 
 # ------------------------------------------------------------------ 5. stopping
@@ -305,15 +298,7 @@ def test_text_generation_pipeline_batched_with_padding_equals_one_by_one(arch, b
                                                        for text, ids in zip(TEXTS, one_by_one)]
 
 
-LEFT_PADDED_MLM = ("FlashgauForMaskedLM runs a left-padded row at the column positions of the batch (model.context "
-                   "numbers positions torch.arange(T); the causal LM moves real tokens to the start first, the masked "
-                   "LM does not), so the absolute position embedding and FLASH's chunks see the row shifted: its "
-                   "logits differ from the row alone (max |diff| ~2-3), although the tokenizers pad on the left by "
-                   "default and docs/hugging_face.md says padding may be on either side")
-
-
-@pytest.mark.parametrize("side", ["right", pytest.param("left", marks=pytest.mark.xfail(strict=True,
-                                                                                       reason=LEFT_PADDED_MLM))])
+@pytest.mark.parametrize("side", ["right", "left"])
 @pytest.mark.parametrize("arch", ["flash", "transformer++"])
 def test_fill_mask_pipeline_batched_with_padding_equals_one_by_one(arch, side, build):
     encoder = build(arch, causal=False, vocab_size=257)          # 256 bytes + the mask token

@@ -188,7 +188,9 @@ class FlashgauForCausalLM(FlashgauPreTrainedModel, GenerationMixin):
     sampling, beam search) through flashgau's decoding state in a FlashgauCache."""
 
     causal = True
-    _is_stateful = True             # a state cannot be rolled back: no assisted generation
+    _is_stateful = True             # a state cannot be rolled back: no assisted generation (generate refuses it)
+    # generate's arguments that roll the cache back past rejected draft tokens
+    _ROLLS_BACK = ("assistant_model", "prompt_lookup_num_tokens", "assistant_early_exit")
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
@@ -198,6 +200,18 @@ class FlashgauForCausalLM(FlashgauPreTrainedModel, GenerationMixin):
         super().__init__(config, language_model)
         if not self.model.supports_cache:
             self.generation_config.use_cache = False
+
+    def generate(self, *args, **kwargs):
+        """GenerationMixin.generate, less assisted and prompt-lookup decoding, refused in one line: both verify
+        drafted tokens and roll the cache back past the rejected ones, and a decoding state (FLASH's running chunk
+        sums; every arch's state lives in one FlashgauCache) cannot be rolled back."""
+        config = kwargs.get("generation_config") or self.generation_config
+        for name in self._ROLLS_BACK:
+            if kwargs.get(name) is not None or getattr(config, name, None) is not None:
+                raise ValueError(f"flashgau models do not support {name} (assisted and prompt-lookup decoding): "
+                                 "they roll the cache back past rejected draft tokens, and a flashgau decoding "
+                                 "state cannot be rolled back")
+        return super().generate(*args, **kwargs)
 
     def forward(self, input_ids: Optional[Tensor] = None, attention_mask: Optional[Tensor] = None,
                 labels: Optional[Tensor] = None, cache: Optional[FlashgauCache] = None,
@@ -309,7 +323,8 @@ class FlashgauForCausalLM(FlashgauPreTrainedModel, GenerationMixin):
 
 class FlashgauForMaskedLM(FlashgauPreTrainedModel):
     """A bidirectional flashgau LanguageModel (causal=False) for HF: labels are the targets of their own
-    positions (-100 everywhere but the masked tokens), as HF's masked-LM collator makes them."""
+    positions (-100 everywhere but the masked tokens), as HF's masked-LM collator makes them; padding on either
+    side (each row's real tokens run at positions 0, 1, ... whichever side the tokenizer pads)."""
 
     causal = False
 
@@ -324,16 +339,23 @@ class FlashgauForMaskedLM(FlashgauPreTrainedModel):
         if input_ids is None:
             raise ValueError("input_ids are required")
         want_hidden, want_attentions = self._wanted(output_hidden_states, output_attentions)
-        key_mask = check_inputs(self.model.config, input_ids, attention_mask, labels)
+        check_inputs(self.model.config, input_ids, attention_mask, labels)
+        ids, mask, order = _right_padded(input_ids, attention_mask)   # padding on either side, as the causal LM
+        targets = labels if labels is None or order is None else labels.to(torch.long).gather(1, order)
+        key_mask = check_inputs(self.model.config, ids, mask, targets)
         block_inputs = [] if want_hidden or want_attentions else None
         logits = self.model.logits_from_hidden(
-            self.model.hidden(input_ids, key_mask, layers=self.layers, block_inputs=block_inputs))
-        loss = None if labels is None else LanguageModel.loss(logits, labels, key_mask)
-        mask = None if attention_mask is None else attention_mask != 0
-        loss = None if labels is None else self._scaled(loss, labels, mask, num_items_in_batch)
-        return self._result(MaskedLMOutput(
-            loss=loss, logits=logits, hidden_states=self._hidden_states(block_inputs) if want_hidden else None,
-            attentions=self._attentions(block_inputs, input_ids, key_mask) if want_attentions else None), return_dict)
+            self.model.hidden(ids, key_mask, layers=self.layers, block_inputs=block_inputs))
+        loss = None if targets is None else LanguageModel.loss(logits, targets, key_mask)
+        loss = None if targets is None else self._scaled(loss, targets, mask, num_items_in_batch)
+        attentions = self._attentions(block_inputs, ids, key_mask) if want_attentions else None
+        hidden_states = self._hidden_states(block_inputs) if want_hidden else None
+        if order is not None:
+            logits = _in_input_columns(logits, order)
+            hidden_states = None if hidden_states is None else tuple(_in_input_columns(h, order) for h in hidden_states)
+            attentions = None if attentions is None else tuple(_square_in_input_columns(a, order) for a in attentions)
+        return self._result(MaskedLMOutput(loss=loss, logits=logits, hidden_states=hidden_states,
+                                           attentions=attentions), return_dict)
 
 
 def _right_padded(input_ids: Tensor, attention_mask: Optional[Tensor]):
