@@ -33,9 +33,9 @@ class FlashgauConfig(PretrainedConfig):
             if alias in kwargs:
                 kwargs[name] = kwargs.pop(alias)
         fields = {f.name: kwargs.pop(f.name, f.default) for f in dataclasses.fields(ModelConfig)}
-        ModelConfig(**fields)                       # validate: one clear ConfigError for a bad value
-        for name, value in fields.items():
-            setattr(self, name, value)
+        resolved = ModelConfig(**fields)            # validate: one clear ConfigError for a bad value
+        for name in fields:                         # as resolved (token_shift=None: the arch's value), so that
+            setattr(self, name, getattr(resolved, name))   # config.json reads back as the same config
         self.use_cache = use_cache
         self.pad_token_id, self.bos_token_id, self.eos_token_id = pad_token_id, bos_token_id, eos_token_id
         super().__init__(**kwargs)
