@@ -9,7 +9,7 @@ ModelConfig, ARCHS, LanguageModel, LMOutput, DecodeState.
 
 import importlib
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = ["ARCHS", "DecodeState", "ModelConfig", "LanguageModel", "LMOutput"]
 _HOME = {"ARCHS": "config", "ModelConfig": "config", "DecodeState": "generation", "LanguageModel": "model",
          "LMOutput": "model"}
