@@ -110,6 +110,51 @@ def test_a_retrieval_task_trains_each_row_from_scratch_and_reports_accuracy_by_d
                         "transformer+", "--report-only")) == 0
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--warm-context", 64], "--warm-context and --warm-seconds go together"),
+    (["--warm-seconds", 1], "--warm-context and --warm-seconds go together"),
+    (["--warm-context", 256, "--warm-seconds", 1], "--warm-context must be >= 1 and shorter than --context 256"),
+    (["--warm-context", 64, "--warm-seconds", 0], "--warm-seconds must be > 0"),
+])
+def test_bad_curriculum_settings_are_one_line(extra, message, tmp_path, small_corpus, parse):
+    from flashgau.bench.qa import retrieval
+
+    args = _args(parse, tmp_path, small_corpus, "--task", "passkey", *extra)
+    with pytest.raises(ConfigError, match=message):
+        retrieval.settings_from_args(args, qa.RETRIEVAL_ROWS)
+
+
+def test_retrieval_options_are_refused_on_the_who_speaks_task(tmp_path, small_corpus, parse):
+    with pytest.raises(ConfigError, match="--seconds, --warm-context belong to the retrieval tasks"):
+        qa.run(_args(parse, tmp_path, small_corpus, "--seconds", 5, "--warm-context", 64))
+
+
+@pytest.mark.slow
+def test_a_curriculum_row_trains_short_then_long_from_those_weights(tmp_path, small_corpus, parse):
+    """--warm-context/--warm-seconds: the row's first stage at the short context from scratch, the second at
+    --context with init_from the first's folder; the record keeps both, the report says so, and the key differs
+    from the from-scratch run's."""
+    from flashgau.bench.qa import retrieval
+
+    args = _args(parse, tmp_path, small_corpus, "--task", "passkey", "--seconds", 10, "--warm-context", 128,
+                 "--warm-seconds", 10, "--rows", "flash-s512")
+    s = retrieval.settings_from_args(args, qa.RETRIEVAL_ROWS)
+    plain = retrieval.settings_from_args(_args(parse, tmp_path, small_corpus, "--task", "passkey", "--seconds", 1),
+                                         qa.RETRIEVAL_ROWS)
+    row = qa.RETRIEVAL_ROWS[0]
+    assert s.key(row, 0) != plain.key(row, 0) and "-warm128x10s-" in s.key(row, 0)
+    assert qa.run(args) == 0
+    saved = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "retrieval-passkey-quick").glob("*.json")]
+    assert len(saved) == 1
+    rec = saved[0]
+    assert rec["warm"]["context"] == 128 and rec["warm"]["steps"] >= 1
+    assert rec["train_config"]["context"] == 256 and rec["train_config"]["init_from"].endswith("/warm")
+    assert rec["model_config"]["chunk_size"] == qa.QA_CHUNK and rec["model_config"]["init_std"] == 0.1
+    assert not list((tmp_path / "runs").rglob("checkpoint.pt"))
+    md = (tmp_path / "retrieval-passkey-quick.md").read_text()
+    assert "at 128 from scratch, then 10 s at 256 from those weights" in md
+
+
 def test_retrieval_rows_are_refused_on_the_who_speaks_task(tmp_path, small_corpus, parse):
     with pytest.raises(ConfigError, match="flash-s512-local belong to the retrieval tasks"):
         qa.run(_args(parse, tmp_path, small_corpus, "--rows", "flash-s512-local"))

@@ -89,6 +89,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "steps per row (default: 600)")
     p.add_argument("--init-std", type=float, default=None, metavar="STD", help="a retrieval task: init_std of "
                    "every row (default: 0.1)")
+    p.add_argument("--warm-context", type=int, default=None, metavar="T0", help="a retrieval task: first train "
+                   "each row --warm-seconds at context T0, then --seconds at --context from those weights (a length "
+                   "curriculum; default: none, from scratch at --context)")
+    p.add_argument("--warm-seconds", type=float, default=None, metavar="S", help="a retrieval task: seconds of "
+                   "training steps at --warm-context")
     p.add_argument("--preset", default=None, help=f"model size (default: {D['preset']})")
     p.add_argument("--context", type=int, default=None, metavar="T", help="context of pre-training and "
                    f"fine-tuning (default: {D['context']}; --quick: {Q['context']})")
@@ -180,6 +185,12 @@ def run(args: argparse.Namespace) -> int:
 
         chosen = args.rows or [r.slug for r in ROWS + RETRIEVAL_ROWS]
         return retrieval.run(args, [r for r in ROWS + RETRIEVAL_ROWS if r.slug in chosen])
+    given = [flag for flag, value in (("--seconds", args.seconds), ("--init-std", args.init_std),
+                                      ("--warm-context", args.warm_context), ("--warm-seconds", args.warm_seconds))
+             if value is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)} belong to the retrieval tasks; give --task passkey (or another "
+                          "retrieval task) or leave them out")
     extra = sorted(set(args.rows or ()) & {r.slug for r in RETRIEVAL_ROWS})
     if extra:
         raise ConfigError(f"row(s) {', '.join(extra)} belong to the retrieval tasks; give --task passkey (or "

@@ -12,8 +12,11 @@ Rows: the six of the paper's table (bench/qa: ROWS), then FLASH at the preset's 
 FLASH s = 512 with the global (linear) part off (`mixed_chunk_parts` "local": a fact beyond the question's chunk is
 out of its sight), which says how much the linear part carries. `--init-std` (default 0.1) is given to every row:
 at the model's default 0.02 GAU attention starts near zero, where relu^2 has no gradient, and the GAU rows do not
-leave chance in minutes of CPU training (docs/qa.md). Resumable: each finished run is saved
-(runs/retrieval-<task>/<key>.json) and skipped on a rerun.
+leave chance in minutes of CPU training (docs/qa.md). `--warm-context T0 --warm-seconds S` makes each row a length
+curriculum: S seconds at context T0 from scratch, then `--seconds` at `--context` from those weights (`--init-from`;
+the model keeps what the short run built it with, FLASH-Quad's normaliser length included); the report's step time
+and latency are the long stage's. Resumable: each finished run is saved (runs/retrieval-<task>/<key>.json) and
+skipped on a rerun.
 """
 
 from __future__ import annotations
@@ -58,10 +61,13 @@ class RetrievalSettings:
     quick: bool
     device: str
     rows: list
+    warm_context: Optional[int] = None      # the curriculum's first stage (None: from scratch at `context`)
+    warm_seconds: float = 0.0
 
     def key(self, row, seed: int) -> str:
-        return (f"{self.task}-{self.preset}-T{self.context}-{self.seconds:g}s-b{self.batch_tokens}-lr{self.lr:g}-"
-                f"std{self.init_std:g}-seed{seed}-{row.slug}-task{TASK_VERSION}"
+        warm = f"-warm{self.warm_context}x{self.warm_seconds:g}s" if self.warm_context else ""
+        return (f"{self.task}-{self.preset}-T{self.context}-{self.seconds:g}s{warm}-b{self.batch_tokens}-"
+                f"lr{self.lr:g}-std{self.init_std:g}-seed{seed}-{row.slug}-task{TASK_VERSION}"
                 f"{common.device_tag(torch.device(self.device), self.precision)}")
 
     def to_dict(self) -> dict:
@@ -78,30 +84,52 @@ def settings_from_args(args, rows) -> RetrievalSettings:
     init_std = 0.1 if args.init_std is None else args.init_std
     if not init_std > 0:
         raise ConfigError(f"--init-std must be > 0, got {init_std:g}")
+    warm_context, warm_seconds = getattr(args, "warm_context", None), getattr(args, "warm_seconds", None)
+    if (warm_context is None) != (warm_seconds is None):
+        raise ConfigError("--warm-context and --warm-seconds go together (the curriculum's first stage: its "
+                          "context and its seconds of training)")
+    if warm_context is not None and not 1 <= warm_context < o["context"]:
+        raise ConfigError(f"--warm-context must be >= 1 and shorter than --context {o['context']}, got {warm_context}")
+    if warm_seconds is not None and not warm_seconds > 0:
+        raise ConfigError(f"--warm-seconds must be > 0, got {warm_seconds:g}")
     return RetrievalSettings(
         task=args.task, preset=o["preset"], context=o["context"], seeds=list(o["seeds"]), seconds=o["seconds"],
         batch_tokens=max(o["batch_tokens"], o["context"]), lr=args.lr, warmup_steps=args.warmup_steps,
         init_std=init_std, precision=o["precision"],
         precision_reason=resolve_precision(o["precision"], device).describe(), eval_windows=args.eval_windows,
-        data=args.data, quick=bool(args.quick), device=str(device), rows=[r.slug for r in rows])
+        data=args.data, quick=bool(args.quick), device=str(device), rows=[r.slug for r in rows],
+        warm_context=warm_context, warm_seconds=warm_seconds or 0.0)
 
 
-def row_config(row, seed: int, s: RetrievalSettings, folder: Path):
-    """The TrainConfig of a row's run on the task."""
+def row_config(row, seed: int, s: RetrievalSettings, folder: Path, *, warm: bool = False,
+               init_from: Optional[Path] = None):
+    """The TrainConfig of a row's run on the task: its long stage (from scratch, or from `init_from`, the weights of
+    its warm stage), or with warm=True the curriculum's first stage at the short context."""
     from ...training.config import TrainConfig
     model = {"chunk_size": QA_CHUNK, **model_options(row, s), "init_std": s.init_std}
-    return TrainConfig(arch=row.arch, preset=s.preset, objective=s.task, context=s.context, time_budget=s.seconds,
-                       time_budget_covers="training", batch_tokens=s.batch_tokens,
-                       micro_batch_tokens=max(8192, s.context), lr=s.lr, warmup_steps=s.warmup_steps,
+    context, seconds = (s.warm_context, s.warm_seconds) if warm else (s.context, s.seconds)
+    return TrainConfig(arch=row.arch, preset=s.preset, objective=s.task, context=context, time_budget=seconds,
+                       time_budget_covers="training", batch_tokens=max(s.batch_tokens, context),
+                       micro_batch_tokens=max(8192, context), lr=s.lr, warmup_steps=s.warmup_steps,
                        precision=s.precision, data=s.data, eval_windows=s.eval_windows, seed=seed, out=str(folder),
-                       model=model)
+                       model=model, init_from=None if init_from is None else str(init_from))
 
 
 def train_row(row, seed: int, s: RetrievalSettings, folder: Path, keep: bool) -> dict:
     from ...training.checkpoint import CHECKPOINT_NAME
 
-    cfg = row_config(row, seed, s, folder)
     t0 = time.perf_counter()
+    warm = None
+    if s.warm_context:
+        warm_folder = folder / "warm"
+        warm_result, warm_records = quality.train_or_resume(row_config(row, seed, s, warm_folder, warm=True),
+                                                            s.device, log=lambda m: None)
+        warm_points = quality.curve(warm_records)
+        warm = dict(context=s.warm_context, steps=warm_result.step, final=warm_result.final.to_dict(),
+                    train_time=warm_points[-1]["train_time"] if warm_points else None)
+        cfg = row_config(row, seed, s, folder, init_from=warm_folder)
+    else:
+        cfg = row_config(row, seed, s, folder)
     result, records = quality.train_or_resume(cfg, s.device, log=lambda m: None)
     points = quality.curve(records)
     train_time = points[-1]["train_time"] if points else None
@@ -109,9 +137,10 @@ def train_row(row, seed: int, s: RetrievalSettings, folder: Path, keep: bool) ->
                model_config=result.model.config.to_dict(), num_parameters=result.num_parameters, steps=result.step,
                train_time=train_time, step_seconds=train_time / result.step if train_time and result.step else None,
                final=result.final.to_dict(), curve=points, env=common.environment(torch.device(s.device)),
-               session_seconds=time.perf_counter() - t0)
+               session_seconds=time.perf_counter() - t0, warm=warm)
     if not keep:
         (folder / CHECKPOINT_NAME).unlink(missing_ok=True)
+        (folder / "warm" / CHECKPOINT_NAME).unlink(missing_ok=True)
     return rec
 
 
@@ -191,7 +220,11 @@ def markdown(rep: dict) -> str:
              "\"The key of the <key> is <value>.\" in a window of a play, a question about one or more of them, a "
              "one-token answer; trained from scratch on training plays, keys and values; scored on 200 fixed "
              "examples of held-out plays, keys and values.", "",
-             f"Each row: {s['seconds']:g} s of training steps from scratch, {s['batch_tokens']:,} tokens per step, "
+             (f"Each row: {s['warm_seconds']:g} s of training steps at {common.fmt_ctx(s['warm_context'])} from "
+              f"scratch, then {s['seconds']:g} s at {common.fmt_ctx(s['context'])} from those weights (a length "
+              "curriculum; steps and step time below are the second stage's)"
+              if s.get("warm_context") else f"Each row: {s['seconds']:g} s of training steps from scratch")
+             + f", {s['batch_tokens']:,} tokens per step, "
              f"peak lr {s['lr']:g}, init_std {s['init_std']:g} for every row, precision {s['precision_reason']}, "
              f"seeds {', '.join(map(str, s['seeds']))} (mean ± half-range). Distances are in chunks of {QA_CHUNK} "
              "tokens of absolute position between the fact's value and the token that reads the answer. **accuracy**: "
