@@ -77,7 +77,10 @@ class FlashLayer(GAUBase):
               pos: Tensor) -> tuple[Tensor, FlashState | SoftmaxChunkState]:
         """x, h (B, 1, d): one token per row at positions pos (B,); the state is updated in place and returned."""
         u, v, (quad_q, quad_k, lin_q, lin_k) = self._maps(h, pos[:, None])
-        bias_row = cast(self.rel.chunk_row(pos % self.chunk_size, self.chunk_size), quad_q.dtype)  # (B, 1, 1, C)
+        C = self.chunk_size
+        slots = [p % C for p in pos.tolist()]
+        slot = slots[0] if min(slots) == max(slots) else pos % C         # an int: one row of the table, a view
+        bias_row = cast(self.rel.chunk_row(slot, C, device=x.device), quad_q.dtype)     # (B or 1, 1, 1, C)
         with self.attention_context(x.device):
             if self.softmax:
                 o, state = mixed_chunk_softmax_attention_step(quad_q, quad_k, lin_q, lin_k, v, state, pos,

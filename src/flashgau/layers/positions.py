@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -112,12 +112,19 @@ class RelPosBias(nn.Module):
             return bias[0, 0] if pos_q.dim() == 1 else bias
         return bias if pos_q.dim() == 1 else bias[:, None]
 
-    def chunk_row(self, slot: Tensor, width: int) -> Tensor:
+    def chunk_row(self, slot: Union[Tensor, int], width: int, device: Optional[torch.device] = None) -> Tensor:
         """The bias of one query per row, at slot (B,) of a chunk (0 <= slot < width), against the `width` slots of
         its chunk: (B, 1, 1, width) fp32, what forward(slot[:, None], arange(width)) gives, in fewer ops (decoding
-        asks for it once per layer and token). Toeplitz with width <= span clips no offset, so the row of slot i is
-        the slice weight[span - 1 - i : span - 1 - i + width]: one gather from the table's sliding windows."""
+        asks for it once per layer and token); slot an int (every row at that slot): (1, 1, 1, width), which
+        broadcasts over the rows (device: where it goes). Toeplitz with width <= span clips no offset, so the row of
+        slot i is the slice weight[span - 1 - i : span - 1 - i + width]: a view of the table for an int slot, else
+        one gather from the table's sliding windows."""
         if self.kind == "toeplitz" and width <= self.span:
+            if isinstance(slot, int):
+                start = self.span - 1 - slot
+                return self.weight.float()[start:start + width].view(1, 1, 1, width)
             windows = self.weight.float().unfold(0, width, 1)            # windows[r] = weight[r : r + width]
             return windows[self.span - 1 - slot][:, None, None]
+        if isinstance(slot, int):
+            slot = torch.tensor([slot], device=device)
         return self.forward(slot[:, None], torch.arange(width, device=slot.device))
