@@ -227,6 +227,10 @@ def test_chunk_row_is_the_bias_of_a_slot_against_its_chunk(kind, span, width):
     got = rel.chunk_row(slot, width)
     assert got.shape == want.shape == (5, 1, 1, width)
     torch.testing.assert_close(got, want, atol=0, rtol=0)
+    for r, i in enumerate(slot.tolist()):          # an int slot: the row of every batch row, (1, 1, 1, width)
+        got = rel.chunk_row(i, width)
+        assert got.shape == (1, 1, 1, width)
+        torch.testing.assert_close(got, want[r:r + 1], atol=0, rtol=0)
 
 
 def test_unknown_kind_raises():
