@@ -59,6 +59,33 @@ def apply_rope(x: Tensor, pos: Tensor, dims: Optional[int] = None) -> Tensor:
     return rope.rotate_plain(x, cos, sin, dims)
 
 
+class StepPositions:
+    """One decoding step's positions pos (B,) and what the layers derive from them, each computed once per step:
+    generation.decode_step makes one per step and hands it to every block's step (a block stepped alone makes its
+    own). Nothing outlives the step.
+
+    host(): pos as a list of ints (one read to the host per step); rope_tables(dims, dtype): the cos, sin tables
+    (B, 1, dims/2) of a dims-wide rotation at pos, what rope_tables(pos[:, None], dims, dtype) gives without its
+    head axis."""
+
+    def __init__(self, pos: Tensor):
+        self.pos = pos
+        self._host: Optional[list[int]] = None
+        self._tables: dict[tuple[int, torch.dtype], tuple[Tensor, Tensor]] = {}
+
+    def host(self) -> list[int]:
+        if self._host is None:
+            self._host = self.pos.tolist()
+        return self._host
+
+    def rope_tables(self, dims: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        key = (dims, dtype)
+        if key not in self._tables:
+            cos, sin = rope_tables(self.pos[:, None], dims, dtype)      # (B, 1, 1, half)
+            self._tables[key] = cos[:, 0], sin[:, 0]
+        return self._tables[key]
+
+
 class ScaledSinusoid(nn.Module):
     """cat[sin(p f), cos(p f)] times one learnable scalar initialised to 1/sqrt(d), added to the embeddings."""
 
