@@ -304,7 +304,7 @@ def step_local(quad_q: Tensor, state: FlashState, bias_row: Tensor, n: int, part
     keys = cast(state.quad_k[:, :, :n].reshape(B * H, n, s).transpose(1, 2), dtype)
     bias = cast(bias_row[..., :n], dtype).expand(B, H, 1, n).reshape(B * H, 1, n)
     weights = torch.relu(torch.baddbmm(bias, q, keys, alpha=1.0 / C)).square()
-    return weights @ cast(state.v[:, :, :n].reshape(B * H, n, e), dtype)
+    return torch.bmm(weights, cast(state.v[:, :, :n].reshape(B * H, n, e), dtype))    # bmm: no matmul dispatch
 
 
 def add_step_global(out: Tensor, lin_q: Tensor, state: FlashState, linear_normalizer: str, parts: str,
