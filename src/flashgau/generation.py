@@ -22,6 +22,7 @@ from torch import Tensor
 
 from .inputs import check_inputs
 from .layers import Context
+from .layers.positions import StepPositions
 
 
 @dataclass
@@ -134,10 +135,11 @@ def decode_step(model, token_ids: Tensor, state: DecodeState, *,
     for s in state.layers:
         s.reserve(last + 1, exact=False)          # room for this token in growing states (doubling)
     x = model.embed_tokens(token_ids[:, None], state.pos[:, None])
+    step = StepPositions(state.pos)               # what the layers derive from the positions, once per step
     for i, block in enumerate(model.blocks):
         if block_inputs is not None:
             block_inputs.append(x)
-        x, state.layers[i] = block.step(x, state.layers[i], state.pos)
+        x, state.layers[i] = block.step(x, state.layers[i], state.pos, step)
     if block_inputs is not None:
         block_inputs.append(x)
     state.pos += 1

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from flashgau.layers.positions import RelPosBias, ScaledSinusoid, apply_rope
+from flashgau.layers.positions import RelPosBias, ScaledSinusoid, StepPositions, apply_rope, rope_tables
 
 
 def _randn(*shape, seed=0):
@@ -227,6 +227,10 @@ def test_chunk_row_is_the_bias_of_a_slot_against_its_chunk(kind, span, width):
     got = rel.chunk_row(slot, width)
     assert got.shape == want.shape == (5, 1, 1, width)
     torch.testing.assert_close(got, want, atol=0, rtol=0)
+    for r, i in enumerate(slot.tolist()):          # an int slot: the row of every batch row, (1, 1, 1, width)
+        got = rel.chunk_row(i, width)
+        assert got.shape == (1, 1, 1, width)
+        torch.testing.assert_close(got, want[r:r + 1], atol=0, rtol=0)
 
 
 def test_unknown_kind_raises():
@@ -244,3 +248,17 @@ def test_partial_rope_rotates_the_first_dims_and_passes_the_rest(dims):
     if dims:
         torch.testing.assert_close(y[..., :dims], apply_rope(x[..., :dims], pos))
     torch.testing.assert_close(apply_rope(x, pos, 8), apply_rope(x, pos))
+
+
+def test_step_positions_hold_the_rope_tables_and_host_positions_of_a_step():
+    """StepPositions (one per decoding step, shared by its layers) gives what rope_tables gives for pos[:, None],
+    without the head axis, computed once per width and dtype, and pos as ints."""
+    pos = torch.tensor([3, 700, 0])
+    step = StepPositions(pos)
+    assert step.host() == [3, 700, 0]
+    for dims, dtype in [(8, torch.float32), (4, torch.float32), (8, torch.float64)]:
+        cos, sin = rope_tables(pos[:, None], dims, dtype)
+        got = step.rope_tables(dims, dtype)
+        assert got[0].shape == (3, 1, dims // 2)
+        torch.testing.assert_close(got, (cos[:, 0], sin[:, 0]), atol=0, rtol=0)
+        assert step.rope_tables(dims, dtype)[0] is got[0]

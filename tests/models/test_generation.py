@@ -124,3 +124,28 @@ def test_generate_restores_training_mode_and_refuses_encoders(build):
     encoder = build("flash", causal=False)
     with pytest.raises(ValueError, match="causal"):
         encoder.prefill(tokens(1, 3))
+
+
+@pytest.mark.parametrize("arch", ["flash", "flash-quad"])
+def test_blocks_stepped_alone_equal_the_shared_step_positions(arch):
+    """decode_step hands one StepPositions to all blocks (RoPE tables and host positions computed once per step); a
+    block stepped alone makes its own: the same outputs, rows at the same and at different slots."""
+    from flashgau import LanguageModel, ModelConfig
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig.preset("tiny", arch=arch, chunk_size=8)).eval()
+    ids = torch.randint(0, model.config.vocab_size, (2, 6))
+    with torch.no_grad():
+        for mask in (None, torch.tensor([[1] * 6, [1] * 3 + [0] * 3])):
+            _, state = model.prefill(ids, mask)
+            alone = state.select(torch.arange(2))
+            for t in range(10):
+                tok = ids[:, t % 6]
+                inputs = []
+                model.decode_step(tok, state, block_inputs=inputs)
+                for layer_state in alone.layers:
+                    layer_state.reserve(int(alone.pos.max()) + 1, exact=False)
+                x = model.embed_tokens(tok[:, None], alone.pos[:, None])
+                for i, block in enumerate(model.blocks):
+                    x, alone.layers[i] = block.step(x, alone.layers[i], alone.pos)
+                    torch.testing.assert_close(x, inputs[i + 1], atol=0, rtol=0)
+                alone.pos += 1

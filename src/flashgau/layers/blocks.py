@@ -12,7 +12,7 @@ has a (T, T) weight matrix (softmax, relu^2) says so with `has_attention_weights
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 from torch import Tensor, nn
 
@@ -26,6 +26,7 @@ from .gau import GAU
 from .mixed_chunk_softmax import MixedChunkSoftmaxAttention
 from .norms import make_norm
 from .performer import PerformerAttention
+from .positions import StepPositions
 from .token_shift import TokenShift
 
 
@@ -67,7 +68,8 @@ class TransformerBlock(nn.Module):
         h2 = self.norm2(x)
         return self._ffn(x, self.shift(h2, ctx)), self.shift.wrap(state, [h1, h2], ctx)
 
-    def step(self, x: Tensor, state, pos: Tensor):
+    def step(self, x: Tensor, state, pos: Tensor, step: Optional[StepPositions] = None):
+        """One token per row at positions pos (B,); step (the StepPositions of a decoding step) is not used."""
         if not self.shift.active:
             a, state = self.attn.step(self.norm1(x), state, pos)
             x = x + self.dropout(a)

@@ -27,6 +27,7 @@ from ..ops import (FlashState, SoftmaxChunkState, mixed_chunk_attention, mixed_c
 from ..ops.autocast import cast
 from .context import Context
 from .gau import GAUBase
+from .positions import StepPositions
 
 
 class FlashLayer(GAUBase):
@@ -46,10 +47,11 @@ class FlashLayer(GAUBase):
         else:
             self.relu2_op, self.relu2_op_step = mixed_chunk_attention, mixed_chunk_attention_step
 
-    def _maps(self, h: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+    def _maps(self, h: Tensor, pos: Tensor,
+              step: Optional[StepPositions] = None) -> tuple[Tensor, Tensor, list[Tensor]]:
         """u, v and the four maps quad_q, quad_k, lin_q, lin_k; with one part only, the two it uses stand in for the
         two it does not (the op never reads them)."""
-        u, v, maps = self.project(h, pos)
+        u, v, maps = self.project(h, pos, step)
         return u, v, maps if len(maps) == 4 else maps * 2
 
     def _options(self) -> dict:
@@ -74,10 +76,15 @@ class FlashLayer(GAUBase):
         return self.finish(x, u, o), state
 
     def _step(self, x: Tensor, h: Tensor, state: FlashState | SoftmaxChunkState,
-              pos: Tensor) -> tuple[Tensor, FlashState | SoftmaxChunkState]:
-        """x, h (B, 1, d): one token per row at positions pos (B,); the state is updated in place and returned."""
-        u, v, (quad_q, quad_k, lin_q, lin_k) = self._maps(h, pos[:, None])
-        bias_row = cast(self.rel.chunk_row(pos % self.chunk_size, self.chunk_size), quad_q.dtype)  # (B, 1, 1, C)
+              step: StepPositions) -> tuple[Tensor, FlashState | SoftmaxChunkState]:
+        """x, h (B, 1, d): one token per row at positions pos = step.pos (B,); the state is updated in place and
+        returned."""
+        pos = step.pos
+        u, v, (quad_q, quad_k, lin_q, lin_k) = self._maps(h, pos[:, None], step)
+        C = self.chunk_size
+        slots = [p % C for p in step.host()]
+        slot = slots[0] if min(slots) == max(slots) else pos % C         # an int: one row of the table, a view
+        bias_row = cast(self.rel.chunk_row(slot, C, device=x.device), quad_q.dtype)     # (B or 1, 1, 1, C)
         with self.attention_context(x.device):
             if self.softmax:
                 o, state = mixed_chunk_softmax_attention_step(quad_q, quad_k, lin_q, lin_k, v, state, pos,

@@ -34,16 +34,16 @@ from ..ops.projection import gau_projection, gau_projection_inference, product_d
 from .context import Context
 from .init import residual_output
 from .norms import make_norm
-from .positions import RelPosBias, apply_rope, rope_tables
+from .positions import RelPosBias, StepPositions, apply_rope, rope_tables
 from .token_shift import TokenShift
 
 
 class GAUBase(nn.Module):
     """Projection, output and entry points shared by FLASH-Quad and FLASH, which are whole blocks (the residual is
     in `finish`). A subclass chooses the attention: `_attend(x, h, ctx, want_state) -> (y, state or None)` through
-    the op's parallel form, and `_step(x_t, h_t, state, pos) -> (y, state)` through its step form, h being the
-    block's input after the pre-norm and the token shift (layers/token_shift.py), which forward, prefill and step
-    prepare here."""
+    the op's parallel form, and `_step(x_t, h_t, state, step) -> (y, state)` through its step form (step: the
+    StepPositions of the token's positions), h being the block's input after the pre-norm and the token shift
+    (layers/token_shift.py), which forward, prefill and step prepare here."""
 
     def __init__(self, cfg: ModelConfig, bias_span: int, *, n_maps: int = 2, rel_pos: Optional[str] = None):
         """n_maps scale/offset maps of z; rel_pos: the relative bias kind (default: cfg's, resolved)."""
@@ -67,16 +67,23 @@ class GAUBase(nn.Module):
         """Where the attention op runs: autocast off for attention_precision="fp32", else as the caller set it."""
         return autocast_off(device) if self.fp32_attention else contextlib.nullcontext()
 
-    def project(self, h: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+    def project(self, h: Tensor, pos: Tensor,
+                step: Optional[StepPositions] = None) -> tuple[Tensor, Tensor, list[Tensor]]:
         """h (B, T, d) the normalised (and shifted) input, pos (T,) or (B, T) -> u (B, T, e), v (B, h, T, e/h), n_maps
         tensors (B, h, T, s/h) (h = gau_heads). With one head and the fused_projection fast path, the uvz product
         and its epilogue are one autograd function (ops/projection.py), or without gradients (decoding) its forward
-        alone; the plain form below is their reference."""
+        alone; the plain form below is their reference. step (decoding, pos = step.pos[:, None]): the RoPE tables
+        come from it, computed once for all layers."""
         if self.heads == 1 and fastpath.enabled("fused_projection"):
             dtype = product_dtype(h)
-            cos, sin = rope_tables(pos, self.rope_dims, dtype) if self.rope_dims else (h, h)
-            if pos.dim() == 2:                                           # (B, 1, T, half) -> (B, T, half)
-                cos, sin = cos[:, 0], sin[:, 0]
+            if not self.rope_dims:
+                cos, sin = h, h
+            elif step is not None:
+                cos, sin = step.rope_tables(self.rope_dims, dtype)       # (B, 1, half)
+            else:
+                cos, sin = rope_tables(pos, self.rope_dims, dtype)
+                if pos.dim() == 2:                                       # (B, 1, T, half) -> (B, T, half)
+                    cos, sin = cos[:, 0], sin[:, 0]
             fused = gau_projection if torch.is_grad_enabled() else gau_projection_inference
             u, v, *maps = fused(h, self.to_uvz.weight, self.to_uvz.bias, self.gamma, self.beta, cos, sin, e=self.e,
                                 s=self.s, dims=self.rope_dims)
@@ -114,12 +121,15 @@ class GAUBase(nn.Module):
         y, state = self._attend(x, self.shift(h, ctx), ctx, want_state=True)
         return y, self.shift.wrap(state, [h], ctx)
 
-    def step(self, x: Tensor, state: Any, pos: Tensor) -> tuple[Tensor, Any]:
-        """x (B, 1, d): one token per row at positions pos (B,); the state is updated in place and returned."""
+    def step(self, x: Tensor, state: Any, pos: Tensor,
+             step: Optional[StepPositions] = None) -> tuple[Tensor, Any]:
+        """x (B, 1, d): one token per row at positions pos (B,); the state is updated in place and returned. step:
+        the StepPositions of pos, shared by the layers of a decoding step (None: this layer makes its own)."""
+        step = StepPositions(pos) if step is None else step
         h = self.norm(x)
         if not self.shift.active:
-            return self._step(x, h, state, pos)
-        y, state.attn = self._step(x, self.shift.step(h, state.carry[:, 0]), state.attn, pos)
+            return self._step(x, h, state, step)
+        y, state.attn = self._step(x, self.shift.step(h, state.carry[:, 0]), state.attn, step)
         return y, state
 
 
@@ -167,10 +177,11 @@ class GAU(GAUBase):
                                            key_mask=ctx.key_mask, output_final_state=want_state)
         return self.finish(x, u, o), cache
 
-    def _step(self, x: Tensor, h: Tensor, cache: KVCache, pos: Tensor) -> tuple[Tensor, KVCache]:
-        """x, h (B, 1, d): one token per row at positions pos (B,); the cache (with room for pos) is written in
-        place and returned."""
-        u, v, (q, k) = self.project(h, pos[:, None])
+    def _step(self, x: Tensor, h: Tensor, cache: KVCache, step: StepPositions) -> tuple[Tensor, KVCache]:
+        """x, h (B, 1, d): one token per row at positions pos = step.pos (B,); the cache (with room for pos) is
+        written in place and returned."""
+        pos = step.pos
+        u, v, (q, k) = self.project(h, pos[:, None], step)
         bias = self.rel(pos[:, None], torch.arange(cache.capacity, device=x.device)).to(q.dtype)   # (B, 1, 1, S)
         with self.attention_context(x.device):
             if self.softmax:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -57,6 +57,33 @@ def apply_rope(x: Tensor, pos: Tensor, dims: Optional[int] = None) -> Tensor:
     if fastpath.enabled("rope_nocat"):
         return rope.rotate(x, cos, sin, dims)
     return rope.rotate_plain(x, cos, sin, dims)
+
+
+class StepPositions:
+    """One decoding step's positions pos (B,) and what the layers derive from them, each computed once per step:
+    generation.decode_step makes one per step and hands it to every block's step (a block stepped alone makes its
+    own). Nothing outlives the step.
+
+    host(): pos as a list of ints (one read to the host per step); rope_tables(dims, dtype): the cos, sin tables
+    (B, 1, dims/2) of a dims-wide rotation at pos, what rope_tables(pos[:, None], dims, dtype) gives without its
+    head axis."""
+
+    def __init__(self, pos: Tensor):
+        self.pos = pos
+        self._host: Optional[list[int]] = None
+        self._tables: dict[tuple[int, torch.dtype], tuple[Tensor, Tensor]] = {}
+
+    def host(self) -> list[int]:
+        if self._host is None:
+            self._host = self.pos.tolist()
+        return self._host
+
+    def rope_tables(self, dims: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        key = (dims, dtype)
+        if key not in self._tables:
+            cos, sin = rope_tables(self.pos[:, None], dims, dtype)      # (B, 1, 1, half)
+            self._tables[key] = cos[:, 0], sin[:, 0]
+        return self._tables[key]
 
 
 class ScaledSinusoid(nn.Module):
@@ -112,12 +139,19 @@ class RelPosBias(nn.Module):
             return bias[0, 0] if pos_q.dim() == 1 else bias
         return bias if pos_q.dim() == 1 else bias[:, None]
 
-    def chunk_row(self, slot: Tensor, width: int) -> Tensor:
+    def chunk_row(self, slot: Union[Tensor, int], width: int, device: Optional[torch.device] = None) -> Tensor:
         """The bias of one query per row, at slot (B,) of a chunk (0 <= slot < width), against the `width` slots of
         its chunk: (B, 1, 1, width) fp32, what forward(slot[:, None], arange(width)) gives, in fewer ops (decoding
-        asks for it once per layer and token). Toeplitz with width <= span clips no offset, so the row of slot i is
-        the slice weight[span - 1 - i : span - 1 - i + width]: one gather from the table's sliding windows."""
+        asks for it once per layer and token); slot an int (every row at that slot): (1, 1, 1, width), which
+        broadcasts over the rows (device: where it goes). Toeplitz with width <= span clips no offset, so the row of
+        slot i is the slice weight[span - 1 - i : span - 1 - i + width]: a view of the table for an int slot, else
+        one gather from the table's sliding windows."""
         if self.kind == "toeplitz" and width <= self.span:
+            if isinstance(slot, int):
+                start = self.span - 1 - slot
+                return self.weight.float()[start:start + width].view(1, 1, 1, width)
             windows = self.weight.float().unfold(0, width, 1)            # windows[r] = weight[r : r + width]
             return windows[self.span - 1 - slot][:, None, None]
+        if isinstance(slot, int):
+            slot = torch.tensor([slot], device=device)
         return self.forward(slot[:, None], torch.arange(width, device=slot.device))

@@ -261,26 +261,33 @@ def mixed_chunk_attention_step(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, li
         raise ValueError(f"mixed_chunk_attention_step needs a FlashState without first_to_all, got a "
                          f"{type(state).__name__}")
     C = state.quad_k.shape[2]
-    slot, n = write_token(state, quad_k, lin_k, v, pos)
+    n = write_token(state, quad_k, lin_k, v, pos)
     out = step_local(quad_q, state, bias_row, n, parts)
     out = add_step_global(out, lin_q, state, linear_normalizer, parts, quad_q.dtype)
     if n == C:                                                           # a row's chunk is complete: fold it in
-        full = slot == C - 1
+        full = pos % C == C - 1
         fold_chunks(state, full, full, parts)
     return out, state
 
 
-def write_token(state: FlashState, quad_k: Tensor, lin_k: Tensor, v: Tensor, pos: Tensor) -> tuple[Tensor, int]:
-    """Write one token per row (B, H, 1, s|e) into slot pos % C of the open chunk's buffer. Returns (the slots (B,),
-    n): slots [0, n) hold the open chunk's tokens (of the row furthest into it)."""
+def write_token(state: FlashState, quad_k: Tensor, lin_k: Tensor, v: Tensor, pos: Tensor) -> int:
+    """Write one token per row (B, H, 1, s|e) into slot pos % C of the open chunk's buffer. Returns n: slots [0, n)
+    hold the open chunk's tokens (of the row furthest into it). One read of pos to the host; when every row sits at
+    the same slot (one row, or rows that started together) the three writes are slice copies, else scatters."""
     B, H, C, s = state.quad_k.shape
     e = state.v.shape[-1]
-    slot = pos % C                                                       # (B,)
-    at = slot.reshape(B, 1, 1, 1)
+    slots = [p % C for p in pos.tolist()]
+    if min(slots) == max(slots):
+        i = slots[0]
+        state.quad_k[:, :, i:i + 1].copy_(quad_k)                        # copy_ casts as .to does
+        state.lin_k[:, :, i:i + 1].copy_(lin_k)
+        state.v[:, :, i:i + 1].copy_(v)
+        return i + 1
+    at = (pos % C).reshape(B, 1, 1, 1)
     state.quad_k.scatter_(2, at.expand(B, H, 1, s), cast(quad_k, state.quad_k.dtype))
     state.lin_k.scatter_(2, at.expand(B, H, 1, s), cast(lin_k, state.lin_k.dtype))
     state.v.scatter_(2, at.expand(B, H, 1, e), cast(v, state.v.dtype))
-    return slot, max(slot.tolist()) + 1
+    return max(slots) + 1
 
 
 def step_local(quad_q: Tensor, state: FlashState, bias_row: Tensor, n: int, parts: str) -> Tensor:
@@ -297,7 +304,7 @@ def step_local(quad_q: Tensor, state: FlashState, bias_row: Tensor, n: int, part
     keys = cast(state.quad_k[:, :, :n].reshape(B * H, n, s).transpose(1, 2), dtype)
     bias = cast(bias_row[..., :n], dtype).expand(B, H, 1, n).reshape(B * H, 1, n)
     weights = torch.relu(torch.baddbmm(bias, q, keys, alpha=1.0 / C)).square()
-    return weights @ cast(state.v[:, :, :n].reshape(B * H, n, e), dtype)
+    return torch.bmm(weights, cast(state.v[:, :, :n].reshape(B * H, n, e), dtype))    # bmm: no matmul dispatch
 
 
 def add_step_global(out: Tensor, lin_q: Tensor, state: FlashState, linear_normalizer: str, parts: str,

@@ -134,14 +134,14 @@ def mixed_chunk_first_to_all_attention_step(quad_q: Tensor, quad_k: Tensor, lin_
     B, H, C, s = state.quad_k.shape
     e = state.v.shape[-1]
     dtype = quad_q.dtype
-    slot, n = write_token(state, quad_k, lin_k, v, pos)
+    n = write_token(state, quad_k, lin_k, v, pos)
     out = step_local(quad_q, state, bias_row, n, parts)
     first = torch.relu(quad_q.reshape(B * H, 1, s) @ cast(state.first_k.reshape(B * H, C, s).transpose(1, 2), dtype)
                        / C).square()
     out = torch.baddbmm(out, first, cast(state.first_v.reshape(B * H, C, e), dtype))
     out = add_step_global(out, lin_q, state, linear_normalizer, parts, dtype)
     if n == C:                                                           # a row's chunk is complete
-        full = slot == C - 1
+        full = pos % C == C - 1
         first = (full & (pos < C)).reshape(B, 1, 1, 1)                   # chunk 0: freeze it, do not sum it
         state.first_k.copy_(torch.where(first, state.quad_k, state.first_k))
         state.first_v.copy_(torch.where(first, state.v, state.first_v))

@@ -78,8 +78,9 @@ def gau_projection_inference(h: Tensor, weight: Tensor, bias: Tensor, gamma: Ten
         else:                                                          # decoding: one product, one SiLU pass
             act = F.silu(F.linear(h, weight, bias))
             u, v, z = act[..., :e], act[..., e:2 * e], act[..., 2 * e:]
-        g, b = cast(gamma, h.dtype)[:, None, None], cast(beta, h.dtype)[:, None, None]
-        zs = torch.addcmul(b, z[None], g)                               # (n, B, T, s)
+        n = gamma.shape[0]
+        g, b = cast(gamma, h.dtype).view(n, 1, 1, s), cast(beta, h.dtype).view(n, 1, 1, s)
+        zs = torch.addcmul(b, z, g)                                     # (n, B, T, s), z broadcast over the maps
         maps = rotate_into(torch.empty_like(zs), zs, cos, sin, dims) if dims else zs
     return (u, v, *maps.unbind(0))
 
