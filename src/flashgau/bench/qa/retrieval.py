@@ -106,7 +106,8 @@ def row_config(row, seed: int, s: RetrievalSettings, folder: Path, *, warm: bool
     """The TrainConfig of a row's run on the task: its long stage (from scratch, or from `init_from`, the weights of
     its warm stage), or with warm=True the curriculum's first stage at the short context."""
     from ...training.config import TrainConfig
-    model = {"chunk_size": QA_CHUNK, **model_options(row, s), "init_std": s.init_std}
+    # from init_from the model is the warm stage's, as built for its context (Combiner's "auto" chunk included)
+    model = {} if init_from is not None else {"chunk_size": QA_CHUNK, **model_options(row, s), "init_std": s.init_std}
     context, seconds = (s.warm_context, s.warm_seconds) if warm else (s.context, s.seconds)
     return TrainConfig(arch=row.arch, preset=s.preset, objective=s.task, context=context, time_budget=seconds,
                        time_budget_covers="training", batch_tokens=max(s.batch_tokens, context),
