@@ -354,6 +354,22 @@ def test_step_reads_only_the_filled_slots():
         torch.testing.assert_close(o[:, :, 0], want[rows, :, pos], **TOL, msg=lambda m, k=k: f"step {k}: {m}")
 
 
+def test_a_step_given_the_host_positions_equals_one_that_reads_them():
+    """host_pos (pos as ints, read once by a decoding step for all layers) changes nothing: rows at one slot and at
+    different slots, across a chunk's completion."""
+    C, T = 4, 9
+    xs = make_inputs(B=2, T=T, C=C, seed=6)
+    for offsets in ((0, 0), (0, 1)):
+        states = [empty_flash_state(2, 1, C, 8, 6) for _ in range(2)]
+        for t in range(T - 1):
+            pos = torch.tensor([t + o for o in offsets])
+            token, bias_row = step_inputs(xs, pos, xs[5])
+            o_read, states[0] = mixed_chunk_attention_step(*token, bias_row, states[0], pos)
+            o_given, states[1] = mixed_chunk_attention_step(*token, bias_row, states[1], pos, host_pos=pos.tolist())
+            assert torch.equal(o_read, o_given)
+        assert torch.equal(states[0].kv, states[1].kv) and torch.equal(states[0].v, states[1].v)
+
+
 def test_prefill_state_equals_stepped_state():
     """The state after a prefill of n tokens equals the state after n steps from empty (kv, count, and the filled
     part of the open-chunk buffer)."""

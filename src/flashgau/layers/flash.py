@@ -91,5 +91,5 @@ class FlashLayer(GAUBase):
                                                               bias_row=bias_row, **self._options())
             else:
                 o, state = self.relu2_op_step(quad_q, quad_k, lin_q, lin_k, v, bias_row, state, pos,
-                                              **self._options())
+                                              host_pos=step.host(), **self._options())
         return self.finish(x, u, o), state

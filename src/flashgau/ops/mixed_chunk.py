@@ -247,21 +247,23 @@ def empty_flash_state(batch: int, heads: int, chunk_size: int, qk_dim: int, v_di
 
 def mixed_chunk_attention_step(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor,
                                bias_row: Tensor, state: FlashState, pos: Tensor, *,
-                               linear_normalizer: str = "average", parts: str = "both") -> tuple[Tensor, FlashState]:
+                               linear_normalizer: str = "average", parts: str = "both",
+                               host_pos: Optional[list[int]] = None) -> tuple[Tensor, FlashState]:
     """One decoding step for one token per row at positions pos (B,); updates `state` in place and returns
     (o (B, H, 1, e), state).
 
     Inputs are (B, H, 1, s|e); bias_row (B, 1, 1, C) holds the bias of this query against each slot of its chunk.
     Invariant: the value buffer is zero in the slots after the newest token (prefill and the fold keep it so), which
     masks them. The local part reads only the slots filled so far (up to the largest slot among the rows: one read
-    of pos to the host per call, which also tells whether a chunk completes), so its cost grows across a chunk
-    from 1 slot to C. A FlashFirstToAllState is refused: ops/mixed_chunk_first_to_all.py steps it.
+    of pos to the host per call, which also tells whether a chunk completes; host_pos, pos as ints, spares it when
+    the caller has read pos already), so its cost grows across a chunk from 1 slot to C. A FlashFirstToAllState is
+    refused: ops/mixed_chunk_first_to_all.py steps it.
     """
     if type(state) is not FlashState:
         raise ValueError(f"mixed_chunk_attention_step needs a FlashState without first_to_all, got a "
                          f"{type(state).__name__}")
     C = state.quad_k.shape[2]
-    n = write_token(state, quad_k, lin_k, v, pos)
+    n = write_token(state, quad_k, lin_k, v, pos, host_pos)
     out = step_local(quad_q, state, bias_row, n, parts)
     out = add_step_global(out, lin_q, state, linear_normalizer, parts, quad_q.dtype)
     if n == C:                                                           # a row's chunk is complete: fold it in
@@ -270,13 +272,15 @@ def mixed_chunk_attention_step(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, li
     return out, state
 
 
-def write_token(state: FlashState, quad_k: Tensor, lin_k: Tensor, v: Tensor, pos: Tensor) -> int:
+def write_token(state: FlashState, quad_k: Tensor, lin_k: Tensor, v: Tensor, pos: Tensor,
+                host_pos: Optional[list[int]] = None) -> int:
     """Write one token per row (B, H, 1, s|e) into slot pos % C of the open chunk's buffer. Returns n: slots [0, n)
-    hold the open chunk's tokens (of the row furthest into it). One read of pos to the host; when every row sits at
+    hold the open chunk's tokens (of the row furthest into it). host_pos: pos as ints, when the caller has read it
+    (one decoding step reads it once for all layers); else one read of pos to the host here. When every row sits at
     the same slot (one row, or rows that started together) the three writes are slice copies, else scatters."""
     B, H, C, s = state.quad_k.shape
     e = state.v.shape[-1]
-    slots = [p % C for p in pos.tolist()]
+    slots = [p % C for p in (pos.tolist() if host_pos is None else host_pos)]
     if min(slots) == max(slots):
         i = slots[0]
         state.quad_k[:, :, i:i + 1].copy_(quad_k)                        # copy_ casts as .to does

@@ -122,7 +122,8 @@ def empty_flash_first_to_all_state(batch: int, heads: int, chunk_size: int, qk_d
 
 def mixed_chunk_first_to_all_attention_step(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, lin_k: Tensor, v: Tensor,
                                             bias_row: Tensor, state: FlashFirstToAllState, pos: Tensor, *,
-                                            linear_normalizer: str = "average", parts: str = "both"
+                                            linear_normalizer: str = "average", parts: str = "both",
+                                            host_pos: Optional[list[int]] = None
                                             ) -> tuple[Tensor, FlashFirstToAllState]:
     """One decoding step, as `mixed_chunk_attention_step`, plus the first chunk: its first_v is zero until chunk 0
     is complete, so the first-chunk term needs no mask either; the fold at position C - 1 freezes chunk 0 there
@@ -134,7 +135,7 @@ def mixed_chunk_first_to_all_attention_step(quad_q: Tensor, quad_k: Tensor, lin_
     B, H, C, s = state.quad_k.shape
     e = state.v.shape[-1]
     dtype = quad_q.dtype
-    n = write_token(state, quad_k, lin_k, v, pos)
+    n = write_token(state, quad_k, lin_k, v, pos, host_pos)
     out = step_local(quad_q, state, bias_row, n, parts)
     first = torch.relu(quad_q.reshape(B * H, 1, s) @ cast(state.first_k.reshape(B * H, C, s).transpose(1, 2), dtype)
                        / C).square()
