@@ -1,5 +1,6 @@
 """flashgau's benchmarks: `flashgau bench speed | quality | decode | ablations | all`, `bench scaling`, `bench qa`,
-and the probes `bench profile-step | perf-fastpath | compile-cost | copy-probe | data-scale`.
+and the probes `bench profile-step | perf-fastpath | compile-cost | copy-probe | data-scale | learn-parity |
+peer-speed`.
 
 Each benchmark is a module (or package) of this package with two functions, so the dispatcher (bench/cli.py) can
 register it:
@@ -18,6 +19,6 @@ Modules: speed/ (training-step time, memory, FLOPs, MFU against context length: 
 quality/ (held-out loss at equal training budget, time to Transformer+'s loss: runs and report), ablations/ (named
 model variants through quality's runs), qa/ (pre-training then fine-tuning on the QA task), decode.py (per-token
 decoding; optional, registered when present), scaling.py (torchrun data parallel), summary.py (the headline of
-speed and quality), the probes (profile_step.py, perf_fastpath.py, compile_cost.py, copy_probe.py, data_scale.py),
-flops.py (model FLOPs), common.py (what they share). None of them is imported by `import flashgau`.
+speed and quality), the probes (profile_step.py, perf_fastpath.py, compile_cost.py, copy_probe.py, data_scale.py,
+learn_parity.py, peer_speed.py), flops.py (model FLOPs), common.py (what they share). None of them is imported by `import flashgau`.
 """

@@ -5,7 +5,7 @@ A benchmark module (see bench/__init__.py) exposes add_arguments(parser) and run
 only when their subcommand runs (or its parser is built), and `decode` is registered only when bench/decode.py
 exists. The commands of their own (OWN_COMMANDS) are not part of `all`: `scaling` starts torchrun runs that take
 every core or GPU, `qa` trains twelve runs, and the probes (`profile-step`, `perf-fastpath`, `compile-cost`,
-`copy-probe`, `data-scale`, `learn-parity`) each answer one question about this machine or a trained run. A module's
+`copy-probe`, `data-scale`, `learn-parity`, `peer-speed`) each answer one question about this machine or a trained run. A module's
 subcommand is its name with "-" for "_". Hook into the top-level parser with `add_arguments(parser)` + `run(args)`
 (the shape of flashgau.cli's commands).
 """
@@ -41,11 +41,13 @@ HELP = {
     "copy_probe": "does a trained run copy from its context? loss of a held-out passage and of its repeat",
     "learn_parity": "flashgau's FLASH and lucidrains' FLASH-pytorch trained side by side by one plain loop: held-out "
                     "loss after the first steps, one difference at a time",
+    "peer_speed": "flashgau's FLASH and lucidrains' FLASH-pytorch at the same shapes: one forward + backward step "
+                  "of each, timed side by side",
     "data_scale": "flashgau prepare throughput and memory on a synthetic corpus of GBs, and training starts on it",
     "all": "every benchmark in turn (--quick: a reduced version in a few minutes)",
 }
 OWN_COMMANDS = ("scaling", "qa", "profile_step", "perf_fastpath", "compile_cost", "copy_probe",
-                "data_scale", "learn_parity")     # benchmarks that `all` does not run
+                "data_scale", "learn_parity", "peer_speed")     # benchmarks that `all` does not run
 
 
 def available() -> list[str]:

@@ -80,9 +80,12 @@ def parse_shapes(a: argparse.Namespace) -> list[tuple[int, int]]:
     if not a.shapes:
         return [(T, 1) for T in a.contexts]
     try:
-        return [tuple(int(n) for n in shape.lower().split("x")) for shape in a.shapes]
+        shapes = [tuple(int(n) for n in shape.lower().split("x")) for shape in a.shapes]
     except ValueError:
-        raise SystemExit(f"--shapes takes context x batch pairs such as 512x8, got {' '.join(a.shapes)}") from None
+        shapes = []
+    if len(shapes) != len(a.shapes) or any(len(shape) != 2 for shape in shapes):
+        raise SystemExit(f"--shapes takes context x batch pairs such as 512x8, got {' '.join(a.shapes)}")
+    return shapes
 
 
 def run(a: argparse.Namespace) -> int:
