@@ -158,3 +158,22 @@ def test_a_curriculum_row_trains_short_then_long_from_those_weights(tmp_path, sm
 def test_retrieval_rows_are_refused_on_the_who_speaks_task(tmp_path, small_corpus, parse):
     with pytest.raises(ConfigError, match="flash-s512-local belong to the retrieval tasks"):
         qa.run(_args(parse, tmp_path, small_corpus, "--rows", "flash-s512-local"))
+
+
+def test_a_context_longer_than_the_preset_s_gives_every_row_that_max_seq_len(tmp_path, small_corpus, parse):
+    """The tiny preset accepts 2,048 tokens; --context 4096 makes each row's model accept 4,096 from its first stage
+    (the long stage takes the warm stage's model), and a context within the preset's leaves the model as it is."""
+    from flashgau.bench.qa import retrieval
+
+    for context, warm in ((4096, None), (4096, 128), (2048, 128)):
+        extra = ["--warm-context", warm, "--warm-seconds", 1] if warm else []
+        args = _args(parse, tmp_path, small_corpus, "--task", "passkey", "--preset", "tiny", "--context", context,
+                     *extra)
+        s = retrieval.settings_from_args(args, qa.RETRIEVAL_ROWS)
+        for row in (*qa.ROWS, *qa.RETRIEVAL_ROWS):
+            first = retrieval.row_config(row, 0, s, tmp_path, warm=bool(warm))
+            assert first.model.get("max_seq_len") == (4096 if context == 4096 else None)
+            cfg = first.model_config(256)
+            assert cfg.max_seq_len == max(context, 2048)
+            long = retrieval.row_config(row, 0, s, tmp_path, init_from=tmp_path / "warm")    # the warm stage's model
+            assert long.model == ({"max_seq_len": 4096} if context == 4096 else {})

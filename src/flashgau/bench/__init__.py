@@ -20,5 +20,6 @@ quality/ (held-out loss at equal training budget, time to Transformer+'s loss: r
 model variants through quality's runs), qa/ (pre-training then fine-tuning on the QA task), decode.py (per-token
 decoding; optional, registered when present), scaling.py (torchrun data parallel), summary.py (the headline of
 speed and quality), the probes (profile_step.py, perf_fastpath.py, compile_cost.py, copy_probe.py, data_scale.py,
-learn_parity.py, peer_speed.py), flops.py (model FLOPs), common.py (what they share). None of them is imported by `import flashgau`.
+learn_parity.py, peer_speed.py), flops.py (model FLOPs), common.py (what they share). None of them is imported by
+`import flashgau`.
 """

@@ -5,9 +5,9 @@ A benchmark module (see bench/__init__.py) exposes add_arguments(parser) and run
 only when their subcommand runs (or its parser is built), and `decode` is registered only when bench/decode.py
 exists. The commands of their own (OWN_COMMANDS) are not part of `all`: `scaling` starts torchrun runs that take
 every core or GPU, `qa` trains twelve runs, and the probes (`profile-step`, `perf-fastpath`, `compile-cost`,
-`copy-probe`, `data-scale`, `learn-parity`, `peer-speed`) each answer one question about this machine or a trained run. A module's
-subcommand is its name with "-" for "_". Hook into the top-level parser with `add_arguments(parser)` + `run(args)`
-(the shape of flashgau.cli's commands).
+`copy-probe`, `data-scale`, `learn-parity`, `peer-speed`) each answer one question about this machine or a trained
+run. A module's subcommand is its name with "-" for "_". Hook into the top-level parser with
+`add_arguments(parser)` + `run(args)` (the shape of flashgau.cli's commands).
 """
 
 from __future__ import annotations

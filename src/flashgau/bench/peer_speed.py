@@ -2,10 +2,9 @@
 (`pip install flash-pytorch einops rotary-embedding-torch`; not a dependency of flashgau), timed in one process.
 
 Both models have the shapes of the `--preset` FLASH (width, GAU layers, chunk size, s, expansion: the builder of
-`bench learn-parity`), causal, fp32 eager, on the same random tokens. One timed step is what the issue of speed
-between implementations is about: forward, the cross-entropy of the next token, backward, gradients dropped (no
-optimizer: both would run the same AdamW over parameter sets of the same size). Three arms, timed round by round
-in rotating order, so no arm always follows the same one:
+`bench learn-parity`), causal, fp32 eager, on the same random tokens. One timed step: forward, the cross-entropy
+of the next token, backward, gradients dropped (no optimizer: both would run the same AdamW over parameter sets of
+the same size). Three arms, timed round by round in rotating order, so no arm always follows the same one:
 
     flashgau         FLASH with flashgau's defaults (every fast path on)
     flashgau-plain   the same model with every fast path off (ops/fastpath.py): what the fast paths add
@@ -117,7 +116,7 @@ def run(a: argparse.Namespace) -> int:
     peak = common.matmul_peak("fp32", torch.device("cpu"), [2048], repeats=6)["flops_per_s"]
     peer = peer_version() if "lucidrains" in a.arms else None
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, clock {a.clock}; fp32 matmul peak "
-          f"(2048^3) {peak / 1e9:.1f} GFLOP/s; flash-pytorch {peer}", flush=True)
+          f"(2048^3) {peak / 1e9:.1f} GFLOP/s" + (f"; flash-pytorch {peer}" if peer else ""), flush=True)
     records = []
     for T, batch in shapes:
         cfg = ModelConfig.for_context(a.preset, arch="flash", context=T)
@@ -153,12 +152,13 @@ def run(a: argparse.Namespace) -> int:
               f"wall time {time.time() - started:.0f} s" + (f"; lucidrains: flash-pytorch {peer}" if peer else ""))
     print("\n" + header + "\n\n" + "\n".join(lines))
     out = Path(a.out)
-    common.write_json(out.with_suffix(".json"), dict(peak_flops_per_s=peak, environment=common.environment(),
-                                                     settings=dict(shapes=a.shapes, preset=a.preset, arms=a.arms, repeats=a.repeats, warmup=a.warmup,
-                                                                   threads=torch.get_num_threads(), clock=a.clock),
+    env = common.environment()
+    settings = dict(shapes=a.shapes, preset=a.preset, arms=a.arms, repeats=a.repeats, warmup=a.warmup,
+                    threads=torch.get_num_threads(), clock=a.clock)
+    common.write_json(out.with_suffix(".json"), dict(peak_flops_per_s=peak, environment=env, settings=settings,
                                                      command=common.command_line(), records=records))
-    common.write_text(out.with_suffix(".md"), header + "\n\n" + "\n".join(lines) + "\n\n"
-                      + common.env_markdown(common.environment()) + "\n")
+    common.write_text(out.with_suffix(".md"), header + "\n\n" + "\n".join(lines) + "\n\n" + common.env_markdown(env)
+                      + "\n")
     return 0
 
 

@@ -101,13 +101,25 @@ def settings_from_args(args, rows) -> RetrievalSettings:
         warm_context=warm_context, warm_seconds=warm_seconds or 0.0)
 
 
+def longer_positions(row, s: RetrievalSettings) -> dict:
+    """{"max_seq_len": --context} where the context is longer than the preset's max_seq_len (the tiny preset's
+    2,048 at --context 4096), else nothing: the rows' models are then exactly the preset's."""
+    from ...config import ModelConfig
+
+    longest = ModelConfig.preset(s.preset, arch=row.arch).max_seq_len
+    return {"max_seq_len": s.context} if s.context > longest else {}
+
+
 def row_config(row, seed: int, s: RetrievalSettings, folder: Path, *, warm: bool = False,
                init_from: Optional[Path] = None):
     """The TrainConfig of a row's run on the task: its long stage (from scratch, or from `init_from`, the weights of
     its warm stage), or with warm=True the curriculum's first stage at the short context."""
     from ...training.config import TrainConfig
-    # from init_from the model is the warm stage's, as built for its context (Combiner's "auto" chunk included)
-    model = {} if init_from is not None else {"chunk_size": QA_CHUNK, **model_options(row, s), "init_std": s.init_std}
+    # from init_from the model is the warm stage's, as built for its context (Combiner's "auto" chunk included); a
+    # max_seq_len beyond the preset's is named again (the source's own value), so the long context passes the checks
+    model = longer_positions(row, s)
+    if init_from is None:
+        model = {"chunk_size": QA_CHUNK, **model_options(row, s), "init_std": s.init_std, **model}
     context, seconds = (s.warm_context, s.warm_seconds) if warm else (s.context, s.seconds)
     return TrainConfig(arch=row.arch, preset=s.preset, objective=s.task, context=context, time_budget=seconds,
                        time_budget_covers="training", batch_tokens=max(s.batch_tokens, context),

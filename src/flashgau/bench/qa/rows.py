@@ -40,9 +40,9 @@ RETRIEVAL_ROWS: tuple[Row, ...] = (
 
 
 def model_options(row: Row, s) -> dict:
-    """The row's ModelConfig options at the settings' preset and context (s scaled from the preset's own)."""
+    """The row's ModelConfig options at the settings' preset (s scaled from the preset's own)."""
     options = dict(row.model)
     if row.qk_scale != 1:
-        base = ModelConfig.for_context(s.preset, arch=row.arch, context=s.context).qk_dim
+        base = ModelConfig.preset(s.preset, arch=row.arch).qk_dim
         options["qk_dim"] = base * row.qk_scale
     return options
