@@ -25,6 +25,7 @@ from ..ops import (FlashState, SoftmaxChunkState, mixed_chunk_attention, mixed_c
                    mixed_chunk_first_to_all_attention, mixed_chunk_first_to_all_attention_step,
                    mixed_chunk_softmax_attention, mixed_chunk_softmax_attention_step)
 from ..ops.autocast import cast
+from ..ops.mixed_chunk import shared_slot
 from .context import Context
 from .gau import GAUBase
 from .positions import StepPositions
@@ -82,8 +83,8 @@ class FlashLayer(GAUBase):
         pos = step.pos
         u, v, (quad_q, quad_k, lin_q, lin_k) = self._maps(h, pos[:, None], step)
         C = self.chunk_size
-        slots = [p % C for p in step.host()]
-        slot = slots[0] if min(slots) == max(slots) else pos % C         # an int: one row of the table, a view
+        slot = shared_slot(step.host(), C)
+        slot = pos % C if slot is None else slot                         # an int: one row of the table, a view
         bias_row = cast(self.rel.chunk_row(slot, C, device=x.device), quad_q.dtype)     # (B or 1, 1, 1, C)
         with self.attention_context(x.device):
             if self.softmax:

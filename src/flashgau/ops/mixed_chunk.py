@@ -272,6 +272,13 @@ def mixed_chunk_attention_step(quad_q: Tensor, quad_k: Tensor, lin_q: Tensor, li
     return out, state
 
 
+def shared_slot(host_pos: list[int], C: int) -> Optional[int]:
+    """The slot pos % C of the open chunk when every row sits at it (one row, or rows that started together), else
+    None."""
+    slots = {p % C for p in host_pos}
+    return slots.pop() if len(slots) == 1 else None
+
+
 def write_token(state: FlashState, quad_k: Tensor, lin_k: Tensor, v: Tensor, pos: Tensor,
                 host_pos: Optional[list[int]] = None) -> int:
     """Write one token per row (B, H, 1, s|e) into slot pos % C of the open chunk's buffer. Returns n: slots [0, n)
@@ -280,9 +287,9 @@ def write_token(state: FlashState, quad_k: Tensor, lin_k: Tensor, v: Tensor, pos
     the same slot (one row, or rows that started together) the three writes are slice copies, else scatters."""
     B, H, C, s = state.quad_k.shape
     e = state.v.shape[-1]
-    slots = [p % C for p in (pos.tolist() if host_pos is None else host_pos)]
-    if min(slots) == max(slots):
-        i = slots[0]
+    host_pos = pos.tolist() if host_pos is None else host_pos
+    i = shared_slot(host_pos, C)
+    if i is not None:
         state.quad_k[:, :, i:i + 1].copy_(quad_k)                        # copy_ casts as .to does
         state.lin_k[:, :, i:i + 1].copy_(lin_k)
         state.v[:, :, i:i + 1].copy_(v)
@@ -291,7 +298,7 @@ def write_token(state: FlashState, quad_k: Tensor, lin_k: Tensor, v: Tensor, pos
     state.quad_k.scatter_(2, at.expand(B, H, 1, s), cast(quad_k, state.quad_k.dtype))
     state.lin_k.scatter_(2, at.expand(B, H, 1, s), cast(lin_k, state.lin_k.dtype))
     state.v.scatter_(2, at.expand(B, H, 1, e), cast(v, state.v.dtype))
-    return max(slots) + 1
+    return max(p % C for p in host_pos) + 1
 
 
 def step_local(quad_q: Tensor, state: FlashState, bias_row: Tensor, n: int, parts: str) -> Tensor:
