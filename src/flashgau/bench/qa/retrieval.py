@@ -128,6 +128,13 @@ def row_config(row, seed: int, s: RetrievalSettings, folder: Path, *, warm: bool
                        model=model, init_from=None if init_from is None else str(init_from))
 
 
+def train_stage(cfg, device: str):
+    """One training run (resumed where it stopped): its result, its curve and its seconds of training steps."""
+    result, records = quality.train_or_resume(cfg, device, log=lambda m: None)
+    points = quality.curve(records)
+    return result, points, points[-1]["train_time"] if points else None
+
+
 def train_row(row, seed: int, s: RetrievalSettings, folder: Path, keep: bool) -> dict:
     from ...training.checkpoint import CHECKPOINT_NAME
 
@@ -135,17 +142,13 @@ def train_row(row, seed: int, s: RetrievalSettings, folder: Path, keep: bool) ->
     warm = None
     if s.warm_context:
         warm_folder = folder / "warm"
-        warm_result, warm_records = quality.train_or_resume(row_config(row, seed, s, warm_folder, warm=True),
-                                                            s.device, log=lambda m: None)
-        warm_points = quality.curve(warm_records)
+        warm_result, _, warm_time = train_stage(row_config(row, seed, s, warm_folder, warm=True), s.device)
         warm = dict(context=s.warm_context, steps=warm_result.step, final=warm_result.final.to_dict(),
-                    train_time=warm_points[-1]["train_time"] if warm_points else None)
+                    train_time=warm_time)
         cfg = row_config(row, seed, s, folder, init_from=warm_folder)
     else:
         cfg = row_config(row, seed, s, folder)
-    result, records = quality.train_or_resume(cfg, s.device, log=lambda m: None)
-    points = quality.curve(records)
-    train_time = points[-1]["train_time"] if points else None
+    result, points, train_time = train_stage(cfg, s.device)
     rec = dict(row=row.slug, label=row.label, arch=row.arch, seed=seed, train_config=cfg.to_dict(),
                model_config=result.model.config.to_dict(), num_parameters=result.num_parameters, steps=result.step,
                train_time=train_time, step_seconds=train_time / result.step if train_time and result.step else None,
