@@ -319,6 +319,16 @@ def synchronizer(device) -> Callable[[], None]:
     return lambda: None
 
 
+def step_clock(kind: str) -> Callable[[], float]:
+    """The clock a CPU probe times its steps by: "wall" (time.perf_counter), or "thread", the calling thread's CPU
+    time with torch set to one thread (a CPU step's whole work then runs on that thread, and other processes' load
+    does not inflate it)."""
+    if kind == "thread":
+        torch.set_num_threads(1)
+        return time.thread_time
+    return time.perf_counter
+
+
 def matmul_peak(precision: str, device, sizes: Iterable[int], repeats: int = 8) -> dict:
     """The device's measured matrix-multiply rate (FLOP/s) for square n x n products in fp32, bf16 or fp16 (on a
     CPU with the threads torch uses now): the best rate over `sizes` and `repeats` timed products (after two

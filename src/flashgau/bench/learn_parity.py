@@ -45,8 +45,9 @@ from ..errors import FlashgauError
 from ..model import LanguageModel
 from .common import environment, md_table, read_json, write_json
 
-LUCIDRAINS_MISSING = ("lucidrains' FLASH-pytorch is not installed (pip install flash-pytorch einops "
-                      "rotary-embedding-torch); the lucidrains arms are skipped")
+LUCIDRAINS_NOT_INSTALLED = ("lucidrains' FLASH-pytorch is not installed (pip install flash-pytorch einops "
+                            "rotary-embedding-torch)")
+LUCIDRAINS_MISSING = f"{LUCIDRAINS_NOT_INSTALLED}; the lucidrains arms are skipped"
 
 
 # ------------------------------------------------------------------------------------------------ the data

@@ -35,7 +35,7 @@ from ..errors import ConfigError
 from ..ops import fastpath
 from ..runtime import keep_freed_memory
 from . import common
-from .learn_parity import LUCIDRAINS_MISSING, flashgau_logits, flashgau_model, lucidrains_available, \
+from .learn_parity import LUCIDRAINS_NOT_INSTALLED, flashgau_logits, flashgau_model, lucidrains_available, \
     lucidrains_model, parse_arm
 from .perf_fastpath import parse_shapes, rotated
 
@@ -69,8 +69,7 @@ def check(a: argparse.Namespace) -> list[tuple[int, int]]:
     """The shapes, or a one-line error for settings that cannot run."""
     shapes = parse_shapes(a)
     if "lucidrains" in a.arms and not lucidrains_available():
-        raise ConfigError(LUCIDRAINS_MISSING.replace("the lucidrains arms are skipped",
-                                                     "or pass --arms flashgau flashgau-plain"))
+        raise ConfigError(f"{LUCIDRAINS_NOT_INSTALLED}; or pass --arms flashgau flashgau-plain")
     if a.repeats < 1 or a.warmup < 0:
         raise ConfigError(f"--repeats must be at least 1 and --warmup at least 0, got {a.repeats} and {a.warmup}")
     if a.threads is not None and a.threads < 1:
@@ -107,11 +106,9 @@ def make_step(model: nn.Module, logits_of: Callable, ids: torch.Tensor, plain: b
 def run(a: argparse.Namespace) -> int:
     shapes = check(a)
     keep_freed_memory()
-    if a.clock == "thread":
-        torch.set_num_threads(1)
-    elif a.threads:
+    if a.threads and a.clock == "wall":
         torch.set_num_threads(a.threads)
-    clock = time.thread_time if a.clock == "thread" else time.perf_counter
+    clock = common.step_clock(a.clock)
     started = time.time()
     peak = common.matmul_peak("fp32", torch.device("cpu"), [2048], repeats=6)["flops_per_s"]
     peer = peer_version() if "lucidrains" in a.arms else None

@@ -93,9 +93,7 @@ def run(a: argparse.Namespace) -> int:
     shapes = parse_shapes(a)
     with fastpath.plain(*(a.before or ())):                  # an unknown name fails here, before any timing
         pass
-    if a.clock == "thread":
-        torch.set_num_threads(1)
-    clock = time.thread_time if a.clock == "thread" else time.perf_counter
+    clock = common.step_clock(a.clock)
     before = tuple(a.before or ())
     started = time.time()
     peak = common.matmul_peak("fp32", torch.device("cpu"), [2048], repeats=6)["flops_per_s"]
